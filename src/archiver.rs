@@ -1,0 +1,657 @@
+//! The backup pipeline. Data flows one way:
+//!
+//! walk (this thread) → read + chunk + hash + dedup + compress + seal (rayon workers, bounded
+//! number of files in flight) → pack (packer thread) → upload (I/O runtime, bounded).
+//! Directory trees are assembled in post-order on their own thread as their files finish.
+
+use crate::backend::{Backend, FileKind};
+use crate::chunker::{ChunkStream, Chunker};
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::format::{BlobType, IndexFile, IndexPack, Node, NodeKind, Snapshot, SnapshotSummary, Tree};
+use crate::id::Id;
+use crate::index::Index;
+use crate::pack::{self, PackBuilder};
+use crate::repository::Repository;
+use crate::tree::{self, NameCache};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rayon::prelude::*;
+use std::collections::HashSet;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Files whose content is processed at once; bounds memory and queue length.
+const FILES_IN_FLIGHT: usize = 256;
+/// Bytes of a large file or stream read and cut per batch.
+const BATCH_BYTES: usize = 8 << 20;
+/// Pack uploads running at once.
+const UPLOADS_IN_FLIGHT: usize = 4;
+/// Packs per intermediate index file, so an interrupted backup's packs are reused next time.
+const PACKS_PER_INDEX: usize = 64;
+
+/// Which snapshot to compare against.
+#[derive(Clone, Debug, Default)]
+pub enum ParentChoice {
+    #[default]
+    Auto,
+    None,
+    Id(String),
+}
+
+/// A stream to store as one file in the snapshot (`--stdin`, `--command`).
+pub struct StreamSource {
+    pub name: String,
+    pub reader: Box<dyn Read + Send>,
+}
+
+#[derive(Default)]
+pub struct SnapshotOptions {
+    pub paths: Vec<PathBuf>,
+    pub stream: Option<StreamSource>,
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    pub time_unix_ns: Option<i64>,
+    pub excludes: Vec<String>,
+    pub parent: ParentChoice,
+}
+
+/// Live counters, read by the progress display.
+#[derive(Default)]
+pub struct Progress {
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+    pub bytes_added: AtomicU64,
+}
+
+pub struct SnapshotOutcome {
+    pub id: Id,
+    pub snapshot: Snapshot,
+    pub warnings: Vec<String>,
+}
+
+struct Shared<'a> {
+    keys: &'a Keys,
+    index: &'a Index,
+    chunker: Chunker,
+    level: i32,
+    /// Blobs stored during this run, sharded to keep lock contention low.
+    pending: Vec<Mutex<HashSet<Id>>>,
+    pack_tx: Sender<PackItem>,
+    warnings: Mutex<Vec<String>>,
+    progress: &'a Progress,
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_total: AtomicU64,
+    blobs_added: AtomicU64,
+    errors: AtomicU64,
+}
+
+struct PackItem {
+    blob_type: BlobType,
+    id: Id,
+    raw_length: u32,
+    sealed: Vec<u8>,
+}
+
+impl Shared<'_> {
+    fn warn(&self, msg: String) {
+        self.errors.fetch_add(1, Relaxed);
+        self.warnings.lock().unwrap().push(msg);
+    }
+
+    fn is_known(&self, id: &Id) -> bool {
+        self.index.contains(id)
+    }
+
+    /// Claims a blob for storing; false when it is already stored or being stored.
+    fn claim(&self, id: &Id) -> bool {
+        if self.is_known(id) {
+            return false;
+        }
+        self.pending[id.0[0] as usize % self.pending.len()].lock().unwrap().insert(*id)
+    }
+
+    fn store_blob(&self, blob_type: BlobType, data: &[u8]) -> Result<Id> {
+        let id = self.keys.blob_id(data);
+        if self.claim(&id) {
+            let sealed = pack::seal_blob(self.keys, blob_type, &id, data, self.level);
+            self.blobs_added.fetch_add(1, Relaxed);
+            self.pack_tx
+                .send(PackItem { blob_type, id, raw_length: data.len() as u32, sealed })
+                .map_err(|_| Error::other("pack writer stopped"))?;
+        }
+        Ok(id)
+    }
+
+    /// Chunks and stores a whole stream; returns content ids and bytes read.
+    fn store_stream<R: Read + Send>(&self, reader: R) -> std::io::Result<Result<(Vec<Id>, u64)>> {
+        let mut stream = ChunkStream::new(reader, self.chunker.clone(), BATCH_BYTES);
+        let mut ids = Vec::new();
+        let mut next = stream.next_batch()?;
+        while let Some(batch) = next.take() {
+            // Read the next batch while this one is hashed, compressed and sealed.
+            let (read, stored) = rayon::join(
+                || stream.next_batch(),
+                || batch.chunks.par_iter().map(|r| self.store_blob(BlobType::Data, &batch.buf[r.clone()])).collect::<Result<Vec<Id>>>(),
+            );
+            match stored {
+                Ok(mut v) => ids.append(&mut v),
+                Err(e) => return Ok(Err(e)),
+            }
+            self.progress.bytes.fetch_add(batch.buf.len() as u64, Relaxed);
+            next = read?;
+        }
+        Ok(Ok((ids, stream.bytes_read)))
+    }
+
+    /// Reads one file; on a read error the file is reported and left out.
+    fn store_file(&self, path: &Path, node: &mut Node) -> Result<bool> {
+        let res = open_noatime(path).and_then(|f| self.store_stream(f));
+        match res {
+            Ok(Ok((ids, n))) => {
+                self.bytes_read.fetch_add(n, Relaxed);
+                if n != node.size {
+                    self.warnings.lock().unwrap().push(format!(
+                        "{}: file changed while being read ({} bytes expected, {n} read); stored as read",
+                        path.display(),
+                        node.size
+                    ));
+                    node.size = n;
+                }
+                node.content = ids;
+                Ok(true)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => {
+                self.warn(format!("{}: cannot read: {e}; left out of the snapshot", path.display()));
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Opens a source file without updating its access time where the kernel allows it.
+fn open_noatime(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::File::open(path),
+        other => other,
+    }
+}
+
+/// A directory entry whose content or subtree may still be in the making.
+enum Slot {
+    Ready(Node),
+    File(Node, Receiver<Result<Option<Node>>>),
+    Dir(Node, Receiver<Result<Id>>),
+}
+
+struct DirJob {
+    slots: Vec<Slot>,
+    done: Sender<Result<Id>>,
+}
+
+struct Excludes {
+    by_path: globset::GlobSet,
+    by_name: globset::GlobSet,
+}
+
+impl Excludes {
+    fn new(patterns: &[String]) -> Result<Excludes> {
+        let mut by_path = globset::GlobSetBuilder::new();
+        let mut by_name = globset::GlobSetBuilder::new();
+        for p in patterns {
+            let glob = globset::GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| Error::usage(format!("invalid exclude pattern {p:?}: {e}")))?;
+            if p.contains('/') {
+                by_path.add(glob);
+            } else {
+                by_name.add(glob);
+            }
+        }
+        let b = |s: globset::GlobSetBuilder| s.build().map_err(|e| Error::usage(format!("invalid exclude patterns: {e}")));
+        Ok(Excludes { by_path: b(by_path)?, by_name: b(by_name)? })
+    }
+
+    fn excluded(&self, path: &Path, name: &[u8]) -> bool {
+        self.by_path.is_match(path) || self.by_name.is_match(std::ffi::OsStr::from_bytes(name))
+    }
+}
+
+/// Makes a snapshot of `opts.paths` and `opts.stream` and saves it.
+pub fn snapshot(repo: &Repository, opts: SnapshotOptions, progress: &Progress) -> Result<SnapshotOutcome> {
+    let started = Instant::now();
+    let mut paths = Vec::new();
+    for p in &opts.paths {
+        let abs = if p.is_absolute() { p.clone() } else { std::env::current_dir().map_err(|e| Error::io(".", e))?.join(p) };
+        let abs = normalize(&abs);
+        if std::fs::symlink_metadata(&abs).is_err() {
+            return Err(Error::usage(format!("source path {} does not exist", p.display())));
+        }
+        paths.push(abs);
+    }
+    let mut names: Vec<Vec<u8>> = paths.iter().map(|p| root_name(p)).collect();
+    if let Some(s) = &opts.stream {
+        if s.name.is_empty() || s.name.contains('/') {
+            return Err(Error::usage("--stdin-filename must be a plain file name"));
+        }
+        names.push(s.name.as_bytes().to_vec());
+    }
+    if names.is_empty() {
+        return Err(Error::usage("nothing to back up: give paths, --stdin or --command"));
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    if sorted.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::usage("two sources have the same name; they would collide at the snapshot's top level"));
+    }
+    let excludes = Excludes::new(&opts.excludes)?;
+    let host = opts.host.clone().unwrap_or_else(crate::snapshot::hostname);
+    let mut snap_paths: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    if let Some(s) = &opts.stream {
+        snap_paths.push(format!("stdin:{}", s.name));
+    }
+
+    let snaps = repo.list_snapshots()?;
+    let parent = match &opts.parent {
+        ParentChoice::None => None,
+        ParentChoice::Id(spec) => Some(crate::snapshot::resolve(&snaps, spec)?.clone()),
+        ParentChoice::Auto => crate::snapshot::find_parent(&snaps, &host, &snap_paths).cloned(),
+    };
+    let index = repo.load_index()?;
+    let parent_root = match &parent {
+        Some((_, s)) => Some(repo.load_tree(&index, &s.tree)?),
+        None => None,
+    };
+
+    let (pack_tx, pack_rx) = bounded::<PackItem>(64);
+    let names_cache = NameCache::default();
+    let mut stream = opts.stream;
+
+    let (root, shared_counts, warnings, packed) = std::thread::scope(|outer| {
+        let packer = outer.spawn(|| run_packer(repo, pack_rx, progress));
+        let shared = Shared {
+            keys: &repo.keys,
+            index: &index,
+            chunker: Chunker::new(repo.config.chunker, repo.keys.chunker_seed()),
+            level: repo.config.compression_level,
+            pending: (0..64).map(|_| Mutex::new(HashSet::new())).collect(),
+            pack_tx,
+            warnings: Mutex::new(Vec::new()),
+            progress,
+            files_new: AtomicU64::new(0),
+            files_changed: AtomicU64::new(0),
+            files_unmodified: AtomicU64::new(0),
+            dirs: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            blobs_added: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        };
+        let root = std::thread::scope(|inner| {
+            let (dir_tx, dir_rx) = bounded::<DirJob>(1024);
+            let shared_ref = &shared;
+            let assembler = inner.spawn(move || assemble_dirs(shared_ref, dir_rx));
+            let (tokens_tx, tokens_rx) = bounded::<()>(FILES_IN_FLIGHT);
+            for _ in 0..FILES_IN_FLIGHT {
+                tokens_tx.send(()).unwrap();
+            }
+            let walker = Walker {
+                shared: &shared,
+                names: &names_cache,
+                excludes: &excludes,
+                dir_tx: &dir_tx,
+                repo,
+                index: &index,
+                tokens_tx: &tokens_tx,
+                tokens_rx: &tokens_rx,
+            };
+            let root = rayon::in_place_scope(|rs| -> Result<Receiver<Result<Id>>> {
+                let mut slots = Vec::new();
+                for (path, name) in paths.iter().zip(&names) {
+                    let prev = parent_root.as_ref().and_then(|t| t.find(name)).cloned();
+                    if let Some(slot) = walker.entry(rs, path, name, prev)? {
+                        slots.push(slot);
+                    }
+                }
+                if let Some(s) = stream.take() {
+                    let node = stream_node(&s.name, &names_cache);
+                    let (ids, n) =
+                        shared.store_stream(s.reader).map_err(|e| Error::other(format!("reading {}: {e}", s.name)))??;
+                    shared.bytes_read.fetch_add(n, Relaxed);
+                    shared.bytes_total.fetch_add(n, Relaxed);
+                    shared.files_new.fetch_add(1, Relaxed);
+                    slots.push(Slot::Ready(Node { size: n, content: ids, ..node }));
+                }
+                slots.sort_by(|a, b| slot_name(a).cmp(slot_name(b)));
+                let (tx, rx) = bounded(1);
+                dir_tx.send(DirJob { slots, done: tx }).map_err(|_| Error::other("tree assembler stopped"))?;
+                Ok(rx)
+            });
+            drop(dir_tx);
+            let root = root.and_then(|rx| rx.recv().map_err(|_| Error::other("tree assembler stopped"))?);
+            let assembled = assembler.join().expect("assembler thread");
+            root.and_then(|id| assembled.map(|_| id))
+        });
+        let counts = SnapshotSummary {
+            files_new: shared.files_new.load(Relaxed),
+            files_changed: shared.files_changed.load(Relaxed),
+            files_unmodified: shared.files_unmodified.load(Relaxed),
+            dirs: shared.dirs.load(Relaxed),
+            bytes_read: shared.bytes_read.load(Relaxed),
+            bytes_total: shared.bytes_total.load(Relaxed),
+            blobs_added: shared.blobs_added.load(Relaxed),
+            errors: shared.errors.load(Relaxed),
+            ..Default::default()
+        };
+        let warnings = shared.warnings.into_inner().unwrap();
+        // Dropping the last sender (inside `shared`) lets the packer flush and finish.
+        drop(shared.pack_tx);
+        let packed = packer.join().expect("packer thread");
+        (root, counts, warnings, packed)
+    });
+    let packed = packed?;
+    let root = root?;
+
+    let mut summary = shared_counts;
+    summary.bytes_added = packed.bytes_added;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    let mut tags = opts.tags;
+    tags.sort();
+    tags.dedup();
+    let snapshot = Snapshot {
+        time_unix_ns: opts.time_unix_ns.unwrap_or_else(crate::snapshot::now_ns),
+        hostname: host,
+        username: crate::snapshot::username(),
+        paths: snap_paths,
+        tags,
+        tree: root,
+        parent: parent.map(|(id, _)| id),
+        excludes: opts.excludes,
+        incomplete: summary.errors > 0,
+        summary,
+        program_version: format!("ocvault {}", env!("CARGO_PKG_VERSION")),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(SnapshotOutcome { id, snapshot, warnings })
+}
+
+fn slot_name(s: &Slot) -> &[u8] {
+    match s {
+        Slot::Ready(n) | Slot::File(n, _) | Slot::Dir(n, _) => &n.name,
+    }
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn root_name(p: &Path) -> Vec<u8> {
+    match p.file_name() {
+        Some(n) => n.as_bytes().to_vec(),
+        None => b"root".to_vec(),
+    }
+}
+
+fn stream_node(name: &str, names: &NameCache) -> Node {
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let now = crate::snapshot::now_ns();
+    Node {
+        name: name.as_bytes().to_vec(),
+        kind: NodeKind::File,
+        mode: 0o600,
+        uid,
+        gid,
+        user: names.user(uid),
+        group: names.group(gid),
+        mtime_ns: now,
+        ctime_ns: now,
+        atime_ns: now,
+        size: 0,
+        inode: 0,
+        device: 0,
+        links: 1,
+        rdev: 0,
+        xattrs: Vec::new(),
+        link_target: Vec::new(),
+        content: Vec::new(),
+        subtree: None,
+    }
+}
+
+struct Walker<'a> {
+    shared: &'a Shared<'a>,
+    names: &'a NameCache,
+    excludes: &'a Excludes,
+    dir_tx: &'a Sender<DirJob>,
+    repo: &'a Repository,
+    index: &'a Index,
+    tokens_tx: &'a Sender<()>,
+    tokens_rx: &'a Receiver<()>,
+}
+
+impl<'a> Walker<'a> {
+    /// One entry of the walk; `prev` is the same name's node in the parent snapshot.
+    fn entry<'s>(&'s self, rs: &rayon::Scope<'s>, path: &Path, name: &[u8], prev: Option<Node>) -> Result<Option<Slot>> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.shared.warn(format!("{}: cannot stat: {e}; left out of the snapshot", path.display()));
+                return Ok(None);
+            }
+        };
+        let mut node = tree::node_from_metadata(name, path, &meta, self.names);
+        match node.kind {
+            NodeKind::Dir => {
+                let prev_tree = match prev.as_ref().and_then(|p| p.subtree) {
+                    Some(id) if self.index.contains(&id) => self.repo.load_tree(self.index, &id).ok(),
+                    _ => None,
+                };
+                let rx = self.dir(rs, path, prev_tree)?;
+                Ok(Some(Slot::Dir(node, rx)))
+            }
+            NodeKind::File => {
+                self.shared.bytes_total.fetch_add(node.size, Relaxed);
+                self.shared.progress.files.fetch_add(1, Relaxed);
+                if let Some(p) = prev.as_ref().filter(|p| tree::unchanged(p, &node)) {
+                    if p.content.iter().all(|id| self.index.contains(id)) {
+                        node.content = p.content.clone();
+                        self.shared.files_unmodified.fetch_add(1, Relaxed);
+                        self.shared.progress.bytes.fetch_add(node.size, Relaxed);
+                        return Ok(Some(Slot::Ready(node)));
+                    }
+                }
+                if prev.is_some() {
+                    self.shared.files_changed.fetch_add(1, Relaxed);
+                } else {
+                    self.shared.files_new.fetch_add(1, Relaxed);
+                }
+                self.tokens_rx.recv().expect("token channel");
+                let (tx, rx) = bounded(1);
+                let path = path.to_path_buf();
+                let shared = self.shared;
+                let tokens = self.tokens_tx;
+                rs.spawn(move |_| {
+                    let res = shared.store_file(&path, &mut node).map(|ok| ok.then_some(node));
+                    let _ = tx.send(res);
+                    let _ = tokens.send(());
+                });
+                Ok(Some(Slot::File(self.placeholder(name), rx)))
+            }
+            _ => Ok(Some(Slot::Ready(node))),
+        }
+    }
+
+    fn placeholder(&self, name: &[u8]) -> Node {
+        Node { name: name.to_vec(), ..stream_node("", self.names) }
+    }
+
+    /// Walks one directory; its tree id arrives on the returned channel once assembled.
+    fn dir<'s>(&'s self, rs: &rayon::Scope<'s>, path: &Path, prev: Option<Tree>) -> Result<Receiver<Result<Id>>> {
+        self.shared.dirs.fetch_add(1, Relaxed);
+        let mut names: Vec<Vec<u8>> = match std::fs::read_dir(path) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().as_bytes().to_vec()).collect(),
+            Err(e) => {
+                self.shared.warn(format!("{}: cannot list: {e}; stored empty", path.display()));
+                Vec::new()
+            }
+        };
+        names.sort();
+        let mut slots = Vec::with_capacity(names.len());
+        for name in names {
+            let child = path.join(std::ffi::OsStr::from_bytes(&name));
+            if self.excludes.excluded(&child, &name) {
+                continue;
+            }
+            let prev_node = prev.as_ref().and_then(|t| t.find(&name)).cloned();
+            if let Some(slot) = self.entry(rs, &child, &name, prev_node)? {
+                slots.push(slot);
+            }
+        }
+        let (tx, rx) = bounded(1);
+        self.dir_tx.send(DirJob { slots, done: tx }).map_err(|_| Error::other("tree assembler stopped"))?;
+        Ok(rx)
+    }
+}
+
+/// Builds tree blobs in post-order as directories' files and subdirectories complete.
+fn assemble_dirs(shared: &Shared, rx: Receiver<DirJob>) -> Result<()> {
+    let mut first_err = None;
+    for job in rx {
+        let res = (|| -> Result<Id> {
+            let mut tree = Tree { nodes: Vec::with_capacity(job.slots.len()) };
+            for slot in job.slots {
+                match slot {
+                    Slot::Ready(n) => tree.nodes.push(n),
+                    Slot::File(_, rx) => {
+                        if let Some(n) = rx.recv().map_err(|_| Error::other("file worker stopped"))?? {
+                            tree.nodes.push(n);
+                        }
+                    }
+                    Slot::Dir(mut n, rx) => {
+                        n.subtree = Some(rx.recv().map_err(|_| Error::other("tree assembler stopped"))??);
+                        tree.nodes.push(n);
+                    }
+                }
+            }
+            shared.store_blob(BlobType::Tree, &crate::format::to_postcard(&tree))
+        })();
+        if let Err(e) = &res {
+            first_err.get_or_insert_with(|| e.to_string());
+        }
+        let _ = job.done.send(res);
+    }
+    match first_err {
+        Some(e) => Err(Error::other(e)),
+        None => Ok(()),
+    }
+}
+
+pub struct Packed {
+    pub bytes_added: u64,
+    pub index_files: Vec<Id>,
+}
+
+/// Collects sealed blobs into packs, uploads them, and writes index files for uploaded packs.
+fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) -> Result<Packed> {
+    let target = repo.config.pack_target_size as usize;
+    let mut data = PackBuilder::new(BlobType::Data, target + (1 << 20));
+    let mut trees = PackBuilder::new(BlobType::Tree, 1 << 20);
+    let mut uploads = std::collections::VecDeque::new();
+    let mut uploaded: Vec<IndexPack> = Vec::new();
+    let mut out = Packed { bytes_added: 0, index_files: Vec::new() };
+    let mut err: Option<Error> = None;
+    let backend = &repo.backend;
+
+    let finish = |b: PackBuilder, uploads: &mut std::collections::VecDeque<_>, uploaded: &mut Vec<IndexPack>, err: &mut Option<Error>| {
+        let (bytes, entry) = b.finish(&repo.keys);
+        progress.bytes_added.fetch_add(bytes.len() as u64, Relaxed);
+        let handle = backend.spawn_write(FileKind::Pack.path(&entry.id), bytes);
+        uploads.push_back((handle, entry));
+        while uploads.len() > UPLOADS_IN_FLIGHT {
+            let (h, e) = uploads.pop_front().unwrap();
+            wait_upload(backend, h, e, uploaded, err);
+        }
+    };
+
+    for item in rx.iter() {
+        if err.is_some() {
+            continue; // keep draining so senders never block
+        }
+        let b = match item.blob_type {
+            BlobType::Data => &mut data,
+            BlobType::Tree => &mut trees,
+        };
+        b.add(item.id, item.raw_length, &item.sealed);
+        if b.len() >= target {
+            let full = std::mem::replace(b, PackBuilder::new(item.blob_type, target + (1 << 20)));
+            finish(full, &mut uploads, &mut uploaded, &mut err);
+        }
+        if uploaded.len() >= PACKS_PER_INDEX && err.is_none() {
+            flush_index(repo, &mut uploaded, &mut out, &mut err);
+        }
+    }
+    for b in [data, trees] {
+        if !b.is_empty() && err.is_none() {
+            finish(b, &mut uploads, &mut uploaded, &mut err);
+        }
+    }
+    while let Some((h, e)) = uploads.pop_front() {
+        wait_upload(backend, h, e, &mut uploaded, &mut err);
+    }
+    if err.is_none() && !uploaded.is_empty() {
+        flush_index(repo, &mut uploaded, &mut out, &mut err);
+    }
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+fn wait_upload(
+    backend: &Backend,
+    h: tokio::task::JoinHandle<Result<()>>,
+    e: IndexPack,
+    uploaded: &mut Vec<IndexPack>,
+    err: &mut Option<Error>,
+) {
+    match backend.runtime().block_on(h) {
+        Ok(Ok(())) => uploaded.push(e),
+        Ok(Err(x)) => {
+            err.get_or_insert(x);
+        }
+        Err(x) => {
+            err.get_or_insert(Error::other(format!("upload task failed: {x}")));
+        }
+    }
+}
+
+fn flush_index(repo: &Repository, uploaded: &mut Vec<IndexPack>, out: &mut Packed, err: &mut Option<Error>) {
+    let packs = std::mem::take(uploaded);
+    out.bytes_added += packs.iter().map(|p| p.size).sum::<u64>();
+    match repo.save_index(&IndexFile { supersedes: Vec::new(), packs }) {
+        Ok(id) => out.index_files.push(id),
+        Err(e) => {
+            err.get_or_insert(e);
+        }
+    }
+}

@@ -1,0 +1,21 @@
+use super::GlobalOptions;
+use crate::error::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot id (any unique prefix) or "latest"
+    snapshot: String,
+    /// Path of a file inside the snapshot, e.g. db.sql or etc/app.conf
+    path: String,
+}
+
+pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
+    let repo = g.open()?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let index = repo.load_index()?;
+    let node = crate::tree::find_node(&repo, &index, &snap.tree, &a.path)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    crate::restorer::dump(&repo, &index, &node, &mut out)?;
+    Ok(0)
+}

@@ -1,0 +1,59 @@
+use super::GlobalOptions;
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::format::ChunkerParams;
+use crate::repository::{InitOptions, Repository};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Smallest chunk, bytes
+    #[arg(long, default_value_t = InitOptions::default().chunker.min_size)]
+    chunk_min: u32,
+    /// Average chunk, bytes (a power of two)
+    #[arg(long, default_value_t = InitOptions::default().chunker.avg_size)]
+    chunk_avg: u32,
+    /// Largest chunk, bytes
+    #[arg(long, default_value_t = InitOptions::default().chunker.max_size)]
+    chunk_max: u32,
+    /// zstd level (0 = no compression)
+    #[arg(long, default_value_t = InitOptions::default().compression_level, value_parser = clap::value_parser!(i32).range(0..=19))]
+    compression: i32,
+    /// Argon2id memory in KiB for the key file
+    #[arg(long, default_value_t = InitOptions::default().kdf_memory_kib, value_parser = clap::value_parser!(u32).range(8..=4_194_304))]
+    kdf_memory_kib: u32,
+    /// Argon2id iterations for the key file
+    #[arg(long, default_value_t = InitOptions::default().kdf_iterations, value_parser = clap::value_parser!(u32).range(1..=100))]
+    kdf_iterations: u32,
+}
+
+pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
+    let c = ChunkerParams { min_size: a.chunk_min, avg_size: a.chunk_avg, max_size: a.chunk_max };
+    if !(64..=1 << 20).contains(&c.min_size)
+        || !(256..=1 << 22).contains(&c.avg_size)
+        || !c.avg_size.is_power_of_two()
+        || !(1024..=1 << 24).contains(&c.max_size)
+        || !(c.min_size < c.avg_size && c.avg_size < c.max_size)
+    {
+        return Err(crate::Error::usage("chunk sizes must satisfy 64 <= min < avg < max <= 16 MiB, avg a power of two"));
+    }
+    let opts = InitOptions {
+        chunker: c,
+        compression_level: a.compression,
+        kdf_memory_kib: a.kdf_memory_kib,
+        kdf_iterations: a.kdf_iterations,
+        ..InitOptions::default()
+    };
+    let backend = Backend::open(g.repo_url()?, true)?;
+    let pw = g.password()?;
+    let repo = Repository::init(backend, &pw, &opts)?;
+    if g.json {
+        super::print_json(&serde_json::json!({
+            "repository": repo.backend.location(),
+            "repository_id": repo.config.repository_id.to_hex(),
+            "key_id": repo.key_id.to_hex(),
+        }));
+    } else {
+        println!("created repository {} at {}", repo.config.repository_id.short(), repo.backend.location());
+    }
+    Ok(0)
+}

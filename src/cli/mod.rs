@@ -1,0 +1,212 @@
+//! The command line: global options, password sources, output, and one module a command.
+
+mod dump;
+mod init;
+mod ls;
+mod restore;
+mod snapshot;
+mod snapshots;
+
+use crate::backend::Backend;
+use crate::error::{exit, Error, Result};
+use crate::repository::Repository;
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(name = "ocvault", version, about = "Deduplicating, encrypted backups to any storage", long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct GlobalOptions {
+    /// Repository: a folder path or fs:PATH (memory: for tests)
+    #[arg(short = 'r', long = "repo", env = "OCVAULT_REPOSITORY", global = true, value_name = "URL")]
+    pub repo: Option<String>,
+    /// Read the password from this file (first line); also OCVAULT_PASSWORD_FILE
+    #[arg(long, env = "OCVAULT_PASSWORD_FILE", global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Machine-readable JSON output on standard output
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress display
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a new repository
+    Init(init::Args),
+    /// Back up files, folders and standard input into a new snapshot
+    Snapshot(snapshot::Args),
+    /// List snapshots
+    Snapshots(snapshots::Args),
+    /// Restore a snapshot into a folder
+    Restore(restore::Args),
+    /// List the files in a snapshot
+    Ls(ls::Args),
+    /// Write one file of a snapshot to standard output
+    Dump(dump::Args),
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let g = cli.global.clone();
+    let res = match cli.command {
+        Command::Init(a) => init::run(&g, a),
+        Command::Snapshot(a) => snapshot::run(&g, a),
+        Command::Snapshots(a) => snapshots::run(&g, a),
+        Command::Restore(a) => restore::run(&g, a),
+        Command::Ls(a) => ls::run(&g, a),
+        Command::Dump(a) => dump::run(&g, a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ocvault: {}", one_line(&e.to_string()));
+            e.exit_code()
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl GlobalOptions {
+    pub fn repo_url(&self) -> Result<&str> {
+        self.repo.as_deref().ok_or_else(|| Error::usage("no repository given: use --repo or OCVAULT_REPOSITORY"))
+    }
+
+    /// The password, from (in order) OCVAULT_PASSWORD, the password file, OCVAULT_PASSWORD_COMMAND,
+    /// or a prompt when standard input is a terminal.
+    pub fn password(&self) -> Result<Zeroizing<Vec<u8>>> {
+        if let Ok(p) = std::env::var("OCVAULT_PASSWORD") {
+            return Ok(Zeroizing::new(p.into_bytes()));
+        }
+        if let Some(f) = &self.password_file {
+            return read_password_file(f);
+        }
+        if let Ok(cmd) = std::env::var("OCVAULT_PASSWORD_COMMAND") {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .map_err(|e| Error::other(format!("cannot run OCVAULT_PASSWORD_COMMAND: {e}")))?;
+            if !out.status.success() {
+                return Err(Error::other(format!("OCVAULT_PASSWORD_COMMAND failed ({})", out.status)));
+            }
+            return Ok(first_line(out.stdout));
+        }
+        if std::io::stdin().is_terminal() {
+            let p = rpassword::prompt_password("repository password: ").map_err(|e| Error::other(format!("cannot read password: {e}")))?;
+            return Ok(Zeroizing::new(p.into_bytes()));
+        }
+        Err(Error::usage("no password given: set OCVAULT_PASSWORD, OCVAULT_PASSWORD_FILE, --password-file or OCVAULT_PASSWORD_COMMAND"))
+    }
+
+    pub fn open(&self) -> Result<Repository> {
+        let backend = Backend::open(self.repo_url()?, false)?;
+        let pw = self.password()?;
+        Repository::open(backend, &pw)
+    }
+
+    /// Progress bars only on a terminal, never under cron or with --json.
+    pub fn show_progress(&self) -> bool {
+        !self.quiet && !self.json && std::io::stderr().is_terminal()
+    }
+}
+
+pub fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
+    let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+    Ok(first_line(bytes))
+}
+
+fn first_line(bytes: Vec<u8>) -> Zeroizing<Vec<u8>> {
+    let bytes = Zeroizing::new(bytes);
+    let end = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
+    let mut line = &bytes[..end];
+    if line.last() == Some(&b'\r') {
+        line = &line[..line.len() - 1];
+    }
+    Zeroizing::new(line.to_vec())
+}
+
+pub fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string(v).expect("JSON"));
+}
+
+/// A progress bar that redraws from counters on a background thread; a no-op when hidden.
+pub struct Ticker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    pub fn start<F: Fn() -> (u64, String) + Send + 'static>(show: bool, total: Option<u64>, f: F) -> Ticker {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if !show {
+            return Ticker { stop, handle: None };
+        }
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let bar = match total {
+                Some(t) => indicatif::ProgressBar::new(t).with_style(
+                    indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                        .unwrap()
+                        .progress_chars("=> "),
+                ),
+                None => indicatif::ProgressBar::new_spinner().with_style(
+                    indicatif::ProgressStyle::with_template("{elapsed_precise} {spinner} {bytes} {bytes_per_sec} {msg}").unwrap(),
+                ),
+            };
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let (pos, msg) = f();
+                bar.set_position(pos);
+                bar.set_message(msg);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        Ticker { stop, handle: Some(handle) }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,58 @@
+use super::GlobalOptions;
+use crate::error::Result;
+use crate::restorer::{self, RestoreOptions, RestoreProgress};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot id (any unique prefix) or "latest"
+    snapshot: String,
+    /// Folder to restore into (created; must be empty unless --overwrite)
+    #[arg(long, short)]
+    target: PathBuf,
+    /// Restore only paths matching this glob, relative to the snapshot root (repeatable)
+    #[arg(long = "include", value_name = "GLOB")]
+    includes: Vec<String>,
+    /// Restore into a non-empty folder, replacing files of the same name
+    #[arg(long)]
+    overwrite: bool,
+}
+
+pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
+    let repo = g.open()?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let index = repo.load_index()?;
+    let progress = Arc::new(RestoreProgress::default());
+    let p = progress.clone();
+    let ticker = super::Ticker::start(g.show_progress(), Some(snap.summary.bytes_total), move || (p.bytes.load(Relaxed), String::new()));
+    let opts = RestoreOptions { includes: a.includes, overwrite: a.overwrite };
+    let started = std::time::Instant::now();
+    let summary = restorer::restore(&repo, &index, &snap.tree, &a.target, &opts, &progress)?;
+    drop(ticker);
+    for w in &summary.warnings {
+        eprintln!("ocvault: warning: {w}");
+    }
+    if g.json {
+        super::print_json(&serde_json::json!({
+            "snapshot_id": id.to_hex(),
+            "files": summary.files,
+            "dirs": summary.dirs,
+            "bytes": summary.bytes,
+            "warnings": summary.warnings,
+            "duration_seconds": started.elapsed().as_secs_f64(),
+        }));
+    } else {
+        println!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} in {:.2}s",
+            id.short(),
+            a.target.display(),
+            summary.files,
+            summary.dirs,
+            super::human_bytes(summary.bytes),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,110 @@
+use super::GlobalOptions;
+use crate::archiver::{self, ParentChoice, Progress, SnapshotOptions, StreamSource};
+use crate::error::{exit, Error, Result};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Files and folders to back up
+    paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    host: Option<String>,
+    /// Time to record instead of now (RFC 3339)
+    #[arg(long, value_name = "RFC3339")]
+    time: Option<String>,
+    /// Leave out paths matching this glob (repeatable); without '/', matches names anywhere
+    #[arg(long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// Read exclude globs from this file, one a line (# comments)
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Vec<PathBuf>,
+    /// Compare against this snapshot instead of the latest of the same host and paths
+    #[arg(long, value_name = "ID")]
+    parent: Option<String>,
+    /// Read every file again, comparing against no parent
+    #[arg(long, conflicts_with = "parent")]
+    force: bool,
+    /// Back up standard input as one file
+    #[arg(long)]
+    stdin: bool,
+    /// Name of the file standard input is stored as
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    stdin_filename: String,
+}
+
+pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
+    let mut excludes = a.excludes.clone();
+    for f in &a.exclude_file {
+        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+        excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    if a.paths.is_empty() && !a.stdin {
+        return Err(Error::usage("nothing to back up: give paths or --stdin"));
+    }
+    let time = a.time.as_deref().map(crate::snapshot::parse_time).transpose()?;
+    let repo = g.open()?;
+    let stream = a.stdin.then(|| StreamSource { name: a.stdin_filename.clone(), reader: Box::new(std::io::stdin()) });
+    let opts = SnapshotOptions {
+        paths: a.paths,
+        stream,
+        tags: a.tags,
+        host: a.host,
+        time_unix_ns: time,
+        excludes,
+        parent: if a.force {
+            ParentChoice::None
+        } else {
+            a.parent.map(ParentChoice::Id).unwrap_or(ParentChoice::Auto)
+        },
+    };
+    let progress = Arc::new(Progress::default());
+    let p = progress.clone();
+    let ticker = super::Ticker::start(g.show_progress(), None, move || {
+        (p.bytes.load(Relaxed), format!("{} files, {} added", p.files.load(Relaxed), super::human_bytes(p.bytes_added.load(Relaxed))))
+    });
+    let out = archiver::snapshot(&repo, opts, &progress)?;
+    drop(ticker);
+    for w in &out.warnings {
+        eprintln!("ocvault: warning: {w}");
+    }
+    let s = &out.snapshot.summary;
+    if g.json {
+        super::print_json(&serde_json::json!({
+            "message_type": "summary",
+            "snapshot_id": out.id.to_hex(),
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unmodified": s.files_unmodified,
+            "dirs": s.dirs,
+            "bytes_read": s.bytes_read,
+            "bytes_total": s.bytes_total,
+            "blobs_added": s.blobs_added,
+            "bytes_added": s.bytes_added,
+            "errors": s.errors,
+            "incomplete": out.snapshot.incomplete,
+            "duration_seconds": s.duration_ms as f64 / 1000.0,
+        }));
+    } else {
+        println!(
+            "files: {} new, {} changed, {} unmodified; {} read of {}",
+            s.files_new,
+            s.files_changed,
+            s.files_unmodified,
+            super::human_bytes(s.bytes_read),
+            super::human_bytes(s.bytes_total)
+        );
+        println!("added to the repository: {} ({} blobs)", super::human_bytes(s.bytes_added), s.blobs_added);
+        println!("snapshot {} saved in {:.2}s", out.id.short(), s.duration_ms as f64 / 1000.0);
+    }
+    if out.snapshot.incomplete {
+        eprintln!("ocvault: snapshot {} is incomplete: {} source(s) could not be read", out.id.short(), s.errors);
+        return Ok(exit::INCOMPLETE);
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,250 @@
+//! Keys and sealing: Argon2id key files wrap a random master key; sub-keys come from the master
+//! key by BLAKE3 `derive_key`; every stored object is sealed with XChaCha20-Poly1305.
+
+use crate::error::{Error, Result};
+use crate::format::KdfParams;
+use crate::id::Id;
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// The only sealing scheme of format v1: symmetric, sub-keys of the master key.
+pub const SCHEME_SYMMETRIC_V1: u8 = 1;
+pub const NONCE_LEN: usize = 24;
+pub const TAG_LEN: usize = 16;
+/// Bytes a sealed object adds to its plaintext: scheme id, nonce, tag.
+pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
+
+/// What a sealed object is; each kind has its own sub-key and is bound into the AAD,
+/// so an object of one kind can never be passed off as another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SealKind {
+    Config = 1,
+    Index = 2,
+    Snapshot = 3,
+    PackHeader = 4,
+    DataBlob = 5,
+    TreeBlob = 6,
+    Log = 7,
+}
+
+impl SealKind {
+    const ALL: [SealKind; 7] = [
+        SealKind::Config,
+        SealKind::Index,
+        SealKind::Snapshot,
+        SealKind::PackHeader,
+        SealKind::DataBlob,
+        SealKind::TreeBlob,
+        SealKind::Log,
+    ];
+
+    fn context(self) -> &'static str {
+        match self {
+            SealKind::Config => "ocvault v1 seal config",
+            SealKind::Index => "ocvault v1 seal index",
+            SealKind::Snapshot => "ocvault v1 seal snapshot",
+            SealKind::PackHeader => "ocvault v1 seal pack header",
+            SealKind::DataBlob => "ocvault v1 seal data blob",
+            SealKind::TreeBlob => "ocvault v1 seal tree blob",
+            SealKind::Log => "ocvault v1 seal log",
+        }
+    }
+}
+
+const CONTEXT_BLOB_ID: &str = "ocvault v1 blob id";
+const CONTEXT_CHUNKER_SEED: &str = "ocvault v1 chunker seed";
+
+/// The repository's master key: 32 random bytes, zeroized on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey([u8; 32]);
+
+impl MasterKey {
+    pub fn generate() -> Self {
+        let mut k = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut k);
+        MasterKey(k)
+    }
+
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        MasterKey(b)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn derive(&self) -> Keys {
+        let mut seal = [[0u8; 32]; 7];
+        for kind in SealKind::ALL {
+            seal[kind as usize - 1] = blake3::derive_key(kind.context(), &self.0);
+        }
+        let seed_bytes = blake3::derive_key(CONTEXT_CHUNKER_SEED, &self.0);
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&seed_bytes[..8]);
+        Keys {
+            blob_id: blake3::derive_key(CONTEXT_BLOB_ID, &self.0),
+            seal,
+            chunker_seed: u64::from_le_bytes(seed),
+        }
+    }
+}
+
+/// Sub-keys derived from the master key; zeroized on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Keys {
+    blob_id: [u8; 32],
+    seal: [[u8; 32]; 7],
+    chunker_seed: u64,
+}
+
+impl Keys {
+    /// Blob id: keyed BLAKE3 of the plaintext, so equal data dedups but the storage holder
+    /// cannot test for a known file.
+    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.blob_id, plaintext).as_bytes())
+    }
+
+    /// A hasher for blob ids of data that arrives in pieces.
+    pub fn blob_id_hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.blob_id)
+    }
+
+    pub fn chunker_seed(&self) -> u64 {
+        self.chunker_seed
+    }
+
+    fn cipher(&self, kind: SealKind) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new((&self.seal[kind as usize - 1]).into())
+    }
+
+    /// Seals `plaintext` into `scheme ‖ nonce ‖ ciphertext ‖ tag`.
+    pub fn seal(&self, kind: SealKind, aad_extra: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        out.push(SCHEME_SYMMETRIC_V1);
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        self.seal_in_place(kind, aad_extra, &mut out);
+        out
+    }
+
+    /// Seals a buffer laid out as `[scheme][nonce space][plaintext]`: fills in nonce and
+    /// scheme, encrypts the plaintext in place and appends the tag. Saves a copy per blob.
+    pub fn seal_in_place(&self, kind: SealKind, aad_extra: &[u8], buf: &mut Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        buf[0] = SCHEME_SYMMETRIC_V1;
+        buf[1..1 + NONCE_LEN].copy_from_slice(&nonce);
+        let aad = aad(kind, aad_extra);
+        let tag = self
+            .cipher(kind)
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut buf[1 + NONCE_LEN..])
+            .expect("XChaCha20-Poly1305 encrypts any length below 256 GiB");
+        buf.extend_from_slice(&tag);
+    }
+
+    /// Opens a sealed object; fails on any tampering, wrong key or wrong kind.
+    pub fn open(&self, kind: SealKind, aad_extra: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        let (nonce, body, tag) = split_sealed(sealed)?;
+        let mut buf = body.to_vec();
+        self.cipher(kind)
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), &aad(kind, aad_extra), &mut buf, Tag::from_slice(tag))
+            .map_err(|_| Error::corrupt(format!("{kind:?}"), "authentication failed"))?;
+        Ok(buf)
+    }
+}
+
+fn aad(kind: SealKind, extra: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(1 + extra.len());
+    a.push(kind as u8);
+    a.extend_from_slice(extra);
+    a
+}
+
+fn split_sealed(sealed: &[u8]) -> Result<(&[u8], &[u8], &[u8])> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return Err(Error::corrupt("sealed object", "too short"));
+    }
+    if sealed[0] != SCHEME_SYMMETRIC_V1 {
+        return Err(Error::corrupt("sealed object", format!("unknown sealing scheme {}", sealed[0])));
+    }
+    let nonce = &sealed[1..1 + NONCE_LEN];
+    let body = &sealed[1 + NONCE_LEN..sealed.len() - TAG_LEN];
+    let tag = &sealed[sealed.len() - TAG_LEN..];
+    Ok((nonce, body, tag))
+}
+
+/// Derives the key-wrapping key from a password with Argon2id.
+pub fn password_key(password: &[u8], kdf: &KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    let params = argon2::Params::new(kdf.memory_kib, kdf.iterations, kdf.parallelism, Some(32))
+        .map_err(|e| Error::corrupt("key file", format!("bad Argon2id parameters: {e}")))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(password, &kdf.salt, &mut *out)
+        .map_err(|e| Error::corrupt("key file", format!("Argon2id failed: {e}")))?;
+    Ok(out)
+}
+
+/// Seals the key-file payload under a password-derived key (AAD: "ocvault key v1").
+pub fn wrap_with_password_key(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let mut buf = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    buf.push(SCHEME_SYMMETRIC_V1);
+    buf.extend_from_slice(&nonce);
+    buf.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), KEY_AAD, &mut buf[1 + NONCE_LEN..])
+        .expect("small payload");
+    buf.extend_from_slice(&tag);
+    buf
+}
+
+/// Opens a key-file payload; `None` means the password does not fit this key.
+pub fn unwrap_with_password_key(key: &[u8; 32], sealed: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    let (nonce, body, tag) = split_sealed(sealed)?;
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let mut buf = Zeroizing::new(body.to_vec());
+    match cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), KEY_AAD, &mut buf, Tag::from_slice(tag)) {
+        Ok(()) => Ok(Some(buf)),
+        Err(_) => Ok(None),
+    }
+}
+
+const KEY_AAD: &[u8] = b"ocvault key v1";
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_roundtrip_and_kind_binding() {
+        let keys = MasterKey::generate().derive();
+        let s = keys.seal(SealKind::Index, b"", b"hello");
+        assert_eq!(keys.open(SealKind::Index, b"", &s).unwrap(), b"hello");
+        assert!(keys.open(SealKind::Snapshot, b"", &s).is_err());
+        let mut bad = s.clone();
+        bad[30] ^= 1;
+        assert!(keys.open(SealKind::Index, b"", &bad).is_err());
+    }
+
+    #[test]
+    fn distinct_masters_give_distinct_blob_ids() {
+        let a = MasterKey::generate().derive();
+        let b = MasterKey::generate().derive();
+        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
+    }
+}

@@ -1,0 +1,78 @@
+//! One error type for the library; each variant maps to a documented exit code.
+
+use std::fmt;
+
+/// Exit codes, documented in README.md ("Exit codes").
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FATAL: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const INCOMPLETE: i32 = 3;
+    pub const DAMAGE: i32 = 4;
+    pub const NO_REPOSITORY: i32 = 10;
+    pub const UNSUPPORTED_VERSION: i32 = 11;
+    pub const WRONG_PASSWORD: i32 = 12;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no ocvault repository at {0}")]
+    NoRepository(String),
+    #[error("a repository already exists at {0}")]
+    RepositoryExists(String),
+    #[error("wrong password: no key in the repository opens with it")]
+    WrongPassword,
+    #[error("repository format version {found} is not supported (this ocvault reads version {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("{0}")]
+    Usage(String),
+    #[error("corrupt {what}: {why}")]
+    Corrupt { what: String, why: String },
+    #[error("backend: {0}")]
+    Backend(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NoRepository(_) => exit::NO_REPOSITORY,
+            Error::WrongPassword => exit::WRONG_PASSWORD,
+            Error::UnsupportedVersion { .. } => exit::UNSUPPORTED_VERSION,
+            Error::Usage(_) => exit::USAGE,
+            _ => exit::FATAL,
+        }
+    }
+
+    pub fn corrupt(what: impl fmt::Display, why: impl fmt::Display) -> Self {
+        Error::Corrupt { what: what.to_string(), why: why.to_string() }
+    }
+
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+
+    pub fn usage(msg: impl fmt::Display) -> Self {
+        Error::Usage(msg.to_string())
+    }
+
+    pub fn other(msg: impl fmt::Display) -> Self {
+        Error::Other(msg.to_string())
+    }
+}
+
+impl From<opendal::Error> for Error {
+    fn from(e: opendal::Error) -> Self {
+        // opendal's Display carries context (service, path); keep it on one line.
+        Error::Backend(e.to_string().replace('\n', " "))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,269 @@
+//! Every type that is stored in a repository, in one place. `format-spec/` describes the bytes.
+//!
+//! Structured payloads are encoded with postcard (a stable, specified binary serde format)
+//! and framed as `[codec u8][payload]` before sealing, so compression is per object.
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// The repository format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// First bytes of the `config` file, before the version.
+pub const CONFIG_MAGIC: &[u8; 8] = b"OCVAULT\0";
+/// First bytes of a key file.
+pub const KEY_MAGIC: &[u8; 8] = b"OCVKEY\0\0";
+
+pub const CODEC_NONE: u8 = 0;
+pub const CODEC_ZSTD: u8 = 1;
+
+/// Upper bound on any decoded object, so hostile lengths cannot exhaust memory.
+pub const MAX_OBJECT_SIZE: usize = 1 << 30;
+
+/// Argon2id parameters and salt, stored in clear in each key file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub salt: [u8; 32],
+}
+
+/// `keys/<id>`: `KEY_MAGIC` then postcard of this.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyFile {
+    pub version: u32,
+    pub kdf: KdfParams,
+    /// Sealed (scheme, nonce, ciphertext, tag) `KeyPayload` under the Argon2id output.
+    pub sealed_payload: Vec<u8>,
+}
+
+/// The secret part of a key file.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct KeyPayload {
+    pub master_key: [u8; 32],
+    pub created_unix_ns: i64,
+    pub hostname: String,
+    pub username: String,
+}
+
+/// FastCDC parameters, fixed at `init`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerParams {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+/// `config`: `CONFIG_MAGIC`, version (u32 LE), then the sealed `Config`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Config {
+    pub version: u32,
+    pub repository_id: Id,
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub pack_target_size: u32,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BlobType {
+    Data = 0,
+    Tree = 1,
+}
+
+/// One blob's place in a pack.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PackedBlob {
+    pub id: Id,
+    pub offset: u32,
+    /// Stored (sealed) length in the pack.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_length: u32,
+}
+
+/// Sealed at the end of every pack; all blobs of a pack have the pack's type.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PackHeader {
+    pub blob_type: BlobType,
+    pub blobs: Vec<PackedBlob>,
+}
+
+/// One pack in an index file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexPack {
+    pub id: Id,
+    pub blob_type: BlobType,
+    /// Total size of the pack file in bytes.
+    pub size: u64,
+    pub blobs: Vec<PackedBlob>,
+}
+
+/// `index/<id>`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexFile {
+    /// Index files this one replaces (written by prune); readers ignore those.
+    pub supersedes: Vec<Id>,
+    pub packs: Vec<IndexPack>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+}
+
+/// One directory entry. Names and link targets are raw bytes: not every name is UTF-8.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Node {
+    pub name: Vec<u8>,
+    pub kind: NodeKind,
+    /// Permission bits (mode & 0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub user: String,
+    pub group: String,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub atime_ns: i64,
+    pub size: u64,
+    pub inode: u64,
+    pub device: u64,
+    pub links: u64,
+    /// Device number for character and block devices.
+    pub rdev: u64,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub link_target: Vec<u8>,
+    /// Data blob ids, in order, for files.
+    pub content: Vec<Id>,
+    /// Tree blob id, for directories.
+    pub subtree: Option<Id>,
+}
+
+impl Node {
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// A directory listing; a tree blob. Nodes sorted by name bytes, names unique.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+/// Counters a snapshot carries about the run that made it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs: u64,
+    pub bytes_read: u64,
+    pub bytes_total: u64,
+    pub blobs_added: u64,
+    /// Bytes of new packs (what the repository grew by).
+    pub bytes_added: u64,
+    pub errors: u64,
+    pub duration_ms: u64,
+}
+
+/// `snapshots/<id>`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Snapshot {
+    pub time_unix_ns: i64,
+    pub hostname: String,
+    pub username: String,
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+    pub tree: Id,
+    pub parent: Option<Id>,
+    pub excludes: Vec<String>,
+    /// Some sources could not be read: the snapshot is not a complete copy.
+    pub incomplete: bool,
+    pub summary: SnapshotSummary,
+    pub program_version: String,
+}
+
+pub fn to_postcard<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("in-memory serialization cannot fail")
+}
+
+pub fn from_postcard<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    let (v, rest) = postcard::take_from_bytes(bytes).map_err(|e| Error::corrupt(what, format!("cannot decode: {e}")))?;
+    if !rest.is_empty() {
+        return Err(Error::corrupt(what, "trailing bytes"));
+    }
+    Ok(v)
+}
+
+/// Frames `raw` as `[codec][bytes]`, compressing with zstd only when it shrinks.
+pub fn frame(raw: &[u8], level: i32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() / 2 + 64);
+    frame_into(raw, level, &mut out);
+    out
+}
+
+/// Like [`frame`], appending to `out` (which may already hold a seal prefix).
+pub fn frame_into(raw: &[u8], level: i32, out: &mut Vec<u8>) {
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    }
+    let compressed = if level > 0 && raw.len() >= 64 {
+        COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().map(|(l, _)| *l) != Some(level) {
+                *c = Some((level, zstd::bulk::Compressor::new(level).expect("valid zstd level")));
+            }
+            c.as_mut().unwrap().1.compress(raw).ok()
+        })
+    } else {
+        None
+    };
+    match compressed {
+        Some(z) if z.len() + 8 < raw.len() => {
+            out.push(CODEC_ZSTD);
+            out.extend_from_slice(&z);
+        }
+        _ => {
+            out.push(CODEC_NONE);
+            out.extend_from_slice(raw);
+        }
+    }
+}
+
+/// Reverses [`frame`]; `max_len` bounds the output (the known raw length where there is one).
+pub fn unframe(framed: &[u8], max_len: usize, what: &str) -> Result<Vec<u8>> {
+    let (&codec, body) = framed.split_first().ok_or_else(|| Error::corrupt(what, "empty"))?;
+    match codec {
+        CODEC_NONE => Ok(body.to_vec()),
+        CODEC_ZSTD => {
+            thread_local! {
+                static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+            }
+            DECOMPRESSOR.with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = Some(zstd::bulk::Decompressor::new().expect("zstd decompressor"));
+                }
+                let d = d.as_mut().unwrap();
+                // Ask zstd for the content size where the frame states it, to avoid a huge allocation.
+                let cap = zstd::zstd_safe::get_frame_content_size(body)
+                    .ok()
+                    .flatten()
+                    .map(|n| n as usize)
+                    .unwrap_or(max_len)
+                    .min(max_len);
+                d.decompress(body, cap).map_err(|e| Error::corrupt(what, format!("cannot decompress: {e}")))
+            })
+        }
+        other => Err(Error::corrupt(what, format!("unknown codec {other}"))),
+    }
+}

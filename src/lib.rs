@@ -1,0 +1,23 @@
+//! ocvault: a content-addressed, deduplicating, encrypted backup store.
+//!
+//! Backup data flows one way: [`archiver`] walks and reads sources, [`chunker`] cuts them,
+//! [`crypto`] names and seals blobs, [`pack`] groups them into packs that [`backend`] stores,
+//! and [`index`] and [`snapshot`] files make the result findable. [`restorer`] reverses it.
+
+pub mod archiver;
+pub mod cli;
+pub mod backend;
+pub mod chunker;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod index;
+pub mod pack;
+pub mod repository;
+pub mod restorer;
+pub mod snapshot;
+pub mod tree;
+
+pub use error::{Error, Result};
+pub use id::Id;

@@ -1,0 +1,241 @@
+//! A repository: its storage, its keys and config, and typed access to the files in it.
+
+use crate::backend::{is_not_found, Backend, FileKind, CONFIG_PATH};
+use crate::crypto::{self, Keys, MasterKey, SealKind};
+use crate::error::{Error, Result};
+use crate::format::{
+    self, BlobType, ChunkerParams, Config, IndexFile, KdfParams, KeyFile, KeyPayload, Snapshot, Tree, CONFIG_MAGIC,
+    FORMAT_VERSION, KEY_MAGIC,
+};
+use crate::id::Id;
+use crate::index::Index;
+use rayon::prelude::*;
+use serde::{de::DeserializeOwned, Serialize};
+use zeroize::Zeroizing;
+
+/// Settings fixed at `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub pack_target_size: u32,
+    pub kdf_memory_kib: u32,
+    pub kdf_iterations: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            // Chosen by measurement, see format-spec/README.md "Chunk sizes".
+            chunker: ChunkerParams { min_size: 64 * 1024, avg_size: 256 * 1024, max_size: 1024 * 1024 },
+            compression_level: 3,
+            pack_target_size: 16 * 1024 * 1024,
+            kdf_memory_kib: 64 * 1024,
+            kdf_iterations: 3,
+        }
+    }
+}
+
+pub struct Repository {
+    pub backend: Backend,
+    pub keys: Keys,
+    pub config: Config,
+    /// The key file that opened the repository.
+    pub key_id: Id,
+}
+
+impl Repository {
+    /// Creates a new repository; refuses when one is already there.
+    pub fn init(backend: Backend, password: &[u8], opts: &InitOptions) -> Result<Repository> {
+        if backend.exists(CONFIG_PATH)? {
+            return Err(Error::RepositoryExists(backend.location().to_string()));
+        }
+        let master = MasterKey::generate();
+        let keys = master.derive();
+        let config = Config {
+            version: FORMAT_VERSION,
+            repository_id: Id(crypto::random_bytes()),
+            chunker: opts.chunker,
+            compression_level: opts.compression_level,
+            pack_target_size: opts.pack_target_size,
+        };
+        let key_id = write_key_file(&backend, &master, password, opts.kdf_memory_kib, opts.kdf_iterations)?;
+        let mut bytes = CONFIG_MAGIC.to_vec();
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&keys.seal(SealKind::Config, &FORMAT_VERSION.to_le_bytes(), &format::frame(&format::to_postcard(&config), 0)));
+        backend.write(CONFIG_PATH, bytes)?;
+        Ok(Repository { backend, keys, config, key_id })
+    }
+
+    /// Opens a repository: checks the format version, then finds a key the password opens.
+    pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
+        let config_bytes = match backend.read(CONFIG_PATH) {
+            Ok(b) => b,
+            Err(e) if is_not_found(&e) => return Err(Error::NoRepository(backend.location().to_string())),
+            Err(e) => return Err(e),
+        };
+        let version = read_config_version(&config_bytes)?;
+        let (master, key_id) = open_master_key(&backend, password)?;
+        let keys = master.derive();
+        let framed = keys.open(SealKind::Config, &version.to_le_bytes(), &config_bytes[12..]).map_err(|_| Error::corrupt("config", "authentication failed"))?;
+        let config: Config = format::from_postcard(&format::unframe(&framed, 1 << 20, "config")?, "config")?;
+        if config.version != version {
+            return Err(Error::corrupt("config", "sealed version differs from the clear one"));
+        }
+        Ok(Repository { backend, keys, config, key_id })
+    }
+
+    /// Seals and stores a structured file; its name is the hash of the stored bytes.
+    pub fn save_file<T: Serialize>(&self, kind: FileKind, seal: SealKind, value: &T) -> Result<Id> {
+        let sealed = self.keys.seal(seal, &[], &format::frame(&format::to_postcard(value), self.config.compression_level));
+        let id = Id::of_stored_bytes(&sealed);
+        self.backend.write(&kind.path(&id), sealed)?;
+        Ok(id)
+    }
+
+    /// Reads, verifies against its name, opens and decodes a structured file.
+    pub fn load_file<T: DeserializeOwned>(&self, kind: FileKind, seal: SealKind, id: &Id) -> Result<T> {
+        let bytes = self.backend.read(&kind.path(id))?;
+        self.decode_file(kind, seal, id, &bytes)
+    }
+
+    pub fn decode_file<T: DeserializeOwned>(&self, kind: FileKind, seal: SealKind, id: &Id, bytes: &[u8]) -> Result<T> {
+        let what = kind.path(id);
+        if Id::of_stored_bytes(bytes) != *id {
+            return Err(Error::corrupt(&what, "content does not match its name"));
+        }
+        let framed = self.keys.open(seal, &[], bytes).map_err(|_| Error::corrupt(&what, "authentication failed"))?;
+        format::from_postcard(&format::unframe(&framed, format::MAX_OBJECT_SIZE, &what)?, &what)
+    }
+
+    pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
+        self.save_file(FileKind::Index, SealKind::Index, file)
+    }
+
+    /// Loads every index file into the in-memory index.
+    pub fn load_index(&self) -> Result<Index> {
+        let ids = self.backend.list_ids(FileKind::Index)?;
+        let files: Result<Vec<(Id, IndexFile)>> = ids
+            .par_iter()
+            .map(|(id, _)| Ok((*id, self.load_file(FileKind::Index, SealKind::Index, id)?)))
+            .collect();
+        Ok(Index::from_files(files?))
+    }
+
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        self.save_file(FileKind::Snapshot, SealKind::Snapshot, snap)
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let ids = self.backend.list_ids(FileKind::Snapshot)?;
+        let mut snaps: Vec<(Id, Snapshot)> = ids
+            .par_iter()
+            .map(|(id, _)| Ok((*id, self.load_file(FileKind::Snapshot, SealKind::Snapshot, id)?)))
+            .collect::<Result<_>>()?;
+        snaps.sort_by(|a, b| a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0)));
+        Ok(snaps)
+    }
+
+    /// Resolves `latest` or a unique id prefix to one snapshot.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        let snaps = self.list_snapshots()?;
+        crate::snapshot::resolve(&snaps, spec).cloned()
+    }
+
+    /// Reads one blob from its pack, opens it and checks its id.
+    pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
+        let loc = index.get(id).ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
+        let pack = index.pack(loc.pack);
+        let sealed = self.backend.read_range(&FileKind::Pack.path(&pack.id), loc.offset as u64, loc.length as u64)?;
+        crate::pack::open_blob(&self.keys, pack.blob_type, id, &sealed, loc.raw_length)
+    }
+
+    pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
+        let raw = self.read_blob(index, id)?;
+        format::from_postcard(&raw, &format!("tree {}", id.short()))
+    }
+
+    pub fn blob_type_of(&self, index: &Index, id: &Id) -> Option<BlobType> {
+        index.get(id).map(|l| index.pack(l.pack).blob_type)
+    }
+}
+
+/// Reads the clear format version at the start of `config`, refusing unknown ones.
+pub fn read_config_version(bytes: &[u8]) -> Result<u32> {
+    if bytes.len() < 12 || &bytes[..8] != CONFIG_MAGIC {
+        return Err(Error::corrupt("config", "not an ocvault config file"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+    }
+    Ok(version)
+}
+
+/// Wraps the master key under a password into a new key file; returns its id.
+pub fn write_key_file(backend: &Backend, master: &MasterKey, password: &[u8], memory_kib: u32, iterations: u32) -> Result<Id> {
+    let kdf = KdfParams { memory_kib, iterations, parallelism: 1, salt: crypto::random_bytes() };
+    let wrap = crypto::password_key(password, &kdf)?;
+    let payload = KeyPayload {
+        master_key: *master.as_bytes(),
+        created_unix_ns: crate::snapshot::now_ns(),
+        hostname: crate::snapshot::hostname(),
+        username: crate::snapshot::username(),
+    };
+    let plain = Zeroizing::new(format::to_postcard(&payload));
+    let file = KeyFile { version: FORMAT_VERSION, kdf, sealed_payload: crypto::wrap_with_password_key(&wrap, &plain) };
+    let mut bytes = KEY_MAGIC.to_vec();
+    bytes.extend_from_slice(&format::to_postcard(&file));
+    let id = Id::of_stored_bytes(&bytes);
+    backend.write(&FileKind::Key.path(&id), bytes)?;
+    Ok(id)
+}
+
+pub fn decode_key_file(bytes: &[u8]) -> Result<KeyFile> {
+    if bytes.len() < 8 || &bytes[..8] != KEY_MAGIC {
+        return Err(Error::corrupt("key file", "not an ocvault key file"));
+    }
+    let kf: KeyFile = format::from_postcard(&bytes[8..], "key file")?;
+    if kf.version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion { found: kf.version, supported: FORMAT_VERSION });
+    }
+    // Refuse parameters that would make a hostile key file eat all memory or time.
+    if kf.kdf.memory_kib > 4 * 1024 * 1024 || kf.kdf.iterations > 100 || kf.kdf.parallelism > 64 {
+        return Err(Error::corrupt("key file", "Argon2id parameters out of range"));
+    }
+    Ok(kf)
+}
+
+/// Tries the password against one key file; `Ok(None)` when it does not fit.
+pub fn try_key_file(bytes: &[u8], password: &[u8]) -> Result<Option<(MasterKey, KeyPayload)>> {
+    let kf = decode_key_file(bytes)?;
+    let wrap = crypto::password_key(password, &kf.kdf)?;
+    let Some(plain) = crypto::unwrap_with_password_key(&wrap, &kf.sealed_payload)? else {
+        return Ok(None);
+    };
+    let payload: KeyPayload = format::from_postcard(&plain, "key payload")?;
+    Ok(Some((MasterKey::from_bytes(payload.master_key), payload)))
+}
+
+fn open_master_key(backend: &Backend, password: &[u8]) -> Result<(MasterKey, Id)> {
+    let keys = backend.list_ids(FileKind::Key)?;
+    if keys.is_empty() {
+        return Err(Error::corrupt("repository", "no key files"));
+    }
+    let mut last_err = None;
+    for (id, _) in keys {
+        let bytes = backend.read(&FileKind::Key.path(&id))?;
+        match try_key_file(&bytes, password) {
+            Ok(Some((m, _))) => return Ok((m, id)),
+            Ok(None) => {}
+            Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    // A damaged key file must not be reported as a wrong password when it is the only one.
+    match last_err {
+        Some(e) if backend.list_ids(FileKind::Key)?.len() == 1 => Err(e),
+        _ => Err(Error::WrongPassword),
+    }
+}
