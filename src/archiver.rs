@@ -8,7 +8,9 @@ use crate::backend::{Backend, FileKind};
 use crate::chunker::{ChunkStream, Chunker};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::format::{BlobType, IndexFile, IndexPack, Node, NodeKind, Snapshot, SnapshotSummary, Tree};
+use crate::format::{
+    BlobType, IndexFile, IndexPack, Node, NodeKind, Snapshot, SnapshotSummary, Tree,
+};
 use crate::id::Id;
 use crate::index::Index;
 use crate::pack::{self, PackBuilder};
@@ -115,7 +117,10 @@ impl Shared<'_> {
         if self.is_known(id) {
             return false;
         }
-        self.pending[id.0[0] as usize % self.pending.len()].lock().unwrap().insert(*id)
+        self.pending[id.0[0] as usize % self.pending.len()]
+            .lock()
+            .unwrap()
+            .insert(*id)
     }
 
     fn store_blob(&self, blob_type: BlobType, data: &[u8]) -> Result<Id> {
@@ -124,7 +129,12 @@ impl Shared<'_> {
             let sealed = pack::seal_blob(self.keys, blob_type, &id, data, self.level);
             self.blobs_added.fetch_add(1, Relaxed);
             self.pack_tx
-                .send(PackItem { blob_type, id, raw_length: data.len() as u32, sealed })
+                .send(PackItem {
+                    blob_type,
+                    id,
+                    raw_length: data.len() as u32,
+                    sealed,
+                })
                 .map_err(|_| Error::other("pack writer stopped"))?;
         }
         Ok(id)
@@ -139,13 +149,21 @@ impl Shared<'_> {
             // Read the next batch while this one is hashed, compressed and sealed.
             let (read, stored) = rayon::join(
                 || stream.next_batch(),
-                || batch.chunks.par_iter().map(|r| self.store_blob(BlobType::Data, &batch.buf[r.clone()])).collect::<Result<Vec<Id>>>(),
+                || {
+                    batch
+                        .chunks
+                        .par_iter()
+                        .map(|r| self.store_blob(BlobType::Data, &batch.buf[r.clone()]))
+                        .collect::<Result<Vec<Id>>>()
+                },
             );
             match stored {
                 Ok(mut v) => ids.append(&mut v),
                 Err(e) => return Ok(Err(e)),
             }
-            self.progress.bytes.fetch_add(batch.buf.len() as u64, Relaxed);
+            self.progress
+                .bytes
+                .fetch_add(batch.buf.len() as u64, Relaxed);
             next = read?;
         }
         Ok(Ok((ids, stream.bytes_read)))
@@ -170,7 +188,10 @@ impl Shared<'_> {
             }
             Ok(Err(e)) => Err(e),
             Err(e) => {
-                self.warn(format!("{}: cannot read: {e}; left out of the snapshot", path.display()));
+                self.warn(format!(
+                    "{}: cannot read: {e}; left out of the snapshot",
+                    path.display()
+                ));
                 Ok(false)
             }
         }
@@ -180,9 +201,51 @@ impl Shared<'_> {
 /// Opens a source file without updating its access time where the kernel allows it.
 fn open_noatime(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::File::open(path),
         other => other,
+    }
+}
+
+/// Lists a directory's entry names without updating its access time (O_NOATIME where the
+/// kernel allows it), so an unchanged directory yields an unchanged tree blob next time.
+fn list_dir_noatime(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let mut fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_NOATIME) };
+    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        fd = unsafe { libc::open(c.as_ptr(), flags) };
+    }
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let dir = unsafe { libc::fdopendir(fd) };
+    if dir.is_null() {
+        let e = std::io::Error::last_os_error();
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    let mut names = Vec::new();
+    loop {
+        // readdir signals errors only through errno.
+        unsafe { *libc::__errno_location() = 0 };
+        let ent = unsafe { libc::readdir64(dir) };
+        if ent.is_null() {
+            let errno = std::io::Error::last_os_error();
+            unsafe { libc::closedir(dir) };
+            if errno.raw_os_error().unwrap_or(0) != 0 {
+                return Err(errno);
+            }
+            return Ok(names);
+        }
+        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
     }
 }
 
@@ -218,8 +281,14 @@ impl Excludes {
                 by_name.add(glob);
             }
         }
-        let b = |s: globset::GlobSetBuilder| s.build().map_err(|e| Error::usage(format!("invalid exclude patterns: {e}")));
-        Ok(Excludes { by_path: b(by_path)?, by_name: b(by_name)? })
+        let b = |s: globset::GlobSetBuilder| {
+            s.build()
+                .map_err(|e| Error::usage(format!("invalid exclude patterns: {e}")))
+        };
+        Ok(Excludes {
+            by_path: b(by_path)?,
+            by_name: b(by_name)?,
+        })
     }
 
     fn excluded(&self, path: &Path, name: &[u8]) -> bool {
@@ -228,35 +297,55 @@ impl Excludes {
 }
 
 /// Makes a snapshot of `opts.paths` and `opts.stream` and saves it.
-pub fn snapshot(repo: &Repository, opts: SnapshotOptions, progress: &Progress) -> Result<SnapshotOutcome> {
+pub fn snapshot(
+    repo: &Repository,
+    opts: SnapshotOptions,
+    progress: &Progress,
+) -> Result<SnapshotOutcome> {
     let started = Instant::now();
     let mut paths = Vec::new();
     for p in &opts.paths {
-        let abs = if p.is_absolute() { p.clone() } else { std::env::current_dir().map_err(|e| Error::io(".", e))?.join(p) };
+        let abs = if p.is_absolute() {
+            p.clone()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::io(".", e))?
+                .join(p)
+        };
         let abs = normalize(&abs);
         if std::fs::symlink_metadata(&abs).is_err() {
-            return Err(Error::usage(format!("source path {} does not exist", p.display())));
+            return Err(Error::usage(format!(
+                "source path {} does not exist",
+                p.display()
+            )));
         }
         paths.push(abs);
     }
     let mut names: Vec<Vec<u8>> = paths.iter().map(|p| root_name(p)).collect();
     if let Some(s) = &opts.stream {
-        if s.name.is_empty() || s.name.contains('/') {
+        if s.name.is_empty() || s.name == "." || s.name == ".." || s.name.contains('/') {
             return Err(Error::usage("--stdin-filename must be a plain file name"));
         }
         names.push(s.name.as_bytes().to_vec());
     }
     if names.is_empty() {
-        return Err(Error::usage("nothing to back up: give paths, --stdin or --command"));
+        return Err(Error::usage(
+            "nothing to back up: give paths, --stdin or --command",
+        ));
     }
     let mut sorted = names.clone();
     sorted.sort();
     if sorted.windows(2).any(|w| w[0] == w[1]) {
-        return Err(Error::usage("two sources have the same name; they would collide at the snapshot's top level"));
+        return Err(Error::usage(
+            "two sources have the same name; they would collide at the snapshot's top level",
+        ));
     }
     let excludes = Excludes::new(&opts.excludes)?;
     let host = opts.host.clone().unwrap_or_else(crate::snapshot::hostname);
-    let mut snap_paths: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let mut snap_paths: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     if let Some(s) = &opts.stream {
         snap_paths.push(format!("stdin:{}", s.name));
     }
@@ -325,20 +414,30 @@ pub fn snapshot(repo: &Repository, opts: SnapshotOptions, progress: &Progress) -
                 }
                 if let Some(s) = stream.take() {
                     let node = stream_node(&s.name, &names_cache);
-                    let (ids, n) =
-                        shared.store_stream(s.reader).map_err(|e| Error::other(format!("reading {}: {e}", s.name)))??;
+                    let (ids, n) = shared
+                        .store_stream(s.reader)
+                        .map_err(|e| Error::other(format!("reading {}: {e}", s.name)))??;
                     shared.bytes_read.fetch_add(n, Relaxed);
                     shared.bytes_total.fetch_add(n, Relaxed);
                     shared.files_new.fetch_add(1, Relaxed);
-                    slots.push(Slot::Ready(Node { size: n, content: ids, ..node }));
+                    slots.push(Slot::Ready(Node {
+                        size: n,
+                        content: ids,
+                        ..node
+                    }));
                 }
                 slots.sort_by(|a, b| slot_name(a).cmp(slot_name(b)));
                 let (tx, rx) = bounded(1);
-                dir_tx.send(DirJob { slots, done: tx }).map_err(|_| Error::other("tree assembler stopped"))?;
+                dir_tx
+                    .send(DirJob { slots, done: tx })
+                    .map_err(|_| Error::other("tree assembler stopped"))?;
                 Ok(rx)
             });
             drop(dir_tx);
-            let root = root.and_then(|rx| rx.recv().map_err(|_| Error::other("tree assembler stopped"))?);
+            let root = root.and_then(|rx| {
+                rx.recv()
+                    .map_err(|_| Error::other("tree assembler stopped"))?
+            });
             let assembled = assembler.join().expect("assembler thread");
             root.and_then(|id| assembled.map(|_| id))
         });
@@ -382,7 +481,11 @@ pub fn snapshot(repo: &Repository, opts: SnapshotOptions, progress: &Progress) -
         program_version: format!("ocvault {}", env!("CARGO_PKG_VERSION")),
     };
     let id = repo.save_snapshot(&snapshot)?;
-    Ok(SnapshotOutcome { id, snapshot, warnings })
+    Ok(SnapshotOutcome {
+        id,
+        snapshot,
+        warnings,
+    })
 }
 
 fn slot_name(s: &Slot) -> &[u8] {
@@ -451,11 +554,20 @@ struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     /// One entry of the walk; `prev` is the same name's node in the parent snapshot.
-    fn entry<'s>(&'s self, rs: &rayon::Scope<'s>, path: &Path, name: &[u8], prev: Option<Node>) -> Result<Option<Slot>> {
+    fn entry<'s>(
+        &'s self,
+        rs: &rayon::Scope<'s>,
+        path: &Path,
+        name: &[u8],
+        prev: Option<Node>,
+    ) -> Result<Option<Slot>> {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => {
-                self.shared.warn(format!("{}: cannot stat: {e}; left out of the snapshot", path.display()));
+                self.shared.warn(format!(
+                    "{}: cannot stat: {e}; left out of the snapshot",
+                    path.display()
+                ));
                 return Ok(None);
             }
         };
@@ -463,7 +575,9 @@ impl<'a> Walker<'a> {
         match node.kind {
             NodeKind::Dir => {
                 let prev_tree = match prev.as_ref().and_then(|p| p.subtree) {
-                    Some(id) if self.index.contains(&id) => self.repo.load_tree(self.index, &id).ok(),
+                    Some(id) if self.index.contains(&id) => {
+                        self.repo.load_tree(self.index, &id).ok()
+                    }
                     _ => None,
                 };
                 let rx = self.dir(rs, path, prev_tree)?;
@@ -491,7 +605,9 @@ impl<'a> Walker<'a> {
                 let shared = self.shared;
                 let tokens = self.tokens_tx;
                 rs.spawn(move |_| {
-                    let res = shared.store_file(&path, &mut node).map(|ok| ok.then_some(node));
+                    let res = shared
+                        .store_file(&path, &mut node)
+                        .map(|ok| ok.then_some(node));
                     let _ = tx.send(res);
                     let _ = tokens.send(());
                 });
@@ -502,16 +618,27 @@ impl<'a> Walker<'a> {
     }
 
     fn placeholder(&self, name: &[u8]) -> Node {
-        Node { name: name.to_vec(), ..stream_node("", self.names) }
+        Node {
+            name: name.to_vec(),
+            ..stream_node("", self.names)
+        }
     }
 
     /// Walks one directory; its tree id arrives on the returned channel once assembled.
-    fn dir<'s>(&'s self, rs: &rayon::Scope<'s>, path: &Path, prev: Option<Tree>) -> Result<Receiver<Result<Id>>> {
+    fn dir<'s>(
+        &'s self,
+        rs: &rayon::Scope<'s>,
+        path: &Path,
+        prev: Option<Tree>,
+    ) -> Result<Receiver<Result<Id>>> {
         self.shared.dirs.fetch_add(1, Relaxed);
-        let mut names: Vec<Vec<u8>> = match std::fs::read_dir(path) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().as_bytes().to_vec()).collect(),
+        let mut names: Vec<Vec<u8>> = match list_dir_noatime(path) {
+            Ok(names) => names,
             Err(e) => {
-                self.shared.warn(format!("{}: cannot list: {e}; stored empty", path.display()));
+                self.shared.warn(format!(
+                    "{}: cannot list: {e}; stored empty",
+                    path.display()
+                ));
                 Vec::new()
             }
         };
@@ -528,7 +655,9 @@ impl<'a> Walker<'a> {
             }
         }
         let (tx, rx) = bounded(1);
-        self.dir_tx.send(DirJob { slots, done: tx }).map_err(|_| Error::other("tree assembler stopped"))?;
+        self.dir_tx
+            .send(DirJob { slots, done: tx })
+            .map_err(|_| Error::other("tree assembler stopped"))?;
         Ok(rx)
     }
 }
@@ -538,17 +667,25 @@ fn assemble_dirs(shared: &Shared, rx: Receiver<DirJob>) -> Result<()> {
     let mut first_err = None;
     for job in rx {
         let res = (|| -> Result<Id> {
-            let mut tree = Tree { nodes: Vec::with_capacity(job.slots.len()) };
+            let mut tree = Tree {
+                nodes: Vec::with_capacity(job.slots.len()),
+            };
             for slot in job.slots {
                 match slot {
                     Slot::Ready(n) => tree.nodes.push(n),
                     Slot::File(_, rx) => {
-                        if let Some(n) = rx.recv().map_err(|_| Error::other("file worker stopped"))?? {
+                        if let Some(n) = rx
+                            .recv()
+                            .map_err(|_| Error::other("file worker stopped"))??
+                        {
                             tree.nodes.push(n);
                         }
                     }
                     Slot::Dir(mut n, rx) => {
-                        n.subtree = Some(rx.recv().map_err(|_| Error::other("tree assembler stopped"))??);
+                        n.subtree = Some(
+                            rx.recv()
+                                .map_err(|_| Error::other("tree assembler stopped"))??,
+                        );
                         tree.nodes.push(n);
                     }
                 }
@@ -578,11 +715,17 @@ fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) ->
     let mut trees = PackBuilder::new(BlobType::Tree, 1 << 20);
     let mut uploads = std::collections::VecDeque::new();
     let mut uploaded: Vec<IndexPack> = Vec::new();
-    let mut out = Packed { bytes_added: 0, index_files: Vec::new() };
+    let mut out = Packed {
+        bytes_added: 0,
+        index_files: Vec::new(),
+    };
     let mut err: Option<Error> = None;
     let backend = &repo.backend;
 
-    let finish = |b: PackBuilder, uploads: &mut std::collections::VecDeque<_>, uploaded: &mut Vec<IndexPack>, err: &mut Option<Error>| {
+    let finish = |b: PackBuilder,
+                  uploads: &mut std::collections::VecDeque<_>,
+                  uploaded: &mut Vec<IndexPack>,
+                  err: &mut Option<Error>| {
         let (bytes, entry) = b.finish(&repo.keys);
         progress.bytes_added.fetch_add(bytes.len() as u64, Relaxed);
         let handle = backend.spawn_write(FileKind::Pack.path(&entry.id), bytes);
@@ -645,10 +788,18 @@ fn wait_upload(
     }
 }
 
-fn flush_index(repo: &Repository, uploaded: &mut Vec<IndexPack>, out: &mut Packed, err: &mut Option<Error>) {
+fn flush_index(
+    repo: &Repository,
+    uploaded: &mut Vec<IndexPack>,
+    out: &mut Packed,
+    err: &mut Option<Error>,
+) {
     let packs = std::mem::take(uploaded);
     out.bytes_added += packs.iter().map(|p| p.size).sum::<u64>();
-    match repo.save_index(&IndexFile { supersedes: Vec::new(), packs }) {
+    match repo.save_index(&IndexFile {
+        supersedes: Vec::new(),
+        packs,
+    }) {
         Ok(id) => out.index_files.push(id),
         Err(e) => {
             err.get_or_insert(e);

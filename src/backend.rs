@@ -62,7 +62,10 @@ impl Backend {
         );
         let (op, location) = if let Some(rest) = url.strip_prefix("memory:") {
             let _ = rest;
-            (Operator::new(opendal::services::Memory::default())?, "memory:".to_string())
+            (
+                Operator::new(opendal::services::Memory::default())?,
+                "memory:".to_string(),
+            )
         } else {
             let path = url.strip_prefix("fs:").unwrap_or(url);
             if path.contains("://") {
@@ -72,7 +75,10 @@ impl Backend {
             if !create && !root.is_dir() {
                 return Err(Error::NoRepository(root.display().to_string()));
             }
-            let root_s = root.to_str().ok_or_else(|| Error::usage("repository path must be UTF-8"))?.to_string();
+            let root_s = root
+                .to_str()
+                .ok_or_else(|| Error::usage("repository path must be UTF-8"))?
+                .to_string();
             let op = Operator::via_iter(
                 "fs",
                 [
@@ -99,7 +105,10 @@ impl Backend {
     }
 
     pub fn read(&self, path: &str) -> Result<Vec<u8>> {
-        self.rt.block_on(self.op.read(path)).map(|b| b.to_vec()).map_err(|e| map_err(e, path))
+        self.rt
+            .block_on(self.op.read(path))
+            .map(|b| b.to_vec())
+            .map_err(|e| map_err(e, path))
     }
 
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -108,7 +117,10 @@ impl Backend {
             .block_on(async { self.op.read_with(path).range(offset..offset + len).await })
             .map_err(|e| map_err(e, path))?;
         if buf.len() as u64 != len {
-            return Err(Error::corrupt(path, format!("short read: {} of {len} bytes", buf.len())));
+            return Err(Error::corrupt(
+                path,
+                format!("short read: {} of {len} bytes", buf.len()),
+            ));
         }
         Ok(buf.to_vec())
     }
@@ -118,7 +130,11 @@ impl Backend {
     }
 
     pub fn size(&self, path: &str) -> Result<u64> {
-        Ok(self.rt.block_on(self.op.stat(path)).map_err(|e| map_err(e, path))?.content_length())
+        Ok(self
+            .rt
+            .block_on(self.op.stat(path))
+            .map_err(|e| map_err(e, path))?
+            .content_length())
     }
 
     pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
@@ -128,7 +144,8 @@ impl Backend {
     /// Starts a write on the I/O runtime; the caller bounds how many run at once.
     pub fn spawn_write(&self, path: String, bytes: Vec<u8>) -> tokio::task::JoinHandle<Result<()>> {
         let op = self.op.clone();
-        self.rt.spawn(async move { write_async(&op, &path, bytes).await })
+        self.rt
+            .spawn(async move { write_async(&op, &path, bytes).await })
     }
 
     pub fn delete(&self, path: &str) -> Result<()> {
@@ -138,7 +155,10 @@ impl Backend {
     /// Lists the files (never folders) of one kind, with sizes.
     pub fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         let prefix = kind.prefix();
-        let entries = match self.rt.block_on(async { self.op.list_with(prefix).recursive(true).await }) {
+        let entries = match self
+            .rt
+            .block_on(async { self.op.list_with(prefix).recursive(true).await })
+        {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
@@ -163,13 +183,21 @@ impl Backend {
         Ok(self
             .list(kind)?
             .into_iter()
-            .filter_map(|(p, s)| p.rsplit('/').next().and_then(Id::from_hex).map(|id| (id, s)))
+            .filter_map(|(p, s)| {
+                p.rsplit('/')
+                    .next()
+                    .and_then(Id::from_hex)
+                    .map(|id| (id, s))
+            })
             .collect())
     }
 }
 
 async fn write_async(op: &Operator, path: &str, bytes: Vec<u8>) -> Result<()> {
-    op.write(path, bytes).await.map(|_| ()).map_err(|e| map_err(e, path))
+    op.write(path, bytes)
+        .await
+        .map(|_| ())
+        .map_err(|e| map_err(e, path))
 }
 
 fn map_err(e: opendal::Error, path: &str) -> Error {
@@ -184,7 +212,9 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() {
         Ok(p.to_path_buf())
     } else {
-        Ok(std::env::current_dir().map_err(|e| Error::io(".", e))?.join(p))
+        Ok(std::env::current_dir()
+            .map_err(|e| Error::io(".", e))?
+            .join(p))
     }
 }
 

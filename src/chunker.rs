@@ -86,7 +86,14 @@ pub struct ChunkStream<R: Read> {
 
 impl<R: Read> ChunkStream<R> {
     pub fn new(reader: R, chunker: Chunker, batch_size: usize) -> Self {
-        ChunkStream { reader, chunker, batch_size: batch_size.max(chunker_min_batch()), carry: Vec::new(), eof: false, bytes_read: 0 }
+        ChunkStream {
+            reader,
+            chunker,
+            batch_size: batch_size.max(chunker_min_batch()),
+            carry: Vec::new(),
+            eof: false,
+            bytes_read: 0,
+        }
     }
 
     /// The next batch, or `None` at the end of the stream.
@@ -94,23 +101,21 @@ impl<R: Read> ChunkStream<R> {
         let max = self.chunker.max_size();
         let mut buf = std::mem::take(&mut self.carry);
         let want = self.batch_size + max;
-        buf.reserve(want.saturating_sub(buf.len()));
-        while !self.eof && buf.len() < want {
-            let start = buf.len();
-            buf.resize(want, 0);
-            match self.reader.read(&mut buf[start..]) {
-                Ok(0) => {
-                    buf.truncate(start);
-                    self.eof = true;
-                }
+        let mut filled = buf.len();
+        // Zero the buffer once per batch, not once per read: pipes deliver 64 KiB at a time.
+        buf.resize(want.max(filled), 0);
+        while !self.eof && filled < want {
+            match self.reader.read(&mut buf[filled..want]) {
+                Ok(0) => self.eof = true,
                 Ok(n) => {
-                    buf.truncate(start + n);
+                    filled += n;
                     self.bytes_read += n as u64;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        buf.truncate(filled);
         if buf.is_empty() {
             return Ok(None);
         }
@@ -139,7 +144,11 @@ mod tests {
     use super::*;
 
     fn params() -> ChunkerParams {
-        ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 }
+        ChunkerParams {
+            min_size: 2048,
+            avg_size: 8192,
+            max_size: 32768,
+        }
     }
 
     #[test]
@@ -153,7 +162,11 @@ mod tests {
             *b = x as u8;
         }
         let c = Chunker::new(params(), 42);
-        let whole: Vec<_> = c.split_all(&data).into_iter().map(|r| data[r].to_vec()).collect();
+        let whole: Vec<_> = c
+            .split_all(&data)
+            .into_iter()
+            .map(|r| data[r].to_vec())
+            .collect();
         let mut s = ChunkStream::new(&data[..], c.clone(), 1 << 20);
         let mut streamed = Vec::new();
         while let Some(b) = s.next_batch().unwrap() {

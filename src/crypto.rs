@@ -152,7 +152,12 @@ impl Keys {
         let (nonce, body, tag) = split_sealed(sealed)?;
         let mut buf = body.to_vec();
         self.cipher(kind)
-            .decrypt_in_place_detached(XNonce::from_slice(nonce), &aad(kind, aad_extra), &mut buf, Tag::from_slice(tag))
+            .decrypt_in_place_detached(
+                XNonce::from_slice(nonce),
+                &aad(kind, aad_extra),
+                &mut buf,
+                Tag::from_slice(tag),
+            )
             .map_err(|_| Error::corrupt(format!("{kind:?}"), "authentication failed"))?;
         Ok(buf)
     }
@@ -170,7 +175,10 @@ fn split_sealed(sealed: &[u8]) -> Result<(&[u8], &[u8], &[u8])> {
         return Err(Error::corrupt("sealed object", "too short"));
     }
     if sealed[0] != SCHEME_SYMMETRIC_V1 {
-        return Err(Error::corrupt("sealed object", format!("unknown sealing scheme {}", sealed[0])));
+        return Err(Error::corrupt(
+            "sealed object",
+            format!("unknown sealing scheme {}", sealed[0]),
+        ));
     }
     let nonce = &sealed[1..1 + NONCE_LEN];
     let body = &sealed[1 + NONCE_LEN..sealed.len() - TAG_LEN];
@@ -200,18 +208,30 @@ pub fn wrap_with_password_key(key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
     buf.extend_from_slice(&nonce);
     buf.extend_from_slice(plaintext);
     let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), KEY_AAD, &mut buf[1 + NONCE_LEN..])
+        .encrypt_in_place_detached(
+            XNonce::from_slice(&nonce),
+            KEY_AAD,
+            &mut buf[1 + NONCE_LEN..],
+        )
         .expect("small payload");
     buf.extend_from_slice(&tag);
     buf
 }
 
 /// Opens a key-file payload; `None` means the password does not fit this key.
-pub fn unwrap_with_password_key(key: &[u8; 32], sealed: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
+pub fn unwrap_with_password_key(
+    key: &[u8; 32],
+    sealed: &[u8],
+) -> Result<Option<Zeroizing<Vec<u8>>>> {
     let (nonce, body, tag) = split_sealed(sealed)?;
     let cipher = XChaCha20Poly1305::new(key.into());
     let mut buf = Zeroizing::new(body.to_vec());
-    match cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), KEY_AAD, &mut buf, Tag::from_slice(tag)) {
+    match cipher.decrypt_in_place_detached(
+        XNonce::from_slice(nonce),
+        KEY_AAD,
+        &mut buf,
+        Tag::from_slice(tag),
+    ) {
         Ok(()) => Ok(Some(buf)),
         Err(_) => Ok(None),
     }

@@ -52,11 +52,17 @@ impl Error {
     }
 
     pub fn corrupt(what: impl fmt::Display, why: impl fmt::Display) -> Self {
-        Error::Corrupt { what: what.to_string(), why: why.to_string() }
+        Error::Corrupt {
+            what: what.to_string(),
+            why: why.to_string(),
+        }
     }
 
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 
     pub fn usage(msg: impl fmt::Display) -> Self {

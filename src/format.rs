@@ -197,7 +197,8 @@ pub fn to_postcard<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub fn from_postcard<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    let (v, rest) = postcard::take_from_bytes(bytes).map_err(|e| Error::corrupt(what, format!("cannot decode: {e}")))?;
+    let (v, rest) = postcard::take_from_bytes(bytes)
+        .map_err(|e| Error::corrupt(what, format!("cannot decode: {e}")))?;
     if !rest.is_empty() {
         return Err(Error::corrupt(what, "trailing bytes"));
     }
@@ -216,11 +217,14 @@ pub fn frame_into(raw: &[u8], level: i32, out: &mut Vec<u8>) {
     thread_local! {
         static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
     }
-    let compressed = if level > 0 && raw.len() >= 64 {
+    let compressed = if level > 0 && raw.len() >= 64 && looks_compressible(raw) {
         COMPRESSOR.with(|c| {
             let mut c = c.borrow_mut();
             if c.as_ref().map(|(l, _)| *l) != Some(level) {
-                *c = Some((level, zstd::bulk::Compressor::new(level).expect("valid zstd level")));
+                *c = Some((
+                    level,
+                    zstd::bulk::Compressor::new(level).expect("valid zstd level"),
+                ));
             }
             c.as_mut().unwrap().1.compress(raw).ok()
         })
@@ -239,9 +243,25 @@ pub fn frame_into(raw: &[u8], level: i32, out: &mut Vec<u8>) {
     }
 }
 
+/// Cheap test before spending a full zstd pass: compress a 4 KiB sample from the middle at
+/// level 1; encrypted, compressed or random data (which zstd cannot shrink) is stored as is.
+fn looks_compressible(raw: &[u8]) -> bool {
+    const SAMPLE: usize = 4096;
+    if raw.len() < 4 * SAMPLE {
+        return true;
+    }
+    let mid = raw.len() / 2 - SAMPLE / 2;
+    match zstd::bulk::compress(&raw[mid..mid + SAMPLE], 1) {
+        Ok(z) => z.len() < SAMPLE * 31 / 32,
+        Err(_) => true,
+    }
+}
+
 /// Reverses [`frame`]; `max_len` bounds the output (the known raw length where there is one).
 pub fn unframe(framed: &[u8], max_len: usize, what: &str) -> Result<Vec<u8>> {
-    let (&codec, body) = framed.split_first().ok_or_else(|| Error::corrupt(what, "empty"))?;
+    let (&codec, body) = framed
+        .split_first()
+        .ok_or_else(|| Error::corrupt(what, "empty"))?;
     match codec {
         CODEC_NONE => Ok(body.to_vec()),
         CODEC_ZSTD => {
@@ -261,7 +281,8 @@ pub fn unframe(framed: &[u8], max_len: usize, what: &str) -> Result<Vec<u8>> {
                     .map(|n| n as usize)
                     .unwrap_or(max_len)
                     .min(max_len);
-                d.decompress(body, cap).map_err(|e| Error::corrupt(what, format!("cannot decompress: {e}")))
+                d.decompress(body, cap)
+                    .map_err(|e| Error::corrupt(what, format!("cannot decompress: {e}")))
             })
         }
         other => Err(Error::corrupt(what, format!("unknown codec {other}"))),

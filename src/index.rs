@@ -46,7 +46,10 @@ pub struct Index {
 impl Index {
     /// Builds the index from index files; blobs stored twice resolve to one place.
     pub fn from_files(files: Vec<(Id, IndexFile)>) -> Index {
-        let superseded: std::collections::HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let superseded: std::collections::HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
         let mut idx = Index::default();
         let mut seen_packs = std::collections::HashMap::new();
         for (fid, file) in files {
@@ -68,7 +71,11 @@ impl Index {
         }
         let n = self.packs.len() as u32;
         seen.insert(p.id, n);
-        self.packs.push(PackInfo { id: p.id, blob_type: p.blob_type, size: p.size });
+        self.packs.push(PackInfo {
+            id: p.id,
+            blob_type: p.blob_type,
+            size: p.size,
+        });
         self.entries.extend(p.blobs.iter().map(|b| Entry {
             id: b.id.0,
             pack: n,
@@ -79,7 +86,8 @@ impl Index {
     }
 
     fn finish(&mut self) {
-        self.entries.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
+        self.entries
+            .sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
         self.entries.dedup_by(|b, a| a.id == b.id);
         self.entries.shrink_to_fit();
         self.dir = vec![0u32; (1 << DIR_BITS) + 1];
@@ -98,7 +106,10 @@ impl Index {
         }
         let k = prefix(&id.0);
         let range = &self.entries[self.dir[k] as usize..self.dir[k + 1] as usize];
-        range.binary_search_by(|e| e.id.cmp(&id.0)).ok().map(|i| &range[i])
+        range
+            .binary_search_by(|e| e.id.cmp(&id.0))
+            .ok()
+            .map(|i| &range[i])
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -106,7 +117,12 @@ impl Index {
     }
 
     pub fn get(&self, id: &Id) -> Option<BlobLocation> {
-        self.find(id).map(|e| BlobLocation { pack: e.pack, offset: e.offset, length: e.length, raw_length: e.raw_length })
+        self.find(id).map(|e| BlobLocation {
+            pack: e.pack,
+            offset: e.offset,
+            length: e.length,
+            raw_length: e.raw_length,
+        })
     }
 
     pub fn pack(&self, n: u32) -> &PackInfo {
@@ -128,7 +144,15 @@ impl Index {
     /// Every blob, as (id, location).
     pub fn iter(&self) -> impl Iterator<Item = (Id, BlobLocation)> + '_ {
         self.entries.iter().map(|e| {
-            (Id(e.id), BlobLocation { pack: e.pack, offset: e.offset, length: e.length, raw_length: e.raw_length })
+            (
+                Id(e.id),
+                BlobLocation {
+                    pack: e.pack,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_length: e.raw_length,
+                },
+            )
         })
     }
 
@@ -142,7 +166,13 @@ impl Index {
 
     /// Builds an index straight from packs (tests and benches).
     pub fn from_packs(packs: Vec<IndexPack>) -> Index {
-        Index::from_files(vec![(Id::default(), IndexFile { supersedes: vec![], packs })])
+        Index::from_files(vec![(
+            Id::default(),
+            IndexFile {
+                supersedes: vec![],
+                packs,
+            },
+        )])
     }
 }
 
@@ -152,7 +182,12 @@ fn prefix(id: &[u8; 32]) -> usize {
 
 /// The blobs of one pack as the index file lists them.
 pub fn index_pack(id: Id, blob_type: BlobType, size: u64, blobs: Vec<PackedBlob>) -> IndexPack {
-    IndexPack { id, blob_type, size, blobs }
+    IndexPack {
+        id,
+        blob_type,
+        size,
+        blobs,
+    }
 }
 
 #[cfg(test)]
@@ -169,9 +204,19 @@ mod tests {
         let mut blobs = Vec::new();
         for i in 0..5000u32 {
             let id = Id(*blake3::hash(&i.to_le_bytes()).as_bytes());
-            blobs.push(PackedBlob { id, offset: i, length: i + 1, raw_length: i + 2 });
+            blobs.push(PackedBlob {
+                id,
+                offset: i,
+                length: i + 1,
+                raw_length: i + 2,
+            });
         }
-        let idx = Index::from_packs(vec![IndexPack { id: Id([7; 32]), blob_type: BlobType::Data, size: 1, blobs: blobs.clone() }]);
+        let idx = Index::from_packs(vec![IndexPack {
+            id: Id([7; 32]),
+            blob_type: BlobType::Data,
+            size: 1,
+            blobs: blobs.clone(),
+        }]);
         for b in &blobs {
             let loc = idx.get(&b.id).unwrap();
             assert_eq!(loc.offset, b.offset);

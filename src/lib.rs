@@ -5,9 +5,9 @@
 //! and [`index`] and [`snapshot`] files make the result findable. [`restorer`] reverses it.
 
 pub mod archiver;
-pub mod cli;
 pub mod backend;
 pub mod chunker;
+pub mod cli;
 pub mod crypto;
 pub mod error;
 pub mod format;

@@ -16,11 +16,20 @@ pub struct PackBuilder {
 
 impl PackBuilder {
     pub fn new(blob_type: BlobType, capacity: usize) -> Self {
-        PackBuilder { blob_type, buf: Vec::with_capacity(capacity), blobs: Vec::new() }
+        PackBuilder {
+            blob_type,
+            buf: Vec::with_capacity(capacity),
+            blobs: Vec::new(),
+        }
     }
 
     pub fn add(&mut self, id: Id, raw_length: u32, sealed: &[u8]) {
-        self.blobs.push(PackedBlob { id, offset: self.buf.len() as u32, length: sealed.len() as u32, raw_length });
+        self.blobs.push(PackedBlob {
+            id,
+            offset: self.buf.len() as u32,
+            length: sealed.len() as u32,
+            raw_length,
+        });
         self.buf.extend_from_slice(sealed);
     }
 
@@ -34,36 +43,65 @@ impl PackBuilder {
 
     /// Appends the sealed header and trailer; returns the pack's bytes and its index entry.
     pub fn finish(mut self, keys: &Keys) -> (Vec<u8>, IndexPack) {
-        let header = PackHeader { blob_type: self.blob_type, blobs: self.blobs };
-        let sealed = keys.seal(SealKind::PackHeader, &[], &format::frame(&format::to_postcard(&header), 3));
+        let header = PackHeader {
+            blob_type: self.blob_type,
+            blobs: self.blobs,
+        };
+        let sealed = keys.seal(
+            SealKind::PackHeader,
+            &[],
+            &format::frame(&format::to_postcard(&header), 3),
+        );
         self.buf.extend_from_slice(&sealed);
-        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         let id = Id::of_stored_bytes(&self.buf);
         let size = self.buf.len() as u64;
-        (self.buf, IndexPack { id, blob_type: header.blob_type, size, blobs: header.blobs })
+        (
+            self.buf,
+            IndexPack {
+                id,
+                blob_type: header.blob_type,
+                size,
+                blobs: header.blobs,
+            },
+        )
     }
 }
 
 /// Decodes a pack header from the pack's last bytes (`tail` ends where the pack ends).
 /// Returns `Err(needed)` via `Ok(None)` when `tail` is too short to hold the whole header.
-pub fn parse_header_from_tail(keys: &Keys, tail: &[u8], pack_size: u64) -> Result<Option<PackHeader>> {
+pub fn parse_header_from_tail(
+    keys: &Keys,
+    tail: &[u8],
+    pack_size: u64,
+) -> Result<Option<PackHeader>> {
     if tail.len() < 4 {
         return Err(Error::corrupt("pack", "too short for a header"));
     }
     let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap()) as u64;
     if hlen + 4 > pack_size {
-        return Err(Error::corrupt("pack header", format!("length {hlen} exceeds the pack ({pack_size} bytes)")));
+        return Err(Error::corrupt(
+            "pack header",
+            format!("length {hlen} exceeds the pack ({pack_size} bytes)"),
+        ));
     }
     if (hlen + 4) as usize > tail.len() {
         return Ok(None);
     }
     let sealed = &tail[tail.len() - 4 - hlen as usize..tail.len() - 4];
     let framed = keys.open(SealKind::PackHeader, &[], sealed)?;
-    let header: PackHeader = format::from_postcard(&format::unframe(&framed, format::MAX_OBJECT_SIZE, "pack header")?, "pack header")?;
+    let header: PackHeader = format::from_postcard(
+        &format::unframe(&framed, format::MAX_OBJECT_SIZE, "pack header")?,
+        "pack header",
+    )?;
     let data_end = pack_size - hlen - 4;
     for b in &header.blobs {
         if b.offset as u64 + b.length as u64 > data_end {
-            return Err(Error::corrupt("pack header", format!("blob {} lies outside the pack", b.id.short())));
+            return Err(Error::corrupt(
+                "pack header",
+                format!("blob {} lies outside the pack", b.id.short()),
+            ));
         }
     }
     Ok(Some(header))
@@ -79,11 +117,18 @@ pub fn read_header(backend: &Backend, keys: &Keys, id: &Id, pack_size: u64) -> R
     }
     let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap()) as u64;
     let tail = backend.read_range(&path, pack_size - hlen - 4, hlen + 4)?;
-    parse_header_from_tail(keys, &tail, pack_size)?.ok_or_else(|| Error::corrupt("pack header", "inconsistent length"))
+    parse_header_from_tail(keys, &tail, pack_size)?
+        .ok_or_else(|| Error::corrupt("pack header", "inconsistent length"))
 }
 
 /// Opens one stored blob and checks that its plaintext hashes to its id.
-pub fn open_blob(keys: &Keys, blob_type: BlobType, id: &Id, sealed: &[u8], raw_length: u32) -> Result<Vec<u8>> {
+pub fn open_blob(
+    keys: &Keys,
+    blob_type: BlobType,
+    id: &Id,
+    sealed: &[u8],
+    raw_length: u32,
+) -> Result<Vec<u8>> {
     let kind = match blob_type {
         BlobType::Data => SealKind::DataBlob,
         BlobType::Tree => SealKind::TreeBlob,
@@ -91,9 +136,16 @@ pub fn open_blob(keys: &Keys, blob_type: BlobType, id: &Id, sealed: &[u8], raw_l
     let framed = keys
         .open(kind, &id.0, sealed)
         .map_err(|_| Error::corrupt(format!("blob {}", id.short()), "authentication failed"))?;
-    let raw = format::unframe(&framed, raw_length as usize, &format!("blob {}", id.short()))?;
+    let raw = format::unframe(
+        &framed,
+        raw_length as usize,
+        &format!("blob {}", id.short()),
+    )?;
     if raw.len() != raw_length as usize || keys.blob_id(&raw) != *id {
-        return Err(Error::corrupt(format!("blob {}", id.short()), "content does not match its id"));
+        return Err(Error::corrupt(
+            format!("blob {}", id.short()),
+            "content does not match its id",
+        ));
     }
     Ok(raw)
 }

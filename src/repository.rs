@@ -4,8 +4,8 @@ use crate::backend::{is_not_found, Backend, FileKind, CONFIG_PATH};
 use crate::crypto::{self, Keys, MasterKey, SealKind};
 use crate::error::{Error, Result};
 use crate::format::{
-    self, BlobType, ChunkerParams, Config, IndexFile, KdfParams, KeyFile, KeyPayload, Snapshot, Tree, CONFIG_MAGIC,
-    FORMAT_VERSION, KEY_MAGIC,
+    self, BlobType, ChunkerParams, Config, IndexFile, KdfParams, KeyFile, KeyPayload, Snapshot,
+    Tree, CONFIG_MAGIC, FORMAT_VERSION, KEY_MAGIC,
 };
 use crate::id::Id;
 use crate::index::Index;
@@ -26,8 +26,12 @@ pub struct InitOptions {
 impl Default for InitOptions {
     fn default() -> Self {
         InitOptions {
-            // Chosen by measurement, see format-spec/README.md "Chunk sizes".
-            chunker: ChunkerParams { min_size: 64 * 1024, avg_size: 256 * 1024, max_size: 1024 * 1024 },
+            // Chosen by measurement: README.md, "Chunk sizes and compression".
+            chunker: ChunkerParams {
+                min_size: 64 * 1024,
+                avg_size: 256 * 1024,
+                max_size: 1024 * 1024,
+            },
             compression_level: 3,
             pack_target_size: 16 * 1024 * 1024,
             kdf_memory_kib: 64 * 1024,
@@ -59,53 +63,113 @@ impl Repository {
             compression_level: opts.compression_level,
             pack_target_size: opts.pack_target_size,
         };
-        let key_id = write_key_file(&backend, &master, password, opts.kdf_memory_kib, opts.kdf_iterations)?;
+        let key_id = write_key_file(
+            &backend,
+            &master,
+            password,
+            opts.kdf_memory_kib,
+            opts.kdf_iterations,
+        )?;
         let mut bytes = CONFIG_MAGIC.to_vec();
         bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&keys.seal(SealKind::Config, &FORMAT_VERSION.to_le_bytes(), &format::frame(&format::to_postcard(&config), 0)));
+        bytes.extend_from_slice(&keys.seal(
+            SealKind::Config,
+            &FORMAT_VERSION.to_le_bytes(),
+            &format::frame(&format::to_postcard(&config), 0),
+        ));
         backend.write(CONFIG_PATH, bytes)?;
-        Ok(Repository { backend, keys, config, key_id })
+        Ok(Repository {
+            backend,
+            keys,
+            config,
+            key_id,
+        })
+    }
+
+    /// Checks that a repository of a known format is there, before any password is asked for.
+    pub fn probe(backend: &Backend) -> Result<Vec<u8>> {
+        let config_bytes = match backend.read(CONFIG_PATH) {
+            Ok(b) => b,
+            Err(e) if is_not_found(&e) => {
+                return Err(Error::NoRepository(backend.location().to_string()))
+            }
+            Err(e) => return Err(e),
+        };
+        read_config_version(&config_bytes)?;
+        Ok(config_bytes)
     }
 
     /// Opens a repository: checks the format version, then finds a key the password opens.
     pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
-        let config_bytes = match backend.read(CONFIG_PATH) {
-            Ok(b) => b,
-            Err(e) if is_not_found(&e) => return Err(Error::NoRepository(backend.location().to_string())),
-            Err(e) => return Err(e),
-        };
+        let config_bytes = Self::probe(&backend)?;
         let version = read_config_version(&config_bytes)?;
         let (master, key_id) = open_master_key(&backend, password)?;
         let keys = master.derive();
-        let framed = keys.open(SealKind::Config, &version.to_le_bytes(), &config_bytes[12..]).map_err(|_| Error::corrupt("config", "authentication failed"))?;
-        let config: Config = format::from_postcard(&format::unframe(&framed, 1 << 20, "config")?, "config")?;
+        let framed = keys
+            .open(
+                SealKind::Config,
+                &version.to_le_bytes(),
+                &config_bytes[12..],
+            )
+            .map_err(|_| Error::corrupt("config", "authentication failed"))?;
+        let config: Config =
+            format::from_postcard(&format::unframe(&framed, 1 << 20, "config")?, "config")?;
         if config.version != version {
-            return Err(Error::corrupt("config", "sealed version differs from the clear one"));
+            return Err(Error::corrupt(
+                "config",
+                "sealed version differs from the clear one",
+            ));
         }
-        Ok(Repository { backend, keys, config, key_id })
+        Ok(Repository {
+            backend,
+            keys,
+            config,
+            key_id,
+        })
     }
 
     /// Seals and stores a structured file; its name is the hash of the stored bytes.
     pub fn save_file<T: Serialize>(&self, kind: FileKind, seal: SealKind, value: &T) -> Result<Id> {
-        let sealed = self.keys.seal(seal, &[], &format::frame(&format::to_postcard(value), self.config.compression_level));
+        let sealed = self.keys.seal(
+            seal,
+            &[],
+            &format::frame(&format::to_postcard(value), self.config.compression_level),
+        );
         let id = Id::of_stored_bytes(&sealed);
         self.backend.write(&kind.path(&id), sealed)?;
         Ok(id)
     }
 
     /// Reads, verifies against its name, opens and decodes a structured file.
-    pub fn load_file<T: DeserializeOwned>(&self, kind: FileKind, seal: SealKind, id: &Id) -> Result<T> {
+    pub fn load_file<T: DeserializeOwned>(
+        &self,
+        kind: FileKind,
+        seal: SealKind,
+        id: &Id,
+    ) -> Result<T> {
         let bytes = self.backend.read(&kind.path(id))?;
         self.decode_file(kind, seal, id, &bytes)
     }
 
-    pub fn decode_file<T: DeserializeOwned>(&self, kind: FileKind, seal: SealKind, id: &Id, bytes: &[u8]) -> Result<T> {
+    pub fn decode_file<T: DeserializeOwned>(
+        &self,
+        kind: FileKind,
+        seal: SealKind,
+        id: &Id,
+        bytes: &[u8],
+    ) -> Result<T> {
         let what = kind.path(id);
         if Id::of_stored_bytes(bytes) != *id {
             return Err(Error::corrupt(&what, "content does not match its name"));
         }
-        let framed = self.keys.open(seal, &[], bytes).map_err(|_| Error::corrupt(&what, "authentication failed"))?;
-        format::from_postcard(&format::unframe(&framed, format::MAX_OBJECT_SIZE, &what)?, &what)
+        let framed = self
+            .keys
+            .open(seal, &[], bytes)
+            .map_err(|_| Error::corrupt(&what, "authentication failed"))?;
+        format::from_postcard(
+            &format::unframe(&framed, format::MAX_OBJECT_SIZE, &what)?,
+            &what,
+        )
     }
 
     pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
@@ -131,7 +195,12 @@ impl Repository {
         let ids = self.backend.list_ids(FileKind::Snapshot)?;
         let mut snaps: Vec<(Id, Snapshot)> = ids
             .par_iter()
-            .map(|(id, _)| Ok((*id, self.load_file(FileKind::Snapshot, SealKind::Snapshot, id)?)))
+            .map(|(id, _)| {
+                Ok((
+                    *id,
+                    self.load_file(FileKind::Snapshot, SealKind::Snapshot, id)?,
+                ))
+            })
             .collect::<Result<_>>()?;
         snaps.sort_by(|a, b| a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0)));
         Ok(snaps)
@@ -145,9 +214,15 @@ impl Repository {
 
     /// Reads one blob from its pack, opens it and checks its id.
     pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
-        let loc = index.get(id).ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
+        let loc = index
+            .get(id)
+            .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
         let pack = index.pack(loc.pack);
-        let sealed = self.backend.read_range(&FileKind::Pack.path(&pack.id), loc.offset as u64, loc.length as u64)?;
+        let sealed = self.backend.read_range(
+            &FileKind::Pack.path(&pack.id),
+            loc.offset as u64,
+            loc.length as u64,
+        )?;
         crate::pack::open_blob(&self.keys, pack.blob_type, id, &sealed, loc.raw_length)
     }
 
@@ -168,14 +243,28 @@ pub fn read_config_version(bytes: &[u8]) -> Result<u32> {
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
     if version != FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+        return Err(Error::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
     Ok(version)
 }
 
 /// Wraps the master key under a password into a new key file; returns its id.
-pub fn write_key_file(backend: &Backend, master: &MasterKey, password: &[u8], memory_kib: u32, iterations: u32) -> Result<Id> {
-    let kdf = KdfParams { memory_kib, iterations, parallelism: 1, salt: crypto::random_bytes() };
+pub fn write_key_file(
+    backend: &Backend,
+    master: &MasterKey,
+    password: &[u8],
+    memory_kib: u32,
+    iterations: u32,
+) -> Result<Id> {
+    let kdf = KdfParams {
+        memory_kib,
+        iterations,
+        parallelism: 1,
+        salt: crypto::random_bytes(),
+    };
     let wrap = crypto::password_key(password, &kdf)?;
     let payload = KeyPayload {
         master_key: *master.as_bytes(),
@@ -184,7 +273,11 @@ pub fn write_key_file(backend: &Backend, master: &MasterKey, password: &[u8], me
         username: crate::snapshot::username(),
     };
     let plain = Zeroizing::new(format::to_postcard(&payload));
-    let file = KeyFile { version: FORMAT_VERSION, kdf, sealed_payload: crypto::wrap_with_password_key(&wrap, &plain) };
+    let file = KeyFile {
+        version: FORMAT_VERSION,
+        kdf,
+        sealed_payload: crypto::wrap_with_password_key(&wrap, &plain),
+    };
     let mut bytes = KEY_MAGIC.to_vec();
     bytes.extend_from_slice(&format::to_postcard(&file));
     let id = Id::of_stored_bytes(&bytes);
@@ -198,11 +291,17 @@ pub fn decode_key_file(bytes: &[u8]) -> Result<KeyFile> {
     }
     let kf: KeyFile = format::from_postcard(&bytes[8..], "key file")?;
     if kf.version != FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion { found: kf.version, supported: FORMAT_VERSION });
+        return Err(Error::UnsupportedVersion {
+            found: kf.version,
+            supported: FORMAT_VERSION,
+        });
     }
     // Refuse parameters that would make a hostile key file eat all memory or time.
     if kf.kdf.memory_kib > 4 * 1024 * 1024 || kf.kdf.iterations > 100 || kf.kdf.parallelism > 64 {
-        return Err(Error::corrupt("key file", "Argon2id parameters out of range"));
+        return Err(Error::corrupt(
+            "key file",
+            "Argon2id parameters out of range",
+        ));
     }
     Ok(kf)
 }

@@ -44,9 +44,19 @@ struct Plan {
     links: Vec<(PathBuf, usize)>,
 }
 
-pub fn restore(repo: &Repository, index: &Index, root: &Id, target: &Path, opts: &RestoreOptions, progress: &RestoreProgress) -> Result<RestoreSummary> {
+pub fn restore(
+    repo: &Repository,
+    index: &Index,
+    root: &Id,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreSummary> {
     if target.exists() {
-        let non_empty = std::fs::read_dir(target).map_err(|e| Error::io(target, e))?.next().is_some();
+        let non_empty = std::fs::read_dir(target)
+            .map_err(|e| Error::io(target, e))?
+            .next()
+            .is_some();
         if non_empty && !opts.overwrite {
             return Err(Error::usage(format!(
                 "restore target {} is not empty; choose an empty folder or pass --overwrite",
@@ -56,30 +66,53 @@ pub fn restore(repo: &Repository, index: &Index, root: &Id, target: &Path, opts:
     }
     std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let includes = build_globs(&opts.includes)?;
-    let mut plan = Plan { dirs: Vec::new(), files: Vec::new(), others: Vec::new(), links: Vec::new() };
+    let mut plan = Plan {
+        dirs: Vec::new(),
+        files: Vec::new(),
+        others: Vec::new(),
+        links: Vec::new(),
+    };
     let mut seen_inodes: HashMap<(u64, u64), usize> = HashMap::new();
-    walk(repo, index, root, target, "", includes.as_ref(), includes.is_none(), &mut plan, &mut seen_inodes)?;
+    walk(
+        repo,
+        index,
+        root,
+        target,
+        "",
+        includes.as_ref(),
+        includes.is_none(),
+        &mut plan,
+        &mut seen_inodes,
+    )?;
 
     let warnings = Mutex::new(Vec::new());
     for (path, _) in &plan.dirs {
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
     }
     // Create every file at its final size: blobs can then be written in any order.
-    plan.files.par_iter().try_for_each(|(path, node)| -> Result<()> {
-        if opts.overwrite {
-            remove_existing(path);
-        }
-        let f = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| Error::io(path, e))?;
-        f.set_len(node.size).map_err(|e| Error::io(path, e))?;
-        Ok(())
-    })?;
+    plan.files
+        .par_iter()
+        .try_for_each(|(path, node)| -> Result<()> {
+            if opts.overwrite {
+                remove_existing(path);
+            }
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map_err(|e| Error::io(path, e))?;
+            f.set_len(node.size).map_err(|e| Error::io(path, e))?;
+            Ok(())
+        })?;
 
     // blob → every (file, offset) that holds it
     let mut wanted: HashMap<Id, Vec<(u32, u64)>> = HashMap::new();
     for (fi, (_, node)) in plan.files.iter().enumerate() {
         let mut off = 0u64;
         for id in &node.content {
-            let loc = index.get(id).ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
+            let loc = index.get(id).ok_or_else(|| {
+                Error::corrupt(format!("blob {}", id.short()), "not in the index")
+            })?;
             wanted.entry(*id).or_default().push((fi as u32, off));
             off += loc.raw_length as u64;
         }
@@ -91,30 +124,47 @@ pub fn restore(repo: &Repository, index: &Index, root: &Id, target: &Path, opts:
     }
     let mut packs: Vec<_> = by_pack.into_iter().collect();
     packs.sort_by_key(|(p, _)| *p);
-    packs.par_iter_mut().try_for_each(|(pack, blobs)| -> Result<()> {
-        blobs.sort_by_key(|(_, l)| l.offset);
-        let info = index.pack(*pack);
-        let start = blobs[0].1.offset as u64;
-        let end = blobs.iter().map(|(_, l)| l.offset as u64 + l.length as u64).max().unwrap();
-        let path = crate::backend::FileKind::Pack.path(&info.id);
-        let bytes = repo.backend.read_range(&path, start, end - start)?;
-        for (id, loc) in blobs.iter() {
-            let s = (loc.offset as u64 - start) as usize;
-            let raw = crate::pack::open_blob(&repo.keys, info.blob_type, id, &bytes[s..s + loc.length as usize], loc.raw_length)?;
-            let zero = raw.iter().all(|&b| b == 0);
-            for &(fi, off) in &wanted[id] {
-                // Files start as holes of the right size: all-zero blobs stay holes (sparse).
-                if zero {
-                    continue;
+    packs
+        .par_iter_mut()
+        .try_for_each(|(pack, blobs)| -> Result<()> {
+            blobs.sort_by_key(|(_, l)| l.offset);
+            let info = index.pack(*pack);
+            let start = blobs[0].1.offset as u64;
+            let end = blobs
+                .iter()
+                .map(|(_, l)| l.offset as u64 + l.length as u64)
+                .max()
+                .unwrap();
+            let path = crate::backend::FileKind::Pack.path(&info.id);
+            let bytes = repo.backend.read_range(&path, start, end - start)?;
+            for (id, loc) in blobs.iter() {
+                let s = (loc.offset as u64 - start) as usize;
+                let raw = crate::pack::open_blob(
+                    &repo.keys,
+                    info.blob_type,
+                    id,
+                    &bytes[s..s + loc.length as usize],
+                    loc.raw_length,
+                )?;
+                let zero = raw.iter().all(|&b| b == 0);
+                for &(fi, off) in &wanted[id] {
+                    // Files start as holes of the right size: all-zero blobs stay holes (sparse).
+                    if zero {
+                        continue;
+                    }
+                    let fpath = &plan.files[fi as usize].0;
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(fpath)
+                        .map_err(|e| Error::io(fpath, e))?;
+                    f.write_all_at(&raw, off).map_err(|e| Error::io(fpath, e))?;
                 }
-                let fpath = &plan.files[fi as usize].0;
-                let f = std::fs::OpenOptions::new().write(true).open(fpath).map_err(|e| Error::io(fpath, e))?;
-                f.write_all_at(&raw, off).map_err(|e| Error::io(fpath, e))?;
+                progress
+                    .bytes
+                    .fetch_add(raw.len() as u64 * wanted[id].len() as u64, Relaxed);
             }
-            progress.bytes.fetch_add(raw.len() as u64 * wanted[id].len() as u64, Relaxed);
-        }
-        Ok(())
-    })?;
+            Ok(())
+        })?;
 
     for (path, fi) in &plan.links {
         if opts.overwrite {
@@ -128,25 +178,37 @@ pub fn restore(repo: &Repository, index: &Index, root: &Id, target: &Path, opts:
             remove_existing(path);
         }
         if let Err(e) = create_special(path, node) {
-            warnings.lock().unwrap().push(format!("{}: {e}", path.display()));
+            warnings
+                .lock()
+                .unwrap()
+                .push(format!("{}: {e}", path.display()));
         }
     }
     let is_root = unsafe { libc::geteuid() } == 0;
     plan.files.par_iter().for_each(|(path, node)| {
         if let Err(e) = apply_metadata(path, node, is_root) {
-            warnings.lock().unwrap().push(format!("{}: {e}", path.display()));
+            warnings
+                .lock()
+                .unwrap()
+                .push(format!("{}: {e}", path.display()));
         }
         progress.files.fetch_add(1, Relaxed);
     });
     for (path, node) in &plan.others {
         if let Err(e) = apply_metadata(path, node, is_root) {
-            warnings.lock().unwrap().push(format!("{}: {e}", path.display()));
+            warnings
+                .lock()
+                .unwrap()
+                .push(format!("{}: {e}", path.display()));
         }
     }
     // Deepest directories first, so setting a child's times does not disturb its parent's.
     for (path, node) in plan.dirs.iter().rev() {
         if let Err(e) = apply_metadata(path, node, is_root) {
-            warnings.lock().unwrap().push(format!("{}: {e}", path.display()));
+            warnings
+                .lock()
+                .unwrap()
+                .push(format!("{}: {e}", path.display()));
         }
     }
     Ok(RestoreSummary {
@@ -172,9 +234,14 @@ fn build_globs(patterns: &[String]) -> Result<Option<globset::GlobSet>> {
     let mut b = globset::GlobSetBuilder::new();
     for p in patterns {
         let p = p.trim_start_matches('/');
-        b.add(globset::Glob::new(p).map_err(|e| Error::usage(format!("invalid include pattern {p:?}: {e}")))?);
+        b.add(
+            globset::Glob::new(p)
+                .map_err(|e| Error::usage(format!("invalid include pattern {p:?}: {e}")))?,
+        );
     }
-    Ok(Some(b.build().map_err(|e| Error::usage(format!("invalid include patterns: {e}")))?))
+    Ok(Some(b.build().map_err(|e| {
+        Error::usage(format!("invalid include patterns: {e}"))
+    })?))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -192,18 +259,37 @@ fn walk(
     let tree = repo.load_tree(index, tree_id)?;
     let mut any = false;
     for node in tree.nodes {
-        if node.name.is_empty() || node.name == b"." || node.name == b".." || node.name.contains(&b'/') {
-            return Err(Error::corrupt(format!("tree {}", tree_id.short()), "invalid entry name"));
+        if node.name.is_empty()
+            || node.name == b"."
+            || node.name == b".."
+            || node.name.contains(&b'/')
+        {
+            return Err(Error::corrupt(
+                format!("tree {}", tree_id.short()),
+                "invalid entry name",
+            ));
         }
         let path = dir.join(OsStr::from_bytes(&node.name));
-        let child_rel = if rel.is_empty() { node.name_lossy() } else { format!("{rel}/{}", node.name_lossy()) };
+        let child_rel = if rel.is_empty() {
+            node.name_lossy()
+        } else {
+            format!("{rel}/{}", node.name_lossy())
+        };
         let inc = included || includes.is_some_and(|g| g.is_match(&child_rel));
         match node.kind {
             NodeKind::Dir => {
                 let pos = plan.dirs.len();
                 plan.dirs.push((path.clone(), node.clone()));
-                let sub = node.subtree.ok_or_else(|| Error::corrupt(format!("tree {}", tree_id.short()), "directory without subtree"))?;
-                if walk(repo, index, &sub, &path, &child_rel, includes, inc, plan, seen)? || inc {
+                let sub = node.subtree.ok_or_else(|| {
+                    Error::corrupt(
+                        format!("tree {}", tree_id.short()),
+                        "directory without subtree",
+                    )
+                })?;
+                if walk(
+                    repo, index, &sub, &path, &child_rel, includes, inc, plan, seen,
+                )? || inc
+                {
                     any = true;
                 } else {
                     plan.dirs.remove(pos);
@@ -233,10 +319,24 @@ fn walk(
 fn create_special(path: &Path, node: &Node) -> std::io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let rc = match node.kind {
-        NodeKind::Symlink => return std::os::unix::fs::symlink(OsStr::from_bytes(&node.link_target), path),
+        NodeKind::Symlink => {
+            return std::os::unix::fs::symlink(OsStr::from_bytes(&node.link_target), path)
+        }
         NodeKind::Fifo => unsafe { libc::mkfifo(c.as_ptr(), (node.mode & 0o7777) as libc::mode_t) },
-        NodeKind::CharDevice => unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | (node.mode & 0o7777) as libc::mode_t, node.rdev as libc::dev_t) },
-        NodeKind::BlockDevice => unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | (node.mode & 0o7777) as libc::mode_t, node.rdev as libc::dev_t) },
+        NodeKind::CharDevice => unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                libc::S_IFCHR | (node.mode & 0o7777) as libc::mode_t,
+                node.rdev as libc::dev_t,
+            )
+        },
+        NodeKind::BlockDevice => unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                libc::S_IFBLK | (node.mode & 0o7777) as libc::mode_t,
+                node.rdev as libc::dev_t,
+            )
+        },
         _ => return Err(std::io::Error::other("sockets are not restored")),
     };
     if rc != 0 {
@@ -247,7 +347,8 @@ fn create_special(path: &Path, node: &Node) -> std::io::Result<()> {
 
 fn apply_metadata(path: &Path, node: &Node, is_root: bool) -> std::io::Result<()> {
     if is_root {
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+        let c =
+            std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
         if unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -255,8 +356,14 @@ fn apply_metadata(path: &Path, node: &Node, is_root: bool) -> std::io::Result<()
     for (k, v) in &node.xattrs {
         let _ = xattr::set(path, OsStr::from_bytes(k), v);
     }
-    let atime = filetime::FileTime::from_unix_time(node.atime_ns.div_euclid(1_000_000_000), node.atime_ns.rem_euclid(1_000_000_000) as u32);
-    let mtime = filetime::FileTime::from_unix_time(node.mtime_ns.div_euclid(1_000_000_000), node.mtime_ns.rem_euclid(1_000_000_000) as u32);
+    let atime = filetime::FileTime::from_unix_time(
+        node.atime_ns.div_euclid(1_000_000_000),
+        node.atime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    let mtime = filetime::FileTime::from_unix_time(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
     if node.kind == NodeKind::Symlink {
         filetime::set_symlink_file_times(path, atime, mtime)?;
     } else {
@@ -267,15 +374,27 @@ fn apply_metadata(path: &Path, node: &Node, is_root: bool) -> std::io::Result<()
 }
 
 /// Writes one file's content to `out`, reading and decrypting a window of blobs in parallel.
-pub fn dump(repo: &Repository, index: &Index, node: &Node, out: &mut dyn std::io::Write) -> Result<u64> {
+pub fn dump(
+    repo: &Repository,
+    index: &Index,
+    node: &Node,
+    out: &mut dyn std::io::Write,
+) -> Result<u64> {
     if node.kind != NodeKind::File {
-        return Err(Error::usage(format!("{} is not a regular file", node.name_lossy())));
+        return Err(Error::usage(format!(
+            "{} is not a regular file",
+            node.name_lossy()
+        )));
     }
     let mut written = 0u64;
     for window in node.content.chunks(32) {
-        let blobs: Vec<Vec<u8>> = window.par_iter().map(|id| repo.read_blob(index, id)).collect::<Result<_>>()?;
+        let blobs: Vec<Vec<u8>> = window
+            .par_iter()
+            .map(|id| repo.read_blob(index, id))
+            .collect::<Result<_>>()?;
         for b in blobs {
-            out.write_all(&b).map_err(|e| Error::io("standard output", e))?;
+            out.write_all(&b)
+                .map_err(|e| Error::io("standard output", e))?;
             written += b.len() as u64;
         }
     }

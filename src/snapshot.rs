@@ -13,11 +13,18 @@ pub fn hostname() -> String {
 }
 
 pub fn username() -> String {
-    std::env::var("USER").ok().filter(|s| !s.is_empty()).or_else(|| crate::tree::user_name(unsafe { libc::getuid() })).unwrap_or_default()
+    std::env::var("USER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| crate::tree::user_name(unsafe { libc::getuid() }))
+        .unwrap_or_default()
 }
 
 pub fn format_time(ns: i64) -> String {
-    chrono::DateTime::from_timestamp_nanos(ns).with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string()
+    chrono::DateTime::from_timestamp_nanos(ns)
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 pub fn rfc3339(ns: i64) -> String {
@@ -25,24 +32,36 @@ pub fn rfc3339(ns: i64) -> String {
 }
 
 pub fn parse_time(s: &str) -> Result<i64> {
-    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| Error::usage(format!("invalid time {s:?}: {e} (want RFC 3339, e.g. 2026-01-31T23:00:00Z)")))?;
-    t.timestamp_nanos_opt().ok_or_else(|| Error::usage(format!("time {s:?} out of range")))
+    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
+        Error::usage(format!(
+            "invalid time {s:?}: {e} (want RFC 3339, e.g. 2026-01-31T23:00:00Z)"
+        ))
+    })?;
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| Error::usage(format!("time {s:?} out of range")))
 }
 
 /// Resolves `latest` or a unique hex prefix among `snaps` (oldest first).
 pub fn resolve<'a>(snaps: &'a [(Id, Snapshot)], spec: &str) -> Result<&'a (Id, Snapshot)> {
     if spec == "latest" {
-        return snaps.last().ok_or_else(|| Error::usage("the repository holds no snapshot"));
+        return snaps
+            .last()
+            .ok_or_else(|| Error::usage("the repository holds no snapshot"));
     }
     let spec_l = spec.to_ascii_lowercase();
     if spec_l.is_empty() || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::usage(format!("{spec:?} is not a snapshot id")));
     }
-    let matches: Vec<_> = snaps.iter().filter(|(id, _)| id.to_hex().starts_with(&spec_l)).collect();
+    let matches: Vec<_> = snaps
+        .iter()
+        .filter(|(id, _)| id.to_hex().starts_with(&spec_l))
+        .collect();
     match matches.len() {
         0 => Err(Error::usage(format!("no snapshot with id {spec}"))),
         1 => Ok(matches[0]),
-        n => Err(Error::usage(format!("snapshot id prefix {spec} is ambiguous: {n} snapshots match"))),
+        n => Err(Error::usage(format!(
+            "snapshot id prefix {spec} is ambiguous: {n} snapshots match"
+        ))),
     }
 }
 
@@ -63,7 +82,11 @@ impl SnapshotFilter {
 }
 
 /// The parent for a new snapshot: the latest one of the same host and the same paths.
-pub fn find_parent<'a>(snaps: &'a [(Id, Snapshot)], host: &str, paths: &[String]) -> Option<&'a (Id, Snapshot)> {
+pub fn find_parent<'a>(
+    snaps: &'a [(Id, Snapshot)],
+    host: &str,
+    paths: &[String],
+) -> Option<&'a (Id, Snapshot)> {
     let mut want: Vec<&String> = paths.iter().collect();
     want.sort();
     snaps.iter().rev().find(|(_, s)| {

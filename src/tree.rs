@@ -20,10 +20,20 @@ pub struct NameCache {
 
 impl NameCache {
     pub fn user(&self, uid: u32) -> String {
-        self.users.lock().unwrap().entry(uid).or_insert_with(|| user_name(uid).unwrap_or_default()).clone()
+        self.users
+            .lock()
+            .unwrap()
+            .entry(uid)
+            .or_insert_with(|| user_name(uid).unwrap_or_default())
+            .clone()
     }
     pub fn group(&self, gid: u32) -> String {
-        self.groups.lock().unwrap().entry(gid).or_insert_with(|| group_name(gid).unwrap_or_default()).clone()
+        self.groups
+            .lock()
+            .unwrap()
+            .entry(gid)
+            .or_insert_with(|| group_name(gid).unwrap_or_default())
+            .clone()
     }
 }
 
@@ -31,22 +41,46 @@ pub fn user_name(uid: u32) -> Option<String> {
     let mut buf = vec![0u8; 4096];
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result = std::ptr::null_mut();
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr() as *mut libc::c_char, buf.len(), &mut result) };
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+            &mut result,
+        )
+    };
     if rc != 0 || result.is_null() {
         return None;
     }
-    Some(unsafe { CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(pwd.pw_name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 pub fn group_name(gid: u32) -> Option<String> {
     let mut buf = vec![0u8; 4096];
     let mut grp: libc::group = unsafe { std::mem::zeroed() };
     let mut result = std::ptr::null_mut();
-    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr() as *mut libc::c_char, buf.len(), &mut result) };
+    let rc = unsafe {
+        libc::getgrgid_r(
+            gid,
+            &mut grp,
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+            &mut result,
+        )
+    };
     if rc != 0 || result.is_null() {
         return None;
     }
-    Some(unsafe { CStr::from_ptr(grp.gr_name) }.to_string_lossy().into_owned())
+    Some(
+        unsafe { CStr::from_ptr(grp.gr_name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 fn ns(sec: i64, nsec: i64) -> i64 {
@@ -73,10 +107,17 @@ pub fn kind_of(meta: &std::fs::Metadata) -> NodeKind {
 }
 
 /// A node for `path` from its (lstat) metadata, without content or subtree yet.
-pub fn node_from_metadata(name: &[u8], path: &Path, meta: &std::fs::Metadata, names: &NameCache) -> Node {
+pub fn node_from_metadata(
+    name: &[u8],
+    path: &Path,
+    meta: &std::fs::Metadata,
+    names: &NameCache,
+) -> Node {
     let kind = kind_of(meta);
     let link_target = if kind == NodeKind::Symlink {
-        std::fs::read_link(path).map(|t| std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec()).unwrap_or_default()
+        std::fs::read_link(path)
+            .map(|t| std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str()).to_vec())
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -91,7 +132,11 @@ pub fn node_from_metadata(name: &[u8], path: &Path, meta: &std::fs::Metadata, na
         mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
         ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
         atime_ns: ns(meta.atime(), meta.atime_nsec()),
-        size: if kind == NodeKind::File { meta.size() } else { 0 },
+        size: if kind == NodeKind::File {
+            meta.size()
+        } else {
+            0
+        },
         inode: meta.ino(),
         device: meta.dev(),
         links: meta.nlink(),
@@ -104,11 +149,16 @@ pub fn node_from_metadata(name: &[u8], path: &Path, meta: &std::fs::Metadata, na
 }
 
 fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Ok(names) = xattr::list(path) else { return Vec::new() };
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = names
         .filter_map(|n| {
             let v = xattr::get(path, &n).ok().flatten()?;
-            Some((std::os::unix::ffi::OsStrExt::as_bytes(n.as_os_str()).to_vec(), v))
+            Some((
+                std::os::unix::ffi::OsStrExt::as_bytes(n.as_os_str()).to_vec(),
+                v,
+            ))
         })
         .collect();
     out.sort();
@@ -127,23 +177,34 @@ pub fn unchanged(parent: &Node, now: &Node) -> bool {
 
 impl Tree {
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
-        self.nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &self.nodes[i])
+        self.nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
     }
 }
 
 /// Finds the node at `path` (components separated by '/') below the root tree.
 pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Result<Node> {
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     if comps.is_empty() {
         return Err(Error::usage("a path inside the snapshot is needed"));
     }
     let mut tree = repo.load_tree(index, root)?;
     for (i, c) in comps.iter().enumerate() {
-        let node = tree.find(c.as_bytes()).cloned().ok_or_else(|| Error::usage(format!("{path}: not in the snapshot")))?;
+        let node = tree
+            .find(c.as_bytes())
+            .cloned()
+            .ok_or_else(|| Error::usage(format!("{path}: not in the snapshot")))?;
         if i + 1 == comps.len() {
             return Ok(node);
         }
-        let sub = node.subtree.ok_or_else(|| Error::usage(format!("{path}: {c} is not a directory")))?;
+        let sub = node
+            .subtree
+            .ok_or_else(|| Error::usage(format!("{path}: {c} is not a directory")))?;
         tree = repo.load_tree(index, &sub)?;
     }
     unreachable!()

@@ -27,14 +27,21 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
-    let c = ChunkerParams { min_size: a.chunk_min, avg_size: a.chunk_avg, max_size: a.chunk_max };
-    if !(64..=1 << 20).contains(&c.min_size)
-        || !(256..=1 << 22).contains(&c.avg_size)
-        || !c.avg_size.is_power_of_two()
-        || !(1024..=1 << 24).contains(&c.max_size)
-        || !(c.min_size < c.avg_size && c.avg_size < c.max_size)
-    {
-        return Err(crate::Error::usage("chunk sizes must satisfy 64 <= min < avg < max <= 16 MiB, avg a power of two"));
+    let c = ChunkerParams {
+        min_size: a.chunk_min,
+        avg_size: a.chunk_avg,
+        max_size: a.chunk_max,
+    };
+    let valid = (64..=1 << 20).contains(&c.min_size)
+        && (256..=1 << 22).contains(&c.avg_size)
+        && c.avg_size.is_power_of_two()
+        && (1024..=1 << 24).contains(&c.max_size)
+        && c.min_size < c.avg_size
+        && c.avg_size < c.max_size;
+    if !valid {
+        return Err(crate::Error::usage(
+            "chunk sizes must satisfy 64 <= min < avg < max <= 16 MiB, avg a power of two",
+        ));
     }
     let opts = InitOptions {
         chunker: c,
@@ -53,7 +60,11 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             "key_id": repo.key_id.to_hex(),
         }));
     } else {
-        println!("created repository {} at {}", repo.config.repository_id.short(), repo.backend.location());
+        println!(
+            "created repository {} at {}",
+            repo.config.repository_id.short(),
+            repo.backend.location()
+        );
     }
     Ok(0)
 }

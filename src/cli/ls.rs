@@ -15,7 +15,12 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
     let index = repo.load_index()?;
-    let (start, prefix) = match a.path.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+    let (start, prefix) = match a
+        .path
+        .as_deref()
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+    {
         None => (snap.tree, String::new()),
         Some(p) => {
             let node = crate::tree::find_node(&repo, &index, &snap.tree, p)?;
@@ -66,7 +71,18 @@ fn print_node(json: bool, path: &str, n: &Node) {
             NodeKind::Socket => 's',
             NodeKind::File => '-',
         };
-        let link = if n.kind == NodeKind::Symlink { format!(" -> {}", String::from_utf8_lossy(&n.link_target)) } else { String::new() };
-        println!("{t}{:04o} {:>8} {:>8} {:>12} {} {path}{link}", n.mode, n.user, n.group, n.size, crate::snapshot::format_time(n.mtime_ns));
+        let link = if n.kind == NodeKind::Symlink {
+            format!(" -> {}", String::from_utf8_lossy(&n.link_target))
+        } else {
+            String::new()
+        };
+        println!(
+            "{t}{:04o} {:>8} {:>8} {:>12} {} {path}{link}",
+            n.mode,
+            n.user,
+            n.group,
+            n.size,
+            crate::snapshot::format_time(n.mtime_ns)
+        );
     }
 }

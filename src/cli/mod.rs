@@ -27,10 +27,21 @@ pub struct Cli {
 #[derive(clap::Args, Clone)]
 pub struct GlobalOptions {
     /// Repository: a folder path or fs:PATH (memory: for tests)
-    #[arg(short = 'r', long = "repo", env = "OCVAULT_REPOSITORY", global = true, value_name = "URL")]
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "OCVAULT_REPOSITORY",
+        global = true,
+        value_name = "URL"
+    )]
     pub repo: Option<String>,
     /// Read the password from this file (first line); also OCVAULT_PASSWORD_FILE
-    #[arg(long, env = "OCVAULT_PASSWORD_FILE", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "OCVAULT_PASSWORD_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
     pub password_file: Option<PathBuf>,
     /// Machine-readable JSON output on standard output
     #[arg(long, global = true)]
@@ -60,7 +71,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return code;
         }
@@ -89,7 +104,9 @@ fn one_line(s: &str) -> String {
 
 impl GlobalOptions {
     pub fn repo_url(&self) -> Result<&str> {
-        self.repo.as_deref().ok_or_else(|| Error::usage("no repository given: use --repo or OCVAULT_REPOSITORY"))
+        self.repo
+            .as_deref()
+            .ok_or_else(|| Error::usage("no repository given: use --repo or OCVAULT_REPOSITORY"))
     }
 
     /// The password, from (in order) OCVAULT_PASSWORD, the password file, OCVAULT_PASSWORD_COMMAND,
@@ -109,12 +126,16 @@ impl GlobalOptions {
                 .output()
                 .map_err(|e| Error::other(format!("cannot run OCVAULT_PASSWORD_COMMAND: {e}")))?;
             if !out.status.success() {
-                return Err(Error::other(format!("OCVAULT_PASSWORD_COMMAND failed ({})", out.status)));
+                return Err(Error::other(format!(
+                    "OCVAULT_PASSWORD_COMMAND failed ({})",
+                    out.status
+                )));
             }
             return Ok(first_line(out.stdout));
         }
         if std::io::stdin().is_terminal() {
-            let p = rpassword::prompt_password("repository password: ").map_err(|e| Error::other(format!("cannot read password: {e}")))?;
+            let p = rpassword::prompt_password("repository password: ")
+                .map_err(|e| Error::other(format!("cannot read password: {e}")))?;
             return Ok(Zeroizing::new(p.into_bytes()));
         }
         Err(Error::usage("no password given: set OCVAULT_PASSWORD, OCVAULT_PASSWORD_FILE, --password-file or OCVAULT_PASSWORD_COMMAND"))
@@ -122,6 +143,7 @@ impl GlobalOptions {
 
     pub fn open(&self) -> Result<Repository> {
         let backend = Backend::open(self.repo_url()?, false)?;
+        Repository::probe(&backend)?;
         let pw = self.password()?;
         Repository::open(backend, &pw)
     }
@@ -139,7 +161,10 @@ pub fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
 
 fn first_line(bytes: Vec<u8>) -> Zeroizing<Vec<u8>> {
     let bytes = Zeroizing::new(bytes);
-    let end = bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
     let mut line = &bytes[..end];
     if line.last() == Some(&b'\r') {
         line = &line[..line.len() - 1];
@@ -158,7 +183,11 @@ pub struct Ticker {
 }
 
 impl Ticker {
-    pub fn start<F: Fn() -> (u64, String) + Send + 'static>(show: bool, total: Option<u64>, f: F) -> Ticker {
+    pub fn start<F: Fn() -> (u64, String) + Send + 'static>(
+        show: bool,
+        total: Option<u64>,
+        f: F,
+    ) -> Ticker {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         if !show {
             return Ticker { stop, handle: None };
@@ -167,12 +196,17 @@ impl Ticker {
         let handle = std::thread::spawn(move || {
             let bar = match total {
                 Some(t) => indicatif::ProgressBar::new(t).with_style(
-                    indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-                        .unwrap()
-                        .progress_chars("=> "),
+                    indicatif::ProgressStyle::with_template(
+                        "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                    )
+                    .unwrap()
+                    .progress_chars("=> "),
                 ),
                 None => indicatif::ProgressBar::new_spinner().with_style(
-                    indicatif::ProgressStyle::with_template("{elapsed_precise} {spinner} {bytes} {bytes_per_sec} {msg}").unwrap(),
+                    indicatif::ProgressStyle::with_template(
+                        "{elapsed_precise} {spinner} {bytes} {bytes_per_sec} {msg}",
+                    )
+                    .unwrap(),
                 ),
             };
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
@@ -183,7 +217,10 @@ impl Ticker {
             }
             bar.finish_and_clear();
         });
-        Ticker { stop, handle: Some(handle) }
+        Ticker {
+            stop,
+            handle: Some(handle),
+        }
     }
 }
 

@@ -26,8 +26,15 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let index = repo.load_index()?;
     let progress = Arc::new(RestoreProgress::default());
     let p = progress.clone();
-    let ticker = super::Ticker::start(g.show_progress(), Some(snap.summary.bytes_total), move || (p.bytes.load(Relaxed), String::new()));
-    let opts = RestoreOptions { includes: a.includes, overwrite: a.overwrite };
+    let ticker = super::Ticker::start(
+        g.show_progress(),
+        Some(snap.summary.bytes_total),
+        move || (p.bytes.load(Relaxed), String::new()),
+    );
+    let opts = RestoreOptions {
+        includes: a.includes,
+        overwrite: a.overwrite,
+    };
     let started = std::time::Instant::now();
     let summary = restorer::restore(&repo, &index, &snap.tree, &a.target, &opts, &progress)?;
     drop(ticker);

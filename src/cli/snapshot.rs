@@ -42,14 +42,26 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let mut excludes = a.excludes.clone();
     for f in &a.exclude_file {
         let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
-        excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        excludes.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
     }
     if a.paths.is_empty() && !a.stdin {
         return Err(Error::usage("nothing to back up: give paths or --stdin"));
     }
-    let time = a.time.as_deref().map(crate::snapshot::parse_time).transpose()?;
+    let time = a
+        .time
+        .as_deref()
+        .map(crate::snapshot::parse_time)
+        .transpose()?;
     let repo = g.open()?;
-    let stream = a.stdin.then(|| StreamSource { name: a.stdin_filename.clone(), reader: Box::new(std::io::stdin()) });
+    let stream = a.stdin.then(|| StreamSource {
+        name: a.stdin_filename.clone(),
+        reader: Box::new(std::io::stdin()),
+    });
     let opts = SnapshotOptions {
         paths: a.paths,
         stream,
@@ -66,7 +78,14 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let progress = Arc::new(Progress::default());
     let p = progress.clone();
     let ticker = super::Ticker::start(g.show_progress(), None, move || {
-        (p.bytes.load(Relaxed), format!("{} files, {} added", p.files.load(Relaxed), super::human_bytes(p.bytes_added.load(Relaxed))))
+        (
+            p.bytes.load(Relaxed),
+            format!(
+                "{} files, {} added",
+                p.files.load(Relaxed),
+                super::human_bytes(p.bytes_added.load(Relaxed))
+            ),
+        )
     });
     let out = archiver::snapshot(&repo, opts, &progress)?;
     drop(ticker);
@@ -99,11 +118,23 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             super::human_bytes(s.bytes_read),
             super::human_bytes(s.bytes_total)
         );
-        println!("added to the repository: {} ({} blobs)", super::human_bytes(s.bytes_added), s.blobs_added);
-        println!("snapshot {} saved in {:.2}s", out.id.short(), s.duration_ms as f64 / 1000.0);
+        println!(
+            "added to the repository: {} ({} blobs)",
+            super::human_bytes(s.bytes_added),
+            s.blobs_added
+        );
+        println!(
+            "snapshot {} saved in {:.2}s",
+            out.id.short(),
+            s.duration_ms as f64 / 1000.0
+        );
     }
     if out.snapshot.incomplete {
-        eprintln!("ocvault: snapshot {} is incomplete: {} source(s) could not be read", out.id.short(), s.errors);
+        eprintln!(
+            "ocvault: snapshot {} is incomplete: {} source(s) could not be read",
+            out.id.short(),
+            s.errors
+        );
         return Ok(exit::INCOMPLETE);
     }
     Ok(exit::OK)

@@ -20,8 +20,16 @@ pub struct Args {
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let repo = g.open()?;
-    let filter = SnapshotFilter { hosts: a.hosts, tags: a.tags, paths: a.paths };
-    let mut snaps: Vec<_> = repo.list_snapshots()?.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    let filter = SnapshotFilter {
+        hosts: a.hosts,
+        tags: a.tags,
+        paths: a.paths,
+    };
+    let mut snaps: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
     if let Some(n) = a.latest {
         let mut counts = std::collections::HashMap::new();
         let mut keep = vec![false; snaps.len()];
@@ -45,7 +53,10 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         super::print_json(&list);
         return Ok(0);
     }
-    println!("{:<8}  {:<19}  {:<15}  {:<20}  {:>10}  paths", "id", "time", "host", "tags", "size");
+    println!(
+        "{:<8}  {:<19}  {:<15}  {:<20}  {:>10}  paths",
+        "id", "time", "host", "tags", "size"
+    );
     for (id, s) in &snaps {
         println!(
             "{:<8}  {:<19}  {:<15}  {:<20}  {:>10}  {}{}",

@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# Compare ocvault with restic on the same data: wall time, CPU time, peak RSS
+# and repository size for snapshot, unchanged re-snapshot and restore (and,
+# with DUMP set, a stdin snapshot of one big file and its dump).
+#
+# Usage: benches/compare.sh            (all settings through the environment)
+#   DATA=dir         tree to back up (default: the kernel source from the
+#                    linux-source package, extracted into the scratch dir;
+#                    the package is installed with apt-get if missing)
+#   DUMP=file        optional big file (e.g. from benches/gen_sql.py) for the
+#                    stdin snapshot / dump steps
+#   RUNS=3           repetitions; medians are reported
+#   OCVAULT=path     ocvault binary (default: target/release/ocvault)
+#   RESTIC=restic    restic binary
+#   VERIFY=1         on the first run, check restores/dumps equal the source
+#   KEEP=0           1 keeps the scratch dir (results and logs) afterwards
+#   RESULTS=file     also copy the raw per-run results (TSV) here
+#
+# Each run uses fresh repositories in a scratch dir under ${TMPDIR:-/tmp}.
+# Within a run the tools alternate step by step (the first tool alternates
+# between runs), and `sync` runs between steps, outside the measurement.
+# The page cache is left warm: both tools read the same cached source.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUNS=${RUNS:-3}
+OCVAULT=${OCVAULT:-$ROOT/target/release/ocvault}
+RESTIC=${RESTIC:-restic}
+VERIFY=${VERIFY:-1}
+KEEP=${KEEP:-0}
+DUMP=${DUMP:-}
+DATA=${DATA:-}
+TIME=/usr/bin/time
+export OCVAULT_PASSWORD=${OCVAULT_PASSWORD:-bench-password}
+export RESTIC_PASSWORD=${RESTIC_PASSWORD:-bench-password}
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
+[[ -x $OCVAULT ]] || die "ocvault binary not found at $OCVAULT (cargo build --release?)"
+command -v "$RESTIC" >/dev/null || die "restic not found (apt-get install -y restic)"
+[[ -x $TIME ]] || die "$TIME not found (apt-get install -y time)"
+[[ -z $DUMP || -f $DUMP ]] || die "DUMP=$DUMP is not a file"
+
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/ocvault-bench.XXXXXX")
+cleanup() {
+    local rc=$?
+    if [[ $KEEP == 1 ]]; then
+        log "scratch dir kept: $SCRATCH"
+    else
+        rm -rf -- "$SCRATCH"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+export RESTIC_CACHE_DIR=$SCRATCH/restic-cache
+RES=$SCRATCH/results.tsv   # run step tool rc wall user sys rss_kib repo_bytes
+: >"$RES"
+
+# --- data -------------------------------------------------------------------
+if [[ -z $DATA ]]; then
+    shopt -s nullglob
+    tarballs=(/usr/src/linux-source-*.tar.*)
+    if ((${#tarballs[@]} == 0)); then
+        log "installing linux-source"
+        apt-get install -y linux-source >/dev/null || { apt-get update >/dev/null && apt-get install -y linux-source >/dev/null; }
+        tarballs=(/usr/src/linux-source-*.tar.*)
+    fi
+    shopt -u nullglob
+    ((${#tarballs[@]} > 0)) || die "no /usr/src/linux-source-*.tar.* after installing linux-source"
+    log "extracting ${tarballs[-1]}"
+    mkdir -p "$SCRATCH/data"
+    tar -xf "${tarballs[-1]}" -C "$SCRATCH/data"
+    DATA=$(find "$SCRATCH/data" -mindepth 1 -maxdepth 1 -type d | head -n1)
+fi
+[[ -d $DATA ]] || die "DATA=$DATA is not a directory"
+DATA=$(cd "$DATA" && pwd -P)
+log "data: $DATA ($(du -sh "$DATA" | cut -f1), $(find "$DATA" -type f | wc -l) files)"
+[[ -z $DUMP ]] || { DUMP=$(cd "$(dirname "$DUMP")" && pwd -P)/$(basename "$DUMP"); log "dump: $DUMP ($(du -h "$DUMP" | cut -f1))"; }
+
+# --- tool adapters ------------------------------------------------------------
+# cmd_<action> TOOL REPO [TARGET] sets the array CMD to the command line.
+tool_init() {
+    case $1 in
+    ocvault) "$OCVAULT" --quiet --repo "$2" init >/dev/null ;;
+    restic) "$RESTIC" --quiet -r "$2" init >/dev/null ;;
+    esac
+}
+cmd_snapshot() {
+    case $1 in
+    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot "$DATA") ;;
+    restic) CMD=("$RESTIC" --quiet -r "$2" backup "$DATA") ;;
+    esac
+}
+cmd_restore() { # restore TOOL REPO TARGET
+    case $1 in
+    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" restore latest --target "$3") ;;
+    restic) CMD=("$RESTIC" --quiet -r "$2" restore latest --target "$3") ;;
+    esac
+}
+cmd_stdin() {
+    case $1 in
+    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot --stdin --stdin-filename db.sql) ;;
+    restic) CMD=("$RESTIC" --quiet -r "$2" backup --stdin --stdin-filename db.sql) ;;
+    esac
+}
+cmd_dump() {
+    case $1 in
+    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" dump latest db.sql) ;;
+    restic) CMD=("$RESTIC" --quiet -r "$2" dump latest /db.sql) ;;
+    esac
+}
+# Where a restore of $DATA ends up inside the target.
+restored_root() {
+    case $1 in
+    ocvault) echo "$2/$(basename "$DATA")" ;;
+    restic) echo "$2$DATA" ;;
+    esac
+}
+
+# measure RUN STEP TOOL REPO STDIN STDOUT CMD...: run CMD under /usr/bin/time
+# and append a result line; a failing command is recorded with its exit code.
+measure() {
+    local run=$1 step=$2 tool=$3 repo=$4 in=$5 out=$6
+    shift 6
+    local tf=$SCRATCH/time.out errf=$SCRATCH/logs/$run.$step.$tool.err rc=0
+    sync
+    $TIME -f '%e %U %S %M' -o "$tf" "$@" <"$in" >"$out" 2>"$errf" || rc=$?
+    local t
+    t=$(tail -n1 "$tf")
+    if ((rc != 0)); then
+        log "FAILED ($rc): $step $tool: $*"
+        sed 's/^/    /' "$errf" | tail -n 20 >&2
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$step" "$tool" "$rc" "${t// /$'\t'}" \
+        "$(du -sb "$repo" | cut -f1)" >>"$RES"
+    log "run $run  $(printf '%-11s %-8s' "$step" "$tool") wall ${t%% *}s  (time: $t)"
+}
+
+verify_tree() { # verify_tree TOOL DIR
+    local root
+    root=$(restored_root "$1" "$2")
+    if diff -r --no-dereference -q "$DATA" "$root" >"$SCRATCH/logs/diff.$1" 2>&1; then
+        # Also compare types, modes, sizes and symlink targets.
+        if diff <(cd "$DATA" && find . -printf '%y %m %s %l %p\n' | sort) \
+            <(cd "$root" && find . -printf '%y %m %s %l %p\n' | sort) >>"$SCRATCH/logs/diff.$1"; then
+            log "verify: $1 restore equals the source (contents, types, modes)"
+        else
+            log "VERIFY FAILED: $1 restore differs in metadata:"; head -n 20 "$SCRATCH/logs/diff.$1" >&2
+        fi
+    else
+        log "VERIFY FAILED: $1 restore differs from the source:"; head -n 20 "$SCRATCH/logs/diff.$1" >&2
+    fi
+}
+
+# --- runs -------------------------------------------------------------------
+mkdir -p "$SCRATCH/logs"
+for ((run = 1; run <= RUNS; run++)); do
+    if ((run % 2)); then tools=(ocvault restic); else tools=(restic ocvault); fi
+    for t in "${tools[@]}"; do
+        rm -rf "$SCRATCH/repo-$t" "$SCRATCH/stdin-$t"
+        tool_init "$t" "$SCRATCH/repo-$t"
+        [[ -z $DUMP ]] || tool_init "$t" "$SCRATCH/stdin-$t"
+    done
+    for t in "${tools[@]}"; do
+        cmd_snapshot "$t" "$SCRATCH/repo-$t"
+        measure "$run" snapshot "$t" "$SCRATCH/repo-$t" /dev/null /dev/null "${CMD[@]}"
+    done
+    for t in "${tools[@]}"; do
+        cmd_snapshot "$t" "$SCRATCH/repo-$t"
+        measure "$run" resnapshot "$t" "$SCRATCH/repo-$t" /dev/null /dev/null "${CMD[@]}"
+    done
+    for t in "${tools[@]}"; do
+        tgt=$SCRATCH/restore-$t
+        rm -rf "$tgt"
+        mkdir -p "$tgt"
+        cmd_restore "$t" "$SCRATCH/repo-$t" "$tgt"
+        measure "$run" restore "$t" "$SCRATCH/repo-$t" /dev/null /dev/null "${CMD[@]}"
+        if ((run == 1)) && [[ $VERIFY == 1 ]]; then verify_tree "$t" "$tgt"; fi
+        rm -rf "$tgt"
+    done
+    if [[ -n $DUMP ]]; then
+        for t in "${tools[@]}"; do
+            cmd_stdin "$t" "$SCRATCH/stdin-$t"
+            measure "$run" stdin "$t" "$SCRATCH/stdin-$t" "$DUMP" /dev/null "${CMD[@]}"
+        done
+        for t in "${tools[@]}"; do
+            cmd_dump "$t" "$SCRATCH/stdin-$t"
+            measure "$run" dump "$t" "$SCRATCH/stdin-$t" /dev/null /dev/null "${CMD[@]}"
+            if ((run == 1)) && [[ $VERIFY == 1 ]]; then
+                if "${CMD[@]}" 2>/dev/null | cmp -s - "$DUMP"; then
+                    log "verify: $t dump equals $DUMP"
+                else
+                    log "VERIFY FAILED: $t dump differs from $DUMP"
+                fi
+            fi
+        done
+    fi
+    rm -rf "$SCRATCH"/repo-* "$SCRATCH"/stdin-* "$RESTIC_CACHE_DIR"
+done
+
+[[ -z ${RESULTS:-} ]] || cp "$RES" "$RESULTS"
+
+# --- report -------------------------------------------------------------------
+# Median of each metric per (step, tool) over successful runs.
+echo
+echo "ocvault $("$OCVAULT" --version | awk '{print $2}') vs $("$RESTIC" version | awk '{print $1, $2}'); RUNS=$RUNS; $(nproc) cores"
+echo "data: $DATA${DUMP:+; dump: $DUMP}"
+echo
+awk -F'\t' '
+function median(list,   a, n, i, t, j) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j+1] = a[j]; a[j+1] = t }
+    return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+}
+{
+    k = $2 SUBSEP $3
+    if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
+    if ($4 != 0) { fail[k]++; next }
+    wall[k] = wall[k] " " $5; cpu[k] = cpu[k] " " ($6 + $7)
+    rss[k] = rss[k] " " $8; repo[k] = repo[k] " " $9
+}
+END {
+    fmt = "%-11s %-8s %9s %9s %6s %9s %9s %10s %9s\n"
+    printf fmt, "step", "tool", "wall s", "CPU s", "CPU/w", "RSS MiB", "repo MiB", "wall o/r", "RSS o/r"
+    for (i = 1; i <= nk; i++) {
+        k = order[i]; split(k, p, SUBSEP)
+        if (wall[k] == "") { printf fmt, p[1], p[2], "FAIL", "", "", "", "", "", ""; continue }
+        w = median(wall[k]); c = median(cpu[k]); r = median(rss[k]) / 1024; s = median(repo[k]) / 1048576
+        W[k] = w; R[k] = r
+        ro = rr = ""
+        if (p[2] == "restic") {
+            o = p[1] SUBSEP "ocvault"
+            if ((o in W) && w > 0) ro = sprintf("%.2fx", W[o] / w)
+            if ((o in R) && r > 0) rr = sprintf("%.2fx", R[o] / r)
+        }
+        printf fmt, p[1], p[2], sprintf("%.2f", w), sprintf("%.2f", c), sprintf("%.2f", w > 0 ? c / w : 0),
+            sprintf("%.1f", r), sprintf("%.1f", s), ro, rr
+        if (k in fail) printf "  (%d failed run(s) of %s %s left out)\n", fail[k], p[1], p[2]
+    }
+}' < <(
+    # ocvault rows before restic rows of the same step, steps in run order
+    awk -F'\t' '{ s = ($2 == "snapshot") ? 1 : ($2 == "resnapshot") ? 2 : ($2 == "restore") ? 3 : ($2 == "stdin") ? 4 : 5
+                  print s "\t" ($3 == "ocvault" ? 0 : 1) "\t" NR "\t" $0 }' "$RES" | sort -t$'\t' -k1,1n -k2,2n -k3,3n | cut -f4-)
+echo
+echo "CPU s = user + sys; CPU/w = CPU s / wall s (2.0 = both cores busy); repo MiB = du -sb after the step;"
+echo "o/r = ocvault / restic (below 1 means ocvault is faster or smaller)."

@@ -1,0 +1,23 @@
+#![no_main]
+//! `index/<id>`: sealed, framed postcard `IndexFile`; then the in-memory index built from it.
+
+use libfuzzer_sys::fuzz_target;
+use ocvault::crypto::SealKind;
+use ocvault::format::IndexFile;
+use ocvault::index::Index;
+use ocvault::Id;
+
+#[path = "common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| {
+    if let Some(file) = common::check_sealed::<IndexFile>(SealKind::Index, data) {
+        let ids: Vec<Id> = file.packs.iter().flat_map(|p| p.blobs.iter().map(|b| b.id)).collect();
+        let index = Index::from_files(vec![(Id::default(), file)]);
+        for id in &ids {
+            let loc = index.get(id).expect("an indexed blob is found");
+            let _ = index.pack(loc.pack);
+        }
+        let _ = index.bytes_per_blob();
+    }
+});

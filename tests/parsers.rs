@@ -1,0 +1,845 @@
+//! Round trips for every on-disk type, and mutation tests for every parser of stored bytes:
+//! a valid object with bytes flipped, cut or inserted must give `Err` or `Ok`, never a panic,
+//! and a sealed object must give `Err` after any change. `fuzz/` runs the same parsers
+//! under libFuzzer.
+
+use ocvault::crypto::{self, Keys, MasterKey, SealKind};
+use ocvault::format::{
+    self, BlobType, ChunkerParams, Config, IndexFile, IndexPack, KdfParams, KeyFile, KeyPayload,
+    Node, NodeKind, PackHeader, PackedBlob, Snapshot, SnapshotSummary, Tree, CONFIG_MAGIC,
+    FORMAT_VERSION, KEY_MAGIC,
+};
+use ocvault::index::Index;
+use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
+use ocvault::repository::{decode_key_file, read_config_version, try_key_file};
+use ocvault::{Error, Id, Result};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::Index as Pos;
+use serde::{de::DeserializeOwned, Serialize};
+use std::fmt::Debug;
+use std::sync::OnceLock;
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| MasterKey::from_bytes([7; 32]).derive())
+}
+
+const KINDS: [SealKind; 7] = [
+    SealKind::Config,
+    SealKind::Index,
+    SealKind::Snapshot,
+    SealKind::PackHeader,
+    SealKind::DataBlob,
+    SealKind::TreeBlob,
+    SealKind::Log,
+];
+
+// ---------------------------------------------------------------------------------------------
+// Decode paths, as `Repository::open` and `Repository::decode_file` run them.
+
+fn config_file(keys: &Keys, config: &Config) -> Vec<u8> {
+    let mut bytes = CONFIG_MAGIC.to_vec();
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&keys.seal(
+        SealKind::Config,
+        &FORMAT_VERSION.to_le_bytes(),
+        &format::frame(&format::to_postcard(config), 0),
+    ));
+    bytes
+}
+
+fn decode_config(keys: &Keys, bytes: &[u8]) -> Result<Config> {
+    let version = read_config_version(bytes)?;
+    let framed = keys.open(SealKind::Config, &version.to_le_bytes(), &bytes[12..])?;
+    let config: Config =
+        format::from_postcard(&format::unframe(&framed, 1 << 20, "config")?, "config")?;
+    if config.version != version {
+        return Err(Error::corrupt("config", "sealed version differs"));
+    }
+    Ok(config)
+}
+
+fn seal_file<T: Serialize>(keys: &Keys, kind: SealKind, value: &T, level: i32) -> Vec<u8> {
+    keys.seal(
+        kind,
+        &[],
+        &format::frame(&format::to_postcard(value), level),
+    )
+}
+
+fn decode_framed<T: DeserializeOwned>(framed: &[u8]) -> Result<T> {
+    format::from_postcard(
+        &format::unframe(framed, format::MAX_OBJECT_SIZE, "file")?,
+        "file",
+    )
+}
+
+fn decode_sealed<T: DeserializeOwned>(keys: &Keys, kind: SealKind, sealed: &[u8]) -> Result<T> {
+    decode_framed(&keys.open(kind, &[], sealed)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mutations.
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Flip(Pos, u8),
+    Set(Pos, u8),
+    Truncate(Pos),
+    Insert(Pos, Vec<u8>),
+    Remove(Pos, usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        3 => (any::<Pos>(), 1..=255u8).prop_map(|(p, m)| Mutation::Flip(p, m)),
+        1 => (any::<Pos>(), any::<u8>()).prop_map(|(p, b)| Mutation::Set(p, b)),
+        1 => any::<Pos>().prop_map(Mutation::Truncate),
+        1 => (any::<Pos>(), vec(any::<u8>(), 1..9)).prop_map(|(p, b)| Mutation::Insert(p, b)),
+        1 => (any::<Pos>(), 1..9usize).prop_map(|(p, n)| Mutation::Remove(p, n)),
+    ]
+}
+
+fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
+    vec(mutation(), 1..4)
+}
+
+fn apply(bytes: &[u8], ms: &[Mutation]) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    for m in ms {
+        match m {
+            Mutation::Flip(p, mask) if !b.is_empty() => {
+                let i = p.index(b.len());
+                b[i] ^= mask;
+            }
+            Mutation::Set(p, v) if !b.is_empty() => {
+                let i = p.index(b.len());
+                b[i] = *v;
+            }
+            Mutation::Truncate(p) if !b.is_empty() => {
+                let n = p.index(b.len());
+                b.truncate(n);
+            }
+            Mutation::Insert(p, v) => {
+                let i = p.index(b.len() + 1);
+                b.splice(i..i, v.iter().copied());
+            }
+            Mutation::Remove(p, n) if !b.is_empty() => {
+                let i = p.index(b.len());
+                let end = (i + n).min(b.len());
+                b.drain(i..end);
+            }
+            _ => {}
+        }
+    }
+    b
+}
+
+/// The postcard encoding, raw and framed, with mutations: the parser may accept or refuse,
+/// never panic.
+fn check_postcard_mutations<T: Serialize + DeserializeOwned>(value: &T, ms: &[Mutation]) {
+    let enc = format::to_postcard(value);
+    let _ = format::from_postcard::<T>(&apply(&enc, ms), "mutated");
+    let framed = format::frame(&enc, 3);
+    let _ = decode_framed::<T>(&apply(&framed, ms));
+}
+
+/// A sealed file with any change must not open.
+fn check_sealed_mutations<T: Serialize + DeserializeOwned + Debug>(
+    kind: SealKind,
+    value: &T,
+    ms: &[Mutation],
+) {
+    let sealed = seal_file(keys(), kind, value, 3);
+    let bad = apply(&sealed, ms);
+    if bad != sealed {
+        let r = decode_sealed::<T>(keys(), kind, &bad);
+        assert!(r.is_err(), "a changed {kind:?} opened: {r:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strategies for the on-disk types.
+
+fn id() -> impl Strategy<Value = Id> {
+    any::<[u8; 32]>().prop_map(Id)
+}
+
+fn text() -> impl Strategy<Value = String> {
+    "\\PC{0,16}"
+}
+
+fn raw_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    vec(any::<u8>(), 0..max)
+}
+
+fn blob_type() -> impl Strategy<Value = BlobType> {
+    prop_oneof![Just(BlobType::Data), Just(BlobType::Tree)]
+}
+
+fn packed_blob() -> impl Strategy<Value = PackedBlob> {
+    (id(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(id, offset, length, raw_length)| {
+        PackedBlob {
+            id,
+            offset,
+            length,
+            raw_length,
+        }
+    })
+}
+
+fn pack_header() -> impl Strategy<Value = PackHeader> {
+    (blob_type(), vec(packed_blob(), 0..24))
+        .prop_map(|(blob_type, blobs)| PackHeader { blob_type, blobs })
+}
+
+fn index_pack() -> impl Strategy<Value = IndexPack> {
+    (id(), blob_type(), any::<u64>(), vec(packed_blob(), 0..16)).prop_map(
+        |(id, blob_type, size, blobs)| IndexPack {
+            id,
+            blob_type,
+            size,
+            blobs,
+        },
+    )
+}
+
+fn index_file() -> impl Strategy<Value = IndexFile> {
+    (vec(id(), 0..3), vec(index_pack(), 0..6))
+        .prop_map(|(supersedes, packs)| IndexFile { supersedes, packs })
+}
+
+fn node_kind() -> impl Strategy<Value = NodeKind> {
+    prop_oneof![
+        Just(NodeKind::File),
+        Just(NodeKind::Dir),
+        Just(NodeKind::Symlink),
+        Just(NodeKind::Fifo),
+        Just(NodeKind::CharDevice),
+        Just(NodeKind::BlockDevice),
+        Just(NodeKind::Socket),
+    ]
+}
+
+fn node() -> impl Strategy<Value = Node> {
+    let names = (
+        raw_bytes(24),
+        node_kind(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        text(),
+        text(),
+    );
+    let numbers = (
+        any::<i64>(),
+        any::<i64>(),
+        any::<i64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+    );
+    let refs = (
+        vec((raw_bytes(12), raw_bytes(24)), 0..3),
+        raw_bytes(24),
+        vec(id(), 0..4),
+        proptest::option::of(id()),
+    );
+    (names, numbers, refs).prop_map(
+        |(
+            (name, kind, mode, uid, gid, user, group),
+            (mtime_ns, ctime_ns, atime_ns, size, inode, device, links, rdev),
+            (xattrs, link_target, content, subtree),
+        )| Node {
+            name,
+            kind,
+            mode,
+            uid,
+            gid,
+            user,
+            group,
+            mtime_ns,
+            ctime_ns,
+            atime_ns,
+            size,
+            inode,
+            device,
+            links,
+            rdev,
+            xattrs,
+            link_target,
+            content,
+            subtree,
+        },
+    )
+}
+
+fn tree() -> impl Strategy<Value = Tree> {
+    vec(node(), 0..8).prop_map(|nodes| Tree { nodes })
+}
+
+fn summary() -> impl Strategy<Value = SnapshotSummary> {
+    any::<[u64; 10]>().prop_map(|v| SnapshotSummary {
+        files_new: v[0],
+        files_changed: v[1],
+        files_unmodified: v[2],
+        dirs: v[3],
+        bytes_read: v[4],
+        bytes_total: v[5],
+        blobs_added: v[6],
+        bytes_added: v[7],
+        errors: v[8],
+        duration_ms: v[9],
+    })
+}
+
+fn snapshot() -> impl Strategy<Value = Snapshot> {
+    (
+        (
+            any::<i64>(),
+            text(),
+            text(),
+            vec(text(), 0..4),
+            vec(text(), 0..3),
+        ),
+        (id(), proptest::option::of(id()), vec(text(), 0..3)),
+        (any::<bool>(), summary(), text()),
+    )
+        .prop_map(
+            |(
+                (time_unix_ns, hostname, username, paths, tags),
+                (tree, parent, excludes),
+                (incomplete, summary, program_version),
+            )| Snapshot {
+                time_unix_ns,
+                hostname,
+                username,
+                paths,
+                tags,
+                tree,
+                parent,
+                excludes,
+                incomplete,
+                summary,
+                program_version,
+            },
+        )
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (id(), any::<[u32; 3]>(), any::<i32>(), any::<u32>()).prop_map(
+        |(repository_id, c, compression_level, pack_target_size)| Config {
+            version: FORMAT_VERSION,
+            repository_id,
+            chunker: ChunkerParams {
+                min_size: c[0],
+                avg_size: c[1],
+                max_size: c[2],
+            },
+            compression_level,
+            pack_target_size,
+        },
+    )
+}
+
+fn kdf(max_memory: u32, max_iter: u32, max_par: u32) -> impl Strategy<Value = KdfParams> {
+    (0..=max_memory, 0..=max_iter, 0..=max_par, any::<[u8; 32]>()).prop_map(
+        |(memory_kib, iterations, parallelism, salt)| KdfParams {
+            memory_kib,
+            iterations,
+            parallelism,
+            salt,
+        },
+    )
+}
+
+fn key_file_bytes(kf: &KeyFile) -> Vec<u8> {
+    let mut bytes = KEY_MAGIC.to_vec();
+    bytes.extend_from_slice(&format::to_postcard(kf));
+    bytes
+}
+
+/// A real key file with cheap Argon2id parameters, wrapping `master`.
+fn make_key_file(master: &[u8; 32], password: &[u8], salt: [u8; 32]) -> (KeyFile, Vec<u8>) {
+    let kdf = KdfParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+        salt,
+    };
+    let wrap = crypto::password_key(password, &kdf).unwrap();
+    let payload = KeyPayload {
+        master_key: *master,
+        created_unix_ns: 1,
+        hostname: "host".into(),
+        username: "user".into(),
+    };
+    let kf = KeyFile {
+        version: FORMAT_VERSION,
+        kdf,
+        sealed_payload: crypto::wrap_with_password_key(&wrap, &format::to_postcard(&payload)),
+    };
+    let bytes = key_file_bytes(&kf);
+    (kf, bytes)
+}
+
+/// Data that zstd shrinks: words from a small vocabulary.
+fn compressible(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    vec(0..16usize, 0..max / 6).prop_map(|words| {
+        const WORDS: [&[u8]; 16] = [
+            b"alpha ", b"beta ", b"gamma ", b"delta ", b"INSERT ", b"INTO ", b"VALUES ", b"(1, ",
+            b"'x'), ", b"\n", b"the ", b"quick ", b"brown ", b"fox ", b"jumps ", b"over ",
+        ];
+        words
+            .iter()
+            .flat_map(|&w| WORDS[w].iter().copied())
+            .collect()
+    })
+}
+
+fn any_data(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![raw_bytes(max), compressible(max)]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips.
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn key_file_roundtrip(kdf in kdf(4 * 1024 * 1024, 100, 64), payload in raw_bytes(120)) {
+        let kf = KeyFile { version: FORMAT_VERSION, kdf, sealed_payload: payload };
+        prop_assert_eq!(decode_key_file(&key_file_bytes(&kf)).unwrap(), kf.clone());
+        // Out-of-range parameters and other versions are refused.
+        let mut big = kf.clone();
+        big.kdf.memory_kib = 4 * 1024 * 1024 + 1;
+        prop_assert!(decode_key_file(&key_file_bytes(&big)).is_err());
+        let mut v2 = kf;
+        v2.version = FORMAT_VERSION + 1;
+        let is_unsupported = matches!(
+            decode_key_file(&key_file_bytes(&v2)),
+            Err(Error::UnsupportedVersion { .. })
+        );
+        prop_assert!(is_unsupported);
+    }
+
+    #[test]
+    fn config_roundtrip(c in config()) {
+        let bytes = config_file(keys(), &c);
+        prop_assert_eq!(read_config_version(&bytes).unwrap(), FORMAT_VERSION);
+        prop_assert_eq!(decode_config(keys(), &bytes).unwrap(), c.clone());
+        prop_assert_eq!(format::from_postcard::<Config>(&format::to_postcard(&c), "c").unwrap(), c);
+        // Another master key does not open it.
+        let other = MasterKey::from_bytes([8; 32]).derive();
+        prop_assert!(decode_config(&other, &bytes).is_err());
+    }
+
+    #[test]
+    fn pack_header_roundtrip(h in pack_header(), level in 0..10i32) {
+        let enc = format::to_postcard(&h);
+        prop_assert_eq!(format::from_postcard::<PackHeader>(&enc, "h").unwrap(), h.clone());
+        let sealed = seal_file(keys(), SealKind::PackHeader, &h, level);
+        prop_assert_eq!(decode_sealed::<PackHeader>(keys(), SealKind::PackHeader, &sealed).unwrap(), h);
+    }
+
+    #[test]
+    fn index_file_roundtrip(f in index_file(), level in 0..10i32) {
+        let enc = format::to_postcard(&f);
+        prop_assert_eq!(format::from_postcard::<IndexFile>(&enc, "i").unwrap(), f.clone());
+        let sealed = seal_file(keys(), SealKind::Index, &f, level);
+        prop_assert_eq!(decode_sealed::<IndexFile>(keys(), SealKind::Index, &sealed).unwrap(), f.clone());
+        // Every blob of the file is found in the index built from it.
+        let index = Index::from_files(vec![(Id::default(), f.clone())]);
+        for p in &f.packs {
+            for b in &p.blobs {
+                let loc = index.get(&b.id).unwrap();
+                prop_assert!(f.packs.iter().any(|q| q.id == index.pack(loc.pack).id));
+            }
+        }
+    }
+
+    #[test]
+    fn tree_roundtrip(t in tree(), level in 0..10i32) {
+        let enc = format::to_postcard(&t);
+        prop_assert_eq!(format::from_postcard::<Tree>(&enc, "t").unwrap(), t.clone());
+        for n in &t.nodes {
+            let one = format::to_postcard(n);
+            prop_assert_eq!(&format::from_postcard::<Node>(&one, "n").unwrap(), n);
+        }
+        // As a stored tree blob.
+        let id = keys().blob_id(&enc);
+        let sealed = seal_blob(keys(), BlobType::Tree, &id, &enc, level);
+        let raw = open_blob(keys(), BlobType::Tree, &id, &sealed, enc.len() as u32).unwrap();
+        prop_assert_eq!(format::from_postcard::<Tree>(&raw, "t").unwrap(), t);
+    }
+
+    #[test]
+    fn snapshot_roundtrip(s in snapshot(), level in 0..10i32) {
+        let enc = format::to_postcard(&s);
+        prop_assert_eq!(format::from_postcard::<Snapshot>(&enc, "s").unwrap(), s.clone());
+        let sealed = seal_file(keys(), SealKind::Snapshot, &s, level);
+        prop_assert_eq!(decode_sealed::<Snapshot>(keys(), SealKind::Snapshot, &sealed).unwrap(), s);
+    }
+
+    #[test]
+    fn frame_roundtrip(data in any_data(20_000), level in 0..20i32) {
+        let framed = format::frame(&data, level);
+        prop_assert_eq!(&format::unframe(&framed, data.len(), "f").unwrap(), &data);
+        // A bound below the real length is enforced for compressed frames.
+        if framed[0] == format::CODEC_ZSTD {
+            prop_assert!(format::unframe(&framed, data.len() - 1, "f").is_err());
+        }
+    }
+
+    #[test]
+    fn seal_open_roundtrip(
+        k in 0..7usize,
+        aad in raw_bytes(40),
+        plain in raw_bytes(2000),
+    ) {
+        let kind = KINDS[k];
+        let sealed = keys().seal(kind, &aad, &plain);
+        prop_assert_eq!(sealed.len(), plain.len() + crypto::SEAL_OVERHEAD);
+        prop_assert_eq!(&keys().open(kind, &aad, &sealed).unwrap(), &plain);
+        for other in KINDS {
+            if other != kind {
+                prop_assert!(keys().open(other, &aad, &sealed).is_err());
+            }
+        }
+        let mut aad2 = aad.clone();
+        aad2.push(1);
+        prop_assert!(keys().open(kind, &aad2, &sealed).is_err());
+        let other = MasterKey::from_bytes([8; 32]).derive();
+        prop_assert!(other.open(kind, &aad, &sealed).is_err());
+    }
+
+    #[test]
+    fn blob_roundtrip(data in any_data(50_000), tree_blob: bool, level in 0..6i32) {
+        let t = if tree_blob { BlobType::Tree } else { BlobType::Data };
+        let id = keys().blob_id(&data);
+        let sealed = seal_blob(keys(), t, &id, &data, level);
+        let n = data.len() as u32;
+        prop_assert_eq!(&open_blob(keys(), t, &id, &sealed, n).unwrap(), &data);
+        let wrong_type = if tree_blob { BlobType::Data } else { BlobType::Tree };
+        prop_assert!(open_blob(keys(), wrong_type, &id, &sealed, n).is_err());
+        prop_assert!(open_blob(keys(), t, &id, &sealed, n + 1).is_err());
+        let mut other = id;
+        other.0[0] ^= 1;
+        prop_assert!(open_blob(keys(), t, &other, &sealed, n).is_err());
+    }
+
+    #[test]
+    fn pack_roundtrip(
+        blobs in vec(any_data(3000), 0..12),
+        tree_blobs: bool,
+        cut in any::<Pos>(),
+    ) {
+        let t = if tree_blobs { BlobType::Tree } else { BlobType::Data };
+        let mut builder = PackBuilder::new(t, 0);
+        let mut sealed_blobs = Vec::new();
+        for b in &blobs {
+            let id = keys().blob_id(b);
+            let sealed = seal_blob(keys(), t, &id, b, 3);
+            builder.add(id, b.len() as u32, &sealed);
+            sealed_blobs.push(sealed);
+        }
+        let (pack, entry) = builder.finish(keys());
+        prop_assert_eq!(entry.size, pack.len() as u64);
+        prop_assert_eq!(entry.id, Id::of_stored_bytes(&pack));
+        let size = pack.len() as u64;
+        let h = parse_header_from_tail(keys(), &pack, size).unwrap().unwrap();
+        prop_assert_eq!(h.blob_type, t);
+        prop_assert_eq!(&h.blobs, &entry.blobs);
+        for (pb, data) in h.blobs.iter().zip(&blobs) {
+            let s = &pack[pb.offset as usize..(pb.offset + pb.length) as usize];
+            prop_assert_eq!(&open_blob(keys(), t, &pb.id, s, pb.raw_length).unwrap(), data);
+        }
+        // A shorter tail: the header when all of it is there, else a request for more.
+        let hlen = u32::from_le_bytes(pack[pack.len() - 4..].try_into().unwrap()) as usize;
+        let k = cut.index(pack.len() + 1);
+        let tail = &pack[pack.len() - k..];
+        let r = parse_header_from_tail(keys(), tail, size);
+        if k < 4 {
+            prop_assert!(r.is_err());
+        } else if k < hlen + 4 {
+            prop_assert!(matches!(r, Ok(None)));
+        } else {
+            prop_assert_eq!(r.unwrap().unwrap(), h);
+        }
+    }
+}
+
+#[test]
+fn key_file_with_password_roundtrip() {
+    for i in 0..8u8 {
+        let master = [i; 32];
+        let (kf, bytes) = make_key_file(&master, b"secret", [i.wrapping_mul(31); 32]);
+        assert_eq!(decode_key_file(&bytes).unwrap(), kf);
+        let (m, p) = try_key_file(&bytes, b"secret").unwrap().unwrap();
+        assert_eq!(m.as_bytes(), &master);
+        assert_eq!(p.hostname, "host");
+        assert!(try_key_file(&bytes, b"Secret").unwrap().is_none());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mutations.
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn key_file_mutations(ms in mutations(), salt: [u8; 32], master: [u8; 32]) {
+        let (kf, bytes) = make_key_file(&master, b"pw", salt);
+        let bad = apply(&bytes, &ms);
+        match decode_key_file(&bad) {
+            Err(_) => {}
+            // Argon2id only where the mutated parameters keep it cheap.
+            Ok(got) if got.kdf.memory_kib <= 4096 && got.kdf.iterations <= 4 => {
+                let r = try_key_file(&bad, b"pw");
+                // The payload is sealed: it opens only when the key file decodes as before.
+                if got != kf {
+                    prop_assert!(!matches!(r, Ok(Some(_))), "a changed key file opened");
+                }
+                if let Ok(Some((m, _))) = r {
+                    prop_assert_eq!(m.as_bytes(), &master);
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+
+    #[test]
+    fn config_mutations(c in config(), ms in mutations()) {
+        let bytes = config_file(keys(), &c);
+        let bad = apply(&bytes, &ms);
+        let _ = read_config_version(&bad);
+        if bad != bytes {
+            prop_assert!(decode_config(keys(), &bad).is_err());
+        }
+        check_postcard_mutations(&c, &ms);
+    }
+
+    #[test]
+    fn pack_header_mutations(h in pack_header(), ms in mutations()) {
+        check_postcard_mutations(&h, &ms);
+        check_sealed_mutations(SealKind::PackHeader, &h, &ms);
+    }
+
+    /// Changing any byte of a pack's header or trailer makes the header unreadable.
+    #[test]
+    fn pack_tail_mutations(blobs in vec(raw_bytes(500), 0..6), ms in mutations()) {
+        let mut builder = PackBuilder::new(BlobType::Data, 0);
+        for b in &blobs {
+            let id = keys().blob_id(b);
+            builder.add(id, b.len() as u32, &seal_blob(keys(), BlobType::Data, &id, b, 0));
+        }
+        let (pack, _) = builder.finish(keys());
+        let hlen = u32::from_le_bytes(pack[pack.len() - 4..].try_into().unwrap()) as usize;
+        let data_end = pack.len() - 4 - hlen;
+        let (data, tail) = pack.split_at(data_end);
+        let bad_tail = apply(tail, &ms);
+        if bad_tail != tail {
+            let mut bad = data.to_vec();
+            bad.extend_from_slice(&bad_tail);
+            prop_assert!(parse_header_from_tail(keys(), &bad, bad.len() as u64).is_err());
+            prop_assert!(!matches!(parse_header_from_tail(keys(), &bad_tail, bad.len() as u64), Ok(Some(_))));
+        }
+    }
+
+    #[test]
+    fn index_file_mutations(f in index_file(), ms in mutations()) {
+        check_postcard_mutations(&f, &ms);
+        check_sealed_mutations(SealKind::Index, &f, &ms);
+        // Whatever a mutated (unsealed) index file decodes to, the index builds from it.
+        if let Ok(g) = format::from_postcard::<IndexFile>(&apply(&format::to_postcard(&f), &ms), "i") {
+            let index = Index::from_files(vec![(Id::default(), g)]);
+            let _ = index.len();
+        }
+    }
+
+    #[test]
+    fn tree_mutations(t in tree(), ms in mutations(), level in 0..6i32) {
+        check_postcard_mutations(&t, &ms);
+        // As a tree blob: any change is refused.
+        let enc = format::to_postcard(&t);
+        let id = keys().blob_id(&enc);
+        let sealed = seal_blob(keys(), BlobType::Tree, &id, &enc, level);
+        let bad = apply(&sealed, &ms);
+        if bad != sealed {
+            prop_assert!(open_blob(keys(), BlobType::Tree, &id, &bad, enc.len() as u32).is_err());
+        }
+    }
+
+    #[test]
+    fn snapshot_mutations(s in snapshot(), ms in mutations()) {
+        check_postcard_mutations(&s, &ms);
+        check_sealed_mutations(SealKind::Snapshot, &s, &ms);
+    }
+
+    #[test]
+    fn sealed_mutations(k in 0..7usize, plain in raw_bytes(600), ms in mutations()) {
+        let kind = KINDS[k];
+        let sealed = keys().seal(kind, b"aad", &plain);
+        let bad = apply(&sealed, &ms);
+        if bad != sealed {
+            prop_assert!(keys().open(kind, b"aad", &bad).is_err());
+        }
+    }
+
+    #[test]
+    fn blob_mutations(data in any_data(20_000), ms in mutations(), level in 0..6i32) {
+        let id = keys().blob_id(&data);
+        let sealed = seal_blob(keys(), BlobType::Data, &id, &data, level);
+        let bad = apply(&sealed, &ms);
+        if bad != sealed {
+            prop_assert!(open_blob(keys(), BlobType::Data, &id, &bad, data.len() as u32).is_err());
+        }
+    }
+
+    /// Unsealed framing with changes: unframe and the parsers behind it never panic.
+    #[test]
+    fn frame_mutations(data in any_data(20_000), ms in mutations(), level in 1..10i32) {
+        let framed = format::frame(&data, level);
+        let bad = apply(&framed, &ms);
+        let _ = format::unframe(&bad, data.len(), "f");
+        let _ = format::unframe(&bad, format::MAX_OBJECT_SIZE, "f");
+        let _ = decode_framed::<Tree>(&bad);
+    }
+
+    /// Hostile bytes of every kind fed to every parser.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in raw_bytes(400)) {
+        let _ = decode_key_file(&bytes);
+        let mut with_magic = KEY_MAGIC.to_vec();
+        with_magic.extend_from_slice(&bytes);
+        let _ = decode_key_file(&with_magic);
+        let _ = read_config_version(&bytes);
+        let _ = decode_config(keys(), &bytes);
+        let _ = format::from_postcard::<KeyPayload>(&bytes, "k");
+        let _ = format::from_postcard::<Config>(&bytes, "c");
+        let _ = format::from_postcard::<PackHeader>(&bytes, "h");
+        let _ = format::from_postcard::<IndexFile>(&bytes, "i");
+        let _ = format::from_postcard::<Tree>(&bytes, "t");
+        let _ = format::from_postcard::<Snapshot>(&bytes, "s");
+        let _ = decode_framed::<IndexFile>(&bytes);
+        let _ = decode_framed::<Snapshot>(&bytes);
+        for kind in KINDS {
+            prop_assert!(keys().open(kind, &[], &bytes).is_err());
+        }
+        prop_assert!(open_blob(keys(), BlobType::Data, &Id([0; 32]), &bytes, 100).is_err());
+        let _ = crypto::unwrap_with_password_key(&[7; 32], &bytes);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pack tails.
+
+fn tail_with_length() -> impl Strategy<Value = Vec<u8>> {
+    // Random bytes ending in a header length that fits (or nearly fits) the tail.
+    (raw_bytes(300), -8i64..8).prop_map(|(mut t, delta)| {
+        let hlen = (t.len() as i64 + delta).max(0) as u32;
+        t.extend_from_slice(&hlen.to_le_bytes());
+        t
+    })
+}
+
+fn pack_size_for(tail_len: usize) -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(tail_len as u64),
+        any::<u64>(),
+        (0..64u64).prop_map(move |d| tail_len as u64 + d),
+        (0..64u64).prop_map(move |d| (tail_len as u64).saturating_sub(d)),
+        (0..8u64).prop_map(|d| u64::MAX - d),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn pack_tail_random_never_panics(
+        (tail, size) in prop_oneof![raw_bytes(300), tail_with_length()]
+            .prop_flat_map(|t| { let n = t.len(); (Just(t), pack_size_for(n)) })
+    ) {
+        let r = parse_header_from_tail(keys(), &tail, size);
+        prop_assert!(!matches!(r, Ok(Some(_))), "random bytes decoded as a header");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Index memory.
+
+/// Builds an index of 10 million synthetic blobs and checks the per-blob memory budget
+/// (design brief: at most ~48 bytes per blob). Run with
+/// `cargo test --release --test parsers -- --ignored --nocapture index_memory_10m`.
+#[test]
+#[ignore]
+fn index_memory_10m() {
+    const BLOBS: usize = 10_000_000;
+    // The default repository settings: 16 MiB packs of 256 KiB average chunks.
+    const PER_PACK: usize = 64;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        // SplitMix64.
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut packs = Vec::with_capacity(BLOBS / PER_PACK + 1);
+    let mut made = 0;
+    while made < BLOBS {
+        let n = PER_PACK.min(BLOBS - made);
+        let mut blobs = Vec::with_capacity(n);
+        let mut offset = 0u32;
+        for _ in 0..n {
+            let mut id = [0u8; 32];
+            for c in id.chunks_mut(8) {
+                c.copy_from_slice(&next().to_le_bytes());
+            }
+            let length = 200_000 + (next() % 100_000) as u32;
+            blobs.push(PackedBlob {
+                id: Id(id),
+                offset,
+                length,
+                raw_length: length + 1000,
+            });
+            offset += length;
+        }
+        let mut pid = [0u8; 32];
+        pid[..8].copy_from_slice(&next().to_le_bytes());
+        packs.push(IndexPack {
+            id: Id(pid),
+            blob_type: BlobType::Data,
+            size: offset as u64 + 4096,
+            blobs,
+        });
+        made += n;
+    }
+    let probe: Vec<Id> = packs.iter().step_by(997).map(|p| p.blobs[0].id).collect();
+    let started = std::time::Instant::now();
+    let index = Index::from_packs(packs);
+    let built = started.elapsed();
+    assert_eq!(index.len(), BLOBS);
+    for id in &probe {
+        assert!(index.contains(id));
+    }
+    let bpb = index.bytes_per_blob();
+    println!(
+        "index_memory_10m: {} blobs in {} packs, built in {:.2?}: {:.3} bytes per blob",
+        index.len(),
+        index.packs().len(),
+        built,
+        bpb
+    );
+    assert!(
+        bpb <= 48.5,
+        "{bpb:.3} bytes per blob exceeds the 48.5 budget"
+    );
+}
