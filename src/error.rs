@@ -9,6 +9,7 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     pub const INCOMPLETE: i32 = 3;
     pub const DAMAGE: i32 = 4;
+    pub const TOO_OLD: i32 = 5;
     pub const NO_REPOSITORY: i32 = 10;
     pub const UNSUPPORTED_VERSION: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;

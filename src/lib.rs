@@ -6,6 +6,7 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod checker;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;

@@ -18,6 +18,9 @@ pub struct Args {
     /// zstd level (0 = no compression)
     #[arg(long, default_value_t = InitOptions::default().compression_level, value_parser = clap::value_parser!(i32).range(0..=19))]
     compression: i32,
+    /// Target size of a pack file in bytes
+    #[arg(long, default_value_t = InitOptions::default().pack_target_size, value_parser = clap::value_parser!(u32).range(65_536..=1_073_741_824))]
+    pack_size: u32,
     /// Argon2id memory in KiB for the key file
     #[arg(long, default_value_t = InitOptions::default().kdf_memory_kib, value_parser = clap::value_parser!(u32).range(8..=4_194_304))]
     kdf_memory_kib: u32,
@@ -48,7 +51,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         compression_level: a.compression,
         kdf_memory_kib: a.kdf_memory_kib,
         kdf_iterations: a.kdf_iterations,
-        ..InitOptions::default()
+        pack_target_size: a.pack_size,
     };
     let backend = Backend::open(g.repo_url()?, true)?;
     let pw = g.password()?;

@@ -1,5 +1,6 @@
 //! The command line: global options, password sources, output, and one module a command.
 
+mod check;
 mod dump;
 mod init;
 mod ls;
@@ -65,6 +66,8 @@ pub enum Command {
     Ls(ls::Args),
     /// Write one file of a snapshot to standard output
     Dump(dump::Args),
+    /// Verify the repository: structure always, data with --read-data
+    Check(check::Args),
 }
 
 pub fn main() -> i32 {
@@ -88,6 +91,7 @@ pub fn main() -> i32 {
         Command::Restore(a) => restore::run(&g, a),
         Command::Ls(a) => ls::run(&g, a),
         Command::Dump(a) => dump::run(&g, a),
+        Command::Check(a) => check::run(&g, a),
     };
     match res {
         Ok(code) => code,

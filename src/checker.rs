@@ -1,0 +1,688 @@
+//! `check`: proves a repository intact, or says exactly what is damaged and what it affects.
+//!
+//! Structure (always): every key, index and snapshot file matches its name and opens; config
+//! opens; every pack the index names exists with the size it implies; tree packs are read
+//! whole and agree with the index; every tree of every snapshot parses, and every blob a tree
+//! references is indexed in a pack that is present. Data (`--read-data`, optionally a subset):
+//! every selected data pack is hashed against its name and every blob in it is opened and
+//! checked against its id. Damage is then traced to the snapshots and file paths it affects.
+
+use crate::backend::{Backend, FileKind, CONFIG_PATH};
+use crate::crypto::SealKind;
+use crate::error::{Error, Result};
+use crate::format::{BlobType, Config, IndexFile, NodeKind, PackHeader, Snapshot, Tree};
+use crate::id::Id;
+use crate::index::Index;
+use crate::repository::{self, Repository};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+/// Which data packs `--read-data` reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// The n-th (1-based) of m groups: m runs with n = 1..=m read every pack exactly once.
+    Group(u64, u64),
+    /// A random share of packs, in percent.
+    Percent(f64),
+    /// Random packs up to this many bytes.
+    Bytes(u64),
+}
+
+impl ReadData {
+    /// Parses `N/M`, `P%` or a size such as `500M` / `2GiB`.
+    pub fn parse_subset(s: &str) -> Result<ReadData> {
+        let bad = || {
+            Error::usage(format!(
+                "invalid --read-data-subset {s:?}: want N/M, P% or a size like 500M"
+            ))
+        };
+        if let Some((n, m)) = s.split_once('/') {
+            let n: u64 = n.trim().parse().map_err(|_| bad())?;
+            let m: u64 = m.trim().parse().map_err(|_| bad())?;
+            if m == 0 || n == 0 || n > m {
+                return Err(bad());
+            }
+            return Ok(ReadData::Group(n, m));
+        }
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(ReadData::Percent(p));
+        }
+        parse_size(s).map(ReadData::Bytes).ok_or_else(bad)
+    }
+}
+
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    Some((num * mult as f64) as u64)
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    pub read_data: ReadData,
+    /// Fail when the newest snapshot of a host/paths group is older than this.
+    pub max_age: Option<std::time::Duration>,
+}
+
+/// One damaged object.
+#[derive(Clone, Debug, Serialize)]
+pub struct Damage {
+    /// The stored file (or "blob <id>") that is damaged.
+    pub object: String,
+    pub problem: String,
+    /// Blobs lost or damaged with it.
+    pub blobs: usize,
+}
+
+/// A snapshot that cannot be restored fully, and the paths inside it that are affected.
+#[derive(Clone, Debug, Serialize)]
+pub struct Affected {
+    pub snapshot: String,
+    pub time: String,
+    pub hostname: String,
+    pub paths: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TooOld {
+    pub hostname: String,
+    pub paths: Vec<String>,
+    pub newest_snapshot: String,
+    pub newest_time: String,
+    pub age_seconds: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Reclaimable {
+    pub unreferenced_packs: u64,
+    pub unreferenced_pack_bytes: u64,
+    pub unused_blobs: u64,
+    pub unused_blob_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: u64,
+    pub index_files: u64,
+    pub packs: u64,
+    pub tree_packs: u64,
+    pub blobs: u64,
+    pub data_packs_read: u64,
+    pub data_bytes_read: u64,
+    /// Ids of the data packs read (for subset coverage tests and audits).
+    pub packs_read: Vec<String>,
+    pub damage: Vec<Damage>,
+    pub affected: Vec<Affected>,
+    pub too_old: Vec<TooOld>,
+    pub reclaimable: Reclaimable,
+}
+
+impl CheckReport {
+    pub fn is_intact(&self) -> bool {
+        self.damage.is_empty()
+    }
+}
+
+#[derive(Default)]
+pub struct CheckProgress {
+    pub bytes: AtomicU64,
+}
+
+/// Runs the check. Errors are only for a check that could not run at all.
+pub fn check(
+    backend: &Backend,
+    password: &[u8],
+    opts: &CheckOptions,
+    progress: &CheckProgress,
+) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let damage = Mutex::new(Vec::<Damage>::new());
+    let add = |object: String, problem: String, blobs: usize| {
+        damage.lock().unwrap().push(Damage {
+            object,
+            problem,
+            blobs,
+        })
+    };
+
+    // Config and keys: the clear version first, then each key against its name and the password.
+    let config_bytes = Repository::probe(backend)?;
+    let mut master = None;
+    let mut key_failures = Vec::new();
+    for (id, _) in backend.list_ids(FileKind::Key)? {
+        let path = FileKind::Key.path(&id);
+        let bytes = match backend.read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                add(path, format!("cannot read: {e}"), 0);
+                continue;
+            }
+        };
+        if Id::of_stored_bytes(&bytes) != id {
+            add(path, "content does not match its name".into(), 0);
+            continue;
+        }
+        match repository::try_key_file(&bytes, password) {
+            Ok(Some((m, _))) => {
+                if master.is_none() {
+                    master = Some((m, id));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => key_failures.push((path, e.to_string())),
+        }
+    }
+    for (path, e) in key_failures {
+        add(path, e, 0);
+    }
+    let Some((master, key_id)) = master else {
+        let d = damage.into_inner().unwrap();
+        if d.is_empty() {
+            return Err(Error::WrongPassword);
+        }
+        // No intact key opens: report the damaged keys; nothing else can be checked.
+        report.damage = d;
+        return Ok(report);
+    };
+    let keys = master.derive();
+    let config = match keys
+        .open(SealKind::Config, &config_bytes[8..12], &config_bytes[12..])
+        .and_then(|framed| {
+            crate::format::from_postcard::<Config>(
+                &crate::format::unframe(&framed, 1 << 20, "config")?,
+                "config",
+            )
+        }) {
+        Ok(c) => c,
+        Err(e) => {
+            add(
+                CONFIG_PATH.into(),
+                format!("{e}; no snapshot can be read without it"),
+                0,
+            );
+            report.damage = damage.into_inner().unwrap();
+            return Ok(report);
+        }
+    };
+    let repo = Repository {
+        backend: backend.clone(),
+        keys,
+        config,
+        key_id,
+    };
+
+    // Index files.
+    let index_ids = backend.list_ids(FileKind::Index)?;
+    report.index_files = index_ids.len() as u64;
+    let index_files: Vec<(Id, IndexFile)> = index_ids
+        .par_iter()
+        .filter_map(
+            |(id, _)| match repo.load_file(FileKind::Index, SealKind::Index, id) {
+                Ok(f) => Some((*id, f)),
+                Err(e) => {
+                    add(
+                        FileKind::Index.path(id),
+                        format!("{e}; the packs it lists are no longer indexed"),
+                        0,
+                    );
+                    None
+                }
+            },
+        )
+        .collect();
+    let index = Index::from_files(index_files);
+    report.blobs = index.len() as u64;
+
+    // Snapshots.
+    let snap_ids = backend.list_ids(FileKind::Snapshot)?;
+    let mut snapshots: Vec<(Id, Snapshot)> = snap_ids
+        .par_iter()
+        .filter_map(
+            |(id, _)| match repo.load_file(FileKind::Snapshot, SealKind::Snapshot, id) {
+                Ok(s) => Some((*id, s)),
+                Err(e) => {
+                    add(
+                        FileKind::Snapshot.path(id),
+                        format!("{e}; this snapshot is lost"),
+                        0,
+                    );
+                    None
+                }
+            },
+        )
+        .collect();
+    snapshots.sort_by_key(|(id, s)| (s.time_unix_ns, *id));
+    report.snapshots = snapshots.len() as u64;
+
+    // Packs: present with the size the index implies; unknown files; unreferenced packs.
+    let listed: HashMap<String, u64> = backend.list(FileKind::Pack)?.into_iter().collect();
+    let mut bad_packs: HashSet<u32> = HashSet::new();
+    let mut indexed_paths = HashSet::new();
+    let mut blobs_per_pack: HashMap<u32, usize> = HashMap::new();
+    let mut max_end: HashMap<u32, u64> = HashMap::new();
+    for (_, loc) in index.iter() {
+        *blobs_per_pack.entry(loc.pack).or_default() += 1;
+        let e = max_end.entry(loc.pack).or_default();
+        *e = (*e).max(loc.offset as u64 + loc.length as u64);
+    }
+    for (n, p) in index.packs().iter().enumerate() {
+        let n = n as u32;
+        let path = FileKind::Pack.path(&p.id);
+        indexed_paths.insert(path.clone());
+        let nblobs = blobs_per_pack.get(&n).copied().unwrap_or(0);
+        match listed.get(&path) {
+            None => {
+                add(path, "missing".into(), nblobs);
+                bad_packs.insert(n);
+            }
+            Some(&size) if size != p.size => {
+                add(
+                    path,
+                    format!("size {size} bytes, the index says {}", p.size),
+                    nblobs,
+                );
+                bad_packs.insert(n);
+            }
+            Some(_) => {
+                if max_end.get(&n).copied().unwrap_or(0) + 4 > p.size {
+                    add(
+                        path,
+                        "an index entry points past the pack's end".into(),
+                        nblobs,
+                    );
+                    bad_packs.insert(n);
+                }
+            }
+        }
+    }
+    report.packs = index.packs().len() as u64;
+    for (path, size) in &listed {
+        if indexed_paths.contains(path) {
+            continue;
+        }
+        let name = path.rsplit('/').next().unwrap_or("");
+        let valid_name = Id::from_hex(name).filter(|id| FileKind::Pack.path(id) == *path);
+        let Some(id) = valid_name else {
+            add(path.clone(), "unknown file: not a pack name".into(), 0);
+            continue;
+        };
+        // A pack in no index: reclaimable if it is a real pack of this repository.
+        match crate::pack::read_header(backend, &repo.keys, &id, *size) {
+            Ok(_) => {
+                report.reclaimable.unreferenced_packs += 1;
+                report.reclaimable.unreferenced_pack_bytes += size;
+            }
+            Err(e) => add(path.clone(), format!("unknown file: {e}"), 0),
+        }
+    }
+
+    // Each pack's blobs, grouped once (memory bounded by the index).
+    let mut by_pack: HashMap<u32, Vec<(Id, crate::index::BlobLocation)>> = HashMap::new();
+    for (id, loc) in index.iter() {
+        by_pack.entry(loc.pack).or_default().push((id, loc));
+    }
+    for n in 0..index.packs().len() as u32 {
+        by_pack.entry(n).or_default();
+    }
+
+    // Blobs found damaged, by id.
+    let bad_blobs: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
+
+    // Tree packs are read whole: hash against name, header against index, every blob opened.
+    let tree_packs: Vec<u32> = (0..index.packs().len() as u32)
+        .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
+        .collect();
+    report.tree_packs = tree_packs.len() as u64;
+    let tree_cache: Mutex<HashMap<Id, Arc<Tree>>> = Mutex::new(HashMap::new());
+    tree_packs.par_iter().for_each(|n| {
+        let trees = verify_pack(&repo, &index, &by_pack, *n, &add, &bad_blobs, progress);
+        let mut cache = tree_cache.lock().unwrap();
+        for (id, raw) in trees {
+            match crate::format::from_postcard::<Tree>(&raw, "tree") {
+                Ok(t) => {
+                    cache.insert(id, Arc::new(t));
+                }
+                Err(e) => {
+                    add(format!("tree {}", id.short()), e.to_string(), 1);
+                    bad_blobs.lock().unwrap().insert(id);
+                }
+            }
+        }
+    });
+
+    // Data packs selected by --read-data.
+    let data_packs: Vec<u32> = (0..index.packs().len() as u32)
+        .filter(|n| index.pack(*n).blob_type == BlobType::Data && !bad_packs.contains(n))
+        .collect();
+    let selected = select_packs(&index, &data_packs, &opts.read_data);
+    report.data_packs_read = selected.len() as u64;
+    report.data_bytes_read = selected.iter().map(|n| index.pack(*n).size).sum();
+    report.packs_read = selected
+        .iter()
+        .map(|n| index.pack(*n).id.to_hex())
+        .collect();
+    selected.par_iter().for_each(|n| {
+        verify_pack(&repo, &index, &by_pack, *n, &add, &bad_blobs, progress);
+    });
+
+    // Walk every snapshot's trees, recording used blobs and paths that cannot be restored.
+    let bad_blobs = bad_blobs.into_inner().unwrap();
+    let tree_cache = tree_cache.into_inner().unwrap();
+    let mut walker = TreeWalker {
+        index: &index,
+        bad_packs: &bad_packs,
+        bad_blobs: &bad_blobs,
+        trees: &tree_cache,
+        memo: HashMap::new(),
+        used: HashSet::new(),
+        missing: HashMap::new(),
+    };
+    for (id, snap) in &snapshots {
+        let paths = walker.walk(&snap.tree);
+        if !paths.is_empty() {
+            report.affected.push(Affected {
+                snapshot: id.to_hex(),
+                time: crate::snapshot::rfc3339(snap.time_unix_ns),
+                hostname: snap.hostname.clone(),
+                paths: paths
+                    .iter()
+                    .map(|p| {
+                        if p.is_empty() {
+                            "/".to_string()
+                        } else {
+                            p.clone()
+                        }
+                    })
+                    .collect(),
+            });
+        }
+    }
+    for (blob, why) in &walker.missing {
+        add(format!("blob {}", blob.to_hex()), why.clone(), 1);
+    }
+    for (id, loc) in index.iter() {
+        if !walker.used.contains(&id) {
+            report.reclaimable.unused_blobs += 1;
+            report.reclaimable.unused_blob_bytes += loc.length as u64;
+        }
+    }
+
+    if let Some(max) = opts.max_age {
+        report.too_old = too_old(&snapshots, max);
+    }
+    let mut d = damage.into_inner().unwrap();
+    d.sort_by(|a, b| a.object.cmp(&b.object));
+    report.damage = d;
+    Ok(report)
+}
+
+/// Reads one pack whole and verifies it; returns the plaintext of its tree blobs.
+fn verify_pack(
+    repo: &Repository,
+    index: &Index,
+    by_pack: &HashMap<u32, Vec<(Id, crate::index::BlobLocation)>>,
+    n: u32,
+    add: &(dyn Fn(String, String, usize) + Sync),
+    bad_blobs: &Mutex<HashSet<Id>>,
+    progress: &CheckProgress,
+) -> Vec<(Id, Vec<u8>)> {
+    let info = index.pack(n);
+    let path = FileKind::Pack.path(&info.id);
+    let indexed = &by_pack[&n];
+    let mark_all = |why: String| {
+        add(path.clone(), why, indexed.len());
+        bad_blobs
+            .lock()
+            .unwrap()
+            .extend(indexed.iter().map(|(id, _)| *id));
+    };
+    let bytes = match repo.backend.read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            mark_all(format!("cannot read: {e}"));
+            return Vec::new();
+        }
+    };
+    progress.bytes.fetch_add(bytes.len() as u64, Relaxed);
+    if Id::of_stored_bytes(&bytes) != info.id {
+        add(path.clone(), "content does not match its name".into(), 0);
+    }
+    match crate::pack::parse_header_from_tail(&repo.keys, &bytes, bytes.len() as u64) {
+        Ok(Some(header)) => compare_header(&header, info.blob_type, indexed, &path, add),
+        Ok(None) => add(path.clone(), "header length inconsistent".into(), 0),
+        Err(e) => add(path.clone(), format!("header: {e}"), 0),
+    }
+    let mut out = Vec::new();
+    for (id, loc) in indexed {
+        let end = loc.offset as usize + loc.length as usize;
+        let res = if end <= bytes.len() {
+            crate::pack::open_blob(
+                &repo.keys,
+                info.blob_type,
+                id,
+                &bytes[loc.offset as usize..end],
+                loc.raw_length,
+            )
+        } else {
+            Err(Error::corrupt("blob", "lies past the pack's end"))
+        };
+        match res {
+            Ok(raw) => {
+                if info.blob_type == BlobType::Tree {
+                    out.push((*id, raw));
+                }
+            }
+            Err(e) => {
+                bad_blobs.lock().unwrap().insert(*id);
+                add(format!("blob {} in {path}", id.to_hex()), e.to_string(), 1);
+            }
+        }
+    }
+    out
+}
+
+fn compare_header(
+    header: &PackHeader,
+    blob_type: BlobType,
+    indexed: &[(Id, crate::index::BlobLocation)],
+    path: &str,
+    add: &(dyn Fn(String, String, usize) + Sync),
+) {
+    if header.blob_type != blob_type {
+        add(
+            path.to_string(),
+            "pack header's blob type differs from the index".into(),
+            0,
+        );
+    }
+    let in_header: HashMap<Id, (u32, u32)> = header
+        .blobs
+        .iter()
+        .map(|b| (b.id, (b.offset, b.length)))
+        .collect();
+    let mismatches = indexed
+        .iter()
+        .filter(|(id, l)| in_header.get(id) != Some(&(l.offset, l.length)))
+        .count();
+    if mismatches > 0 {
+        add(
+            path.to_string(),
+            format!("pack header disagrees with the index on {mismatches} blobs"),
+            0,
+        );
+    }
+}
+
+fn select_packs(index: &Index, packs: &[u32], rd: &ReadData) -> Vec<u32> {
+    use rand::seq::SliceRandom;
+    match rd {
+        ReadData::None => Vec::new(),
+        ReadData::All => packs.to_vec(),
+        ReadData::Group(n, m) => packs
+            .iter()
+            .copied()
+            .filter(|p| {
+                let id = index.pack(*p).id.0;
+                u64::from_le_bytes(id[..8].try_into().unwrap()) % m == n - 1
+            })
+            .collect(),
+        ReadData::Percent(pct) => {
+            let mut v = packs.to_vec();
+            v.shuffle(&mut rand::thread_rng());
+            let k = ((v.len() as f64) * pct / 100.0).ceil() as usize;
+            v.truncate(k.min(v.len()));
+            v
+        }
+        ReadData::Bytes(budget) => {
+            let mut v = packs.to_vec();
+            v.shuffle(&mut rand::thread_rng());
+            let mut total = 0u64;
+            v.into_iter()
+                .take_while(|p| {
+                    let fits = total < *budget;
+                    total += index.pack(*p).size;
+                    fits
+                })
+                .collect()
+        }
+    }
+}
+
+struct TreeWalker<'a> {
+    index: &'a Index,
+    bad_packs: &'a HashSet<u32>,
+    bad_blobs: &'a HashSet<Id>,
+    trees: &'a HashMap<Id, Arc<Tree>>,
+    /// Per tree: relative paths below it that cannot be restored fully.
+    memo: HashMap<Id, Arc<Vec<String>>>,
+    used: HashSet<Id>,
+    missing: HashMap<Id, String>,
+}
+
+impl TreeWalker<'_> {
+    /// Why a blob cannot be read, or None when it can.
+    fn blob_problem(&mut self, id: &Id) -> Option<String> {
+        self.used.insert(*id);
+        match self.index.get(id) {
+            None => {
+                self.missing
+                    .entry(*id)
+                    .or_insert_with(|| "referenced but in no index".into());
+                Some("not indexed".into())
+            }
+            Some(loc) if self.bad_packs.contains(&loc.pack) => Some("its pack is damaged".into()),
+            Some(_) if self.bad_blobs.contains(id) => Some("damaged".into()),
+            Some(_) => None,
+        }
+    }
+
+    fn walk(&mut self, tree_id: &Id) -> Arc<Vec<String>> {
+        if let Some(m) = self.memo.get(tree_id) {
+            return m.clone();
+        }
+        let mut out = Vec::new();
+        let tree = match self.blob_problem(tree_id) {
+            Some(_) => None,
+            None => self.trees.get(tree_id).cloned(),
+        };
+        match tree {
+            None => {
+                // The whole directory is lost.
+                if self
+                    .index
+                    .get(tree_id)
+                    .is_some_and(|l| !self.bad_packs.contains(&l.pack))
+                    && !self.bad_blobs.contains(tree_id)
+                {
+                    self.missing
+                        .entry(*tree_id)
+                        .or_insert_with(|| "tree not found in the tree packs".into());
+                }
+                out.push(String::new());
+            }
+            Some(tree) => {
+                for node in &tree.nodes {
+                    let name = node.name_lossy();
+                    match node.kind {
+                        NodeKind::Dir => match &node.subtree {
+                            Some(sub) => {
+                                for p in self.walk(sub).iter() {
+                                    out.push(if p.is_empty() {
+                                        format!("/{name}")
+                                    } else {
+                                        format!("/{name}{p}")
+                                    });
+                                }
+                            }
+                            None => out.push(format!("/{name}")),
+                        },
+                        NodeKind::File => {
+                            let mut broken = false;
+                            for id in &node.content {
+                                if self.blob_problem(id).is_some() {
+                                    broken = true;
+                                }
+                            }
+                            if broken {
+                                out.push(format!("/{name}"));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let out = Arc::new(out);
+        self.memo.insert(*tree_id, out.clone());
+        out
+    }
+}
+
+fn too_old(snaps: &[(Id, Snapshot)], max: std::time::Duration) -> Vec<TooOld> {
+    let mut newest: HashMap<(String, Vec<String>), &(Id, Snapshot)> = HashMap::new();
+    for s in snaps {
+        let mut paths = s.1.paths.clone();
+        paths.sort();
+        let e = newest.entry((s.1.hostname.clone(), paths)).or_insert(s);
+        if s.1.time_unix_ns > e.1.time_unix_ns {
+            *e = s;
+        }
+    }
+    let now = crate::snapshot::now_ns();
+    let mut out: Vec<TooOld> = newest
+        .into_iter()
+        .filter_map(|((host, paths), (id, s))| {
+            let age = (now - s.time_unix_ns).max(0) as u64 / 1_000_000_000;
+            (age > max.as_secs()).then(|| TooOld {
+                hostname: host,
+                paths,
+                newest_snapshot: id.to_hex(),
+                newest_time: crate::snapshot::rfc3339(s.time_unix_ns),
+                age_seconds: age,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.paths.cmp(&b.paths)));
+    out
+}

@@ -1,0 +1,440 @@
+//! `check` finds every kind of damage, names what it affects, and exits with the documented code.
+
+mod common;
+
+use common::*;
+use ocvault::backend::{Backend, FileKind};
+use ocvault::format::{BlobType, IndexFile};
+use ocvault::repository::Repository;
+use std::path::{Path, PathBuf};
+
+const DAMAGE: i32 = 4;
+
+struct Fixture {
+    repo: TestRepo,
+    /// (snapshot id, data packs, tree packs, index files) of snapshots A and B.
+    a: Written,
+    b: Written,
+}
+
+#[derive(Default, Clone)]
+struct Written {
+    snapshot: String,
+    data_packs: Vec<PathBuf>,
+    tree_packs: Vec<PathBuf>,
+    index_files: Vec<PathBuf>,
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    let mut v: Vec<PathBuf> = walk(dir)
+        .into_iter()
+        .map(|p| dir.join(p))
+        .filter(|p| p.is_file())
+        .collect();
+    v.sort();
+    v
+}
+
+fn open_lib(repo: &TestRepo) -> Repository {
+    Repository::open(
+        Backend::open(repo.repo.to_str().unwrap(), false).unwrap(),
+        repo.password.as_bytes(),
+    )
+    .unwrap()
+}
+
+fn snapshot_dir(repo: &TestRepo, dir: &Path, extra: &[&str]) -> Written {
+    let before_packs = files_under(&repo.repo.join("data"));
+    let before_index = files_under(&repo.repo.join("index"));
+    let out = repo
+        .cmd()
+        .args(["--json", "snapshot"])
+        .args(extra)
+        .arg(dir)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let lib = open_lib(repo);
+    let index = lib.load_index().unwrap();
+    let mut w = Written {
+        snapshot: v["snapshot_id"].as_str().unwrap().to_string(),
+        ..Default::default()
+    };
+    for p in files_under(&repo.repo.join("data")) {
+        if before_packs.contains(&p) {
+            continue;
+        }
+        let name = p.file_name().unwrap().to_str().unwrap();
+        let info = index
+            .packs()
+            .iter()
+            .find(|i| i.id.to_hex() == name)
+            .expect("new pack is indexed");
+        match info.blob_type {
+            BlobType::Data => w.data_packs.push(p),
+            BlobType::Tree => w.tree_packs.push(p),
+        }
+    }
+    w.index_files = files_under(&repo.repo.join("index"))
+        .into_iter()
+        .filter(|p| !before_index.contains(p))
+        .collect();
+    w
+}
+
+fn fixture() -> Fixture {
+    let repo = TestRepo::new();
+    repo.cmd()
+        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
+        .assert()
+        .success();
+    let a = repo.path("a");
+    let b = repo.path("b");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let mut rng = Rng::new(5);
+    let mut data = vec![0u8; 300_000];
+    rng.fill(&mut data);
+    std::fs::write(a.join("one.bin"), &data).unwrap();
+    rng.fill(&mut data);
+    std::fs::write(b.join("two.bin"), &data).unwrap();
+    let wa = snapshot_dir(&repo, &a, &[]);
+    let wb = snapshot_dir(&repo, &b, &[]);
+    assert_eq!(wa.data_packs.len(), 1);
+    assert_eq!(wa.tree_packs.len(), 1);
+    Fixture { repo, a: wa, b: wb }
+}
+
+fn check(repo: &TestRepo, args: &[&str]) -> (i32, serde_json::Value) {
+    let out = repo
+        .cmd()
+        .args(["--json", "check"])
+        .args(args)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), v)
+}
+
+fn flip(path: &Path, offset_from_start: Option<u64>, offset_from_end: Option<u64>) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = match (offset_from_start, offset_from_end) {
+        (Some(o), _) => o as usize,
+        (_, Some(o)) => bytes.len() - o as usize,
+        _ => unreachable!(),
+    };
+    bytes[at] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Asserts damage was found and that it names the snapshot and (when given) the path.
+fn assert_affects(v: &serde_json::Value, snapshot: &str, path: Option<&str>) {
+    assert_eq!(v["intact"], false, "{v:#}");
+    let affected = v["affected"].as_array().unwrap();
+    let entry = affected
+        .iter()
+        .find(|a| a["snapshot"] == snapshot)
+        .unwrap_or_else(|| panic!("snapshot {snapshot} not named as affected: {v:#}"));
+    if let Some(p) = path {
+        assert!(
+            entry["paths"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x.as_str().unwrap().ends_with(p)),
+            "{p} not named: {v:#}"
+        );
+    }
+}
+
+fn damage_mentions(v: &serde_json::Value, needle: &str) -> bool {
+    v["damage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d.to_string().contains(needle))
+}
+
+#[test]
+fn clean_repository_passes_both_checks() {
+    let f = fixture();
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, 0, "{v:#}");
+    let (code, v) = check(&f.repo, &["--read-data"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["data_packs_read"], 2);
+}
+
+#[test]
+fn flipped_byte_in_data_blob_is_found_only_by_read_data() {
+    let f = fixture();
+    flip(&f.a.data_packs[0], Some(100), None);
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, 0, "structure check reads no data packs: {v:#}");
+    let (code, v) = check(&f.repo, &["--read-data"]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert_affects(&v, &f.a.snapshot, Some("/a/one.bin"));
+    assert!(
+        !v["affected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["snapshot"] == f.b.snapshot.as_str()),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn flipped_byte_in_pack_header_is_found() {
+    let f = fixture();
+    flip(&f.a.data_packs[0], None, Some(10));
+    let (code, v) = check(&f.repo, &["--read-data"]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert!(
+        damage_mentions(
+            &v,
+            &f.a.data_packs[0].file_name().unwrap().to_string_lossy()
+        ),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn flipped_byte_in_tree_pack_is_found_by_structure_check() {
+    let f = fixture();
+    flip(&f.a.tree_packs[0], Some(60), None);
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert_affects(&v, &f.a.snapshot, None);
+}
+
+#[test]
+fn flipped_byte_in_index_snapshot_key_and_config_files() {
+    let f = fixture();
+    flip(&f.a.index_files[0], Some(50), None);
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert!(damage_mentions(&v, "index/"), "{v:#}");
+    // The snapshot's root tree was in that index: the whole snapshot ("/") is affected.
+    assert_affects(&v, &f.a.snapshot, Some("/"));
+
+    let f = fixture();
+    let snap = f.repo.repo.join("snapshots").join(&f.b.snapshot);
+    flip(&snap, Some(40), None);
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert!(
+        damage_mentions(&v, &format!("snapshots/{}", f.b.snapshot)),
+        "{v:#}"
+    );
+
+    let f = fixture();
+    let key = files_under(&f.repo.repo.join("keys"))[0].clone();
+    flip(&key, None, Some(5));
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert!(damage_mentions(&v, "keys/"), "{v:#}");
+
+    let f = fixture();
+    flip(&f.repo.repo.join("config"), None, Some(3));
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert!(damage_mentions(&v, "config"), "{v:#}");
+}
+
+#[test]
+fn deleted_and_truncated_packs_are_found() {
+    let f = fixture();
+    std::fs::remove_file(&f.a.data_packs[0]).unwrap();
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert!(damage_mentions(&v, "missing"), "{v:#}");
+    assert_affects(&v, &f.a.snapshot, Some("/a/one.bin"));
+
+    let f = fixture();
+    std::fs::remove_file(&f.b.tree_packs[0]).unwrap();
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert_affects(&v, &f.b.snapshot, None);
+
+    let f = fixture();
+    let p = &f.a.data_packs[0];
+    let len = std::fs::metadata(p).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert_affects(&v, &f.a.snapshot, Some("/a/one.bin"));
+}
+
+#[test]
+fn index_entry_past_pack_end_and_unknown_file_are_found() {
+    let f = fixture();
+    let lib = open_lib(&f.repo);
+    let old = &f.a.index_files[0];
+    let old_id = ocvault::Id::from_hex(old.file_name().unwrap().to_str().unwrap()).unwrap();
+    let mut file: IndexFile = lib
+        .load_file(FileKind::Index, ocvault::crypto::SealKind::Index, &old_id)
+        .unwrap();
+    let pack = file
+        .packs
+        .iter_mut()
+        .find(|p| p.blob_type == BlobType::Data)
+        .unwrap();
+    pack.blobs[0].offset = pack.size as u32 + 1000;
+    lib.save_index(&file).unwrap();
+    std::fs::remove_file(old).unwrap();
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert!(damage_mentions(&v, "past the pack"), "{v:#}");
+    assert_affects(&v, &f.a.snapshot, Some("/a/one.bin"));
+
+    let f = fixture();
+    std::fs::write(f.repo.repo.join("data/00/not-a-pack.txt"), b"hello").unwrap_or_else(|_| {
+        std::fs::create_dir_all(f.repo.repo.join("data/00")).unwrap();
+        std::fs::write(f.repo.repo.join("data/00/not-a-pack.txt"), b"hello").unwrap();
+    });
+    let fake = f.repo.repo.join("data/ab").join("ab".repeat(32));
+    std::fs::create_dir_all(fake.parent().unwrap()).unwrap();
+    std::fs::write(&fake, vec![7u8; 5000]).unwrap();
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, DAMAGE, "{v:#}");
+    assert!(damage_mentions(&v, "not-a-pack.txt"), "{v:#}");
+    assert!(damage_mentions(&v, &"ab".repeat(32)), "{v:#}");
+}
+
+#[test]
+fn read_data_subsets_cover_every_pack_exactly_once() {
+    let repo = TestRepo::new();
+    repo.cmd()
+        .args([
+            "init",
+            "--kdf-memory-kib",
+            "1024",
+            "--kdf-iterations",
+            "1",
+            "--pack-size",
+            "65536",
+        ])
+        .args([
+            "--chunk-min",
+            "4096",
+            "--chunk-avg",
+            "16384",
+            "--chunk-max",
+            "65536",
+        ])
+        .assert()
+        .success();
+    let src = repo.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut data = vec![0u8; 3_000_000];
+    Rng::new(9).fill(&mut data);
+    std::fs::write(src.join("big"), &data).unwrap();
+    repo.cmd().arg("snapshot").arg(&src).assert().success();
+    let (_, all) = check(&repo, &["--read-data"]);
+    let mut everything: Vec<String> = all["packs_read"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    everything.sort();
+    assert!(
+        everything.len() >= 20,
+        "want many packs, got {}",
+        everything.len()
+    );
+    let mut seen = Vec::new();
+    for n in 1..=5 {
+        let (code, v) = check(&repo, &["--read-data-subset", &format!("{n}/5")]);
+        assert_eq!(code, 0);
+        seen.extend(
+            v["packs_read"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_string()),
+        );
+    }
+    seen.sort();
+    assert_eq!(seen, everything, "groups must partition the packs");
+    let (_, v) = check(&repo, &["--read-data-subset", "50%"]);
+    let n = v["packs_read"].as_array().unwrap().len();
+    assert!(
+        n >= everything.len() / 2 && n <= everything.len() / 2 + 1,
+        "{n}"
+    );
+    let (_, v) = check(&repo, &["--read-data-subset", "100K"]);
+    assert!(
+        v["data_bytes_read"].as_u64().unwrap() <= 100 * 1024 + 65536 + 4096 * 4,
+        "{v:#}"
+    );
+    let out = repo
+        .cmd()
+        .args(["check", "--read-data-subset", "6/5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn max_age_passes_and_fails() {
+    let repo = TestRepo::new();
+    repo.cmd()
+        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
+        .assert()
+        .success();
+    let src = repo.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let old = chrono_like_days_ago(2);
+    repo.cmd()
+        .args(["snapshot", "--time", &old])
+        .arg(&src)
+        .assert()
+        .success();
+    let out = repo
+        .cmd()
+        .args(["check", "--max-age", "25h"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("too old"));
+    let out = repo
+        .cmd()
+        .args(["check", "--max-age", "3d"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    repo.cmd().arg("snapshot").arg(&src).assert().success();
+    let out = repo
+        .cmd()
+        .args(["check", "--max-age", "25h"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+fn chrono_like_days_ago(days: u64) -> String {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86400);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
