@@ -17,6 +17,7 @@ pub mod index;
 pub mod pack;
 pub mod repository;
 pub mod restorer;
+pub mod retention;
 pub mod snapshot;
 pub mod tree;
 
