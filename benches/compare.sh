@@ -147,7 +147,7 @@ verify_tree() { # verify_tree TOOL DIR
         # Also compare types, modes, file sizes and mtimes, symlink targets (a directory's
         # st_size depends on the file system's history, so it is left out).
         if diff <(cd "$DATA" && list_meta | sort) <(cd "$root" && list_meta | sort) >>"$SCRATCH/logs/diff.$1"; then
-            log "verify: $1 restore equals the source (contents, types, modes)"
+            log "verify: $1 restore equals the source (contents, types, modes, sizes, mtimes, symlinks)"
         else
             log "VERIFY FAILED: $1 restore differs in metadata:"; head -n 20 "$SCRATCH/logs/diff.$1" >&2
         fi

@@ -170,8 +170,40 @@ impl Shared<'_> {
     }
 
     /// Reads one file; on a read error the file is reported and left out.
+    /// Chunks and stores a file that fits in one batch, reading it with one right-sized buffer.
+    fn store_small<R: Read>(
+        &self,
+        mut reader: R,
+        size: u64,
+    ) -> std::io::Result<Result<(Vec<Id>, u64)>> {
+        let mut buf = Vec::with_capacity(size as usize + 1);
+        reader.read_to_end(&mut buf)?;
+        let chunks = self.chunker.split_all(&buf);
+        let stored: Result<Vec<Id>> = if chunks.len() > 1 {
+            chunks
+                .par_iter()
+                .map(|r| self.store_blob(BlobType::Data, &buf[r.clone()]))
+                .collect()
+        } else {
+            chunks
+                .iter()
+                .map(|r| self.store_blob(BlobType::Data, &buf[r.clone()]))
+                .collect()
+        };
+        self.progress.bytes.fetch_add(buf.len() as u64, Relaxed);
+        Ok(stored.map(|ids| (ids, buf.len() as u64)))
+    }
+
     fn store_file(&self, path: &Path, node: &mut Node) -> Result<bool> {
-        let res = open_noatime(path).and_then(|f| self.store_stream(f));
+        let size = node.size;
+        let res = open_noatime(path).and_then(|f| {
+            if size <= BATCH_BYTES as u64 {
+                // A file that grows while read is still read to its end.
+                self.store_small(f, size)
+            } else {
+                self.store_stream(f)
+            }
+        });
         match res {
             Ok(Ok((ids, n))) => {
                 self.bytes_read.fetch_add(n, Relaxed);
@@ -350,6 +382,8 @@ pub fn snapshot(
         snap_paths.push(format!("stdin:{}", s.name));
     }
 
+    // Announce the backup before loading the index, so prune keeps what it may dedup against.
+    let _marker = crate::locks::MarkerGuard::acquire(repo)?;
     let snaps = repo.list_snapshots()?;
     let parent = match &opts.parent {
         ParentChoice::None => None,

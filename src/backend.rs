@@ -15,6 +15,8 @@ pub enum FileKind {
     Index,
     Pack,
     Log,
+    Lock,
+    PruneMark,
 }
 
 impl FileKind {
@@ -25,6 +27,8 @@ impl FileKind {
             FileKind::Index => "index/",
             FileKind::Pack => "data/",
             FileKind::Log => "log/",
+            FileKind::Lock => "locks/",
+            FileKind::PruneMark => "prune/",
         }
     }
 

@@ -99,6 +99,9 @@ impl<R: Read> ChunkStream<R> {
     /// The next batch, or `None` at the end of the stream.
     pub fn next_batch(&mut self) -> std::io::Result<Option<Batch>> {
         let max = self.chunker.max_size();
+        if self.eof && self.carry.is_empty() {
+            return Ok(None);
+        }
         let mut buf = std::mem::take(&mut self.carry);
         let want = self.batch_size + max;
         let mut filled = buf.len();

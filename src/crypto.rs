@@ -28,10 +28,12 @@ pub enum SealKind {
     DataBlob = 5,
     TreeBlob = 6,
     Log = 7,
+    Lock = 8,
+    PruneMark = 9,
 }
 
 impl SealKind {
-    const ALL: [SealKind; 7] = [
+    const ALL: [SealKind; 9] = [
         SealKind::Config,
         SealKind::Index,
         SealKind::Snapshot,
@@ -39,6 +41,8 @@ impl SealKind {
         SealKind::DataBlob,
         SealKind::TreeBlob,
         SealKind::Log,
+        SealKind::Lock,
+        SealKind::PruneMark,
     ];
 
     fn context(self) -> &'static str {
@@ -50,6 +54,8 @@ impl SealKind {
             SealKind::DataBlob => "ocvault v1 seal data blob",
             SealKind::TreeBlob => "ocvault v1 seal tree blob",
             SealKind::Log => "ocvault v1 seal log",
+            SealKind::Lock => "ocvault v1 seal lock",
+            SealKind::PruneMark => "ocvault v1 seal prune mark",
         }
     }
 }
@@ -77,7 +83,7 @@ impl MasterKey {
     }
 
     pub fn derive(&self) -> Keys {
-        let mut seal = [[0u8; 32]; 7];
+        let mut seal = [[0u8; 32]; 9];
         for kind in SealKind::ALL {
             seal[kind as usize - 1] = blake3::derive_key(kind.context(), &self.0);
         }
@@ -96,7 +102,7 @@ impl MasterKey {
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Keys {
     blob_id: [u8; 32],
-    seal: [[u8; 32]; 7],
+    seal: [[u8; 32]; 9],
     chunker_seed: u64,
 }
 

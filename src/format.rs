@@ -192,6 +192,25 @@ pub struct Snapshot {
     pub program_version: String,
 }
 
+/// `locks/<id>`: a backup in progress. Prune never deletes packs marked after such a backup
+/// started while its heartbeat is fresh. Refreshed by writing a new file and deleting the old.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupMarker {
+    pub hostname: String,
+    pub pid: u32,
+    pub started_unix_ns: i64,
+    pub heartbeat_unix_ns: i64,
+}
+
+/// `prune/<id>`: packs a prune took out of the index, to be deleted by a later phase once no
+/// backup that started before `marked_unix_ns` can still be running. Holds each pack's index
+/// entry so a pack a late snapshot turns out to need can be put back in the index.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PruneMark {
+    pub marked_unix_ns: i64,
+    pub packs: Vec<IndexPack>,
+}
+
 pub fn to_postcard<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("in-memory serialization cannot fail")
 }

@@ -21,7 +21,10 @@ pub fn decode_config(keys: &Keys, bytes: &[u8]) -> Result<Config> {
     let framed = keys.open(SealKind::Config, &version.to_le_bytes(), &bytes[12..])?;
     let config = config_plain(&framed)?;
     if config.version != version {
-        return Err(Error::corrupt("config", "sealed version differs from the clear one"));
+        return Err(Error::corrupt(
+            "config",
+            "sealed version differs from the clear one",
+        ));
     }
     Ok(config)
 }
@@ -56,6 +59,9 @@ pub fn check_sealed<T: DeserializeOwned>(kind: SealKind, data: &[u8]) -> Option<
     let plain = decode_framed::<T>(data);
     // The same bytes under a valid seal reach the same parser with the same verdict.
     let sealed = keys.seal(kind, &[], data);
-    assert_eq!(decode_sealed::<T>(keys, kind, &sealed).is_ok(), plain.is_ok());
+    assert_eq!(
+        decode_sealed::<T>(keys, kind, &sealed).is_ok(),
+        plain.is_ok()
+    );
     plain.ok()
 }

@@ -12,7 +12,11 @@ mod common;
 
 fuzz_target!(|data: &[u8]| {
     if let Some(file) = common::check_sealed::<IndexFile>(SealKind::Index, data) {
-        let ids: Vec<Id> = file.packs.iter().flat_map(|p| p.blobs.iter().map(|b| b.id)).collect();
+        let ids: Vec<Id> = file
+            .packs
+            .iter()
+            .flat_map(|p| p.blobs.iter().map(|b| b.id))
+            .collect();
         let index = Index::from_files(vec![(Id::default(), file)]);
         for id in &ids {
             let loc = index.get(id).expect("an indexed blob is found");

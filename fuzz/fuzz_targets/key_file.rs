@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         key_file(&with_magic);
     }
     // Unwrapping hostile bytes, and the payload parser after unwrapping.
-    assert!(!matches!(crypto::unwrap_with_password_key(&WRAP_KEY, data), Ok(Some(_))));
+    assert!(!matches!(
+        crypto::unwrap_with_password_key(&WRAP_KEY, data),
+        Ok(Some(_))
+    ));
     let _ = format::from_postcard::<KeyPayload>(data, "key payload");
     // A valid wrap of the same bytes opens to them.
     let wrapped = crypto::wrap_with_password_key(&WRAP_KEY, data);

@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
 
     // Hostile tails, with an arbitrary pack size and with the tail as the whole pack.
     let _ = parse_header_from_tail(keys, tail, pack_size);
-    assert!(!matches!(parse_header_from_tail(keys, tail, tail.len() as u64), Ok(Some(_))));
+    assert!(!matches!(
+        parse_header_from_tail(keys, tail, tail.len() as u64),
+        Ok(Some(_))
+    ));
 
     // The parser after unsealing, and the same bytes sealed into a valid tail behind
     // `extra` bytes of blob data.

@@ -34,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = crypto::unwrap_with_password_key(&[7; 32], data);
     let _ = format::unframe(data, format::MAX_OBJECT_SIZE, "framed");
 
-    let Some((&sel, body)) = data.split_first() else { return };
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
     let kind = KINDS[sel as usize % KINDS.len()];
     let aad = &body[..body.len().min(sel as usize % 40)];
     let sealed = keys.seal(kind, aad, body);
@@ -59,5 +61,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(keys.open(kind, &other_aad, &sealed).is_err());
     // Framing round trip.
     let framed = format::frame(body, (sel % 20) as i32);
-    assert_eq!(format::unframe(&framed, body.len(), "framed").unwrap(), body);
+    assert_eq!(
+        format::unframe(&framed, body.len(), "framed").unwrap(),
+        body
+    );
 });
