@@ -293,13 +293,14 @@ struct DirJob {
     done: Sender<Result<Id>>,
 }
 
-struct Excludes {
+/// Exclude globs: with a '/', matched against the whole absolute path; without, against names.
+pub struct Excludes {
     by_path: globset::GlobSet,
     by_name: globset::GlobSet,
 }
 
 impl Excludes {
-    fn new(patterns: &[String]) -> Result<Excludes> {
+    pub fn new(patterns: &[String]) -> Result<Excludes> {
         let mut by_path = globset::GlobSetBuilder::new();
         let mut by_name = globset::GlobSetBuilder::new();
         for p in patterns {
@@ -323,7 +324,7 @@ impl Excludes {
         })
     }
 
-    fn excluded(&self, path: &Path, name: &[u8]) -> bool {
+    pub fn excluded(&self, path: &Path, name: &[u8]) -> bool {
         self.by_path.is_match(path) || self.by_name.is_match(std::ffi::OsStr::from_bytes(name))
     }
 }

@@ -240,6 +240,7 @@ pub fn check(
         .filter_map(
             |(id, _)| match repo.load_file(FileKind::Index, SealKind::Index, id) {
                 Ok(f) => Some((*id, f)),
+                Err(e) if crate::backend::is_not_found(&e) => None,
                 Err(e) => {
                     add(
                         FileKind::Index.path(id),
@@ -261,6 +262,7 @@ pub fn check(
         .filter_map(
             |(id, _)| match repo.load_file(FileKind::Snapshot, SealKind::Snapshot, id) {
                 Ok(s) => Some((*id, s)),
+                Err(e) if crate::backend::is_not_found(&e) => None,
                 Err(e) => {
                     add(
                         FileKind::Snapshot.path(id),

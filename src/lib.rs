@@ -20,6 +20,7 @@ pub mod prune;
 pub mod repository;
 pub mod restorer;
 pub mod retention;
+pub mod rewrite;
 pub mod snapshot;
 pub mod tree;
 

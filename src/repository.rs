@@ -179,11 +179,18 @@ impl Repository {
     /// Loads every index file into the in-memory index.
     pub fn load_index(&self) -> Result<Index> {
         let ids = self.backend.list_ids(FileKind::Index)?;
-        let files: Result<Vec<(Id, IndexFile)>> = ids
+        let files = ids
             .par_iter()
-            .map(|(id, _)| Ok((*id, self.load_file(FileKind::Index, SealKind::Index, id)?)))
-            .collect();
-        Ok(Index::from_files(files?))
+            .map(
+                |(id, _)| match self.load_file(FileKind::Index, SealKind::Index, id) {
+                    Ok(f) => Ok(Some((*id, f))),
+                    // Superseded and deleted by a prune between listing and reading.
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(e),
+                },
+            )
+            .collect::<Result<Vec<Option<(Id, IndexFile)>>>>()?;
+        Ok(Index::from_files(files.into_iter().flatten().collect()))
     }
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
@@ -195,13 +202,18 @@ impl Repository {
         let ids = self.backend.list_ids(FileKind::Snapshot)?;
         let mut snaps: Vec<(Id, Snapshot)> = ids
             .par_iter()
-            .map(|(id, _)| {
-                Ok((
-                    *id,
-                    self.load_file(FileKind::Snapshot, SealKind::Snapshot, id)?,
-                ))
-            })
-            .collect::<Result<_>>()?;
+            .map(
+                |(id, _)| match self.load_file(FileKind::Snapshot, SealKind::Snapshot, id) {
+                    Ok(s) => Ok(Some((*id, s))),
+                    // Forgotten by another client between listing and reading.
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(e),
+                },
+            )
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         snaps.sort_by(|a, b| a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0)));
         Ok(snaps)
     }

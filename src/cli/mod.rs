@@ -2,11 +2,15 @@
 
 mod check;
 mod dump;
+mod forget;
 mod init;
 mod ls;
+mod prune;
 mod restore;
+mod rewrite;
 mod snapshot;
 mod snapshots;
+mod unlock;
 
 use crate::backend::Backend;
 use crate::error::{exit, Error, Result};
@@ -68,6 +72,14 @@ pub enum Command {
     Dump(dump::Args),
     /// Verify the repository: structure always, data with --read-data
     Check(check::Args),
+    /// Remove snapshots by id or by a keep policy
+    Forget(forget::Args),
+    /// Delete data no snapshot uses
+    Prune(prune::Args),
+    /// Write snapshots anew without paths matching globs, forgetting the originals
+    Rewrite(rewrite::Args),
+    /// Remove stale backup markers left by crashed clients
+    Unlock(unlock::Args),
 }
 
 pub fn main() -> i32 {
@@ -92,6 +104,10 @@ pub fn main() -> i32 {
         Command::Ls(a) => ls::run(&g, a),
         Command::Dump(a) => dump::run(&g, a),
         Command::Check(a) => check::run(&g, a),
+        Command::Forget(a) => forget::run(&g, a),
+        Command::Prune(a) => prune::run(&g, a),
+        Command::Rewrite(a) => rewrite::run(&g, a),
+        Command::Unlock(a) => unlock::run(&g, a),
     };
     match res {
         Ok(code) => code,
