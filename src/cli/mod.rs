@@ -73,7 +73,7 @@ pub enum Command {
     /// Verify the repository: structure always, data with --read-data
     Check(check::Args),
     /// Remove snapshots by id or by a keep policy
-    Forget(forget::Args),
+    Forget(Box<forget::Args>),
     /// Delete data no snapshot uses
     Prune(prune::Args),
     /// Write snapshots anew without paths matching globs, forgetting the originals
@@ -104,7 +104,7 @@ pub fn main() -> i32 {
         Command::Ls(a) => ls::run(&g, a),
         Command::Dump(a) => dump::run(&g, a),
         Command::Check(a) => check::run(&g, a),
-        Command::Forget(a) => forget::run(&g, a),
+        Command::Forget(a) => forget::run(&g, *a),
         Command::Prune(a) => prune::run(&g, a),
         Command::Rewrite(a) => rewrite::run(&g, a),
         Command::Unlock(a) => unlock::run(&g, a),

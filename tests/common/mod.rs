@@ -1498,6 +1498,20 @@ impl TestRepo {
         c
     }
 
+    /// The same as [`TestRepo::cmd`] as a plain `std::process::Command`, for spawning and killing.
+    pub fn cmd_std(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("ocvault"));
+        for (k, _) in std::env::vars_os() {
+            if k.as_bytes().starts_with(b"OCVAULT_") {
+                c.env_remove(k);
+            }
+        }
+        c.arg("--repo")
+            .arg(&self.repo)
+            .env("OCVAULT_PASSWORD", &self.password);
+        c
+    }
+
     /// Run `init` and assert success.
     pub fn init(&self) -> &Self {
         self.cmd().arg("init").assert().success();
