@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Compare ocvault with restic on the same data: wall time, CPU time, peak RSS
-# and repository size for snapshot, unchanged re-snapshot and restore (and,
-# with DUMP set, a stdin snapshot of one big file and its dump).
+# and repository size for snapshot, unchanged re-snapshot, restore, check,
+# check --read-data and a churned re-snapshot (and, with DUMP set, a stdin
+# snapshot of one big file and its dump; with PRUNE=1, forget --prune on a
+# history of many small snapshots).
 #
 # Usage: benches/compare.sh            (all settings through the environment)
 #   DATA=dir         tree to back up (default: the kernel source from the
@@ -15,6 +17,22 @@
 #   VERIFY=1         on the first run, check restores/dumps equal the source
 #   KEEP=0           1 keeps the scratch dir (results and logs) afterwards
 #   RESULTS=file     also copy the raw per-run results (TSV) here
+#   CHURN_PCT=1      churned re-snapshot: % of files edited (a line appended)
+#   CHURN_ADD=43     ... files added
+#   CHURN_DEL=40     ... files removed
+#   PRUNE=0          1 adds the prune scenario (once, after the runs): PRUNE_SNAPS
+#                    snapshots of PRUNE_FILES files of PRUNE_KIB KiB each, with
+#                    PRUNE_PCT % of the files rewritten between snapshots, then
+#                    `forget --keep-last PRUNE_KEEP --prune` is measured
+#   PRUNE_SNAPS=200 PRUNE_FILES=200 PRUNE_KIB=100 PRUNE_PCT=5 PRUNE_KEEP=100
+#
+# Steps per run: snapshot (initial), resnapshot (unchanged), restore, check
+# (structure), check-data (check --read-data), churn (re-snapshot after editing
+# CHURN_PCT % of the files, adding CHURN_ADD and removing CHURN_DEL), then stdin
+# and dump with DUMP.  Each run first copies DATA (cp -a) into the scratch dir and
+# backs up that copy, so the churn can edit it in place: both tools then find
+# their parent snapshot by path and compare the files' metadata as usual.
+# The churn is seeded by the run number: the same files in every measurement.
 #
 # Each run uses fresh repositories in a scratch dir under ${TMPDIR:-/tmp}.
 # Within a run the tools alternate step by step (the first tool alternates
@@ -30,6 +48,15 @@ VERIFY=${VERIFY:-1}
 KEEP=${KEEP:-0}
 DUMP=${DUMP:-}
 DATA=${DATA:-}
+CHURN_PCT=${CHURN_PCT:-1}
+CHURN_ADD=${CHURN_ADD:-43}
+CHURN_DEL=${CHURN_DEL:-40}
+PRUNE=${PRUNE:-0}
+PRUNE_SNAPS=${PRUNE_SNAPS:-200}
+PRUNE_FILES=${PRUNE_FILES:-200}
+PRUNE_KIB=${PRUNE_KIB:-100}
+PRUNE_PCT=${PRUNE_PCT:-5}
+PRUNE_KEEP=${PRUNE_KEEP:-100}
 TIME=/usr/bin/time
 export OCVAULT_PASSWORD=${OCVAULT_PASSWORD:-bench-password}
 export RESTIC_PASSWORD=${RESTIC_PASSWORD:-bench-password}
@@ -42,6 +69,9 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 command -v "$RESTIC" >/dev/null || die "restic not found (apt-get install -y restic)"
 [[ -x $TIME ]] || die "$TIME not found (apt-get install -y time)"
 [[ -z $DUMP || -f $DUMP ]] || die "DUMP=$DUMP is not a file"
+for v in CHURN_PCT CHURN_ADD CHURN_DEL PRUNE_SNAPS PRUNE_FILES PRUNE_KIB PRUNE_PCT PRUNE_KEEP; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer"
+done
 
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/ocvault-bench.XXXXXX")
 cleanup() {
@@ -77,6 +107,7 @@ if [[ -z $DATA ]]; then
 fi
 [[ -d $DATA ]] || die "DATA=$DATA is not a directory"
 DATA=$(cd "$DATA" && pwd -P)
+SRC=$SCRATCH/src/$(basename "$DATA")   # the per-run copy that is backed up
 log "data: $DATA ($(du -sh "$DATA" | cut -f1), $(find "$DATA" -type f | wc -l) files)"
 [[ -z $DUMP ]] || { DUMP=$(cd "$(dirname "$DUMP")" && pwd -P)/$(basename "$DUMP"); log "dump: $DUMP ($(du -h "$DUMP" | cut -f1))"; }
 
@@ -90,8 +121,26 @@ tool_init() {
 }
 cmd_snapshot() {
     case $1 in
-    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot "$DATA") ;;
-    restic) CMD=("$RESTIC" --quiet -r "$2" backup "$DATA") ;;
+    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot "$SRC") ;;
+    restic) CMD=("$RESTIC" --quiet -r "$2" backup "$SRC") ;;
+    esac
+}
+cmd_check() { # check TOOL REPO [--read-data]
+    case $1 in
+    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" check ${3:+"$3"}) ;;
+    restic) CMD=("$RESTIC" --quiet -r "$2" check ${3:+"$3"}) ;;
+    esac
+}
+cmd_snapshot_at() { # snapshot_at TOOL REPO PATH EPOCH: snapshot with a recorded time
+    case $1 in
+    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot --time "$(date -u -d "@$4" +%Y-%m-%dT%H:%M:%SZ)" "$3") ;;
+    restic) CMD=("$RESTIC" --quiet -r "$2" backup --time "$(date -d "@$4" '+%Y-%m-%d %H:%M:%S')" "$3") ;;
+    esac
+}
+cmd_forget_prune() { # forget_prune TOOL REPO KEEP
+    case $1 in
+    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" forget --keep-last "$3" --prune --max-unused 5%) ;;
+    restic) CMD=("$RESTIC" --quiet -r "$2" forget --keep-last "$3" --prune) ;;
     esac
 }
 cmd_restore() { # restore TOOL REPO TARGET
@@ -115,8 +164,8 @@ cmd_dump() {
 # Where a restore of $DATA ends up inside the target.
 restored_root() {
     case $1 in
-    ocvault) echo "$2/$(basename "$DATA")" ;;
-    restic) echo "$2$DATA" ;;
+    ocvault) echo "$2/$(basename "$SRC")" ;;
+    restic) echo "$2$SRC" ;;
     esac
 }
 
@@ -139,10 +188,44 @@ measure() {
     log "run $run  $(printf '%-11s %-8s' "$step" "$tool") wall ${t%% *}s  (time: $t)"
 }
 
+# shuffled DIR SEED: the regular files under DIR (relative paths), in an order
+# fixed by SEED.
+shuffled() {
+    (cd "$1" && find . -type f -printf '%P\n') | LC_ALL=C sort |
+        awk -v seed="$2" 'BEGIN { srand(seed) } { printf "%.9f\t%s\n", rand(), $0 }' |
+        LC_ALL=C sort -k1,1 | cut -f2-
+}
+# churn_tree DIR SEED: append a line to CHURN_PCT % of the files, add CHURN_ADD
+# files (8 KiB of base64 text each, beside randomly chosen files) and remove
+# CHURN_DEL others.  The three sets are disjoint.
+churn_tree() {
+    local dir=$1 seed=$2 list n nedit i f
+    list=$SCRATCH/churn.list
+    shuffled "$dir" "$seed" >"$list"
+    n=$(wc -l <"$list")
+    nedit=$(((n * CHURN_PCT + 50) / 100))
+    ((nedit + CHURN_ADD + CHURN_DEL <= n)) || die "tree too small to churn"
+    # (awk, not head/tail: with pipefail a SIGPIPE'd tail would end the script)
+    awk -v a=1 -v b="$nedit" 'NR >= a && NR <= b' "$list" | while IFS= read -r f; do
+        printf '/* ocvault-bench churn %s */\n' "$seed" >>"$dir/$f"
+    done
+    i=0
+    awk -v a=$((nedit + 1)) -v b=$((nedit + CHURN_ADD)) 'NR >= a && NR <= b' "$list" | while IFS= read -r f; do
+        i=$((i + 1))
+        head -c 6144 /dev/urandom | base64 >"$dir/$(dirname "$f")/ocvault-bench-new-$seed-$i.txt"
+    done
+    awk -v a=$((nedit + CHURN_ADD + 1)) -v b=$((nedit + CHURN_ADD + CHURN_DEL)) 'NR >= a && NR <= b' "$list" | while IFS= read -r f; do
+        rm -f -- "$dir/$f"
+    done
+    log "churn: edited $nedit of $n files, added $CHURN_ADD, removed $CHURN_DEL"
+}
+
 list_meta() { find . \( -type d -printf '%y %m %p\n' \) -o \( -type f -printf '%y %m %s %T@ %p\n' \) -o -printf '%y %m %p -> %l\n'; }
 verify_tree() { # verify_tree TOOL DIR
     local root
     root=$(restored_root "$1" "$2")
+    # The copy SRC was backed up; compare with DATA itself (cp -a kept contents,
+    # modes and mtimes, so the two are equal before the churn).
     if diff -r --no-dereference -q "$DATA" "$root" >"$SCRATCH/logs/diff.$1" 2>&1; then
         # Also compare types, modes, file sizes and mtimes, symlink targets (a directory's
         # st_size depends on the file system's history, so it is left out).
@@ -160,6 +243,10 @@ verify_tree() { # verify_tree TOOL DIR
 mkdir -p "$SCRATCH/logs"
 for ((run = 1; run <= RUNS; run++)); do
     if ((run % 2)); then tools=(ocvault restic); else tools=(restic ocvault); fi
+    rm -rf "$SCRATCH/src"
+    mkdir -p "$SCRATCH/src"
+    log "run $run: copying $DATA to $SRC"
+    cp -a "$DATA" "$SRC"
     for t in "${tools[@]}"; do
         rm -rf "$SCRATCH/repo-$t" "$SCRATCH/stdin-$t"
         tool_init "$t" "$SCRATCH/repo-$t"
@@ -182,6 +269,20 @@ for ((run = 1; run <= RUNS; run++)); do
         if ((run == 1)) && [[ $VERIFY == 1 ]]; then verify_tree "$t" "$tgt"; fi
         rm -rf "$tgt"
     done
+    for t in "${tools[@]}"; do
+        cmd_check "$t" "$SCRATCH/repo-$t"
+        measure "$run" check "$t" "$SCRATCH/repo-$t" /dev/null /dev/null "${CMD[@]}"
+    done
+    for t in "${tools[@]}"; do
+        cmd_check "$t" "$SCRATCH/repo-$t" --read-data
+        measure "$run" check-data "$t" "$SCRATCH/repo-$t" /dev/null /dev/null "${CMD[@]}"
+    done
+    churn_tree "$SRC" "$run"
+    for t in "${tools[@]}"; do
+        cmd_snapshot "$t" "$SCRATCH/repo-$t"
+        measure "$run" churn "$t" "$SCRATCH/repo-$t" /dev/null /dev/null "${CMD[@]}"
+    done
+    rm -rf "$SCRATCH/src"
     if [[ -n $DUMP ]]; then
         for t in "${tools[@]}"; do
             cmd_stdin "$t" "$SCRATCH/stdin-$t"
@@ -202,13 +303,65 @@ for ((run = 1; run <= RUNS; run++)); do
     rm -rf "$SCRATCH"/repo-* "$SCRATCH"/stdin-* "$RESTIC_CACHE_DIR"
 done
 
+# --- prune scenario -------------------------------------------------------------
+# One history per tool, built from the same sequence of trees (the tools
+# alternate per snapshot, with recorded times one hour apart), then one
+# measured `forget --keep-last PRUNE_KEEP --prune` each.
+if [[ $PRUNE == 1 ]]; then
+    PT=$SCRATCH/prune-src/tree
+    rm -rf "$SCRATCH/prune-src"
+    mkdir -p "$PT"
+    for ((i = 1; i <= PRUNE_FILES; i++)); do
+        head -c $((PRUNE_KIB * 1024)) /dev/urandom >"$PT/f$i.bin"
+    done
+    tools=(ocvault restic)
+    for t in "${tools[@]}"; do
+        rm -rf "$SCRATCH/prune-$t"
+        tool_init "$t" "$SCRATCH/prune-$t"
+    done
+    nrew=$(((PRUNE_FILES * PRUNE_PCT + 50) / 100))
+    t0=$(date -d '2024-01-01 00:00:00 UTC' +%s)
+    log "prune: building $PRUNE_SNAPS snapshots of $PRUNE_FILES x $PRUNE_KIB KiB, $nrew files rewritten between snapshots"
+    for ((s = 1; s <= PRUNE_SNAPS; s++)); do
+        if ((s > 1)); then
+            for f in $(shuf -i 1-"$PRUNE_FILES" -n "$nrew" --random-source=<(yes "$s")); do
+                head -c $((PRUNE_KIB * 1024)) /dev/urandom >"$PT/f$f.bin"
+            done
+        fi
+        for t in "${tools[@]}"; do
+            cmd_snapshot_at "$t" "$SCRATCH/prune-$t" "$PT" $((t0 + 3600 * s))
+            "${CMD[@]}" >/dev/null 2>>"$SCRATCH/logs/prune-build.$t.err" || die "prune: snapshot $s of $t failed (see logs)"
+        done
+        ((s % 50)) || log "prune: $s snapshots"
+    done
+    for t in "${tools[@]}"; do
+        log "prune: $t repo before: $(du -sb "$SCRATCH/prune-$t" | awk '{printf "%.1f MiB", $1 / 1048576}')"
+    done
+    for t in "${tools[@]}"; do
+        cmd_forget_prune "$t" "$SCRATCH/prune-$t" "$PRUNE_KEEP"
+        measure 1 prune "$t" "$SCRATCH/prune-$t" /dev/null /dev/null "${CMD[@]}"
+    done
+    # Not measured: the pruned repositories must still check (with data).
+    for t in "${tools[@]}"; do
+        cmd_check "$t" "$SCRATCH/prune-$t" --read-data
+        if "${CMD[@]}" >"$SCRATCH/logs/prune-check.$t.out" 2>&1; then
+            log "verify: $t repository checks (--read-data) after prune"
+        else
+            log "VERIFY FAILED: $t check --read-data after prune:"; tail -n 20 "$SCRATCH/logs/prune-check.$t.out" >&2
+        fi
+    done
+    rm -rf "$SCRATCH"/prune-*
+fi
+
 [[ -z ${RESULTS:-} ]] || cp "$RES" "$RESULTS"
 
 # --- report -------------------------------------------------------------------
 # Median of each metric per (step, tool) over successful runs.
 echo
 echo "ocvault $("$OCVAULT" --version | awk '{print $2}') vs $("$RESTIC" version | awk '{print $1, $2}'); RUNS=$RUNS; $(nproc) cores"
-echo "data: $DATA${DUMP:+; dump: $DUMP}"
+echo "data: $DATA (a copy per run)${DUMP:+; dump: $DUMP}"
+echo "churn: ${CHURN_PCT}% of files edited, +$CHURN_ADD -$CHURN_DEL files"
+[[ $PRUNE != 1 ]] || echo "prune: $PRUNE_SNAPS snapshots of $PRUNE_FILES x $PRUNE_KIB KiB files, $PRUNE_PCT% rewritten between snapshots; forget --keep-last $PRUNE_KEEP --prune (run once)"
 echo
 awk -F'\t' '
 function median(list,   a, n, i, t, j) {
@@ -224,26 +377,29 @@ function median(list,   a, n, i, t, j) {
     rss[k] = rss[k] " " $8; repo[k] = repo[k] " " $9
 }
 END {
-    fmt = "%-11s %-8s %9s %9s %6s %9s %9s %10s %9s\n"
-    printf fmt, "step", "tool", "wall s", "CPU s", "CPU/w", "RSS MiB", "repo MiB", "wall o/r", "RSS o/r"
+    fmt = "%-11s %-8s %9s %9s %6s %9s %9s %9s %8s %8s %8s\n"
+    printf fmt, "step", "tool", "wall s", "CPU s", "CPU/w", "RSS MiB", "repo MiB", "wall o/r", "CPU o/r", "RSS o/r", "repo o/r"
     for (i = 1; i <= nk; i++) {
         k = order[i]; split(k, p, SUBSEP)
-        if (wall[k] == "") { printf fmt, p[1], p[2], "FAIL", "", "", "", "", "", ""; continue }
+        if (wall[k] == "") { printf fmt, p[1], p[2], "FAIL", "", "", "", "", "", "", "", ""; continue }
         w = median(wall[k]); c = median(cpu[k]); r = median(rss[k]) / 1024; s = median(repo[k]) / 1048576
-        W[k] = w; R[k] = r
-        ro = rr = ""
+        W[k] = w; C[k] = c; R[k] = r; S[k] = s
+        ro = co = rr = so = ""
         if (p[2] == "restic") {
             o = p[1] SUBSEP "ocvault"
             if ((o in W) && w > 0) ro = sprintf("%.2fx", W[o] / w)
+            if ((o in C) && c > 0) co = sprintf("%.2fx", C[o] / c)
             if ((o in R) && r > 0) rr = sprintf("%.2fx", R[o] / r)
+            if ((o in S) && s > 0) so = sprintf("%.2fx", S[o] / s)
         }
         printf fmt, p[1], p[2], sprintf("%.2f", w), sprintf("%.2f", c), sprintf("%.2f", w > 0 ? c / w : 0),
-            sprintf("%.1f", r), sprintf("%.1f", s), ro, rr
+            sprintf("%.1f", r), sprintf("%.1f", s), ro, co, rr, so
         if (k in fail) printf "  (%d failed run(s) of %s %s left out)\n", fail[k], p[1], p[2]
     }
 }' < <(
     # ocvault rows before restic rows of the same step, steps in run order
-    awk -F'\t' '{ s = ($2 == "snapshot") ? 1 : ($2 == "resnapshot") ? 2 : ($2 == "restore") ? 3 : ($2 == "stdin") ? 4 : 5
+    awk -F'\t' 'BEGIN { n = split("snapshot resnapshot restore check check-data churn stdin dump prune", st, " "); for (i = 1; i <= n; i++) rank[st[i]] = i }
+                { s = ($2 in rank) ? rank[$2] : 99
                   print s "\t" ($3 == "ocvault" ? 0 : 1) "\t" NR "\t" $0 }' "$RES" | sort -t$'\t' -k1,1n -k2,2n -k3,3n | cut -f4-)
 echo
 echo "CPU s = user + sys; CPU/w = CPU s / wall s (2.0 = both cores busy); repo MiB = du -sb after the step;"

@@ -140,7 +140,7 @@ fn chunking(c: &mut Criterion) {
     let data = random_bytes(64 << 20, 1);
     let chunker = Chunker::new(InitOptions::default().chunker, keys().chunker_seed());
     let mut g = c.benchmark_group("chunk");
-    g.sample_size(10).measurement_time(Duration::from_secs(6));
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.bench_function("split_all_64MiB", |b| {
         b.iter(|| black_box(chunker.split_all(black_box(&data))).len())
@@ -154,7 +154,7 @@ fn hashing_compression_sealing(c: &mut Criterion) {
     let text = text_bytes(CHUNK, 3);
     let mut g = c.benchmark_group("blob");
     g.sample_size(30)
-        .measurement_time(Duration::from_secs(3))
+        .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Bytes(CHUNK as u64));
     g.bench_function("blob_id_256KiB", |b| {
@@ -216,7 +216,7 @@ fn indexing(c: &mut Criterion) {
     let packs = synthetic_packs(N, 64);
     let mut g = c.benchmark_group("index");
     g.sample_size(10)
-        .measurement_time(Duration::from_secs(4))
+        .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("build_1M", |b| {
@@ -248,7 +248,7 @@ fn trees(c: &mut Criterion) {
     let framed = format::frame(&enc, 3);
     let mut g = c.benchmark_group("tree");
     g.sample_size(30)
-        .measurement_time(Duration::from_secs(3))
+        .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Bytes(enc.len() as u64));
     g.bench_function("encode_1000_nodes", |b| {
@@ -269,12 +269,10 @@ fn trees(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(
-    benches,
-    chunking,
-    hashing_compression_sealing,
-    packing,
-    indexing,
-    trees
-);
+criterion_group! {
+    name = benches;
+    // No plots: rendering them takes longer than a `--quick` run of each benchmark.
+    config = Criterion::default().without_plots();
+    targets = chunking, hashing_compression_sealing, packing, indexing, trees
+}
 criterion_main!(benches);

@@ -48,6 +48,9 @@ pub enum ParentChoice {
 pub struct StreamSource {
     pub name: String,
     pub reader: Box<dyn Read + Send>,
+    /// Called once the stream is read to its end, before the snapshot is saved; an error
+    /// (a dump command that failed) means no snapshot.
+    pub finish: Option<Box<dyn FnOnce() -> Result<()> + Send>>,
 }
 
 #[derive(Default)]
@@ -441,17 +444,17 @@ pub fn snapshot(
             };
             let root = rayon::in_place_scope(|rs| -> Result<Receiver<Result<Id>>> {
                 let mut slots = Vec::new();
-                for (path, name) in paths.iter().zip(&names) {
-                    let prev = parent_root.as_ref().and_then(|t| t.find(name)).cloned();
-                    if let Some(slot) = walker.entry(rs, path, name, prev)? {
-                        slots.push(slot);
-                    }
-                }
+                // The stream first: a dump command should not wait while folders are walked.
                 if let Some(s) = stream.take() {
                     let node = stream_node(&s.name, &names_cache);
-                    let (ids, n) = shared
+                    let read = shared
                         .store_stream(s.reader)
-                        .map_err(|e| Error::other(format!("reading {}: {e}", s.name)))??;
+                        .map_err(|e| Error::other(format!("reading {}: {e}", s.name)));
+                    // The command's exit status decides first: a failed dump is never saved.
+                    if let Some(finish) = s.finish {
+                        finish()?;
+                    }
+                    let (ids, n) = read??;
                     shared.bytes_read.fetch_add(n, Relaxed);
                     shared.bytes_total.fetch_add(n, Relaxed);
                     shared.files_new.fetch_add(1, Relaxed);
@@ -460,6 +463,12 @@ pub fn snapshot(
                         content: ids,
                         ..node
                     }));
+                }
+                for (path, name) in paths.iter().zip(&names) {
+                    let prev = parent_root.as_ref().and_then(|t| t.find(name)).cloned();
+                    if let Some(slot) = walker.entry(rs, path, name, prev)? {
+                        slots.push(slot);
+                    }
                 }
                 slots.sort_by(|a, b| slot_name(a).cmp(slot_name(b)));
                 let (tx, rx) = bounded(1);

@@ -230,6 +230,7 @@ pub fn check(
         keys,
         config,
         key_id,
+        master,
     };
 
     // Index files.

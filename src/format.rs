@@ -211,6 +211,20 @@ pub struct PruneMark {
     pub packs: Vec<IndexPack>,
 }
 
+/// `log/<id>`: one operation that changed the repository.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogEntry {
+    pub time_unix_ns: i64,
+    pub hostname: String,
+    pub username: String,
+    pub operation: String,
+    /// Command-line arguments with secrets (URL passwords) masked.
+    pub arguments: Vec<String>,
+    /// "ok", "incomplete", or "error: ..." with the error line.
+    pub result: String,
+    pub snapshots: Vec<Id>,
+}
+
 pub fn to_postcard<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("in-memory serialization cannot fail")
 }

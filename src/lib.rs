@@ -15,6 +15,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod locks;
+pub mod oplog;
 pub mod pack;
 pub mod prune;
 pub mod repository;

@@ -46,6 +46,8 @@ pub struct Repository {
     pub config: Config,
     /// The key file that opened the repository.
     pub key_id: Id,
+    /// Kept for adding keys; zeroized on drop.
+    pub master: MasterKey,
 }
 
 impl Repository {
@@ -83,6 +85,7 @@ impl Repository {
             keys,
             config,
             key_id,
+            master,
         })
     }
 
@@ -125,6 +128,7 @@ impl Repository {
             keys,
             config,
             key_id,
+            master,
         })
     }
 

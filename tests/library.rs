@@ -84,6 +84,7 @@ fn stream_source_is_always_read_in_full() {
                 stream: Some(StreamSource {
                     name: "db.sql".into(),
                     reader: Box::new(std::io::Cursor::new(data.clone())),
+                    finish: None,
                 }),
                 parent: ParentChoice::Auto,
                 ..SnapshotOptions::default()

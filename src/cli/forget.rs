@@ -184,6 +184,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     for id in &remove {
         repo.backend.delete(&FileKind::Snapshot.path(id))?;
     }
+    crate::oplog::record(&repo, "forget", "ok", remove.clone());
     if !g.json {
         println!("forgot {} snapshots", remove.len());
     }

@@ -56,6 +56,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let backend = Backend::open(g.repo_url()?, true)?;
     let pw = g.password()?;
     let repo = Repository::init(backend, &pw, &opts)?;
+    crate::oplog::record(&repo, "init", "ok", vec![]);
     if g.json {
         super::print_json(&serde_json::json!({
             "repository": repo.backend.location(),

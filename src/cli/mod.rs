@@ -1,15 +1,21 @@
 //! The command line: global options, password sources, output, and one module a command.
 
 mod check;
+mod diff;
 mod dump;
+mod find;
 mod forget;
 mod init;
+mod key;
+mod log;
 mod ls;
 mod prune;
 mod restore;
 mod rewrite;
 mod snapshot;
 mod snapshots;
+mod stats;
+mod tag;
 mod unlock;
 
 use crate::backend::Backend;
@@ -80,6 +86,18 @@ pub enum Command {
     Rewrite(rewrite::Args),
     /// Remove stale backup markers left by crashed clients
     Unlock(unlock::Args),
+    /// Manage passwords: list, add, remove, passwd
+    Key(key::Args),
+    /// List the operations that changed the repository
+    Log(log::Args),
+    /// Show paths added, removed and changed between two snapshots
+    Diff(diff::Args),
+    /// Find which snapshots hold paths matching a glob
+    Find(find::Args),
+    /// Sizes, dedup and compression ratios, blob and pack counts
+    Stats(stats::Args),
+    /// Add or remove snapshot tags
+    Tag(tag::Args),
 }
 
 pub fn main() -> i32 {
@@ -108,6 +126,12 @@ pub fn main() -> i32 {
         Command::Prune(a) => prune::run(&g, a),
         Command::Rewrite(a) => rewrite::run(&g, a),
         Command::Unlock(a) => unlock::run(&g, a),
+        Command::Key(a) => key::run(&g, a),
+        Command::Log(a) => log::run(&g, a),
+        Command::Diff(a) => diff::run(&g, a),
+        Command::Find(a) => find::run(&g, a),
+        Command::Stats(a) => stats::run(&g, a),
+        Command::Tag(a) => tag::run(&g, a),
     };
     match res {
         Ok(code) => code,

@@ -60,7 +60,18 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
 }
 
 pub fn run_prune(g: &GlobalOptions, repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    let r = prune::prune(repo, opts)?;
+    let r = prune::prune(repo, opts);
+    if !opts.dry_run {
+        let result = match &r {
+            Ok(r) => format!(
+                "ok: deleted {} packs, freed {} bytes",
+                r.packs_deleted, r.bytes_deleted
+            ),
+            Err(e) => format!("error: {e}"),
+        };
+        crate::oplog::record(repo, "prune", &result, vec![]);
+    }
+    let r = r?;
     if g.json {
         super::print_json(&r);
     } else {

@@ -18,6 +18,9 @@ pub struct Args {
     /// Restore into a non-empty folder, replacing files of the same name
     #[arg(long)]
     overwrite: bool,
+    /// Read every restored file back and check it against the snapshot
+    #[arg(long)]
+    verify: bool,
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
@@ -34,6 +37,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let opts = RestoreOptions {
         includes: a.includes,
         overwrite: a.overwrite,
+        verify: a.verify,
     };
     let started = std::time::Instant::now();
     let summary = restorer::restore(&repo, &index, &snap.tree, &a.target, &opts, &progress)?;
@@ -41,8 +45,13 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     for w in &summary.warnings {
         eprintln!("ocvault: warning: {w}");
     }
+    for m in &summary.mismatches {
+        eprintln!("ocvault: verify: {m}");
+    }
     if g.json {
         super::print_json(&serde_json::json!({
+            "verified_files": summary.verified_files,
+            "mismatches": summary.mismatches,
             "snapshot_id": id.to_hex(),
             "files": summary.files,
             "dirs": summary.dirs,
@@ -60,6 +69,19 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             super::human_bytes(summary.bytes),
             started.elapsed().as_secs_f64()
         );
+    }
+    if a.verify && !g.json {
+        println!(
+            "verified {} files: {} mismatches",
+            summary.verified_files,
+            summary.mismatches.len()
+        );
+    }
+    if !summary.mismatches.is_empty() {
+        return Err(crate::Error::other(format!(
+            "{} restored files differ from the snapshot",
+            summary.mismatches.len()
+        )));
     }
     Ok(0)
 }

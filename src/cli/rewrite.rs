@@ -31,6 +31,14 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             .collect::<Result<_>>()?
     };
     let results = crate::rewrite::rewrite(&repo, &chosen, &a.excludes, a.dry_run)?;
+    if !a.dry_run {
+        crate::oplog::record(
+            &repo,
+            "rewrite",
+            "ok",
+            results.iter().filter_map(|r| r.new).collect(),
+        );
+    }
     if g.json {
         let v: Vec<_> = results
             .iter()

@@ -33,9 +33,58 @@ pub struct Args {
     /// Back up standard input as one file
     #[arg(long)]
     stdin: bool,
-    /// Name of the file standard input is stored as
+    /// Name of the file standard input (or the command's output) is stored as
     #[arg(long, value_name = "NAME", default_value = "stdin")]
     stdin_filename: String,
+    /// Run this command (without a shell) and back up its standard output, e.g. 'pg_dump mydb';
+    /// the snapshot is saved only if it exits 0
+    #[arg(long, value_name = "CMD", conflicts_with = "stdin")]
+    command: Option<String>,
+    /// Run --command through `sh -c`
+    #[arg(long, requires = "command")]
+    command_shell: bool,
+}
+
+/// Starts the dump command; its standard error passes through, its exit status is checked
+/// after its output has been read in full.
+fn command_source(cmd: &str, shell: bool, name: &str) -> Result<StreamSource> {
+    let argv: Vec<String> = if shell {
+        vec!["sh".into(), "-c".into(), cmd.into()]
+    } else {
+        shell_words::split(cmd).map_err(|e| Error::usage(format!("cannot parse --command: {e}")))?
+    };
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| Error::usage("--command is empty"))?;
+    let mut child = std::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            Error::other(format!(
+                "cannot run command {prog:?}: {e}; no snapshot saved"
+            ))
+        })?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let prog = prog.clone();
+    Ok(StreamSource {
+        name: name.to_string(),
+        reader: Box::new(stdout),
+        finish: Some(Box::new(move || {
+            let status = child
+                .wait()
+                .map_err(|e| Error::other(format!("waiting for {prog}: {e}")))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(Error::other(format!(
+                    "command {prog} failed ({status}); no snapshot saved"
+                )))
+            }
+        })),
+    })
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
@@ -49,8 +98,10 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
                 .map(String::from),
         );
     }
-    if a.paths.is_empty() && !a.stdin {
-        return Err(Error::usage("nothing to back up: give paths or --stdin"));
+    if a.paths.is_empty() && !a.stdin && a.command.is_none() {
+        return Err(Error::usage(
+            "nothing to back up: give paths, --stdin or --command",
+        ));
     }
     let time = a
         .time
@@ -58,10 +109,14 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         .map(crate::snapshot::parse_time)
         .transpose()?;
     let repo = g.open()?;
-    let stream = a.stdin.then(|| StreamSource {
-        name: a.stdin_filename.clone(),
-        reader: Box::new(std::io::stdin()),
-    });
+    let stream = match &a.command {
+        Some(cmd) => Some(command_source(cmd, a.command_shell, &a.stdin_filename)?),
+        None => a.stdin.then(|| StreamSource {
+            name: a.stdin_filename.clone(),
+            reader: Box::new(std::io::stdin()),
+            finish: None,
+        }),
+    };
     let opts = SnapshotOptions {
         paths: a.paths,
         stream,
@@ -87,7 +142,21 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             ),
         )
     });
-    let out = archiver::snapshot(&repo, opts, &progress)?;
+    let out = match archiver::snapshot(&repo, opts, &progress) {
+        Ok(out) => {
+            let result = if out.snapshot.incomplete {
+                "incomplete"
+            } else {
+                "ok"
+            };
+            crate::oplog::record(&repo, "snapshot", result, vec![out.id]);
+            out
+        }
+        Err(e) => {
+            crate::oplog::record(&repo, "snapshot", &format!("error: {e}"), vec![]);
+            return Err(e);
+        }
+    };
     drop(ticker);
     for w in &out.warnings {
         eprintln!("ocvault: warning: {w}");

@@ -1,0 +1,90 @@
+//! The operations log: every operation that changes the repository adds one sealed, immutable
+//! entry under `log/`, named by its hash like every other file, so concurrent writers never
+//! conflict and a crash leaves either a whole entry or none.
+
+use crate::backend::FileKind;
+use crate::crypto::SealKind;
+use crate::error::Result;
+use crate::format::LogEntry;
+use crate::id::Id;
+use crate::repository::Repository;
+
+/// Masks what looks secret in an argument: the password of a URL (`scheme://user:secret@host`)
+/// and the value of `password=`-like options.
+pub fn redact(arg: &str) -> String {
+    let mut out = arg.to_string();
+    let mut search = 0;
+    while let Some(p) = out[search..].find("://").map(|i| i + search + 3) {
+        let rest = &out[p..];
+        let end = rest.find(['/', ' ', '\'', '"']).unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                out.replace_range(p + colon + 1..p + at, "***");
+            }
+        }
+        search = p;
+    }
+    for key in ["password=", "passwd=", "secret=", "token=", "PGPASSWORD="] {
+        let mut from = 0;
+        while let Some(i) = out[from..]
+            .to_ascii_lowercase()
+            .find(&key.to_ascii_lowercase())
+            .map(|i| i + from)
+        {
+            let start = i + key.len();
+            let end = out[start..]
+                .find([' ', '&', ';', '\'', '"'])
+                .map(|e| e + start)
+                .unwrap_or(out.len());
+            out.replace_range(start..end, "***");
+            from = start + 3;
+        }
+    }
+    out
+}
+
+/// Adds one entry; failures to log are reported but never fail the operation itself.
+pub fn record(repo: &Repository, operation: &str, result: &str, snapshots: Vec<Id>) {
+    let entry = LogEntry {
+        time_unix_ns: crate::snapshot::now_ns(),
+        hostname: crate::snapshot::hostname(),
+        username: crate::snapshot::username(),
+        operation: operation.to_string(),
+        arguments: std::env::args().skip(1).map(|a| redact(&a)).collect(),
+        result: result.to_string(),
+        snapshots,
+    };
+    if let Err(e) = repo.save_file(FileKind::Log, SealKind::Log, &entry) {
+        eprintln!("ocvault: warning: cannot write the operations log: {e}");
+    }
+}
+
+/// Every entry, oldest first.
+pub fn list(repo: &Repository) -> Result<Vec<(Id, LogEntry)>> {
+    let mut out = Vec::new();
+    for (id, _) in repo.backend.list_ids(FileKind::Log)? {
+        match repo.load_file::<LogEntry>(FileKind::Log, SealKind::Log, &id) {
+            Ok(e) => out.push((id, e)),
+            Err(e) if crate::backend::is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0)));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn secrets_are_masked() {
+        assert_eq!(
+            redact("pg_dump postgres://app:hunter2@db:5432/x"),
+            "pg_dump postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact("--opt password=abc def"), "--opt password=*** def");
+        assert_eq!(redact("plain"), "plain");
+        assert_eq!(redact("s3://bucket/prefix"), "s3://bucket/prefix");
+    }
+}
