@@ -29,7 +29,6 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         // Logical size counts every file of every snapshot; trees are walked once per snapshot.
         let mut stack = vec![s.tree];
         while let Some(t) = stack.pop() {
-            blobs.insert(t);
             seen_trees.insert(t);
             for n in repo.load_tree(&index, &t)?.nodes {
                 if n.kind == NodeKind::File {
@@ -43,12 +42,18 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             }
         }
     }
+    // Ratios are over file data; tree blobs are counted in packs and stored size.
     let (mut raw, mut stored) = (0u64, 0u64);
     let mut packs = HashSet::new();
     for id in &blobs {
         if let Some(loc) = index.get(id) {
             raw += loc.raw_length as u64;
             stored += loc.length as u64;
+            packs.insert(loc.pack);
+        }
+    }
+    for id in &seen_trees {
+        if let Some(loc) = index.get(id) {
             packs.insert(loc.pack);
         }
     }
@@ -77,7 +82,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             "stored_bytes": stored,
             "dedup_ratio": dedup,
             "compression_ratio": compression,
-            "blobs": blobs.len(),
+            "data_blobs": blobs.len(),
             "trees": seen_trees.len(),
             "packs": packs.len(),
             "repository_pack_bytes": repo_bytes,
