@@ -142,7 +142,36 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             ),
         )
     });
-    let out = match archiver::snapshot(&repo, opts, &progress) {
+    // With --json: one status line a second on standard output, then the summary line.
+    let json_status = g.json.then(|| {
+        let p = progress.clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let started = std::time::Instant::now();
+        let h = std::thread::spawn(move || {
+            let mut last = std::time::Instant::now();
+            while !st.load(Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if last.elapsed() >= std::time::Duration::from_secs(1) {
+                    last = std::time::Instant::now();
+                    super::print_json(&serde_json::json!({
+                        "message_type": "status",
+                        "seconds_elapsed": started.elapsed().as_secs_f64(),
+                        "files_done": p.files.load(Relaxed),
+                        "bytes_done": p.bytes.load(Relaxed),
+                        "bytes_added": p.bytes_added.load(Relaxed),
+                    }));
+                }
+            }
+        });
+        (stop, h)
+    });
+    let result = archiver::snapshot(&repo, opts, &progress);
+    if let Some((stop, h)) = json_status {
+        stop.store(true, Relaxed);
+        let _ = h.join();
+    }
+    let out = match result {
         Ok(out) => {
             let result = if out.snapshot.incomplete {
                 "incomplete"
