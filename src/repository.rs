@@ -28,9 +28,9 @@ impl Default for InitOptions {
         InitOptions {
             // Chosen by measurement: README.md, "Chunk sizes and compression".
             chunker: ChunkerParams {
-                min_size: 64 * 1024,
-                avg_size: 256 * 1024,
-                max_size: 1024 * 1024,
+                min_size: 16 * 1024,
+                avg_size: 64 * 1024,
+                max_size: 256 * 1024,
             },
             compression_level: 3,
             pack_target_size: 16 * 1024 * 1024,
