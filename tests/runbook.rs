@@ -20,6 +20,16 @@ fn json(out: &std::process::Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)))
 }
 
+fn snapshot_of(repo: &TestRepo, dir: &Path) -> String {
+    let out = repo
+        .cmd()
+        .args(["--json", "snapshot"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    json(&out)["snapshot_id"].as_str().unwrap().to_string()
+}
+
 fn snapshot_count(repo: &TestRepo) -> usize {
     json(&repo.cmd().args(["--json", "snapshots"]).output().unwrap())
         .as_array()
@@ -323,31 +333,11 @@ fn listing_commands_give_json() {
     std::fs::write(src.join("keep.txt"), b"same").unwrap();
     std::fs::write(src.join("gone.txt"), b"old").unwrap();
     std::fs::write(src.join("edit.txt"), b"v1").unwrap();
-    let s1 = json(
-        &repo
-            .cmd()
-            .args(["--json", "snapshot"])
-            .arg(&src)
-            .output()
-            .unwrap(),
-    )["snapshot_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s1 = snapshot_of(&repo, &src);
     std::fs::remove_file(src.join("gone.txt")).unwrap();
     std::fs::write(src.join("edit.txt"), b"version 2").unwrap();
     std::fs::write(src.join("new.txt"), b"n").unwrap();
-    let s2 = json(
-        &repo
-            .cmd()
-            .args(["--json", "snapshot"])
-            .arg(&src)
-            .output()
-            .unwrap(),
-    )["snapshot_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let s2 = snapshot_of(&repo, &src);
     let d = json(
         &repo
             .cmd()

@@ -39,6 +39,18 @@ struct NewPassword {
 }
 
 impl NewPassword {
+    /// Wraps the repository's master key under the new password in a new key file.
+    fn write_key(&self, repo: &crate::repository::Repository) -> Result<crate::Id> {
+        let pw = self.read()?;
+        repository::write_key_file(
+            &repo.backend,
+            &repo.master,
+            &pw,
+            self.kdf_memory_kib,
+            self.kdf_iterations,
+        )
+    }
+
     fn read(&self) -> Result<Zeroizing<Vec<u8>>> {
         if let Some(f) = &self.new_password_file {
             let p = super::read_password_file(f)?;
@@ -100,14 +112,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             }
         }
         Action::Add(np) => {
-            let pw = np.read()?;
-            let id = repository::write_key_file(
-                &repo.backend,
-                &repo.master,
-                &pw,
-                np.kdf_memory_kib,
-                np.kdf_iterations,
-            )?;
+            let id = np.write_key(&repo)?;
             crate::oplog::record(&repo, "key add", "ok", vec![]);
             println!("added key {}", id.short());
         }
@@ -135,14 +140,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             println!("removed key {}", kid.short());
         }
         Action::Passwd(np) => {
-            let pw = np.read()?;
-            let id = repository::write_key_file(
-                &repo.backend,
-                &repo.master,
-                &pw,
-                np.kdf_memory_kib,
-                np.kdf_iterations,
-            )?;
+            let id = np.write_key(&repo)?;
             repo.backend.delete(&FileKind::Key.path(&repo.key_id))?;
             crate::oplog::record(&repo, "key passwd", "ok", vec![]);
             println!(
