@@ -182,7 +182,10 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             out
         }
         Err(e) => {
-            crate::oplog::record(&repo, "snapshot", &format!("error: {e}"), vec![]);
+            // A snapshot refused before it wrote anything (bad arguments) changed nothing.
+            if !matches!(e, Error::Usage(_)) {
+                crate::oplog::record(&repo, "snapshot", &format!("error: {e}"), vec![]);
+            }
             return Err(e);
         }
     };
