@@ -394,9 +394,12 @@ pub fn snapshot(
         ParentChoice::Id(spec) => Some(crate::snapshot::resolve(&snaps, spec)?.clone()),
         ParentChoice::Auto => crate::snapshot::find_parent(&snaps, &host, &snap_paths).cloned(),
     };
+    // Dedup only against the live index; parent trees may also be read from packs a concurrent
+    // prune has marked. A parent that cannot be read only costs re-reading the files.
     let index = repo.load_index()?;
+    let read_index = repo.load_read_index()?;
     let parent_root = match &parent {
-        Some((_, s)) => Some(repo.load_tree(&index, &s.tree)?),
+        Some((_, s)) => repo.load_tree(&read_index, &s.tree).ok(),
         None => None,
     };
 
@@ -439,6 +442,7 @@ pub fn snapshot(
                 dir_tx: &dir_tx,
                 repo,
                 index: &index,
+                read_index: &read_index,
                 tokens_tx: &tokens_tx,
                 tokens_rx: &tokens_rx,
             };
@@ -591,7 +595,10 @@ struct Walker<'a> {
     excludes: &'a Excludes,
     dir_tx: &'a Sender<DirJob>,
     repo: &'a Repository,
+    /// Live index: a parent's content is reused only when every blob is in it.
     index: &'a Index,
+    /// For reading parent trees.
+    read_index: &'a Index,
     tokens_tx: &'a Sender<()>,
     tokens_rx: &'a Receiver<()>,
 }
@@ -619,8 +626,8 @@ impl<'a> Walker<'a> {
         match node.kind {
             NodeKind::Dir => {
                 let prev_tree = match prev.as_ref().and_then(|p| p.subtree) {
-                    Some(id) if self.index.contains(&id) => {
-                        self.repo.load_tree(self.index, &id).ok()
+                    Some(id) if self.read_index.contains(&id) => {
+                        self.repo.load_tree(self.read_index, &id).ok()
                     }
                     _ => None,
                 };

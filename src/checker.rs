@@ -253,6 +253,35 @@ pub fn check(
             },
         )
         .collect();
+    // Packs a prune has marked but not yet deleted are still readable: a backup that ran during
+    // the prune may use them until a later prune puts them back into the index.
+    let listed: HashMap<String, u64> = backend.list(FileKind::Pack)?.into_iter().collect();
+    let mut index_files = index_files;
+    let indexed: HashSet<Id> = index_files
+        .iter()
+        .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
+        .collect();
+    match repo.load_prune_marks() {
+        Ok(marks) => {
+            let marked: Vec<crate::format::IndexPack> = marks
+                .into_iter()
+                .flat_map(|(_, m)| m.packs)
+                .filter(|p| {
+                    !indexed.contains(&p.id)
+                        && listed.contains_key(&FileKind::Pack.path(&p.id))
+                        && !p.blobs.is_empty()
+                })
+                .collect();
+            index_files.push((
+                Id([0xff; 32]),
+                IndexFile {
+                    supersedes: vec![],
+                    packs: marked,
+                },
+            ));
+        }
+        Err(e) => add("prune/".into(), format!("cannot read prune marks: {e}"), 0),
+    }
     let index = Index::from_files(index_files);
     report.blobs = index.len() as u64;
 
@@ -279,7 +308,6 @@ pub fn check(
     report.snapshots = snapshots.len() as u64;
 
     // Packs: present with the size the index implies; unknown files; unreferenced packs.
-    let listed: HashMap<String, u64> = backend.list(FileKind::Pack)?.into_iter().collect();
     let mut bad_packs: HashSet<u32> = HashSet::new();
     let mut indexed_paths = HashSet::new();
     let mut blobs_per_pack: HashMap<u32, usize> = HashMap::new();

@@ -347,32 +347,70 @@ fn delete_marked(repo: &Repository, grace: Duration) -> Result<(u64, u64, u64)> 
     if marks.is_empty() {
         return Ok((0, 0, 0));
     }
+    // Order matters: first make sure every backup that started before a mark has ended (its
+    // marker goes only after its snapshot is saved), then list the snapshots, so each snapshot
+    // that may use a marked pack is seen below.
     let oldest_running = crate::locks::oldest_running_backup(repo)?;
+    let now = crate::snapshot::now_ns();
+    let (ready, waiting): (Vec<_>, Vec<_>) = marks.into_iter().partition(|(_, m)| {
+        let old_enough = now - m.marked_unix_ns >= grace.as_nanos() as i64;
+        let predated = oldest_running.is_some_and(|start| start < m.marked_unix_ns);
+        old_enough && !predated
+    });
+    let pending = waiting.len() as u64;
+    if ready.is_empty() {
+        return Ok((0, 0, pending));
+    }
     let live = repo.load_index()?;
     let live_packs: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
-    let now = crate::snapshot::now_ns();
-    let (mut deleted, mut bytes, mut pending) = (0, 0, 0);
-    for (mark_id, mark) in marks {
-        let old_enough = now - mark.marked_unix_ns >= grace.as_nanos() as i64;
-        let predated = oldest_running.is_some_and(|start| start < mark.marked_unix_ns);
-        if !old_enough || predated {
-            pending += 1;
-            continue;
-        }
+    let read = repo.load_read_index()?;
+    let roots: Vec<Id> = repo
+        .list_snapshots()?
+        .into_iter()
+        .map(|(_, s)| s.tree)
+        .collect();
+    let used = used_blobs(repo, &read, &roots)?;
+
+    // A marked pack a snapshot uses (a backup finished during the prune) goes back into the
+    // index; the others are deleted.
+    let mut recover = Vec::new();
+    let mut doomed = Vec::new();
+    for (_, mark) in &ready {
         for p in &mark.packs {
-            // Put back into the index by a later prune, or indexed by a backup: keep.
             if live_packs.contains(&p.id) {
                 continue;
             }
-            match repo.backend.delete(&FileKind::Pack.path(&p.id)) {
-                Ok(()) => {
-                    deleted += 1;
-                    bytes += p.size;
-                }
-                Err(e) => return Err(e),
+            // Only blobs the live index lacks make a pack worth keeping (a repacked pack's used
+            // blobs live on in the new pack).
+            if p.blobs
+                .iter()
+                .any(|b| used.contains(&b.id) && !live.contains(&b.id))
+            {
+                recover.push(p.clone());
+            } else {
+                doomed.push(p.clone());
             }
         }
-        repo.backend.delete(&FileKind::PruneMark.path(&mark_id))?;
+    }
+    if !recover.is_empty() {
+        repo.save_index(&IndexFile {
+            supersedes: vec![],
+            packs: recover,
+        })?;
+    }
+    let (mut deleted, mut bytes) = (0, 0);
+    for p in &doomed {
+        match repo.backend.delete(&FileKind::Pack.path(&p.id)) {
+            Ok(()) => {
+                deleted += 1;
+                bytes += p.size;
+            }
+            Err(e) if crate::backend::is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for (mark_id, _) in &ready {
+        repo.backend.delete(&FileKind::PruneMark.path(mark_id))?;
     }
     Ok((deleted, bytes, pending))
 }

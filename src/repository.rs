@@ -197,6 +197,55 @@ impl Repository {
         Ok(Index::from_files(files.into_iter().flatten().collect()))
     }
 
+    /// Prune marks: packs taken out of the index, awaiting deletion.
+    pub fn load_prune_marks(&self) -> Result<Vec<(Id, crate::format::PruneMark)>> {
+        let mut out = Vec::new();
+        for (id, _) in self.backend.list_ids(FileKind::PruneMark)? {
+            match self.load_file(FileKind::PruneMark, SealKind::PruneMark, &id) {
+                Ok(m) => out.push((id, m)),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The index for reading: the live index plus packs a prune has marked but not yet
+    /// deleted, so a snapshot saved by a backup that ran during the prune stays readable
+    /// until a later prune puts those packs back. Never used for dedup: new snapshots must
+    /// not come to depend on marked packs.
+    pub fn load_read_index(&self) -> Result<Index> {
+        let live = self.load_index()?;
+        let marks = self.load_prune_marks()?;
+        if marks.is_empty() {
+            return Ok(live);
+        }
+        let ids = self.backend.list_ids(FileKind::Index)?;
+        let mut files: Vec<(Id, IndexFile)> = Vec::new();
+        for (id, _) in ids {
+            match self.load_file(FileKind::Index, SealKind::Index, &id) {
+                Ok(f) => files.push((id, f)),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let live_packs: std::collections::HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
+        let marked: Vec<crate::format::IndexPack> = marks
+            .into_iter()
+            .flat_map(|(_, m)| m.packs)
+            .filter(|p| !live_packs.contains(&p.id))
+            .collect();
+        // Listed last, so a blob in both a live and a marked pack resolves to the live one.
+        files.push((
+            Id([0xff; 32]),
+            IndexFile {
+                supersedes: vec![],
+                packs: marked,
+            },
+        ));
+        Ok(Index::from_files(files))
+    }
+
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
         self.save_file(FileKind::Snapshot, SealKind::Snapshot, snap)
     }

@@ -95,8 +95,9 @@ pub fn rewrite(
     dry_run: bool,
 ) -> Result<Vec<Rewritten>> {
     let excludes = Excludes::new(patterns)?;
-    let index = repo.load_index()?;
-    let mut writer = TreeWriter::new(repo, &index);
+    let index = repo.load_read_index()?;
+    let live = repo.load_index()?;
+    let mut writer = TreeWriter::new(repo, &live);
     let mut out = Vec::new();
     let mut to_save = Vec::new();
     for (id, snap) in snaps {

@@ -26,7 +26,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let snaps = repo.list_snapshots()?;
     let (_, s1) = crate::snapshot::resolve(&snaps, &a.first)?;
     let (_, s2) = crate::snapshot::resolve(&snaps, &a.second)?;
-    let index = repo.load_index()?;
+    let index = repo.load_read_index()?;
     let mut out = Vec::new();
     diff_trees(&repo, &index, Some(&s1.tree), Some(&s2.tree), "", &mut out)?;
     if g.json {

@@ -16,7 +16,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         .compile_matcher();
     let by_path = a.pattern.contains('/');
     let repo = g.open()?;
-    let index = repo.load_index()?;
+    let index = repo.load_read_index()?;
     let mut found = Vec::new();
     for (id, snap) in repo.list_snapshots()? {
         let mut stack: Vec<(Id, String)> = vec![(snap.tree, String::new())];

@@ -14,7 +14,7 @@ pub struct Args {
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
-    let index = repo.load_index()?;
+    let index = repo.load_read_index()?;
     let (start, prefix) = match a
         .path
         .as_deref()

@@ -26,7 +26,7 @@ pub struct Args {
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let repo = g.open()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
-    let index = repo.load_index()?;
+    let index = repo.load_read_index()?;
     let progress = Arc::new(RestoreProgress::default());
     let p = progress.clone();
     let ticker = super::Ticker::start(

@@ -21,7 +21,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             .map(|s| crate::snapshot::resolve(&snaps, s).cloned())
             .collect::<Result<_>>()?
     };
-    let index = repo.load_index()?;
+    let index = repo.load_read_index()?;
     let (mut logical, mut files) = (0u64, 0u64);
     let mut blobs: HashSet<Id> = HashSet::new();
     let mut seen_trees: HashSet<Id> = HashSet::new();
