@@ -263,9 +263,8 @@ pub fn check(
         .collect();
     match repo.load_prune_marks() {
         Ok(marks) => {
-            let marked: Vec<crate::format::IndexPack> = marks
+            let marked: Vec<crate::format::IndexPack> = Repository::marked_packs(&marks)
                 .into_iter()
-                .flat_map(|(_, m)| m.packs)
                 .filter(|p| {
                     !indexed.contains(&p.id)
                         && listed.contains_key(&FileKind::Pack.path(&p.id))

@@ -116,9 +116,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let live_pack_ids: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
 
     // Everything readable, marked packs included, for finding what snapshots use.
-    let marked: HashMap<Id, IndexPack> = marks
-        .iter()
-        .flat_map(|(_, m)| m.packs.iter().cloned())
+    let marked: HashMap<Id, IndexPack> = Repository::marked_packs(&marks)
+        .into_iter()
         .filter(|p| !live_pack_ids.contains(&p.id))
         .map(|p| (p.id, p))
         .collect();
@@ -375,9 +374,26 @@ fn delete_marked(repo: &Repository, grace: Duration) -> Result<(u64, u64, u64)> 
     // index; the others are deleted.
     let mut recover = Vec::new();
     let mut doomed = Vec::new();
+    // A pack can be in several marks (taken out, put back, taken out again): a mark still
+    // waiting for a running backup protects it even when an older mark is ready.
+    let protected: HashSet<Id> = waiting
+        .iter()
+        .flat_map(|(_, m)| m.packs.iter().map(|p| p.id))
+        .collect();
+    // The same pack in several ready marks: judge it by the entry that lists its blobs (a
+    // mark of a pack that was in no index at the time lists none).
+    let mut candidates: HashMap<Id, &IndexPack> = HashMap::new();
     for (_, mark) in &ready {
         for p in &mark.packs {
-            if live_packs.contains(&p.id) {
+            let e = candidates.entry(p.id).or_insert(p);
+            if e.blobs.is_empty() && !p.blobs.is_empty() {
+                *e = p;
+            }
+        }
+    }
+    for p in candidates.into_values() {
+        {
+            if live_packs.contains(&p.id) || protected.contains(&p.id) {
                 continue;
             }
             // Only blobs the live index lacks make a pack worth keeping (a repacked pack's used

@@ -210,6 +210,24 @@ impl Repository {
         Ok(out)
     }
 
+    /// The packs of all marks, one entry per pack: where marks disagree, the entry that lists
+    /// the pack's blobs wins (a pack marked while in no index is listed without blobs).
+    pub fn marked_packs(marks: &[(Id, crate::format::PruneMark)]) -> Vec<crate::format::IndexPack> {
+        let mut by_id: std::collections::HashMap<Id, &crate::format::IndexPack> =
+            std::collections::HashMap::new();
+        for (_, m) in marks {
+            for p in &m.packs {
+                let e = by_id.entry(p.id).or_insert(p);
+                if e.blobs.is_empty() && !p.blobs.is_empty() {
+                    *e = p;
+                }
+            }
+        }
+        let mut v: Vec<_> = by_id.into_values().cloned().collect();
+        v.sort_by_key(|p| p.id);
+        v
+    }
+
     /// The index for reading: the live index plus packs a prune has marked but not yet
     /// deleted, so a snapshot saved by a backup that ran during the prune stays readable
     /// until a later prune puts those packs back. Never used for dedup: new snapshots must
@@ -230,9 +248,8 @@ impl Repository {
             }
         }
         let live_packs: std::collections::HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
-        let marked: Vec<crate::format::IndexPack> = marks
+        let marked: Vec<crate::format::IndexPack> = Self::marked_packs(&marks)
             .into_iter()
-            .flat_map(|(_, m)| m.packs)
             .filter(|p| !live_packs.contains(&p.id))
             .collect();
         // Listed last, so a blob in both a live and a marked pack resolves to the live one.
