@@ -233,6 +233,28 @@ pub fn check(
         master,
     };
 
+    // Snapshots before index files: a snapshot is saved after its index, so one saved by a
+    // backup running beside this check is never judged against an older index.
+    let snap_ids = backend.list_ids(FileKind::Snapshot)?;
+    let mut snapshots: Vec<(Id, Snapshot)> = snap_ids
+        .par_iter()
+        .filter_map(
+            |(id, _)| match repo.load_file(FileKind::Snapshot, SealKind::Snapshot, id) {
+                Ok(s) => Some((*id, s)),
+                Err(e) if crate::backend::is_not_found(&e) => None,
+                Err(e) => {
+                    add(
+                        FileKind::Snapshot.path(id),
+                        format!("{e}; this snapshot is lost"),
+                        0,
+                    );
+                    None
+                }
+            },
+        )
+        .collect();
+    snapshots.sort_by_key(|(id, s)| (s.time_unix_ns, *id));
+    report.snapshots = snapshots.len() as u64;
     // Index files.
     let index_ids = backend.list_ids(FileKind::Index)?;
     report.index_files = index_ids.len() as u64;
@@ -283,28 +305,6 @@ pub fn check(
     }
     let index = Index::from_files(index_files);
     report.blobs = index.len() as u64;
-
-    // Snapshots.
-    let snap_ids = backend.list_ids(FileKind::Snapshot)?;
-    let mut snapshots: Vec<(Id, Snapshot)> = snap_ids
-        .par_iter()
-        .filter_map(
-            |(id, _)| match repo.load_file(FileKind::Snapshot, SealKind::Snapshot, id) {
-                Ok(s) => Some((*id, s)),
-                Err(e) if crate::backend::is_not_found(&e) => None,
-                Err(e) => {
-                    add(
-                        FileKind::Snapshot.path(id),
-                        format!("{e}; this snapshot is lost"),
-                        0,
-                    );
-                    None
-                }
-            },
-        )
-        .collect();
-    snapshots.sort_by_key(|(id, s)| (s.time_unix_ns, *id));
-    report.snapshots = snapshots.len() as u64;
 
     // Packs: present with the size the index implies; unknown files; unreferenced packs.
     let mut bad_packs: HashSet<u32> = HashSet::new();

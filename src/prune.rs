@@ -109,6 +109,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         dry_run: opts.dry_run,
         ..Default::default()
     };
+    // Snapshots before index files: a snapshot is saved only after its index, so every
+    // snapshot listed here has its blobs in the index files read next. Snapshots saved later
+    // come from backups whose markers make phase 2 wait for them.
+    let snaps = repo.list_snapshots()?;
+    let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
     let files = load_index_files(repo)?;
     let loaded_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
     let marks = load_marks(repo)?;
@@ -131,8 +136,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     ));
     let readable = Index::from_files(all_files);
 
-    let snaps = repo.list_snapshots()?;
-    let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
     let used = used_blobs(repo, &readable, &roots)?;
 
     // Packs a snapshot needs that only a mark holds go back into the index.
@@ -360,14 +363,15 @@ fn delete_marked(repo: &Repository, grace: Duration) -> Result<(u64, u64, u64)> 
     if ready.is_empty() {
         return Ok((0, 0, pending));
     }
-    let live = repo.load_index()?;
-    let live_packs: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
-    let read = repo.load_read_index()?;
+    // Snapshots first, then the index they were indexed in (see phase 1).
     let roots: Vec<Id> = repo
         .list_snapshots()?
         .into_iter()
         .map(|(_, s)| s.tree)
         .collect();
+    let live = repo.load_index()?;
+    let live_packs: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
+    let read = repo.load_read_index()?;
     let used = used_blobs(repo, &read, &roots)?;
 
     // A marked pack a snapshot uses (a backup finished during the prune) goes back into the

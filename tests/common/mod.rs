@@ -1477,8 +1477,10 @@ pub struct TestRepo {
 impl TestRepo {
     /// New temp dir; repo path `dir/repo` (not yet initialised).
     pub fn new() -> Self {
+        // OCVAULT_KEEP_TMP=1 keeps the folder (repository and sources) for a post-mortem.
         let dir = tempfile::Builder::new()
             .prefix("ocvault-test-")
+            .disable_cleanup(std::env::var_os("OCVAULT_KEEP_TMP").is_some())
             .tempdir()
             .unwrap();
         let repo = dir.path().join("repo");
