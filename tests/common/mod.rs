@@ -9,6 +9,8 @@
 //! state leaks into contents, names, modes or mtimes).
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
