@@ -300,11 +300,20 @@ impl Repository {
             .get(id)
             .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
         let pack = index.pack(loc.pack);
-        let sealed = self.backend.read_range(
-            &FileKind::Pack.path(&pack.id),
-            loc.offset as u64,
-            loc.length as u64,
-        )?;
+        let path = FileKind::Pack.path(&pack.id);
+        let sealed = match pack.blob_type {
+            // Trees are read one by one in walks: remote backends fetch their pack once.
+            BlobType::Tree => self.backend.read_range_cached(
+                &path,
+                pack.size,
+                loc.offset as u64,
+                loc.length as u64,
+            )?,
+            BlobType::Data => {
+                self.backend
+                    .read_range(&path, loc.offset as u64, loc.length as u64)?
+            }
+        };
         crate::pack::open_blob(&self.keys, pack.blob_type, id, &sealed, loc.raw_length)
     }
 

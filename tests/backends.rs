@@ -140,17 +140,6 @@ fn end_to_end(s: &Server) {
     assert_eq!(again["blobs_read"], 0, "{again}");
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 #[test]
 fn local_disk_end_to_end() {
     end_to_end(&local());
@@ -360,4 +349,47 @@ fn secrets_are_refused_on_the_command_line() {
         .assert()
         .code(2);
     assert!(!String::from_utf8_lossy(&out.get_output().stderr).contains("hunter2"));
+}
+
+/// Several hosts writing into one bucket at once: every snapshot restores, check passes.
+#[test]
+fn concurrent_writers_into_one_s3_bucket() {
+    let s3 = servers::s3();
+    init(&s3, PW);
+    let work = tempfile::tempdir().unwrap();
+    let trees: Vec<_> = (0..3)
+        .map(|i| {
+            let src = work.path().join(format!("src{i}"));
+            small_tree(&src, 100 + i);
+            src
+        })
+        .collect();
+    let children: Vec<_> = trees
+        .iter()
+        .map(|src| {
+            let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("ocvault"));
+            c.arg("--repo").arg(&s3.url).env("OCVAULT_PASSWORD", PW);
+            for o in &s3.options {
+                c.arg("-o").arg(o);
+            }
+            c.envs(s3.env.iter().map(|(k, v)| (k, v)));
+            c.args(["--json", "snapshot"]).arg(src);
+            c.stdout(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let ids: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success());
+            last_json(&out.stdout)["snapshot_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for (id, src) in ids.iter().zip(&trees) {
+        restore_equals(&s3, PW, id, src, work.path());
+    }
+    s3.cmd(PW).args(["check", "--read-data"]).assert().code(0);
 }

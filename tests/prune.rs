@@ -53,16 +53,6 @@ fn restore_and_compare(repo: &TestRepo, id: &str, expected: &Path, name: &str) {
     std::fs::remove_dir_all(&target).unwrap();
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 #[test]
 fn forget_half_and_prune_shrinks_by_what_only_they_held() {
     let repo = TestRepo::new();

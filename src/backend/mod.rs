@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use faults::{Fault, Faults, Op};
 use opendal::{ErrorKind, Operator};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The kinds of files a repository holds, each under its own prefix.
@@ -75,7 +76,19 @@ pub struct Backend {
     rename_writes: bool,
     retry: RetryPolicy,
     faults: Option<Arc<Faults>>,
+    /// Whole files kept for small ranged reads, on backends where each request costs a round
+    /// trip (tree blobs are read one by one, thousands per walk). None on local disk.
+    whole_files: Option<Arc<Mutex<WholeFileCache>>>,
 }
+
+/// Most recently used whole files, up to a byte budget.
+#[derive(Default)]
+struct WholeFileCache {
+    files: VecDeque<(String, Arc<Vec<u8>>)>,
+    bytes: usize,
+}
+
+const WHOLE_FILE_CACHE_BYTES: usize = 64 << 20;
 
 impl Backend {
     /// Opens the storage a repository URL names. `create` allows creating a local folder.
@@ -139,6 +152,8 @@ impl Backend {
             rename_writes: loc.rename_writes,
             retry,
             faults,
+            whole_files: (loc.local_root.is_none() && loc.scheme != "memory")
+                .then(|| Arc::new(Mutex::new(WholeFileCache::default()))),
         })
     }
 
@@ -156,7 +171,7 @@ impl Backend {
     }
 
     /// Runs one storage operation, retrying transient errors with exponential backoff.
-    async fn attempt<T, F, Fut>(&self, op: Op, path: &str, mut f: F) -> Result<T>
+    async fn attempt<T, F, Fut>(&self, path: &str, mut f: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = opendal::Result<T>>,
@@ -164,15 +179,7 @@ impl Backend {
         let mut delay = self.retry.first_delay;
         let mut tries = 0u32;
         loop {
-            let res = match &self.faults {
-                Some(faults) => match faults.inject(op).await {
-                    Some(Fault::Fail(e)) => Err(e),
-                    Some(Fault::Cut) => unreachable!("only writes are cut"),
-                    None => f().await,
-                },
-                None => f().await,
-            };
-            match res {
+            match f().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_temporary() && tries < self.retry.max_retries => {
                     tries += 1;
@@ -186,14 +193,27 @@ impl Backend {
         }
     }
 
+    /// An injected failure for this attempt, if the fault layer decides so.
+    async fn fault(&self, op: Op) -> opendal::Result<Option<Fault>> {
+        match &self.faults {
+            None => Ok(None),
+            Some(f) => match f.inject(op).await {
+                Some(Fault::Fail(e)) => Err(e),
+                other => Ok(other),
+            },
+        }
+    }
+
     pub fn read(&self, path: &str) -> Result<Vec<u8>> {
-        self.rt.block_on(self.attempt(Op::Read, path, || async {
+        self.rt.block_on(self.attempt(path, || async {
+            self.fault(Op::Read).await?;
             self.op.read(path).await.map(|b| b.to_vec())
         }))
     }
 
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let buf = self.rt.block_on(self.attempt(Op::Read, path, || async {
+        let buf = self.rt.block_on(self.attempt(path, || async {
+            self.fault(Op::Read).await?;
             self.op.read_with(path).range(offset..offset + len).await
         }))?;
         if buf.len() as u64 != len {
@@ -205,13 +225,61 @@ impl Backend {
         Ok(buf.to_vec())
     }
 
+    /// A small range of a file of known size that is likely read again nearby (a tree blob in
+    /// a tree pack): on remote backends the whole file is fetched once and kept.
+    pub fn read_range_cached(
+        &self,
+        path: &str,
+        size: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let Some(cache) = &self.whole_files else {
+            return self.read_range(path, offset, len);
+        };
+        if size > WHOLE_FILE_CACHE_BYTES as u64 / 2 || offset + len > size {
+            return self.read_range(path, offset, len);
+        }
+        let hit = {
+            let c = cache.lock().unwrap();
+            c.files
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, b)| b.clone())
+        };
+        let bytes = match hit {
+            Some(b) => b,
+            None => {
+                let b = Arc::new(self.read(path)?);
+                if b.len() as u64 != size {
+                    return Err(Error::corrupt(
+                        path,
+                        format!("{} bytes, the index says {size}", b.len()),
+                    ));
+                }
+                let mut c = cache.lock().unwrap();
+                c.bytes += b.len();
+                c.files.push_back((path.to_string(), b.clone()));
+                while c.bytes > WHOLE_FILE_CACHE_BYTES {
+                    let (_, old) = c.files.pop_front().expect("non-empty");
+                    c.bytes -= old.len();
+                }
+                b
+            }
+        };
+        Ok(bytes[offset as usize..(offset + len) as usize].to_vec())
+    }
+
     pub fn exists(&self, path: &str) -> Result<bool> {
-        self.rt
-            .block_on(self.attempt(Op::Read, path, || async { self.op.exists(path).await }))
+        self.rt.block_on(self.attempt(path, || async {
+            self.fault(Op::Read).await?;
+            self.op.exists(path).await
+        }))
     }
 
     pub fn size(&self, path: &str) -> Result<u64> {
-        self.rt.block_on(self.attempt(Op::Read, path, || async {
+        self.rt.block_on(self.attempt(path, || async {
+            self.fault(Op::Read).await?;
             self.op.stat(path).await.map(|m| m.content_length())
         }))
     }
@@ -229,36 +297,18 @@ impl Backend {
 
     async fn write_async(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         let buf = opendal::Buffer::from(bytes);
-        let mut delay = self.retry.first_delay;
-        let mut tries = 0u32;
-        loop {
-            let res = match self.faults.as_ref() {
-                Some(faults) => match faults.inject(Op::Write).await {
-                    Some(Fault::Fail(e)) => Err(e),
-                    Some(Fault::Cut) => {
-                        let half = buf.slice(0..buf.len() / 2);
-                        let _ = self.op.write(path, half).await;
-                        Err(opendal::Error::new(
-                            opendal::ErrorKind::Unexpected,
-                            "injected write cut short",
-                        )
-                        .set_temporary())
-                    }
-                    None => self.write_once(path, buf.clone()).await,
-                },
-                None => self.write_once(path, buf.clone()).await,
-            };
-            match res {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_temporary() && tries < self.retry.max_retries => {
-                    tries += 1;
-                    let sleep = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-                    tokio::time::sleep(sleep).await;
-                    delay = (delay * 2).min(self.retry.max_delay);
-                }
-                Err(e) => return Err(map_err(e, path)),
+        self.attempt(path, || async {
+            if let Some(Fault::Cut) = self.fault(Op::Write).await? {
+                let _ = self.op.write(path, buf.slice(0..buf.len() / 2)).await;
+                return Err(opendal::Error::new(
+                    opendal::ErrorKind::Unexpected,
+                    "injected write cut short",
+                )
+                .set_temporary());
             }
-        }
+            self.write_once(path, buf.clone()).await
+        })
+        .await
     }
 
     /// One write attempt. Where the service could leave half an object under its final name,
@@ -280,13 +330,16 @@ impl Backend {
     }
 
     pub fn delete(&self, path: &str) -> Result<()> {
-        self.rt
-            .block_on(self.attempt(Op::Delete, path, || async { self.op.delete(path).await }))
+        self.rt.block_on(self.attempt(path, || async {
+            self.fault(Op::Delete).await?;
+            self.op.delete(path).await
+        }))
     }
 
     /// Lists the files (never folders) under a prefix, with sizes.
     pub fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        let entries = match self.rt.block_on(self.attempt(Op::List, prefix, || async {
+        let entries = match self.rt.block_on(self.attempt(prefix, || async {
+            self.fault(Op::List).await?;
             self.op.list_with(prefix).recursive(true).await
         })) {
             Ok(e) => e,

@@ -776,6 +776,20 @@ fn edit_file(root: &Path, rel: &Path, rng: &mut Rng, mseed: u64) {
 // ---------------------------------------------------------------------------
 
 /// Streaming blake3 hash of a file's contents.
+/// `cp -a FROM TO` (modes, times, links kept), creating TO's parent folders.
+pub fn copy_tree(from: &Path, to: &Path) {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}
+
 pub fn hash_file(path: &Path) -> blake3::Hash {
     let mut f = File::open(path).unwrap_or_else(|e| panic!("open {path:?}: {e}"));
     let mut h = blake3::Hasher::new();
