@@ -385,20 +385,22 @@ pub fn check(
         .collect();
     report.tree_packs = tree_packs.len() as u64;
     let tree_cache: Mutex<HashMap<Id, Arc<Tree>>> = Mutex::new(HashMap::new());
-    tree_packs.par_iter().for_each(|n| {
-        let trees = verify_pack(&repo, &index, &by_pack, *n, &add, &bad_blobs, progress);
-        let mut cache = tree_cache.lock().unwrap();
-        for (id, raw) in trees {
-            match crate::format::from_postcard::<Tree>(&raw, "tree") {
-                Ok(t) => {
-                    cache.insert(id, Arc::new(t));
-                }
-                Err(e) => {
-                    add(format!("tree {}", id.short()), e.to_string(), 1);
-                    bad_blobs.lock().unwrap().insert(id);
+    repo.backend.with_read_pool(|| {
+        tree_packs.par_iter().for_each(|n| {
+            let trees = verify_pack(&repo, &index, &by_pack, *n, &add, &bad_blobs, progress);
+            let mut cache = tree_cache.lock().unwrap();
+            for (id, raw) in trees {
+                match crate::format::from_postcard::<Tree>(&raw, "tree") {
+                    Ok(t) => {
+                        cache.insert(id, Arc::new(t));
+                    }
+                    Err(e) => {
+                        add(format!("tree {}", id.short()), e.to_string(), 1);
+                        bad_blobs.lock().unwrap().insert(id);
+                    }
                 }
             }
-        }
+        })
     });
 
     // Data packs selected by --read-data.
@@ -412,8 +414,10 @@ pub fn check(
         .iter()
         .map(|n| index.pack(*n).id.to_hex())
         .collect();
-    selected.par_iter().for_each(|n| {
-        verify_pack(&repo, &index, &by_pack, *n, &add, &bad_blobs, progress);
+    repo.backend.with_read_pool(|| {
+        selected.par_iter().for_each(|n| {
+            verify_pack(&repo, &index, &by_pack, *n, &add, &bad_blobs, progress);
+        })
     });
 
     // Walk every snapshot's trees, recording used blobs and paths that cannot be restored.

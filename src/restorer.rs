@@ -129,47 +129,49 @@ pub fn restore(
     }
     let mut packs: Vec<_> = by_pack.into_iter().collect();
     packs.sort_by_key(|(p, _)| *p);
-    packs
-        .par_iter_mut()
-        .try_for_each(|(pack, blobs)| -> Result<()> {
-            blobs.sort_by_key(|(_, l)| l.offset);
-            let info = index.pack(*pack);
-            let start = blobs[0].1.offset as u64;
-            let end = blobs
-                .iter()
-                .map(|(_, l)| l.offset as u64 + l.length as u64)
-                .max()
-                .unwrap();
-            let path = crate::backend::FileKind::Pack.path(&info.id);
-            let bytes = repo.backend.read_range(&path, start, end - start)?;
-            for (id, loc) in blobs.iter() {
-                let s = (loc.offset as u64 - start) as usize;
-                let raw = crate::pack::open_blob(
-                    &repo.keys,
-                    info.blob_type,
-                    id,
-                    &bytes[s..s + loc.length as usize],
-                    loc.raw_length,
-                )?;
-                let zero = raw.iter().all(|&b| b == 0);
-                for &(fi, off) in &wanted[id] {
-                    // Files start as holes of the right size: all-zero blobs stay holes (sparse).
-                    if zero {
-                        continue;
+    repo.backend.with_read_pool(|| {
+        packs
+            .par_iter_mut()
+            .try_for_each(|(pack, blobs)| -> Result<()> {
+                blobs.sort_by_key(|(_, l)| l.offset);
+                let info = index.pack(*pack);
+                let start = blobs[0].1.offset as u64;
+                let end = blobs
+                    .iter()
+                    .map(|(_, l)| l.offset as u64 + l.length as u64)
+                    .max()
+                    .unwrap();
+                let path = crate::backend::FileKind::Pack.path(&info.id);
+                let bytes = repo.backend.read_range(&path, start, end - start)?;
+                for (id, loc) in blobs.iter() {
+                    let s = (loc.offset as u64 - start) as usize;
+                    let raw = crate::pack::open_blob(
+                        &repo.keys,
+                        info.blob_type,
+                        id,
+                        &bytes[s..s + loc.length as usize],
+                        loc.raw_length,
+                    )?;
+                    let zero = raw.iter().all(|&b| b == 0);
+                    for &(fi, off) in &wanted[id] {
+                        // Files start as holes of the right size: all-zero blobs stay holes (sparse).
+                        if zero {
+                            continue;
+                        }
+                        let fpath = &plan.files[fi as usize].0;
+                        let f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(fpath)
+                            .map_err(|e| Error::io(fpath, e))?;
+                        f.write_all_at(&raw, off).map_err(|e| Error::io(fpath, e))?;
                     }
-                    let fpath = &plan.files[fi as usize].0;
-                    let f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(fpath)
-                        .map_err(|e| Error::io(fpath, e))?;
-                    f.write_all_at(&raw, off).map_err(|e| Error::io(fpath, e))?;
+                    progress
+                        .bytes
+                        .fetch_add(raw.len() as u64 * wanted[id].len() as u64, Relaxed);
                 }
-                progress
-                    .bytes
-                    .fetch_add(raw.len() as u64 * wanted[id].len() as u64, Relaxed);
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })
+    })?;
 
     for (path, fi) in &plan.links {
         if opts.overwrite {

@@ -79,6 +79,9 @@ pub struct Backend {
     /// Whole files kept for small ranged reads, on backends where each request costs a round
     /// trip (tree blobs are read one by one, thousands per walk). None on local disk.
     whole_files: Option<Arc<Mutex<WholeFileCache>>>,
+    /// Remote services: each request waits on the network.
+    remote: bool,
+    connections: usize,
 }
 
 /// Most recently used whole files, up to a byte budget.
@@ -132,6 +135,7 @@ impl Backend {
         } else {
             settings.connections
         };
+        let remote = loc.local_root.is_none() && loc.scheme != "memory";
         // The sftp service connects from inside the runtime.
         let op = {
             let _guard = rt.enter();
@@ -152,13 +156,31 @@ impl Backend {
             rename_writes: loc.rename_writes,
             retry,
             faults,
-            whole_files: (loc.local_root.is_none() && loc.scheme != "memory")
-                .then(|| Arc::new(Mutex::new(WholeFileCache::default()))),
+            whole_files: remote.then(|| Arc::new(Mutex::new(WholeFileCache::default()))),
+            remote,
+            connections,
         })
     }
 
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// Runs `f`, which reads whole files in parallel with rayon, on a pool sized for this
+    /// storage: a remote request mostly waits on the network, so as many threads as
+    /// connections; on local disk the CPU count, since more would only hold more buffers.
+    pub fn with_read_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        if !self.remote || self.connections <= rayon::current_num_threads() {
+            return f();
+        }
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(self.connections)
+            .thread_name(|i| format!("ocvault-read-{i}"))
+            .build()
+        {
+            Ok(pool) => pool.install(f),
+            Err(_) => f(),
+        }
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
