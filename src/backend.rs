@@ -115,6 +115,16 @@ impl Backend {
             .map_err(|e| map_err(e, path))
     }
 
+    /// `read` for tasks on the I/O runtime (`runtime().spawn`), so many reads can be in
+    /// flight without a thread each.
+    pub async fn read_async(&self, path: &str) -> Result<Vec<u8>> {
+        self.op
+            .read(path)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| map_err(e, path))
+    }
+
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let buf = self
             .rt
