@@ -396,10 +396,10 @@ pub fn snapshot(
     };
     // Dedup only against the live index; parent trees may also be read from packs a concurrent
     // prune has marked. A parent that cannot be read only costs re-reading the files.
-    let index = repo.load_index()?;
-    let read_index = repo.load_read_index()?;
+    let indexes = repo.load_indexes()?;
+    let (index, read_index) = (&indexes.live, indexes.read());
     let parent_root = match &parent {
-        Some((_, s)) => repo.load_tree(&read_index, &s.tree).ok(),
+        Some((_, s)) => repo.load_tree(read_index, &s.tree).ok(),
         None => None,
     };
 
@@ -411,7 +411,7 @@ pub fn snapshot(
         let packer = outer.spawn(|| run_packer(repo, pack_rx, progress));
         let shared = Shared {
             keys: &repo.keys,
-            index: &index,
+            index,
             chunker: Chunker::new(repo.config.chunker, repo.keys.chunker_seed()),
             level: repo.config.compression_level,
             pending: (0..64).map(|_| Mutex::new(HashSet::new())).collect(),
@@ -441,8 +441,8 @@ pub fn snapshot(
                 excludes: &excludes,
                 dir_tx: &dir_tx,
                 repo,
-                index: &index,
-                read_index: &read_index,
+                index,
+                read_index,
                 tokens_tx: &tokens_tx,
                 tokens_rx: &tokens_rx,
             };

@@ -168,34 +168,24 @@ pub fn check(
 
     // Config and keys: the clear version first, then each key against its name and the password.
     let config_bytes = Repository::probe(backend)?;
-    let mut master = None;
-    let mut key_failures = Vec::new();
-    for (id, _) in backend.list_ids(FileKind::Key)? {
-        let path = FileKind::Key.path(&id);
-        let bytes = match backend.read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                add(path, format!("cannot read: {e}"), 0);
-                continue;
+    let scan = repository::scan_key_files(backend, password, true)?;
+    // Unreadable and misnamed key files first, then those that did not decode.
+    let (invalid, other): (Vec<_>, Vec<_>) = scan
+        .problems
+        .into_iter()
+        .partition(|p| matches!(p, repository::KeyProblem::Invalid(..)));
+    for p in other.into_iter().chain(invalid) {
+        match p {
+            repository::KeyProblem::Unreadable(path, e) => {
+                add(path, format!("cannot read: {e}"), 0)
             }
-        };
-        if Id::of_stored_bytes(&bytes) != id {
-            add(path, "content does not match its name".into(), 0);
-            continue;
-        }
-        match repository::try_key_file(&bytes, password) {
-            Ok(Some((m, _))) => {
-                if master.is_none() {
-                    master = Some((m, id));
-                }
+            repository::KeyProblem::WrongName(path) => {
+                add(path, "content does not match its name".into(), 0)
             }
-            Ok(None) => {}
-            Err(e) => key_failures.push((path, e.to_string())),
+            repository::KeyProblem::Invalid(path, e) => add(path, e.to_string(), 0),
         }
     }
-    for (path, e) in key_failures {
-        add(path, e, 0);
-    }
+    let master = scan.master;
     let Some((master, key_id)) = master else {
         let d = damage.into_inner().unwrap();
         if d.is_empty() {
@@ -235,75 +225,68 @@ pub fn check(
 
     // Snapshots before index files: a snapshot is saved after its index, so one saved by a
     // backup running beside this check is never judged against an older index.
-    let snap_ids = backend.list_ids(FileKind::Snapshot)?;
-    let mut snapshots: Vec<(Id, Snapshot)> = snap_ids
-        .par_iter()
-        .filter_map(
-            |(id, _)| match repo.load_file(FileKind::Snapshot, SealKind::Snapshot, id) {
-                Ok(s) => Some((*id, s)),
-                Err(e) if crate::backend::is_not_found(&e) => None,
-                Err(e) => {
-                    add(
-                        FileKind::Snapshot.path(id),
-                        format!("{e}; this snapshot is lost"),
-                        0,
-                    );
-                    None
-                }
-            },
-        )
+    let snap_ids: Vec<Id> = backend
+        .list_ids(FileKind::Snapshot)?
+        .into_iter()
+        .map(|(id, _)| id)
         .collect();
+    let loaded = repo.load_files::<Snapshot>(FileKind::Snapshot, SealKind::Snapshot, &snap_ids);
+    let mut snapshots: Vec<(Id, Snapshot)> = Vec::with_capacity(snap_ids.len());
+    for (id, res) in snap_ids.iter().zip(loaded) {
+        match res {
+            Ok(s) => snapshots.push((*id, s)),
+            Err(e) if crate::backend::is_not_found(&e) => {}
+            Err(e) => add(
+                FileKind::Snapshot.path(id),
+                format!("{e}; this snapshot is lost"),
+                0,
+            ),
+        }
+    }
     snapshots.sort_by_key(|(id, s)| (s.time_unix_ns, *id));
     report.snapshots = snapshots.len() as u64;
     // Index files.
     let index_ids = backend.list_ids(FileKind::Index)?;
     report.index_files = index_ids.len() as u64;
-    let index_files: Vec<(Id, IndexFile)> = index_ids
-        .par_iter()
-        .filter_map(
-            |(id, _)| match repo.load_file(FileKind::Index, SealKind::Index, id) {
-                Ok(f) => Some((*id, f)),
-                Err(e) if crate::backend::is_not_found(&e) => None,
-                Err(e) => {
-                    add(
-                        FileKind::Index.path(id),
-                        format!("{e}; the packs it lists are no longer indexed"),
-                        0,
-                    );
-                    None
-                }
-            },
-        )
-        .collect();
+    let index_ids: Vec<Id> = index_ids.into_iter().map(|(id, _)| id).collect();
+    let loaded = repo.load_files::<IndexFile>(FileKind::Index, SealKind::Index, &index_ids);
+    let mut index_files: Vec<(Id, IndexFile)> = Vec::with_capacity(index_ids.len());
+    for (id, res) in index_ids.iter().zip(loaded) {
+        match res {
+            Ok(f) => index_files.push((*id, f)),
+            Err(e) if crate::backend::is_not_found(&e) => {}
+            Err(e) => add(
+                FileKind::Index.path(id),
+                format!("{e}; the packs it lists are no longer indexed"),
+                0,
+            ),
+        }
+    }
     // Packs a prune has marked but not yet deleted are still readable: a backup that ran during
     // the prune may use them until a later prune puts them back into the index.
     let listed: HashMap<String, u64> = backend.list(FileKind::Pack)?.into_iter().collect();
-    let mut index_files = index_files;
     let indexed: HashSet<Id> = index_files
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
-    match repo.load_prune_marks() {
-        Ok(marks) => {
-            let marked: Vec<crate::format::IndexPack> = Repository::marked_packs(&marks)
-                .into_iter()
-                .filter(|p| {
-                    !indexed.contains(&p.id)
-                        && listed.contains_key(&FileKind::Pack.path(&p.id))
-                        && !p.blobs.is_empty()
-                })
-                .collect();
-            index_files.push((
-                Id([0xff; 32]),
-                IndexFile {
-                    supersedes: vec![],
-                    packs: marked,
-                },
-            ));
+    let marked: Vec<crate::format::IndexPack> = match repo.load_prune_marks() {
+        Ok(marks) => Repository::marked_packs(&marks)
+            .into_iter()
+            .filter(|p| {
+                !indexed.contains(&p.id)
+                    && listed.contains_key(&FileKind::Pack.path(&p.id))
+                    && !p.blobs.is_empty()
+            })
+            .collect(),
+        Err(e) => {
+            add("prune/".into(), format!("cannot read prune marks: {e}"), 0);
+            Vec::new()
         }
-        Err(e) => add("prune/".into(), format!("cannot read prune marks: {e}"), 0),
-    }
-    let index = Index::from_files(index_files);
+    };
+    drop(indexed);
+    let index = Index::build(&index_files, &marked);
+    drop(index_files);
+    drop(marked);
     report.blobs = index.len() as u64;
 
     // Packs: present with the size the index implies; unknown files; unreferenced packs.

@@ -86,6 +86,12 @@ impl Index {
     /// Builds the index from index files; blobs stored twice resolve to one place (the pack
     /// listed first wins, and a pack listed twice counts once).
     pub fn from_files(files: Vec<(Id, IndexFile)>) -> Index {
+        Index::build(&files, &[])
+    }
+
+    /// Builds the index from index files (superseded ones left out) followed by `extra` packs,
+    /// so a blob both in a file and in an extra pack resolves to the file's pack.
+    pub fn build(files: &[(Id, IndexFile)], extra: &[IndexPack]) -> Index {
         let superseded: std::collections::HashSet<Id> = files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
@@ -94,20 +100,18 @@ impl Index {
         let mut seen_packs = std::collections::HashSet::new();
         // The packs to index; a pack's number is its position here.
         let mut chosen: Vec<&IndexPack> = Vec::new();
-        for (fid, file) in &files {
-            if superseded.contains(fid) {
-                continue;
-            }
+        let live = files.iter().filter(|(fid, _)| !superseded.contains(fid));
+        for (fid, _) in live.clone() {
             idx.files.push(*fid);
-            for p in &file.packs {
-                if seen_packs.insert(p.id) {
-                    idx.packs.push(PackInfo {
-                        id: p.id,
-                        blob_type: p.blob_type,
-                        size: p.size,
-                    });
-                    chosen.push(p);
-                }
+        }
+        for p in live.flat_map(|(_, f)| f.packs.iter()).chain(extra) {
+            if seen_packs.insert(p.id) {
+                idx.packs.push(PackInfo {
+                    id: p.id,
+                    blob_type: p.blob_type,
+                    size: p.size,
+                });
+                chosen.push(p);
             }
         }
         drop(seen_packs);
