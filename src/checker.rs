@@ -450,7 +450,13 @@ pub fn check(
     Ok(report)
 }
 
-/// Reads one pack whole and verifies it; returns the plaintext of its tree blobs.
+/// Bytes of a pack `check` reads at once: packs are streamed in pieces and hashed as they go,
+/// so each reader holds about this much (plus one blob) however large packs are.
+const CHECK_PIECE: u64 = 4 << 20;
+
+/// Reads one pack, header first, then all of it in pieces, and verifies it: its hash against
+/// its name, its header against the index, every indexed blob. Returns the plaintext of its
+/// tree blobs.
 fn verify_pack(
     repo: &Repository,
     index: &Index,
@@ -470,47 +476,89 @@ fn verify_pack(
             .unwrap()
             .extend(indexed.iter().map(|(id, _)| *id));
     };
-    let bytes = match repo.backend.read(&path) {
+    let read = |offset: u64, len: u64| repo.backend.read_range(&path, offset, len);
+    let size = info.size;
+
+    // The header, from the pack's tail (a second read when it is longer than the first).
+    let tail_len = size.min(64 * 1024);
+    let tail = match read(size - tail_len, tail_len) {
         Ok(b) => b,
         Err(e) => {
             mark_all(format!("cannot read: {e}"));
             return Vec::new();
         }
     };
-    progress.bytes.fetch_add(bytes.len() as u64, Relaxed);
-    if Id::of_stored_bytes(&bytes) != info.id {
+    let mut header = crate::pack::parse_header_from_tail(&repo.keys, &tail, size);
+    if let Ok(None) = header {
+        let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap()) as u64;
+        match read(size - hlen - 4, hlen + 4) {
+            Ok(t) => header = crate::pack::parse_header_from_tail(&repo.keys, &t, size),
+            Err(e) => {
+                mark_all(format!("cannot read: {e}"));
+                return Vec::new();
+            }
+        }
+    }
+    drop(tail);
+
+    // Then every byte in order, hashed; each blob is opened once the bytes up to its end are
+    // in, and bytes no blob still needs are dropped.
+    let mut blobs: Vec<&(Id, crate::index::BlobLocation)> = indexed.iter().collect();
+    blobs.sort_by_key(|(_, l)| l.offset);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let (mut base, mut pos, mut next) = (0u64, 0u64, 0usize);
+    let mut out = Vec::new();
+    let fail = |id: &Id, e: Error| {
+        bad_blobs.lock().unwrap().insert(*id);
+        add(format!("blob {} in {path}", id.to_hex()), e.to_string(), 1);
+    };
+    while pos < size {
+        let len = CHECK_PIECE.min(size - pos);
+        let piece = match read(pos, len) {
+            Ok(b) => b,
+            Err(e) => {
+                mark_all(format!("cannot read: {e}"));
+                return Vec::new();
+            }
+        };
+        progress.bytes.fetch_add(len, Relaxed);
+        hasher.update(&piece);
+        buf.extend_from_slice(&piece);
+        drop(piece);
+        pos += len;
+        while let Some((id, loc)) = blobs.get(next) {
+            let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
+            if end > pos {
+                break;
+            }
+            let sealed = &buf[(start - base) as usize..(end - base) as usize];
+            match crate::pack::open_blob(&repo.keys, info.blob_type, id, sealed, loc.raw_length) {
+                Ok(raw) => {
+                    if info.blob_type == BlobType::Tree {
+                        out.push((*id, raw));
+                    }
+                }
+                Err(e) => fail(id, e),
+            }
+            next += 1;
+        }
+        let keep_from = blobs
+            .get(next)
+            .map_or(pos, |(_, l)| (l.offset as u64).min(pos));
+        buf.drain(..(keep_from - base) as usize);
+        base = keep_from;
+    }
+    for (id, _) in &blobs[next..] {
+        fail(id, Error::corrupt("blob", "lies past the pack's end"));
+    }
+    if Id(*hasher.finalize().as_bytes()) != info.id {
         add(path.clone(), "content does not match its name".into(), 0);
     }
-    match crate::pack::parse_header_from_tail(&repo.keys, &bytes, bytes.len() as u64) {
+    match header {
         Ok(Some(header)) => compare_header(&header, info.blob_type, indexed, &path, add),
         Ok(None) => add(path.clone(), "header length inconsistent".into(), 0),
         Err(e) => add(path.clone(), format!("header: {e}"), 0),
-    }
-    let mut out = Vec::new();
-    for (id, loc) in indexed {
-        let end = loc.offset as usize + loc.length as usize;
-        let res = if end <= bytes.len() {
-            crate::pack::open_blob(
-                &repo.keys,
-                info.blob_type,
-                id,
-                &bytes[loc.offset as usize..end],
-                loc.raw_length,
-            )
-        } else {
-            Err(Error::corrupt("blob", "lies past the pack's end"))
-        };
-        match res {
-            Ok(raw) => {
-                if info.blob_type == BlobType::Tree {
-                    out.push((*id, raw));
-                }
-            }
-            Err(e) => {
-                bad_blobs.lock().unwrap().insert(*id);
-                add(format!("blob {} in {path}", id.to_hex()), e.to_string(), 1);
-            }
-        }
     }
     out
 }
