@@ -26,12 +26,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// Files whose content is processed at once; bounds memory and queue length.
+/// Files handed to the workers at once; bounds the queue length.
 const FILES_IN_FLIGHT: usize = 256;
+/// File bytes handed to the workers at once (a file counts its size, at least 4 KiB, at most
+/// the two batches a large file holds): bounds memory, whatever the mix of file sizes.
+const BYTES_IN_FLIGHT: u64 = 32 << 20;
 /// Bytes of a large file or stream read and cut per batch.
-const BATCH_BYTES: usize = 8 << 20;
-/// Pack uploads running at once.
-const UPLOADS_IN_FLIGHT: usize = 4;
+const BATCH_BYTES: usize = 4 << 20;
+/// Pack uploads running at once, beside the pack being filled. Each holds a whole pack.
+const UPLOADS_IN_FLIGHT: usize = 2;
 /// Packs per intermediate index file, so an interrupted backup's packs are reused next time.
 const PACKS_PER_INDEX: usize = 64;
 
@@ -284,6 +287,44 @@ fn list_dir_noatime(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     }
 }
 
+/// Files and bytes the walker may hand to the workers before some come back.
+struct Budget {
+    /// (files, bytes) still available.
+    left: Mutex<(u64, u64)>,
+    freed: std::sync::Condvar,
+    bytes: u64,
+}
+
+impl Budget {
+    fn new(files: u64, bytes: u64) -> Budget {
+        Budget {
+            left: Mutex::new((files, bytes)),
+            freed: std::sync::Condvar::new(),
+            bytes,
+        }
+    }
+
+    /// Waits until one file of `cost` bytes fits (a cost above the whole budget waits for
+    /// all of it).
+    fn acquire(&self, cost: u64) {
+        let cost = cost.min(self.bytes);
+        let mut left = self.left.lock().unwrap();
+        while left.0 == 0 || left.1 < cost {
+            left = self.freed.wait(left).unwrap();
+        }
+        left.0 -= 1;
+        left.1 -= cost;
+    }
+
+    fn release(&self, cost: u64) {
+        let cost = cost.min(self.bytes);
+        let mut left = self.left.lock().unwrap();
+        left.0 += 1;
+        left.1 += cost;
+        self.freed.notify_all();
+    }
+}
+
 /// A directory entry whose content or subtree may still be in the making.
 enum Slot {
     Ready(Node),
@@ -396,10 +437,10 @@ pub fn snapshot(
     };
     // Dedup only against the live index; parent trees may also be read from packs a concurrent
     // prune has marked. A parent that cannot be read only costs re-reading the files.
-    let index = repo.load_index()?;
-    let read_index = repo.load_read_index()?;
+    let indexes = repo.load_indexes()?;
+    let (index, read_index) = (&indexes.live, indexes.read());
     let parent_root = match &parent {
-        Some((_, s)) => repo.load_tree(&read_index, &s.tree).ok(),
+        Some((_, s)) => repo.load_tree(read_index, &s.tree).ok(),
         None => None,
     };
 
@@ -411,7 +452,7 @@ pub fn snapshot(
         let packer = outer.spawn(|| run_packer(repo, pack_rx, progress));
         let shared = Shared {
             keys: &repo.keys,
-            index: &index,
+            index,
             chunker: Chunker::new(repo.config.chunker, repo.keys.chunker_seed()),
             level: repo.config.compression_level,
             pending: (0..64).map(|_| Mutex::new(HashSet::new())).collect(),
@@ -431,20 +472,16 @@ pub fn snapshot(
             let (dir_tx, dir_rx) = bounded::<DirJob>(1024);
             let shared_ref = &shared;
             let assembler = inner.spawn(move || assemble_dirs(shared_ref, dir_rx));
-            let (tokens_tx, tokens_rx) = bounded::<()>(FILES_IN_FLIGHT);
-            for _ in 0..FILES_IN_FLIGHT {
-                tokens_tx.send(()).unwrap();
-            }
+            let budget = Budget::new(FILES_IN_FLIGHT as u64, BYTES_IN_FLIGHT);
             let walker = Walker {
                 shared: &shared,
                 names: &names_cache,
                 excludes: &excludes,
                 dir_tx: &dir_tx,
                 repo,
-                index: &index,
-                read_index: &read_index,
-                tokens_tx: &tokens_tx,
-                tokens_rx: &tokens_rx,
+                index,
+                read_index,
+                budget: &budget,
             };
             let root = rayon::in_place_scope(|rs| -> Result<Receiver<Result<Id>>> {
                 let mut slots = Vec::new();
@@ -599,8 +636,7 @@ struct Walker<'a> {
     index: &'a Index,
     /// For reading parent trees.
     read_index: &'a Index,
-    tokens_tx: &'a Sender<()>,
-    tokens_rx: &'a Receiver<()>,
+    budget: &'a Budget,
 }
 
 impl<'a> Walker<'a> {
@@ -650,17 +686,18 @@ impl<'a> Walker<'a> {
                 } else {
                     self.shared.files_new.fetch_add(1, Relaxed);
                 }
-                self.tokens_rx.recv().expect("token channel");
+                let cost = node.size.clamp(4096, 2 * BATCH_BYTES as u64);
+                self.budget.acquire(cost);
                 let (tx, rx) = bounded(1);
                 let path = path.to_path_buf();
                 let shared = self.shared;
-                let tokens = self.tokens_tx;
+                let budget = self.budget;
                 rs.spawn(move |_| {
                     let res = shared
                         .store_file(&path, &mut node)
                         .map(|ok| ok.then_some(node));
                     let _ = tx.send(res);
-                    let _ = tokens.send(());
+                    budget.release(cost);
                 });
                 Ok(Some(Slot::File(self.placeholder(name), rx)))
             }

@@ -168,34 +168,24 @@ pub fn check(
 
     // Config and keys: the clear version first, then each key against its name and the password.
     let config_bytes = Repository::probe(backend)?;
-    let mut master = None;
-    let mut key_failures = Vec::new();
-    for (id, _) in backend.list_ids(FileKind::Key)? {
-        let path = FileKind::Key.path(&id);
-        let bytes = match backend.read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                add(path, format!("cannot read: {e}"), 0);
-                continue;
+    let scan = repository::scan_key_files(backend, password, true)?;
+    // Unreadable and misnamed key files first, then those that did not decode.
+    let (invalid, other): (Vec<_>, Vec<_>) = scan
+        .problems
+        .into_iter()
+        .partition(|p| matches!(p, repository::KeyProblem::Invalid(..)));
+    for p in other.into_iter().chain(invalid) {
+        match p {
+            repository::KeyProblem::Unreadable(path, e) => {
+                add(path, format!("cannot read: {e}"), 0)
             }
-        };
-        if Id::of_stored_bytes(&bytes) != id {
-            add(path, "content does not match its name".into(), 0);
-            continue;
-        }
-        match repository::try_key_file(&bytes, password) {
-            Ok(Some((m, _))) => {
-                if master.is_none() {
-                    master = Some((m, id));
-                }
+            repository::KeyProblem::WrongName(path) => {
+                add(path, "content does not match its name".into(), 0)
             }
-            Ok(None) => {}
-            Err(e) => key_failures.push((path, e.to_string())),
+            repository::KeyProblem::Invalid(path, e) => add(path, e.to_string(), 0),
         }
     }
-    for (path, e) in key_failures {
-        add(path, e, 0);
-    }
+    let master = scan.master;
     let Some((master, key_id)) = master else {
         let d = damage.into_inner().unwrap();
         if d.is_empty() {
@@ -235,75 +225,68 @@ pub fn check(
 
     // Snapshots before index files: a snapshot is saved after its index, so one saved by a
     // backup running beside this check is never judged against an older index.
-    let snap_ids = backend.list_ids(FileKind::Snapshot)?;
-    let mut snapshots: Vec<(Id, Snapshot)> = snap_ids
-        .par_iter()
-        .filter_map(
-            |(id, _)| match repo.load_file(FileKind::Snapshot, SealKind::Snapshot, id) {
-                Ok(s) => Some((*id, s)),
-                Err(e) if crate::backend::is_not_found(&e) => None,
-                Err(e) => {
-                    add(
-                        FileKind::Snapshot.path(id),
-                        format!("{e}; this snapshot is lost"),
-                        0,
-                    );
-                    None
-                }
-            },
-        )
+    let snap_ids: Vec<Id> = backend
+        .list_ids(FileKind::Snapshot)?
+        .into_iter()
+        .map(|(id, _)| id)
         .collect();
+    let loaded = repo.load_files::<Snapshot>(FileKind::Snapshot, SealKind::Snapshot, &snap_ids);
+    let mut snapshots: Vec<(Id, Snapshot)> = Vec::with_capacity(snap_ids.len());
+    for (id, res) in snap_ids.iter().zip(loaded) {
+        match res {
+            Ok(s) => snapshots.push((*id, s)),
+            Err(e) if crate::backend::is_not_found(&e) => {}
+            Err(e) => add(
+                FileKind::Snapshot.path(id),
+                format!("{e}; this snapshot is lost"),
+                0,
+            ),
+        }
+    }
     snapshots.sort_by_key(|(id, s)| (s.time_unix_ns, *id));
     report.snapshots = snapshots.len() as u64;
     // Index files.
     let index_ids = backend.list_ids(FileKind::Index)?;
     report.index_files = index_ids.len() as u64;
-    let index_files: Vec<(Id, IndexFile)> = index_ids
-        .par_iter()
-        .filter_map(
-            |(id, _)| match repo.load_file(FileKind::Index, SealKind::Index, id) {
-                Ok(f) => Some((*id, f)),
-                Err(e) if crate::backend::is_not_found(&e) => None,
-                Err(e) => {
-                    add(
-                        FileKind::Index.path(id),
-                        format!("{e}; the packs it lists are no longer indexed"),
-                        0,
-                    );
-                    None
-                }
-            },
-        )
-        .collect();
+    let index_ids: Vec<Id> = index_ids.into_iter().map(|(id, _)| id).collect();
+    let loaded = repo.load_files::<IndexFile>(FileKind::Index, SealKind::Index, &index_ids);
+    let mut index_files: Vec<(Id, IndexFile)> = Vec::with_capacity(index_ids.len());
+    for (id, res) in index_ids.iter().zip(loaded) {
+        match res {
+            Ok(f) => index_files.push((*id, f)),
+            Err(e) if crate::backend::is_not_found(&e) => {}
+            Err(e) => add(
+                FileKind::Index.path(id),
+                format!("{e}; the packs it lists are no longer indexed"),
+                0,
+            ),
+        }
+    }
     // Packs a prune has marked but not yet deleted are still readable: a backup that ran during
     // the prune may use them until a later prune puts them back into the index.
     let listed: HashMap<String, u64> = backend.list(FileKind::Pack)?.into_iter().collect();
-    let mut index_files = index_files;
     let indexed: HashSet<Id> = index_files
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
-    match repo.load_prune_marks() {
-        Ok(marks) => {
-            let marked: Vec<crate::format::IndexPack> = Repository::marked_packs(&marks)
-                .into_iter()
-                .filter(|p| {
-                    !indexed.contains(&p.id)
-                        && listed.contains_key(&FileKind::Pack.path(&p.id))
-                        && !p.blobs.is_empty()
-                })
-                .collect();
-            index_files.push((
-                Id([0xff; 32]),
-                IndexFile {
-                    supersedes: vec![],
-                    packs: marked,
-                },
-            ));
+    let marked: Vec<crate::format::IndexPack> = match repo.load_prune_marks() {
+        Ok(marks) => Repository::marked_packs(&marks)
+            .into_iter()
+            .filter(|p| {
+                !indexed.contains(&p.id)
+                    && listed.contains_key(&FileKind::Pack.path(&p.id))
+                    && !p.blobs.is_empty()
+            })
+            .collect(),
+        Err(e) => {
+            add("prune/".into(), format!("cannot read prune marks: {e}"), 0);
+            Vec::new()
         }
-        Err(e) => add("prune/".into(), format!("cannot read prune marks: {e}"), 0),
-    }
-    let index = Index::from_files(index_files);
+    };
+    drop(indexed);
+    let index = Index::build(&index_files, &marked);
+    drop(index_files);
+    drop(marked);
     report.blobs = index.len() as u64;
 
     // Packs: present with the size the index implies; unknown files; unreferenced packs.
@@ -471,7 +454,13 @@ pub fn check(
     Ok(report)
 }
 
-/// Reads one pack whole and verifies it; returns the plaintext of its tree blobs.
+/// Bytes of a pack `check` reads at once: packs are streamed in pieces and hashed as they go,
+/// so each reader holds about this much (plus one blob) however large packs are.
+const CHECK_PIECE: u64 = 4 << 20;
+
+/// Reads one pack, header first, then all of it in pieces, and verifies it: its hash against
+/// its name, its header against the index, every indexed blob. Returns the plaintext of its
+/// tree blobs.
 fn verify_pack(
     repo: &Repository,
     index: &Index,
@@ -491,47 +480,89 @@ fn verify_pack(
             .unwrap()
             .extend(indexed.iter().map(|(id, _)| *id));
     };
-    let bytes = match repo.backend.read(&path) {
+    let read = |offset: u64, len: u64| repo.backend.read_range(&path, offset, len);
+    let size = info.size;
+
+    // The header, from the pack's tail (a second read when it is longer than the first).
+    let tail_len = size.min(64 * 1024);
+    let tail = match read(size - tail_len, tail_len) {
         Ok(b) => b,
         Err(e) => {
             mark_all(format!("cannot read: {e}"));
             return Vec::new();
         }
     };
-    progress.bytes.fetch_add(bytes.len() as u64, Relaxed);
-    if Id::of_stored_bytes(&bytes) != info.id {
+    let mut header = crate::pack::parse_header_from_tail(&repo.keys, &tail, size);
+    if let Ok(None) = header {
+        let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap()) as u64;
+        match read(size - hlen - 4, hlen + 4) {
+            Ok(t) => header = crate::pack::parse_header_from_tail(&repo.keys, &t, size),
+            Err(e) => {
+                mark_all(format!("cannot read: {e}"));
+                return Vec::new();
+            }
+        }
+    }
+    drop(tail);
+
+    // Then every byte in order, hashed; each blob is opened once the bytes up to its end are
+    // in, and bytes no blob still needs are dropped.
+    let mut blobs: Vec<&(Id, crate::index::BlobLocation)> = indexed.iter().collect();
+    blobs.sort_by_key(|(_, l)| l.offset);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let (mut base, mut pos, mut next) = (0u64, 0u64, 0usize);
+    let mut out = Vec::new();
+    let fail = |id: &Id, e: Error| {
+        bad_blobs.lock().unwrap().insert(*id);
+        add(format!("blob {} in {path}", id.to_hex()), e.to_string(), 1);
+    };
+    while pos < size {
+        let len = CHECK_PIECE.min(size - pos);
+        let piece = match read(pos, len) {
+            Ok(b) => b,
+            Err(e) => {
+                mark_all(format!("cannot read: {e}"));
+                return Vec::new();
+            }
+        };
+        progress.bytes.fetch_add(len, Relaxed);
+        hasher.update(&piece);
+        buf.extend_from_slice(&piece);
+        drop(piece);
+        pos += len;
+        while let Some((id, loc)) = blobs.get(next) {
+            let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
+            if end > pos {
+                break;
+            }
+            let sealed = &buf[(start - base) as usize..(end - base) as usize];
+            match crate::pack::open_blob(&repo.keys, info.blob_type, id, sealed, loc.raw_length) {
+                Ok(raw) => {
+                    if info.blob_type == BlobType::Tree {
+                        out.push((*id, raw));
+                    }
+                }
+                Err(e) => fail(id, e),
+            }
+            next += 1;
+        }
+        let keep_from = blobs
+            .get(next)
+            .map_or(pos, |(_, l)| (l.offset as u64).min(pos));
+        buf.drain(..(keep_from - base) as usize);
+        base = keep_from;
+    }
+    for (id, _) in &blobs[next..] {
+        fail(id, Error::corrupt("blob", "lies past the pack's end"));
+    }
+    if Id(*hasher.finalize().as_bytes()) != info.id {
         add(path.clone(), "content does not match its name".into(), 0);
     }
-    match crate::pack::parse_header_from_tail(&repo.keys, &bytes, bytes.len() as u64) {
+    match header {
         Ok(Some(header)) => compare_header(&header, info.blob_type, indexed, &path, add),
         Ok(None) => add(path.clone(), "header length inconsistent".into(), 0),
         Err(e) => add(path.clone(), format!("header: {e}"), 0),
-    }
-    let mut out = Vec::new();
-    for (id, loc) in indexed {
-        let end = loc.offset as usize + loc.length as usize;
-        let res = if end <= bytes.len() {
-            crate::pack::open_blob(
-                &repo.keys,
-                info.blob_type,
-                id,
-                &bytes[loc.offset as usize..end],
-                loc.raw_length,
-            )
-        } else {
-            Err(Error::corrupt("blob", "lies past the pack's end"))
-        };
-        match res {
-            Ok(raw) => {
-                if info.blob_type == BlobType::Tree {
-                    out.push((*id, raw));
-                }
-            }
-            Err(e) => {
-                bad_blobs.lock().unwrap().insert(*id);
-                add(format!("blob {} in {path}", id.to_hex()), e.to_string(), 1);
-            }
-        }
     }
     out
 }

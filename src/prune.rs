@@ -60,15 +60,6 @@ pub struct PruneReport {
     pub dry_run: bool,
 }
 
-/// Index files as loaded, with ids, so the consolidated index can supersede exactly them.
-fn load_index_files(repo: &Repository) -> Result<Vec<(Id, IndexFile)>> {
-    use rayon::prelude::*;
-    let ids = repo.backend.list_ids(FileKind::Index)?;
-    ids.par_iter()
-        .map(|(id, _)| Ok((*id, repo.load_file(FileKind::Index, SealKind::Index, id)?)))
-        .collect()
-}
-
 fn load_marks(repo: &Repository) -> Result<Vec<(Id, PruneMark)>> {
     let mut out = Vec::new();
     for (id, _) in repo.backend.list_ids(FileKind::PruneMark)? {
@@ -114,10 +105,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // come from backups whose markers make phase 2 wait for them.
     let snaps = repo.list_snapshots()?;
     let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
-    let files = load_index_files(repo)?;
+    // Index files as loaded, with ids, so the consolidated index can supersede exactly them.
+    let files = repo.load_index_files()?;
     let loaded_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
     let marks = load_marks(repo)?;
-    let live = Index::from_files(files.clone());
+    let live = Index::build(&files, &[]);
     let live_pack_ids: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
 
     // Everything readable, marked packs included, for finding what snapshots use.
@@ -126,15 +118,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .filter(|p| !live_pack_ids.contains(&p.id))
         .map(|p| (p.id, p))
         .collect();
-    let mut all_files = files.clone();
-    all_files.push((
-        Id([0xff; 32]),
-        IndexFile {
-            supersedes: vec![],
-            packs: marked.values().cloned().collect(),
-        },
-    ));
-    let readable = Index::from_files(all_files);
+    let marked_list: Vec<IndexPack> = marked.values().cloned().collect();
+    let readable = Index::build(&files, &marked_list);
+    drop(marked_list);
 
     let used = used_blobs(repo, &readable, &roots)?;
 
@@ -369,10 +355,10 @@ fn delete_marked(repo: &Repository, grace: Duration) -> Result<(u64, u64, u64)> 
         .into_iter()
         .map(|(_, s)| s.tree)
         .collect();
-    let live = repo.load_index()?;
+    let indexes = repo.load_indexes()?;
+    let live = &indexes.live;
     let live_packs: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
-    let read = repo.load_read_index()?;
-    let used = used_blobs(repo, &read, &roots)?;
+    let used = used_blobs(repo, indexes.read(), &roots)?;
 
     // A marked pack a snapshot uses (a backup finished during the prune) goes back into the
     // index; the others are deleted.

@@ -13,6 +13,47 @@ use rayon::prelude::*;
 use serde::{de::DeserializeOwned, Serialize};
 use zeroize::Zeroizing;
 
+/// Files read from storage at once when loading many (index files, snapshots).
+const READS_IN_FLIGHT: usize = 16;
+
+/// The live index (for dedup) and, when prune marks exist, the index for reading.
+pub struct Indexes {
+    pub live: Index,
+    /// The live index plus marked packs; `None` when there are no marks (it would equal
+    /// `live`).
+    marked: Option<Index>,
+}
+
+impl Indexes {
+    /// Builds both from the same index files and marks.
+    pub fn build(files: Vec<(Id, IndexFile)>, marks: &[(Id, crate::format::PruneMark)]) -> Indexes {
+        let live = Index::build(&files, &[]);
+        if marks.is_empty() {
+            return Indexes { live, marked: None };
+        }
+        let live_packs: std::collections::HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
+        let extra: Vec<crate::format::IndexPack> = Repository::marked_packs(marks)
+            .into_iter()
+            .filter(|p| !live_packs.contains(&p.id))
+            .collect();
+        // Listed last, so a blob in both a live and a marked pack resolves to the live one.
+        let marked = Index::build(&files, &extra);
+        Indexes {
+            live,
+            marked: Some(marked),
+        }
+    }
+
+    /// The index for reading snapshots.
+    pub fn read(&self) -> &Index {
+        self.marked.as_ref().unwrap_or(&self.live)
+    }
+
+    pub fn into_read(self) -> Index {
+        self.marked.unwrap_or(self.live)
+    }
+}
+
 /// Settings fixed at `init`.
 #[derive(Clone, Debug)]
 pub struct InitOptions {
@@ -180,21 +221,69 @@ impl Repository {
         self.save_file(FileKind::Index, SealKind::Index, file)
     }
 
+    /// Reads and decodes files of one kind: up to `READS_IN_FLIGHT` reads at once on the I/O
+    /// runtime, each file decoded (verified, opened, parsed) on rayon as it arrives. One
+    /// result per id, in the order of `ids`.
+    pub fn load_files<T: DeserializeOwned + Send>(
+        &self,
+        kind: FileKind,
+        seal: SealKind,
+        ids: &[Id],
+    ) -> Vec<Result<T>> {
+        use futures::StreamExt;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Result<Vec<u8>>)>(READS_IN_FLIGHT);
+        let backend = self.backend.clone();
+        let paths: Vec<String> = ids.iter().map(|id| kind.path(id)).collect();
+        self.backend.runtime().spawn(async move {
+            let mut reads = futures::stream::iter(paths.into_iter().enumerate())
+                .map(move |(i, path)| {
+                    let backend = backend.clone();
+                    async move { (i, backend.read_async(&path).await) }
+                })
+                .buffer_unordered(READS_IN_FLIGHT);
+            while let Some(r) = reads.next().await {
+                if tx.send(r).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out: Vec<(usize, Result<T>)> = std::iter::from_fn(|| rx.blocking_recv())
+            .par_bridge()
+            .map(|(i, bytes)| {
+                (
+                    i,
+                    bytes.and_then(|b| self.decode_file(kind, seal, &ids[i], &b)),
+                )
+            })
+            .collect();
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Every index file, read once; a file that vanished since the listing (superseded and
+    /// deleted by a prune) is left out.
+    pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let ids: Vec<Id> = self
+            .backend
+            .list_ids(FileKind::Index)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let loaded = self.load_files(FileKind::Index, SealKind::Index, &ids);
+        let mut files = Vec::with_capacity(ids.len());
+        for (id, res) in ids.into_iter().zip(loaded) {
+            match res {
+                Ok(f) => files.push((id, f)),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(files)
+    }
+
     /// Loads every index file into the in-memory index.
     pub fn load_index(&self) -> Result<Index> {
-        let ids = self.backend.list_ids(FileKind::Index)?;
-        let files = ids
-            .par_iter()
-            .map(
-                |(id, _)| match self.load_file(FileKind::Index, SealKind::Index, id) {
-                    Ok(f) => Ok(Some((*id, f))),
-                    // Superseded and deleted by a prune between listing and reading.
-                    Err(e) if is_not_found(&e) => Ok(None),
-                    Err(e) => Err(e),
-                },
-            )
-            .collect::<Result<Vec<Option<(Id, IndexFile)>>>>()?;
-        Ok(Index::from_files(files.into_iter().flatten().collect()))
+        Ok(Index::from_files(self.load_index_files()?))
     }
 
     /// Prune marks: packs taken out of the index, awaiting deletion.
@@ -228,39 +317,20 @@ impl Repository {
         v
     }
 
-    /// The index for reading: the live index plus packs a prune has marked but not yet
+    /// The live index and the index for reading, from one read of the index files (then the
+    /// prune marks). The read index is the live one plus packs a prune has marked but not yet
     /// deleted, so a snapshot saved by a backup that ran during the prune stays readable
-    /// until a later prune puts those packs back. Never used for dedup: new snapshots must
+    /// until a later prune puts those packs back. It is never for dedup: new snapshots must
     /// not come to depend on marked packs.
-    pub fn load_read_index(&self) -> Result<Index> {
-        let live = self.load_index()?;
+    pub fn load_indexes(&self) -> Result<Indexes> {
+        let files = self.load_index_files()?;
         let marks = self.load_prune_marks()?;
-        if marks.is_empty() {
-            return Ok(live);
-        }
-        let ids = self.backend.list_ids(FileKind::Index)?;
-        let mut files: Vec<(Id, IndexFile)> = Vec::new();
-        for (id, _) in ids {
-            match self.load_file(FileKind::Index, SealKind::Index, &id) {
-                Ok(f) => files.push((id, f)),
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let live_packs: std::collections::HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
-        let marked: Vec<crate::format::IndexPack> = Self::marked_packs(&marks)
-            .into_iter()
-            .filter(|p| !live_packs.contains(&p.id))
-            .collect();
-        // Listed last, so a blob in both a live and a marked pack resolves to the live one.
-        files.push((
-            Id([0xff; 32]),
-            IndexFile {
-                supersedes: vec![],
-                packs: marked,
-            },
-        ));
-        Ok(Index::from_files(files))
+        Ok(Indexes::build(files, &marks))
+    }
+
+    /// The index for reading (see `load_indexes`).
+    pub fn load_read_index(&self) -> Result<Index> {
+        Ok(self.load_indexes()?.into_read())
     }
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
@@ -269,22 +339,25 @@ impl Repository {
 
     /// Every snapshot, oldest first.
     pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        let ids = self.backend.list_ids(FileKind::Snapshot)?;
-        let mut snaps: Vec<(Id, Snapshot)> = ids
-            .par_iter()
-            .map(
-                |(id, _)| match self.load_file(FileKind::Snapshot, SealKind::Snapshot, id) {
-                    Ok(s) => Ok(Some((*id, s))),
-                    // Forgotten by another client between listing and reading.
-                    Err(e) if is_not_found(&e) => Ok(None),
-                    Err(e) => Err(e),
-                },
-            )
-            .collect::<Result<Vec<_>>>()?
+        let ids: Vec<Id> = self
+            .backend
+            .list_ids(FileKind::Snapshot)?
             .into_iter()
-            .flatten()
+            .map(|(id, _)| id)
             .collect();
-        snaps.sort_by(|a, b| a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0)));
+        let loaded = self.load_files(FileKind::Snapshot, SealKind::Snapshot, &ids);
+        let mut snaps = Vec::with_capacity(ids.len());
+        for (id, res) in ids.into_iter().zip(loaded) {
+            match res {
+                Ok(s) => snaps.push((id, s)),
+                // Forgotten by another client between listing and reading.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        snaps.sort_by(|a: &(Id, Snapshot), b| {
+            a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0))
+        });
         Ok(snaps)
     }
 
@@ -408,24 +481,77 @@ pub fn try_key_file(bytes: &[u8], password: &[u8]) -> Result<Option<(MasterKey, 
     Ok(Some((MasterKey::from_bytes(payload.master_key), payload)))
 }
 
-fn open_master_key(backend: &Backend, password: &[u8]) -> Result<(MasterKey, Id)> {
+/// A key file that could not be used (its path), and why.
+pub enum KeyProblem {
+    Unreadable(String, Error),
+    WrongName(String),
+    /// Read and named right, but not a usable key file.
+    Invalid(String, Error),
+}
+
+/// What trying the password on the key files found.
+pub struct KeyScan {
+    /// The first key file the password opens.
+    pub master: Option<(MasterKey, Id)>,
+    pub problems: Vec<KeyProblem>,
+    /// Key files listed.
+    pub listed: usize,
+}
+
+/// Tries the password on the key files in listing order: the one loop behind `open` and
+/// `check`. With `check_all` (check), every key file is read, compared with its name and
+/// tried, and every problem is reported; otherwise (open) the first key that opens wins, a
+/// read error or a key file of an unknown version stops the scan with that error, and
+/// problems only matter when no key opens.
+pub fn scan_key_files(backend: &Backend, password: &[u8], check_all: bool) -> Result<KeyScan> {
     let keys = backend.list_ids(FileKind::Key)?;
-    if keys.is_empty() {
-        return Err(Error::corrupt("repository", "no key files"));
-    }
-    let mut last_err = None;
+    let mut scan = KeyScan {
+        master: None,
+        problems: Vec::new(),
+        listed: keys.len(),
+    };
     for (id, _) in keys {
-        let bytes = backend.read(&FileKind::Key.path(&id))?;
+        let path = FileKind::Key.path(&id);
+        let bytes = match backend.read(&path) {
+            Ok(b) => b,
+            Err(e) if check_all => {
+                scan.problems.push(KeyProblem::Unreadable(path, e));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if check_all && Id::of_stored_bytes(&bytes) != id {
+            scan.problems.push(KeyProblem::WrongName(path));
+            continue;
+        }
         match try_key_file(&bytes, password) {
-            Ok(Some((m, _))) => return Ok((m, id)),
+            Ok(Some((m, _))) => {
+                if scan.master.is_none() {
+                    scan.master = Some((m, id));
+                }
+                if !check_all {
+                    break;
+                }
+            }
             Ok(None) => {}
-            Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
-            Err(e) => last_err = Some(e),
+            Err(e @ Error::UnsupportedVersion { .. }) if !check_all => return Err(e),
+            Err(e) => scan.problems.push(KeyProblem::Invalid(path, e)),
         }
     }
+    Ok(scan)
+}
+
+fn open_master_key(backend: &Backend, password: &[u8]) -> Result<(MasterKey, Id)> {
+    let mut scan = scan_key_files(backend, password, false)?;
+    if scan.listed == 0 {
+        return Err(Error::corrupt("repository", "no key files"));
+    }
+    if let Some(found) = scan.master {
+        return Ok(found);
+    }
     // A damaged key file must not be reported as a wrong password when it is the only one.
-    match last_err {
-        Some(e) if backend.list_ids(FileKind::Key)?.len() == 1 => Err(e),
+    match scan.problems.pop() {
+        Some(KeyProblem::Invalid(_, e)) if scan.listed == 1 => Err(e),
         _ => Err(Error::WrongPassword),
     }
 }

@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+/// Bytes of a pack restore reads at once.
+const RESTORE_PIECE: u64 = 4 << 20;
+
 #[derive(Default, Clone)]
 pub struct RestoreOptions {
     pub includes: Vec<String>,
@@ -135,39 +138,51 @@ pub fn restore(
             .try_for_each(|(pack, blobs)| -> Result<()> {
                 blobs.sort_by_key(|(_, l)| l.offset);
                 let info = index.pack(*pack);
-                let start = blobs[0].1.offset as u64;
-                let end = blobs
-                    .iter()
-                    .map(|(_, l)| l.offset as u64 + l.length as u64)
-                    .max()
-                    .unwrap();
                 let path = crate::backend::FileKind::Pack.path(&info.id);
-                let bytes = repo.backend.read_range(&path, start, end - start)?;
-                for (id, loc) in blobs.iter() {
-                    let s = (loc.offset as u64 - start) as usize;
-                    let raw = crate::pack::open_blob(
-                        &repo.keys,
-                        info.blob_type,
-                        id,
-                        &bytes[s..s + loc.length as usize],
-                        loc.raw_length,
-                    )?;
-                    let zero = raw.iter().all(|&b| b == 0);
-                    for &(fi, off) in &wanted[id] {
-                        // Files start as holes of the right size: all-zero blobs stay holes (sparse).
-                        if zero {
-                            continue;
+                // Read the needed blobs in runs of at most RESTORE_PIECE bytes (one blob may be
+                // more), not the whole pack at once: each reader holds one run.
+                let mut rest = &blobs[..];
+                while !rest.is_empty() {
+                    let start = rest[0].1.offset as u64;
+                    let mut end = start + rest[0].1.length as u64;
+                    let mut k = 1;
+                    while k < rest.len() {
+                        let e = rest[k].1.offset as u64 + rest[k].1.length as u64;
+                        if e.max(end) - start > RESTORE_PIECE {
+                            break;
                         }
-                        let fpath = &plan.files[fi as usize].0;
-                        let f = std::fs::OpenOptions::new()
-                            .write(true)
-                            .open(fpath)
-                            .map_err(|e| Error::io(fpath, e))?;
-                        f.write_all_at(&raw, off).map_err(|e| Error::io(fpath, e))?;
+                        end = end.max(e);
+                        k += 1;
                     }
-                    progress
-                        .bytes
-                        .fetch_add(raw.len() as u64 * wanted[id].len() as u64, Relaxed);
+                    let (group, tail) = rest.split_at(k);
+                    rest = tail;
+                    let bytes = repo.backend.read_range(&path, start, end - start)?;
+                    for (id, loc) in group {
+                        let s = (loc.offset as u64 - start) as usize;
+                        let raw = crate::pack::open_blob(
+                            &repo.keys,
+                            info.blob_type,
+                            id,
+                            &bytes[s..s + loc.length as usize],
+                            loc.raw_length,
+                        )?;
+                        let zero = raw.iter().all(|&b| b == 0);
+                        for &(fi, off) in &wanted[id] {
+                            // Files start as holes of the right size: all-zero blobs stay holes.
+                            if zero {
+                                continue;
+                            }
+                            let fpath = &plan.files[fi as usize].0;
+                            let f = std::fs::OpenOptions::new()
+                                .write(true)
+                                .open(fpath)
+                                .map_err(|e| Error::io(fpath, e))?;
+                            f.write_all_at(&raw, off).map_err(|e| Error::io(fpath, e))?;
+                        }
+                        progress
+                            .bytes
+                            .fetch_add(raw.len() as u64 * wanted[id].len() as u64, Relaxed);
+                    }
                 }
                 Ok(())
             })

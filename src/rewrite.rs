@@ -29,14 +29,14 @@ pub fn rewrite(
     dry_run: bool,
 ) -> Result<Vec<Rewritten>> {
     let excludes = Excludes::new(patterns)?;
-    let index = repo.load_read_index()?;
-    let live = repo.load_index()?;
-    let mut writer = BlobWriter::new(repo, &live, BlobType::Tree);
+    let indexes = repo.load_indexes()?;
+    let (index, live) = (indexes.read(), &indexes.live);
+    let mut writer = BlobWriter::new(repo, live, BlobType::Tree);
     let mut out = Vec::new();
     let mut to_save = Vec::new();
     for (id, snap) in snaps {
         let mut removed = Vec::new();
-        let root = repo.load_tree(&index, &snap.tree)?;
+        let root = repo.load_tree(index, &snap.tree)?;
         // The absolute source path of each top-level entry, so path globs match as at backup.
         let mut new_root = Tree::default();
         for mut node in root.nodes {
@@ -53,7 +53,7 @@ pub fn rewrite(
             if let Some(sub) = node.subtree {
                 node.subtree = Some(rewrite_tree(
                     repo,
-                    &index,
+                    index,
                     &mut writer,
                     &excludes,
                     &sub,

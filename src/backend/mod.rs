@@ -227,10 +227,17 @@ impl Backend {
     }
 
     pub fn read(&self, path: &str) -> Result<Vec<u8>> {
-        self.rt.block_on(self.attempt(path, || async {
+        self.rt.block_on(self.read_async(path))
+    }
+
+    /// `read` for tasks on the I/O runtime (`runtime().spawn`), so many reads can be in
+    /// flight without a thread each.
+    pub async fn read_async(&self, path: &str) -> Result<Vec<u8>> {
+        self.attempt(path, || async {
             self.fault(Op::Read).await?;
             self.op.read(path).await.map(|b| b.to_vec())
-        }))
+        })
+        .await
     }
 
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
