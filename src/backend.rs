@@ -76,7 +76,11 @@ impl Backend {
                 return Err(Error::usage(format!("unsupported repository URL {url:?}")));
             }
             let root = absolute(Path::new(path))?;
-            if !create && !root.is_dir() {
+            // Checked before the operator is built: building it creates `tmp/`, which must
+            // not appear in a folder that turns out to hold no repository.
+            let no_config = matches!(std::fs::symlink_metadata(root.join(CONFIG_PATH)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            if !create && (!root.is_dir() || no_config) {
                 return Err(Error::NoRepository(root.display().to_string()));
             }
             let root_s = root
@@ -153,7 +157,9 @@ impl Backend {
     }
 
     pub fn delete(&self, path: &str) -> Result<()> {
-        Ok(self.rt.block_on(self.op.delete(path))?)
+        self.rt
+            .block_on(self.op.delete(path))
+            .map_err(|e| change_err(e, path, "delete"))
     }
 
     /// Lists the files (never folders) of one kind, with sizes.
@@ -198,10 +204,59 @@ impl Backend {
 }
 
 async fn write_async(op: &Operator, path: &str, bytes: Vec<u8>) -> Result<()> {
-    op.write(path, bytes)
-        .await
-        .map(|_| ())
-        .map_err(|e| map_err(e, path))
+    match op.write(path, bytes).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            remove_temp_of(op, path);
+            Err(change_err(e, path, "write"))
+        }
+    }
+}
+
+/// OpenDAL's fs service leaves the temporary file of a failed write (`tmp/<name>.<random>`)
+/// behind; on a full disk that file holds the space the next run needs, so remove it. Names
+/// are content hashes of sealed bytes with random nonces, so no other writer uses the same one.
+fn remove_temp_of(op: &Operator, path: &str) {
+    if op.info().scheme() != "fs" {
+        return;
+    }
+    let prefix = format!("{}.", path.rsplit('/').next().unwrap_or(path));
+    let dir = Path::new(&op.info().root()).join("tmp");
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Errors of writes and deletes in words a cron mail reader acts on: a full disk, a read-only
+/// repository.
+fn change_err(e: opendal::Error, path: &str, verb: &str) -> Error {
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+                    return Error::Backend(format!(
+                        "cannot {verb} {path}: no space left on the repository's storage ({io})"
+                    ))
+                }
+                Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => {
+                    return Error::Backend(format!(
+                        "cannot {verb} {path}: the repository is read-only for this user ({io})"
+                    ))
+                }
+                _ => {}
+            }
+        }
+        source = s.source();
+    }
+    if e.kind() == ErrorKind::PermissionDenied {
+        return Error::Backend(format!(
+            "cannot {verb} {path}: the repository is read-only for this user"
+        ));
+    }
+    map_err(e, path)
 }
 
 fn map_err(e: opendal::Error, path: &str) -> Error {

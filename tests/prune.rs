@@ -5,63 +5,9 @@ mod common;
 
 use common::*;
 use ocvault::backend::{Backend, FileKind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn init_small(repo: &TestRepo, extra: &[&str]) {
-    repo.cmd()
-        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
-        .args(extra)
-        .assert()
-        .success();
-}
-
-fn snapshot_id(repo: &TestRepo, args: &[&str], dir: &Path) -> String {
-    let out = repo
-        .cmd()
-        .args(["--json", "snapshot"])
-        .args(args)
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    v["snapshot_id"].as_str().unwrap().to_string()
-}
-
-fn random_file(path: &Path, len: usize, seed: u64) {
-    let mut data = vec![0u8; len];
-    Rng::new(seed).fill(&mut data);
-    std::fs::write(path, data).unwrap();
-}
-
-fn restore_and_compare(repo: &TestRepo, id: &str, expected: &Path, name: &str) {
-    let target = repo.path(&format!("restore-{id}"));
-    let _ = std::fs::remove_dir_all(&target);
-    repo.cmd()
-        .args(["restore", id, "--target"])
-        .arg(&target)
-        .assert()
-        .success();
-    assert_trees_equal(expected, &target.join(name));
-    std::fs::remove_dir_all(&target).unwrap();
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
 
 #[test]
 fn forget_half_and_prune_shrinks_by_what_only_they_held() {
