@@ -9,6 +9,7 @@ pub mod backend;
 pub mod checker;
 pub mod chunker;
 pub mod cli;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod format;

@@ -120,11 +120,9 @@ pub fn oldest_running_backup(repo: &Repository) -> Result<Option<i64>> {
 /// `STALE_AFTER`: the remains of writes cut short by a killed or crashed client. A live write
 /// touches its file continuously and finishes within seconds. Returns how many were removed.
 pub fn remove_stale_temp_files(repo: &Repository) -> usize {
-    let info = repo.backend.operator().info();
-    if info.scheme() != "fs" {
+    let Some(dir) = repo.backend.local_temp_dir() else {
         return 0;
-    }
-    let dir = std::path::Path::new(&info.root()).join("tmp");
+    };
     let mut removed = 0;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let stale = e

@@ -4,80 +4,14 @@
 use crate::archiver::Excludes;
 use crate::backend::FileKind;
 use crate::error::Result;
-use crate::format::{BlobType, IndexFile, Snapshot, Tree};
+use crate::format::{BlobType, Snapshot, Tree};
 use crate::id::Id;
 use crate::index::Index;
-use crate::pack::{self, PackBuilder};
+use crate::pack::BlobWriter;
 use crate::repository::Repository;
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-/// Writes tree blobs into tree packs, deduplicated against the index.
-pub struct TreeWriter<'a> {
-    repo: &'a Repository,
-    index: &'a Index,
-    pending: HashSet<Id>,
-    builder: PackBuilder,
-    written: Vec<crate::format::IndexPack>,
-}
-
-impl<'a> TreeWriter<'a> {
-    pub fn new(repo: &'a Repository, index: &'a Index) -> Self {
-        TreeWriter {
-            repo,
-            index,
-            pending: HashSet::new(),
-            builder: PackBuilder::new(BlobType::Tree, 1 << 20),
-            written: Vec::new(),
-        }
-    }
-
-    pub fn save(&mut self, tree: &Tree) -> Result<Id> {
-        let raw = crate::format::to_postcard(tree);
-        let id = self.repo.keys.blob_id(&raw);
-        if !self.index.contains(&id) && self.pending.insert(id) {
-            let sealed = pack::seal_blob(
-                &self.repo.keys,
-                BlobType::Tree,
-                &id,
-                &raw,
-                self.repo.config.compression_level,
-            );
-            self.builder.add(id, raw.len() as u32, &sealed);
-            if self.builder.len() >= self.repo.config.pack_target_size as usize {
-                self.flush_pack()?;
-            }
-        }
-        Ok(id)
-    }
-
-    fn flush_pack(&mut self) -> Result<()> {
-        let b = std::mem::replace(&mut self.builder, PackBuilder::new(BlobType::Tree, 1 << 20));
-        if b.is_empty() {
-            return Ok(());
-        }
-        let (bytes, entry) = b.finish(&self.repo.keys);
-        self.repo
-            .backend
-            .write(&FileKind::Pack.path(&entry.id), bytes)?;
-        self.written.push(entry);
-        Ok(())
-    }
-
-    /// Uploads the last pack and indexes everything written.
-    pub fn finish(mut self) -> Result<()> {
-        self.flush_pack()?;
-        if !self.written.is_empty() {
-            self.repo.save_index(&IndexFile {
-                supersedes: vec![],
-                packs: std::mem::take(&mut self.written),
-            })?;
-        }
-        Ok(())
-    }
-}
 
 /// Result of rewriting one snapshot.
 pub struct Rewritten {
@@ -97,7 +31,7 @@ pub fn rewrite(
     let excludes = Excludes::new(patterns)?;
     let index = repo.load_read_index()?;
     let live = repo.load_index()?;
-    let mut writer = TreeWriter::new(repo, &live);
+    let mut writer = BlobWriter::new(repo, &live, BlobType::Tree);
     let mut out = Vec::new();
     let mut to_save = Vec::new();
     for (id, snap) in snaps {
@@ -137,7 +71,7 @@ pub fn rewrite(
             });
             continue;
         }
-        let tree = writer.save(&new_root)?;
+        let tree = writer.save_tree(&new_root)?;
         let mut s = snap.clone();
         s.tree = tree;
         s.excludes.extend(patterns.iter().cloned());
@@ -171,7 +105,7 @@ pub fn rewrite(
 fn rewrite_tree(
     repo: &Repository,
     index: &Index,
-    writer: &mut TreeWriter,
+    writer: &mut BlobWriter,
     excludes: &Excludes,
     tree_id: &Id,
     dir: &Path,
@@ -198,5 +132,5 @@ fn rewrite_tree(
     if removed.len() == before {
         return Ok(*tree_id);
     }
-    writer.save(&out)
+    writer.save_tree(&out)
 }

@@ -291,11 +291,7 @@ fn unreadable_source_file_gives_a_warning_and_exit_code_3() {
 
     assert_check_passes(&repo, &["--read-data"]);
     let target = repo.path("out");
-    repo.cmd()
-        .args(["restore", &id, "--target"])
-        .arg(&target)
-        .assert()
-        .success();
+    restore_into(&repo, &id, &target);
     assert_eq!(
         std::fs::read(target.join("src/open.txt")).unwrap(),
         b"readable"
@@ -367,11 +363,7 @@ fn changing_file_is_stored_as_read() {
     let id = warned.expect("no snapshot saw the file change in 8 attempts");
     assert_check_passes(&repo, &["--read-data"]);
     let target = repo.path("out");
-    repo.cmd()
-        .args(["restore", &id, "--target"])
-        .arg(&target)
-        .assert()
-        .success();
+    restore_into(&repo, &id, &target);
     let got = std::fs::read(target.join("src/moving.bin")).unwrap();
     assert!(got.len() < LEN, "the read saw the file cut short");
     assert!(got.len() >= 1 << 20);
@@ -526,11 +518,7 @@ fn symlink_loops_and_non_utf8_names_restore_as_they_were() {
     repo.cmd().args(["ls", &id]).assert().success();
 
     let target = repo.path("out");
-    repo.cmd()
-        .args(["restore", &id, "--target"])
-        .arg(&target)
-        .assert()
-        .success();
+    restore_into(&repo, &id, &target);
     assert_trees_equal(&src, &target.join("src"));
     assert_eq!(
         std::fs::read_link(target.join("looptop")).unwrap(),

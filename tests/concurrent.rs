@@ -12,19 +12,7 @@ use std::process::Stdio;
 fn four_writers_at_once_twice_over() {
     const WRITERS: usize = 4;
     let repo = TestRepo::new();
-    init_small(
-        &repo,
-        &[
-            "--pack-size",
-            "524288",
-            "--chunk-min",
-            "4096",
-            "--chunk-avg",
-            "16384",
-            "--chunk-max",
-            "65536",
-        ],
-    );
+    init_small_packs(&repo, 524_288);
     let trees: Vec<PathBuf> = (0..WRITERS)
         .map(|w| {
             // Each under its own parent, all named `src`: one group per host in `forget`.

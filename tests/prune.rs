@@ -203,19 +203,7 @@ fn prune_beside_running_backups() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let repo = TestRepo::new();
-    init_small(
-        &repo,
-        &[
-            "--pack-size",
-            "262144",
-            "--chunk-min",
-            "4096",
-            "--chunk-avg",
-            "16384",
-            "--chunk-max",
-            "65536",
-        ],
-    );
+    init_small_packs(&repo, 262_144);
     let src = repo.path("src");
     std::fs::create_dir_all(&src).unwrap();
     generate_tree(
@@ -297,19 +285,7 @@ fn prune_killed_at_random_points() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let repo = TestRepo::new();
-    init_small(
-        &repo,
-        &[
-            "--pack-size",
-            "131072",
-            "--chunk-min",
-            "4096",
-            "--chunk-avg",
-            "16384",
-            "--chunk-max",
-            "65536",
-        ],
-    );
+    init_small_packs(&repo, 131_072);
     let src = repo.path("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut kept: Vec<(String, PathBuf)> = Vec::new();

@@ -1,5 +1,4 @@
 use super::GlobalOptions;
-use crate::backend::Backend;
 use crate::checker::{self, CheckOptions, CheckProgress, ReadData};
 use crate::error::{exit, Error, Result};
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,7 +31,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
                 .map_err(|e| Error::usage(format!("invalid --max-age {s:?}: {e}")))
         })
         .transpose()?;
-    let backend = Backend::open(g.repo_url()?, false)?;
+    let backend = g.backend(false)?;
     crate::repository::Repository::probe(&backend)?;
     let pw = g.password()?;
     let progress = Arc::new(CheckProgress::default());

@@ -1,5 +1,4 @@
 use super::GlobalOptions;
-use crate::backend::Backend;
 use crate::error::Result;
 use crate::format::ChunkerParams;
 use crate::repository::{InitOptions, Repository};
@@ -53,7 +52,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         kdf_iterations: a.kdf_iterations,
         pack_target_size: a.pack_size,
     };
-    let backend = Backend::open(g.repo_url()?, true)?;
+    let backend = g.backend(true)?;
     let pw = g.password()?;
     let repo = Repository::init(backend, &pw, &opts)?;
     crate::oplog::record(&repo, "init", "ok", vec![]);

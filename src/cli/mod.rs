@@ -1,6 +1,7 @@
 //! The command line: global options, password sources, output, and one module a command.
 
 mod check;
+mod copy;
 mod diff;
 mod dump;
 mod find;
@@ -18,7 +19,7 @@ mod stats;
 mod tag;
 mod unlock;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendSettings};
 use crate::error::{exit, Error, Result};
 use crate::repository::Repository;
 use clap::{Parser, Subcommand};
@@ -37,7 +38,8 @@ pub struct Cli {
 
 #[derive(clap::Args, Clone)]
 pub struct GlobalOptions {
-    /// Repository: a folder path or fs:PATH (memory: for tests)
+    /// Repository: PATH, fs:PATH, s3://BUCKET/PREFIX, sftp://USER@HOST[:PORT]/PATH,
+    /// webdav://HOST[:PORT]/PATH, webdavs://..., opendal:SCHEME (with -o), memory:
     #[arg(
         short = 'r',
         long = "repo",
@@ -54,6 +56,20 @@ pub struct GlobalOptions {
         value_name = "FILE"
     )]
     pub password_file: Option<PathBuf>,
+    /// Backend option KEY=VALUE, repeatable: s3.endpoint, s3.region, sftp.key, sftp.known_hosts,
+    /// retry.max, retry.delay_ms, timeout (seconds), or an OpenDAL key with opendal:SCHEME.
+    /// Secrets are refused here: give them in the environment
+    #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// Storage operations in flight at once
+    #[arg(
+        long,
+        env = "OCVAULT_BACKEND_CONNECTIONS",
+        global = true,
+        value_name = "N",
+        default_value_t = crate::backend::DEFAULT_CONNECTIONS
+    )]
+    pub backend_connections: usize,
     /// Machine-readable JSON output on standard output
     #[arg(long, global = true)]
     pub json: bool,
@@ -76,6 +92,8 @@ pub enum Command {
     Ls(ls::Args),
     /// Write one file of a snapshot to standard output
     Dump(dump::Args),
+    /// Copy snapshots to another repository, sending only what it lacks
+    Copy(copy::Args),
     /// Verify the repository: structure always, data with --read-data
     Check(check::Args),
     /// Remove snapshots by id or by a keep policy
@@ -122,6 +140,7 @@ pub fn main() -> i32 {
         Command::Ls(a) => ls::run(&g, a),
         Command::Dump(a) => dump::run(&g, a),
         Command::Check(a) => check::run(&g, a),
+        Command::Copy(a) => copy::run(&g, a),
         Command::Forget(a) => forget::run(&g, *a),
         Command::Prune(a) => prune::run(&g, a),
         Command::Rewrite(a) => rewrite::run(&g, a),
@@ -133,13 +152,18 @@ pub fn main() -> i32 {
         Command::Stats(a) => stats::run(&g, a),
         Command::Tag(a) => tag::run(&g, a),
     };
-    match res {
+    let code = match res {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ocvault: {}", one_line(&e.to_string()));
             e.exit_code()
         }
+    };
+    let faults = Backend::injected_faults();
+    if faults > 0 {
+        eprintln!("ocvault: {faults} faults injected");
     }
+    code
 }
 
 fn one_line(s: &str) -> String {
@@ -185,8 +209,20 @@ impl GlobalOptions {
         Err(Error::usage("no password given: set OCVAULT_PASSWORD, OCVAULT_PASSWORD_FILE, --password-file or OCVAULT_PASSWORD_COMMAND"))
     }
 
+    /// The storage behind --repo; `create` allows a new local folder.
+    pub fn backend(&self, create: bool) -> Result<Backend> {
+        Backend::open_with(
+            self.repo_url()?,
+            &BackendSettings {
+                options: self.options.clone(),
+                connections: self.backend_connections,
+            },
+            create,
+        )
+    }
+
     pub fn open(&self) -> Result<Repository> {
-        let backend = Backend::open(self.repo_url()?, false)?;
+        let backend = self.backend(false)?;
         Repository::probe(&backend)?;
         let pw = self.password()?;
         Repository::open(backend, &pw)

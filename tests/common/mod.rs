@@ -9,6 +9,8 @@
 //! state leaks into contents, names, modes or mtimes).
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -1546,6 +1548,25 @@ pub fn init_small(repo: &TestRepo, extra: &[&str]) {
         .success();
 }
 
+/// [`init_small`] with small chunks (4/16/64 KiB) and packs of `pack_size` bytes: many packs
+/// and index files from little data.
+pub fn init_small_packs(repo: &TestRepo, pack_size: u32) {
+    let pack_size = pack_size.to_string();
+    init_small(
+        repo,
+        &[
+            "--pack-size",
+            &pack_size,
+            "--chunk-min",
+            "4096",
+            "--chunk-avg",
+            "16384",
+            "--chunk-max",
+            "65536",
+        ],
+    );
+}
+
 /// The last line of standard output as JSON (`--json` commands print one document last).
 pub fn last_json(out: &std::process::Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
@@ -1597,13 +1618,18 @@ pub fn random_file(path: &Path, len: usize, seed: u64) {
 pub fn restore_and_compare(repo: &TestRepo, id: &str, expected: &Path, name: &str) {
     let target = repo.path(&format!("restore-{id}"));
     let _ = fs::remove_dir_all(&target);
-    repo.cmd()
-        .args(["restore", id, "--target"])
-        .arg(&target)
-        .assert()
-        .success();
+    restore_into(repo, id, &target);
     assert_trees_equal(expected, &target.join(name));
     fs::remove_dir_all(&target).unwrap();
+}
+
+/// Restores snapshot `id` into `target`, asserting success.
+pub fn restore_into(repo: &TestRepo, id: &str, target: &Path) {
+    repo.cmd()
+        .args(["restore", id, "--target"])
+        .arg(target)
+        .assert()
+        .success();
 }
 
 /// `cp -a`: a copy with modes, times and links, to keep a source's state per snapshot.

@@ -1,0 +1,403 @@
+//! Repository URLs and `-o key=value` options, turned into an OpenDAL service and its config.
+//! Secrets come from the environment only: an option that looks secret is refused, so that no
+//! password or key ever sits in the argv that `ps` shows.
+
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where a repository lives, ready for OpenDAL.
+#[derive(Debug)]
+pub struct Location {
+    /// The OpenDAL scheme ("fs", "s3", ...).
+    pub scheme: String,
+    /// The service config; may hold credentials read from the environment, never printed.
+    pub config: Vec<(String, String)>,
+    /// What messages show: the URL without any secret.
+    pub display: String,
+    /// A local folder, for the checks a path allows (exists, create).
+    pub local_root: Option<PathBuf>,
+    /// Whether a write must go to a temporary name and be renamed: the service may leave a
+    /// half-written object under its final name when a connection drops mid-upload.
+    pub rename_writes: bool,
+}
+
+/// The `-o` options not consumed by the URL's service: retry, timeout and fault settings.
+pub type Options = BTreeMap<String, String>;
+
+/// Splits `key=value` strings; a repeated key keeps its last value.
+pub fn parse_options(raw: &[String]) -> Result<Options> {
+    let mut out = Options::new();
+    for r in raw {
+        let (k, v) = r
+            .split_once('=')
+            .ok_or_else(|| Error::usage(format!("option {r:?} is not KEY=VALUE")))?;
+        let k = k.trim().to_ascii_lowercase();
+        if looks_secret(&k) {
+            return Err(Error::usage(format!(
+                "option {k} looks secret and would show in the process list: give it in the environment instead (see README, \"Repository URLs\")"
+            )));
+        }
+        out.insert(k, v.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn looks_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    ["secret", "password", "token", "credential", "passphrase"]
+        .iter()
+        .any(|s| last.contains(s))
+}
+
+/// Takes the options a scheme understands out of `opts`; `prefix` is the scheme's namespace.
+fn take(opts: &mut Options, key: &str) -> Option<String> {
+    opts.remove(key)
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Parses a repository URL. Consumes the service's `-o` options from `opts`.
+pub fn parse(url: &str, opts: &mut Options) -> Result<Location> {
+    if url == "memory:" || url.starts_with("memory:") {
+        return Ok(Location {
+            scheme: "memory".into(),
+            config: vec![],
+            display: "memory:".into(),
+            local_root: None,
+            rename_writes: false,
+        });
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        return parse_s3(url, rest, opts);
+    }
+    if let Some(rest) = url.strip_prefix("sftp://") {
+        return parse_sftp(url, rest, opts);
+    }
+    if let Some(rest) = url.strip_prefix("webdav://") {
+        return parse_webdav(url, rest, "http", opts);
+    }
+    if let Some(rest) = url.strip_prefix("webdavs://") {
+        return parse_webdav(url, rest, "https", opts);
+    }
+    if let Some(scheme) = url.strip_prefix("opendal:") {
+        return parse_opendal(url, scheme, opts);
+    }
+    let path = url.strip_prefix("fs:").unwrap_or(url);
+    if path.contains("://") {
+        return Err(Error::usage(format!(
+            "unsupported repository URL {url:?}: use a path, fs:PATH, s3://, sftp://, webdav://, webdavs://, opendal:SCHEME or memory:"
+        )));
+    }
+    if path.is_empty() {
+        return Err(Error::usage("empty repository path"));
+    }
+    let root = absolute(Path::new(path))?;
+    let root_s = root
+        .to_str()
+        .ok_or_else(|| Error::usage("repository path must be UTF-8"))?
+        .to_string();
+    Ok(Location {
+        scheme: "fs".into(),
+        config: vec![
+            ("root".into(), root_s.clone()),
+            // Writes land in tmp/ first, are fsynced, then renamed: no half file is ever visible.
+            ("atomic_write_dir".into(), format!("{root_s}/tmp")),
+        ],
+        display: root_s,
+        local_root: Some(root),
+        rename_writes: false,
+    })
+}
+
+/// `host[:port]` then `/path`; the path keeps its leading slash.
+fn split_authority(url: &str, rest: &str) -> Result<(String, String)> {
+    let (auth, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if auth.is_empty() {
+        return Err(Error::usage(format!("{url:?} names no host")));
+    }
+    Ok((auth.to_string(), path.to_string()))
+}
+
+fn parse_s3(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
+    let (bucket, prefix) = match rest.split_once('/') {
+        Some((b, p)) => (b, p.trim_matches('/')),
+        None => (rest, ""),
+    };
+    if bucket.is_empty() {
+        return Err(Error::usage(format!(
+            "{url:?} names no bucket (s3://BUCKET/PREFIX)"
+        )));
+    }
+    let endpoint = take(opts, "s3.endpoint")
+        .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| env("AWS_ENDPOINT_URL"));
+    let region = take(opts, "s3.region")
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| "us-east-1".into());
+    let mut config = vec![
+        ("bucket".to_string(), bucket.to_string()),
+        ("root".to_string(), format!("/{prefix}")),
+        ("region".to_string(), region),
+    ];
+    if let Some(e) = endpoint {
+        config.push(("endpoint".into(), e));
+    }
+    if let Some(v) = take(opts, "s3.storage_class") {
+        config.push(("default_storage_class".into(), v));
+    }
+    if take(opts, "s3.virtual_host").as_deref() == Some("true") {
+        config.push(("enable_virtual_host_style".into(), "true".into()));
+    }
+    // Credentials: the standard AWS variables, read here so a missing one is a clear error
+    // rather than a signature failure deep in a request.
+    match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        (Some(id), Some(secret)) => {
+            config.push(("access_key_id".into(), id));
+            config.push(("secret_access_key".into(), secret));
+            if let Some(t) = env("AWS_SESSION_TOKEN") {
+                config.push(("session_token".into(), t));
+            }
+            // Only what we pass: no surprise from ~/.aws or instance metadata.
+            config.push(("disable_config_load".into(), "true".into()));
+            config.push(("disable_ec2_metadata".into(), "true".into()));
+        }
+        (None, None) => {} // OpenDAL falls back to ~/.aws and instance credentials.
+        _ => {
+            return Err(Error::usage(
+                "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither",
+            ))
+        }
+    }
+    Ok(Location {
+        scheme: "s3".into(),
+        config,
+        display: url.to_string(),
+        local_root: None,
+        // A PUT is atomic: an object appears whole or not at all.
+        rename_writes: false,
+    })
+}
+
+fn parse_sftp(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
+    let (auth, path) = split_authority(url, rest)?;
+    let (user, hostport) = match auth.rsplit_once('@') {
+        Some((u, h)) => (Some(u.to_string()), h.to_string()),
+        None => (None, auth.clone()),
+    };
+    if user.as_deref().is_some_and(|u| u.contains(':')) {
+        return Err(Error::usage(
+            "a password in an sftp URL would show in the process list: use a key (-o sftp.key=FILE)",
+        ));
+    }
+    if path.len() < 2 {
+        return Err(Error::usage(format!(
+            "{url:?} needs an absolute path (sftp://USER@HOST[:PORT]/ABSOLUTE/PATH)"
+        )));
+    }
+    let endpoint = match &user {
+        Some(u) => format!("ssh://{u}@{hostport}"),
+        None => format!("ssh://{hostport}"),
+    };
+    let mut config = vec![
+        ("endpoint".to_string(), endpoint),
+        ("root".to_string(), path.clone()),
+    ];
+    if let Some(u) = user {
+        config.push(("user".into(), u));
+    }
+    if let Some(k) = take(opts, "sftp.key") {
+        let k = absolute(Path::new(&k))?;
+        if !k.is_file() {
+            return Err(Error::usage(format!(
+                "sftp.key {} is not a file",
+                k.display()
+            )));
+        }
+        config.push(("key".into(), k.display().to_string()));
+    }
+    let policy = take(opts, "sftp.known_hosts").unwrap_or_else(|| "strict".into());
+    if !matches!(policy.as_str(), "strict" | "accept" | "add") {
+        return Err(Error::usage(format!(
+            "sftp.known_hosts must be strict, add or accept, not {policy:?}"
+        )));
+    }
+    config.push(("known_hosts_strategy".into(), policy));
+    Ok(Location {
+        scheme: "sftp".into(),
+        config,
+        display: url.to_string(),
+        local_root: None,
+        rename_writes: true,
+    })
+}
+
+fn parse_webdav(url: &str, rest: &str, http: &str, _opts: &mut Options) -> Result<Location> {
+    let (auth, path) = split_authority(url, rest)?;
+    if auth.contains('@') {
+        return Err(Error::usage(
+            "credentials in a webdav URL would show in the process list: set OCVAULT_WEBDAV_USER and OCVAULT_WEBDAV_PASSWORD",
+        ));
+    }
+    let mut config = vec![
+        ("endpoint".to_string(), format!("{http}://{auth}")),
+        ("root".to_string(), path),
+    ];
+    if let Some(u) = env("OCVAULT_WEBDAV_USER") {
+        config.push(("username".into(), u));
+    }
+    if let Some(p) = env("OCVAULT_WEBDAV_PASSWORD") {
+        config.push(("password".into(), p));
+    }
+    Ok(Location {
+        scheme: "webdav".into(),
+        config,
+        display: url.to_string(),
+        local_root: None,
+        rename_writes: true,
+    })
+}
+
+/// Any service this build enables, configured by `-o key=value` (what OpenDAL documents for
+/// that service) plus `OCVAULT_OPENDAL_<KEY>` variables for secrets.
+fn parse_opendal(url: &str, scheme: &str, opts: &mut Options) -> Result<Location> {
+    const ENABLED: [&str; 5] = ["fs", "memory", "s3", "sftp", "webdav"];
+    if !ENABLED.contains(&scheme) {
+        return Err(Error::usage(format!(
+            "OpenDAL service {scheme:?} is not in this build (enabled: {})",
+            ENABLED.join(", ")
+        )));
+    }
+    let mut config: Vec<(String, String)> = Vec::new();
+    let keys: Vec<String> = opts
+        .keys()
+        .filter(|k| !is_ocvault_option(k))
+        .cloned()
+        .collect();
+    for k in keys {
+        let v = opts.remove(&k).unwrap_or_default();
+        config.push((k, v));
+    }
+    for (k, v) in std::env::vars() {
+        if let Some(name) = k.strip_prefix("OCVAULT_OPENDAL_") {
+            config.push((name.to_ascii_lowercase(), v));
+        }
+    }
+    let local_root = (scheme == "fs")
+        .then(|| {
+            config
+                .iter()
+                .find(|(k, _)| k == "root")
+                .map(|(_, v)| PathBuf::from(v))
+        })
+        .flatten();
+    Ok(Location {
+        scheme: scheme.to_string(),
+        config,
+        display: url.to_string(),
+        local_root,
+        rename_writes: matches!(scheme, "sftp" | "webdav"),
+    })
+}
+
+/// Options ocvault itself reads, whatever the service.
+pub fn is_ocvault_option(key: &str) -> bool {
+    key.starts_with("retry.") || key.starts_with("fault.") || key == "timeout"
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()
+            .map_err(|e| Error::io(".", e))?
+            .join(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(v: &[&str]) -> Options {
+        parse_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn get<'a>(l: &'a Location, k: &str) -> Option<&'a str> {
+        l.config
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn paths_and_fs() {
+        let l = parse("/srv/repo", &mut Options::new()).unwrap();
+        assert_eq!(
+            (l.scheme.as_str(), get(&l, "root")),
+            ("fs", Some("/srv/repo"))
+        );
+        let l = parse("fs:/srv/repo", &mut Options::new()).unwrap();
+        assert_eq!(get(&l, "atomic_write_dir"), Some("/srv/repo/tmp"));
+        assert!(parse("ftp://x/y", &mut Options::new()).is_err());
+    }
+
+    #[test]
+    fn s3_bucket_prefix_endpoint() {
+        let mut o = opts(&["s3.endpoint=http://127.0.0.1:9000", "s3.region=eu-west-1"]);
+        let l = parse("s3://bucket/some/prefix/", &mut o).unwrap();
+        assert!(o.is_empty());
+        assert_eq!(get(&l, "bucket"), Some("bucket"));
+        assert_eq!(get(&l, "root"), Some("/some/prefix"));
+        assert_eq!(get(&l, "endpoint"), Some("http://127.0.0.1:9000"));
+        assert_eq!(get(&l, "region"), Some("eu-west-1"));
+        assert!(parse("s3:///x", &mut Options::new()).is_err());
+    }
+
+    #[test]
+    fn sftp_user_host_port_path() {
+        let mut o = opts(&["sftp.known_hosts=accept"]);
+        let l = parse("sftp://backup@10.0.0.1:2222/srv/repo", &mut o).unwrap();
+        assert_eq!(get(&l, "endpoint"), Some("ssh://backup@10.0.0.1:2222"));
+        assert_eq!(get(&l, "root"), Some("/srv/repo"));
+        assert_eq!(get(&l, "known_hosts_strategy"), Some("accept"));
+        assert!(l.rename_writes);
+        assert!(parse("sftp://u:pw@h/x", &mut Options::new()).is_err());
+        assert!(parse("sftp://u@h", &mut Options::new()).is_err());
+        let mut bad = opts(&["sftp.known_hosts=maybe"]);
+        assert!(parse("sftp://u@h/x", &mut bad).is_err());
+    }
+
+    #[test]
+    fn webdav_http_and_https() {
+        let l = parse("webdav://127.0.0.1:8080/backups", &mut Options::new()).unwrap();
+        assert_eq!(get(&l, "endpoint"), Some("http://127.0.0.1:8080"));
+        assert_eq!(get(&l, "root"), Some("/backups"));
+        let l = parse("webdavs://dav.example.com/r", &mut Options::new()).unwrap();
+        assert_eq!(get(&l, "endpoint"), Some("https://dav.example.com"));
+        assert!(parse("webdav://u:p@h/r", &mut Options::new()).is_err());
+    }
+
+    #[test]
+    fn opendal_scheme_takes_options() {
+        let mut o = opts(&["root=/tmp/x", "retry.max=3"]);
+        let l = parse("opendal:fs", &mut o).unwrap();
+        assert_eq!(get(&l, "root"), Some("/tmp/x"));
+        assert_eq!(o.get("retry.max").map(String::as_str), Some("3"));
+        assert!(parse("opendal:gcs", &mut Options::new()).is_err());
+    }
+
+    #[test]
+    fn secret_options_are_refused() {
+        for k in ["s3.secret_access_key=x", "password=y", "session_token=z"] {
+            assert!(parse_options(&[k.to_string()]).is_err(), "{k}");
+        }
+        assert!(parse_options(&["novalue".to_string()]).is_err());
+    }
+}

@@ -1,0 +1,435 @@
+//! Storage through OpenDAL. Everything above this module sees a flat key/value store of
+//! immutable files; this module owns the async runtime and maps URLs to OpenDAL services.
+
+mod faults;
+pub mod location;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use faults::{Fault, Faults, Op};
+use opendal::{ErrorKind, Operator};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The kinds of files a repository holds, each under its own prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Key,
+    Snapshot,
+    Index,
+    Pack,
+    Log,
+    Lock,
+    PruneMark,
+}
+
+impl FileKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            FileKind::Key => "keys/",
+            FileKind::Snapshot => "snapshots/",
+            FileKind::Index => "index/",
+            FileKind::Pack => "data/",
+            FileKind::Log => "log/",
+            FileKind::Lock => "locks/",
+            FileKind::PruneMark => "prune/",
+        }
+    }
+
+    /// The path of a file of this kind with this id.
+    pub fn path(self, id: &Id) -> String {
+        let hex = id.to_hex();
+        match self {
+            FileKind::Pack => format!("data/{}/{}", &hex[..2], hex),
+            _ => format!("{}{}", self.prefix(), hex),
+        }
+    }
+}
+
+pub const CONFIG_PATH: &str = "config";
+
+/// How to reach storage beyond the URL: `-o key=value` options and the connection limit.
+#[derive(Clone, Debug, Default)]
+pub struct BackendSettings {
+    pub options: Vec<String>,
+    /// Operations in flight at once; 0 means the default.
+    pub connections: usize,
+}
+
+pub const DEFAULT_CONNECTIONS: usize = 8;
+
+/// Retries with exponential backoff for transient errors.
+#[derive(Clone, Copy, Debug)]
+struct RetryPolicy {
+    max_retries: u32,
+    first_delay: Duration,
+    max_delay: Duration,
+}
+
+/// A repository's storage: an OpenDAL operator plus the runtime that drives it.
+#[derive(Clone)]
+pub struct Backend {
+    op: Operator,
+    rt: Arc<tokio::runtime::Runtime>,
+    location: String,
+    rename_writes: bool,
+    retry: RetryPolicy,
+    faults: Option<Arc<Faults>>,
+}
+
+impl Backend {
+    /// Opens the storage a repository URL names. `create` allows creating a local folder.
+    pub fn open(url: &str, create: bool) -> Result<Backend> {
+        Self::open_with(url, &BackendSettings::default(), create)
+    }
+
+    pub fn open_with(url: &str, settings: &BackendSettings, create: bool) -> Result<Backend> {
+        // Services plus the HTTP transport (reqwest) that s3 and webdav use.
+        opendal::install_default();
+        let mut opts = location::parse_options(&settings.options)?;
+        let loc = location::parse(url, &mut opts)?;
+        let retry = RetryPolicy {
+            max_retries: take_num(&mut opts, "retry.max", 6)? as u32,
+            first_delay: Duration::from_millis(take_num(&mut opts, "retry.delay_ms", 200)?),
+            max_delay: Duration::from_secs(10),
+        };
+        let timeout = Duration::from_secs(take_num(&mut opts, "timeout", 120)?);
+        let faults = Faults::from_options(&mut opts)?.map(Arc::new);
+        if let Some(k) = opts.keys().next() {
+            return Err(Error::usage(format!(
+                "option {k} does not apply to {} repositories",
+                loc.scheme
+            )));
+        }
+        if let Some(root) = &loc.local_root {
+            // Checked before the operator is built: building it creates `tmp/`, which must
+            // not appear in a folder that turns out to hold no repository.
+            let no_config = matches!(std::fs::symlink_metadata(root.join(CONFIG_PATH)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            if !create && (!root.is_dir() || no_config) {
+                return Err(Error::NoRepository(loc.display.clone()));
+            }
+        }
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("ocvault-io")
+                .enable_all()
+                .build()
+                .map_err(|e| Error::other(format!("cannot start I/O runtime: {e}")))?,
+        );
+        let connections = if settings.connections == 0 {
+            DEFAULT_CONNECTIONS
+        } else {
+            settings.connections
+        };
+        // The sftp service connects from inside the runtime.
+        let op = {
+            let _guard = rt.enter();
+            Operator::via_iter(loc.scheme.as_str(), loc.config)
+                .map_err(|e| Error::usage(format!("{}: {}", loc.display, one_line(&e))))?
+        };
+        let op = op
+            .layer(
+                opendal::layers::TimeoutLayer::new()
+                    .with_timeout(timeout)
+                    .with_io_timeout(timeout),
+            )
+            .layer(opendal::layers::ConcurrentLimitLayer::new(connections));
+        Ok(Backend {
+            op,
+            rt,
+            location: loc.display,
+            rename_writes: loc.rename_writes,
+            retry,
+            faults,
+        })
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.rt
+    }
+
+    /// Faults injected so far in this process by `fault.*` options.
+    pub fn injected_faults() -> u64 {
+        faults::INJECTED.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs one storage operation, retrying transient errors with exponential backoff.
+    async fn attempt<T, F, Fut>(&self, op: Op, path: &str, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = opendal::Result<T>>,
+    {
+        let mut delay = self.retry.first_delay;
+        let mut tries = 0u32;
+        loop {
+            let res = match &self.faults {
+                Some(faults) => match faults.inject(op).await {
+                    Some(Fault::Fail(e)) => Err(e),
+                    Some(Fault::Cut) => unreachable!("only writes are cut"),
+                    None => f().await,
+                },
+                None => f().await,
+            };
+            match res {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_temporary() && tries < self.retry.max_retries => {
+                    tries += 1;
+                    // Full jitter keeps many clients from retrying in step.
+                    let sleep = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    tokio::time::sleep(sleep).await;
+                    delay = (delay * 2).min(self.retry.max_delay);
+                }
+                Err(e) if op == Op::Delete => return Err(change_err(e, path, "delete")),
+                Err(e) => return Err(map_err(e, path)),
+            }
+        }
+    }
+
+    pub fn read(&self, path: &str) -> Result<Vec<u8>> {
+        self.rt.block_on(self.attempt(Op::Read, path, || async {
+            self.op.read(path).await.map(|b| b.to_vec())
+        }))
+    }
+
+    pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let buf = self.rt.block_on(self.attempt(Op::Read, path, || async {
+            self.op.read_with(path).range(offset..offset + len).await
+        }))?;
+        if buf.len() as u64 != len {
+            return Err(Error::corrupt(
+                path,
+                format!("short read: {} of {len} bytes", buf.len()),
+            ));
+        }
+        Ok(buf.to_vec())
+    }
+
+    pub fn exists(&self, path: &str) -> Result<bool> {
+        self.rt
+            .block_on(self.attempt(Op::Read, path, || async { self.op.exists(path).await }))
+    }
+
+    pub fn size(&self, path: &str) -> Result<u64> {
+        self.rt.block_on(self.attempt(Op::Read, path, || async {
+            self.op.stat(path).await.map(|m| m.content_length())
+        }))
+    }
+
+    pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        self.rt.block_on(self.write_async(path, bytes))
+    }
+
+    /// Starts a write on the I/O runtime; the caller bounds how many run at once.
+    pub fn spawn_write(&self, path: String, bytes: Vec<u8>) -> tokio::task::JoinHandle<Result<()>> {
+        let this = self.clone();
+        self.rt
+            .spawn(async move { this.write_async(&path, bytes).await })
+    }
+
+    async fn write_async(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        let buf = opendal::Buffer::from(bytes);
+        let mut delay = self.retry.first_delay;
+        let mut tries = 0u32;
+        loop {
+            let res = match self.faults.as_ref() {
+                Some(faults) => match faults.inject(Op::Write).await {
+                    Some(Fault::Fail(e)) => Err(e),
+                    Some(Fault::Cut) => {
+                        let half = buf.slice(0..buf.len() / 2);
+                        let _ = self.op.write(path, half).await;
+                        Err(opendal::Error::new(
+                            opendal::ErrorKind::Unexpected,
+                            "injected write cut short",
+                        )
+                        .set_temporary())
+                    }
+                    None => self.write_once(path, buf.clone()).await,
+                },
+                None => self.write_once(path, buf.clone()).await,
+            };
+            if res.is_err() {
+                self.remove_temp_of(path);
+            }
+            match res {
+                Ok(()) => return Ok(()),
+                // A full disk does not empty itself within the retry window.
+                Err(e)
+                    if e.is_temporary() && !is_no_space(&e) && tries < self.retry.max_retries =>
+                {
+                    tries += 1;
+                    let sleep = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    tokio::time::sleep(sleep).await;
+                    delay = (delay * 2).min(self.retry.max_delay);
+                }
+                Err(e) => return Err(change_err(e, path, "write")),
+            }
+        }
+    }
+
+    /// OpenDAL's fs service leaves the temporary file of a failed write
+    /// (`tmp/<name>.<random>`) behind; on a full disk that file holds the space the next run
+    /// needs, so remove it. Names are hashes of sealed bytes with random nonces, so no other
+    /// writer uses the same one.
+    fn remove_temp_of(&self, path: &str) {
+        let Some(dir) = self.local_temp_dir() else {
+            return;
+        };
+        let prefix = format!("{}.", path.rsplit('/').next().unwrap_or(path));
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// `tmp/` of a local repository, where writes land before they are renamed into place.
+    pub fn local_temp_dir(&self) -> Option<std::path::PathBuf> {
+        let info = self.op.info();
+        (info.scheme() == "fs").then(|| std::path::Path::new(&info.root()).join("tmp"))
+    }
+
+    /// One write attempt. Where the service could leave half an object under its final name,
+    /// the bytes go to tmp/ first and are renamed into place.
+    async fn write_once(&self, path: &str, buf: opendal::Buffer) -> opendal::Result<()> {
+        if !self.rename_writes {
+            return self.op.write(path, buf).await.map(|_| ());
+        }
+        let tmp = format!("tmp/{}", hex::encode(crate::crypto::random_bytes::<12>()));
+        let res = async {
+            self.op.write(&tmp, buf).await?;
+            self.op.rename(&tmp, path).await
+        }
+        .await;
+        if res.is_err() {
+            let _ = self.op.delete(&tmp).await;
+        }
+        res
+    }
+
+    pub fn delete(&self, path: &str) -> Result<()> {
+        self.rt
+            .block_on(self.attempt(Op::Delete, path, || async { self.op.delete(path).await }))
+    }
+
+    /// Lists the files (never folders) under a prefix, with sizes.
+    pub fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let entries = match self.rt.block_on(self.attempt(Op::List, prefix, || async {
+            self.op.list_with(prefix).recursive(true).await
+        })) {
+            Ok(e) => e,
+            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            // Some services list the folder itself, or folders, among the entries.
+            if !e.metadata().is_file() || e.path().ends_with('/') {
+                continue;
+            }
+            let mut size = e.metadata().content_length();
+            if size == 0 {
+                // Some services do not report sizes in listings.
+                size = self.size(e.path()).unwrap_or(0);
+            }
+            out.push((e.path().to_string(), size));
+        }
+        Ok(out)
+    }
+
+    /// Lists the files (never folders) of one kind, with sizes.
+    pub fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        self.list_prefix(kind.prefix())
+    }
+
+    /// Lists the ids of one kind of file; names that are not ids are skipped.
+    pub fn list_ids(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
+        Ok(self
+            .list(kind)?
+            .into_iter()
+            .filter_map(|(p, s)| {
+                p.rsplit('/')
+                    .next()
+                    .and_then(Id::from_hex)
+                    .map(|id| (id, s))
+            })
+            .collect())
+    }
+}
+
+fn take_num(opts: &mut location::Options, key: &str, default: u64) -> Result<u64> {
+    match opts.remove(key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| Error::usage(format!("option {key}={v}: not a number"))),
+    }
+}
+
+fn one_line(e: &opendal::Error) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The operating system error under an OpenDAL error, if there is one.
+fn io_source(e: &opendal::Error) -> Option<&std::io::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = s.source();
+    }
+    None
+}
+
+fn is_no_space(e: &opendal::Error) -> bool {
+    io_source(e)
+        .and_then(|io| io.raw_os_error())
+        .is_some_and(|c| c == libc::ENOSPC || c == libc::EDQUOT)
+}
+
+/// Errors of writes and deletes in words that say what to do: a full disk, a read-only
+/// repository.
+fn change_err(e: opendal::Error, path: &str, verb: &str) -> Error {
+    if let Some(io) = io_source(&e) {
+        match io.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+                return Error::Backend(format!(
+                    "cannot {verb} {path}: no space left on the repository's storage ({io})"
+                ))
+            }
+            Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => {
+                return Error::Backend(format!(
+                    "cannot {verb} {path}: the repository is read-only for this user ({io})"
+                ))
+            }
+            _ => {}
+        }
+    }
+    if e.kind() == ErrorKind::PermissionDenied {
+        return Error::Backend(format!(
+            "cannot {verb} {path}: the repository is read-only for this user"
+        ));
+    }
+    map_err(e, path)
+}
+
+fn map_err(e: opendal::Error, path: &str) -> Error {
+    match e.kind() {
+        ErrorKind::NotFound => Error::Backend(format!("{path}: not found")),
+        ErrorKind::PermissionDenied => Error::Backend(format!("{path}: permission denied")),
+        _ => e.into(),
+    }
+}
+
+pub fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Backend(m) if m.ends_with(": not found"))
+}

@@ -1,0 +1,303 @@
+//! `copy`: snapshots from one repository into another that has its own keys.
+//!
+//! Blob ids are keyed hashes, so the same bytes have different ids in the two repositories:
+//! every blob copied is opened, hashed with the destination's key, and sealed anew. To avoid
+//! reading what the destination already holds, copy pairs each snapshot copied before with
+//! its source (same time, host, user and paths) and walks both trees side by side: that maps
+//! source ids to destination ids without reading any data. Only blobs neither mapped nor
+//! present are read, grouped by pack.
+
+use crate::error::{Error, Result};
+use crate::format::{BlobType, Snapshot, Tree};
+use crate::id::Id;
+use crate::index::Index;
+use crate::pack::{self, BlobWriter};
+use crate::repository::Repository;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A blob read for copying: source id, destination id, plaintext.
+type ReadBlob = (Id, Id, Vec<u8>);
+
+/// Packs read at once; bounds memory to a few packs' worth of blobs.
+const PACKS_AT_ONCE: usize = 4;
+
+#[derive(Debug, Default, Serialize)]
+pub struct CopyReport {
+    /// (source id, destination id) of each snapshot copied.
+    pub copied: Vec<(String, String)>,
+    /// Source snapshots the destination already holds.
+    pub skipped: Vec<String>,
+    /// Data blobs read from the source.
+    pub blobs_read: u64,
+    /// Blobs (data and tree) stored in the destination.
+    pub blobs_copied: u64,
+    /// Pack bytes the destination grew by.
+    pub bytes_copied: u64,
+}
+
+/// What makes two snapshots the same backup, whatever repository holds them.
+fn identity(s: &Snapshot) -> (i64, &str, &str, Vec<&str>) {
+    let mut paths: Vec<&str> = s.paths.iter().map(String::as_str).collect();
+    paths.sort();
+    (s.time_unix_ns, &s.hostname, &s.username, paths)
+}
+
+pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> Result<CopyReport> {
+    if src.config.repository_id == dst.config.repository_id {
+        return Err(Error::usage(
+            "source and destination are the same repository",
+        ));
+    }
+    // Announce the write before reading the index, as a backup does, so prune keeps what we
+    // deduplicate against.
+    let _marker = crate::locks::MarkerGuard::acquire(dst)?;
+    let dst_snaps = dst.list_snapshots()?;
+    let src_snaps = src.list_snapshots()?;
+    let mut report = CopyReport::default();
+    let present: HashMap<_, &Id> = dst_snaps.iter().map(|(id, s)| (identity(s), id)).collect();
+    let mut todo: Vec<&(Id, Snapshot)> = Vec::new();
+    for pair in selected {
+        if present.contains_key(&identity(&pair.1)) {
+            report.skipped.push(pair.0.to_hex());
+        } else {
+            todo.push(pair);
+        }
+    }
+    todo.sort_by_key(|(_, s)| s.time_unix_ns);
+    todo.dedup_by_key(|(id, _)| *id);
+    if todo.is_empty() {
+        return Ok(report);
+    }
+
+    let src_index = src.load_read_index()?;
+    let dst_live = dst.load_index()?;
+    let dst_read = dst.load_read_index()?;
+    let mut map: HashMap<Id, Id> = HashMap::new();
+
+    // Seed the map from the latest copied pair of each backup group.
+    let mut latest: BTreeMap<(String, Vec<String>), (&Snapshot, &Snapshot)> = BTreeMap::new();
+    for (_, s) in &src_snaps {
+        if let Some(did) = present.get(&identity(s)) {
+            let d = &dst_snaps.iter().find(|(i, _)| i == *did).expect("listed").1;
+            let mut paths = s.paths.clone();
+            paths.sort();
+            let key = (s.hostname.clone(), paths);
+            if latest
+                .get(&key)
+                .is_none_or(|(p, _)| p.time_unix_ns < s.time_unix_ns)
+            {
+                latest.insert(key, (s, d));
+            }
+        }
+    }
+    let mut seeded = HashSet::new();
+    for (s, d) in latest.values() {
+        // A pair that cannot be walked only costs reading more data.
+        let _ = seed_map(
+            src,
+            &src_index,
+            dst,
+            &dst_read,
+            &s.tree,
+            &d.tree,
+            &mut map,
+            &mut seeded,
+        );
+    }
+
+    // Pass 1: the trees to copy, and the data blobs that must be read.
+    let mut trees: HashMap<Id, Tree> = HashMap::new();
+    let mut need: HashSet<Id> = HashSet::new();
+    for (_, s) in &todo {
+        collect(
+            src, &src_index, &dst_live, &map, &s.tree, &mut trees, &mut need,
+        )?;
+    }
+
+    // Pass 2: read the missing data blobs, pack by pack, and store what the destination lacks.
+    let mut by_pack: BTreeMap<u32, Vec<(Id, crate::index::BlobLocation)>> = BTreeMap::new();
+    for id in &need {
+        let loc = src_index.get(id).ok_or_else(|| {
+            Error::corrupt(format!("blob {}", id.short()), "not in the source index")
+        })?;
+        by_pack.entry(loc.pack).or_default().push((*id, loc));
+    }
+    let packs: Vec<_> = by_pack.into_iter().collect();
+    let mut data = BlobWriter::new(dst, &dst_live, BlobType::Data);
+    for group in packs.chunks(PACKS_AT_ONCE) {
+        let read: Vec<Result<Vec<ReadBlob>>> = group
+            .par_iter()
+            .map(|(pack_no, blobs)| read_pack_blobs(src, &src_index, *pack_no, blobs, dst))
+            .collect();
+        for r in read {
+            for (sid, did, raw) in r? {
+                report.blobs_read += 1;
+                data.save(did, &raw)?;
+                map.insert(sid, did);
+            }
+        }
+    }
+
+    // Pass 3: trees, bottom up, with destination ids.
+    let mut tree_writer = BlobWriter::new(dst, &dst_live, BlobType::Tree);
+    let mut roots = Vec::new();
+    for (_, s) in &todo {
+        roots.push(copy_tree(
+            &s.tree,
+            &trees,
+            &dst_live,
+            &mut map,
+            &mut tree_writer,
+        )?);
+    }
+    report.blobs_copied = data.blobs_added + tree_writer.blobs_added;
+    report.bytes_copied = data.bytes_added + tree_writer.bytes_added;
+    // Data before trees before snapshots: a snapshot never names what is not stored.
+    data.finish()?;
+    tree_writer.finish()?;
+    let mut new_ids: HashMap<Id, Id> = HashMap::new();
+    for ((sid, s), root) in todo.iter().zip(roots) {
+        let mut d = s.clone();
+        d.tree = root;
+        d.parent = s.parent.and_then(|p| new_ids.get(&p).copied());
+        let did = dst.save_snapshot(&d)?;
+        new_ids.insert(*sid, did);
+        report.copied.push((sid.to_hex(), did.to_hex()));
+    }
+    Ok(report)
+}
+
+/// Maps the ids of a source tree onto those of its earlier copy, walking both side by side.
+#[allow(clippy::too_many_arguments)]
+fn seed_map(
+    src: &Repository,
+    src_index: &Index,
+    dst: &Repository,
+    dst_index: &Index,
+    src_tree: &Id,
+    dst_tree: &Id,
+    map: &mut HashMap<Id, Id>,
+    seen: &mut HashSet<Id>,
+) -> Result<()> {
+    if !seen.insert(*src_tree) {
+        return Ok(());
+    }
+    let a = src.load_tree(src_index, src_tree)?;
+    let b = dst.load_tree(dst_index, dst_tree)?;
+    map.insert(*src_tree, *dst_tree);
+    for n in &a.nodes {
+        // A destination rewritten since may lack nodes; only identical shapes are mapped.
+        let Some(m) = b.find(&n.name) else { continue };
+        if n.kind != m.kind || n.size != m.size || n.content.len() != m.content.len() {
+            continue;
+        }
+        for (x, y) in n.content.iter().zip(&m.content) {
+            map.insert(*x, *y);
+        }
+        if let (Some(x), Some(y)) = (&n.subtree, &m.subtree) {
+            seed_map(src, src_index, dst, dst_index, x, y, map, seen)?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads the source trees a copy needs and notes the data blobs it must read.
+fn collect(
+    src: &Repository,
+    src_index: &Index,
+    dst_live: &Index,
+    map: &HashMap<Id, Id>,
+    tree_id: &Id,
+    trees: &mut HashMap<Id, Tree>,
+    need: &mut HashSet<Id>,
+) -> Result<()> {
+    if trees.contains_key(tree_id) || mapped(map, dst_live, tree_id).is_some() {
+        return Ok(());
+    }
+    let tree = src.load_tree(src_index, tree_id)?;
+    for n in &tree.nodes {
+        for c in &n.content {
+            if mapped(map, dst_live, c).is_none() {
+                need.insert(*c);
+            }
+        }
+    }
+    let subs: Vec<Id> = tree.nodes.iter().filter_map(|n| n.subtree).collect();
+    trees.insert(*tree_id, tree);
+    for s in subs {
+        collect(src, src_index, dst_live, map, &s, trees, need)?;
+    }
+    Ok(())
+}
+
+/// A mapping is only used while the destination still holds its blob.
+fn mapped(map: &HashMap<Id, Id>, dst_live: &Index, id: &Id) -> Option<Id> {
+    map.get(id).copied().filter(|d| dst_live.contains(d))
+}
+
+/// Reads the wanted blobs of one source pack in one ranged read; returns
+/// (source id, destination id, plaintext) for each.
+fn read_pack_blobs(
+    src: &Repository,
+    src_index: &Index,
+    pack_no: u32,
+    blobs: &[(Id, crate::index::BlobLocation)],
+    dst: &Repository,
+) -> Result<Vec<ReadBlob>> {
+    let pack = src_index.pack(pack_no);
+    let start = blobs.iter().map(|(_, l)| l.offset).min().unwrap_or(0) as u64;
+    let end = blobs
+        .iter()
+        .map(|(_, l)| l.offset as u64 + l.length as u64)
+        .max()
+        .unwrap_or(0);
+    let path = crate::backend::FileKind::Pack.path(&pack.id);
+    let bytes = src.backend.read_range(&path, start, end - start)?;
+    let mut out = Vec::with_capacity(blobs.len());
+    for (id, l) in blobs {
+        let at = (l.offset as u64 - start) as usize;
+        let sealed = &bytes[at..at + l.length as usize];
+        let raw = pack::open_blob(&src.keys, BlobType::Data, id, sealed, l.raw_length)?;
+        let did = dst.keys.blob_id(&raw);
+        out.push((*id, did, raw));
+    }
+    Ok(out)
+}
+
+/// Writes a source tree with destination ids, children first; returns its destination id.
+fn copy_tree(
+    id: &Id,
+    trees: &HashMap<Id, Tree>,
+    dst_live: &Index,
+    map: &mut HashMap<Id, Id>,
+    writer: &mut BlobWriter,
+) -> Result<Id> {
+    if let Some(d) = map.get(id) {
+        if dst_live.contains(d) || writer.has(d) {
+            return Ok(*d);
+        }
+    }
+    let tree = trees
+        .get(id)
+        .ok_or_else(|| Error::other(format!("tree {} was not loaded", id.short())))?;
+    let mut out = Tree {
+        nodes: Vec::with_capacity(tree.nodes.len()),
+    };
+    for n in &tree.nodes {
+        let mut n = n.clone();
+        for c in n.content.iter_mut() {
+            *c = *map
+                .get(c)
+                .ok_or_else(|| Error::other(format!("blob {} was not copied", c.short())))?;
+        }
+        if let Some(s) = n.subtree {
+            n.subtree = Some(copy_tree(&s, trees, dst_live, map, writer)?);
+        }
+        out.nodes.push(n);
+    }
+    let did = writer.save_tree(&out)?;
+    map.insert(*id, did);
+    Ok(did)
+}

@@ -1,0 +1,363 @@
+//! The same end-to-end suite on every backend: local disk, an S3 server (s3s-fs), an SFTP
+//! server (a private sshd) and a WebDAV server (rclone), all on 127.0.0.1. Also the
+//! fault-injecting layer, and `copy` between repositories.
+
+mod common;
+
+use common::servers::{self, Server};
+use common::*;
+use std::path::Path;
+
+const PW: &str = "backend test password";
+const DEST_PW: &str = "the copy's own password";
+
+/// A local repository that stands in for a server, so one suite runs on every backend.
+fn local() -> Server {
+    servers::Server::local(
+        tempfile::Builder::new()
+            .prefix("ocvault-fs-")
+            .tempdir()
+            .unwrap(),
+    )
+}
+
+fn small_tree(root: &Path, seed: u64) {
+    std::fs::create_dir_all(root).unwrap();
+    generate_tree(
+        root,
+        &TreeSpec {
+            small_files: 150,
+            big_file_bytes: 6 << 20,
+            sparse_file_bytes: 4 << 20,
+            deep_nesting: 12,
+            seed,
+            ..TreeSpec::default()
+        },
+    );
+}
+
+fn last_json(out: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(out);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn snapshot(s: &Server, src: &Path) -> String {
+    let out = s
+        .cmd(PW)
+        .args(["--json", "snapshot"])
+        .arg(src)
+        .assert()
+        .success();
+    last_json(&out.get_output().stdout)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn restore_equals(s: &Server, pw: &str, id: &str, expected: &Path, work: &Path) {
+    let target = work.join(format!("restore-{}", rand_suffix()));
+    s.cmd(pw)
+        .args(["restore", id, "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_trees_equal(expected, &target.join(expected.file_name().unwrap()));
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn init(s: &Server, pw: &str) {
+    s.cmd(pw)
+        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
+        .assert()
+        .success();
+}
+
+/// init, snapshot, snapshot again, restore both byte for byte, check --read-data,
+/// forget + prune, copy to a local repository and restore from the copy.
+fn end_to_end(s: &Server) {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    small_tree(&src, 11);
+    init(s, PW);
+    // A second init must refuse, not overwrite.
+    s.cmd(PW).args(["init"]).assert().failure();
+    let first = snapshot(s, &src);
+    let day1 = work.path().join("day1");
+    copy_tree(&src, &day1.join("src"));
+    mutate_tree(&src, 0.05, 3);
+    let second = snapshot(s, &src);
+    assert_ne!(first, second);
+    restore_equals(s, PW, &first, &day1.join("src"), work.path());
+    restore_equals(s, PW, &second, &src, work.path());
+    s.cmd(PW).args(["check", "--read-data"]).assert().code(0);
+
+    s.cmd(PW)
+        .args(["forget", "--keep-last", "1", "--prune"])
+        .assert()
+        .success();
+    let out = s.cmd(PW).args(["--json", "snapshots"]).assert().success();
+    let list = last_json(&out.get_output().stdout);
+    assert_eq!(list.as_array().map(|a| a.len()), Some(1), "{list}");
+    s.cmd(PW).args(["check", "--read-data"]).assert().code(0);
+    restore_equals(s, PW, &second, &src, work.path());
+
+    // Copy into a local repository with its own password; restore from the copy.
+    let dest = local();
+    init(&dest, DEST_PW);
+    let copy = |json: bool| {
+        let mut c = s.cmd(PW);
+        if json {
+            c.arg("--json");
+        }
+        let out = c
+            .args(["copy", "--all", "--to", &dest.url])
+            .env("OCVAULT_TO_PASSWORD", DEST_PW)
+            .assert()
+            .success();
+        last_json(&out.get_output().stdout)
+    };
+    let r = copy(true);
+    assert_eq!(r["copied"].as_array().unwrap().len(), 1, "{r}");
+    assert!(r["blobs_copied"].as_u64().unwrap() > 0, "{r}");
+    restore_equals(&dest, DEST_PW, "latest", &src, work.path());
+    dest.cmd(DEST_PW)
+        .args(["check", "--read-data"])
+        .assert()
+        .code(0);
+    let again = copy(true);
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(again["blobs_copied"], 0, "{again}");
+    assert_eq!(again["blobs_read"], 0, "{again}");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn local_disk_end_to_end() {
+    end_to_end(&local());
+}
+
+#[test]
+fn s3_end_to_end() {
+    end_to_end(&servers::s3());
+}
+
+#[test]
+fn sftp_end_to_end() {
+    end_to_end(&servers::sftp());
+}
+
+#[test]
+fn webdav_end_to_end() {
+    end_to_end(&servers::webdav());
+}
+
+/// `-o fault.*` with fast retries, on a local repository.
+fn faulty(s: &Server, opts: &[&str]) -> assert_cmd::Command {
+    let mut c = s.cmd(PW);
+    c.args(["-o", "retry.delay_ms=1"]);
+    for o in opts {
+        c.args(["-o", o]);
+    }
+    c
+}
+
+fn injected(stderr: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("ocvault: ")
+                .and_then(|r| r.strip_suffix(" faults injected"))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn ten_percent_faults_are_retried_through() {
+    let s = local();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    small_tree(&src, 21);
+    // Small packs, so that restore and check make enough requests to meet faults.
+    s.cmd(PW)
+        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
+        .args(["--pack-size", "262144"])
+        .assert()
+        .success();
+    let opts = ["fault.all=0.1", "fault.cut=0.5", "fault.seed=7"];
+    let out = faulty(&s, &opts)
+        .args(["--json", "snapshot"])
+        .arg(&src)
+        .assert()
+        .success();
+    assert!(
+        injected(&out.get_output().stderr) > 0,
+        "no fault was injected"
+    );
+    let target = work.path().join("restored");
+    let out = faulty(&s, &["fault.all=0.1", "fault.seed=8"])
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert!(injected(&out.get_output().stderr) > 0);
+    assert_trees_equal(&src, &target.join("src"));
+    let out = faulty(&s, &["fault.all=0.1", "fault.seed=9"])
+        .args(["check", "--read-data"])
+        .assert()
+        .code(0);
+    assert!(injected(&out.get_output().stderr) > 0);
+    // And without faults, nothing is amiss: cut writes were rewritten whole.
+    s.cmd(PW).args(["check", "--read-data"]).assert().code(0);
+}
+
+#[test]
+fn total_failure_stops_cleanly_and_damages_nothing() {
+    let s = local();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    small_tree(&src, 31);
+    init(&s, PW);
+    let first = snapshot(&s, &src);
+    let day1 = work.path().join("day1");
+    copy_tree(&src, &day1.join("src"));
+    mutate_tree(&src, 0.2, 5);
+    for opts in [
+        &["fault.write=1"][..],
+        &["fault.write=1", "fault.cut=1"],
+        &["fault.all=1"],
+        &["fault.no_space=1"],
+    ] {
+        let out = faulty(&s, opts)
+            .args(["-o", "retry.max=2", "snapshot"])
+            .arg(&src)
+            .assert()
+            .code(1);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        let first_line = err.lines().next().unwrap_or("");
+        assert!(first_line.starts_with("ocvault: "), "{err}");
+        if opts == ["fault.no_space=1"] {
+            assert!(first_line.contains("No space left on device"), "{err}");
+        }
+        s.cmd(PW).args(["check", "--read-data"]).assert().code(0);
+    }
+    let out = faulty(&s, &["fault.read=1", "retry.max=1"])
+        .args(["restore", &first, "--target"])
+        .arg(work.path().join("never"))
+        .assert()
+        .code(1);
+    assert!(!out.get_output().stderr.is_empty());
+    // The earlier snapshot is intact, and the next snapshot without faults completes.
+    restore_equals(&s, PW, &first, &day1.join("src"), work.path());
+    let next = snapshot(&s, &src);
+    restore_equals(&s, PW, &next, &src, work.path());
+    s.cmd(PW).args(["check", "--read-data"]).assert().code(0);
+}
+
+#[test]
+fn copy_local_to_s3_then_restore_from_the_copy() {
+    let local = local();
+    let s3 = servers::s3();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    small_tree(&src, 41);
+    init(&local, PW);
+    init(&s3, DEST_PW);
+    snapshot(&local, &src);
+    mutate_tree(&src, 0.1, 6);
+    snapshot(&local, &src);
+    let dest_pw = work.path().join("dest-password");
+    std::fs::write(&dest_pw, format!("{DEST_PW}\n")).unwrap();
+    let copy = || {
+        let mut c = local.cmd(PW);
+        c.args([
+            "--json",
+            "copy",
+            "--all",
+            "--to",
+            &s3.url,
+            "--to-password-file",
+        ])
+        .arg(&dest_pw);
+        for o in &s3.options {
+            c.arg("--to-option").arg(o);
+        }
+        for (k, v) in &s3.env {
+            c.env(k, v);
+        }
+        last_json(&c.assert().success().get_output().stdout)
+    };
+    let r = copy();
+    assert_eq!(r["copied"].as_array().unwrap().len(), 2, "{r}");
+    restore_equals(&s3, DEST_PW, "latest", &src, work.path());
+    s3.cmd(DEST_PW)
+        .args(["check", "--read-data"])
+        .assert()
+        .code(0);
+    let again = copy();
+    assert_eq!(again["blobs_copied"], 0, "{again}");
+    assert_eq!(again["blobs_read"], 0, "{again}");
+    assert_eq!(again["skipped"].as_array().unwrap().len(), 2, "{again}");
+
+    // A new snapshot copies only what changed: the earlier copies map the rest.
+    mutate_tree(&src, 0.02, 7);
+    snapshot(&local, &src);
+    let third = copy();
+    assert_eq!(third["copied"].as_array().unwrap().len(), 1, "{third}");
+    let total_blobs = r["blobs_copied"].as_u64().unwrap();
+    assert!(
+        third["blobs_read"].as_u64().unwrap() * 4 < total_blobs,
+        "incremental copy read too much: {third} vs first {r}"
+    );
+    restore_equals(&s3, DEST_PW, "latest", &src, work.path());
+}
+
+#[test]
+fn sftp_strict_known_hosts_refuses_an_unknown_host() {
+    let s = servers::sftp();
+    let mut c = s.cmd(PW);
+    c.args(["-o", "sftp.known_hosts=strict", "snapshots"]);
+    let out = c.assert().code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn secrets_are_refused_on_the_command_line() {
+    let s = local();
+    for o in [
+        "s3.secret_access_key=abc",
+        "password=abc",
+        "session_token=x",
+    ] {
+        let out = s.cmd(PW).args(["-o", o, "snapshots"]).assert().code(2);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(!err.contains("abc"), "secret echoed: {err}");
+    }
+    let out = ocvault()
+        .env("OCVAULT_PASSWORD", PW)
+        .args(["--repo", "sftp://u:hunter2@127.0.0.1/x", "snapshots"])
+        .assert()
+        .code(2);
+    assert!(!String::from_utf8_lossy(&out.get_output().stderr).contains("hunter2"));
+}
