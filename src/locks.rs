@@ -115,3 +115,26 @@ pub fn oldest_running_backup(repo: &Repository) -> Result<Option<i64>> {
         .map(|(_, m, _)| m.unwrap().started_unix_ns)
         .min())
 }
+
+/// Removes temporary files (`tmp/` of a local repository) that no write has touched for
+/// `STALE_AFTER`: the remains of writes cut short by a killed or crashed client. A live write
+/// touches its file continuously and finishes within seconds. Returns how many were removed.
+pub fn remove_stale_temp_files(repo: &Repository) -> usize {
+    let Some(dir) = repo.backend.local_temp_dir() else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let stale = e
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if stale && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}

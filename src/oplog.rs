@@ -45,18 +45,34 @@ pub fn redact(arg: &str) -> String {
 
 /// Adds one entry; failures to log are reported but never fail the operation itself.
 pub fn record(repo: &Repository, operation: &str, result: &str, snapshots: Vec<Id>) {
+    if let Err(e) = try_record(repo, operation, result, snapshots) {
+        eprintln!("ocvault: warning: cannot write the operations log: {e}");
+    }
+}
+
+/// Adds one entry for an operation that failed. A failure to log is not reported: it most
+/// likely has the same cause (full disk, read-only repository) as the error the user sees,
+/// and that error must stay the one line on standard error.
+pub fn record_failure(repo: &Repository, operation: &str, error: &crate::Error) {
+    let _ = try_record(repo, operation, &format!("error: {error}"), Vec::new());
+}
+
+fn try_record(repo: &Repository, operation: &str, result: &str, snapshots: Vec<Id>) -> Result<()> {
     let entry = LogEntry {
         time_unix_ns: crate::snapshot::now_ns(),
         hostname: crate::snapshot::hostname(),
         username: crate::snapshot::username(),
         operation: operation.to_string(),
-        arguments: std::env::args().skip(1).map(|a| redact(&a)).collect(),
+        // args_os: `args` panics on an argument that is not UTF-8 (a source path can be one).
+        arguments: std::env::args_os()
+            .skip(1)
+            .map(|a| redact(&a.to_string_lossy()))
+            .collect(),
         result: result.to_string(),
         snapshots,
     };
-    if let Err(e) = repo.save_file(FileKind::Log, SealKind::Log, &entry) {
-        eprintln!("ocvault: warning: cannot write the operations log: {e}");
-    }
+    repo.save_file(FileKind::Log, SealKind::Log, &entry)
+        .map(|_| ())
 }
 
 /// Every entry, oldest first.

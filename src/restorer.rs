@@ -95,6 +95,12 @@ pub fn restore(
 
     let warnings = Mutex::new(Vec::new());
     for (path, _) in &plan.dirs {
+        // With --overwrite, a symlink (or file) where the snapshot has a folder is replaced,
+        // never followed: a link to /etc in the target must not make restore write there.
+        // Parents come before their children, so no path below is reached through a link.
+        if opts.overwrite {
+            remove_existing(path);
+        }
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
     }
     // Create every file at its final size: blobs can then be written in any order.

@@ -6,8 +6,8 @@
 use ocvault::crypto::{self, Keys, MasterKey, SealKind};
 use ocvault::format::{
     self, BlobType, ChunkerParams, Config, IndexFile, IndexPack, KdfParams, KeyFile, KeyPayload,
-    Node, NodeKind, PackHeader, PackedBlob, Snapshot, SnapshotSummary, Tree, CONFIG_MAGIC,
-    FORMAT_VERSION, KEY_MAGIC,
+    LogEntry, Node, NodeKind, PackHeader, PackedBlob, Snapshot, SnapshotSummary, Tree,
+    CONFIG_MAGIC, FORMAT_VERSION, KEY_MAGIC,
 };
 use ocvault::index::Index;
 use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
@@ -329,6 +329,26 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         )
 }
 
+fn log_entry() -> impl Strategy<Value = LogEntry> {
+    (
+        (any::<i64>(), text(), text(), text()),
+        (vec(text(), 0..6), text(), vec(id(), 0..4)),
+    )
+        .prop_map(
+            |((time_unix_ns, hostname, username, operation), (arguments, result, snapshots))| {
+                LogEntry {
+                    time_unix_ns,
+                    hostname,
+                    username,
+                    operation,
+                    arguments,
+                    result,
+                    snapshots,
+                }
+            },
+        )
+}
+
 fn config() -> impl Strategy<Value = Config> {
     (id(), any::<[u32; 3]>(), any::<i32>(), any::<u32>()).prop_map(
         |(repository_id, c, compression_level, pack_target_size)| Config {
@@ -483,6 +503,17 @@ proptest! {
         prop_assert_eq!(format::from_postcard::<Snapshot>(&enc, "s").unwrap(), s.clone());
         let sealed = seal_file(keys(), SealKind::Snapshot, &s, level);
         prop_assert_eq!(decode_sealed::<Snapshot>(keys(), SealKind::Snapshot, &sealed).unwrap(), s);
+    }
+
+    #[test]
+    fn log_entry_roundtrip(e in log_entry(), level in 0..10i32) {
+        let enc = format::to_postcard(&e);
+        prop_assert_eq!(format::from_postcard::<LogEntry>(&enc, "l").unwrap(), e.clone());
+        let sealed = seal_file(keys(), SealKind::Log, &e, level);
+        prop_assert_eq!(decode_sealed::<LogEntry>(keys(), SealKind::Log, &sealed).unwrap(), e.clone());
+        // Sealed as another kind, a log entry does not open as a log entry.
+        let other = seal_file(keys(), SealKind::Snapshot, &e, level);
+        prop_assert!(decode_sealed::<LogEntry>(keys(), SealKind::Log, &other).is_err());
     }
 
     #[test]
@@ -684,6 +715,27 @@ proptest! {
     }
 
     #[test]
+    fn log_entry_mutations(e in log_entry(), ms in mutations()) {
+        check_postcard_mutations(&e, &ms);
+        check_sealed_mutations(SealKind::Log, &e, &ms);
+    }
+
+    /// Masking secrets in arguments never panics (byte offsets inside multi-byte characters)
+    /// and never leaves a `password=` value in place.
+    #[test]
+    fn redact_never_panics_and_masks(
+        prefix in "\\PC{0,12}",
+        secret in "[a-zA-Z0-9]{1,12}",
+        noise in "\\PC{0,40}",
+    ) {
+        let _ = ocvault::oplog::redact(&noise);
+        let arg = format!("{prefix} password={secret}X ");
+        let masked = ocvault::oplog::redact(&arg);
+        let expected = format!("password={secret}X");
+        prop_assert!(!masked.contains(&expected), "{}", masked);
+    }
+
+    #[test]
     fn sealed_mutations(k in 0..7usize, plain in raw_bytes(600), ms in mutations()) {
         let kind = KINDS[k];
         let sealed = keys().seal(kind, b"aad", &plain);
@@ -728,8 +780,10 @@ proptest! {
         let _ = format::from_postcard::<IndexFile>(&bytes, "i");
         let _ = format::from_postcard::<Tree>(&bytes, "t");
         let _ = format::from_postcard::<Snapshot>(&bytes, "s");
+        let _ = format::from_postcard::<LogEntry>(&bytes, "l");
         let _ = decode_framed::<IndexFile>(&bytes);
         let _ = decode_framed::<Snapshot>(&bytes);
+        let _ = decode_framed::<LogEntry>(&bytes);
         for kind in KINDS {
             prop_assert!(keys().open(kind, &[], &bytes).is_err());
         }
@@ -770,5 +824,152 @@ proptest! {
     ) {
         let r = parse_header_from_tail(keys(), &tail, size);
         prop_assert!(!matches!(r, Ok(Some(_))), "random bytes decoded as a header");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fuzz seeds from a real repository.
+
+/// Makes a real repository (fs backend, every kind of stored file), decodes each stored file
+/// to the input form of each fuzz target and checks that the parser accepts it. With
+/// `OCVAULT_FUZZ_SEEDS=DIR` it also writes the seeds to `DIR/<target>/` (`fuzz/seed.sh` runs
+/// it for `fuzz/corpus`).
+#[test]
+fn fuzz_seeds_from_a_real_repository() {
+    use ocvault::archiver::{self, Progress, SnapshotOptions};
+    use ocvault::backend::{Backend, FileKind, CONFIG_PATH};
+    use ocvault::repository::{InitOptions, Repository};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(
+        src.join("a.sql"),
+        "INSERT INTO t VALUES (1, 'x');\n".repeat(3000),
+    )
+    .unwrap();
+    std::fs::write(src.join("sub/b.env"), b"KEY=value\n").unwrap();
+    std::os::unix::fs::symlink("../a.sql", src.join("sub/link")).unwrap();
+    // The password and tiny Argon2id parameters the key_file target runs a full open with.
+    let backend = Backend::open(tmp.path().join("repo").to_str().unwrap(), true).unwrap();
+    let opts = InitOptions {
+        kdf_memory_kib: 64,
+        kdf_iterations: 1,
+        ..InitOptions::default()
+    };
+    let repo = Repository::init(backend, b"password", &opts).unwrap();
+    let out = archiver::snapshot(
+        &repo,
+        SnapshotOptions {
+            paths: vec![src.clone()],
+            tags: vec!["daily".into()],
+            ..SnapshotOptions::default()
+        },
+        &Progress::default(),
+    )
+    .unwrap();
+    ocvault::oplog::record(&repo, "snapshot", "ok", vec![out.id]);
+
+    let mut seeds: Vec<(&str, String, Vec<u8>)> = Vec::new();
+    let b = &repo.backend;
+    let k = &repo.keys;
+    let stored = |kind: FileKind| -> Vec<(Id, Vec<u8>)> {
+        b.list_ids(kind)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| (id, b.read(&kind.path(&id)).unwrap()))
+            .collect()
+    };
+
+    for (id, bytes) in stored(FileKind::Key) {
+        assert!(try_key_file(&bytes, b"password").unwrap().is_some());
+        seeds.push(("key_file", id.to_hex(), bytes));
+    }
+    let config = b.read(CONFIG_PATH).unwrap();
+    let framed = k
+        .open(
+            SealKind::Config,
+            &FORMAT_VERSION.to_le_bytes(),
+            &config[12..],
+        )
+        .unwrap();
+    assert_eq!(
+        format::from_postcard::<Config>(&format::unframe(&framed, 1 << 20, "c").unwrap(), "c")
+            .unwrap(),
+        repo.config
+    );
+    seeds.push(("config", "stored".into(), config.clone()));
+    seeds.push(("config", "plain".into(), framed));
+    for (target, kind, seal) in [
+        ("index_file", FileKind::Index, SealKind::Index),
+        ("snapshot", FileKind::Snapshot, SealKind::Snapshot),
+        ("log_entry", FileKind::Log, SealKind::Log),
+    ] {
+        for (id, bytes) in stored(kind) {
+            let framed = k.open(seal, &[], &bytes).unwrap();
+            match target {
+                "index_file" => drop(decode_framed::<IndexFile>(&framed).unwrap()),
+                "snapshot" => drop(decode_framed::<Snapshot>(&framed).unwrap()),
+                _ => drop(decode_framed::<LogEntry>(&framed).unwrap()),
+            }
+            seeds.push((target, id.to_hex(), framed));
+            seeds.push(("unseal", id.to_hex(), bytes));
+        }
+    }
+    for (id, bytes) in stored(FileKind::Pack) {
+        let hlen = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap()) as usize;
+        let data_end = bytes.len() - 4 - hlen;
+        let header = parse_header_from_tail(k, &bytes, bytes.len() as u64)
+            .unwrap()
+            .unwrap();
+        let framed = k
+            .open(SealKind::PackHeader, &[], &bytes[data_end..bytes.len() - 4])
+            .unwrap();
+        assert_eq!(decode_framed::<PackHeader>(&framed).unwrap(), header);
+        // The target's input: pack size (its data part) as 8 bytes, then the header.
+        let mut plain = (data_end as u64).to_le_bytes().to_vec();
+        plain.extend_from_slice(&framed);
+        seeds.push(("pack_header", format!("{}-plain", id.to_hex()), plain));
+        // And the stored tail, behind the whole pack's size, if it is small.
+        if bytes.len() <= 4096 {
+            let mut tail = (bytes.len() as u64).to_le_bytes().to_vec();
+            tail.extend_from_slice(&bytes);
+            seeds.push(("pack_header", format!("{}-stored", id.to_hex()), tail));
+        }
+        // Tree blobs, opened (the raw tree) and as framed inside their seal.
+        if header.blob_type == BlobType::Tree {
+            for blob in &header.blobs {
+                let sealed = &bytes[blob.offset as usize..(blob.offset + blob.length) as usize];
+                let raw = open_blob(k, BlobType::Tree, &blob.id, sealed, blob.raw_length).unwrap();
+                assert!(format::from_postcard::<Tree>(&raw, "tree").is_ok());
+                let framed = k.open(SealKind::TreeBlob, &blob.id.0, sealed).unwrap();
+                seeds.push(("tree", blob.id.to_hex(), raw));
+                seeds.push(("tree", format!("{}-framed", blob.id.to_hex()), framed));
+                seeds.push(("unseal", blob.id.to_hex(), sealed.to_vec()));
+            }
+        }
+    }
+    for target in [
+        "key_file",
+        "config",
+        "pack_header",
+        "index_file",
+        "tree",
+        "snapshot",
+        "unseal",
+        "log_entry",
+    ] {
+        assert!(
+            seeds.iter().any(|(t, _, _)| *t == target),
+            "no seed for {target}"
+        );
+    }
+    if let Some(dir) = std::env::var_os("OCVAULT_FUZZ_SEEDS") {
+        for (target, name, bytes) in &seeds {
+            let d = std::path::Path::new(&dir).join(target);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("seed-{name}")), bytes).unwrap();
+        }
+        eprintln!("wrote {} seeds to {}", seeds.len(), dir.to_string_lossy());
     }
 }

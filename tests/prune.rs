@@ -5,53 +5,9 @@ mod common;
 
 use common::*;
 use ocvault::backend::{Backend, FileKind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn init_small(repo: &TestRepo, extra: &[&str]) {
-    repo.cmd()
-        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
-        .args(extra)
-        .assert()
-        .success();
-}
-
-fn snapshot_id(repo: &TestRepo, args: &[&str], dir: &Path) -> String {
-    let out = repo
-        .cmd()
-        .args(["--json", "snapshot"])
-        .args(args)
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    v["snapshot_id"].as_str().unwrap().to_string()
-}
-
-fn random_file(path: &Path, len: usize, seed: u64) {
-    let mut data = vec![0u8; len];
-    Rng::new(seed).fill(&mut data);
-    std::fs::write(path, data).unwrap();
-}
-
-fn restore_and_compare(repo: &TestRepo, id: &str, expected: &Path, name: &str) {
-    let target = repo.path(&format!("restore-{id}"));
-    let _ = std::fs::remove_dir_all(&target);
-    repo.cmd()
-        .args(["restore", id, "--target"])
-        .arg(&target)
-        .assert()
-        .success();
-    assert_trees_equal(expected, &target.join(name));
-    std::fs::remove_dir_all(&target).unwrap();
-}
 
 #[test]
 fn forget_half_and_prune_shrinks_by_what_only_they_held() {
@@ -247,19 +203,7 @@ fn prune_beside_running_backups() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let repo = TestRepo::new();
-    init_small(
-        &repo,
-        &[
-            "--pack-size",
-            "262144",
-            "--chunk-min",
-            "4096",
-            "--chunk-avg",
-            "16384",
-            "--chunk-max",
-            "65536",
-        ],
-    );
+    init_small_packs(&repo, 262_144);
     let src = repo.path("src");
     std::fs::create_dir_all(&src).unwrap();
     generate_tree(
@@ -341,19 +285,7 @@ fn prune_killed_at_random_points() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let repo = TestRepo::new();
-    init_small(
-        &repo,
-        &[
-            "--pack-size",
-            "131072",
-            "--chunk-min",
-            "4096",
-            "--chunk-avg",
-            "16384",
-            "--chunk-max",
-            "65536",
-        ],
-    );
+    init_small_packs(&repo, 131_072);
     let src = repo.path("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut kept: Vec<(String, PathBuf)> = Vec::new();

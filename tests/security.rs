@@ -204,3 +204,85 @@ fn passwords_never_appear_in_output_errors_or_storage() {
         );
     }
 }
+
+/// Median of a few timings, in seconds.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// A wrong password costs a full Argon2id run, like the right one: there is no early exit
+/// that would tell a guesser anything from the time an attempt takes. Attempts alternate so
+/// that load from other processes hits both sides alike.
+#[test]
+fn key_file_resists_a_wrong_password_in_constant_time() {
+    use ocvault::backend::{Backend, FileKind};
+    use ocvault::repository::{try_key_file, InitOptions, Repository};
+    let backend = Backend::open("memory:", true).unwrap();
+    let opts = InitOptions {
+        kdf_memory_kib: 16 * 1024,
+        kdf_iterations: 2,
+        ..InitOptions::default()
+    };
+    let repo = Repository::init(backend, b"the right password", &opts).unwrap();
+    let (id, _) = repo.backend.list_ids(FileKind::Key).unwrap()[0];
+    let key = repo.backend.read(&FileKind::Key.path(&id)).unwrap();
+    let time = |pw: &[u8]| {
+        let t = std::time::Instant::now();
+        let opened = try_key_file(&key, pw).unwrap().is_some();
+        (t.elapsed().as_secs_f64(), opened)
+    };
+    let (mut right, mut wrong) = (Vec::new(), Vec::new());
+    for i in 0..9 {
+        let (t, ok) = time(b"the right password");
+        assert!(ok);
+        right.push(t);
+        // Wrong passwords near and far from the right one.
+        let guess: &[u8] = if i % 2 == 0 {
+            b"the right passwore"
+        } else {
+            b"x"
+        };
+        let (t, ok) = time(guess);
+        assert!(!ok);
+        wrong.push(t);
+    }
+    let (r, w) = (median(right), median(wrong));
+    eprintln!("median key open: right {r:.4}s, wrong {w:.4}s");
+    assert!(
+        w / r > 0.5 && w / r < 2.0,
+        "a wrong password takes {w:.4}s, the right one {r:.4}s"
+    );
+}
+
+/// Passwords come from the environment, a file or a command, never from an argument that
+/// `ps` shows: no command-line option takes one.
+#[test]
+fn no_command_line_option_takes_a_password() {
+    let repo = TestRepo::new();
+    init_small(&repo, &[]);
+    for args in [
+        vec!["--password", "secret", "snapshots"],
+        vec!["snapshots", "--password", "secret"],
+        vec!["-p", "secret", "snapshots"],
+        vec!["key", "add", "--new-password", "secret"],
+        vec!["key", "passwd", "--new-password", "secret"],
+    ] {
+        let out = repo.cmd().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?} was accepted");
+    }
+    // What the process shows to others while it runs holds no password.
+    let mut child = repo
+        .cmd_std()
+        .args(["snapshot", "--stdin", "--stdin-filename", "x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert!(!cmdline
+        .windows(repo.password.len())
+        .any(|w| w == repo.password.as_bytes()));
+}

@@ -118,7 +118,11 @@ impl Backend {
             )));
         }
         if let Some(root) = &loc.local_root {
-            if !create && !root.is_dir() {
+            // Checked before the operator is built: building it creates `tmp/`, which must
+            // not appear in a folder that turns out to hold no repository.
+            let no_config = matches!(std::fs::symlink_metadata(root.join(CONFIG_PATH)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            if !create && (!root.is_dir() || no_config) {
                 return Err(Error::NoRepository(loc.display.clone()));
             }
         }
@@ -193,7 +197,7 @@ impl Backend {
     }
 
     /// Runs one storage operation, retrying transient errors with exponential backoff.
-    async fn attempt<T, F, Fut>(&self, path: &str, mut f: F) -> Result<T>
+    async fn attempt<T, F, Fut>(&self, mut f: F) -> opendal::Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = opendal::Result<T>>,
@@ -203,14 +207,17 @@ impl Backend {
         loop {
             match f().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_temporary() && tries < self.retry.max_retries => {
+                // A full disk does not empty itself within the retry window.
+                Err(e)
+                    if e.is_temporary() && !is_no_space(&e) && tries < self.retry.max_retries =>
+                {
                     tries += 1;
                     // Full jitter keeps many clients from retrying in step.
                     let sleep = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
                     tokio::time::sleep(sleep).await;
                     delay = (delay * 2).min(self.retry.max_delay);
                 }
-                Err(e) => return Err(map_err(e, path)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -233,18 +240,22 @@ impl Backend {
     /// `read` for tasks on the I/O runtime (`runtime().spawn`), so many reads can be in
     /// flight without a thread each.
     pub async fn read_async(&self, path: &str) -> Result<Vec<u8>> {
-        self.attempt(path, || async {
+        self.attempt(|| async {
             self.fault(Op::Read).await?;
             self.op.read(path).await.map(|b| b.to_vec())
         })
         .await
+        .map_err(|e| map_err(e, path))
     }
 
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let buf = self.rt.block_on(self.attempt(path, || async {
-            self.fault(Op::Read).await?;
-            self.op.read_with(path).range(offset..offset + len).await
-        }))?;
+        let buf = self
+            .rt
+            .block_on(self.attempt(|| async {
+                self.fault(Op::Read).await?;
+                self.op.read_with(path).range(offset..offset + len).await
+            }))
+            .map_err(|e| map_err(e, path))?;
         if buf.len() as u64 != len {
             return Err(Error::corrupt(
                 path,
@@ -300,17 +311,21 @@ impl Backend {
     }
 
     pub fn exists(&self, path: &str) -> Result<bool> {
-        self.rt.block_on(self.attempt(path, || async {
-            self.fault(Op::Read).await?;
-            self.op.exists(path).await
-        }))
+        self.rt
+            .block_on(self.attempt(|| async {
+                self.fault(Op::Read).await?;
+                self.op.exists(path).await
+            }))
+            .map_err(|e| map_err(e, path))
     }
 
     pub fn size(&self, path: &str) -> Result<u64> {
-        self.rt.block_on(self.attempt(path, || async {
-            self.fault(Op::Read).await?;
-            self.op.stat(path).await.map(|m| m.content_length())
-        }))
+        self.rt
+            .block_on(self.attempt(|| async {
+                self.fault(Op::Read).await?;
+                self.op.stat(path).await.map(|m| m.content_length())
+            }))
+            .map_err(|e| map_err(e, path))
     }
 
     pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
@@ -326,18 +341,48 @@ impl Backend {
 
     async fn write_async(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         let buf = opendal::Buffer::from(bytes);
-        self.attempt(path, || async {
-            if let Some(Fault::Cut) = self.fault(Op::Write).await? {
-                let _ = self.op.write(path, buf.slice(0..buf.len() / 2)).await;
-                return Err(opendal::Error::new(
-                    opendal::ErrorKind::Unexpected,
-                    "injected write cut short",
-                )
-                .set_temporary());
+        self.attempt(|| async {
+            let res = match self.fault(Op::Write).await {
+                Ok(Some(Fault::Cut)) => {
+                    let _ = self.op.write(path, buf.slice(0..buf.len() / 2)).await;
+                    Err(opendal::Error::new(
+                        opendal::ErrorKind::Unexpected,
+                        "injected write cut short",
+                    )
+                    .set_temporary())
+                }
+                Ok(_) => self.write_once(path, buf.clone()).await,
+                Err(e) => Err(e),
+            };
+            if res.is_err() {
+                self.remove_temp_of(path);
             }
-            self.write_once(path, buf.clone()).await
+            res
         })
         .await
+        .map_err(|e| change_err(e, path, "write"))
+    }
+
+    /// OpenDAL's fs service leaves the temporary file of a failed write
+    /// (`tmp/<name>.<random>`) behind; on a full disk that file holds the space the next run
+    /// needs, so remove it. Names are hashes of sealed bytes with random nonces, so no other
+    /// writer uses the same one.
+    fn remove_temp_of(&self, path: &str) {
+        let Some(dir) = self.local_temp_dir() else {
+            return;
+        };
+        let prefix = format!("{}.", path.rsplit('/').next().unwrap_or(path));
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// `tmp/` of a local repository, where writes land before they are renamed into place.
+    pub fn local_temp_dir(&self) -> Option<std::path::PathBuf> {
+        let info = self.op.info();
+        (info.scheme() == "fs").then(|| std::path::Path::new(&info.root()).join("tmp"))
     }
 
     /// One write attempt. Where the service could leave half an object under its final name,
@@ -359,21 +404,23 @@ impl Backend {
     }
 
     pub fn delete(&self, path: &str) -> Result<()> {
-        self.rt.block_on(self.attempt(path, || async {
-            self.fault(Op::Delete).await?;
-            self.op.delete(path).await
-        }))
+        self.rt
+            .block_on(self.attempt(|| async {
+                self.fault(Op::Delete).await?;
+                self.op.delete(path).await
+            }))
+            .map_err(|e| change_err(e, path, "delete"))
     }
 
     /// Lists the files (never folders) under a prefix, with sizes.
     pub fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        let entries = match self.rt.block_on(self.attempt(prefix, || async {
+        let entries = match self.rt.block_on(self.attempt(|| async {
             self.fault(Op::List).await?;
             self.op.list_with(prefix).recursive(true).await
         })) {
             Ok(e) => e,
-            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(map_err(e, prefix)),
         };
         let mut out = Vec::new();
         for e in entries {
@@ -425,6 +472,50 @@ fn one_line(e: &opendal::Error) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The operating system error under an OpenDAL error, if there is one.
+fn io_source(e: &opendal::Error) -> Option<&std::io::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = s.source();
+    }
+    None
+}
+
+fn is_no_space(e: &opendal::Error) -> bool {
+    io_source(e)
+        .and_then(|io| io.raw_os_error())
+        .is_some_and(|c| c == libc::ENOSPC || c == libc::EDQUOT)
+}
+
+/// Errors of writes and deletes in words that say what to do: a full disk, a read-only
+/// repository.
+fn change_err(e: opendal::Error, path: &str, verb: &str) -> Error {
+    if let Some(io) = io_source(&e) {
+        match io.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+                return Error::Backend(format!(
+                    "cannot {verb} {path}: no space left on the repository's storage ({io})"
+                ))
+            }
+            Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => {
+                return Error::Backend(format!(
+                    "cannot {verb} {path}: the repository is read-only for this user ({io})"
+                ))
+            }
+            _ => {}
+        }
+    }
+    if e.kind() == ErrorKind::PermissionDenied {
+        return Error::Backend(format!(
+            "cannot {verb} {path}: the repository is read-only for this user"
+        ));
+    }
+    map_err(e, path)
 }
 
 fn map_err(e: opendal::Error, path: &str) -> Error {

@@ -62,14 +62,19 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
 pub fn run_prune(g: &GlobalOptions, repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let r = prune::prune(repo, opts);
     if !opts.dry_run {
-        let result = match &r {
-            Ok(r) => format!(
-                "ok: deleted {} packs, freed {} bytes",
-                r.packs_deleted, r.bytes_deleted
+        match &r {
+            Ok(r) => crate::oplog::record(
+                repo,
+                "prune",
+                &format!(
+                    "ok: deleted {} packs, freed {} bytes",
+                    r.packs_deleted, r.bytes_deleted
+                ),
+                vec![],
             ),
-            Err(e) => format!("error: {e}"),
-        };
-        crate::oplog::record(repo, "prune", &result, vec![]);
+            Err(e) => crate::oplog::record_failure(repo, "prune", e),
+        }
+        crate::locks::remove_stale_temp_files(repo);
     }
     let r = r?;
     if g.json {

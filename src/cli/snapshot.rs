@@ -184,7 +184,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         Err(e) => {
             // A snapshot refused before it wrote anything (bad arguments) changed nothing.
             if !matches!(e, Error::Usage(_)) {
-                crate::oplog::record(&repo, "snapshot", &format!("error: {e}"), vec![]);
+                crate::oplog::record_failure(&repo, "snapshot", &e);
             }
             return Err(e);
         }

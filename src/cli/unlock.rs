@@ -20,6 +20,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             removed += 1;
         }
     }
+    crate::locks::remove_stale_temp_files(&repo);
     if g.json {
         super::print_json(&serde_json::json!({"removed": removed}));
     } else {

@@ -1547,3 +1547,177 @@ impl Default for TestRepo {
         Self::new()
     }
 }
+
+// ---------------------------------------------------------------------------
+// Repository helpers shared by the CLI tests
+// ---------------------------------------------------------------------------
+
+/// `init` with a tiny Argon2id (tests spend their time on what they test); `extra` adds
+/// init options such as `--pack-size`.
+pub fn init_small(repo: &TestRepo, extra: &[&str]) {
+    repo.cmd()
+        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
+        .args(extra)
+        .assert()
+        .success();
+}
+
+/// [`init_small`] with small chunks (4/16/64 KiB) and packs of `pack_size` bytes: many packs
+/// and index files from little data.
+pub fn init_small_packs(repo: &TestRepo, pack_size: u32) {
+    let pack_size = pack_size.to_string();
+    init_small(
+        repo,
+        &[
+            "--pack-size",
+            &pack_size,
+            "--chunk-min",
+            "4096",
+            "--chunk-avg",
+            "16384",
+            "--chunk-max",
+            "65536",
+        ],
+    );
+}
+
+/// The last line of standard output as JSON (`--json` commands print one document last).
+pub fn last_json(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {text:?}, stderr {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Snapshots `dir` (with more `args`), asserts success, returns the full snapshot id.
+pub fn snapshot_id(repo: &TestRepo, args: &[&str], dir: &Path) -> String {
+    let out = repo
+        .cmd()
+        .args(["--json", "snapshot"])
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    last_json(&out)["snapshot_id"].as_str().unwrap().to_string()
+}
+
+/// The full ids of every snapshot, oldest first.
+pub fn snapshot_ids(repo: &TestRepo) -> Vec<String> {
+    let out = repo.cmd().args(["--json", "snapshots"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    last_json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn random_file(path: &Path, len: usize, seed: u64) {
+    let mut data = vec![0u8; len];
+    Rng::new(seed).fill(&mut data);
+    fs::write(path, data).unwrap();
+}
+
+/// Restores snapshot `id` into a fresh folder and compares its top-level entry `name` with
+/// `expected` exactly.
+pub fn restore_and_compare(repo: &TestRepo, id: &str, expected: &Path, name: &str) {
+    let target = repo.path(&format!("restore-{id}"));
+    let _ = fs::remove_dir_all(&target);
+    restore_into(repo, id, &target);
+    assert_trees_equal(expected, &target.join(name));
+    fs::remove_dir_all(&target).unwrap();
+}
+
+/// Restores snapshot `id` into `target`, asserting success.
+pub fn restore_into(repo: &TestRepo, id: &str, target: &Path) {
+    repo.cmd()
+        .args(["restore", id, "--target"])
+        .arg(target)
+        .assert()
+        .success();
+}
+
+/// Hashes of every file in a folder, to prove a failed command changed nothing.
+pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, blake3::Hash)> {
+    let mut v: Vec<_> = walk(dir)
+        .into_iter()
+        .map(|p| dir.join(p))
+        .filter(|p| p.is_file())
+        .map(|p| (p.clone(), hash_file(&p)))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(!v.is_empty(), "nothing to fingerprint in {}", dir.display());
+    v
+}
+
+/// A failed command: the documented exit code and exactly one line on standard error.
+pub fn assert_one_line_error(out: &std::process::Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "want one line, got: {err:?}"
+    );
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    assert!(err.starts_with("ocvault: "), "{err:?}");
+}
+
+/// `check` (with `args`, e.g. `--read-data`) exits 0: the repository is intact.
+pub fn assert_check_passes(repo: &TestRepo, args: &[&str]) {
+    let out = repo.cmd().arg("check").args(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "check {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// User and group id of `nobody`, for running ocvault without root's permission bypass.
+pub const NOBODY: u32 = 65534;
+
+impl TestRepo {
+    /// [`TestRepo::cmd`] run as `nobody` through `setpriv`. Tests run as root, which reads
+    /// and writes past permission bits; only an unprivileged process sees them.
+    pub fn cmd_as_nobody(&self) -> assert_cmd::Command {
+        assert!(
+            is_root_user(),
+            "this test changes user with setpriv and must run as root"
+        );
+        // The temp folder is 0700; nobody must reach the repository and sources inside it.
+        fs::set_permissions(self.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = assert_cmd::Command::new("setpriv");
+        for (k, _) in std::env::vars_os() {
+            if k.as_bytes().starts_with(b"OCVAULT_") {
+                c.env_remove(k);
+            }
+        }
+        c.arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .arg("--clear-groups")
+            .arg(assert_cmd::cargo::cargo_bin("ocvault"))
+            .arg("--repo")
+            .arg(&self.repo)
+            .env("OCVAULT_PASSWORD", &self.password);
+        c
+    }
+}
+
+/// Changes the owner of everything below `path` (like `chown -R`).
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+    for rel in walk(path) {
+        std::os::unix::fs::lchown(path.join(rel), Some(uid), Some(gid)).unwrap();
+    }
+}
