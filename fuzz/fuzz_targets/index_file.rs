@@ -12,9 +12,13 @@ mod common;
 
 fuzz_target!(|data: &[u8]| {
     if let Some(file) = common::check_sealed::<IndexFile>(SealKind::Index, data) {
+        // A pack listed twice counts once, by its first listing (Index::from_files skips the
+        // others; a real index never lists a pack twice).
+        let mut seen = std::collections::HashSet::new();
         let ids: Vec<Id> = file
             .packs
             .iter()
+            .filter(|p| seen.insert(p.id))
             .flat_map(|p| p.blobs.iter().map(|b| b.id))
             .collect();
         // Named by the hash of its bytes, as stored index files are: a file can never list
