@@ -319,26 +319,7 @@ fn index_entry_past_pack_end_and_unknown_file_are_found() {
 #[test]
 fn read_data_subsets_cover_every_pack_exactly_once() {
     let repo = TestRepo::new();
-    repo.cmd()
-        .args([
-            "init",
-            "--kdf-memory-kib",
-            "1024",
-            "--kdf-iterations",
-            "1",
-            "--pack-size",
-            "65536",
-        ])
-        .args([
-            "--chunk-min",
-            "4096",
-            "--chunk-avg",
-            "16384",
-            "--chunk-max",
-            "65536",
-        ])
-        .assert()
-        .success();
+    init_small_packs(&repo, 65536);
     let src = repo.path("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut data = vec![0u8; 3_000_000];
