@@ -87,10 +87,7 @@ fn snapshot_dir(repo: &TestRepo, dir: &Path, extra: &[&str]) -> Written {
 
 fn fixture() -> Fixture {
     let repo = TestRepo::new();
-    repo.cmd()
-        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
-        .assert()
-        .success();
+    init_small(&repo, &[]);
     let a = repo.path("a");
     let b = repo.path("b");
     std::fs::create_dir_all(&a).unwrap();
@@ -375,10 +372,7 @@ fn read_data_subsets_cover_every_pack_exactly_once() {
 #[test]
 fn max_age_passes_and_fails() {
     let repo = TestRepo::new();
-    repo.cmd()
-        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
-        .assert()
-        .success();
+    init_small(&repo, &[]);
     let src = repo.path("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), b"x").unwrap();

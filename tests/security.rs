@@ -19,10 +19,7 @@ fn stored_files(repo: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn no_name_path_or_content_run_is_stored_in_clear() {
     let repo = TestRepo::new();
-    repo.cmd()
-        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
-        .assert()
-        .success();
+    init_small(&repo, &[]);
     let src = repo.path("secret-project-src");
     std::fs::create_dir_all(&src).unwrap();
     generate_tree(
@@ -159,10 +156,7 @@ fn two_repositories_with_the_same_data_share_no_blob_id_or_pack_name() {
 #[test]
 fn passwords_never_appear_in_output_errors_or_storage() {
     let repo = TestRepo::new();
-    repo.cmd()
-        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
-        .assert()
-        .success();
+    init_small(&repo, &[]);
     let src = repo.path("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("f"), b"x").unwrap();
