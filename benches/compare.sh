@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# Compare ocvault with restic on the same data: wall time, CPU time, peak RSS
-# and repository size for snapshot, unchanged re-snapshot, restore, check,
-# check --read-data and a churned re-snapshot (and, with DUMP set, a stdin
-# snapshot of one big file and its dump; with PRUNE=1, forget --prune on a
-# history of many small snapshots).
+# Compare ocvault with restic, rustic and borg on the same data: wall time, CPU
+# time, peak RSS and repository size for snapshot, unchanged re-snapshot,
+# restore, check, check --read-data and a churned re-snapshot of a source tree,
+# then stdin snapshots of two pg_dumps of a pgbench-shaped database (before and
+# after a run of updates) and the dump back to stdout; with PRUNE=1,
+# forget --prune on a history of many small snapshots.
 #
 # Usage: benches/compare.sh            (all settings through the environment)
+#   TOOLS="ocvault restic rustic borg"  tools to run (ocvault first: ratios are
+#                    ocvault / each other tool).  borg is installed with apt-get
+#                    (borgbackup) and rustic with `cargo install rustic-rs
+#                    --locked` (about 40 minutes on 2 cores) when missing.
 #   DATA=dir         tree to back up (default: the kernel source from the
 #                    linux-source package, extracted into the scratch dir;
 #                    the package is installed with apt-get if missing)
-#   DUMP=file        optional big file (e.g. from benches/gen_sql.py) for the
-#                    stdin snapshot / dump steps
+#   PG=1             make the two dumps with benches/pg_dumps.sh (a PostgreSQL it
+#                    starts on 127.0.0.1; PG_SCALE=80 gives ~800 MB, PG_UPDATES=2000
+#                    transactions between them); 0 skips the dump steps
+#   DUMP=file DUMP2=file  use these dumps instead (DUMP2 optional)
 #   RUNS=3           repetitions; medians are reported
 #   OCVAULT=path     ocvault binary (default: target/release/ocvault)
-#   RESTIC=restic    restic binary
+#   RESTIC=restic RUSTIC=rustic BORG=borg   the other tools' binaries
 #   VERIFY=1         on the first run, check restores/dumps equal the source
 #   KEEP=0           1 keeps the scratch dir (results and logs) afterwards
 #   RESULTS=file     also copy the raw per-run results (TSV) here
@@ -28,25 +35,35 @@
 #
 # Steps per run: snapshot (initial), resnapshot (unchanged), restore, check
 # (structure), check-data (check --read-data), churn (re-snapshot after editing
-# CHURN_PCT % of the files, adding CHURN_ADD and removing CHURN_DEL), then stdin
-# and dump with DUMP.  Each run first copies DATA (cp -a) into the scratch dir and
-# backs up that copy, so the churn can edit it in place: both tools then find
-# their parent snapshot by path and compare the files' metadata as usual.
+# CHURN_PCT % of the files, adding CHURN_ADD and removing CHURN_DEL), then with
+# dumps: stdin (the first dump from standard input into a fresh repository),
+# stdin2 (the second dump into the same repository; the report shows the bytes
+# it added) and dump (the latest dump back to standard output).  Each run first
+# copies DATA (cp -a) into the scratch dir and backs up that copy, so the churn
+# can edit it in place: every tool then finds its parent snapshot by path (borg:
+# its files cache) and compares the files' metadata as usual.
 # The churn is seeded by the run number: the same files in every measurement.
 #
 # Each run uses fresh repositories in a scratch dir under ${TMPDIR:-/tmp}.
-# Within a run the tools alternate step by step (the first tool alternates
-# between runs), and `sync` runs between steps, outside the measurement.
-# The page cache is left warm: both tools read the same cached source.
+# Within a run the tools alternate step by step (the order rotates between
+# runs), and `sync` runs between steps, outside the measurement.
+# The page cache is left warm: every tool reads the same cached source.
+# Settings: each tool's defaults, except borg's compression (zstd,3; its
+# default is lz4) and encryption (repokey-blake2), as in the issue's anchors.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+read -r -a TOOLS <<<"${TOOLS:-ocvault restic rustic borg}"
 RUNS=${RUNS:-3}
 OCVAULT=${OCVAULT:-$ROOT/target/release/ocvault}
 RESTIC=${RESTIC:-restic}
+RUSTIC=${RUSTIC:-rustic}
+BORG=${BORG:-borg}
 VERIFY=${VERIFY:-1}
 KEEP=${KEEP:-0}
+PG=${PG:-1}
 DUMP=${DUMP:-}
+DUMP2=${DUMP2:-}
 DATA=${DATA:-}
 CHURN_PCT=${CHURN_PCT:-1}
 CHURN_ADD=${CHURN_ADD:-43}
@@ -60,15 +77,38 @@ PRUNE_KEEP=${PRUNE_KEEP:-100}
 TIME=/usr/bin/time
 export OCVAULT_PASSWORD=${OCVAULT_PASSWORD:-bench-password}
 export RESTIC_PASSWORD=${RESTIC_PASSWORD:-bench-password}
+export RUSTIC_PASSWORD=${RUSTIC_PASSWORD:-bench-password}
+export BORG_PASSPHRASE=${BORG_PASSPHRASE:-bench-password}
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_CHECK_I_KNOW_WHAT_I_AM_DOING=YES
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
-[[ -x $OCVAULT ]] || die "ocvault binary not found at $OCVAULT (cargo build --release?)"
-command -v "$RESTIC" >/dev/null || die "restic not found (apt-get install -y restic)"
+[[ ${TOOLS[0]:-} == ocvault ]] || die "TOOLS must start with ocvault"
+for t in "${TOOLS[@]}"; do
+    case $t in
+    ocvault) [[ -x $OCVAULT ]] || die "ocvault binary not found at $OCVAULT (cargo build --release?)" ;;
+    restic) command -v "$RESTIC" >/dev/null || die "restic not found (apt-get install -y restic)" ;;
+    borg)
+        if ! command -v "$BORG" >/dev/null; then
+            log "installing borgbackup"
+            apt-get install -y borgbackup >/dev/null || { apt-get update >/dev/null && apt-get install -y borgbackup >/dev/null; }
+        fi
+        command -v "$BORG" >/dev/null || die "borg not found (apt-get install -y borgbackup)" ;;
+    rustic)
+        if ! command -v "$RUSTIC" >/dev/null; then
+            log "installing rustic-rs with cargo (this takes a while)"
+            cargo install rustic-rs --locked >/dev/null 2>&1 || die "cargo install rustic-rs --locked failed"
+            RUSTIC=$(command -v rustic || echo "${CARGO_HOME:-$HOME/.cargo}/bin/rustic")
+        fi
+        command -v "$RUSTIC" >/dev/null || die "rustic not found (cargo install rustic-rs --locked)" ;;
+    *) die "unknown tool $t (ocvault, restic, rustic, borg)" ;;
+    esac
+done
 [[ -x $TIME ]] || die "$TIME not found (apt-get install -y time)"
 [[ -z $DUMP || -f $DUMP ]] || die "DUMP=$DUMP is not a file"
+[[ -z $DUMP2 || -f $DUMP2 ]] || die "DUMP2=$DUMP2 is not a file"
 for v in CHURN_PCT CHURN_ADD CHURN_DEL PRUNE_SNAPS PRUNE_FILES PRUNE_KIB PRUNE_PCT PRUNE_KEEP; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer"
 done
@@ -86,6 +126,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 export RESTIC_CACHE_DIR=$SCRATCH/restic-cache
+export RUSTIC_CACHE_DIR=$SCRATCH/rustic-cache
+export BORG_BASE_DIR=$SCRATCH/borg-base
 RES=$SCRATCH/results.tsv   # run step tool rc wall user sys rss_kib repo_bytes
 : >"$RES"
 
@@ -109,63 +151,92 @@ fi
 DATA=$(cd "$DATA" && pwd -P)
 SRC=$SCRATCH/src/$(basename "$DATA")   # the per-run copy that is backed up
 log "data: $DATA ($(du -sh "$DATA" | cut -f1), $(find "$DATA" -type f | wc -l) files)"
-[[ -z $DUMP ]] || { DUMP=$(cd "$(dirname "$DUMP")" && pwd -P)/$(basename "$DUMP"); log "dump: $DUMP ($(du -h "$DUMP" | cut -f1))"; }
+if [[ -z $DUMP && $PG == 1 ]]; then
+    export PG_UPDATES=${PG_UPDATES:-2000}
+    "$ROOT/benches/pg_dumps.sh" "$SCRATCH/pg"
+    DUMP=$SCRATCH/pg/dump1.sql DUMP2=$SCRATCH/pg/dump2.sql
+fi
+abspath() { echo "$(cd "$(dirname "$1")" && pwd -P)/$(basename "$1")"; }
+[[ -z $DUMP ]] || { DUMP=$(abspath "$DUMP"); log "dump: $DUMP ($(du -h "$DUMP" | cut -f1))"; }
+[[ -z $DUMP2 ]] || { DUMP2=$(abspath "$DUMP2"); log "dump2: $DUMP2 ($(du -h "$DUMP2" | cut -f1))"; }
 
 # --- tool adapters ------------------------------------------------------------
-# cmd_<action> TOOL REPO [TARGET] sets the array CMD to the command line.
+# cmd_<action> TOOL REPO [...] sets the array CMD to the command line.
+# borg names each archive by its creation time; borg_last REPO prints the latest.
+BORG_NAME='{now:%Y-%m-%dT%H:%M:%S.%f}'
+borg_last() { "$BORG" list --last 1 --format '{archive}' "$1"; }
 tool_init() {
     case $1 in
     ocvault) "$OCVAULT" --quiet --repo "$2" init >/dev/null ;;
     restic) "$RESTIC" --quiet -r "$2" init >/dev/null ;;
+    rustic) "$RUSTIC" --no-progress --log-level warn -r "$2" init >/dev/null 2>&1 ;;
+    borg) "$BORG" init -e repokey-blake2 "$2" >/dev/null 2>&1 ;;
     esac
 }
-cmd_snapshot() {
+cmd_snapshot() { # snapshot TOOL REPO [PATH]
+    local path=${3:-$SRC}
     case $1 in
-    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot "$SRC") ;;
-    restic) CMD=("$RESTIC" --quiet -r "$2" backup "$SRC") ;;
+    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot "$path") ;;
+    restic) CMD=("$RESTIC" --quiet -r "$2" backup "$path") ;;
+    rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" backup "$path") ;;
+    borg) CMD=("$BORG" create --compression zstd,3 "$2::$BORG_NAME" "$path") ;;
     esac
 }
 cmd_check() { # check TOOL REPO [--read-data]
     case $1 in
     ocvault) CMD=("$OCVAULT" --quiet --repo "$2" check ${3:+"$3"}) ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" check ${3:+"$3"}) ;;
+    rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" check ${3:+"$3"}) ;;
+    borg) CMD=("$BORG" check ${3:+--verify-data} "$2") ;;
     esac
 }
 cmd_snapshot_at() { # snapshot_at TOOL REPO PATH EPOCH: snapshot with a recorded time
     case $1 in
     ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot --time "$(date -u -d "@$4" +%Y-%m-%dT%H:%M:%SZ)" "$3") ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" backup --time "$(date -d "@$4" '+%Y-%m-%d %H:%M:%S')" "$3") ;;
+    rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" backup --time "$(date -d "@$4" '+%Y-%m-%d %H:%M:%S')" "$3") ;;
+    borg) CMD=("$BORG" create --compression zstd,3 --timestamp "$(date -u -d "@$4" +%Y-%m-%dT%H:%M:%S)" "$2::s$4" "$3") ;;
     esac
 }
 cmd_forget_prune() { # forget_prune TOOL REPO KEEP
     case $1 in
     ocvault) CMD=("$OCVAULT" --quiet --repo "$2" forget --keep-last "$3" --prune --max-unused 5%) ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" forget --keep-last "$3" --prune) ;;
+    rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" forget --keep-last "$3" --prune) ;;
+    # borg frees space in a separate step: prune, then compact
+    borg) CMD=(sh -c '"$0" prune --keep-last "$2" "$1" && "$0" compact "$1"' "$BORG" "$2" "$3") ;;
     esac
 }
 cmd_restore() { # restore TOOL REPO TARGET
     case $1 in
     ocvault) CMD=("$OCVAULT" --quiet --repo "$2" restore latest --target "$3") ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" restore latest --target "$3") ;;
+    rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" restore latest "$3") ;;
+    borg) CMD=(env -C "$3" "$BORG" extract "$2::$(borg_last "$2")") ;;
     esac
 }
 cmd_stdin() {
     case $1 in
     ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot --stdin --stdin-filename db.sql) ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" backup --stdin --stdin-filename db.sql) ;;
+    rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" backup --stdin-filename db.sql -) ;;
+    borg) CMD=("$BORG" create --compression zstd,3 --stdin-name db.sql "$2::$BORG_NAME" -) ;;
     esac
 }
 cmd_dump() {
     case $1 in
     ocvault) CMD=("$OCVAULT" --quiet --repo "$2" dump latest db.sql) ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" dump latest /db.sql) ;;
+    rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" dump latest:db.sql) ;;
+    borg) CMD=("$BORG" extract --stdout "$2::$(borg_last "$2")" db.sql) ;;
     esac
 }
 # Where a restore of $DATA ends up inside the target.
 restored_root() {
     case $1 in
     ocvault) echo "$2/$(basename "$SRC")" ;;
-    restic) echo "$2$SRC" ;;
+    restic | rustic) echo "$2$SRC" ;;
+    borg) echo "$2/${SRC#/}" ;;
     esac
 }
 
@@ -242,7 +313,10 @@ verify_tree() { # verify_tree TOOL DIR
 # --- runs -------------------------------------------------------------------
 mkdir -p "$SCRATCH/logs"
 for ((run = 1; run <= RUNS; run++)); do
-    if ((run % 2)); then tools=(ocvault restic); else tools=(restic ocvault); fi
+    # rotate the order by run, so no tool always goes first
+    n=${#TOOLS[@]}
+    tools=()
+    for ((i = 0; i < n; i++)); do tools+=("${TOOLS[(i + run - 1) % n]}"); done
     rm -rf "$SCRATCH/src"
     mkdir -p "$SCRATCH/src"
     log "run $run: copying $DATA to $SRC"
@@ -288,19 +362,27 @@ for ((run = 1; run <= RUNS; run++)); do
             cmd_stdin "$t" "$SCRATCH/stdin-$t"
             measure "$run" stdin "$t" "$SCRATCH/stdin-$t" "$DUMP" /dev/null "${CMD[@]}"
         done
+        last=$DUMP
+        if [[ -n $DUMP2 ]]; then
+            for t in "${tools[@]}"; do
+                cmd_stdin "$t" "$SCRATCH/stdin-$t"
+                measure "$run" stdin2 "$t" "$SCRATCH/stdin-$t" "$DUMP2" /dev/null "${CMD[@]}"
+            done
+            last=$DUMP2
+        fi
         for t in "${tools[@]}"; do
             cmd_dump "$t" "$SCRATCH/stdin-$t"
             measure "$run" dump "$t" "$SCRATCH/stdin-$t" /dev/null /dev/null "${CMD[@]}"
             if ((run == 1)) && [[ $VERIFY == 1 ]]; then
-                if "${CMD[@]}" 2>/dev/null | cmp -s - "$DUMP"; then
-                    log "verify: $t dump equals $DUMP"
+                if "${CMD[@]}" 2>/dev/null | cmp -s - "$last"; then
+                    log "verify: $t dump equals $last"
                 else
-                    log "VERIFY FAILED: $t dump differs from $DUMP"
+                    log "VERIFY FAILED: $t dump differs from $last"
                 fi
             fi
         done
     fi
-    rm -rf "$SCRATCH"/repo-* "$SCRATCH"/stdin-* "$RESTIC_CACHE_DIR"
+    rm -rf "$SCRATCH"/repo-* "$SCRATCH"/stdin-* "$RESTIC_CACHE_DIR" "$RUSTIC_CACHE_DIR" "$BORG_BASE_DIR"
 done
 
 # --- prune scenario -------------------------------------------------------------
@@ -314,7 +396,7 @@ if [[ $PRUNE == 1 ]]; then
     for ((i = 1; i <= PRUNE_FILES; i++)); do
         head -c $((PRUNE_KIB * 1024)) /dev/urandom >"$PT/f$i.bin"
     done
-    tools=(ocvault restic)
+    tools=("${TOOLS[@]}")
     for t in "${tools[@]}"; do
         rm -rf "$SCRATCH/prune-$t"
         tool_init "$t" "$SCRATCH/prune-$t"
@@ -357,9 +439,19 @@ fi
 
 # --- report -------------------------------------------------------------------
 # Median of each metric per (step, tool) over successful runs.
+version_of() {
+    case $1 in
+    ocvault) "$OCVAULT" --version | awk '{print "ocvault", $2}' ;;
+    restic) "$RESTIC" version | awk '{print $1, $2}' ;;
+    rustic) "$RUSTIC" --version | awk '{print $1, $2}' ;;
+    borg) "$BORG" --version ;;
+    esac
+}
+versions=()
+for t in "${TOOLS[@]}"; do versions+=("$(version_of "$t")"); done
 echo
-echo "ocvault $("$OCVAULT" --version | awk '{print $2}') vs $("$RESTIC" version | awk '{print $1, $2}'); RUNS=$RUNS; $(nproc) cores"
-echo "data: $DATA (a copy per run)${DUMP:+; dump: $DUMP}"
+echo "$(IFS=,; echo "${versions[*]}" | sed 's/,/, /g'); RUNS=$RUNS; $(nproc) cores"
+echo "data: $DATA (a copy per run)${DUMP:+; dump: $DUMP}${DUMP2:+; dump2: $DUMP2}"
 echo "churn: ${CHURN_PCT}% of files edited, +$CHURN_ADD -$CHURN_DEL files"
 [[ $PRUNE != 1 ]] || echo "prune: $PRUNE_SNAPS snapshots of $PRUNE_FILES x $PRUNE_KIB KiB files, $PRUNE_PCT% rewritten between snapshots; forget --keep-last $PRUNE_KEEP --prune (run once)"
 echo
@@ -369,6 +461,7 @@ function median(list,   a, n, i, t, j) {
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j+1] = a[j]; a[j+1] = t }
     return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 }
+function ratio(o, x) { return (x > 0) ? sprintf("%.2fx", o / x) : "" }
 {
     k = $2 SUBSEP $3
     if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
@@ -377,30 +470,48 @@ function median(list,   a, n, i, t, j) {
     rss[k] = rss[k] " " $8; repo[k] = repo[k] " " $9
 }
 END {
-    fmt = "%-11s %-8s %9s %9s %6s %9s %9s %9s %8s %8s %8s\n"
-    printf fmt, "step", "tool", "wall s", "CPU s", "CPU/w", "RSS MiB", "repo MiB", "wall o/r", "CPU o/r", "RSS o/r", "repo o/r"
+    fmt = "%-11s %-8s %9s %9s %6s %9s %9s %8s %8s %8s %8s\n"
+    printf fmt, "step", "tool", "wall s", "CPU s", "CPU/w", "RSS MiB", "repo MiB", "wall o/x", "CPU o/x", "RSS o/x", "repo o/x"
     for (i = 1; i <= nk; i++) {
         k = order[i]; split(k, p, SUBSEP)
         if (wall[k] == "") { printf fmt, p[1], p[2], "FAIL", "", "", "", "", "", "", "", ""; continue }
         w = median(wall[k]); c = median(cpu[k]); r = median(rss[k]) / 1024; s = median(repo[k]) / 1048576
         W[k] = w; C[k] = c; R[k] = r; S[k] = s
         ro = co = rr = so = ""
-        if (p[2] == "restic") {
-            o = p[1] SUBSEP "ocvault"
-            if ((o in W) && w > 0) ro = sprintf("%.2fx", W[o] / w)
-            if ((o in C) && c > 0) co = sprintf("%.2fx", C[o] / c)
-            if ((o in R) && r > 0) rr = sprintf("%.2fx", R[o] / r)
-            if ((o in S) && s > 0) so = sprintf("%.2fx", S[o] / s)
+        o = p[1] SUBSEP "ocvault"
+        if (p[2] != "ocvault" && (o in W)) {
+            ro = ratio(W[o], w); co = ratio(C[o], c); rr = ratio(R[o], r); so = ratio(S[o], s)
         }
         printf fmt, p[1], p[2], sprintf("%.2f", w), sprintf("%.2f", c), sprintf("%.2f", w > 0 ? c / w : 0),
             sprintf("%.1f", r), sprintf("%.1f", s), ro, co, rr, so
         if (k in fail) printf "  (%d failed run(s) of %s %s left out)\n", fail[k], p[1], p[2]
     }
 }' < <(
-    # ocvault rows before restic rows of the same step, steps in run order
-    awk -F'\t' 'BEGIN { n = split("snapshot resnapshot restore check check-data churn stdin dump prune", st, " "); for (i = 1; i <= n; i++) rank[st[i]] = i }
-                { s = ($2 in rank) ? rank[$2] : 99
-                  print s "\t" ($3 == "ocvault" ? 0 : 1) "\t" NR "\t" $0 }' "$RES" | sort -t$'\t' -k1,1n -k2,2n -k3,3n | cut -f4-)
+    # steps in run order, tools in TOOLS order within a step
+    awk -F'\t' -v tools="${TOOLS[*]}" '
+        BEGIN { n = split("snapshot resnapshot restore check check-data churn stdin stdin2 dump prune", st, " "); for (i = 1; i <= n; i++) rank[st[i]] = i
+                m = split(tools, tl, " "); for (i = 1; i <= m; i++) trank[tl[i]] = i }
+        { s = ($2 in rank) ? rank[$2] : 99
+          print s "\t" trank[$3] "\t" NR "\t" $0 }' "$RES" | sort -t$'\t' -k1,1n -k2,2n -k3,3n | cut -f4-)
 echo
 echo "CPU s = user + sys; CPU/w = CPU s / wall s (2.0 = both cores busy); repo MiB = du -sb after the step;"
-echo "o/r = ocvault / restic (below 1 means ocvault is faster or smaller)."
+echo "o/x = ocvault / the row's tool (below 1 means ocvault is faster or smaller)."
+if [[ -n $DUMP2 ]]; then
+    # bytes the second dump added: repository size after stdin2 minus after stdin, per run
+    echo
+    echo "Second dump (${PG_UPDATES:+$PG_UPDATES pgbench transactions after the first; }$(du -h "$DUMP2" | cut -f1)): MiB added to the repository, median"
+    awk -F'\t' -v tools="${TOOLS[*]}" '
+    function median(list,   a, n, i, t, j) {
+        n = split(list, a, " ")
+        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j+1] = a[j]; a[j+1] = t }
+        return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+    }
+    $4 == 0 && $2 == "stdin" { before[$1 SUBSEP $3] = $9 }
+    $4 == 0 && $2 == "stdin2" && (($1 SUBSEP $3) in before) { added[$3] = added[$3] " " ($9 - before[$1 SUBSEP $3]) }
+    END {
+        m = split(tools, tl, " ")
+        for (i = 1; i <= m; i++) if (tl[i] in added) A[tl[i]] = median(added[tl[i]]) / 1048576
+        for (i = 1; i <= m; i++) if (tl[i] in A)
+            printf "  %-8s %9.1f MiB%s\n", tl[i], A[tl[i]], (tl[i] != "ocvault" && ("ocvault" in A) && A[tl[i]] > 0) ? sprintf("   o/x %.2fx", A["ocvault"] / A[tl[i]]) : ""
+    }' "$RES"
+fi
