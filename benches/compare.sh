@@ -219,7 +219,9 @@ cmd_stdin() {
     case $1 in
     ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot --stdin --stdin-filename db.sql) ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" backup --stdin --stdin-filename db.sql) ;;
-    rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" backup --stdin-filename db.sql -) ;;
+    # --force: without it rustic 0.11.4 takes the stdin file from the parent snapshot
+    # unread (the second dump added 0 bytes and dumped back as the first)
+    rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" backup --force --stdin-filename db.sql -) ;;
     borg) CMD=("$BORG" create --compression zstd,3 --stdin-name db.sql "$2::$BORG_NAME" -) ;;
     esac
 }
