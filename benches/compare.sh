@@ -312,6 +312,14 @@ verify_tree() { # verify_tree TOOL DIR
     fi
 }
 
+# stdin_step STEP FILE: each tool snapshots FILE from standard input into its stdin repository.
+stdin_step() {
+    for t in "${tools[@]}"; do
+        cmd_stdin "$t" "$SCRATCH/stdin-$t"
+        measure "$run" "$1" "$t" "$SCRATCH/stdin-$t" "$2" /dev/null "${CMD[@]}"
+    done
+}
+
 # --- runs -------------------------------------------------------------------
 mkdir -p "$SCRATCH/logs"
 for ((run = 1; run <= RUNS; run++)); do
@@ -360,16 +368,10 @@ for ((run = 1; run <= RUNS; run++)); do
     done
     rm -rf "$SCRATCH/src"
     if [[ -n $DUMP ]]; then
-        for t in "${tools[@]}"; do
-            cmd_stdin "$t" "$SCRATCH/stdin-$t"
-            measure "$run" stdin "$t" "$SCRATCH/stdin-$t" "$DUMP" /dev/null "${CMD[@]}"
-        done
+        stdin_step stdin "$DUMP"
         last=$DUMP
         if [[ -n $DUMP2 ]]; then
-            for t in "${tools[@]}"; do
-                cmd_stdin "$t" "$SCRATCH/stdin-$t"
-                measure "$run" stdin2 "$t" "$SCRATCH/stdin-$t" "$DUMP2" /dev/null "${CMD[@]}"
-            done
+            stdin_step stdin2 "$DUMP2"
             last=$DUMP2
         fi
         for t in "${tools[@]}"; do
@@ -441,6 +443,12 @@ fi
 
 # --- report -------------------------------------------------------------------
 # Median of each metric per (step, tool) over successful runs.
+AWK_MEDIAN='
+function median(list,   a, n, i, t, j) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j+1] = a[j]; a[j+1] = t }
+    return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+}'
 version_of() {
     case $1 in
     ocvault) "$OCVAULT" --version | awk '{print "ocvault", $2}' ;;
@@ -457,12 +465,7 @@ echo "data: $DATA (a copy per run)${DUMP:+; dump: $DUMP}${DUMP2:+; dump2: $DUMP2
 echo "churn: ${CHURN_PCT}% of files edited, +$CHURN_ADD -$CHURN_DEL files"
 [[ $PRUNE != 1 ]] || echo "prune: $PRUNE_SNAPS snapshots of $PRUNE_FILES x $PRUNE_KIB KiB files, $PRUNE_PCT% rewritten between snapshots; forget --keep-last $PRUNE_KEEP --prune (run once)"
 echo
-awk -F'\t' '
-function median(list,   a, n, i, t, j) {
-    n = split(list, a, " ")
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j+1] = a[j]; a[j+1] = t }
-    return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-}
+awk -F'\t' "$AWK_MEDIAN"'
 function ratio(o, x) { return (x > 0) ? sprintf("%.2fx", o / x) : "" }
 {
     k = $2 SUBSEP $3
@@ -502,12 +505,7 @@ if [[ -n $DUMP2 ]]; then
     # bytes the second dump added: repository size after stdin2 minus after stdin, per run
     echo
     echo "Second dump (${PG_UPDATES:+$PG_UPDATES pgbench transactions after the first; }$(du -h "$DUMP2" | cut -f1)): MiB added to the repository, median"
-    awk -F'\t' -v tools="${TOOLS[*]}" '
-    function median(list,   a, n, i, t, j) {
-        n = split(list, a, " ")
-        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j+1] = a[j]; a[j+1] = t }
-        return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-    }
+    awk -F'\t' -v tools="${TOOLS[*]}" "$AWK_MEDIAN"'
     $4 == 0 && $2 == "stdin" { before[$1 SUBSEP $3] = $9 }
     $4 == 0 && $2 == "stdin2" && (($1 SUBSEP $3) in before) { added[$3] = added[$3] " " ($9 - before[$1 SUBSEP $3]) }
     END {

@@ -483,8 +483,10 @@ pub fn dump(
             (first, raw) = (k + 1, 0);
         }
     }
+    // built once: every window reads on it
+    let pool = repo.backend.read_pool();
     let decode = |window: &[std::ops::Range<usize>]| -> Result<Vec<Vec<u8>>> {
-        repo.backend.with_read_pool(|| {
+        let open_window = || -> Result<Vec<Vec<u8>>> {
             // one request per run, then every blob of the window opened on its own
             let sealed: Vec<Vec<u8>> = window
                 .par_iter()
@@ -508,7 +510,11 @@ pub fn dump(
                     crate::pack::open_blob(&repo.keys, blob_type, id, bytes, loc.raw_length)
                 })
                 .collect()
-        })
+        };
+        match &pool {
+            Some(pool) => pool.install(open_window),
+            None => open_window(),
+        }
     };
     let write = |out: &mut dyn std::io::Write, blobs: Vec<Vec<u8>>| -> Result<u64> {
         let mut n = 0;

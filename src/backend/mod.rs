@@ -174,17 +174,23 @@ impl Backend {
     /// storage: a remote request mostly waits on the network, so as many threads as
     /// connections; on local disk the CPU count, since more would only hold more buffers.
     pub fn with_read_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        if !self.remote || self.connections <= rayon::current_num_threads() {
-            return f();
+        match self.read_pool() {
+            Some(pool) => pool.install(f),
+            None => f(),
         }
-        match rayon::ThreadPoolBuilder::new()
+    }
+
+    /// The pool `with_read_pool` runs on, for callers that run on it many times; `None`
+    /// means rayon's global pool.
+    pub fn read_pool(&self) -> Option<rayon::ThreadPool> {
+        if !self.remote || self.connections <= rayon::current_num_threads() {
+            return None;
+        }
+        rayon::ThreadPoolBuilder::new()
             .num_threads(self.connections)
             .thread_name(|i| format!("ocvault-read-{i}"))
             .build()
-        {
-            Ok(pool) => pool.install(f),
-            Err(_) => f(),
-        }
+            .ok()
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
