@@ -30,9 +30,9 @@ use std::time::Instant;
 const FILES_IN_FLIGHT: usize = 256;
 /// File bytes handed to the workers at once (a file counts its size, at least 4 KiB, at most
 /// the two batches a large file holds): bounds memory, whatever the mix of file sizes.
-const BYTES_IN_FLIGHT: u64 = 32 << 20;
+const BYTES_IN_FLIGHT: u64 = 16 << 20;
 /// Bytes of a large file or stream read and cut per batch.
-const BATCH_BYTES: usize = 4 << 20;
+const BATCH_BYTES: usize = 2 << 20;
 /// Pack uploads running at once, beside the pack being filled. Each holds a whole pack.
 const UPLOADS_IN_FLIGHT: usize = 2;
 /// Packs per intermediate index file, so an interrupted backup's packs are reused next time.

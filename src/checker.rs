@@ -350,13 +350,10 @@ pub fn check(
         }
     }
 
-    // Each pack's blobs, grouped once (memory bounded by the index).
-    let mut by_pack: HashMap<u32, Vec<(Id, crate::index::BlobLocation)>> = HashMap::new();
-    for (id, loc) in index.iter() {
-        by_pack.entry(loc.pack).or_default().push((id, loc));
-    }
-    for n in 0..index.packs().len() as u32 {
-        by_pack.entry(n).or_default();
+    // Each pack's blobs, as positions in the index (4 bytes a blob).
+    let mut by_pack: Vec<Vec<u32>> = vec![Vec::new(); index.packs().len()];
+    for (pos, (_, loc)) in index.iter().enumerate() {
+        by_pack[loc.pack as usize].push(pos as u32);
     }
 
     // Blobs found damaged, by id.
@@ -367,22 +364,23 @@ pub fn check(
         .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
         .collect();
     report.tree_packs = tree_packs.len() as u64;
-    let tree_cache: Mutex<HashMap<Id, Arc<Tree>>> = Mutex::new(HashMap::new());
+    let tree_cache: Mutex<HashMap<Id, TreeRefs>> = Mutex::new(HashMap::new());
     repo.backend.with_read_pool(|| {
         tree_packs.par_iter().for_each(|n| {
-            let trees = verify_pack(&repo, &index, &by_pack, *n, &add, &bad_blobs, progress);
-            let mut cache = tree_cache.lock().unwrap();
-            for (id, raw) in trees {
-                match crate::format::from_postcard::<Tree>(&raw, "tree") {
+            let on_tree =
+                |id: Id, raw: Vec<u8>| match crate::format::from_postcard::<Tree>(&raw, "tree") {
                     Ok(t) => {
-                        cache.insert(id, Arc::new(t));
+                        let refs = TreeRefs::new(&t);
+                        tree_cache.lock().unwrap().insert(id, refs);
                     }
                     Err(e) => {
                         add(format!("tree {}", id.short()), e.to_string(), 1);
                         bad_blobs.lock().unwrap().insert(id);
                     }
-                }
-            }
+                };
+            verify_pack(
+                &repo, &index, &by_pack, *n, &add, &bad_blobs, progress, &on_tree,
+            );
         })
     });
 
@@ -399,7 +397,16 @@ pub fn check(
         .collect();
     repo.backend.with_read_pool(|| {
         selected.par_iter().for_each(|n| {
-            verify_pack(&repo, &index, &by_pack, *n, &add, &bad_blobs, progress);
+            verify_pack(
+                &repo,
+                &index,
+                &by_pack,
+                *n,
+                &add,
+                &bad_blobs,
+                progress,
+                &|_, _| {},
+            );
         })
     });
 
@@ -412,7 +419,7 @@ pub fn check(
         bad_blobs: &bad_blobs,
         trees: &tree_cache,
         memo: HashMap::new(),
-        used: HashSet::new(),
+        used: vec![0; index.len().div_ceil(64)],
         missing: HashMap::new(),
     };
     for (id, snap) in &snapshots {
@@ -438,8 +445,8 @@ pub fn check(
     for (blob, why) in &walker.missing {
         add(format!("blob {}", blob.to_hex()), why.clone(), 1);
     }
-    for (id, loc) in index.iter() {
-        if !walker.used.contains(&id) {
+    for (pos, (_, loc)) in index.iter().enumerate() {
+        if walker.used[pos / 64] & (1 << (pos % 64)) == 0 {
             report.reclaimable.unused_blobs += 1;
             report.reclaimable.unused_blob_bytes += loc.length as u64;
         }
@@ -459,20 +466,25 @@ pub fn check(
 const CHECK_PIECE: u64 = 4 << 20;
 
 /// Reads one pack, header first, then all of it in pieces, and verifies it: its hash against
-/// its name, its header against the index, every indexed blob. Returns the plaintext of its
-/// tree blobs.
+/// its name, its header against the index, every indexed blob. Hands the plaintext of each
+/// tree blob to `on_tree` as soon as it is opened.
+#[allow(clippy::too_many_arguments)]
 fn verify_pack(
     repo: &Repository,
     index: &Index,
-    by_pack: &HashMap<u32, Vec<(Id, crate::index::BlobLocation)>>,
+    by_pack: &[Vec<u32>],
     n: u32,
     add: &(dyn Fn(String, String, usize) + Sync),
     bad_blobs: &Mutex<HashSet<Id>>,
     progress: &CheckProgress,
-) -> Vec<(Id, Vec<u8>)> {
+    on_tree: &dyn Fn(Id, Vec<u8>),
+) {
     let info = index.pack(n);
     let path = FileKind::Pack.path(&info.id);
-    let indexed = &by_pack[&n];
+    let indexed: Vec<(Id, crate::index::BlobLocation)> = by_pack[n as usize]
+        .iter()
+        .map(|&pos| index.at(pos as usize))
+        .collect();
     let mark_all = |why: String| {
         add(path.clone(), why, indexed.len());
         bad_blobs
@@ -489,7 +501,7 @@ fn verify_pack(
         Ok(b) => b,
         Err(e) => {
             mark_all(format!("cannot read: {e}"));
-            return Vec::new();
+            return;
         }
     };
     let mut header = crate::pack::parse_header_from_tail(&repo.keys, &tail, size);
@@ -499,7 +511,7 @@ fn verify_pack(
             Ok(t) => header = crate::pack::parse_header_from_tail(&repo.keys, &t, size),
             Err(e) => {
                 mark_all(format!("cannot read: {e}"));
-                return Vec::new();
+                return;
             }
         }
     }
@@ -512,7 +524,6 @@ fn verify_pack(
     let mut hasher = blake3::Hasher::new();
     let mut buf: Vec<u8> = Vec::new();
     let (mut base, mut pos, mut next) = (0u64, 0u64, 0usize);
-    let mut out = Vec::new();
     let fail = |id: &Id, e: Error| {
         bad_blobs.lock().unwrap().insert(*id);
         add(format!("blob {} in {path}", id.to_hex()), e.to_string(), 1);
@@ -523,13 +534,19 @@ fn verify_pack(
             Ok(b) => b,
             Err(e) => {
                 mark_all(format!("cannot read: {e}"));
-                return Vec::new();
+                return;
             }
         };
         progress.bytes.fetch_add(len, Relaxed);
         hasher.update(&piece);
-        buf.extend_from_slice(&piece);
-        drop(piece);
+        if buf.is_empty() {
+            buf = piece;
+        } else {
+            // Exactly the unopened tail plus the piece: a doubled buffer per reader adds up.
+            buf.reserve_exact(piece.len());
+            buf.extend_from_slice(&piece);
+            drop(piece);
+        }
         pos += len;
         while let Some((id, loc)) = blobs.get(next) {
             let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
@@ -540,7 +557,7 @@ fn verify_pack(
             match crate::pack::open_blob(&repo.keys, info.blob_type, id, sealed, loc.raw_length) {
                 Ok(raw) => {
                     if info.blob_type == BlobType::Tree {
-                        out.push((*id, raw));
+                        on_tree(*id, raw);
                     }
                 }
                 Err(e) => fail(id, e),
@@ -550,7 +567,8 @@ fn verify_pack(
         let keep_from = blobs
             .get(next)
             .map_or(pos, |(_, l)| (l.offset as u64).min(pos));
-        buf.drain(..(keep_from - base) as usize);
+        // Keep only the tail, in its own allocation, so the piece's buffer is freed now.
+        buf = buf.split_off((keep_from - base) as usize);
         base = keep_from;
     }
     for (id, _) in &blobs[next..] {
@@ -560,11 +578,10 @@ fn verify_pack(
         add(path.clone(), "content does not match its name".into(), 0);
     }
     match header {
-        Ok(Some(header)) => compare_header(&header, info.blob_type, indexed, &path, add),
+        Ok(Some(header)) => compare_header(&header, info.blob_type, &indexed, &path, add),
         Ok(None) => add(path.clone(), "header length inconsistent".into(), 0),
         Err(e) => add(path.clone(), format!("header: {e}"), 0),
     }
-    out
 }
 
 fn compare_header(
@@ -634,22 +651,75 @@ fn select_packs(index: &Index, packs: &[u32], rd: &ReadData) -> Vec<u32> {
     }
 }
 
+/// What the snapshot walk needs of one tree: each directory's and file's name and the blobs it
+/// references, in three flat arrays. Check holds every tree of the repository at once, and
+/// decoded [`Tree`]s (all metadata, an allocation per name and per content list) cost about
+/// six times as much.
+struct TreeRefs {
+    /// Per node: whether it is a directory, and where its name and its ids end.
+    nodes: Box<[(bool, u32, u32)]>,
+    names: Box<[u8]>,
+    /// A file's content blobs; a directory's subtree (none when the node has none).
+    ids: Box<[Id]>,
+}
+
+impl TreeRefs {
+    fn new(tree: &Tree) -> TreeRefs {
+        let (mut nodes, mut names, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+        for n in &tree.nodes {
+            let is_dir = match n.kind {
+                NodeKind::Dir => {
+                    ids.extend(n.subtree);
+                    true
+                }
+                NodeKind::File => {
+                    ids.extend_from_slice(&n.content);
+                    false
+                }
+                _ => continue,
+            };
+            names.extend_from_slice(&n.name);
+            nodes.push((is_dir, names.len() as u32, ids.len() as u32));
+        }
+        TreeRefs {
+            nodes: nodes.into(),
+            names: names.into(),
+            ids: ids.into(),
+        }
+    }
+
+    /// Each directory and file: (is a directory, name, ids).
+    fn nodes(&self) -> impl Iterator<Item = (bool, &[u8], &[Id])> {
+        let mut start = (0, 0);
+        self.nodes.iter().map(move |&(is_dir, name_end, ids_end)| {
+            let (n, i) = (name_end as usize, ids_end as usize);
+            let node = (is_dir, &self.names[start.0..n], &self.ids[start.1..i]);
+            start = (n, i);
+            node
+        })
+    }
+}
+
 struct TreeWalker<'a> {
     index: &'a Index,
     bad_packs: &'a HashSet<u32>,
     bad_blobs: &'a HashSet<Id>,
-    trees: &'a HashMap<Id, Arc<Tree>>,
+    trees: &'a HashMap<Id, TreeRefs>,
     /// Per tree: relative paths below it that cannot be restored fully.
     memo: HashMap<Id, Arc<Vec<String>>>,
-    used: HashSet<Id>,
+    /// One bit per index position: referenced by some snapshot.
+    used: Vec<u64>,
     missing: HashMap<Id, String>,
 }
 
-impl TreeWalker<'_> {
+impl<'a> TreeWalker<'a> {
     /// Why a blob cannot be read, or None when it can.
     fn blob_problem(&mut self, id: &Id) -> Option<String> {
-        self.used.insert(*id);
-        match self.index.get(id) {
+        let found = self.index.locate(id);
+        if let Some((pos, _)) = found {
+            self.used[pos / 64] |= 1 << (pos % 64);
+        }
+        match found.map(|(_, loc)| loc) {
             None => {
                 self.missing
                     .entry(*id)
@@ -667,9 +737,10 @@ impl TreeWalker<'_> {
             return m.clone();
         }
         let mut out = Vec::new();
+        let trees: &'a HashMap<Id, TreeRefs> = self.trees;
         let tree = match self.blob_problem(tree_id) {
             Some(_) => None,
-            None => self.trees.get(tree_id).cloned(),
+            None => trees.get(tree_id),
         };
         match tree {
             None => {
@@ -687,33 +758,27 @@ impl TreeWalker<'_> {
                 out.push(String::new());
             }
             Some(tree) => {
-                for node in &tree.nodes {
-                    let name = node.name_lossy();
-                    match node.kind {
-                        NodeKind::Dir => match &node.subtree {
+                for (is_dir, name, ids) in tree.nodes() {
+                    let name = || String::from_utf8_lossy(name);
+                    if is_dir {
+                        match ids.first() {
                             Some(sub) => {
                                 for p in self.walk(sub).iter() {
-                                    out.push(if p.is_empty() {
-                                        format!("/{name}")
-                                    } else {
-                                        format!("/{name}{p}")
-                                    });
+                                    out.push(format!("/{}{p}", name()));
                                 }
                             }
-                            None => out.push(format!("/{name}")),
-                        },
-                        NodeKind::File => {
-                            let mut broken = false;
-                            for id in &node.content {
-                                if self.blob_problem(id).is_some() {
-                                    broken = true;
-                                }
-                            }
-                            if broken {
-                                out.push(format!("/{name}"));
+                            None => out.push(format!("/{}", name())),
+                        }
+                    } else {
+                        let mut broken = false;
+                        for id in ids {
+                            if self.blob_problem(id).is_some() {
+                                broken = true;
                             }
                         }
-                        _ => {}
+                        if broken {
+                            out.push(format!("/{}", name()));
+                        }
                     }
                 }
             }

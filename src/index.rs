@@ -211,6 +211,31 @@ impl Index {
         self.entries.is_empty()
     }
 
+    /// A blob's position in id order (the order of [`Index::iter`]): a dense number for
+    /// per-blob tables such as bitsets.
+    pub fn position(&self, id: &Id) -> Option<usize> {
+        self.locate(id).map(|(pos, _)| pos)
+    }
+
+    /// A blob's position and location.
+    pub fn locate(&self, id: &Id) -> Option<(usize, BlobLocation)> {
+        let e = self.find(id)?;
+        let pos = (e as *const Entry as usize - self.entries.as_ptr() as usize)
+            / std::mem::size_of::<Entry>();
+        Some((pos, e.location()))
+    }
+
+    /// The blob at a position in id order.
+    pub fn at(&self, pos: usize) -> (Id, BlobLocation) {
+        // The bucket is the last one starting at or before `pos`; it cannot be empty.
+        let k = self.dir.partition_point(|&d| d as usize <= pos) - 1;
+        let mut id = [0u8; 32];
+        id[0] = (k >> 8) as u8;
+        id[1] = k as u8;
+        id[PREFIX_LEN..].copy_from_slice(&self.entries[pos].id);
+        (Id(id), self.entries[pos].location())
+    }
+
     /// Every blob, as (id, location), in id order.
     pub fn iter(&self) -> impl Iterator<Item = (Id, BlobLocation)> + '_ {
         let buckets = if self.entries.is_empty() {
@@ -304,6 +329,12 @@ mod tests {
             assert_eq!(idx.pack(loc.pack).id, Id([7; 32]));
         }
         assert!(!idx.contains(&Id([1; 32])));
+        // Positions are dense, in iteration order, and lead back to the same blob.
+        for (pos, (id, loc)) in idx.iter().enumerate() {
+            assert_eq!(idx.position(&id), Some(pos));
+            assert_eq!(idx.at(pos), (id, loc));
+        }
+        assert_eq!(idx.position(&Id([1; 32])), None);
     }
 
     fn blob(id: Id, offset: u32) -> PackedBlob {

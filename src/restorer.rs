@@ -44,9 +44,86 @@ pub struct RestoreSummary {
     pub mismatches: Vec<String>,
 }
 
+/// One place a blob's plaintext goes: a file of the plan, at an offset.
+struct Place {
+    pack: u32,
+    offset: u32,
+    /// The blob's position in the index.
+    blob: u32,
+    file: u32,
+    file_offset: u64,
+}
+
+/// A file to restore, with only what restore needs of its node: the plan holds one per file,
+/// so this is most of restore's memory (about a third of a whole [`Node`] and its path).
+struct PlannedFile {
+    path: Box<Path>,
+    content: Box<[Id]>,
+    xattrs: Box<[(Vec<u8>, Vec<u8>)]>,
+    size: u64,
+    atime_ns: i64,
+    mtime_ns: i64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl PlannedFile {
+    fn new(path: PathBuf, node: Node) -> PlannedFile {
+        PlannedFile {
+            path: path.into_boxed_path(),
+            content: node.content.into_boxed_slice(),
+            xattrs: node.xattrs.into_boxed_slice(),
+            size: node.size,
+            atime_ns: node.atime_ns,
+            mtime_ns: node.mtime_ns,
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+        }
+    }
+
+    fn meta(&self) -> Meta<'_> {
+        Meta {
+            symlink: false,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            atime_ns: self.atime_ns,
+            mtime_ns: self.mtime_ns,
+            xattrs: &self.xattrs,
+        }
+    }
+}
+
+/// The metadata restore sets on an entry.
+struct Meta<'a> {
+    symlink: bool,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    atime_ns: i64,
+    mtime_ns: i64,
+    xattrs: &'a [(Vec<u8>, Vec<u8>)],
+}
+
+impl<'a> From<&'a Node> for Meta<'a> {
+    fn from(n: &'a Node) -> Meta<'a> {
+        Meta {
+            symlink: n.kind == NodeKind::Symlink,
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            atime_ns: n.atime_ns,
+            mtime_ns: n.mtime_ns,
+            xattrs: &n.xattrs,
+        }
+    }
+}
+
 struct Plan {
     dirs: Vec<(PathBuf, Node)>,
-    files: Vec<(PathBuf, Node)>,
+    files: Vec<PlannedFile>,
     others: Vec<(PathBuf, Node)>,
     /// Files that are hard links to an earlier file of the plan: (link path, index in files).
     links: Vec<(PathBuf, usize)>,
@@ -104,50 +181,62 @@ pub fn restore(
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
     }
     // Create every file at its final size: blobs can then be written in any order.
-    plan.files
-        .par_iter()
-        .try_for_each(|(path, node)| -> Result<()> {
-            if opts.overwrite {
-                remove_existing(path);
-            }
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-                .map_err(|e| Error::io(path, e))?;
-            f.set_len(node.size).map_err(|e| Error::io(path, e))?;
-            Ok(())
-        })?;
+    plan.files.par_iter().try_for_each(|file| -> Result<()> {
+        let path = &file.path;
+        if opts.overwrite {
+            remove_existing(path);
+        }
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        f.set_len(file.size).map_err(|e| Error::io(path, e))?;
+        Ok(())
+    })?;
 
-    // blob → every (file, offset) that holds it
-    let mut wanted: HashMap<Id, Vec<(u32, u64)>> = HashMap::new();
-    for (fi, (_, node)) in plan.files.iter().enumerate() {
+    // Every place a blob goes, in pack and offset order: 24 bytes a file chunk, where maps
+    // keyed by blob id cost several times that.
+    let mut places: Vec<Place> = Vec::new();
+    for (fi, file) in plan.files.iter().enumerate() {
         let mut off = 0u64;
-        for id in &node.content {
-            let loc = index.get(id).ok_or_else(|| {
+        for id in file.content.iter() {
+            let (pos, loc) = index.locate(id).ok_or_else(|| {
                 Error::corrupt(format!("blob {}", id.short()), "not in the index")
             })?;
-            wanted.entry(*id).or_default().push((fi as u32, off));
+            places.push(Place {
+                pack: loc.pack,
+                offset: loc.offset,
+                blob: pos as u32,
+                file: fi as u32,
+                file_offset: off,
+            });
             off += loc.raw_length as u64;
         }
     }
-    let mut by_pack: HashMap<u32, Vec<(Id, crate::index::BlobLocation)>> = HashMap::new();
-    for id in wanted.keys() {
-        let loc = index.get(id).unwrap();
-        by_pack.entry(loc.pack).or_default().push((*id, loc));
-    }
-    let mut packs: Vec<_> = by_pack.into_iter().collect();
-    packs.sort_by_key(|(p, _)| *p);
+    places.sort_unstable_by_key(|p| (p.pack, p.offset, p.file, p.file_offset));
+    // Per pack: its blobs (index position and location, each once) and their places.
+    type PackBlobs<'p> = (u32, Vec<(usize, crate::index::BlobLocation)>, &'p [Place]);
+    let packs: Vec<PackBlobs> = places
+        .chunk_by(|a, b| a.pack == b.pack)
+        .map(|group| {
+            let blobs = group
+                .chunk_by(|a, b| a.blob == b.blob)
+                .map(|g| (g[0].blob as usize, index.at(g[0].blob as usize).1))
+                .collect();
+            (group[0].pack, blobs, group)
+        })
+        .collect();
     repo.backend.with_read_pool(|| {
         packs
-            .par_iter_mut()
-            .try_for_each(|(pack, blobs)| -> Result<()> {
-                blobs.sort_by_key(|(_, l)| l.offset);
+            .par_iter()
+            .try_for_each(|(pack, blobs, places)| -> Result<()> {
                 let info = index.pack(*pack);
                 let path = crate::backend::FileKind::Pack.path(&info.id);
                 // Read the needed blobs in runs of at most RESTORE_PIECE bytes (one blob may be
                 // more), not the whole pack at once: each reader holds one run.
                 let mut rest = &blobs[..];
+                let mut places = &places[..];
                 while !rest.is_empty() {
                     let start = rest[0].1.offset as u64;
                     let mut end = start + rest[0].1.length as u64;
@@ -163,31 +252,33 @@ pub fn restore(
                     let (group, tail) = rest.split_at(k);
                     rest = tail;
                     let bytes = repo.backend.read_range(&path, start, end - start)?;
-                    for (id, loc) in group {
+                    for &(pos, loc) in group {
                         let s = (loc.offset as u64 - start) as usize;
                         let raw = crate::pack::open_blob(
                             &repo.keys,
                             info.blob_type,
-                            id,
+                            &index.at(pos).0,
                             &bytes[s..s + loc.length as usize],
                             loc.raw_length,
                         )?;
-                        let zero = raw.iter().all(|&b| b == 0);
-                        for &(fi, off) in &wanted[id] {
-                            // Files start as holes of the right size: all-zero blobs stay holes.
-                            if zero {
-                                continue;
+                        let n = places.partition_point(|p| p.blob as usize == pos);
+                        let (mine, later) = places.split_at(n);
+                        places = later;
+                        // Files start as holes of the right size: all-zero blobs stay holes.
+                        if !raw.iter().all(|&b| b == 0) {
+                            for place in mine {
+                                let fpath = &plan.files[place.file as usize].path;
+                                let f = std::fs::OpenOptions::new()
+                                    .write(true)
+                                    .open(fpath)
+                                    .map_err(|e| Error::io(fpath, e))?;
+                                f.write_all_at(&raw, place.file_offset)
+                                    .map_err(|e| Error::io(fpath, e))?;
                             }
-                            let fpath = &plan.files[fi as usize].0;
-                            let f = std::fs::OpenOptions::new()
-                                .write(true)
-                                .open(fpath)
-                                .map_err(|e| Error::io(fpath, e))?;
-                            f.write_all_at(&raw, off).map_err(|e| Error::io(fpath, e))?;
                         }
                         progress
                             .bytes
-                            .fetch_add(raw.len() as u64 * wanted[id].len() as u64, Relaxed);
+                            .fetch_add(raw.len() as u64 * mine.len() as u64, Relaxed);
                     }
                 }
                 Ok(())
@@ -198,7 +289,7 @@ pub fn restore(
         if opts.overwrite {
             remove_existing(path);
         }
-        let src = &plan.files[*fi].0;
+        let src = &plan.files[*fi].path;
         std::fs::hard_link(src, path).map_err(|e| Error::io(path, e))?;
     }
     for (path, node) in &plan.others {
@@ -213,8 +304,9 @@ pub fn restore(
         }
     }
     let is_root = unsafe { libc::geteuid() } == 0;
-    plan.files.par_iter().for_each(|(path, node)| {
-        if let Err(e) = apply_metadata(path, node, is_root) {
+    plan.files.par_iter().for_each(|file| {
+        let path = &file.path;
+        if let Err(e) = apply_metadata(path, file.meta(), is_root) {
             warnings
                 .lock()
                 .unwrap()
@@ -223,7 +315,7 @@ pub fn restore(
         progress.files.fetch_add(1, Relaxed);
     });
     for (path, node) in &plan.others {
-        if let Err(e) = apply_metadata(path, node, is_root) {
+        if let Err(e) = apply_metadata(path, node.into(), is_root) {
             warnings
                 .lock()
                 .unwrap()
@@ -232,7 +324,7 @@ pub fn restore(
     }
     // Deepest directories first, so setting a child's times does not disturb its parent's.
     for (path, node) in plan.dirs.iter().rev() {
-        if let Err(e) = apply_metadata(path, node, is_root) {
+        if let Err(e) = apply_metadata(path, node.into(), is_root) {
             warnings
                 .lock()
                 .unwrap()
@@ -244,10 +336,10 @@ pub fn restore(
         let results: Vec<Option<String>> = plan
             .files
             .par_iter()
-            .map(|(path, node)| {
-                verify_file(repo, index, path, node)
+            .map(|file| {
+                verify_file(repo, index, file)
                     .err()
-                    .map(|e| format!("{}: {e}", path.display()))
+                    .map(|e| format!("{}: {}", file.path.display(), e))
             })
             .collect();
         verified_files = results.len() as u64;
@@ -258,7 +350,7 @@ pub fn restore(
         mismatches,
         files: (plan.files.len() + plan.links.len()) as u64,
         dirs: plan.dirs.len() as u64,
-        bytes: plan.files.iter().map(|(_, n)| n.size).sum(),
+        bytes: plan.files.iter().map(|f| f.size).sum(),
         warnings: warnings.into_inner().unwrap(),
     })
 }
@@ -267,17 +359,16 @@ pub fn restore(
 fn verify_file(
     repo: &Repository,
     index: &Index,
-    path: &Path,
-    node: &Node,
+    file: &PlannedFile,
 ) -> std::result::Result<(), String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut f = std::fs::File::open(&file.path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
-    if len != node.size {
-        return Err(format!("size {len}, snapshot has {}", node.size));
+    if len != file.size {
+        return Err(format!("size {len}, snapshot has {}", file.size));
     }
     let mut buf = Vec::new();
-    for (i, id) in node.content.iter().enumerate() {
+    for (i, id) in file.content.iter().enumerate() {
         let loc = index.get(id).ok_or("blob not in the index")?;
         buf.resize(loc.raw_length as usize, 0);
         f.read_exact(&mut buf).map_err(|e| e.to_string())?;
@@ -373,7 +464,7 @@ fn walk(
                     }
                     seen.insert((node.device, node.inode), plan.files.len());
                 }
-                plan.files.push((path, node));
+                plan.files.push(PlannedFile::new(path, node));
             }
             _ if inc => {
                 any = true;
@@ -414,7 +505,7 @@ fn create_special(path: &Path, node: &Node) -> std::io::Result<()> {
     Ok(())
 }
 
-fn apply_metadata(path: &Path, node: &Node, is_root: bool) -> std::io::Result<()> {
+fn apply_metadata(path: &Path, node: Meta, is_root: bool) -> std::io::Result<()> {
     if is_root {
         let c =
             std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
@@ -422,7 +513,7 @@ fn apply_metadata(path: &Path, node: &Node, is_root: bool) -> std::io::Result<()
             return Err(std::io::Error::last_os_error());
         }
     }
-    for (k, v) in &node.xattrs {
+    for (k, v) in node.xattrs {
         let _ = xattr::set(path, OsStr::from_bytes(k), v);
     }
     let atime = filetime::FileTime::from_unix_time(
@@ -433,7 +524,7 @@ fn apply_metadata(path: &Path, node: &Node, is_root: bool) -> std::io::Result<()
         node.mtime_ns.div_euclid(1_000_000_000),
         node.mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
-    if node.kind == NodeKind::Symlink {
+    if node.symlink {
         filetime::set_symlink_file_times(path, atime, mtime)?;
     } else {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))?;

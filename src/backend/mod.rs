@@ -82,6 +82,8 @@ pub struct Backend {
     /// Remote services: each request waits on the network.
     remote: bool,
     connections: usize,
+    /// A local repository's folder (writes there skip OpenDAL: see `write_local`).
+    local_root: Option<Arc<std::path::PathBuf>>,
 }
 
 /// Most recently used whole files, up to a byte budget.
@@ -163,6 +165,7 @@ impl Backend {
             whole_files: remote.then(|| Arc::new(Mutex::new(WholeFileCache::default()))),
             remote,
             connections,
+            local_root: loc.local_root.map(Arc::new),
         })
     }
 
@@ -338,14 +341,34 @@ impl Backend {
         self.rt.block_on(self.write_async(path, bytes))
     }
 
-    /// Starts a write on the I/O runtime; the caller bounds how many run at once.
+    /// Starts a write on the I/O runtime; the caller bounds how many run at once. On local
+    /// disk the bytes are written to the page cache before this returns, so the caller's
+    /// buffer is freed at once and only the fsync and rename run in the background.
     pub fn spawn_write(&self, path: String, bytes: Vec<u8>) -> tokio::task::JoinHandle<Result<()>> {
+        if let (Some(root), None) = (&self.local_root, &self.faults) {
+            let root = root.clone();
+            let written = LocalWrite::start(&root, &path, bytes);
+            return self.rt.spawn_blocking(move || {
+                written
+                    .and_then(|w| w.finish(&root, &path))
+                    .map_err(|e| local_err(e, &path))
+            });
+        }
         let this = self.clone();
         self.rt
             .spawn(async move { this.write_async(&path, bytes).await })
     }
 
     async fn write_async(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        if let (Some(root), None) = (&self.local_root, &self.faults) {
+            let (root, owned) = (root.clone(), path.to_string());
+            return tokio::task::spawn_blocking(move || {
+                LocalWrite::start(&root, &owned, bytes)?.finish(&root, &owned)
+            })
+            .await
+            .map_err(|e| Error::other(format!("write task failed: {e}")))?
+            .map_err(|e| local_err(e, path));
+        }
         let buf = opendal::Buffer::from(bytes);
         self.attempt(|| async {
             let res = match self.fault(Op::Write).await {
@@ -481,6 +504,56 @@ fn one_line(e: &opendal::Error) -> String {
 }
 
 /// The operating system error under an OpenDAL error, if there is one.
+/// A file of a local repository being written: under `tmp/` first, fsynced, then renamed into
+/// place, so no half file is ever visible under its name. `start` consumes the bytes once
+/// they are in the page cache, so a write waiting on its fsync (which can wait on the disk for
+/// long) holds no memory; OpenDAL's fs writer keeps the buffer until it is done.
+struct LocalWrite {
+    file: std::fs::File,
+    tmp: std::path::PathBuf,
+}
+
+impl LocalWrite {
+    fn start(root: &std::path::Path, path: &str, bytes: Vec<u8>) -> std::io::Result<LocalWrite> {
+        use std::io::Write;
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let dir = root.join("tmp");
+        let tmp = dir.join(format!(
+            "{name}.{}",
+            hex::encode(crate::crypto::random_bytes::<8>())
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut file = std::fs::File::create_new(&tmp)?;
+        if let Err(e) = file.write_all(&bytes) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(LocalWrite { file, tmp })
+    }
+
+    fn finish(self, root: &std::path::Path, path: &str) -> std::io::Result<()> {
+        let target = root.join(path);
+        let res = self.file.sync_all().and_then(|()| {
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::rename(&self.tmp, &target)
+        });
+        if res.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        res
+    }
+}
+
+fn local_err(e: std::io::Error, path: &str) -> Error {
+    change_err(
+        opendal::Error::new(ErrorKind::Unexpected, "write").set_source(e),
+        path,
+        "write",
+    )
+}
+
 fn io_source(e: &opendal::Error) -> Option<&std::io::Error> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
