@@ -22,6 +22,9 @@
 #   OCVAULT=path     ocvault binary (default: target/release/ocvault)
 #   RESTIC=restic RUSTIC=rustic BORG=borg   the other tools' binaries
 #   VERIFY=1         on the first run, check restores/dumps equal the source
+#   WARM=1           before each measured command, read its source, input and
+#                    repository (and the tools' caches) once: every tool starts
+#                    from a warm page cache; 0 measures whatever the cache holds
 #   KEEP=0           1 keeps the scratch dir (results and logs) afterwards
 #   RESULTS=file     also copy the raw per-run results (TSV) here
 #   CHURN_PCT=1      churned re-snapshot: % of files edited (a line appended)
@@ -62,6 +65,7 @@ BORG=${BORG:-borg}
 VERIFY=${VERIFY:-1}
 KEEP=${KEEP:-0}
 PG=${PG:-1}
+WARM=${WARM:-1}
 DUMP=${DUMP:-}
 DUMP2=${DUMP2:-}
 DATA=${DATA:-}
@@ -242,12 +246,29 @@ restored_root() {
     esac
 }
 
+# warm PATH...: read every file once, so each tool starts from a warm page cache whatever ran
+# before it (a kernel may evict file pages left unused for a while: this machine runs DAMON's
+# pageout scheme on pages idle for about a minute).
+warm() {
+    [[ $WARM == 1 ]] || return 0
+    local p
+    for p in "$@"; do
+        [[ -e $p ]] && find "$p" -type f -exec cat {} + >/dev/null 2>&1
+    done
+    return 0
+}
+
 # measure RUN STEP TOOL REPO STDIN STDOUT CMD...: run CMD under /usr/bin/time
 # and append a result line; a failing command is recorded with its exit code.
 measure() {
     local run=$1 step=$2 tool=$3 repo=$4 in=$5 out=$6
     shift 6
     local tf=$SCRATCH/time.out errf=$SCRATCH/logs/$run.$step.$tool.err rc=0
+    case $step in
+    snapshot | resnapshot | churn) warm "$SRC" ;;
+    esac
+    [[ $in == /dev/null ]] || warm "$in"
+    warm "$repo" "$RESTIC_CACHE_DIR" "$RUSTIC_CACHE_DIR" "$BORG_BASE_DIR"
     sync
     $TIME -f '%e %U %S %M' -o "$tf" "$@" <"$in" >"$out" 2>"$errf" || rc=$?
     local t

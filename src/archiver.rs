@@ -4,7 +4,7 @@
 //! number of files in flight) → pack (packer thread) → upload (I/O runtime, bounded).
 //! Directory trees are assembled in post-order on their own thread as their files finish.
 
-use crate::backend::{Backend, FileKind};
+use crate::backend::Backend;
 use crate::chunker::{ChunkStream, Chunker};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
@@ -30,7 +30,7 @@ use std::time::Instant;
 const FILES_IN_FLIGHT: usize = 256;
 /// File bytes handed to the workers at once (a file counts its size, at least 4 KiB, at most
 /// the two batches a large file holds): bounds memory, whatever the mix of file sizes.
-const BYTES_IN_FLIGHT: u64 = 16 << 20;
+const BYTES_IN_FLIGHT: u64 = 8 << 20;
 /// Bytes of a large file or stream read and cut per batch.
 const BATCH_BYTES: usize = 2 << 20;
 /// Pack uploads running at once, beside the pack being filled. Each holds a whole pack.
@@ -799,8 +799,10 @@ pub struct Packed {
 /// Collects sealed blobs into packs, uploads them, and writes index files for uploaded packs.
 fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) -> Result<Packed> {
     let target = repo.config.pack_target_size as usize;
-    let mut data = PackBuilder::new(BlobType::Data, target + (1 << 20));
-    let mut trees = PackBuilder::new(BlobType::Tree, 1 << 20);
+    let backend = &repo.backend;
+    let new_builder = |t: BlobType| PackBuilder::for_backend(backend, t, target + (1 << 20));
+    let mut data = new_builder(BlobType::Data);
+    let mut trees = new_builder(BlobType::Tree);
     let mut uploads = std::collections::VecDeque::new();
     let mut uploaded: Vec<IndexPack> = Vec::new();
     let mut out = Packed {
@@ -808,15 +810,13 @@ fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) ->
         index_files: Vec::new(),
     };
     let mut err: Option<Error> = None;
-    let backend = &repo.backend;
 
     let finish = |b: PackBuilder,
                   uploads: &mut std::collections::VecDeque<_>,
                   uploaded: &mut Vec<IndexPack>,
                   err: &mut Option<Error>| {
-        let (bytes, entry) = b.finish(&repo.keys);
-        progress.bytes_added.fetch_add(bytes.len() as u64, Relaxed);
-        let handle = backend.spawn_write(FileKind::Pack.path(&entry.id), bytes);
+        let (handle, entry) = b.write(&repo.keys, backend);
+        progress.bytes_added.fetch_add(entry.size, Relaxed);
         uploads.push_back((handle, entry));
         while uploads.len() > UPLOADS_IN_FLIGHT {
             let (h, e) = uploads.pop_front().unwrap();
@@ -824,7 +824,17 @@ fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) ->
         }
     };
 
-    for item in rx.iter() {
+    loop {
+        // Wake at least every TOUCH_EVERY / 2 so the packs being filled stay marked as in use.
+        let item = match rx.recv_timeout(pack::TOUCH_EVERY / 2) {
+            Ok(item) => item,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                data.keep_alive();
+                trees.keep_alive();
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         if err.is_some() {
             continue; // keep draining so senders never block
         }
@@ -834,7 +844,7 @@ fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) ->
         };
         b.add(item.id, item.raw_length, &item.sealed);
         if b.len() >= target {
-            let full = std::mem::replace(b, PackBuilder::new(item.blob_type, target + (1 << 20)));
+            let full = std::mem::replace(b, new_builder(item.blob_type));
             finish(full, &mut uploads, &mut uploaded, &mut err);
         }
         if uploaded.len() >= PACKS_PER_INDEX && err.is_none() {

@@ -10,12 +10,32 @@ use crate::index::Index;
 use crate::repository::Repository;
 use std::collections::{HashSet, VecDeque};
 
-/// Assembles one pack in memory.
+/// Bytes a spilling pack builder holds before it appends them to its file.
+const SPILL_BYTES: usize = 1 << 20;
+
+/// Assembles one pack: in memory, or on a local repository straight into a temporary file
+/// (then a pack being filled holds about 1 MiB, not the whole pack).
 pub struct PackBuilder {
     blob_type: BlobType,
     buf: Vec<u8>,
     blobs: Vec<PackedBlob>,
+    spill: Option<Spill>,
 }
+
+struct Spill {
+    /// The temporary file, or the error that stopped writing it (reported by `write`).
+    file: Result<crate::backend::LocalWrite>,
+    hasher: blake3::Hasher,
+    /// Bytes already in the file.
+    written: u64,
+    /// When the file was last written or touched.
+    touched: std::time::Instant,
+}
+
+/// How often a pack file being filled is touched, well inside `locks::STALE_AFTER`: a backup
+/// that finds little new data may leave it unwritten for long, and a concurrent `prune` must
+/// not take it for the remains of a crashed write.
+pub const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl PackBuilder {
     pub fn new(blob_type: BlobType, capacity: usize) -> Self {
@@ -23,50 +43,149 @@ impl PackBuilder {
             blob_type,
             buf: Vec::with_capacity(capacity),
             blobs: Vec::new(),
+            spill: None,
+        }
+    }
+
+    /// A builder that writes into a temporary file where `backend` is a local repository,
+    /// and otherwise one that holds the pack in memory (up to `capacity` without growing).
+    pub fn for_backend(backend: &Backend, blob_type: BlobType, capacity: usize) -> Self {
+        match backend.local_file() {
+            Some(file) => PackBuilder {
+                blob_type,
+                buf: Vec::with_capacity(SPILL_BYTES + (1 << 18)),
+                blobs: Vec::new(),
+                spill: Some(Spill {
+                    file,
+                    hasher: blake3::Hasher::new(),
+                    written: 0,
+                    touched: std::time::Instant::now(),
+                }),
+            },
+            None => PackBuilder::new(blob_type, capacity),
         }
     }
 
     pub fn add(&mut self, id: Id, raw_length: u32, sealed: &[u8]) {
         self.blobs.push(PackedBlob {
             id,
-            offset: self.buf.len() as u32,
+            offset: self.len() as u32,
             length: sealed.len() as u32,
             raw_length,
         });
         self.buf.extend_from_slice(sealed);
+        if self.buf.len() >= SPILL_BYTES {
+            self.spill_buffer();
+        }
+        self.keep_alive();
     }
 
+    /// Touches the pack's temporary file if that has not happened for `TOUCH_EVERY`; call it
+    /// at least that often while the builder lives.
+    pub fn keep_alive(&mut self) {
+        if let Some(spill) = &mut self.spill {
+            if spill.touched.elapsed() >= TOUCH_EVERY {
+                if let Ok(f) = &spill.file {
+                    f.touch();
+                }
+                spill.touched = std::time::Instant::now();
+            }
+        }
+    }
+
+    /// Moves the buffered bytes to the file, if this builder has one.
+    fn spill_buffer(&mut self) {
+        let Some(spill) = &mut self.spill else {
+            return;
+        };
+        spill.hasher.update(&self.buf);
+        spill.written += self.buf.len() as u64;
+        spill.touched = std::time::Instant::now();
+        if let Ok(f) = &mut spill.file {
+            if let Err(e) = f.append(&self.buf) {
+                spill.file = Err(e);
+            }
+        }
+        self.buf.clear();
+    }
+
+    /// Bytes added so far.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.spill.as_ref().map_or(0, |s| s.written as usize) + self.buf.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
     }
 
-    /// Appends the sealed header and trailer; returns the pack's bytes and its index entry.
-    pub fn finish(mut self, keys: &Keys) -> (Vec<u8>, IndexPack) {
-        let header = PackHeader {
+    /// Finishes the pack and starts storing it: an in-memory pack is handed to
+    /// `Backend::spawn_write`, a spilled one is completed, fsynced and renamed in the
+    /// background. Returns the write's handle, the pack's index entry and its size.
+    pub fn write(
+        mut self,
+        keys: &Keys,
+        backend: &Backend,
+    ) -> (tokio::task::JoinHandle<Result<()>>, IndexPack) {
+        let Some(mut spill) = self.spill.take() else {
+            let (bytes, entry) = self.finish(keys);
+            return (
+                backend.spawn_write(FileKind::Pack.path(&entry.id), bytes),
+                entry,
+            );
+        };
+        let trailer = self.trailer(keys);
+        spill.hasher.update(&self.buf);
+        spill.hasher.update(&trailer);
+        let id = Id(*spill.hasher.finalize().as_bytes());
+        let size = spill.written + (self.buf.len() + trailer.len()) as u64;
+        let entry = IndexPack {
+            id,
             blob_type: self.blob_type,
+            size,
             blobs: self.blobs,
         };
-        let sealed = keys.seal(
+        let handle = match spill.file.and_then(|mut f| {
+            f.append(&self.buf)?;
+            f.append(&trailer)?;
+            Ok(f)
+        }) {
+            Ok(f) => backend.spawn_finish_local(f, FileKind::Pack.path(&id)),
+            Err(e) => backend.failed_write(e),
+        };
+        (handle, entry)
+    }
+
+    /// The sealed header and its length, which end a pack.
+    fn trailer(&self, keys: &Keys) -> Vec<u8> {
+        let header = PackHeader {
+            blob_type: self.blob_type,
+            blobs: self.blobs.clone(),
+        };
+        let mut sealed = keys.seal(
             SealKind::PackHeader,
             &[],
             &format::frame(&format::to_postcard(&header), 3),
         );
-        self.buf.extend_from_slice(&sealed);
-        self.buf
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        let len = sealed.len() as u32;
+        sealed.extend_from_slice(&len.to_le_bytes());
+        sealed
+    }
+
+    /// Appends the sealed header and trailer; returns the pack's bytes and its index entry.
+    /// For a builder made by `new` (a spilling one is finished by `write`).
+    pub fn finish(mut self, keys: &Keys) -> (Vec<u8>, IndexPack) {
+        debug_assert!(self.spill.is_none(), "a spilling pack is finished by write");
+        let trailer = self.trailer(keys);
+        self.buf.extend_from_slice(&trailer);
         let id = Id::of_stored_bytes(&self.buf);
         let size = self.buf.len() as u64;
         (
             self.buf,
             IndexPack {
                 id,
-                blob_type: header.blob_type,
+                blob_type: self.blob_type,
                 size,
-                blobs: header.blobs,
+                blobs: self.blobs,
             },
         )
     }
@@ -189,7 +308,7 @@ impl<'a> BlobWriter<'a> {
             index,
             blob_type,
             pending: HashSet::new(),
-            builder: PackBuilder::new(blob_type, 1 << 20),
+            builder: PackBuilder::for_backend(&repo.backend, blob_type, 1 << 20),
             uploads: VecDeque::new(),
             written: Vec::new(),
             blobs_added: 0,
@@ -232,16 +351,13 @@ impl<'a> BlobWriter<'a> {
     }
 
     fn flush_pack(&mut self) -> Result<()> {
-        let b = std::mem::replace(&mut self.builder, PackBuilder::new(self.blob_type, 1 << 20));
+        let next = PackBuilder::for_backend(&self.repo.backend, self.blob_type, 1 << 20);
+        let b = std::mem::replace(&mut self.builder, next);
         if b.is_empty() {
             return Ok(());
         }
-        let (bytes, entry) = b.finish(&self.repo.keys);
-        self.bytes_added += bytes.len() as u64;
-        let h = self
-            .repo
-            .backend
-            .spawn_write(FileKind::Pack.path(&entry.id), bytes);
+        let (h, entry) = b.write(&self.repo.keys, &self.repo.backend);
+        self.bytes_added += entry.size;
         self.uploads.push_back((h, entry));
         while self.uploads.len() > 2 {
             self.wait_one()?;
@@ -274,5 +390,67 @@ impl<'a> BlobWriter<'a> {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    fn blobs(n: usize, len: usize) -> Vec<(Id, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let mut data = vec![0u8; len];
+                let mut x = i as u64 + 1;
+                for b in data.iter_mut() {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    *b = (x >> 56) as u8;
+                }
+                (Id(*blake3::hash(&data).as_bytes()), data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spilled_pack_is_named_by_its_bytes_and_its_header_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Backend::open(dir.path().to_str().unwrap(), true).unwrap();
+        let keys = MasterKey::generate().derive();
+        let mut b = PackBuilder::for_backend(&backend, BlobType::Data, 1 << 20);
+        assert!(b.spill.is_some(), "a local repository spills");
+        // Several MiB, so most bytes go to the file before the pack is finished.
+        let input = blobs(12, 300 << 10);
+        for (id, data) in &input {
+            b.add(*id, data.len() as u32, data);
+        }
+        assert!(b.buf.len() < SPILL_BYTES);
+        let (handle, entry) = b.write(&keys, &backend);
+        backend.runtime().block_on(handle).unwrap().unwrap();
+
+        let stored = backend.read(&FileKind::Pack.path(&entry.id)).unwrap();
+        assert_eq!(Id::of_stored_bytes(&stored), entry.id);
+        assert_eq!(stored.len() as u64, entry.size);
+        let header = parse_header_from_tail(&keys, &stored, entry.size)
+            .unwrap()
+            .unwrap();
+        assert_eq!(header.blobs, entry.blobs);
+        for ((id, data), blob) in input.iter().zip(&entry.blobs) {
+            assert_eq!(blob.id, *id);
+            let at = blob.offset as usize;
+            assert_eq!(&stored[at..at + blob.length as usize], &data[..]);
+        }
+        let tmp = dir.path().join("tmp");
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "tmp/ is left empty"
+        );
+
+        // A builder dropped unused leaves no file behind either.
+        drop(PackBuilder::for_backend(&backend, BlobType::Tree, 1 << 20));
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     }
 }

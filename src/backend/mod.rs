@@ -359,6 +359,33 @@ impl Backend {
             .spawn(async move { this.write_async(&path, bytes).await })
     }
 
+    /// On a local repository (without injected faults), a new temporary file to write a file
+    /// of unknown name into piece by piece; `spawn_finish_local` gives it its name.
+    pub fn local_file(&self) -> Option<Result<LocalWrite>> {
+        match (&self.local_root, &self.faults) {
+            (Some(root), None) => {
+                Some(LocalWrite::create(root, "pack").map_err(|e| local_err(e, "tmp/")))
+            }
+            _ => None,
+        }
+    }
+
+    /// Fsyncs a file from `local_file` and renames it to `path`, in the background.
+    pub fn spawn_finish_local(
+        &self,
+        file: LocalWrite,
+        path: String,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        let root = self.local_root.clone().expect("a local repository");
+        self.rt
+            .spawn_blocking(move || file.finish(&root, &path).map_err(|e| local_err(e, &path)))
+    }
+
+    /// A finished task that failed with `e`, for callers that wait on write handles.
+    pub fn failed_write(&self, e: Error) -> tokio::task::JoinHandle<Result<()>> {
+        self.rt.spawn(async move { Err(e) })
+    }
+
     async fn write_async(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         if let (Some(root), None) = (&self.local_root, &self.faults) {
             let (root, owned) = (root.clone(), path.to_string());
@@ -508,27 +535,55 @@ fn one_line(e: &opendal::Error) -> String {
 /// place, so no half file is ever visible under its name. `start` consumes the bytes once
 /// they are in the page cache, so a write waiting on its fsync (which can wait on the disk for
 /// long) holds no memory; OpenDAL's fs writer keeps the buffer until it is done.
-struct LocalWrite {
+pub struct LocalWrite {
     file: std::fs::File,
     tmp: std::path::PathBuf,
 }
 
+/// A write never finished (its builder was dropped empty, or an error came first) leaves no
+/// temporary file; after the rename the name is gone and this does nothing.
+impl Drop for LocalWrite {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
 impl LocalWrite {
-    fn start(root: &std::path::Path, path: &str, bytes: Vec<u8>) -> std::io::Result<LocalWrite> {
-        use std::io::Write;
-        let name = path.rsplit('/').next().unwrap_or(path);
+    fn create(root: &std::path::Path, name: &str) -> std::io::Result<LocalWrite> {
         let dir = root.join("tmp");
         let tmp = dir.join(format!(
             "{name}.{}",
             hex::encode(crate::crypto::random_bytes::<8>())
         ));
         std::fs::create_dir_all(&dir)?;
-        let mut file = std::fs::File::create_new(&tmp)?;
-        if let Err(e) = file.write_all(&bytes) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        let file = std::fs::File::create_new(&tmp)?;
         Ok(LocalWrite { file, tmp })
+    }
+
+    fn start(root: &std::path::Path, path: &str, bytes: Vec<u8>) -> std::io::Result<LocalWrite> {
+        let mut w = LocalWrite::create(root, path.rsplit('/').next().unwrap_or(path))?;
+        w.append_io(&bytes)?;
+        Ok(w)
+    }
+
+    /// Marks the file as in use for `locks::remove_stale_temp_files`, which removes temporary
+    /// files no write has touched for a while.
+    pub fn touch(&self) {
+        let _ = self.file.set_modified(std::time::SystemTime::now());
+    }
+
+    /// Appends bytes of a new pack (a full disk says so in words).
+    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.append_io(bytes)
+            .map_err(|e| local_err(e, "a new pack"))
+    }
+
+    /// Appends bytes; on an error the temporary file is removed.
+    fn append_io(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(bytes).inspect_err(|_| {
+            let _ = std::fs::remove_file(&self.tmp);
+        })
     }
 
     fn finish(self, root: &std::path::Path, path: &str) -> std::io::Result<()> {
