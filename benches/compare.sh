@@ -7,6 +7,8 @@
 # forget --prune on a history of many small snapshots.
 #
 # Usage: benches/compare.sh            (all settings through the environment)
+# Disk: each run keeps its copy of the source and every tool's restore until the end
+# (about 25 GB for the kernel tree, 3 runs, 4 tools), see the note at the runs.
 #   TOOLS="ocvault restic rustic borg"  tools to run (ocvault first: ratios are
 #                    ocvault / each other tool).  borg is installed with apt-get
 #                    (borgbackup) and rustic with `cargo install rustic-rs
@@ -153,7 +155,7 @@ if [[ -z $DATA ]]; then
 fi
 [[ -d $DATA ]] || die "DATA=$DATA is not a directory"
 DATA=$(cd "$DATA" && pwd -P)
-SRC=$SCRATCH/src/$(basename "$DATA")   # the per-run copy that is backed up
+SRC=   # the per-run copy that is backed up: $SCRATCH/src-RUN/NAME
 log "data: $DATA ($(du -sh "$DATA" | cut -f1), $(find "$DATA" -type f | wc -l) files)"
 if [[ -z $DUMP && $PG == 1 ]]; then
     export PG_UPDATES=${PG_UPDATES:-2000}
@@ -348,8 +350,11 @@ for ((run = 1; run <= RUNS; run++)); do
     n=${#TOOLS[@]}
     tools=()
     for ((i = 0; i < n; i++)); do tools+=("${TOOLS[(i + run - 1) % n]}"); done
-    rm -rf "$SCRATCH/src"
-    mkdir -p "$SCRATCH/src"
+    # Nothing made in a run is deleted before the end: on ext4, creating many files within
+    # about a minute of deleting many others costs seconds of system time (the inode
+    # allocator skips recently deleted inodes one by one), whichever tool comes next.
+    SRC=$SCRATCH/src-$run/$(basename "$DATA")
+    mkdir -p "$SCRATCH/src-$run"
     log "run $run: copying $DATA to $SRC"
     cp -a "$DATA" "$SRC"
     for t in "${tools[@]}"; do
@@ -366,13 +371,11 @@ for ((run = 1; run <= RUNS; run++)); do
         measure "$run" resnapshot "$t" "$SCRATCH/repo-$t" /dev/null /dev/null "${CMD[@]}"
     done
     for t in "${tools[@]}"; do
-        tgt=$SCRATCH/restore-$t
-        rm -rf "$tgt"
+        tgt=$SCRATCH/restore-$run-$t
         mkdir -p "$tgt"
         cmd_restore "$t" "$SCRATCH/repo-$t" "$tgt"
         measure "$run" restore "$t" "$SCRATCH/repo-$t" /dev/null /dev/null "${CMD[@]}"
         if ((run == 1)) && [[ $VERIFY == 1 ]]; then verify_tree "$t" "$tgt"; fi
-        rm -rf "$tgt"
     done
     for t in "${tools[@]}"; do
         cmd_check "$t" "$SCRATCH/repo-$t"
@@ -387,7 +390,6 @@ for ((run = 1; run <= RUNS; run++)); do
         cmd_snapshot "$t" "$SCRATCH/repo-$t"
         measure "$run" churn "$t" "$SCRATCH/repo-$t" /dev/null /dev/null "${CMD[@]}"
     done
-    rm -rf "$SCRATCH/src"
     if [[ -n $DUMP ]]; then
         stdin_step stdin "$DUMP"
         last=$DUMP
