@@ -36,7 +36,7 @@ const BATCH_BYTES: usize = 2 << 20;
 /// Pack uploads running at once, beside the pack being filled. Each holds a whole pack.
 const UPLOADS_IN_FLIGHT: usize = 2;
 /// Packs per intermediate index file, so an interrupted backup's packs are reused next time.
-const PACKS_PER_INDEX: usize = 64;
+const PACKS_PER_INDEX: usize = 16;
 
 /// Which snapshot to compare against.
 #[derive(Clone, Debug, Default)]
