@@ -33,7 +33,8 @@ const FILES_IN_FLIGHT: usize = 256;
 const BYTES_IN_FLIGHT: u64 = 8 << 20;
 /// Bytes of a large file or stream read and cut per batch.
 const BATCH_BYTES: usize = 2 << 20;
-/// Pack uploads running at once, beside the pack being filled. Each holds a whole pack.
+/// Pack uploads running at once, beside the pack being filled. On a remote backend each holds
+/// a whole pack; on local disk only its fsync and rename are pending.
 const UPLOADS_IN_FLIGHT: usize = 2;
 /// Packs per intermediate index file, so an interrupted backup's packs are reused next time.
 const PACKS_PER_INDEX: usize = 16;

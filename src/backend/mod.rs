@@ -82,7 +82,7 @@ pub struct Backend {
     /// Remote services: each request waits on the network.
     remote: bool,
     connections: usize,
-    /// A local repository's folder (writes there skip OpenDAL: see `write_local`).
+    /// A local repository's folder (writes there skip OpenDAL: see `LocalWrite`).
     local_root: Option<Arc<std::path::PathBuf>>,
 }
 
@@ -530,7 +530,6 @@ fn one_line(e: &opendal::Error) -> String {
         .join(" ")
 }
 
-/// The operating system error under an OpenDAL error, if there is one.
 /// A file of a local repository being written: under `tmp/` first, fsynced, then renamed into
 /// place, so no half file is ever visible under its name. `start` consumes the bytes once
 /// they are in the page cache, so a write waiting on its fsync (which can wait on the disk for
@@ -609,6 +608,7 @@ fn local_err(e: std::io::Error, path: &str) -> Error {
     )
 }
 
+/// The operating system error under an OpenDAL error, if there is one.
 fn io_source(e: &opendal::Error) -> Option<&std::io::Error> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
