@@ -211,13 +211,8 @@ impl Index {
         self.entries.is_empty()
     }
 
-    /// A blob's position in id order (the order of [`Index::iter`]): a dense number for
-    /// per-blob tables such as bitsets.
-    pub fn position(&self, id: &Id) -> Option<usize> {
-        self.locate(id).map(|(pos, _)| pos)
-    }
-
-    /// A blob's position and location.
+    /// A blob's position in id order (the order of [`Index::iter`], a dense number for
+    /// per-blob tables such as bitsets) and its location.
     pub fn locate(&self, id: &Id) -> Option<(usize, BlobLocation)> {
         let e = self.find(id)?;
         let pos = (e as *const Entry as usize - self.entries.as_ptr() as usize)
@@ -331,10 +326,10 @@ mod tests {
         assert!(!idx.contains(&Id([1; 32])));
         // Positions are dense, in iteration order, and lead back to the same blob.
         for (pos, (id, loc)) in idx.iter().enumerate() {
-            assert_eq!(idx.position(&id), Some(pos));
+            assert_eq!(idx.locate(&id), Some((pos, loc)));
             assert_eq!(idx.at(pos), (id, loc));
         }
-        assert_eq!(idx.position(&Id([1; 32])), None);
+        assert_eq!(idx.locate(&Id([1; 32])), None);
     }
 
     fn blob(id: Id, offset: u32) -> PackedBlob {

@@ -338,14 +338,25 @@ impl Backend {
     }
 
     pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        if let Some(root) = self.local_writes() {
+            return LocalWrite::start(root, path, bytes)
+                .and_then(|w| w.finish(root, path))
+                .map_err(|e| local_err(e, path));
+        }
         self.rt.block_on(self.write_async(path, bytes))
+    }
+
+    /// The folder of a local repository whose writes go through `LocalWrite`; None for other
+    /// services and where faults are injected (those go through OpenDAL and its retries).
+    fn local_writes(&self) -> Option<&Arc<std::path::PathBuf>> {
+        self.local_root.as_ref().filter(|_| self.faults.is_none())
     }
 
     /// Starts a write on the I/O runtime; the caller bounds how many run at once. On local
     /// disk the bytes are written to the page cache before this returns, so the caller's
     /// buffer is freed at once and only the fsync and rename run in the background.
     pub fn spawn_write(&self, path: String, bytes: Vec<u8>) -> tokio::task::JoinHandle<Result<()>> {
-        if let (Some(root), None) = (&self.local_root, &self.faults) {
+        if let Some(root) = self.local_writes() {
             let root = root.clone();
             let written = LocalWrite::start(&root, &path, bytes);
             return self.rt.spawn_blocking(move || {
@@ -362,12 +373,8 @@ impl Backend {
     /// On a local repository (without injected faults), a new temporary file to write a file
     /// of unknown name into piece by piece; `spawn_finish_local` gives it its name.
     pub fn local_file(&self) -> Option<Result<LocalWrite>> {
-        match (&self.local_root, &self.faults) {
-            (Some(root), None) => {
-                Some(LocalWrite::create(root, "pack").map_err(|e| local_err(e, "tmp/")))
-            }
-            _ => None,
-        }
+        self.local_writes()
+            .map(|root| LocalWrite::create(root, "pack").map_err(|e| local_err(e, "tmp/")))
     }
 
     /// Fsyncs a file from `local_file` and renames it to `path`, in the background.
@@ -387,15 +394,6 @@ impl Backend {
     }
 
     async fn write_async(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        if let (Some(root), None) = (&self.local_root, &self.faults) {
-            let (root, owned) = (root.clone(), path.to_string());
-            return tokio::task::spawn_blocking(move || {
-                LocalWrite::start(&root, &owned, bytes)?.finish(&root, &owned)
-            })
-            .await
-            .map_err(|e| Error::other(format!("write task failed: {e}")))?
-            .map_err(|e| local_err(e, path));
-        }
         let buf = opendal::Buffer::from(bytes);
         self.attempt(|| async {
             let res = match self.fault(Op::Write).await {
