@@ -215,13 +215,7 @@ pub fn check(
             return Ok(report);
         }
     };
-    let repo = Repository {
-        backend: backend.clone(),
-        keys,
-        config,
-        key_id,
-        master,
-    };
+    let repo = Repository::new(backend.clone(), keys, config, key_id, master);
 
     // Snapshots before index files: a snapshot is saved after its index, so one saved by a
     // backup running beside this check is never judged against an older index.

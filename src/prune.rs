@@ -60,13 +60,61 @@ pub struct PruneReport {
     pub dry_run: bool,
 }
 
+/// The storage time of each mark (`None` where the service reports none).
+fn mark_times(repo: &Repository, marks: &[(Id, PruneMark)]) -> Result<HashMap<Id, Option<i64>>> {
+    let mut out = HashMap::new();
+    for (id, _) in marks {
+        let t = match repo.backend.modified_ns(&FileKind::PruneMark.path(id)) {
+            Ok(t) => t,
+            // Finished meanwhile by a concurrent prune: left out, so not judged twice.
+            Err(e) if crate::backend::is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        out.insert(*id, t);
+    }
+    Ok(out)
+}
+
+/// The other writers' sessions that still protect what they may use. Stale ones lose their
+/// markers here (so they can no longer save anything, see `locks`), yet still count for this
+/// run: whatever they wrote before they noticed is then seen by the next prune's listing.
+fn running_writers(
+    repo: &Repository,
+    own: &crate::locks::MarkerGuard,
+    now: Option<i64>,
+) -> Result<Vec<crate::locks::MarkerSession>> {
+    let (sessions, unreadable) = crate::locks::list_sessions(repo)?;
+    let own = own.first_marker();
+    let mut out = Vec::new();
+    for s in sessions {
+        if s.files.contains(&own) {
+            continue;
+        }
+        if s.is_stale(now) {
+            crate::locks::remove_session(repo, &s)?;
+        }
+        out.push(s);
+    }
+    // Files in locks/ that are no marker of this repository's keys protect nothing; they are
+    // removed once old, like a crashed client's.
+    for (id, time) in unreadable {
+        let old = matches!((now, time), (Some(n), Some(t)) if n - t > crate::locks::STALE_AFTER.as_nanos() as i64);
+        if old {
+            let _ = repo.backend.delete(&FileKind::Lock.path(&id));
+        }
+    }
+    Ok(out)
+}
+
 fn load_marks(repo: &Repository) -> Result<Vec<(Id, PruneMark)>> {
     let mut out = Vec::new();
     for (id, _) in repo.backend.list_ids(FileKind::PruneMark)? {
-        out.push((
-            id,
-            repo.load_file(FileKind::PruneMark, SealKind::PruneMark, &id)?,
-        ));
+        match repo.load_file(FileKind::PruneMark, SealKind::PruneMark, &id) {
+            Ok(m) => out.push((id, m)),
+            // Finished by a concurrent prune between listing and reading.
+            Err(e) if crate::backend::is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }
@@ -96,6 +144,13 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[Id]) -> Result<Hash
 }
 
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    // A prune writes packs and index files like a backup, and holds a marker like one: a
+    // second prune running at the same time then treats it as a running backup (§11a).
+    let session = if opts.dry_run {
+        None
+    } else {
+        Some(crate::locks::MarkerGuard::acquire(repo)?)
+    };
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -289,15 +344,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
 
     // Phase 2.
-    let (deleted, bytes, pending) = delete_marked(repo, opts.grace)?;
+    let session = session.expect("not a dry run");
+    let (deleted, bytes, pending) = delete_marked(repo, &session, opts.grace)?;
     report.packs_deleted = deleted;
     report.bytes_deleted = bytes;
     report.marks_pending = pending;
-    for (id, _, stale) in crate::locks::list_markers(repo)? {
-        if stale {
-            let _ = repo.backend.delete(&FileKind::Lock.path(&id));
-        }
-    }
+    crate::locks::remove_stale_temp_files(repo, session.storage_now()?);
     Ok(report)
 }
 
@@ -328,22 +380,36 @@ fn write_consolidated(repo: &Repository, packs: Vec<IndexPack>, supersedes: &[Id
     Ok(())
 }
 
-/// Phase 2: deletes the packs of marks that are old enough and that no running backup predates.
-/// Returns (packs deleted, bytes deleted, marks still pending).
-fn delete_marked(repo: &Repository, grace: Duration) -> Result<(u64, u64, u64)> {
+/// Phase 2: deletes the packs of marks that are old enough and that no running writer may
+/// predate, all judged by the storage's clock (§11a). Returns (packs deleted, bytes deleted,
+/// marks still pending).
+fn delete_marked(
+    repo: &Repository,
+    session: &crate::locks::MarkerGuard,
+    grace: Duration,
+) -> Result<(u64, u64, u64)> {
+    let now = session.storage_now()?;
     let marks = load_marks(repo)?;
+    let mark_times = mark_times(repo, &marks)?;
+    let marks: Vec<_> = marks
+        .into_iter()
+        .filter(|(id, _)| mark_times.contains_key(id))
+        .collect();
+    // Order matters: first make sure every writer that may predate a mark has ended (its
+    // marker goes only after its snapshot is saved), then list the snapshots, so each snapshot
+    // that may use a marked pack is seen below.
+    let writers = running_writers(repo, session, now)?;
     if marks.is_empty() {
         return Ok((0, 0, 0));
     }
-    // Order matters: first make sure every backup that started before a mark has ended (its
-    // marker goes only after its snapshot is saved), then list the snapshots, so each snapshot
-    // that may use a marked pack is seen below.
-    let oldest_running = crate::locks::oldest_running_backup(repo)?;
-    let now = crate::snapshot::now_ns();
-    let (ready, waiting): (Vec<_>, Vec<_>) = marks.into_iter().partition(|(_, m)| {
-        let old_enough = now - m.marked_unix_ns >= grace.as_nanos() as i64;
-        let predated = oldest_running.is_some_and(|start| start < m.marked_unix_ns);
-        old_enough && !predated
+    let (ready, waiting): (Vec<_>, Vec<_>) = marks.into_iter().partition(|(id, _)| {
+        let time = mark_times[id];
+        let old_enough = match (now, time) {
+            (Some(now), Some(t)) => now - t >= grace.as_nanos() as i64,
+            // No storage times: only a zero grace can be judged.
+            _ => grace.is_zero(),
+        };
+        old_enough && !writers.iter().any(|w| w.may_predate(time))
     });
     let pending = waiting.len() as u64;
     if ready.is_empty() {

@@ -11,6 +11,7 @@ use crate::id::Id;
 use crate::index::Index;
 use rayon::prelude::*;
 use serde::{de::DeserializeOwned, Serialize};
+use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 /// Files read from storage at once when loading many (index files, snapshots).
@@ -91,9 +92,66 @@ pub struct Repository {
     pub key_id: Id,
     /// Kept for adding keys; zeroized on drop.
     pub master: MasterKey,
+    /// The write session (a backup marker, `locks::MarkerGuard`) that index and snapshot
+    /// writes go through; without one they are refused.
+    fence: Mutex<Option<Arc<dyn WriteFence>>>,
+}
+
+/// What index and snapshot writes check before and after they store a file: that the backup
+/// marker protecting everything they point to is still held (format-spec §11a).
+pub trait WriteFence: Send + Sync {
+    fn before_write(&self) -> Result<()>;
+    fn after_write(&self) -> Result<()>;
 }
 
 impl Repository {
+    pub fn new(
+        backend: Backend,
+        keys: Keys,
+        config: Config,
+        key_id: Id,
+        master: MasterKey,
+    ) -> Repository {
+        Repository {
+            backend,
+            keys,
+            config,
+            key_id,
+            master,
+            fence: Mutex::new(None),
+        }
+    }
+
+    /// Registers (or with `None` removes) the write session; one at a time per handle.
+    pub fn set_write_fence(&self, fence: Option<Arc<dyn WriteFence>>) -> Result<()> {
+        let mut slot = self.fence.lock().unwrap();
+        if fence.is_some() && slot.is_some() {
+            return Err(Error::other(
+                "internal: a second write session on one repository handle",
+            ));
+        }
+        *slot = fence;
+        Ok(())
+    }
+
+    /// Stores an index file or snapshot inside the write session: refused without one, and
+    /// withdrawn (deleted again) if the session turns out to have lost its marker meanwhile.
+    fn save_fenced<T: Serialize>(&self, kind: FileKind, seal: SealKind, value: &T) -> Result<Id> {
+        let fence = self.fence.lock().unwrap().clone().ok_or_else(|| {
+            Error::other(format!(
+                "internal: a {} written outside a write session",
+                kind.prefix()
+            ))
+        })?;
+        fence.before_write()?;
+        let id = self.save_file(kind, seal, value)?;
+        if let Err(e) = fence.after_write() {
+            let _ = self.backend.delete(&kind.path(&id));
+            return Err(e);
+        }
+        Ok(id)
+    }
+
     /// Creates a new repository; refuses when one is already there.
     pub fn init(backend: Backend, password: &[u8], opts: &InitOptions) -> Result<Repository> {
         if backend.exists(CONFIG_PATH)? {
@@ -123,13 +181,7 @@ impl Repository {
             &format::frame(&format::to_postcard(&config), 0),
         ));
         backend.write(CONFIG_PATH, bytes)?;
-        Ok(Repository {
-            backend,
-            keys,
-            config,
-            key_id,
-            master,
-        })
+        Ok(Repository::new(backend, keys, config, key_id, master))
     }
 
     /// Checks that a repository of a known format is there, before any password is asked for.
@@ -166,13 +218,7 @@ impl Repository {
                 "sealed version differs from the clear one",
             ));
         }
-        Ok(Repository {
-            backend,
-            keys,
-            config,
-            key_id,
-            master,
-        })
+        Ok(Repository::new(backend, keys, config, key_id, master))
     }
 
     /// Seals and stores a structured file; its name is the hash of the stored bytes.
@@ -220,7 +266,7 @@ impl Repository {
     }
 
     pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
-        self.save_file(FileKind::Index, SealKind::Index, file)
+        self.save_fenced(FileKind::Index, SealKind::Index, file)
     }
 
     /// Reads and decodes files of one kind: up to `READS_IN_FLIGHT` reads at once on the I/O
@@ -336,7 +382,7 @@ impl Repository {
     }
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        self.save_file(FileKind::Snapshot, SealKind::Snapshot, snap)
+        self.save_fenced(FileKind::Snapshot, SealKind::Snapshot, snap)
     }
 
     /// Every snapshot, oldest first.

@@ -29,6 +29,13 @@ pub fn rewrite(
     dry_run: bool,
 ) -> Result<Vec<Rewritten>> {
     let excludes = Excludes::new(patterns)?;
+    // New trees dedup against the live index: announce the write before loading it, so a
+    // concurrent prune keeps what they may point to (§11a).
+    let _session = if dry_run {
+        None
+    } else {
+        Some(crate::locks::MarkerGuard::acquire(repo)?)
+    };
     let indexes = repo.load_indexes()?;
     let (index, live) = (indexes.read(), &indexes.live);
     let mut writer = BlobWriter::new(repo, live, BlobType::Tree);

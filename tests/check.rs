@@ -292,7 +292,9 @@ fn index_entry_past_pack_end_and_unknown_file_are_found() {
         .find(|p| p.blob_type == BlobType::Data)
         .unwrap();
     pack.blobs[0].offset = pack.size as u32 + 1000;
+    let session = ocvault::locks::MarkerGuard::acquire(&lib).unwrap();
     lib.save_index(&file).unwrap();
+    drop(session);
     std::fs::remove_file(old).unwrap();
     let (code, v) = check(&f.repo, &[]);
     assert_eq!(code, DAMAGE, "{v:#}");

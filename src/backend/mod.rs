@@ -328,6 +328,30 @@ impl Backend {
             .map_err(|e| map_err(e, path))
     }
 
+    /// The file's modification time by the storage's own clock (the server's, or the kernel's
+    /// on local disk), in ns since the epoch; `None` when the service does not report one.
+    pub fn modified_ns(&self, path: &str) -> Result<Option<i64>> {
+        if let Some(root) = &self.local_root {
+            return match std::fs::symlink_metadata(root.join(path)).and_then(|m| m.modified()) {
+                Ok(t) => Ok(Some(system_time_ns(t))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(Error::Backend(format!("{path}: not found")))
+                }
+                Err(e) => Err(Error::io(path, e)),
+            };
+        }
+        let meta = self
+            .rt
+            .block_on(self.attempt(|| async {
+                self.fault(Op::Read).await?;
+                self.op.stat(path).await
+            }))
+            .map_err(|e| map_err(e, path))?;
+        Ok(meta
+            .last_modified()
+            .map(|t| t.into_inner().as_nanosecond() as i64))
+    }
+
     pub fn size(&self, path: &str) -> Result<u64> {
         self.rt
             .block_on(self.attempt(|| async {
@@ -565,8 +589,12 @@ impl LocalWrite {
 
     /// Marks the file as in use for `locks::remove_stale_temp_files`, which removes temporary
     /// files no write has touched for a while.
+    /// The kernel's clock, not this process's: a prune on this host compares the time with its
+    /// own kernel's, and a process under a faked or skewed clock must not look idle.
     pub fn touch(&self) {
-        let _ = self.file.set_modified(std::time::SystemTime::now());
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; a null `times` means "now" for both times.
+        unsafe { libc::futimens(self.file.as_raw_fd(), std::ptr::null()) };
     }
 
     /// Appends bytes of a new pack (a full disk says so in words).
@@ -655,6 +683,14 @@ fn map_err(e: opendal::Error, path: &str) -> Error {
         ErrorKind::NotFound => Error::Backend(format!("{path}: not found")),
         ErrorKind::PermissionDenied => Error::Backend(format!("{path}: permission denied")),
         _ => e.into(),
+    }
+}
+
+/// A `SystemTime` as ns since the epoch (negative before it).
+pub fn system_time_ns(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
     }
 }
 

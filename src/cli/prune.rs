@@ -74,7 +74,6 @@ pub fn run_prune(g: &GlobalOptions, repo: &Repository, opts: &PruneOptions) -> R
             ),
             Err(e) => crate::oplog::record_failure(repo, "prune", e),
         }
-        crate::locks::remove_stale_temp_files(repo);
     }
     let r = r?;
     if g.json {

@@ -21,6 +21,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         return Err(Error::usage("tag needs --add or --remove"));
     }
     let repo = g.open()?;
+    let _session = crate::locks::MarkerGuard::acquire(&repo)?;
     let snaps = repo.list_snapshots()?;
     let mut changed = Vec::new();
     for spec in &a.ids {

@@ -1,5 +1,4 @@
 use super::GlobalOptions;
-use crate::backend::FileKind;
 use crate::error::Result;
 
 #[derive(clap::Args)]
@@ -11,16 +10,10 @@ pub struct Args {
 
 /// Removes stale backup markers. Backups never wait on markers; only prune's deletion phase
 /// does, and only while a marker is fresh, so this is housekeeping, not a way out of a hang.
+/// A marker removed from a live writer makes that writer fail before it saves anything.
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let repo = g.open()?;
-    let mut removed = 0;
-    for (id, _, stale) in crate::locks::list_markers(&repo)? {
-        if stale || a.remove_all {
-            repo.backend.delete(&FileKind::Lock.path(&id))?;
-            removed += 1;
-        }
-    }
-    crate::locks::remove_stale_temp_files(&repo);
+    let removed = crate::locks::unlock(&repo, a.remove_all)?;
     if g.json {
         super::print_json(&serde_json::json!({"removed": removed}));
     } else {
