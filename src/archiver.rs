@@ -429,7 +429,7 @@ pub fn snapshot(
     }
 
     // Announce the backup before loading the index, so prune keeps what it may dedup against.
-    let _marker = crate::locks::MarkerGuard::acquire(repo)?;
+    let marker = crate::locks::MarkerGuard::acquire(repo)?;
     let snaps = repo.list_snapshots()?;
     let parent = match &opts.parent {
         ParentChoice::None => None,
@@ -544,8 +544,15 @@ pub fn snapshot(
         let packed = packer.join().expect("packer thread");
         (root, counts, warnings, packed)
     });
-    let packed = packed?;
-    let root = root?;
+    // A write that failed because a prune judged this backup stale (a swept temporary file, a
+    // refused index) is reported as that, in words that say what to do.
+    let (packed, root) = match (packed, root) {
+        (Ok(p), Ok(r)) => (p, r),
+        (Err(e), _) | (_, Err(e)) => {
+            marker.ensure_held()?;
+            return Err(e);
+        }
+    };
 
     let mut summary = shared_counts;
     summary.bytes_added = packed.bytes_added;
@@ -826,8 +833,8 @@ fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) ->
     };
 
     loop {
-        // Wake at least every TOUCH_EVERY / 2 so the packs being filled stay marked as in use.
-        let item = match rx.recv_timeout(pack::TOUCH_EVERY / 2) {
+        // Wake at least every touch_every() / 2 so the packs being filled stay marked as in use.
+        let item = match rx.recv_timeout(pack::touch_every() / 2) {
             Ok(item) => item,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 data.keep_alive();

@@ -26,10 +26,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How often a session writes a fresh heartbeat marker.
-pub const HEARTBEAT: Duration = Duration::from_secs(60);
-/// A session none of whose marker files was written for this long (storage clock) is stale.
-pub const STALE_AFTER: Duration = Duration::from_secs(300);
+/// A session none of whose marker files was written for this long (storage clock) is stale,
+/// unless `OCVAULT_STALE_AFTER_SECS` says otherwise (tests shorten it). Every host should use
+/// the same value; a mismatch can only fail a live writer, never lose data.
+pub fn stale_after() -> Duration {
+    static STALE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *STALE.get_or_init(|| {
+        let secs = std::env::var("OCVAULT_STALE_AFTER_SECS")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| *s >= 1.0)
+            .unwrap_or(300.0);
+        Duration::from_secs_f64(secs)
+    })
+}
+
+/// How often a session writes a fresh heartbeat marker: five times per staleness limit.
+pub fn heartbeat() -> Duration {
+    stale_after() / 5
+}
+
+/// Files in locks/ returned by `list_sessions`.
+pub struct Markers {
+    pub sessions: Vec<MarkerSession>,
+    /// Files that cannot be read (damaged, or not this repository's), with storage times.
+    pub unreadable: Vec<(Id, Option<i64>)>,
+}
 /// Modification times of some services have a resolution of one second (HTTP dates); two
 /// times closer than this are treated as possibly in either order.
 pub const CLOCK_SLACK_NS: i64 = 2_000_000_000;
@@ -90,13 +112,13 @@ impl Session {
              stale; to stay safe it saved nothing further. Run it again: what it stored is \
              reused",
             self.first.short(),
-            STALE_AFTER.as_secs()
+            stale_after().as_secs()
         )))
     }
 
     fn heartbeat_loop(&self, stop: Receiver<()>) {
         loop {
-            match stop.recv_timeout(HEARTBEAT) {
+            match stop.recv_timeout(heartbeat()) {
                 Err(RecvTimeoutError::Timeout) => {}
                 _ => return,
             }
@@ -227,7 +249,7 @@ impl MarkerSession {
     /// Stale by the storage clock (`now` from `storage_now`); without storage times, by the
     /// host clock (which can only fail a live writer, never lose data).
     pub fn is_stale(&self, storage_now: Option<i64>) -> bool {
-        let limit = STALE_AFTER.as_nanos() as i64;
+        let limit = stale_after().as_nanos() as i64;
         match (storage_now, self.newest) {
             (Some(now), Some(newest)) => now - newest > limit,
             _ => crate::snapshot::now_ns() - self.heartbeat_unix_ns > limit,
@@ -244,9 +266,8 @@ impl MarkerSession {
     }
 }
 
-/// Every writer session with markers in the repository. Files that cannot be read (damaged,
-/// or not ours) are returned separately with their storage times.
-pub fn list_sessions(repo: &Repository) -> Result<(Vec<MarkerSession>, Vec<(Id, Option<i64>)>)> {
+/// Every writer session with markers in the repository.
+pub fn list_sessions(repo: &Repository) -> Result<Markers> {
     let mut groups: HashMap<(String, u32, i64), MarkerSession> = HashMap::new();
     let mut unreadable = Vec::new();
     for (id, _) in repo.backend.list_ids(FileKind::Lock)? {
@@ -289,7 +310,10 @@ pub fn list_sessions(repo: &Repository) -> Result<(Vec<MarkerSession>, Vec<(Id, 
         }
         g.heartbeat_unix_ns = g.heartbeat_unix_ns.max(m.heartbeat_unix_ns);
     }
-    Ok((groups.into_values().collect(), unreadable))
+    Ok(Markers {
+        sessions: groups.into_values().collect(),
+        unreadable,
+    })
 }
 
 /// Removes a session's marker files, heartbeats before the first marker.
@@ -306,7 +330,7 @@ pub fn remove_session(repo: &Repository, s: &MarkerSession) -> Result<()> {
 }
 
 /// Removes temporary files (`tmp/` of a local repository) that no write has touched for
-/// `STALE_AFTER` by the storage clock (`storage_now`, the kernel's time on local disk): the
+/// `stale_after()` by the storage clock (`storage_now`, the kernel's time on local disk): the
 /// remains of writes cut short by a killed or crashed client. A live write touches its file
 /// continuously and finishes within seconds. Returns how many were removed.
 pub fn remove_stale_temp_files(repo: &Repository, storage_now: Option<i64>) -> usize {
@@ -321,7 +345,7 @@ pub fn remove_stale_temp_files(repo: &Repository, storage_now: Option<i64>) -> u
             .filter(|m| m.is_file())
             .and_then(|m| m.modified().ok())
             .map(crate::backend::system_time_ns)
-            .is_some_and(|t| now - t > STALE_AFTER.as_nanos() as i64);
+            .is_some_and(|t| now - t > stale_after().as_nanos() as i64);
         if stale && std::fs::remove_file(e.path()).is_ok() {
             removed += 1;
         }
@@ -331,12 +355,15 @@ pub fn remove_stale_temp_files(repo: &Repository, storage_now: Option<i64>) -> u
 
 /// `unlock`: removes the markers of stale writer sessions (by the storage clock), or of every
 /// other session with `remove_all`, and temporary files no write has touched for
-/// `STALE_AFTER`. Returns how many marker files were removed. Removing a live session's markers
+/// `stale_after()`. Returns how many marker files were removed. Removing a live session's markers
 /// is safe: that writer then fails before it saves anything further.
 pub fn unlock(repo: &Repository, remove_all: bool) -> Result<usize> {
     let own = MarkerGuard::acquire(repo)?;
     let now = own.storage_now()?;
-    let (sessions, unreadable) = list_sessions(repo)?;
+    let Markers {
+        sessions,
+        unreadable,
+    } = list_sessions(repo)?;
     let mut removed = 0;
     for s in sessions {
         if s.files.contains(&own.first_marker()) || !(remove_all || s.is_stale(now)) {
@@ -347,7 +374,7 @@ pub fn unlock(repo: &Repository, remove_all: bool) -> Result<usize> {
     }
     for (id, time) in unreadable {
         let old =
-            matches!((now, time), (Some(n), Some(t)) if n - t > STALE_AFTER.as_nanos() as i64);
+            matches!((now, time), (Some(n), Some(t)) if n - t > stale_after().as_nanos() as i64);
         if (remove_all || old) && repo.backend.delete(&FileKind::Lock.path(&id)).is_ok() {
             removed += 1;
         }

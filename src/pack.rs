@@ -32,10 +32,12 @@ struct Spill {
     touched: std::time::Instant,
 }
 
-/// How often a pack file being filled is touched, well inside `locks::STALE_AFTER`: a backup
-/// that finds little new data may leave it unwritten for long, and a concurrent `prune` must
-/// not take it for the remains of a crashed write.
-pub const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a pack file being filled is touched, as often as the backup marker is refreshed
+/// (well inside `locks::stale_after()`): a backup that finds little new data may leave it
+/// unwritten for long, and a concurrent `prune` must not take it for a crashed write's remains.
+pub fn touch_every() -> std::time::Duration {
+    crate::locks::heartbeat()
+}
 
 impl PackBuilder {
     pub fn new(blob_type: BlobType, capacity: usize) -> Self {
@@ -80,11 +82,11 @@ impl PackBuilder {
         self.keep_alive();
     }
 
-    /// Touches the pack's temporary file if that has not happened for `TOUCH_EVERY`; call it
+    /// Touches the pack's temporary file if that has not happened for `touch_every()`; call it
     /// at least that often while the builder lives.
     pub fn keep_alive(&mut self) {
         if let Some(spill) = &mut self.spill {
-            if spill.touched.elapsed() >= TOUCH_EVERY {
+            if spill.touched.elapsed() >= touch_every() {
                 if let Ok(f) = &spill.file {
                     f.touch();
                 }

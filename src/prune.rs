@@ -83,7 +83,10 @@ fn running_writers(
     own: &crate::locks::MarkerGuard,
     now: Option<i64>,
 ) -> Result<Vec<crate::locks::MarkerSession>> {
-    let (sessions, unreadable) = crate::locks::list_sessions(repo)?;
+    let crate::locks::Markers {
+        sessions,
+        unreadable,
+    } = crate::locks::list_sessions(repo)?;
     let own = own.first_marker();
     let mut out = Vec::new();
     for s in sessions {
@@ -98,7 +101,7 @@ fn running_writers(
     // Files in locks/ that are no marker of this repository's keys protect nothing; they are
     // removed once old, like a crashed client's.
     for (id, time) in unreadable {
-        let old = matches!((now, time), (Some(n), Some(t)) if n - t > crate::locks::STALE_AFTER.as_nanos() as i64);
+        let old = matches!((now, time), (Some(n), Some(t)) if n - t > crate::locks::stale_after().as_nanos() as i64);
         if old {
             let _ = repo.backend.delete(&FileKind::Lock.path(&id));
         }
@@ -144,13 +147,27 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[Id]) -> Result<Hash
 }
 
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    if opts.dry_run {
+        return prune_in(repo, None, opts);
+    }
     // A prune writes packs and index files like a backup, and holds a marker like one: a
     // second prune running at the same time then treats it as a running backup (§11a).
-    let session = if opts.dry_run {
-        None
-    } else {
-        Some(crate::locks::MarkerGuard::acquire(repo)?)
-    };
+    let session = crate::locks::MarkerGuard::acquire(repo)?;
+    prune_in(repo, Some(&session), opts).map_err(|e| {
+        // A prune judged stale by another one finds its view of the repository outdated
+        // (packs gone): say why, not which file was missing.
+        match session.ensure_held() {
+            Ok(()) => e,
+            Err(lost) => lost,
+        }
+    })
+}
+
+fn prune_in(
+    repo: &Repository,
+    session: Option<&crate::locks::MarkerGuard>,
+    opts: &PruneOptions,
+) -> Result<PruneReport> {
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -345,7 +362,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // Phase 2.
     let session = session.expect("not a dry run");
-    let (deleted, bytes, pending) = delete_marked(repo, &session, opts.grace)?;
+    let (deleted, bytes, pending) = delete_marked(repo, session, opts.grace)?;
     report.packs_deleted = deleted;
     report.bytes_deleted = bytes;
     report.marks_pending = pending;
