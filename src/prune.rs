@@ -184,9 +184,11 @@ fn prune_in(
     let live = Index::build(&files, &[]);
     let live_pack_ids: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
 
-    // Everything readable, marked packs included, for finding what snapshots use.
+    // Everything readable, for finding what snapshots use: marked packs, and packs of index
+    // files a concurrent prune has superseded but not yet deleted.
     let marked: HashMap<Id, IndexPack> = Repository::marked_packs(&marks)
         .into_iter()
+        .chain(Repository::superseded_packs(&files))
         .filter(|p| !live_pack_ids.contains(&p.id))
         .map(|p| (p.id, p))
         .collect();
@@ -230,8 +232,15 @@ fn prune_in(
     }
     let mut remove: Vec<IndexPack> = Vec::new();
     let mut repack: Vec<(u32, f64)> = Vec::new();
+    // Only the live files' packs: what a superseded file holds beyond them was dropped by the
+    // prune that superseded it and may already be deleted.
+    let superseded: HashSet<Id> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
     let index_packs: HashMap<Id, &IndexPack> = files
         .iter()
+        .filter(|(id, _)| !superseded.contains(id))
         .flat_map(|(_, f)| f.packs.iter())
         .map(|p| (p.id, p))
         .collect();

@@ -20,8 +20,8 @@ const READS_IN_FLIGHT: usize = 16;
 /// The live index (for dedup) and, when prune marks exist, the index for reading.
 pub struct Indexes {
     pub live: Index,
-    /// The live index plus marked packs; `None` when there are no marks (it would equal
-    /// `live`).
+    /// The live index plus marked packs and packs of superseded index files still present;
+    /// `None` when there are none (it would equal `live`).
     marked: Option<Index>,
 }
 
@@ -29,14 +29,15 @@ impl Indexes {
     /// Builds both from the same index files and marks.
     pub fn build(files: Vec<(Id, IndexFile)>, marks: &[(Id, crate::format::PruneMark)]) -> Indexes {
         let live = Index::build(&files, &[]);
-        if marks.is_empty() {
-            return Indexes { live, marked: None };
-        }
         let live_packs: std::collections::HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
         let extra: Vec<crate::format::IndexPack> = Repository::marked_packs(marks)
             .into_iter()
+            .chain(Repository::superseded_packs(&files))
             .filter(|p| !live_packs.contains(&p.id))
             .collect();
+        if extra.is_empty() {
+            return Indexes { live, marked: None };
+        }
         // Listed last, so a blob in both a live and a marked pack resolves to the live one.
         let marked = Index::build(&files, &extra);
         Indexes {
@@ -308,25 +309,48 @@ impl Repository {
         out.into_iter().map(|(_, r)| r).collect()
     }
 
-    /// Every index file, read once; a file that vanished since the listing (superseded and
-    /// deleted by a prune) is left out.
+    /// Every index file, read once. A file that vanished since the listing was superseded
+    /// and deleted by a prune, which wrote the files superseding it first: the folder is
+    /// listed again until a listing's files are all read, so those are never missed.
     pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        let ids: Vec<Id> = self
-            .backend
-            .list_ids(FileKind::Index)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        let loaded = self.load_files(FileKind::Index, SealKind::Index, &ids);
-        let mut files = Vec::with_capacity(ids.len());
-        for (id, res) in ids.into_iter().zip(loaded) {
-            match res {
-                Ok(f) => files.push((id, f)),
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e),
+        let mut files = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let ids: Vec<Id> = self
+                .backend
+                .list_ids(FileKind::Index)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .filter(|id| seen.insert(*id))
+                .collect();
+            let loaded = self.load_files(FileKind::Index, SealKind::Index, &ids);
+            let mut vanished = false;
+            for (id, res) in ids.into_iter().zip(loaded) {
+                match res {
+                    Ok(f) => files.push((id, f)),
+                    Err(e) if is_not_found(&e) => vanished = true,
+                    Err(e) => return Err(e),
+                }
+            }
+            if !vanished {
+                return Ok(files);
             }
         }
-        Ok(files)
+    }
+
+    /// Packs of index files that other loaded files supersede, as far as the live ones do not
+    /// hold them: a prune deletes superseded files only after writing its mark, so a reader
+    /// that saw them may not see that mark yet; for reading only, like marked packs.
+    pub fn superseded_packs(files: &[(Id, IndexFile)]) -> Vec<crate::format::IndexPack> {
+        let superseded: std::collections::HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        files
+            .iter()
+            .filter(|(id, _)| superseded.contains(id))
+            .flat_map(|(_, f)| f.packs.iter().cloned())
+            .collect()
     }
 
     /// Loads every index file into the in-memory index.

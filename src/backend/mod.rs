@@ -481,13 +481,16 @@ impl Backend {
         res
     }
 
+    /// Deletes a file; one that is already gone counts as deleted (a concurrent prune, or a
+    /// retry after a lost reply, got there first), as on S3.
     pub fn delete(&self, path: &str) -> Result<()> {
-        self.rt
-            .block_on(self.attempt(|| async {
-                self.fault(Op::Delete).await?;
-                self.op.delete(path).await
-            }))
-            .map_err(|e| change_err(e, path, "delete"))
+        match self.rt.block_on(self.attempt(|| async {
+            self.fault(Op::Delete).await?;
+            self.op.delete(path).await
+        })) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            r => r.map_err(|e| change_err(e, path, "delete")),
+        }
     }
 
     /// Lists the files (never folders) under a prefix, with sizes.
