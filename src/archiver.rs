@@ -237,8 +237,9 @@ impl Shared<'_> {
     }
 }
 
-/// Opens a source file without updating its access time where the kernel allows it.
-fn open_noatime(path: &Path) -> std::io::Result<std::fs::File> {
+/// Opens a file for reading without updating its access time where the kernel allows it
+/// (owner or root).
+pub(crate) fn open_noatime(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
         .read(true)

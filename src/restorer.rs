@@ -368,7 +368,8 @@ fn verify_file(
     file: &PlannedFile,
 ) -> std::result::Result<(), String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(&file.path).map_err(|e| e.to_string())?;
+    // Reading back must not move the atime restore has just set.
+    let mut f = crate::archiver::open_noatime(&file.path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     if len != file.size {
         return Err(format!("size {len}, snapshot has {}", file.size));
