@@ -285,6 +285,39 @@ pub fn restore(
             })
     })?;
 
+    link_and_finish(&mut plan, opts, progress, &warnings)?;
+    let (mut verified_files, mut mismatches) = (0, Vec::new());
+    if opts.verify {
+        let results: Vec<Option<String>> = plan
+            .files
+            .par_iter()
+            .map(|file| {
+                verify_file(repo, index, file)
+                    .err()
+                    .map(|e| format!("{}: {}", file.path.display(), e))
+            })
+            .collect();
+        verified_files = results.len() as u64;
+        mismatches = results.into_iter().flatten().collect();
+    }
+    Ok(RestoreSummary {
+        verified_files,
+        mismatches,
+        files: (plan.files.len() + plan.links.len()) as u64,
+        dirs: plan.dirs.len() as u64,
+        bytes: plan.files.iter().map(|f| f.size).sum(),
+        warnings: warnings.into_inner().unwrap(),
+    })
+}
+
+/// After the contents: hard links, special files, then metadata of files, special files and
+/// (deepest first) folders, all by path (format-spec §9a).
+fn link_and_finish(
+    plan: &mut Plan,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+    warnings: &Mutex<Vec<String>>,
+) -> Result<()> {
     for (path, fi) in &plan.links {
         if opts.overwrite {
             remove_existing(path);
@@ -337,28 +370,7 @@ pub fn restore(
                 .push(format!("{}: {e}", path.display()));
         }
     }
-    let (mut verified_files, mut mismatches) = (0, Vec::new());
-    if opts.verify {
-        let results: Vec<Option<String>> = plan
-            .files
-            .par_iter()
-            .map(|file| {
-                verify_file(repo, index, file)
-                    .err()
-                    .map(|e| format!("{}: {}", file.path.display(), e))
-            })
-            .collect();
-        verified_files = results.len() as u64;
-        mismatches = results.into_iter().flatten().collect();
-    }
-    Ok(RestoreSummary {
-        verified_files,
-        mismatches,
-        files: (plan.files.len() + plan.links.len()) as u64,
-        dirs: plan.dirs.len() as u64,
-        bytes: plan.files.iter().map(|f| f.size).sum(),
-        warnings: warnings.into_inner().unwrap(),
-    })
+    Ok(())
 }
 
 /// Reads a restored file back and checks every chunk against the snapshot's blob ids.
