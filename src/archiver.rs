@@ -237,8 +237,9 @@ impl Shared<'_> {
     }
 }
 
-/// Opens a source file without updating its access time where the kernel allows it.
-fn open_noatime(path: &Path) -> std::io::Result<std::fs::File> {
+/// Opens a file for reading without updating its access time where the kernel allows it
+/// (owner or root).
+pub(crate) fn open_noatime(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
         .read(true)
@@ -381,6 +382,8 @@ pub fn snapshot(
     progress: &Progress,
 ) -> Result<SnapshotOutcome> {
     let started = Instant::now();
+    // One instant for the snapshot and its stream node (format-spec §9, §10).
+    let time_unix_ns = opts.time_unix_ns.unwrap_or_else(crate::snapshot::now_ns);
     let mut paths = Vec::new();
     for p in &opts.paths {
         let abs = if p.is_absolute() {
@@ -488,7 +491,7 @@ pub fn snapshot(
                 let mut slots = Vec::new();
                 // The stream first: a dump command should not wait while folders are walked.
                 if let Some(s) = stream.take() {
-                    let node = stream_node(&s.name, &names_cache);
+                    let node = stream_node(&s.name, time_unix_ns, &names_cache);
                     let read = shared
                         .store_stream(s.reader)
                         .map_err(|e| Error::other(format!("reading {}: {e}", s.name)));
@@ -561,7 +564,7 @@ pub fn snapshot(
     tags.sort();
     tags.dedup();
     let snapshot = Snapshot {
-        time_unix_ns: opts.time_unix_ns.unwrap_or_else(crate::snapshot::now_ns),
+        time_unix_ns,
         hostname: host,
         username: crate::snapshot::username(),
         paths: snap_paths,
@@ -608,9 +611,9 @@ fn root_name(p: &Path) -> Vec<u8> {
     }
 }
 
-fn stream_node(name: &str, names: &NameCache) -> Node {
+/// The file node of a `--stdin`/`--command` stream; its times are the snapshot's time.
+fn stream_node(name: &str, time_unix_ns: i64, names: &NameCache) -> Node {
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let now = crate::snapshot::now_ns();
     Node {
         name: name.as_bytes().to_vec(),
         kind: NodeKind::File,
@@ -619,9 +622,9 @@ fn stream_node(name: &str, names: &NameCache) -> Node {
         gid,
         user: names.user(uid),
         group: names.group(gid),
-        mtime_ns: now,
-        ctime_ns: now,
-        atime_ns: now,
+        mtime_ns: time_unix_ns,
+        ctime_ns: time_unix_ns,
+        atime_ns: time_unix_ns,
         size: 0,
         inode: 0,
         device: 0,
@@ -716,7 +719,7 @@ impl<'a> Walker<'a> {
     fn placeholder(&self, name: &[u8]) -> Node {
         Node {
             name: name.to_vec(),
-            ..stream_node("", self.names)
+            ..stream_node("", 0, self.names)
         }
     }
 

@@ -285,6 +285,39 @@ pub fn restore(
             })
     })?;
 
+    link_and_finish(&mut plan, opts, progress, &warnings)?;
+    let (mut verified_files, mut mismatches) = (0, Vec::new());
+    if opts.verify {
+        let results: Vec<Option<String>> = plan
+            .files
+            .par_iter()
+            .map(|file| {
+                verify_file(repo, index, file)
+                    .err()
+                    .map(|e| format!("{}: {}", file.path.display(), e))
+            })
+            .collect();
+        verified_files = results.len() as u64;
+        mismatches = results.into_iter().flatten().collect();
+    }
+    Ok(RestoreSummary {
+        verified_files,
+        mismatches,
+        files: (plan.files.len() + plan.links.len()) as u64,
+        dirs: plan.dirs.len() as u64,
+        bytes: plan.files.iter().map(|f| f.size).sum(),
+        warnings: warnings.into_inner().unwrap(),
+    })
+}
+
+/// After the contents: hard links, special files, then metadata of files, special files and
+/// (deepest first) folders, all by path (format-spec §9a).
+fn link_and_finish(
+    plan: &mut Plan,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+    warnings: &Mutex<Vec<String>>,
+) -> Result<()> {
     for (path, fi) in &plan.links {
         if opts.overwrite {
             remove_existing(path);
@@ -292,17 +325,23 @@ pub fn restore(
         let src = &plan.files[*fi].path;
         std::fs::hard_link(src, path).map_err(|e| Error::io(path, e))?;
     }
-    for (path, node) in &plan.others {
+    // Sockets are not made (a socket belongs to the program that listens on it): one
+    // warning each, and no metadata to set.
+    plan.others.retain(|(path, node)| {
         if opts.overwrite {
             remove_existing(path);
         }
-        if let Err(e) = create_special(path, node) {
-            warnings
-                .lock()
-                .unwrap()
-                .push(format!("{}: {e}", path.display()));
+        match create_special(path, node) {
+            Ok(()) => true,
+            Err(e) => {
+                warnings
+                    .lock()
+                    .unwrap()
+                    .push(format!("{}: {e}", path.display()));
+                false
+            }
         }
-    }
+    });
     let is_root = unsafe { libc::geteuid() } == 0;
     plan.files.par_iter().for_each(|file| {
         let path = &file.path;
@@ -331,28 +370,7 @@ pub fn restore(
                 .push(format!("{}: {e}", path.display()));
         }
     }
-    let (mut verified_files, mut mismatches) = (0, Vec::new());
-    if opts.verify {
-        let results: Vec<Option<String>> = plan
-            .files
-            .par_iter()
-            .map(|file| {
-                verify_file(repo, index, file)
-                    .err()
-                    .map(|e| format!("{}: {}", file.path.display(), e))
-            })
-            .collect();
-        verified_files = results.len() as u64;
-        mismatches = results.into_iter().flatten().collect();
-    }
-    Ok(RestoreSummary {
-        verified_files,
-        mismatches,
-        files: (plan.files.len() + plan.links.len()) as u64,
-        dirs: plan.dirs.len() as u64,
-        bytes: plan.files.iter().map(|f| f.size).sum(),
-        warnings: warnings.into_inner().unwrap(),
-    })
+    Ok(())
 }
 
 /// Reads a restored file back and checks every chunk against the snapshot's blob ids.
@@ -362,7 +380,8 @@ fn verify_file(
     file: &PlannedFile,
 ) -> std::result::Result<(), String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(&file.path).map_err(|e| e.to_string())?;
+    // Reading back must not move the atime restore has just set.
+    let mut f = crate::archiver::open_noatime(&file.path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     if len != file.size {
         return Err(format!("size {len}, snapshot has {}", file.size));
@@ -497,7 +516,11 @@ fn create_special(path: &Path, node: &Node) -> std::io::Result<()> {
                 node.rdev as libc::dev_t,
             )
         },
-        _ => return Err(std::io::Error::other("sockets are not restored")),
+        _ => {
+            return Err(std::io::Error::other(
+                "socket not restored (sockets are made by the program that listens on them)",
+            ))
+        }
     };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
@@ -505,16 +528,20 @@ fn create_special(path: &Path, node: &Node) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sets owner, xattrs, mode and times by path, never opening the entry: opening a FIFO
+/// blocks until a writer comes, and opening a device node talks to the device. Owner first,
+/// since `chown` clears setuid and setgid bits that the mode then sets again; times last.
 fn apply_metadata(path: &Path, node: Meta, is_root: bool) -> std::io::Result<()> {
     if is_root {
-        let c =
-            std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-        if unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
     }
     for (k, v) in node.xattrs {
+        // lsetxattr: a symlink's own attributes, never its target's.
         let _ = xattr::set(path, OsStr::from_bytes(k), v);
+    }
+    // A symlink has no mode of its own (its node says 0o777), and chmod would follow it.
+    if !node.symlink {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))?;
     }
     let atime = filetime::FileTime::from_unix_time(
         node.atime_ns.div_euclid(1_000_000_000),
@@ -524,13 +551,9 @@ fn apply_metadata(path: &Path, node: Meta, is_root: bool) -> std::io::Result<()>
         node.mtime_ns.div_euclid(1_000_000_000),
         node.mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
-    if node.symlink {
-        filetime::set_symlink_file_times(path, atime, mtime)?;
-    } else {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))?;
-        filetime::set_file_times(path, atime, mtime)?;
-    }
-    Ok(())
+    // utimensat(AT_SYMLINK_NOFOLLOW) on the path, for every kind (filetime's
+    // `set_file_times` opens the file).
+    filetime::set_symlink_file_times(path, atime, mtime)
 }
 
 /// Raw bytes of a file `dump` decodes at once; the previous window is written out meanwhile.

@@ -184,6 +184,81 @@ fn read_only_repository_refuses_writes_and_still_reads() {
     assert_intact(&repo, &id, &src);
 }
 
+/// Every file and folder of a repository with its size, mode and mtime: what a command that
+/// only reads must leave exactly as it was.
+fn full_listing(dir: &Path) -> Vec<(PathBuf, u64, u32, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::iter::once(PathBuf::new())
+        .chain(walk(dir))
+        .map(|rel| {
+            let m = std::fs::symlink_metadata(dir.join(&rel)).unwrap();
+            (rel, m.len(), m.mode(), m.mtime(), m.mtime_nsec())
+        })
+        .collect()
+}
+
+/// Commands that only read (`snapshots`, `log`, `restore`, `ls`, `dump`, `check`, `diff`,
+/// `find`, `stats`, `key list`) write nothing into the repository, not even `tmp/`: they work
+/// on a repository the user may not write to, and as root they leave it unchanged.
+#[test]
+fn read_only_commands_write_nothing() {
+    let (repo, src, first) = repo_with_snapshot(&[]);
+    std::fs::write(src.join("a.txt"), b"alpha, changed").unwrap();
+    let second = snapshot_id(&repo, &[], &src);
+    // What a finished write leaves is an empty tmp/; a repository copied or synced elsewhere
+    // has none.
+    std::fs::remove_dir(repo.repo.join("tmp")).unwrap();
+    let before = full_listing(&repo.repo);
+    let target = repo.path("restores");
+    std::fs::create_dir_all(&target).unwrap();
+    let reads: Vec<Vec<String>> = vec![
+        vec!["snapshots".into()],
+        vec!["log".into()],
+        vec!["ls".into(), second.clone()],
+        vec!["dump".into(), second.clone(), "src/a.txt".into()],
+        vec!["check".into(), "--read-data".into()],
+        vec!["diff".into(), first.clone(), second.clone()],
+        vec!["find".into(), "*.log".into()],
+        vec!["stats".into()],
+        vec!["key".into(), "list".into()],
+    ];
+    for args in &reads {
+        repo.cmd().args(args).assert().success();
+    }
+    repo.cmd()
+        .args(["restore", &second, "--verify", "--target"])
+        .arg(target.join("root"))
+        .assert()
+        .success();
+    assert_eq!(
+        full_listing(&repo.repo),
+        before,
+        "a read changed the repository"
+    );
+
+    // The same as a user who may not write there: the folder and its files are read-only.
+    chown_tree(&repo.repo, NOBODY, NOBODY);
+    chmod_tree(&repo.repo, 0o555, 0o444);
+    chown_tree(&target, NOBODY, NOBODY);
+    let before = full_listing(&repo.repo);
+    for args in &reads {
+        let out = repo.cmd_as_nobody().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+    }
+    repo.cmd_as_nobody()
+        .args(["restore", &second, "--verify", "--target"])
+        .arg(target.join("nobody"))
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(target.join("nobody/src/a.txt")).unwrap(),
+        b"alpha, changed"
+    );
+    assert_eq!(full_listing(&repo.repo), before);
+    assert!(!repo.repo.join("tmp").exists());
+    chmod_tree(&repo.repo, 0o755, 0o644);
+}
+
 /// A tmpfs mounted for one test, unmounted however the test ends.
 struct Tmpfs(PathBuf);
 

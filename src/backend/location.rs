@@ -101,14 +101,13 @@ pub fn parse(url: &str, opts: &mut Options) -> Result<Location> {
         .to_string();
     Ok(Location {
         scheme: "fs".into(),
-        config: vec![
-            ("root".into(), root_s.clone()),
-            // Writes land in tmp/ first, are fsynced, then renamed: no half file is ever visible.
-            ("atomic_write_dir".into(), format!("{root_s}/tmp")),
-        ],
+        // No `atomic_write_dir`: OpenDAL would create `tmp/` when the operator is built, and a
+        // command that only reads must write nothing (it may run on read-only storage). Writes
+        // through OpenDAL go to `tmp/` and are renamed (`rename_writes`), creating it only then.
+        config: vec![("root".into(), root_s.clone())],
         display: root_s,
         local_root: Some(root),
-        rename_writes: false,
+        rename_writes: true,
     })
 }
 
@@ -344,7 +343,9 @@ mod tests {
             ("fs", Some("/srv/repo"))
         );
         let l = parse("fs:/srv/repo", &mut Options::new()).unwrap();
-        assert_eq!(get(&l, "atomic_write_dir"), Some("/srv/repo/tmp"));
+        // Writes go through tmp/ by rename; nothing makes tmp/ before a write needs it.
+        assert!(l.rename_writes);
+        assert_eq!(get(&l, "atomic_write_dir"), None);
         assert!(parse("ftp://x/y", &mut Options::new()).is_err());
     }
 

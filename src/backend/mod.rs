@@ -120,8 +120,8 @@ impl Backend {
             )));
         }
         if let Some(root) = &loc.local_root {
-            // Checked before the operator is built: building it creates `tmp/`, which must
-            // not appear in a folder that turns out to hold no repository.
+            // Checked before the operator is built: building it creates a missing root folder,
+            // which must not appear where no repository is.
             let no_config = matches!(std::fs::symlink_metadata(root.join(CONFIG_PATH)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound);
             if !create && (!root.is_dir() || no_config) {
@@ -420,7 +420,7 @@ impl Backend {
     async fn write_async(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         let buf = opendal::Buffer::from(bytes);
         self.attempt(|| async {
-            let res = match self.fault(Op::Write).await {
+            match self.fault(Op::Write).await {
                 Ok(Some(Fault::Cut)) => {
                     let _ = self.op.write(path, buf.slice(0..buf.len() / 2)).await;
                     Err(opendal::Error::new(
@@ -431,30 +431,10 @@ impl Backend {
                 }
                 Ok(_) => self.write_once(path, buf.clone()).await,
                 Err(e) => Err(e),
-            };
-            if res.is_err() {
-                self.remove_temp_of(path);
             }
-            res
         })
         .await
         .map_err(|e| change_err(e, path, "write"))
-    }
-
-    /// OpenDAL's fs service leaves the temporary file of a failed write
-    /// (`tmp/<name>.<random>`) behind; on a full disk that file holds the space the next run
-    /// needs, so remove it. Names are hashes of sealed bytes with random nonces, so no other
-    /// writer uses the same one.
-    fn remove_temp_of(&self, path: &str) {
-        let Some(dir) = self.local_temp_dir() else {
-            return;
-        };
-        let prefix = format!("{}.", path.rsplit('/').next().unwrap_or(path));
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
     }
 
     /// `tmp/` of a local repository, where writes land before they are renamed into place.
