@@ -103,10 +103,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // Snapshots before index files: a snapshot is saved only after its index, so every
     // snapshot listed here has its blobs in the index files read next. Snapshots saved later
     // come from backups whose markers make phase 2 wait for them.
-    let snaps = repo.list_snapshots()?;
+    // Strictly: prune cannot know what a snapshot it cannot read uses, nor which packs an
+    // index file it cannot read lists, so it stops rather than delete them.
+    let snaps = repo.list_snapshots_strict().map_err(refuse)?;
     let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
     // Index files as loaded, with ids, so the consolidated index can supersede exactly them.
-    let files = repo.load_index_files()?;
+    let files = repo.load_index_files_strict().map_err(refuse)?;
     let loaded_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
     let marks = load_marks(repo)?;
     let live = Index::build(&files, &[]);
@@ -144,25 +146,30 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     report.recovered_packs = recovered.len() as u64;
 
-    // Classify live packs by how much of them is used.
-    let mut per_pack: HashMap<u32, (u64, u64, u64, u64)> = HashMap::new(); // used n, used bytes, unused n, unused bytes
-    for (id, loc) in live.iter() {
-        let e = per_pack.entry(loc.pack).or_default();
-        if used.contains(&id) {
-            e.0 += 1;
-            e.1 += loc.length as u64;
-        } else {
-            e.2 += 1;
-            e.3 += loc.length as u64;
-        }
-    }
-    let mut remove: Vec<IndexPack> = Vec::new();
-    let mut repack: Vec<(u32, f64)> = Vec::new();
     let index_packs: HashMap<Id, &IndexPack> = files
         .iter()
         .flat_map(|(_, f)| f.packs.iter())
         .map(|p| (p.id, p))
         .collect();
+    // Classify live packs by how much of them is used. A blob stored twice (two backups
+    // stored it at once) is used only where the index resolves it; every other copy counts
+    // as unused, so a pack holding a second copy is repacked without it.
+    let mut per_pack: HashMap<u32, (u64, u64, u64, u64)> = HashMap::new(); // used n, used bytes, unused n, unused bytes
+    for (n, p) in live.packs().iter().enumerate() {
+        let n = n as u32;
+        let e = per_pack.entry(n).or_default();
+        for b in &index_packs[&p.id].blobs {
+            if used.contains(&b.id) && is_resolved_copy(&live, n, b) {
+                e.0 += 1;
+                e.1 += b.length as u64;
+            } else {
+                e.2 += 1;
+                e.3 += b.length as u64;
+            }
+        }
+    }
+    let mut remove: Vec<IndexPack> = Vec::new();
+    let mut repack: Vec<(u32, f64)> = Vec::new();
     for (n, p) in live.packs().iter().enumerate() {
         let (un, ub, nn, nb) = per_pack.get(&(n as u32)).copied().unwrap_or_default();
         report.used_blobs += un;
@@ -229,7 +236,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
         let entry = index_packs[&info.id];
         for b in &entry.blobs {
-            if !used.contains(&b.id) {
+            // Each used blob once: the copy the index resolves it to. Another copy (in this
+            // pack or in another) would give the new pack two header entries for one id.
+            if !used.contains(&b.id) || !is_resolved_copy(&live, *n, b) {
                 continue;
             }
             let sealed = bytes
@@ -299,6 +308,21 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     Ok(report)
+}
+
+/// Why prune stops on a damaged file, in one line.
+fn refuse(e: Error) -> Error {
+    match e {
+        Error::Corrupt { .. } => Error::other(format!("{e} — prune stops rather than guess")),
+        e => e,
+    }
+}
+
+/// Whether `blob`, listed in pack number `pack` of `live`, is the copy `live` resolves its id
+/// to (a blob stored twice resolves to one copy only).
+fn is_resolved_copy(live: &Index, pack: u32, blob: &crate::format::PackedBlob) -> bool {
+    live.get(&blob.id)
+        .is_some_and(|l| l.pack == pack && l.offset == blob.offset)
 }
 
 const BLOBS_PER_INDEX_FILE: usize = 100_000;
