@@ -268,12 +268,13 @@ fn generation(backend: &Backend) -> Result<(Vec<Id>, Vec<Id>)> {
     Ok((ids(FileKind::Index)?, ids(FileKind::PruneMark)?))
 }
 
+/// The repository and the damaged key files, or the damage that keeps anything else from
+/// being checked.
+type Opened = std::result::Result<(Repository, Vec<Damage>), Vec<Damage>>;
+
 /// Opens config and keys for checking: the repository and the damaged key files, or (inner
 /// `Err`) the damage that keeps anything else from being checked.
-fn open_for_check(
-    backend: &Backend,
-    password: &[u8],
-) -> Result<std::result::Result<(Repository, Vec<Damage>), Vec<Damage>>> {
+fn open_for_check(backend: &Backend, password: &[u8]) -> Result<Opened> {
     let mut damage = Vec::new();
     let mut add = |object: String, problem: String| {
         damage.push(Damage {
