@@ -402,8 +402,8 @@ fn repack_copies_a_blob_stored_in_two_packs_once() {
         .args(["prune", "--max-unused", "0%"])
         .assert()
         .success();
-    assert_no_blob_stored_twice_in_a_pack(&repo);
     assert_check_passes(&repo, &["--read-data"]);
+    assert_no_blob_stored_twice_in_a_pack(&repo);
     restore_and_compare(&repo, &s3, &keep, "keep");
 }
 
@@ -474,8 +474,8 @@ fn prune_heals_a_pack_holding_a_blob_twice() {
         .args(["prune", "--max-unused", "0%"])
         .assert()
         .success();
-    assert_no_blob_stored_twice_in_a_pack(&repo);
     assert_check_passes(&repo, &["--read-data"]);
+    assert_no_blob_stored_twice_in_a_pack(&repo);
     restore_and_compare(&repo, &id, &src, "src");
 }
 
