@@ -136,6 +136,9 @@ pub struct CheckReport {
     pub affected: Vec<Affected>,
     pub too_old: Vec<TooOld>,
     pub reclaimable: Reclaimable,
+    /// What the check saw that is not damage: files a prune beside it deleted, passes made
+    /// again because the repository changed.
+    pub notes: Vec<String>,
 }
 
 impl CheckReport {
@@ -149,6 +152,53 @@ pub struct CheckProgress {
     pub bytes: AtomicU64,
 }
 
+/// Collects what a pass finds, from many threads. A file that was listed (or indexed) but is
+/// gone when read goes to `vanished`: damage only if the repository did not change meanwhile.
+#[derive(Default)]
+struct Findings {
+    damage: Mutex<Vec<Damage>>,
+    vanished: Mutex<Vec<Damage>>,
+}
+
+impl Findings {
+    fn add(&self, object: String, problem: String, blobs: usize) {
+        self.damage.lock().unwrap().push(Damage {
+            object,
+            problem,
+            blobs,
+        })
+    }
+
+    /// A read of `object` failed: vanished when it was not found, damage otherwise.
+    fn read_failed(&self, object: String, e: &Error, blobs: usize) {
+        let d = Damage {
+            object,
+            problem: format!("cannot read: {e}"),
+            blobs,
+        };
+        if crate::backend::is_not_found(e) {
+            self.vanished.lock().unwrap().push(d)
+        } else {
+            self.damage.lock().unwrap().push(d)
+        }
+    }
+}
+
+/// What survives from one pass to the next: packs never change once written, so a pack a
+/// pass verified intact is not read again, and the trees it held are kept.
+#[derive(Default)]
+struct Carry {
+    verified: Mutex<HashSet<Id>>,
+    trees: Mutex<HashMap<Id, TreeRefs>>,
+    data_packs_read: u64,
+    data_bytes_read: u64,
+    packs_read: Vec<String>,
+}
+
+/// Passes `check` makes at most: a pass that found damage or vanished files while the
+/// repository changed under it (a prune or backup beside it) is made again.
+const PASSES: usize = 3;
+
 /// Runs the check. Errors are only for a check that could not run at all.
 pub fn check(
     backend: &Backend,
@@ -156,16 +206,83 @@ pub fn check(
     opts: &CheckOptions,
     progress: &CheckProgress,
 ) -> Result<CheckReport> {
-    let mut report = CheckReport::default();
-    let damage = Mutex::new(Vec::<Damage>::new());
-    let add = |object: String, problem: String, blobs: usize| {
-        damage.lock().unwrap().push(Damage {
+    let (repo, key_damage) = match open_for_check(backend, password)? {
+        Ok(opened) => opened,
+        Err(damage) => {
+            return Ok(CheckReport {
+                damage,
+                ..Default::default()
+            })
+        }
+    };
+    let mut carry = Carry::default();
+    let mut notes = Vec::new();
+    for pass in 1..=PASSES {
+        let before = generation(backend)?;
+        let findings = Findings::default();
+        let mut report = check_pass(&repo, opts, progress, &findings, &mut carry)?;
+        let changed = generation(backend)? != before;
+        let mut damage = findings.damage.into_inner().unwrap();
+        let vanished = findings.vanished.into_inner().unwrap();
+        if changed && pass < PASSES && !(damage.is_empty() && vanished.is_empty()) {
+            notes.push(format!(
+                "pass {pass}: the repository changed while check ran (a prune or backup beside \
+                 it) and {} problems were seen; checked again",
+                damage.len() + vanished.len()
+            ));
+            continue;
+        }
+        if changed {
+            notes.extend(vanished.into_iter().map(|d| {
+                format!(
+                    "{}: deleted while check ran (a prune beside it), not damage",
+                    d.object
+                )
+            }));
+        } else {
+            damage.extend(vanished);
+        }
+        damage.extend(key_damage.iter().cloned());
+        damage.sort_by(|a, b| a.object.cmp(&b.object));
+        report.damage = damage;
+        report.notes = notes;
+        report.data_packs_read = carry.data_packs_read;
+        report.data_bytes_read = carry.data_bytes_read;
+        report.packs_read = std::mem::take(&mut carry.packs_read);
+        return Ok(report);
+    }
+    unreachable!("the last pass returns")
+}
+
+/// The index files and prune marks present: any prune that deletes anything changes them.
+fn generation(backend: &Backend) -> Result<(Vec<Id>, Vec<Id>)> {
+    let ids = |kind| -> Result<Vec<Id>> {
+        let mut v: Vec<Id> = backend
+            .list_ids(kind)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    Ok((ids(FileKind::Index)?, ids(FileKind::PruneMark)?))
+}
+
+/// The repository and the damaged key files, or the damage that keeps anything else from
+/// being checked.
+type Opened = std::result::Result<(Repository, Vec<Damage>), Vec<Damage>>;
+
+/// Opens config and keys for checking: the repository and the damaged key files, or (inner
+/// `Err`) the damage that keeps anything else from being checked.
+fn open_for_check(backend: &Backend, password: &[u8]) -> Result<Opened> {
+    let mut damage = Vec::new();
+    let mut add = |object: String, problem: String| {
+        damage.push(Damage {
             object,
             problem,
-            blobs,
+            blobs: 0,
         })
     };
-
     // Config and keys: the clear version first, then each key against its name and the password.
     let config_bytes = Repository::probe(backend)?;
     let scan = repository::scan_key_files(backend, password, true)?;
@@ -176,24 +293,19 @@ pub fn check(
         .partition(|p| matches!(p, repository::KeyProblem::Invalid(..)));
     for p in other.into_iter().chain(invalid) {
         match p {
-            repository::KeyProblem::Unreadable(path, e) => {
-                add(path, format!("cannot read: {e}"), 0)
-            }
+            repository::KeyProblem::Unreadable(path, e) => add(path, format!("cannot read: {e}")),
             repository::KeyProblem::WrongName(path) => {
-                add(path, "content does not match its name".into(), 0)
+                add(path, "content does not match its name".into())
             }
-            repository::KeyProblem::Invalid(path, e) => add(path, e.to_string(), 0),
+            repository::KeyProblem::Invalid(path, e) => add(path, e.to_string()),
         }
     }
-    let master = scan.master;
-    let Some((master, key_id)) = master else {
-        let d = damage.into_inner().unwrap();
-        if d.is_empty() {
+    let Some((master, key_id)) = scan.master else {
+        if damage.is_empty() {
             return Err(Error::WrongPassword);
         }
         // No intact key opens: report the damaged keys; nothing else can be checked.
-        report.damage = d;
-        return Ok(report);
+        return Ok(Err(damage));
     };
     let keys = master.derive();
     let config = match keys
@@ -209,81 +321,157 @@ pub fn check(
             add(
                 CONFIG_PATH.into(),
                 format!("{e}; no snapshot can be read without it"),
-                0,
             );
-            report.damage = damage.into_inner().unwrap();
-            return Ok(report);
+            return Ok(Err(damage));
         }
     };
     let repo = Repository::new(backend.clone(), keys, config, key_id, master);
+    Ok(Ok((repo, damage)))
+}
 
+/// Loads every file of one kind, naming each damaged one with what its loss means.
+fn load_checked<T: serde::de::DeserializeOwned + Send>(
+    repo: &Repository,
+    kind: FileKind,
+    seal: SealKind,
+    findings: &Findings,
+    loss: &str,
+) -> Result<Vec<(Id, T)>> {
+    let loaded = repo.load_all::<T>(kind, seal)?;
+    for (id, e) in loaded.damaged {
+        findings.add(kind.path(&id), format!("{e}; {loss}"), 0);
+    }
+    Ok(loaded.intact)
+}
+
+/// One pass over the repository (everything after config and keys).
+fn check_pass(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: &CheckProgress,
+    findings: &Findings,
+    carry: &mut Carry,
+) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
     // Snapshots before index files: a snapshot is saved after its index, so one saved by a
     // backup running beside this check is never judged against an older index.
-    let snap_ids: Vec<Id> = backend
-        .list_ids(FileKind::Snapshot)?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let loaded = repo.load_files::<Snapshot>(FileKind::Snapshot, SealKind::Snapshot, &snap_ids);
-    let mut snapshots: Vec<(Id, Snapshot)> = Vec::with_capacity(snap_ids.len());
-    for (id, res) in snap_ids.iter().zip(loaded) {
-        match res {
-            Ok(s) => snapshots.push((*id, s)),
-            Err(e) if crate::backend::is_not_found(&e) => {}
-            Err(e) => add(
-                FileKind::Snapshot.path(id),
-                format!("{e}; this snapshot is lost"),
-                0,
-            ),
-        }
-    }
+    let mut snapshots: Vec<(Id, Snapshot)> = load_checked(
+        repo,
+        FileKind::Snapshot,
+        SealKind::Snapshot,
+        findings,
+        "this snapshot is lost",
+    )?;
     snapshots.sort_by_key(|(id, s)| (s.time_unix_ns, *id));
     report.snapshots = snapshots.len() as u64;
-    // Index files.
-    let index_ids = backend.list_ids(FileKind::Index)?;
-    report.index_files = index_ids.len() as u64;
-    let index_ids: Vec<Id> = index_ids.into_iter().map(|(id, _)| id).collect();
-    let loaded = repo.load_files::<IndexFile>(FileKind::Index, SealKind::Index, &index_ids);
-    let mut index_files: Vec<(Id, IndexFile)> = Vec::with_capacity(index_ids.len());
-    for (id, res) in index_ids.iter().zip(loaded) {
-        match res {
-            Ok(f) => index_files.push((*id, f)),
-            Err(e) if crate::backend::is_not_found(&e) => {}
-            Err(e) => add(
-                FileKind::Index.path(id),
-                format!("{e}; the packs it lists are no longer indexed"),
-                0,
-            ),
-        }
-    }
+    let index_files: Vec<(Id, IndexFile)> = load_checked(
+        repo,
+        FileKind::Index,
+        SealKind::Index,
+        findings,
+        "the packs it lists are no longer indexed",
+    )?;
+    report.index_files = index_files.len() as u64;
+    // Every entry of the operations log and every backup marker opens and matches its name.
+    load_checked::<crate::format::LogEntry>(
+        repo,
+        FileKind::Log,
+        SealKind::Log,
+        findings,
+        "this log entry is lost",
+    )?;
+    load_checked::<crate::format::BackupMarker>(
+        repo,
+        FileKind::Lock,
+        SealKind::Lock,
+        findings,
+        "prune cannot tell which backup this marker announces",
+    )?;
+    let marks: Vec<(Id, crate::format::PruneMark)> = load_checked(
+        repo,
+        FileKind::PruneMark,
+        SealKind::PruneMark,
+        findings,
+        "the packs it lists are neither indexed nor deleted",
+    )?;
     // Packs a prune has marked but not yet deleted are still readable: a backup that ran during
     // the prune may use them until a later prune puts them back into the index.
-    let listed: HashMap<String, u64> = backend.list(FileKind::Pack)?.into_iter().collect();
+    let listed: HashMap<String, u64> = repo.backend.list(FileKind::Pack)?.into_iter().collect();
     let indexed: HashSet<Id> = index_files
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
-    let marked: Vec<crate::format::IndexPack> = match repo.load_prune_marks() {
-        Ok(marks) => Repository::marked_packs(&marks)
-            .into_iter()
-            .filter(|p| {
-                !indexed.contains(&p.id)
-                    && listed.contains_key(&FileKind::Pack.path(&p.id))
-                    && !p.blobs.is_empty()
-            })
-            .collect(),
-        Err(e) => {
-            add("prune/".into(), format!("cannot read prune marks: {e}"), 0);
-            Vec::new()
-        }
-    };
+    let marked: Vec<crate::format::IndexPack> = Repository::marked_packs(&marks)
+        .into_iter()
+        .filter(|p| {
+            !indexed.contains(&p.id)
+                && listed.contains_key(&FileKind::Pack.path(&p.id))
+                && !p.blobs.is_empty()
+        })
+        .collect();
     drop(indexed);
     let index = Index::build(&index_files, &marked);
     drop(index_files);
     drop(marked);
     report.blobs = index.len() as u64;
+    report.packs = index.packs().len() as u64;
 
-    // Packs: present with the size the index implies; unknown files; unreferenced packs.
+    let bad_packs = check_pack_files(repo, &index, &listed, findings, &mut report);
+    let bad_blobs = read_packs(repo, &index, &bad_packs, opts, progress, findings, carry);
+    report.tree_packs = (0..index.packs().len() as u32)
+        .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
+        .count() as u64;
+
+    // Walk every snapshot's trees, recording used blobs and paths that cannot be restored.
+    let trees = carry.trees.lock().unwrap();
+    let mut walker = TreeWalker {
+        index: &index,
+        bad_packs: &bad_packs,
+        bad_blobs: &bad_blobs,
+        trees: &trees,
+        memo: HashMap::new(),
+        used: vec![0; index.len().div_ceil(64)],
+        missing: HashMap::new(),
+    };
+    for (id, snap) in &snapshots {
+        let paths = walker.walk(&snap.tree);
+        if !paths.is_empty() {
+            report.affected.push(Affected {
+                snapshot: id.to_hex(),
+                time: crate::snapshot::rfc3339(snap.time_unix_ns),
+                hostname: snap.hostname.clone(),
+                paths: paths
+                    .iter()
+                    .map(|p| if p.is_empty() { "/".into() } else { p.clone() })
+                    .collect(),
+            });
+        }
+    }
+    for (blob, why) in &walker.missing {
+        findings.add(format!("blob {}", blob.to_hex()), why.clone(), 1);
+    }
+    for (pos, (_, loc)) in index.iter().enumerate() {
+        if walker.used[pos / 64] & (1 << (pos % 64)) == 0 {
+            report.reclaimable.unused_blobs += 1;
+            report.reclaimable.unused_blob_bytes += loc.length as u64;
+        }
+    }
+    if let Some(max) = opts.max_age {
+        report.too_old = too_old(&snapshots, max);
+    }
+    Ok(report)
+}
+
+/// Packs against the listing of `data/`: each indexed pack present with the size the index
+/// implies; files in no index real packs of this repository (reclaimable) or damage. Returns
+/// the indexed packs that are missing or the wrong size.
+fn check_pack_files(
+    repo: &Repository,
+    index: &Index,
+    listed: &HashMap<String, u64>,
+    findings: &Findings,
+    report: &mut CheckReport,
+) -> HashSet<u32> {
     let mut bad_packs: HashSet<u32> = HashSet::new();
     let mut indexed_paths = HashSet::new();
     let mut blobs_per_pack: HashMap<u32, usize> = HashMap::new();
@@ -298,161 +486,134 @@ pub fn check(
         let path = FileKind::Pack.path(&p.id);
         indexed_paths.insert(path.clone());
         let nblobs = blobs_per_pack.get(&n).copied().unwrap_or(0);
-        match listed.get(&path) {
+        let problem = match listed.get(&path) {
             None => {
-                add(path, "missing".into(), nblobs);
+                // Gone since the index was read (a prune beside this check), or lost.
+                findings.vanished.lock().unwrap().push(Damage {
+                    object: path,
+                    problem: "missing".into(),
+                    blobs: nblobs,
+                });
                 bad_packs.insert(n);
+                continue;
             }
             Some(&size) if size != p.size => {
-                add(
-                    path,
-                    format!("size {size} bytes, the index says {}", p.size),
-                    nblobs,
-                );
-                bad_packs.insert(n);
+                format!("size {size} bytes, the index says {}", p.size)
             }
-            Some(_) => {
-                if max_end.get(&n).copied().unwrap_or(0) + 4 > p.size {
-                    add(
-                        path,
-                        "an index entry points past the pack's end".into(),
-                        nblobs,
-                    );
-                    bad_packs.insert(n);
-                }
+            Some(_) if max_end.get(&n).copied().unwrap_or(0) + 4 > p.size => {
+                "an index entry points past the pack's end".into()
             }
-        }
+            Some(_) => continue,
+        };
+        findings.add(path, problem, nblobs);
+        bad_packs.insert(n);
     }
-    report.packs = index.packs().len() as u64;
-    for (path, size) in &listed {
+    let max_header = crate::pack::max_header_len(repo.config.pack_target_size);
+    for (path, size) in listed {
         if indexed_paths.contains(path) {
             continue;
         }
         let name = path.rsplit('/').next().unwrap_or("");
         let valid_name = Id::from_hex(name).filter(|id| FileKind::Pack.path(id) == *path);
         let Some(id) = valid_name else {
-            add(path.clone(), "unknown file: not a pack name".into(), 0);
+            findings.add(path.clone(), "unknown file: not a pack name".into(), 0);
             continue;
         };
         // A pack in no index: reclaimable if it is a real pack of this repository.
-        match crate::pack::read_header(backend, &repo.keys, &id, *size) {
+        match crate::pack::read_header(&repo.backend, &repo.keys, &id, *size, max_header) {
             Ok(_) => {
                 report.reclaimable.unreferenced_packs += 1;
                 report.reclaimable.unreferenced_pack_bytes += size;
             }
-            Err(e) => add(path.clone(), format!("unknown file: {e}"), 0),
+            Err(e) if crate::backend::is_not_found(&e) => findings.read_failed(path.clone(), &e, 0),
+            Err(e) => findings.add(path.clone(), format!("unknown file: {e}"), 0),
         }
     }
+    bad_packs
+}
 
+/// Reads tree packs whole (hash against name, header against index, every blob opened, every
+/// tree kept for the walk) and the data packs `--read-data` selects. Packs an earlier pass
+/// verified are skipped. Returns the blobs found damaged.
+fn read_packs(
+    repo: &Repository,
+    index: &Index,
+    bad_packs: &HashSet<u32>,
+    opts: &CheckOptions,
+    progress: &CheckProgress,
+    findings: &Findings,
+    carry: &mut Carry,
+) -> HashSet<Id> {
     // Each pack's blobs, as positions in the index (4 bytes a blob).
     let mut by_pack: Vec<Vec<u32>> = vec![Vec::new(); index.packs().len()];
     for (pos, (_, loc)) in index.iter().enumerate() {
         by_pack[loc.pack as usize].push(pos as u32);
     }
-
-    // Blobs found damaged, by id.
     let bad_blobs: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
-
-    // Tree packs are read whole: hash against name, header against index, every blob opened.
+    let fresh = |n: &u32, blob_type: BlobType| {
+        index.pack(*n).blob_type == blob_type
+            && !bad_packs.contains(n)
+            && !carry.verified.lock().unwrap().contains(&index.pack(*n).id)
+    };
     let tree_packs: Vec<u32> = (0..index.packs().len() as u32)
-        .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
+        .filter(|n| fresh(n, BlobType::Tree))
         .collect();
-    report.tree_packs = tree_packs.len() as u64;
-    let tree_cache: Mutex<HashMap<Id, TreeRefs>> = Mutex::new(HashMap::new());
+    let data_packs: Vec<u32> = (0..index.packs().len() as u32)
+        .filter(|n| fresh(n, BlobType::Data))
+        .collect();
+    let selected = select_packs(index, &data_packs, &opts.read_data);
+    let ctx = PackCheck {
+        repo,
+        index,
+        by_pack: &by_pack,
+        findings,
+        bad_blobs: &bad_blobs,
+        progress,
+        max_header: crate::pack::max_header_len(repo.config.pack_target_size),
+    };
+    let (verified, trees) = (&carry.verified, &carry.trees);
+    let verify = |n: &u32, on_tree: &dyn Fn(Id, Vec<u8>)| {
+        if verify_pack(&ctx, *n, on_tree) {
+            verified.lock().unwrap().insert(index.pack(*n).id);
+        }
+    };
     repo.backend.with_read_pool(|| {
         tree_packs.par_iter().for_each(|n| {
             let on_tree =
                 |id: Id, raw: Vec<u8>| match crate::format::from_postcard::<Tree>(&raw, "tree") {
                     Ok(t) => {
                         let refs = TreeRefs::new(&t);
-                        tree_cache.lock().unwrap().insert(id, refs);
+                        trees.lock().unwrap().insert(id, refs);
                     }
                     Err(e) => {
-                        add(format!("tree {}", id.short()), e.to_string(), 1);
+                        findings.add(format!("tree {}", id.short()), e.to_string(), 1);
                         bad_blobs.lock().unwrap().insert(id);
                     }
                 };
-            verify_pack(
-                &repo, &index, &by_pack, *n, &add, &bad_blobs, progress, &on_tree,
-            );
+            verify(n, &on_tree);
         })
     });
-
-    // Data packs selected by --read-data.
-    let data_packs: Vec<u32> = (0..index.packs().len() as u32)
-        .filter(|n| index.pack(*n).blob_type == BlobType::Data && !bad_packs.contains(n))
-        .collect();
-    let selected = select_packs(&index, &data_packs, &opts.read_data);
-    report.data_packs_read = selected.len() as u64;
-    report.data_bytes_read = selected.iter().map(|n| index.pack(*n).size).sum();
-    report.packs_read = selected
-        .iter()
-        .map(|n| index.pack(*n).id.to_hex())
-        .collect();
     repo.backend.with_read_pool(|| {
-        selected.par_iter().for_each(|n| {
-            verify_pack(
-                &repo,
-                &index,
-                &by_pack,
-                *n,
-                &add,
-                &bad_blobs,
-                progress,
-                &|_, _| {},
-            );
-        })
+        selected.par_iter().for_each(|n| verify(n, &|_, _| {}));
     });
+    carry.data_packs_read += selected.len() as u64;
+    carry.data_bytes_read += selected.iter().map(|n| index.pack(*n).size).sum::<u64>();
+    carry
+        .packs_read
+        .extend(selected.iter().map(|n| index.pack(*n).id.to_hex()));
+    bad_blobs.into_inner().unwrap()
+}
 
-    // Walk every snapshot's trees, recording used blobs and paths that cannot be restored.
-    let bad_blobs = bad_blobs.into_inner().unwrap();
-    let tree_cache = tree_cache.into_inner().unwrap();
-    let mut walker = TreeWalker {
-        index: &index,
-        bad_packs: &bad_packs,
-        bad_blobs: &bad_blobs,
-        trees: &tree_cache,
-        memo: HashMap::new(),
-        used: vec![0; index.len().div_ceil(64)],
-        missing: HashMap::new(),
-    };
-    for (id, snap) in &snapshots {
-        let paths = walker.walk(&snap.tree);
-        if !paths.is_empty() {
-            report.affected.push(Affected {
-                snapshot: id.to_hex(),
-                time: crate::snapshot::rfc3339(snap.time_unix_ns),
-                hostname: snap.hostname.clone(),
-                paths: paths
-                    .iter()
-                    .map(|p| {
-                        if p.is_empty() {
-                            "/".to_string()
-                        } else {
-                            p.clone()
-                        }
-                    })
-                    .collect(),
-            });
-        }
-    }
-    for (blob, why) in &walker.missing {
-        add(format!("blob {}", blob.to_hex()), why.clone(), 1);
-    }
-    for (pos, (_, loc)) in index.iter().enumerate() {
-        if walker.used[pos / 64] & (1 << (pos % 64)) == 0 {
-            report.reclaimable.unused_blobs += 1;
-            report.reclaimable.unused_blob_bytes += loc.length as u64;
-        }
-    }
-
-    if let Some(max) = opts.max_age {
-        report.too_old = too_old(&snapshots, max);
-    }
-    let mut d = damage.into_inner().unwrap();
-    d.sort_by(|a, b| a.object.cmp(&b.object));
-    report.damage = d;
-    Ok(report)
+/// What verifying a pack needs besides the pack.
+struct PackCheck<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    by_pack: &'a [Vec<u32>],
+    findings: &'a Findings,
+    bad_blobs: &'a Mutex<HashSet<Id>>,
+    progress: &'a CheckProgress,
+    /// The longest pack header the format allows in this repository.
+    max_header: u64,
 }
 
 /// Bytes of a pack `check` reads at once: packs are streamed in pieces and hashed as they go,
@@ -461,51 +622,49 @@ const CHECK_PIECE: u64 = 4 << 20;
 
 /// Reads one pack, header first, then all of it in pieces, and verifies it: its hash against
 /// its name, its header against the index, every indexed blob. Hands the plaintext of each
-/// tree blob to `on_tree` as soon as it is opened.
-#[allow(clippy::too_many_arguments)]
-fn verify_pack(
-    repo: &Repository,
-    index: &Index,
-    by_pack: &[Vec<u32>],
-    n: u32,
-    add: &(dyn Fn(String, String, usize) + Sync),
-    bad_blobs: &Mutex<HashSet<Id>>,
-    progress: &CheckProgress,
-    on_tree: &dyn Fn(Id, Vec<u8>),
-) {
-    let info = index.pack(n);
+/// tree blob to `on_tree` as soon as it is opened. Returns whether it found nothing wrong.
+fn verify_pack(c: &PackCheck, n: u32, on_tree: &dyn Fn(Id, Vec<u8>)) -> bool {
+    let info = c.index.pack(n);
     let path = FileKind::Pack.path(&info.id);
-    let indexed: Vec<(Id, crate::index::BlobLocation)> = by_pack[n as usize]
+    let intact = std::cell::Cell::new(true);
+    let add = |object: String, problem: String, blobs: usize| {
+        intact.set(false);
+        c.findings.add(object, problem, blobs);
+    };
+    let indexed: Vec<(Id, crate::index::BlobLocation)> = c.by_pack[n as usize]
         .iter()
-        .map(|&pos| index.at(pos as usize))
+        .map(|&pos| c.index.at(pos as usize))
         .collect();
-    let mark_all = |why: String| {
-        add(path.clone(), why, indexed.len());
-        bad_blobs
+    let read_failed = |e: Error| {
+        intact.set(false);
+        c.findings.read_failed(path.clone(), &e, indexed.len());
+        c.bad_blobs
             .lock()
             .unwrap()
             .extend(indexed.iter().map(|(id, _)| *id));
     };
-    let read = |offset: u64, len: u64| repo.backend.read_range(&path, offset, len);
+    let read = |offset: u64, len: u64| c.repo.backend.read_range(&path, offset, len);
     let size = info.size;
 
-    // The header, from the pack's tail (a second read when it is longer than the first).
+    // The header, from the pack's tail (a second read when it is longer than the first, never
+    // longer than the format allows).
     let tail_len = size.min(64 * 1024);
     let tail = match read(size - tail_len, tail_len) {
         Ok(b) => b,
         Err(e) => {
-            mark_all(format!("cannot read: {e}"));
-            return;
+            read_failed(e);
+            return false;
         }
     };
-    let mut header = crate::pack::parse_header_from_tail(&repo.keys, &tail, size);
+    let mut header = crate::pack::claimed_header_len(&tail, c.max_header)
+        .and_then(|_| crate::pack::parse_header_from_tail(&c.repo.keys, &tail, size));
     if let Ok(None) = header {
         let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap()) as u64;
         match read(size - hlen - 4, hlen + 4) {
-            Ok(t) => header = crate::pack::parse_header_from_tail(&repo.keys, &t, size),
+            Ok(t) => header = crate::pack::parse_header_from_tail(&c.repo.keys, &t, size),
             Err(e) => {
-                mark_all(format!("cannot read: {e}"));
-                return;
+                read_failed(e);
+                return false;
             }
         }
     }
@@ -519,7 +678,7 @@ fn verify_pack(
     let mut buf: Vec<u8> = Vec::new();
     let (mut base, mut pos, mut next) = (0u64, 0u64, 0usize);
     let fail = |id: &Id, e: Error| {
-        bad_blobs.lock().unwrap().insert(*id);
+        c.bad_blobs.lock().unwrap().insert(*id);
         add(format!("blob {} in {path}", id.to_hex()), e.to_string(), 1);
     };
     while pos < size {
@@ -527,11 +686,11 @@ fn verify_pack(
         let piece = match read(pos, len) {
             Ok(b) => b,
             Err(e) => {
-                mark_all(format!("cannot read: {e}"));
-                return;
+                read_failed(e);
+                return false;
             }
         };
-        progress.bytes.fetch_add(len, Relaxed);
+        c.progress.bytes.fetch_add(len, Relaxed);
         hasher.update(&piece);
         if buf.is_empty() {
             buf = piece;
@@ -548,7 +707,7 @@ fn verify_pack(
                 break;
             }
             let sealed = &buf[(start - base) as usize..(end - base) as usize];
-            match crate::pack::open_blob(&repo.keys, info.blob_type, id, sealed, loc.raw_length) {
+            match crate::pack::open_blob(&c.repo.keys, info.blob_type, id, sealed, loc.raw_length) {
                 Ok(raw) => {
                     if info.blob_type == BlobType::Tree {
                         on_tree(*id, raw);
@@ -572,10 +731,11 @@ fn verify_pack(
         add(path.clone(), "content does not match its name".into(), 0);
     }
     match header {
-        Ok(Some(header)) => compare_header(&header, info.blob_type, &indexed, &path, add),
+        Ok(Some(header)) => compare_header(&header, info.blob_type, &indexed, &path, &add),
         Ok(None) => add(path.clone(), "header length inconsistent".into(), 0),
         Err(e) => add(path.clone(), format!("header: {e}"), 0),
     }
+    intact.get()
 }
 
 fn compare_header(
@@ -583,7 +743,7 @@ fn compare_header(
     blob_type: BlobType,
     indexed: &[(Id, crate::index::BlobLocation)],
     path: &str,
-    add: &(dyn Fn(String, String, usize) + Sync),
+    add: &dyn Fn(String, String, usize),
 ) {
     if header.blob_type != blob_type {
         add(
@@ -592,14 +752,16 @@ fn compare_header(
             0,
         );
     }
-    let in_header: HashMap<Id, (u32, u32)> = header
+    // A pack may hold a blob twice (earlier prunes repacked both copies of a blob two backups
+    // stored at once); the index then resolves it to one of them, which must be in the header.
+    let in_header: HashSet<(Id, u32, u32)> = header
         .blobs
         .iter()
-        .map(|b| (b.id, (b.offset, b.length)))
+        .map(|b| (b.id, b.offset, b.length))
         .collect();
     let mismatches = indexed
         .iter()
-        .filter(|(id, l)| in_header.get(id) != Some(&(l.offset, l.length)))
+        .filter(|(id, l)| !in_header.contains(&(*id, l.offset, l.length)))
         .count();
     if mismatches > 0 {
         add(

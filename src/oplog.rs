@@ -75,18 +75,12 @@ fn try_record(repo: &Repository, operation: &str, result: &str, snapshots: Vec<I
         .map(|_| ())
 }
 
-/// Every entry, oldest first.
-pub fn list(repo: &Repository) -> Result<Vec<(Id, LogEntry)>> {
-    let mut out = Vec::new();
-    for (id, _) in repo.backend.list_ids(FileKind::Log)? {
-        match repo.load_file::<LogEntry>(FileKind::Log, SealKind::Log, &id) {
-            Ok(e) => out.push((id, e)),
-            Err(e) if crate::backend::is_not_found(&e) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    out.sort_by(|a, b| a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0)));
-    Ok(out)
+/// Every intact entry, oldest first, and the damaged entries with what is wrong with each.
+pub fn list(repo: &Repository) -> Result<crate::repository::Loaded<LogEntry>> {
+    let mut all = repo.load_all::<LogEntry>(FileKind::Log, SealKind::Log)?;
+    all.intact
+        .sort_by(|a, b| a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0)));
+    Ok(all)
 }
 
 #[cfg(test)]

@@ -231,15 +231,52 @@ pub fn parse_header_from_tail(
     Ok(Some(header))
 }
 
-/// Reads and decodes a pack's header with one or two ranged reads.
-pub fn read_header(backend: &Backend, keys: &Keys, id: &Id, pack_size: u64) -> Result<PackHeader> {
+/// Bytes of a pack header entry at most: id, then offset, length and raw length as varints.
+const MAX_HEADER_ENTRY: u64 = 32 + 3 * 5;
+
+/// The longest sealed pack header a repository whose packs close at `pack_target_size` bytes
+/// can hold (format-spec §7). A pack is closed once its blobs reach the target, and a sealed
+/// blob is at least 42 bytes (41 of sealing, 1 of framing), so it holds at most
+/// `target / 42 + 2` blobs; each takes at most `MAX_HEADER_ENTRY` bytes in the header, plus
+/// the blob type and count, the frame byte (zstd is used only when it is shorter) and the
+/// 41 bytes of sealing. A stored length above this is junk, refused before it is read.
+pub fn max_header_len(pack_target_size: u32) -> u64 {
+    let blobs = pack_target_size as u64 / 42 + 2;
+    41 + 1 + 1 + 5 + blobs * MAX_HEADER_ENTRY
+}
+
+/// The header length a pack's last 4 bytes claim, refused when above `max_len`.
+pub fn claimed_header_len(tail: &[u8], max_len: u64) -> Result<u64> {
+    if tail.len() < 4 {
+        return Err(Error::corrupt("pack", "too short for a header"));
+    }
+    let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap()) as u64;
+    if hlen > max_len {
+        return Err(Error::corrupt(
+            "pack header",
+            format!("length {hlen} exceeds the longest the format allows ({max_len})"),
+        ));
+    }
+    Ok(hlen)
+}
+
+/// Reads and decodes a pack's header with one or two ranged reads, never more than
+/// `max_len` (see [`max_header_len`]) plus 64 KiB.
+pub fn read_header(
+    backend: &Backend,
+    keys: &Keys,
+    id: &Id,
+    pack_size: u64,
+    max_len: u64,
+) -> Result<PackHeader> {
     let path = FileKind::Pack.path(id);
     let first = pack_size.min(64 * 1024);
     let tail = backend.read_range(&path, pack_size - first, first)?;
+    let hlen = claimed_header_len(&tail, max_len)?;
     if let Some(h) = parse_header_from_tail(keys, &tail, pack_size)? {
         return Ok(h);
     }
-    let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap()) as u64;
+    drop(tail);
     let tail = backend.read_range(&path, pack_size - hlen - 4, hlen + 4)?;
     parse_header_from_tail(keys, &tail, pack_size)?
         .ok_or_else(|| Error::corrupt("pack header", "inconsistent length"))

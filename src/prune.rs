@@ -175,10 +175,12 @@ fn prune_in(
     // Snapshots before index files: a snapshot is saved only after its index, so every
     // snapshot listed here has its blobs in the index files read next. Snapshots saved later
     // come from backups whose markers make phase 2 wait for them.
-    let snaps = repo.list_snapshots()?;
+    // Strictly: prune cannot know what a snapshot it cannot read uses, nor which packs an
+    // index file it cannot read lists, so it stops rather than delete them.
+    let snaps = repo.list_snapshots_strict().map_err(refuse)?;
     let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
     // Index files as loaded, with ids, so the consolidated index can supersede exactly them.
-    let files = repo.load_index_files()?;
+    let files = repo.load_index_files_strict().map_err(refuse)?;
     let loaded_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
     let marks = load_marks(repo)?;
     let live = Index::build(&files, &[]);
@@ -218,20 +220,6 @@ fn prune_in(
     }
     report.recovered_packs = recovered.len() as u64;
 
-    // Classify live packs by how much of them is used.
-    let mut per_pack: HashMap<u32, (u64, u64, u64, u64)> = HashMap::new(); // used n, used bytes, unused n, unused bytes
-    for (id, loc) in live.iter() {
-        let e = per_pack.entry(loc.pack).or_default();
-        if used.contains(&id) {
-            e.0 += 1;
-            e.1 += loc.length as u64;
-        } else {
-            e.2 += 1;
-            e.3 += loc.length as u64;
-        }
-    }
-    let mut remove: Vec<IndexPack> = Vec::new();
-    let mut repack: Vec<(u32, f64)> = Vec::new();
     // Only the live files' packs: what a superseded file holds beyond them was dropped by the
     // prune that superseded it and may already be deleted.
     let superseded: HashSet<Id> = files
@@ -244,6 +232,9 @@ fn prune_in(
         .flat_map(|(_, f)| f.packs.iter())
         .map(|p| (p.id, p))
         .collect();
+    let per_pack = usage_per_pack(&live, &index_packs, &used);
+    let mut remove: Vec<IndexPack> = Vec::new();
+    let mut repack: Vec<(u32, f64)> = Vec::new();
     for (n, p) in live.packs().iter().enumerate() {
         let (un, ub, nn, nb) = per_pack.get(&(n as u32)).copied().unwrap_or_default();
         report.used_blobs += un;
@@ -288,52 +279,7 @@ fn prune_in(
         return Ok(report);
     }
 
-    // Repack: copy the used sealed blobs as they are into new packs.
-    let mut new_packs: Vec<IndexPack> = Vec::new();
-    let target = repo.config.pack_target_size as usize;
-    let mut builders: HashMap<BlobType, PackBuilder> = HashMap::new();
-    let flush = |b: PackBuilder, out: &mut Vec<IndexPack>| -> Result<()> {
-        let (bytes, entry) = b.finish(&repo.keys);
-        repo.backend.write(&FileKind::Pack.path(&entry.id), bytes)?;
-        out.push(entry);
-        Ok(())
-    };
-    let mut retired: Vec<IndexPack> = Vec::new();
-    for (n, _) in &repack {
-        let info = live.pack(*n);
-        let bytes = repo.backend.read(&FileKind::Pack.path(&info.id))?;
-        if Id::of_stored_bytes(&bytes) != info.id {
-            return Err(Error::corrupt(
-                FileKind::Pack.path(&info.id),
-                "content does not match its name; run `ocvault check`",
-            ));
-        }
-        let entry = index_packs[&info.id];
-        for b in &entry.blobs {
-            if !used.contains(&b.id) {
-                continue;
-            }
-            let sealed = bytes
-                .get(b.offset as usize..b.offset as usize + b.length as usize)
-                .ok_or_else(|| {
-                    Error::corrupt(FileKind::Pack.path(&info.id), "blob past the end")
-                })?;
-            let builder = builders
-                .entry(info.blob_type)
-                .or_insert_with(|| PackBuilder::new(info.blob_type, target + (1 << 20)));
-            builder.add(b.id, b.raw_length, sealed);
-            if builder.len() >= target {
-                let full = builders.remove(&info.blob_type).unwrap();
-                flush(full, &mut new_packs)?;
-            }
-        }
-        retired.push(entry.clone());
-    }
-    for (_, b) in builders.drain() {
-        if !b.is_empty() {
-            flush(b, &mut new_packs)?;
-        }
-    }
+    let (new_packs, retired) = repack_packs(repo, &live, &index_packs, &used, &repack)?;
     report.bytes_repacked_written = new_packs.iter().map(|p| p.size).sum();
 
     // One consolidated index of what stays, superseding every index file read above. Written in
@@ -377,6 +323,105 @@ fn prune_in(
     report.marks_pending = pending;
     crate::locks::remove_stale_temp_files(repo, session.storage_now()?);
     Ok(report)
+}
+
+/// Why prune stops on a damaged file, in one line.
+fn refuse(e: Error) -> Error {
+    match e {
+        Error::Corrupt { .. } => Error::other(format!("{e} — prune stops rather than guess")),
+        e => e,
+    }
+}
+
+/// Per live pack number: used blobs, their bytes, unused blobs, their bytes. A blob stored
+/// twice (two backups stored it at once) is used only where the index resolves it; every
+/// other copy counts as unused, so a pack holding a second copy is repacked without it.
+fn usage_per_pack(
+    live: &Index,
+    index_packs: &HashMap<Id, &IndexPack>,
+    used: &HashSet<Id>,
+) -> HashMap<u32, (u64, u64, u64, u64)> {
+    let mut per_pack: HashMap<u32, (u64, u64, u64, u64)> = HashMap::new();
+    for (n, p) in live.packs().iter().enumerate() {
+        let n = n as u32;
+        let e = per_pack.entry(n).or_default();
+        for b in &index_packs[&p.id].blobs {
+            if used.contains(&b.id) && is_resolved_copy(live, n, b) {
+                e.0 += 1;
+                e.1 += b.length as u64;
+            } else {
+                e.2 += 1;
+                e.3 += b.length as u64;
+            }
+        }
+    }
+    per_pack
+}
+
+/// Repack: copies the used sealed blobs of the packs to repack, as they are, into new packs.
+/// Returns the new packs and the index entries of the packs they replace.
+fn repack_packs(
+    repo: &Repository,
+    live: &Index,
+    index_packs: &HashMap<Id, &IndexPack>,
+    used: &HashSet<Id>,
+    repack: &[(u32, f64)],
+) -> Result<(Vec<IndexPack>, Vec<IndexPack>)> {
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    let target = repo.config.pack_target_size as usize;
+    let mut builders: HashMap<BlobType, PackBuilder> = HashMap::new();
+    let flush = |b: PackBuilder, out: &mut Vec<IndexPack>| -> Result<()> {
+        let (bytes, entry) = b.finish(&repo.keys);
+        repo.backend.write(&FileKind::Pack.path(&entry.id), bytes)?;
+        out.push(entry);
+        Ok(())
+    };
+    let mut retired: Vec<IndexPack> = Vec::new();
+    for (n, _) in repack {
+        let info = live.pack(*n);
+        let bytes = repo.backend.read(&FileKind::Pack.path(&info.id))?;
+        if Id::of_stored_bytes(&bytes) != info.id {
+            return Err(Error::corrupt(
+                FileKind::Pack.path(&info.id),
+                "content does not match its name; run `ocvault check`",
+            ));
+        }
+        let entry = index_packs[&info.id];
+        for b in &entry.blobs {
+            // Each used blob once: the copy the index resolves it to. Another copy (in this
+            // pack or in another) would give the new pack two header entries for one id.
+            if !used.contains(&b.id) || !is_resolved_copy(live, *n, b) {
+                continue;
+            }
+            let sealed = bytes
+                .get(b.offset as usize..b.offset as usize + b.length as usize)
+                .ok_or_else(|| {
+                    Error::corrupt(FileKind::Pack.path(&info.id), "blob past the end")
+                })?;
+            let builder = builders
+                .entry(info.blob_type)
+                .or_insert_with(|| PackBuilder::new(info.blob_type, target + (1 << 20)));
+            builder.add(b.id, b.raw_length, sealed);
+            if builder.len() >= target {
+                let full = builders.remove(&info.blob_type).unwrap();
+                flush(full, &mut new_packs)?;
+            }
+        }
+        retired.push(entry.clone());
+    }
+    for (_, b) in builders.drain() {
+        if !b.is_empty() {
+            flush(b, &mut new_packs)?;
+        }
+    }
+    Ok((new_packs, retired))
+}
+
+/// Whether `blob`, listed in pack number `pack` of `live`, is the copy `live` resolves its id
+/// to (a blob stored twice resolves to one copy only).
+fn is_resolved_copy(live: &Index, pack: u32, blob: &crate::format::PackedBlob) -> bool {
+    live.get(&blob.id)
+        .is_some_and(|l| l.pack == pack && l.offset == blob.offset)
 }
 
 const BLOBS_PER_INDEX_FILE: usize = 100_000;

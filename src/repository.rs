@@ -309,33 +309,57 @@ impl Repository {
         out.into_iter().map(|(_, r)| r).collect()
     }
 
-    /// Every index file, read once. A file that vanished since the listing was superseded
-    /// and deleted by a prune, which wrote the files superseding it first: the folder is
-    /// listed again until a listing's files are all read, so those are never missed.
-    pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        let mut files = Vec::new();
+    /// Every file of one kind, read once: the intact ones, and the damaged ones with what is
+    /// wrong; a storage error stops the listing. A file that vanished since the listing (a
+    /// superseded index file, a forgotten snapshot) is left out, and the folder is listed
+    /// again until a listing's files are all read: a prune deletes index files only after
+    /// writing the files that supersede them, so those are never missed.
+    pub fn load_all<T: DeserializeOwned + Send>(
+        &self,
+        kind: FileKind,
+        seal: SealKind,
+    ) -> Result<Loaded<T>> {
+        let mut out = Loaded {
+            intact: Vec::new(),
+            damaged: Vec::new(),
+        };
         let mut seen = std::collections::HashSet::new();
         loop {
             let ids: Vec<Id> = self
                 .backend
-                .list_ids(FileKind::Index)?
+                .list_ids(kind)?
                 .into_iter()
                 .map(|(id, _)| id)
                 .filter(|id| seen.insert(*id))
                 .collect();
-            let loaded = self.load_files(FileKind::Index, SealKind::Index, &ids);
+            let loaded = self.load_files(kind, seal, &ids);
             let mut vanished = false;
             for (id, res) in ids.into_iter().zip(loaded) {
                 match res {
-                    Ok(f) => files.push((id, f)),
+                    Ok(f) => out.intact.push((id, f)),
                     Err(e) if is_not_found(&e) => vanished = true,
+                    Err(e @ Error::Corrupt { .. }) => out.damaged.push((id, e)),
                     Err(e) => return Err(e),
                 }
             }
             if !vanished {
-                return Ok(files);
+                return Ok(out);
             }
         }
+    }
+
+    /// Every intact index file, read once. A damaged one is left out with a warning (once a
+    /// process), so one bad file does not stop backups and restores; `check` reports it.
+    pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        Ok(self
+            .load_all(FileKind::Index, SealKind::Index)?
+            .skip_damaged(FileKind::Index))
+    }
+
+    /// Every index file; a damaged one is an error (for `prune`, which must not replace an
+    /// index file it cannot read, nor delete the packs it may list).
+    pub fn load_index_files_strict(&self) -> Result<Vec<(Id, IndexFile)>> {
+        self.load_all(FileKind::Index, SealKind::Index)?.strict()
     }
 
     /// Packs of index files that other loaded files supersede, as far as the live ones do not
@@ -409,34 +433,49 @@ impl Repository {
         self.save_fenced(FileKind::Snapshot, SealKind::Snapshot, snap)
     }
 
-    /// Every snapshot, oldest first.
-    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        let ids: Vec<Id> = self
-            .backend
-            .list_ids(FileKind::Snapshot)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        let loaded = self.load_files(FileKind::Snapshot, SealKind::Snapshot, &ids);
-        let mut snaps = Vec::with_capacity(ids.len());
-        for (id, res) in ids.into_iter().zip(loaded) {
-            match res {
-                Ok(s) => snaps.push((id, s)),
-                // Forgotten by another client between listing and reading.
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        snaps.sort_by(|a: &(Id, Snapshot), b| {
+    /// Every snapshot, oldest first, and the damaged snapshot files.
+    fn load_snapshots(&self) -> Result<Loaded<Snapshot>> {
+        let mut all = self.load_all(FileKind::Snapshot, SealKind::Snapshot)?;
+        all.intact.sort_by(|a: &(Id, Snapshot), b| {
             a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0))
         });
-        Ok(snaps)
+        Ok(all)
     }
 
-    /// Resolves `latest` or a unique id prefix to one snapshot.
+    /// Every intact snapshot, oldest first. A damaged snapshot file is left out with a
+    /// warning (once a process), so the others can still be listed, restored and backed up
+    /// beside; `check` reports it.
+    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        Ok(self.load_snapshots()?.skip_damaged(FileKind::Snapshot))
+    }
+
+    /// Every snapshot, oldest first; a damaged snapshot file is an error (for `prune`, which
+    /// cannot know what such a snapshot uses).
+    pub fn list_snapshots_strict(&self) -> Result<Vec<(Id, Snapshot)>> {
+        self.load_snapshots()?.strict()
+    }
+
+    /// Resolves `latest` or a unique id prefix to one snapshot. An id that names only a
+    /// damaged snapshot file gives that damage (exit code 1), not "no snapshot".
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
-        let snaps = self.list_snapshots()?;
-        crate::snapshot::resolve(&snaps, spec).cloned()
+        let all = self.load_snapshots()?;
+        let found = crate::snapshot::resolve(&all.intact, spec).cloned();
+        let spec = spec.to_ascii_lowercase();
+        if found.is_err() && spec != "latest" && !spec.is_empty() {
+            if let Some(i) = all
+                .damaged
+                .iter()
+                .position(|(id, _)| id.to_hex().starts_with(&spec))
+            {
+                let (_, e) = all.damaged.into_iter().nth(i).unwrap();
+                return Err(with_hint(
+                    e,
+                    "this snapshot cannot be read; run `ocvault check`",
+                ));
+            }
+        }
+        all.skip_damaged(FileKind::Snapshot);
+        found
     }
 
     /// Reads one blob from its pack, opens it and checks its id.
@@ -472,6 +511,51 @@ impl Repository {
     }
 }
 
+/// Files of one kind as read: the intact ones and the damaged ones.
+pub struct Loaded<T> {
+    pub intact: Vec<(Id, T)>,
+    pub damaged: Vec<(Id, Error)>,
+}
+
+impl<T> Loaded<T> {
+    /// The intact files; each damaged one is named in a warning, once a process.
+    pub fn skip_damaged(self, kind: FileKind) -> Vec<(Id, T)> {
+        for (id, e) in &self.damaged {
+            warn_skipped_once(&kind.path(id), e);
+        }
+        self.intact
+    }
+
+    /// The intact files, or an error naming the first damaged one.
+    pub fn strict(self) -> Result<Vec<(Id, T)>> {
+        match self.damaged.into_iter().next() {
+            None => Ok(self.intact),
+            Some((_, e)) => Err(with_hint(e, "run `ocvault check`")),
+        }
+    }
+}
+
+/// A damage error with advice appended.
+fn with_hint(e: Error, hint: &str) -> Error {
+    match e {
+        Error::Corrupt { what, why } => Error::Corrupt {
+            what,
+            why: format!("{why}; {hint}"),
+        },
+        e => e,
+    }
+}
+
+/// Prints one warning line for a damaged file a command skipped, at most once a process.
+fn warn_skipped_once(path: &str, e: &Error) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if !warned.iter().any(|p| p == path) {
+        warned.push(path.to_string());
+        eprintln!("ocvault: warning: {e}; skipped it (`ocvault check` reports it)");
+    }
+}
+
 /// Reads the clear format version at the start of `config`, refusing unknown ones.
 pub fn read_config_version(bytes: &[u8]) -> Result<u32> {
     if bytes.len() < 12 || &bytes[..8] != CONFIG_MAGIC {
@@ -501,6 +585,13 @@ pub fn write_key_file(
         parallelism: 1,
         salt: crypto::random_bytes(),
     };
+    if !kdf_within_limits(&kdf) {
+        return Err(Error::usage(format!(
+            "Argon2id parameters too large: at most {MAX_KDF_MEMORY_KIB} KiB, \
+             {MAX_KDF_ITERATIONS} iterations, and memory times iterations at most \
+             {MAX_KDF_COST_KIB} KiB"
+        )));
+    }
     let wrap = crypto::password_key(password, &kdf)?;
     let payload = KeyPayload {
         master_key: *master.as_bytes(),
@@ -533,7 +624,7 @@ pub fn decode_key_file(bytes: &[u8]) -> Result<KeyFile> {
         });
     }
     // Refuse parameters that would make a hostile key file eat all memory or time.
-    if kf.kdf.memory_kib > 4 * 1024 * 1024 || kf.kdf.iterations > 100 || kf.kdf.parallelism > 64 {
+    if !kdf_within_limits(&kf.kdf) {
         return Err(Error::corrupt(
             "key file",
             "Argon2id parameters out of range",
@@ -542,9 +633,34 @@ pub fn decode_key_file(bytes: &[u8]) -> Result<KeyFile> {
     Ok(kf)
 }
 
+/// Argon2id memory a key file may ask for, in KiB (2 GiB: RFC 9106's first recommendation).
+pub const MAX_KDF_MEMORY_KIB: u32 = 2 * 1024 * 1024;
+/// Argon2id passes a key file may ask for.
+pub const MAX_KDF_ITERATIONS: u32 = 100;
+/// Memory times passes a key file may ask for, in KiB (8 GiB: about 6 s on one core of the
+/// test machine), so no key file costs more than that to try.
+pub const MAX_KDF_COST_KIB: u64 = 8 * 1024 * 1024;
+
+/// Whether Argon2id parameters are within what `init` and `key add` write and readers accept.
+pub fn kdf_within_limits(kdf: &KdfParams) -> bool {
+    kdf.memory_kib <= MAX_KDF_MEMORY_KIB
+        && kdf.iterations <= MAX_KDF_ITERATIONS
+        && kdf.memory_kib as u64 * kdf.iterations as u64 <= MAX_KDF_COST_KIB
+        && kdf.parallelism <= 64
+}
+
+/// What trying a password on a key file costs, for trying the cheapest first.
+fn kdf_cost(kdf: &KdfParams) -> u64 {
+    kdf.memory_kib as u64 * kdf.iterations as u64
+}
+
 /// Tries the password against one key file; `Ok(None)` when it does not fit.
 pub fn try_key_file(bytes: &[u8], password: &[u8]) -> Result<Option<(MasterKey, KeyPayload)>> {
-    let kf = decode_key_file(bytes)?;
+    open_key_file(&decode_key_file(bytes)?, password)
+}
+
+/// Tries the password against one decoded key file; `Ok(None)` when it does not fit.
+fn open_key_file(kf: &KeyFile, password: &[u8]) -> Result<Option<(MasterKey, KeyPayload)>> {
     let wrap = crypto::password_key(password, &kf.kdf)?;
     let Some(plain) = crypto::unwrap_with_password_key(&wrap, &kf.sealed_payload)? else {
         return Ok(None);
@@ -570,11 +686,13 @@ pub struct KeyScan {
     pub listed: usize,
 }
 
-/// Tries the password on the key files in listing order: the one loop behind `open` and
-/// `check`. With `check_all` (check), every key file is read, compared with its name and
-/// tried, and every problem is reported; otherwise (open) the first key that opens wins, a
-/// read error or a key file of an unknown version stops the scan with that error, and
-/// problems only matter when no key opens.
+/// Tries the password on the key files, the cheapest Argon2id parameters first, and stops at
+/// the first that opens: the one loop behind `open` and `check`. Every key file is read and
+/// decoded first (key files are small), so one with expensive parameters, which anyone who
+/// can write to the storage could add, never slows down a cheaper one the password opens.
+/// With `check_all` (check) every key file is also compared with its name and every problem
+/// is reported; otherwise (open) a key file of an unknown version stops the scan with that
+/// error, a read error is returned when no key opens, and problems only matter then.
 pub fn scan_key_files(backend: &Backend, password: &[u8], check_all: bool) -> Result<KeyScan> {
     let keys = backend.list_ids(FileKind::Key)?;
     let mut scan = KeyScan {
@@ -582,6 +700,8 @@ pub fn scan_key_files(backend: &Backend, password: &[u8], check_all: bool) -> Re
         problems: Vec::new(),
         listed: keys.len(),
     };
+    let mut read_error = None;
+    let mut candidates: Vec<(u64, Id, KeyFile)> = Vec::new();
     for (id, _) in keys {
         let path = FileKind::Key.path(&id);
         let bytes = match backend.read(&path) {
@@ -590,27 +710,38 @@ pub fn scan_key_files(backend: &Backend, password: &[u8], check_all: bool) -> Re
                 scan.problems.push(KeyProblem::Unreadable(path, e));
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                read_error.get_or_insert(e);
+                continue;
+            }
         };
         if check_all && Id::of_stored_bytes(&bytes) != id {
             scan.problems.push(KeyProblem::WrongName(path));
             continue;
         }
-        match try_key_file(&bytes, password) {
-            Ok(Some((m, _))) => {
-                if scan.master.is_none() {
-                    scan.master = Some((m, id));
-                }
-                if !check_all {
-                    break;
-                }
-            }
-            Ok(None) => {}
+        match decode_key_file(&bytes) {
+            Ok(kf) => candidates.push((kdf_cost(&kf.kdf), id, kf)),
             Err(e @ Error::UnsupportedVersion { .. }) if !check_all => return Err(e),
             Err(e) => scan.problems.push(KeyProblem::Invalid(path, e)),
         }
     }
-    Ok(scan)
+    candidates.sort_by_key(|(cost, id, _)| (*cost, *id));
+    for (_, id, kf) in candidates {
+        match open_key_file(&kf, password) {
+            Ok(Some((m, _))) => {
+                scan.master = Some((m, id));
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => scan
+                .problems
+                .push(KeyProblem::Invalid(FileKind::Key.path(&id), e)),
+        }
+    }
+    match read_error {
+        Some(e) if scan.master.is_none() => Err(e),
+        _ => Ok(scan),
+    }
 }
 
 fn open_master_key(backend: &Backend, password: &[u8]) -> Result<(MasterKey, Id)> {

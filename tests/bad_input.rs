@@ -609,3 +609,135 @@ fn symlink_loops_and_non_utf8_names_restore_as_they_were() {
     );
     assert_check_passes(&repo, &["--read-data"]);
 }
+
+/// One damaged file (a truncated snapshot file, or junk under a 64-hex name in `index/`) must
+/// not block the rest: `snapshots`, `restore` and `ls` of another snapshot, `forget` and a new
+/// `snapshot` skip it with one warning line naming it and exit 0; `check` reports it (exit 4);
+/// `prune` refuses with one line (exit 1) and deletes nothing.
+/// `in_listing`: whether `snapshots` and `forget` read the damaged file (they read no index
+/// file).
+fn one_damaged_file_is_skipped(in_listing: bool, damage: impl Fn(&TestRepo, &str) -> String) {
+    let (repo, src, good) = repo_with_snapshot(&[]);
+    let good_state = repo.path("good-state");
+    copy_tree(&src, &good_state);
+    std::fs::write(src.join("a.txt"), b"second").unwrap();
+    let other = snapshot_id(&repo, &[], &src);
+    let damaged = damage(&repo, &other);
+    let warned_once = |out: &std::process::Output, what: &str| {
+        let lines = stderr_lines(out);
+        let warnings: Vec<_> = lines.iter().filter(|l| l.contains(&damaged)).collect();
+        if (what == "snapshots" || what == "forget") && !in_listing {
+            assert!(lines.is_empty(), "{lines:?}");
+            return;
+        }
+        assert_eq!(
+            warnings.len(),
+            1,
+            "{what}: want one line naming {damaged}, got {lines:?}"
+        );
+        assert!(warnings[0].starts_with("ocvault: warning: "), "{lines:?}");
+    };
+
+    let out = repo.cmd().args(["--json", "snapshots"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    warned_once(&out, "snapshots");
+    let listed = last_json(&out);
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == good.as_str()));
+
+    let target = repo.path("restored");
+    let out = repo
+        .cmd()
+        .args(["restore", &good, "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    warned_once(&out, "restore");
+    assert_trees_equal(&good_state, &target.join("src"));
+
+    let out = repo.cmd().args(["ls", &good]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    warned_once(&out, "ls");
+
+    let out = repo
+        .cmd()
+        .args(["--json", "snapshot"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    warned_once(&out, "snapshot");
+
+    let out = repo
+        .cmd()
+        .args(["forget", "--keep-last", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    warned_once(&out, "forget");
+
+    let out = repo.cmd().args(["--json", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&damaged),
+        "check must name {damaged}"
+    );
+
+    let before = fingerprint(&repo.repo.join("data"));
+    let out = repo
+        .cmd()
+        .args(["prune", "--max-unused", "0%"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 1, &damaged);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("prune stops"));
+    assert_eq!(fingerprint(&repo.repo.join("data")), before);
+    assert!(repo.repo.join(&damaged).exists());
+}
+
+#[test]
+fn truncated_snapshot_file_blocks_only_itself() {
+    one_damaged_file_is_skipped(true, |repo, other| {
+        let path = format!("snapshots/{other}");
+        std::fs::write(repo.repo.join(&path), b"").unwrap();
+        path
+    });
+}
+
+#[test]
+fn restoring_the_damaged_snapshot_itself_fails_with_exit_code_1() {
+    let (repo, _src, id) = repo_with_snapshot(&[]);
+    std::fs::write(repo.repo.join(format!("snapshots/{id}")), b"").unwrap();
+    let target = repo.path("t");
+    for args in [
+        vec!["restore", &id[..8], "--target", target.to_str().unwrap()],
+        vec!["ls", &id],
+    ] {
+        let out = repo.cmd().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("snapshots/{id}")), "{err}");
+        assert!(
+            err.lines()
+                .filter(|l| !l.starts_with("ocvault: warning:"))
+                .count()
+                == 1,
+            "{err}"
+        );
+    }
+    assert!(!target.exists());
+}
+
+#[test]
+fn junk_index_file_blocks_nothing() {
+    one_damaged_file_is_skipped(false, |repo, _| {
+        let name = "ab".repeat(32);
+        let path = format!("index/{name}");
+        std::fs::write(repo.repo.join(&path), b"not an index file at all").unwrap();
+        path
+    });
+}

@@ -415,3 +415,166 @@ fn chrono_like_days_ago(days: u64) -> String {
     let t = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86400);
     humantime::format_rfc3339_seconds(t).to_string()
 }
+
+/// A byte flipped in any kind of stored file (config, key, snapshot, index, data pack, tree
+/// pack, log entry, backup marker, prune mark) is found by `check --read-data` (exit 4), which
+/// names the file.
+#[test]
+fn flipped_byte_in_every_kind_of_stored_file_is_found() {
+    let f = fixture();
+    let repo = &f.repo;
+    // A prune mark (packs marked, not yet deleted) and a backup marker.
+    repo.cmd()
+        .args(["forget", &f.b.snapshot])
+        .assert()
+        .success();
+    repo.cmd()
+        .args(["prune", "--grace", "1h"])
+        .assert()
+        .success();
+    let lib = open_lib(repo);
+    lib.save_file(
+        FileKind::Lock,
+        ocvault::crypto::SealKind::Lock,
+        &ocvault::format::BackupMarker {
+            hostname: "h".into(),
+            pid: 1,
+            started_unix_ns: 1,
+            heartbeat_unix_ns: 1,
+        },
+    )
+    .unwrap();
+    drop(lib);
+    assert_check_passes(repo, &["--read-data"]);
+    let first = |dir: &str| {
+        files_under(&repo.repo.join(dir))
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no file in {dir}/"))
+    };
+    let kinds = [
+        ("config", repo.repo.join("config")),
+        ("keys", first("keys")),
+        ("snapshots", first("snapshots")),
+        ("index", first("index")),
+        ("data pack", f.a.data_packs[0].clone()),
+        ("tree pack", f.a.tree_packs[0].clone()),
+        ("log", first("log")),
+        ("locks", first("locks")),
+        ("prune", first("prune")),
+    ];
+    for (kind, file) in kinds {
+        let copy = repo.path(&format!("copy-{}", kind.replace(' ', "-")));
+        copy_tree(&repo.repo, &copy);
+        let damaged = copy.join(file.strip_prefix(&repo.repo).unwrap());
+        let len = std::fs::metadata(&damaged).unwrap().len();
+        flip(&damaged, Some(len / 2), None);
+        let out = ocvault()
+            .arg("--repo")
+            .arg(&copy)
+            .env("OCVAULT_PASSWORD", &repo.password)
+            .args(["--json", "check", "--read-data"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{kind}: {e}: {out:?}"));
+        assert_eq!(out.status.code(), Some(DAMAGE), "{kind}: {v:#}");
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(damage_mentions(&v, name), "{kind}: {name} not named: {v:#}");
+    }
+}
+
+/// `check` lists `data/`, then a prune beside it forgets packs and deletes them (a snapshot
+/// forgotten, leftovers of a crashed backup): what vanished between listing and reading is
+/// not damage. The prune runs in the listing hook, so it lands there every time.
+#[test]
+fn check_beside_prune_reports_no_damage() {
+    let repo = TestRepo::new();
+    init_small(&repo, &[]);
+    let dirs: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let d = repo.path(&format!("d{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            random_file(&d.join("f"), 200_000, 10 + i);
+            d
+        })
+        .collect();
+    let _kept = snapshot_dir(&repo, &dirs[0], &[]);
+    let forgotten = snapshot_dir(&repo, &dirs[1], &[]);
+    let crashed = snapshot_dir(&repo, &dirs[2], &[]);
+    repo.cmd()
+        .args(["forget", &forgotten.snapshot, &crashed.snapshot])
+        .assert()
+        .success();
+    // The third backup's packs in no index, as a crashed backup leaves them.
+    for f in &crashed.index_files {
+        std::fs::remove_file(f).unwrap();
+    }
+    assert_check_passes(&repo, &["--read-data"]);
+
+    let mut backend = Backend::open(repo.repo.to_str().unwrap(), false).unwrap();
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    let prune = {
+        let cmd = std::sync::Mutex::new(repo.cmd_std());
+        move |prefix: &str| {
+            if prefix == "data/" && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let out = cmd.lock().unwrap().arg("prune").output().unwrap();
+                assert!(out.status.success(), "prune: {out:?}");
+            }
+        }
+    };
+    backend.set_list_hook(std::sync::Arc::new(prune));
+    let report = ocvault::checker::check(
+        &backend,
+        repo.password.as_bytes(),
+        &ocvault::checker::CheckOptions {
+            read_data: ocvault::checker::ReadData::All,
+            max_age: None,
+        },
+        &ocvault::checker::CheckProgress::default(),
+    )
+    .unwrap();
+    assert!(
+        report.damage.is_empty(),
+        "damage reported beside a prune: {:#?}",
+        report.damage
+    );
+    // The prune did delete packs check had listed.
+    for p in forgotten.data_packs.iter().chain(&crashed.data_packs) {
+        assert!(!p.exists(), "{p:?} was not pruned");
+    }
+    assert!(!report.notes.is_empty());
+    assert_check_passes(&repo, &["--read-data"]);
+}
+
+/// `ocvault log` lists every intact entry and names each damaged one on standard error
+/// (exit 0), instead of stopping at the first damaged entry.
+#[test]
+fn log_lists_intact_entries_and_names_damaged_ones() {
+    let f = fixture();
+    let repo = &f.repo;
+    let entries = files_under(&repo.repo.join("log"));
+    assert!(entries.len() >= 3, "{entries:?}");
+    for e in &entries[..2] {
+        flip(e, Some(10), None);
+    }
+    let out = repo.cmd().args(["--json", "log"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let listed = last_json(&out);
+    assert_eq!(listed.as_array().unwrap().len(), entries.len() - 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for e in &entries[..2] {
+        let name = e.file_name().unwrap().to_str().unwrap();
+        let lines: Vec<_> = err.lines().filter(|l| l.contains(name)).collect();
+        assert_eq!(lines.len(), 1, "{name}: {err}");
+        assert!(lines[0].starts_with("ocvault: warning: "), "{err}");
+    }
+    let (code, v) = check(repo, &[]);
+    assert_eq!(code, DAMAGE);
+    for e in &entries[..2] {
+        assert!(damage_mentions(
+            &v,
+            e.file_name().unwrap().to_str().unwrap()
+        ));
+    }
+}

@@ -194,43 +194,89 @@ fn gdpr_erase_removes_every_copy_of_the_data() {
     }
 }
 
-/// One thread loops backups of a changing tree while another loops forget + prune.
-/// `OCVAULT_STRESS_SECS` changes the duration (default 60).
+/// Backup threads loop snapshots of changing trees while another thread loops forget +
+/// prune. Each backup thread has its own folder, and all start from the same tree and change
+/// it the same way, so concurrent backups store the same blobs (two packs holding one blob).
+/// `OCVAULT_STRESS_SECS` sets the duration of each run (default 60), `OCVAULT_STRESS_SEEDS`
+/// a comma-separated list of seeds, one run each (default `1`; the seed sets the tree, its
+/// changes and the pauses between prunes), and `OCVAULT_STRESS_BACKUPS` the number of
+/// backup threads (default 2).
 #[test]
 fn prune_beside_running_backups() {
-    let secs: u64 = std::env::var("OCVAULT_STRESS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let env_num = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let secs = env_num("OCVAULT_STRESS_SECS", 60);
+    let backups = env_num("OCVAULT_STRESS_BACKUPS", 2).max(1) as usize;
+    let seeds: Vec<u64> = std::env::var("OCVAULT_STRESS_SEEDS")
+        .unwrap_or_else(|_| "1".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("OCVAULT_STRESS_SEEDS: numbers"))
+        .collect();
+    for seed in seeds {
+        let started = Instant::now();
+        stress_run(seed, secs, backups);
+        eprintln!(
+            "seed {seed}: passed in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn stress_run(seed: u64, secs: u64, backups: usize) {
     let repo = TestRepo::new();
     init_small_packs(&repo, 262_144);
-    let src = repo.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    generate_tree(
-        &src,
-        &TreeSpec {
-            small_files: 100,
-            big_file_bytes: 2 << 20,
-            sparse_file_bytes: 0,
-            deep_nesting: 5,
-            ..TreeSpec::default()
-        },
-    );
+    let sources: Vec<PathBuf> = (0..backups)
+        .map(|k| repo.path(&format!("src{k}")))
+        .collect();
+    for src in &sources {
+        std::fs::create_dir_all(src).unwrap();
+        generate_tree(
+            src,
+            &TreeSpec {
+                small_files: 100,
+                big_file_bytes: 2 << 20,
+                sparse_file_bytes: 0,
+                deep_nesting: 5,
+                seed,
+                ..TreeSpec::default()
+            },
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(secs);
     let states = repo.path("states");
     std::fs::create_dir_all(&states).unwrap();
-    let (backups, prunes) = std::thread::scope(|s| {
-        let b = s.spawn(|| {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                mutate_tree(&src, 0.2, n);
-                let id = snapshot_id(&repo, &[], &src);
-                copy_tree(&src, &states.join(&id));
-                n += 1;
-            }
-            n
-        });
+    let (snapshots, prunes) = std::thread::scope(|s| {
+        let threads: Vec<_> = sources
+            .iter()
+            .map(|src| {
+                let (repo, states) = (&repo, &states);
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    // Only the newest snapshots of each folder survive `--keep-last 2`:
+                    // keep their sources, not hundreds of copies (deleting those would take
+                    // longer than the test).
+                    let mut kept = std::collections::VecDeque::new();
+                    while Instant::now() < deadline {
+                        mutate_tree(src, 0.2, mix(seed, n));
+                        let id = snapshot_id(repo, &[], src);
+                        copy_tree(src, &states.join(&id));
+                        kept.push_back(id);
+                        if kept.len() > 6 {
+                            let old = kept.pop_front().unwrap();
+                            std::fs::remove_dir_all(states.join(old)).unwrap();
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
         let p = s.spawn(|| {
+            let mut rng = Rng::new(seed);
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let out = repo
@@ -251,30 +297,186 @@ fn prune_beside_running_backups() {
                     out.status.success()
                         || err.contains("needs snapshot")
                         || err.contains("no snapshot"),
-                    "prune failed: {err}"
+                    "seed {seed}: prune failed: {err}"
                 );
                 n += 1;
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(Duration::from_millis(rng.range(50, 400)));
             }
             n
         });
-        (b.join().unwrap(), p.join().unwrap())
+        let snapshots: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        (snapshots, p.join().unwrap())
     });
-    eprintln!("{backups} backups and {prunes} forget+prune runs in {secs}s");
-    assert!(backups >= 3 && prunes >= 3);
+    eprintln!("seed {seed}: snapshots {snapshots:?} and {prunes} forget+prune runs in {secs}s");
+    assert!(snapshots.iter().all(|n| *n >= 3) && prunes >= 3);
     // Finish pending deletions now that nothing runs.
     repo.cmd()
         .args(["prune", "--max-unused", "0%"])
         .assert()
         .success();
-    repo.cmd().args(["check", "--read-data"]).assert().code(0);
+    let out = repo.cmd().args(["check", "--read-data"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "seed {seed}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_no_blob_stored_twice_in_a_pack(&repo);
     let out = repo.cmd().args(["--json", "snapshots"]).output().unwrap();
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!list.as_array().unwrap().is_empty());
     for snap in list.as_array().unwrap() {
         let id = snap["id"].as_str().unwrap();
-        restore_and_compare(&repo, id, &states.join(id), "src");
+        let path = snap["paths"][0].as_str().unwrap();
+        let name = path.rsplit('/').next().unwrap();
+        assert!(
+            states.join(id).exists(),
+            "seed {seed}: snapshot {id} survived forget --keep-last 2 but is not among the newest"
+        );
+        restore_and_compare(&repo, id, &states.join(id), name);
     }
+}
+
+/// Every pack's header lists each blob id once.
+fn assert_no_blob_stored_twice_in_a_pack(repo: &TestRepo) {
+    let lib = ocvault::repository::Repository::open(
+        Backend::open(repo.repo.to_str().unwrap(), false).unwrap(),
+        repo.password.as_bytes(),
+    )
+    .unwrap();
+    for (id, size) in lib.backend.list_ids(FileKind::Pack).unwrap() {
+        let bytes = lib.backend.read(&FileKind::Pack.path(&id)).unwrap();
+        let header = ocvault::pack::parse_header_from_tail(&lib.keys, &bytes, size)
+            .unwrap()
+            .unwrap();
+        let mut ids: Vec<_> = header.blobs.iter().map(|b| b.id).collect();
+        ids.sort();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "pack {} holds a blob twice", id.to_hex());
+    }
+}
+
+/// Moves every file of `from` into `to` (both folders of the repository).
+fn move_files(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::rename(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Two backups that ran at once both stored a file (neither saw the other's index): two packs
+/// hold its blobs. Repacking both must copy each blob once, or the new pack's header lists a
+/// blob twice and `check --read-data` reports "pack header disagrees with the index".
+#[test]
+fn repack_copies_a_blob_stored_in_two_packs_once() {
+    let repo = TestRepo::new();
+    init_small(&repo, &[]);
+    let make = |name: &str, files: &[(&str, u64)]| {
+        let dir = repo.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, seed) in files {
+            random_file(&dir.join(file), 300_000, *seed);
+        }
+        dir
+    };
+    let first = make("first", &[("shared", 1), ("a", 2), ("gone1", 3)]);
+    let second = make("second", &[("shared", 1), ("b", 4), ("gone2", 5)]);
+    let keep = make("keep", &[("shared", 1), ("a", 2), ("b", 4)]);
+    let s1 = snapshot_id(&repo, &[], &first);
+    // The second backup does not see the first one's index or snapshot, as if both ran at
+    // once: it stores `shared` again, in a pack of its own.
+    let hidden = repo.path("hidden");
+    for dir in ["index", "snapshots"] {
+        move_files(&repo.repo.join(dir), &hidden.join(dir));
+    }
+    let s2 = snapshot_id(&repo, &[], &second);
+    for dir in ["index", "snapshots"] {
+        move_files(&hidden.join(dir), &repo.repo.join(dir));
+    }
+    let s3 = snapshot_id(&repo, &[], &keep);
+    // Both data packs now hold used and unused blobs, so both are repacked.
+    repo.cmd().args(["forget", &s1, &s2]).assert().success();
+    repo.cmd()
+        .args(["prune", "--max-unused", "0%"])
+        .assert()
+        .success();
+    assert_check_passes(&repo, &["--read-data"]);
+    assert_no_blob_stored_twice_in_a_pack(&repo);
+    restore_and_compare(&repo, &s3, &keep, "keep");
+}
+
+/// A repository where an earlier prune already wrote a pack holding a blob twice (with its
+/// index file listing both copies) is healed by `prune --max-unused 0%`.
+#[test]
+fn prune_heals_a_pack_holding_a_blob_twice() {
+    use ocvault::format::{IndexFile, PackHeader};
+    use ocvault::pack::PackBuilder;
+    let repo = TestRepo::new();
+    init_small(&repo, &[]);
+    let src = repo.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    random_file(&src.join("f"), 400_000, 7);
+    let id = snapshot_id(&repo, &[], &src);
+
+    // Rewrite the data pack with every blob twice, and index the copy in place of the
+    // original.
+    let lib = ocvault::repository::Repository::open(
+        Backend::open(repo.repo.to_str().unwrap(), false).unwrap(),
+        repo.password.as_bytes(),
+    )
+    .unwrap();
+    let files = lib.load_index_files().unwrap();
+    let (old_index, file) = files
+        .iter()
+        .find(|(_, f)| {
+            f.packs
+                .iter()
+                .any(|p| p.blob_type == ocvault::format::BlobType::Data)
+        })
+        .unwrap();
+    let mut packs = file.packs.clone();
+    let data = packs
+        .iter_mut()
+        .find(|p| p.blob_type == ocvault::format::BlobType::Data)
+        .unwrap();
+    let bytes = lib.backend.read(&FileKind::Pack.path(&data.id)).unwrap();
+    let mut builder = PackBuilder::new(data.blob_type, bytes.len() * 2);
+    for _ in 0..2 {
+        for b in &data.blobs {
+            let sealed = &bytes[b.offset as usize..(b.offset + b.length) as usize];
+            builder.add(b.id, b.raw_length, sealed);
+        }
+    }
+    let (doubled, entry) = builder.finish(&lib.keys);
+    lib.backend
+        .write(&FileKind::Pack.path(&entry.id), doubled)
+        .unwrap();
+    lib.backend.delete(&FileKind::Pack.path(&data.id)).unwrap();
+    let stored = lib.backend.read(&FileKind::Pack.path(&entry.id)).unwrap();
+    let header: PackHeader = ocvault::pack::parse_header_from_tail(&lib.keys, &stored, entry.size)
+        .unwrap()
+        .unwrap();
+    assert_eq!(header.blobs.len(), 2 * data.blobs.len());
+    *data = entry;
+    lib.save_index(&IndexFile {
+        supersedes: vec![*old_index],
+        packs,
+    })
+    .unwrap();
+    lib.backend
+        .delete(&FileKind::Index.path(old_index))
+        .unwrap();
+    drop(lib);
+
+    repo.cmd()
+        .args(["prune", "--max-unused", "0%"])
+        .assert()
+        .success();
+    assert_check_passes(&repo, &["--read-data"]);
+    assert_no_blob_stored_twice_in_a_pack(&repo);
+    restore_and_compare(&repo, &id, &src, "src");
 }
 
 /// Prune killed with SIGKILL at random points never damages the repository.

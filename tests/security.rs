@@ -280,3 +280,215 @@ fn no_command_line_option_takes_a_password() {
         .windows(repo.password.len())
         .any(|w| w == repo.password.as_bytes()));
 }
+
+/// How a command ended, how long it took and its peak resident memory.
+struct Measured {
+    code: Option<i32>,
+    seconds: f64,
+    peak_rss_mib: f64,
+    stdout: String,
+}
+
+/// Runs `cmd` and measures its wall time and peak RSS (`ru_maxrss` from `wait4`); kills it
+/// after `limit` (then `code` is None).
+// The child is reaped by `wait4`, which also gives its resource usage.
+#[allow(clippy::zombie_processes)]
+fn run_measured(mut cmd: std::process::Command, limit: std::time::Duration) -> Measured {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut killed = false;
+    loop {
+        // SAFETY: plain syscall on our own child, with valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0, "wait4 failed");
+        if !killed && start.elapsed() > limit {
+            let _ = child.kill();
+            killed = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let code = (!killed && libc::WIFEXITED(status)).then(|| libc::WEXITSTATUS(status));
+    Measured {
+        code,
+        seconds: start.elapsed().as_secs_f64(),
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        stdout: reader.join().unwrap(),
+    }
+}
+
+/// A junk file in `data/` named like a pack, 1.5 GiB and sparse, whose last 4 bytes claim a
+/// header as long as the whole file: `check` refuses the length before reading it (it is
+/// longer than any pack header the format allows) and reports the file as damage, with
+/// memory bounded (it used to read the claimed header whole: 3 GiB).
+#[test]
+fn junk_pack_claiming_a_huge_header_costs_check_no_memory() {
+    let repo = TestRepo::new();
+    init_small(&repo, &[]);
+    let src = repo.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"data").unwrap();
+    repo.cmd().arg("snapshot").arg(&src).assert().success();
+    let name = "ee".repeat(32);
+    let junk = repo.repo.join(format!("data/ee/{name}"));
+    std::fs::create_dir_all(junk.parent().unwrap()).unwrap();
+    let size: u64 = 3 << 29; // 1.5 GiB
+    let f = std::fs::File::create(&junk).unwrap();
+    f.set_len(size).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&((size - 4) as u32).to_le_bytes(), size - 4)
+        .unwrap();
+    drop(f);
+    let mut cmd = repo.cmd_std();
+    cmd.args(["--json", "check"]);
+    let m = run_measured(cmd, std::time::Duration::from_secs(120));
+    eprintln!(
+        "check beside a 1.5 GiB junk pack: {:.2}s, peak RSS {:.1} MiB",
+        m.seconds, m.peak_rss_mib
+    );
+    assert_eq!(m.code, Some(4), "{}", m.stdout);
+    assert!(m.stdout.contains(&name), "{}", m.stdout);
+    assert!(m.peak_rss_mib < 200.0, "peak RSS {:.1} MiB", m.peak_rss_mib);
+    assert!(m.seconds < 30.0, "{:.1}s", m.seconds);
+}
+
+/// Writes a key file with these Argon2id parameters (its payload opens with no password) into
+/// `keys/`, named so that a listing of `keys/` shows it before every other key file; returns
+/// its name.
+fn add_listed_first_key_file(repo: &TestRepo, memory_kib: u32, iterations: u32) -> String {
+    use ocvault::format::{KdfParams, KeyFile, KEY_MAGIC};
+    let keys = repo.repo.join("keys");
+    let others: Vec<_> = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    for attempt in 0u64..1000 {
+        let mut salt = [0u8; 32];
+        Rng::new(attempt).fill(&mut salt);
+        let kf = KeyFile {
+            version: 1,
+            kdf: KdfParams {
+                memory_kib,
+                iterations,
+                parallelism: 1,
+                salt,
+            },
+            sealed_payload: vec![1; 1 + 24 + 60 + 16],
+        };
+        let mut bytes = KEY_MAGIC.to_vec();
+        bytes.extend_from_slice(&postcard::to_allocvec(&kf).unwrap());
+        let name = blake3::hash(&bytes).to_hex().to_string();
+        std::fs::write(keys.join(&name), &bytes).unwrap();
+        let order: Vec<_> = std::fs::read_dir(&keys)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        if order.iter().position(|n| n.to_str() == Some(&name))
+            < others
+                .iter()
+                .map(|o| order.iter().position(|n| n == o))
+                .min()
+                .unwrap()
+        {
+            return name;
+        }
+        std::fs::remove_file(keys.join(&name)).unwrap();
+    }
+    panic!("no key file name lists first");
+}
+
+/// A key file with the most expensive Argon2id parameters readers used to accept (4 GiB, 100
+/// passes), listed before the real key, made every command take minutes and 4 GiB. Now it
+/// is refused unread (beyond what `init` can write), and `check` names it as damage.
+#[test]
+fn hostile_key_file_beyond_the_limits_costs_nothing() {
+    let repo = TestRepo::new();
+    init_small(&repo, &[]);
+    let name = add_listed_first_key_file(&repo, 4 * 1024 * 1024, 100);
+    let mut cmd = repo.cmd_std();
+    cmd.args(["--json", "snapshots"]);
+    let m = run_measured(cmd, std::time::Duration::from_secs(60));
+    eprintln!(
+        "snapshots beside a 4 GiB x 100 key file: {:.2}s, peak RSS {:.1} MiB",
+        m.seconds, m.peak_rss_mib
+    );
+    assert_eq!(m.code, Some(0));
+    assert!(m.seconds < 10.0, "{:.1}s", m.seconds);
+    assert!(m.peak_rss_mib < 200.0, "peak RSS {:.1} MiB", m.peak_rss_mib);
+    let mut cmd = repo.cmd_std();
+    cmd.args(["--json", "check"]);
+    let m = run_measured(cmd, std::time::Duration::from_secs(60));
+    assert_eq!(m.code, Some(4), "{}", m.stdout);
+    assert!(m.stdout.contains(&name) && m.stdout.contains("out of range"));
+    assert!(m.peak_rss_mib < 200.0, "peak RSS {:.1} MiB", m.peak_rss_mib);
+}
+
+/// A key file within the limits but expensive (2 GiB x 4 passes), listed before the real key:
+/// the cheapest key file is tried first, so opening with the real password never runs the
+/// expensive one (`check` included); a wrong password tries both, bounded by the limits.
+#[test]
+fn expensive_key_file_never_slows_down_a_cheaper_one() {
+    let repo = TestRepo::new();
+    init_small(&repo, &[]);
+    // The limits: 2 GiB, memory times passes at most 8 GiB.
+    add_listed_first_key_file(&repo, 2 * 1024 * 1024, 4);
+    for args in [vec!["snapshots"], vec!["check"]] {
+        let mut cmd = repo.cmd_std();
+        cmd.args(&args);
+        let m = run_measured(cmd, std::time::Duration::from_secs(120));
+        eprintln!(
+            "{args:?} beside a 2 GiB x 4 key file: {:.2}s, peak RSS {:.1} MiB",
+            m.seconds, m.peak_rss_mib
+        );
+        assert_eq!(m.code, Some(0), "{args:?}: {}", m.stdout);
+        assert!(m.seconds < 10.0, "{args:?}: {:.1}s", m.seconds);
+        assert!(
+            m.peak_rss_mib < 200.0,
+            "{args:?}: peak RSS {:.1} MiB",
+            m.peak_rss_mib
+        );
+    }
+    // `init` and `key add` refuse parameters beyond the limits.
+    let other = TestRepo::new();
+    let out = other
+        .cmd()
+        .args([
+            "init",
+            "--kdf-memory-kib",
+            "4194304",
+            "--kdf-iterations",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = other
+        .cmd()
+        .args([
+            "init",
+            "--kdf-memory-kib",
+            "2097152",
+            "--kdf-iterations",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 2, "Argon2id parameters too large");
+    assert!(!other.repo.join("config").exists());
+}

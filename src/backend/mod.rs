@@ -84,7 +84,13 @@ pub struct Backend {
     connections: usize,
     /// A local repository's folder (writes there skip OpenDAL: see `LocalWrite`).
     local_root: Option<Arc<std::path::PathBuf>>,
+    /// Tests: called with the prefix after each listing, to act between a listing and the
+    /// reads that follow it (another process deleting what was listed) deterministically.
+    list_hook: Option<ListHook>,
 }
+
+/// See `Backend::set_list_hook`.
+pub type ListHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Most recently used whole files, up to a byte budget.
 #[derive(Default)]
@@ -166,7 +172,14 @@ impl Backend {
             remote,
             connections,
             local_root: loc.local_root.map(Arc::new),
+            list_hook: None,
         })
+    }
+
+    /// For tests: runs `hook` with the prefix after every listing this backend (and its
+    /// clones made afterwards) makes.
+    pub fn set_list_hook(&mut self, hook: ListHook) {
+        self.list_hook = Some(hook);
     }
 
     pub fn location(&self) -> &str {
@@ -495,6 +508,9 @@ impl Backend {
                 size = self.size(e.path()).unwrap_or(0);
             }
             out.push((e.path().to_string(), size));
+        }
+        if let Some(hook) = &self.list_hook {
+            hook(prefix);
         }
         Ok(out)
     }

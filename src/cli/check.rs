@@ -81,6 +81,9 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             super::human_bytes(r.unused_blob_bytes)
         );
     }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
     for d in &report.damage {
         let blobs = if d.blobs > 0 {
             format!(" ({} blobs)", d.blobs)

@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, default_value_t = InitOptions::default().pack_target_size, value_parser = clap::value_parser!(u32).range(65_536..=1_073_741_824))]
     pack_size: u32,
     /// Argon2id memory in KiB for the key file
-    #[arg(long, default_value_t = InitOptions::default().kdf_memory_kib, value_parser = clap::value_parser!(u32).range(8..=4_194_304))]
+    #[arg(long, default_value_t = InitOptions::default().kdf_memory_kib, value_parser = clap::value_parser!(u32).range(8..=2_097_152))]
     kdf_memory_kib: u32,
     /// Argon2id iterations for the key file
     #[arg(long, default_value_t = InitOptions::default().kdf_iterations, value_parser = clap::value_parser!(u32).range(1..=100))]
