@@ -219,6 +219,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     };
     let mut retired: Vec<IndexPack> = Vec::new();
     for (n, _) in &repack {
+        crate::interrupt::check()?;
         let info = live.pack(*n);
         let bytes = repo.backend.read(&FileKind::Pack.path(&info.id))?;
         if Id::of_stored_bytes(&bytes) != info.id {
@@ -289,6 +290,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
 
     // Phase 2.
+    crate::interrupt::check()?;
     let (deleted, bytes, pending) = delete_marked(repo, opts.grace)?;
     report.packs_deleted = deleted;
     report.bytes_deleted = bytes;

@@ -122,8 +122,14 @@ impl Backend {
         if let Some(root) = &loc.local_root {
             // Checked before the operator is built: building it creates `tmp/`, which must
             // not appear in a folder that turns out to hold no repository.
-            let no_config = matches!(std::fs::symlink_metadata(root.join(CONFIG_PATH)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            let config = std::fs::symlink_metadata(root.join(CONFIG_PATH));
+            if matches!(&config, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied) {
+                return Err(Error::Backend(format!(
+                    "permission denied on {}: this user cannot read the repository folder",
+                    loc.display
+                )));
+            }
+            let no_config = matches!(config, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
             if !create && (!root.is_dir() || no_config) {
                 return Err(Error::NoRepository(loc.display.clone()));
             }
