@@ -9,7 +9,7 @@ use common::*;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Files directly in `dir` (none if it does not exist).
@@ -204,7 +204,10 @@ fn restic_and_borg_repositories_and_unreadable_folders() {
     std::fs::set_permissions(&repo.repo, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_one_line_error(&out, 1, "permission denied on");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("Builder") && !err.contains("context"), "{err}");
+    assert!(
+        !err.contains("Builder") && !err.contains("context"),
+        "{err}"
+    );
     assert_check_passes(&repo, &[]);
 }
 
@@ -294,7 +297,10 @@ fn huge_sparse_file_snapshots_fast_and_restores_identical() {
     f.write_all_at(&a, 7_777_777_777).unwrap();
     f.write_all_at(b"the end", size - 7).unwrap();
     drop(f);
-    assert!(allocated_bytes(&path) < 64 << 20, "the file system keeps holes");
+    assert!(
+        allocated_bytes(&path) < 64 << 20,
+        "the file system keeps holes"
+    );
 
     let started = Instant::now();
     let out = repo
@@ -326,7 +332,10 @@ fn huge_sparse_file_snapshots_fast_and_restores_identical() {
         std::fs::File::open(&path).unwrap(),
         std::fs::File::open(&restored).unwrap(),
     );
-    for (start, end) in data_extents(&path).into_iter().chain(data_extents(&restored)) {
+    for (start, end) in data_extents(&path)
+        .into_iter()
+        .chain(data_extents(&restored))
+    {
         let mut x = vec![0u8; (end - start) as usize];
         let mut y = vec![0u8; (end - start) as usize];
         fa.read_exact_at(&mut x, start).unwrap();
