@@ -127,6 +127,7 @@ pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> 
     let packs: Vec<_> = by_pack.into_iter().collect();
     let mut data = BlobWriter::new(dst, &dst_live, BlobType::Data);
     for group in packs.chunks(PACKS_AT_ONCE) {
+        crate::interrupt::check()?;
         let read: Vec<Result<Vec<ReadBlob>>> = group
             .par_iter()
             .map(|(pack_no, blobs)| read_pack_blobs(src, &src_index, *pack_no, blobs, dst))

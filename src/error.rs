@@ -13,6 +13,9 @@ pub mod exit {
     pub const NO_REPOSITORY: i32 = 10;
     pub const UNSUPPORTED_VERSION: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;
+    /// SIGINT (128 + 2) and SIGTERM (128 + 15), as shells report a process they ended.
+    pub const INTERRUPTED_SIGINT: i32 = 130;
+    pub const INTERRUPTED_SIGTERM: i32 = 143;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,13 @@ pub enum Error {
     },
     #[error("{0}")]
     Other(String),
+    /// A folder or bucket that holds something else: a restic or borg repository, or files
+    /// whose `config` is not ocvault's.
+    #[error("{location} is not an ocvault repository{hint}")]
+    NotOcvault { location: String, hint: String },
+    /// SIGINT or SIGTERM arrived; the command stopped and cleaned up.
+    #[error("interrupted by {0}; stopped without saving")]
+    Interrupted(&'static str),
 }
 
 impl Error {
@@ -48,6 +58,9 @@ impl Error {
             Error::WrongPassword => exit::WRONG_PASSWORD,
             Error::UnsupportedVersion { .. } => exit::UNSUPPORTED_VERSION,
             Error::Usage(_) => exit::USAGE,
+            Error::NotOcvault { .. } => exit::NO_REPOSITORY,
+            Error::Interrupted("SIGINT") => exit::INTERRUPTED_SIGINT,
+            Error::Interrupted(_) => exit::INTERRUPTED_SIGTERM,
             _ => exit::FATAL,
         }
     }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod interrupt;
 pub mod locks;
 pub mod oplog;
 pub mod pack;
@@ -24,6 +25,7 @@ pub mod restorer;
 pub mod retention;
 pub mod rewrite;
 pub mod snapshot;
+pub mod sparse;
 pub mod tree;
 
 pub use error::{Error, Result};

@@ -316,6 +316,7 @@ fn prune_in(
     }
 
     // Phase 2.
+    crate::interrupt::check()?;
     let session = session.expect("not a dry run");
     let (deleted, bytes, pending) = delete_marked(repo, session, opts.grace)?;
     report.packs_deleted = deleted;
@@ -378,6 +379,7 @@ fn repack_packs(
     };
     let mut retired: Vec<IndexPack> = Vec::new();
     for (n, _) in repack {
+        crate::interrupt::check()?;
         let info = live.pack(*n);
         let bytes = repo.backend.read(&FileKind::Pack.path(&info.id))?;
         if Id::of_stored_bytes(&bytes) != info.id {

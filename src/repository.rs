@@ -194,6 +194,12 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
+        if !looks_like_ocvault_config(&config_bytes) {
+            return Err(Error::NotOcvault {
+                location: backend.location().to_string(),
+                hint: foreign_repository_hint(backend),
+            });
+        }
         read_config_version(&config_bytes)?;
         Ok(config_bytes)
     }
@@ -557,6 +563,44 @@ fn warn_skipped_once(path: &str, e: &Error) {
 }
 
 /// Reads the clear format version at the start of `config`, refusing unknown ones.
+/// Whether a config file is ocvault's, perhaps damaged: its magic matches but for at most two
+/// bytes, or it is a (possibly empty) start of it. Anything else (restic's JSON or encrypted
+/// config, borg's INI) is another tool's.
+fn looks_like_ocvault_config(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(CONFIG_MAGIC.len());
+    let differing = bytes[..n]
+        .iter()
+        .zip(CONFIG_MAGIC.iter())
+        .filter(|(a, b)| a != b)
+        .count();
+    if n < CONFIG_MAGIC.len() {
+        return differing == 0;
+    }
+    differing <= 2
+}
+
+/// Names the tool whose repository this seems to be, for the "not an ocvault repository"
+/// line; empty when none is recognised. Only reached on that error, so the extra reads cost
+/// nothing in ordinary use.
+fn foreign_repository_hint(backend: &Backend) -> String {
+    let borg = backend
+        .read("README")
+        .is_ok_and(|b| b.starts_with(b"This is a Borg Backup repository"));
+    if borg {
+        return " (it looks like a Borg repository)".into();
+    }
+    // restic's key files are JSON naming their scrypt parameters; ocvault's are binary.
+    let restic = backend.list(FileKind::Key).ok().and_then(|keys| {
+        let (path, _) = keys.first()?;
+        let bytes = backend.read_range(path, 0, 1).ok()?;
+        Some(bytes == b"{")
+    });
+    if restic == Some(true) {
+        return " (it looks like a restic repository)".into();
+    }
+    String::new()
+}
+
 pub fn read_config_version(bytes: &[u8]) -> Result<u32> {
     if bytes.len() < 12 || &bytes[..8] != CONFIG_MAGIC {
         return Err(Error::corrupt("config", "not an ocvault config file"));

@@ -38,6 +38,8 @@ pub struct RestoreSummary {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
+    /// Paths that could not be created or written (each named in `warnings`).
+    pub not_restored: u64,
     pub warnings: Vec<String>,
     /// With `verify`: files read back, and those whose content differs from the snapshot.
     pub verified_files: u64,
@@ -129,6 +131,60 @@ struct Plan {
     links: Vec<(PathBuf, usize)>,
 }
 
+/// Paths restore could not create or write. Each is warned about once; whatever lies below a
+/// folder that could not be created is left out without a warning of its own (a tree deeper
+/// than PATH_MAX fails once, at its first folder too long to name).
+struct Failures {
+    /// Folders not created.
+    dirs: std::collections::HashSet<PathBuf>,
+    /// Per file of the plan: not created, or a write to it failed.
+    files: Vec<std::sync::atomic::AtomicBool>,
+    warnings: Mutex<Vec<String>>,
+    count: AtomicU64,
+}
+
+impl Failures {
+    fn new(files: usize) -> Failures {
+        Failures {
+            dirs: Default::default(),
+            files: (0..files)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
+            warnings: Mutex::new(Vec::new()),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn warn(&self, msg: String) {
+        self.warnings.lock().unwrap().push(msg);
+    }
+
+    /// A path that could not be restored: one warning, counted.
+    fn failed(&self, path: &Path, what: &str, e: impl std::fmt::Display) {
+        self.count.fetch_add(1, Relaxed);
+        self.warn(format!(
+            "{}: cannot {what}: {e}; not restored",
+            path.display()
+        ));
+    }
+
+    /// Marks a file failed; only its first failure is reported.
+    fn file_failed(&self, fi: usize, path: &Path, what: &str, e: impl std::fmt::Display) {
+        if !self.files[fi].swap(true, Relaxed) {
+            self.failed(path, what, e);
+        }
+    }
+
+    fn file_ok(&self, fi: usize) -> bool {
+        !self.files[fi].load(Relaxed)
+    }
+
+    /// Whether `path` lies in a folder that could not be created.
+    fn below_failed_dir(&self, path: &Path) -> bool {
+        !self.dirs.is_empty() && path.ancestors().skip(1).any(|a| self.dirs.contains(a))
+    }
+}
+
 pub fn restore(
     repo: &Repository,
     index: &Index,
@@ -170,35 +226,103 @@ pub fn restore(
         &mut seen_inodes,
     )?;
 
-    let warnings = Mutex::new(Vec::new());
+    let mut failures = Failures::new(plan.files.len());
+    create_dirs(&plan, opts, &mut failures)?;
+    create_files(&plan, opts, &failures)?;
+    write_contents(repo, index, &plan, &failures, progress)?;
+    crate::interrupt::check()?;
+    finish_entries(&plan, opts, &failures, progress);
+    let (mut verified_files, mut mismatches) = (0, Vec::new());
+    if opts.verify {
+        let results: Vec<Option<String>> = plan
+            .files
+            .par_iter()
+            .enumerate()
+            .filter(|(fi, _)| failures.file_ok(*fi))
+            .map(|(_, file)| {
+                verify_file(repo, index, file)
+                    .err()
+                    .map(|e| format!("{}: {}", file.path.display(), e))
+            })
+            .collect();
+        verified_files = results.len() as u64;
+        mismatches = results.into_iter().flatten().collect();
+    }
+    Ok(RestoreSummary {
+        verified_files,
+        mismatches,
+        files: (plan.files.len() + plan.links.len()) as u64,
+        dirs: plan.dirs.len() as u64,
+        bytes: plan.files.iter().map(|f| f.size).sum(),
+        not_restored: failures.count.load(Relaxed),
+        warnings: failures.warnings.into_inner().unwrap(),
+    })
+}
+
+/// Creates the snapshot's folders, parents first; a folder that cannot be created (a path
+/// too long, no permission) is reported and everything below it skipped.
+fn create_dirs(plan: &Plan, opts: &RestoreOptions, failures: &mut Failures) -> Result<()> {
     for (path, _) in &plan.dirs {
+        crate::interrupt::check()?;
+        if failures.below_failed_dir(path) {
+            continue;
+        }
         // With --overwrite, a symlink (or file) where the snapshot has a folder is replaced,
         // never followed: a link to /etc in the target must not make restore write there.
         // Parents come before their children, so no path below is reached through a link.
         if opts.overwrite {
             remove_existing(path);
         }
-        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
-    }
-    // Create every file at its final size: blobs can then be written in any order.
-    plan.files.par_iter().try_for_each(|file| -> Result<()> {
-        let path = &file.path;
-        if opts.overwrite {
-            remove_existing(path);
+        if let Err(e) = std::fs::create_dir_all(path) {
+            failures.failed(path, "create folder (nor anything below it)", e);
+            failures.dirs.insert(path.clone());
         }
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
-        f.set_len(file.size).map_err(|e| Error::io(path, e))?;
-        Ok(())
-    })?;
+    }
+    Ok(())
+}
 
+/// Creates every file at its final size: blobs can then be written in any order.
+fn create_files(plan: &Plan, opts: &RestoreOptions, failures: &Failures) -> Result<()> {
+    plan.files
+        .par_iter()
+        .enumerate()
+        .try_for_each(|(fi, file)| -> Result<()> {
+            crate::interrupt::check()?;
+            let path = &file.path;
+            if failures.below_failed_dir(path) {
+                failures.files[fi].store(true, Relaxed);
+                return Ok(());
+            }
+            if opts.overwrite {
+                remove_existing(path);
+            }
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .and_then(|f| f.set_len(file.size));
+            if let Err(e) = created {
+                failures.file_failed(fi, path, "create file", e);
+            }
+            Ok(())
+        })
+}
+
+/// Reads each pack that holds needed blobs once and writes every blob where it goes.
+fn write_contents(
+    repo: &Repository,
+    index: &Index,
+    plan: &Plan,
+    failures: &Failures,
+    progress: &RestoreProgress,
+) -> Result<()> {
     // Every place a blob goes, in pack and offset order: 24 bytes a file chunk, where maps
     // keyed by blob id cost several times that.
     let mut places: Vec<Place> = Vec::new();
     for (fi, file) in plan.files.iter().enumerate() {
+        if !failures.file_ok(fi) {
+            continue;
+        }
         let mut off = 0u64;
         for id in file.content.iter() {
             let (pos, loc) = index.locate(id).ok_or_else(|| {
@@ -231,6 +355,7 @@ pub fn restore(
         packs
             .par_iter()
             .try_for_each(|(pack, blobs, places)| -> Result<()> {
+                crate::interrupt::check()?;
                 let info = index.pack(*pack);
                 let path = crate::backend::FileKind::Pack.path(&info.id);
                 // Read the needed blobs in runs of at most RESTORE_PIECE bytes (one blob may be
@@ -267,13 +392,7 @@ pub fn restore(
                         // Files start as holes of the right size: all-zero blobs stay holes.
                         if !raw.iter().all(|&b| b == 0) {
                             for place in mine {
-                                let fpath = &plan.files[place.file as usize].path;
-                                let f = std::fs::OpenOptions::new()
-                                    .write(true)
-                                    .open(fpath)
-                                    .map_err(|e| Error::io(fpath, e))?;
-                                f.write_all_at(&raw, place.file_offset)
-                                    .map_err(|e| Error::io(fpath, e))?;
+                                write_place(plan, failures, place, &raw);
                             }
                         }
                         progress
@@ -283,94 +402,93 @@ pub fn restore(
                 }
                 Ok(())
             })
-    })?;
-
-    link_and_finish(&mut plan, opts, progress, &warnings)?;
-    let (mut verified_files, mut mismatches) = (0, Vec::new());
-    if opts.verify {
-        let results: Vec<Option<String>> = plan
-            .files
-            .par_iter()
-            .map(|file| {
-                verify_file(repo, index, file)
-                    .err()
-                    .map(|e| format!("{}: {}", file.path.display(), e))
-            })
-            .collect();
-        verified_files = results.len() as u64;
-        mismatches = results.into_iter().flatten().collect();
-    }
-    Ok(RestoreSummary {
-        verified_files,
-        mismatches,
-        files: (plan.files.len() + plan.links.len()) as u64,
-        dirs: plan.dirs.len() as u64,
-        bytes: plan.files.iter().map(|f| f.size).sum(),
-        warnings: warnings.into_inner().unwrap(),
     })
+}
+
+/// Writes one blob into its file; a file that cannot be written is reported once and left.
+fn write_place(plan: &Plan, failures: &Failures, place: &Place, raw: &[u8]) {
+    let fi = place.file as usize;
+    if !failures.file_ok(fi) {
+        return;
+    }
+    let fpath = &plan.files[fi].path;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fpath)
+        .and_then(|f| f.write_all_at(raw, place.file_offset));
+    if let Err(e) = written {
+        failures.file_failed(fi, fpath, "write file", e);
+    }
 }
 
 /// After the contents: hard links, special files, then metadata of files, special files and
 /// (deepest first) folders, all by path (format-spec §9a).
-fn link_and_finish(
-    plan: &mut Plan,
+fn finish_entries(
+    plan: &Plan,
     opts: &RestoreOptions,
+    failures: &Failures,
     progress: &RestoreProgress,
-    warnings: &Mutex<Vec<String>>,
-) -> Result<()> {
+) {
     for (path, fi) in &plan.links {
+        if !failures.file_ok(*fi) || failures.below_failed_dir(path) {
+            continue;
+        }
         if opts.overwrite {
             remove_existing(path);
         }
         let src = &plan.files[*fi].path;
-        std::fs::hard_link(src, path).map_err(|e| Error::io(path, e))?;
+        if let Err(e) = std::fs::hard_link(src, path) {
+            failures.failed(path, "create hard link", e);
+        }
     }
+    let mut others: Vec<&(PathBuf, Node)> = plan
+        .others
+        .iter()
+        .filter(|(path, _)| !failures.below_failed_dir(path))
+        .collect();
     // Sockets are not made (a socket belongs to the program that listens on it): one
     // warning each, and no metadata to set.
-    plan.others.retain(|(path, node)| {
+    others.retain(|(path, node)| {
         if opts.overwrite {
             remove_existing(path);
         }
         match create_special(path, node) {
             Ok(()) => true,
+            Err(e) if e.raw_os_error().is_some() => {
+                failures.failed(path, "create", e);
+                false
+            }
             Err(e) => {
-                warnings
-                    .lock()
-                    .unwrap()
-                    .push(format!("{}: {e}", path.display()));
+                failures.warn(format!("{}: {e}", path.display()));
                 false
             }
         }
     });
     let is_root = unsafe { libc::geteuid() } == 0;
-    plan.files.par_iter().for_each(|file| {
+    plan.files.par_iter().enumerate().for_each(|(fi, file)| {
+        if !failures.file_ok(fi) {
+            return;
+        }
         let path = &file.path;
         if let Err(e) = apply_metadata(path, file.meta(), is_root) {
-            warnings
-                .lock()
-                .unwrap()
-                .push(format!("{}: {e}", path.display()));
+            failures.warn(format!("{}: {e}", path.display()));
         }
         progress.files.fetch_add(1, Relaxed);
     });
-    for (path, node) in &plan.others {
+    for (path, node) in &others {
         if let Err(e) = apply_metadata(path, node.into(), is_root) {
-            warnings
-                .lock()
-                .unwrap()
-                .push(format!("{}: {e}", path.display()));
+            failures.warn(format!("{}: {e}", path.display()));
         }
     }
     // Deepest directories first, so setting a child's times does not disturb its parent's.
     for (path, node) in plan.dirs.iter().rev() {
+        if failures.dirs.contains(path) || failures.below_failed_dir(path) {
+            continue;
+        }
         if let Err(e) = apply_metadata(path, node.into(), is_root) {
-            warnings
-                .lock()
-                .unwrap()
-                .push(format!("{}: {e}", path.display()));
+            failures.warn(format!("{}: {e}", path.display()));
         }
     }
-    Ok(())
 }
 
 /// Reads a restored file back and checks every chunk against the snapshot's blob ids.

@@ -42,6 +42,7 @@ pub fn rewrite(
     let mut out = Vec::new();
     let mut to_save = Vec::new();
     for (id, snap) in snaps {
+        crate::interrupt::check()?;
         let mut removed = Vec::new();
         let root = repo.load_tree(index, &snap.tree)?;
         // The absolute source path of each top-level entry, so path globs match as at backup.
@@ -97,6 +98,7 @@ pub fn rewrite(
     }
     // Trees first, then the new snapshots, then the old ones go.
     writer.finish()?;
+    crate::interrupt::check()?;
     for (old, s, removed) in to_save {
         let new = repo.save_snapshot(&s)?;
         repo.backend.delete(&FileKind::Snapshot.path(&old))?;

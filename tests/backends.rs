@@ -351,6 +351,92 @@ fn sftp_strict_known_hosts_refuses_an_unknown_host() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
+/// Asserts that no ssh master of this server is left, allowing a moment for one that is
+/// being told to exit.
+fn assert_no_ssh_master(s: &Server, after: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !servers::ssh_masters(s.port).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let left = servers::ssh_masters(s.port);
+    assert!(left.is_empty(), "ssh masters left after {after}: {left:?}");
+}
+
+/// Every way an SFTP command ends closes its ssh sessions: success, a wrong password, a usage
+/// error, a run whose storage fails, `copy`, and SIGTERM in the middle of a snapshot.
+#[test]
+fn sftp_sessions_are_closed_on_every_exit_path() {
+    let s = servers::sftp();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    small_tree(&src, 51);
+    init(&s, PW);
+    assert_no_ssh_master(&s, "init");
+    snapshot(&s, &src);
+    assert_no_ssh_master(&s, "snapshot");
+    s.cmd("not the password").arg("snapshots").assert().code(12);
+    assert_no_ssh_master(&s, "a wrong password");
+    s.cmd(PW)
+        .args(["restore", "ffffffff", "--target"])
+        .arg(work.path().join("never"))
+        .assert()
+        .code(2);
+    assert_no_ssh_master(&s, "an unknown snapshot id");
+    s.cmd(PW)
+        .args(["-o", "fault.write=1", "-o", "retry.max=1", "snapshot"])
+        .arg(&src)
+        .assert()
+        .code(1);
+    assert_no_ssh_master(&s, "failed writes");
+    let dest = local();
+    init(&dest, DEST_PW);
+    s.cmd(PW)
+        .args(["copy", "--all", "--to", &dest.url])
+        .env("OCVAULT_TO_PASSWORD", DEST_PW)
+        .assert()
+        .success();
+    assert_no_ssh_master(&s, "copy");
+
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("ocvault"));
+    c.arg("--repo").arg(&s.url).env("OCVAULT_PASSWORD", PW);
+    for o in &s.options {
+        c.arg("-o").arg(o);
+    }
+    let mut child = c
+        .args(["snapshot", "--stdin", "--stdin-filename", "endless"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut rng = Rng::new(3);
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..4096 {
+            rng.fill(&mut buf);
+            if stdin.write_all(&buf).is_err() {
+                return;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    while servers::ssh_masters(s.port).is_empty() {
+        assert!(started.elapsed().as_secs() < 60, "no ssh session started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    writer.join().unwrap();
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert_no_ssh_master(&s, "SIGTERM");
+    s.cmd(PW).arg("check").assert().code(0);
+    assert_no_ssh_master(&s, "check");
+}
+
 #[test]
 fn secrets_are_refused_on_the_command_line() {
     let s = local();

@@ -128,8 +128,14 @@ impl Backend {
         if let Some(root) = &loc.local_root {
             // Checked before the operator is built: building it creates a missing root folder,
             // which must not appear where no repository is.
-            let no_config = matches!(std::fs::symlink_metadata(root.join(CONFIG_PATH)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            let config = std::fs::symlink_metadata(root.join(CONFIG_PATH));
+            if matches!(&config, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied) {
+                return Err(Error::Backend(format!(
+                    "permission denied on {}: this user cannot read the repository folder",
+                    loc.display
+                )));
+            }
+            let no_config = matches!(config, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
             if !create && (!root.is_dir() || no_config) {
                 return Err(Error::NoRepository(loc.display.clone()));
             }

@@ -34,6 +34,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         return Err(Error::usage("copy needs snapshot ids or --all"));
     }
     let src = g.open()?;
+    crate::interrupt::install()?;
     let dst_backend = Backend::open_with(
         &a.to,
         &BackendSettings {

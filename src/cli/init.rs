@@ -52,8 +52,14 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         kdf_iterations: a.kdf_iterations,
         pack_target_size: a.pack_size,
     };
-    let backend = g.backend(true)?;
     let pw = g.password()?;
+    // An empty password protects nothing; refused before anything is created.
+    if pw.is_empty() {
+        return Err(crate::Error::usage(
+            "the password is empty: an empty password would let anyone read the repository",
+        ));
+    }
+    let backend = g.backend(true)?;
     let repo = Repository::init(backend, &pw, &opts)?;
     crate::oplog::record(&repo, "init", "ok", vec![]);
     if g.json {

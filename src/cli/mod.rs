@@ -10,6 +10,7 @@ mod init;
 mod key;
 mod log;
 mod ls;
+mod password_command;
 mod prune;
 mod restore;
 mod rewrite;
@@ -154,6 +155,13 @@ pub fn main() -> i32 {
     };
     let code = match res {
         Ok(code) => code,
+        // Whatever stopped the command after a signal (a reader cut off, a writer gone) is
+        // a consequence of the signal: report that.
+        Err(_) if crate::interrupt::received().is_some() => {
+            let e = crate::interrupt::check().expect_err("a signal arrived");
+            eprintln!("ocvault: {e}");
+            e.exit_code()
+        }
         Err(e) => {
             eprintln!("ocvault: {}", one_line(&e.to_string()));
             e.exit_code()
@@ -187,19 +195,8 @@ impl GlobalOptions {
             return read_password_file(f);
         }
         if let Ok(cmd) = std::env::var("OCVAULT_PASSWORD_COMMAND") {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(&cmd)
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .map_err(|e| Error::other(format!("cannot run OCVAULT_PASSWORD_COMMAND: {e}")))?;
-            if !out.status.success() {
-                return Err(Error::other(format!(
-                    "OCVAULT_PASSWORD_COMMAND failed ({})",
-                    out.status
-                )));
-            }
-            return Ok(first_line(out.stdout));
+            let out = password_command::run(&cmd)?;
+            return Ok(first_line(out.to_vec()));
         }
         if std::io::stdin().is_terminal() {
             let p = rpassword::prompt_password("repository password: ")

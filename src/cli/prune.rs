@@ -60,6 +60,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
 }
 
 pub fn run_prune(g: &GlobalOptions, repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    crate::interrupt::install()?;
     let r = prune::prune(repo, opts);
     if !opts.dry_run {
         match &r {

@@ -25,6 +25,7 @@ pub struct Args {
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let repo = g.open()?;
+    crate::interrupt::install()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let index = repo.load_read_index()?;
     let progress = Arc::new(RestoreProgress::default());
@@ -57,6 +58,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             "dirs": summary.dirs,
             "bytes": summary.bytes,
             "warnings": summary.warnings,
+            "not_restored": summary.not_restored,
             "duration_seconds": started.elapsed().as_secs_f64(),
         }));
     } else {
@@ -82,6 +84,10 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             "{} restored files differ from the snapshot",
             summary.mismatches.len()
         )));
+    }
+    if summary.not_restored > 0 {
+        // Everything else is restored; each path left out was named in a warning.
+        return Ok(crate::error::exit::INCOMPLETE);
     }
     Ok(0)
 }

@@ -21,6 +21,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         return Err(Error::usage("rewrite needs snapshot ids or --all"));
     }
     let repo = g.open()?;
+    crate::interrupt::install()?;
     let snaps = repo.list_snapshots()?;
     let chosen: Vec<_> = if a.all {
         snaps.clone()

@@ -109,6 +109,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         .map(crate::snapshot::parse_time)
         .transpose()?;
     let repo = g.open()?;
+    crate::interrupt::install()?;
     let stream = match &a.command {
         Some(cmd) => Some(command_source(cmd, a.command_shell, &a.stdin_filename)?),
         None => a.stdin.then(|| StreamSource {

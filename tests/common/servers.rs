@@ -69,11 +69,49 @@ pub struct Server {
     pub options: Vec<String>,
 }
 
+/// ssh master processes (`ssh -M ... -p PORT`, started by OpenDAL's sftp service through
+/// openssh multiplexing) connected to a test server's port.
+pub fn ssh_masters(port: u16) -> Vec<u32> {
+    let port = port.to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let is_ssh = args.first().is_some_and(|a| a.ends_with(b"ssh"));
+        let master = args.iter().any(|a| *a == b"-M");
+        let on_port = args
+            .windows(2)
+            .any(|w| w[0] == b"-p" && w[1] == port.as_bytes());
+        if is_ssh && master && on_port {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        // An SFTP server's clients must have closed their ssh sessions: a master left
+        // running would outlive the test suite (and, on a backup host, every daily run).
+        let leaked = if self.url.starts_with("sftp://") {
+            ssh_masters(self.port)
+        } else {
+            Vec::new()
+        };
+        for pid in &leaked {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
         if let Some(c) = self.child.as_mut() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if !leaked.is_empty() && !std::thread::panicking() {
+            panic!("ssh master processes outlived their ocvault commands: {leaked:?}");
         }
     }
 }
