@@ -397,12 +397,20 @@ fn check_pass(
     // Packs a prune has marked but not yet deleted are still readable: a backup that ran during
     // the prune may use them until a later prune puts them back into the index.
     let listed: HashMap<String, u64> = repo.backend.list(FileKind::Pack)?.into_iter().collect();
+    // Likewise packs of index files that a concurrent (or killed) prune has superseded but
+    // not yet deleted.
+    let superseded: HashSet<Id> = index_files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
     let indexed: HashSet<Id> = index_files
         .iter()
+        .filter(|(id, _)| !superseded.contains(id))
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
     let marked: Vec<crate::format::IndexPack> = Repository::marked_packs(&marks)
         .into_iter()
+        .chain(Repository::superseded_packs(&index_files))
         .filter(|p| {
             !indexed.contains(&p.id)
                 && listed.contains_key(&FileKind::Pack.path(&p.id))

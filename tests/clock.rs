@@ -350,8 +350,9 @@ fn paused_prune_beside_second_prune_s3() {
     paused_prune(&servers::s3(), 4);
 }
 
-/// Backups of a changing tree in a loop beside two loops of prunes, one of which forgets.
-/// `OCVAULT_STRESS_SECS` sets the duration (default 30).
+/// Backups of a changing tree in a loop beside two loops of prunes, one of which forgets, on
+/// hosts whose clocks are 10 minutes off in either direction. `OCVAULT_STRESS_SECS` sets the
+/// duration (default 30).
 #[test]
 fn overlapping_prunes_beside_backups() {
     let secs: u64 = std::env::var("OCVAULT_STRESS_SECS")
@@ -375,10 +376,21 @@ fn overlapping_prunes_beside_backups() {
     let states = repo.path("states");
     std::fs::create_dir_all(&states).unwrap();
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let prune_loop = |args: &'static [&'static str]| {
+    // The two prune hosts' clocks are 10 minutes ahead and 10 minutes behind the backups'.
+    let prune_loop = |skew: &str, args: &'static [&'static str]| {
         let mut n = 0u64;
         while Instant::now() < deadline {
-            let out = repo.cmd().args(args).output().unwrap();
+            let mut c = Command::new(servers::require(
+                "faketime",
+                &[],
+                "apt-get install faketime",
+            ));
+            c.args(["-f", skew])
+                .arg(assert_cmd::cargo::cargo_bin("ocvault"));
+            c.arg("--repo").arg(&repo.repo);
+            c.env("OCVAULT_PASSWORD", &repo.password)
+                .env_remove("OCVAULT_STALE_AFTER_SECS");
+            let out = c.args(args).stdin(Stdio::null()).output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
                 out.status.success() || err.contains("no snapshot"),
@@ -401,16 +413,19 @@ fn overlapping_prunes_beside_backups() {
             n
         });
         let f = s.spawn(|| {
-            prune_loop(&[
-                "forget",
-                "--keep-last",
-                "2",
-                "--prune",
-                "--max-unused",
-                "0%",
-            ])
+            prune_loop(
+                "-10m",
+                &[
+                    "forget",
+                    "--keep-last",
+                    "2",
+                    "--prune",
+                    "--max-unused",
+                    "0%",
+                ],
+            )
         });
-        let p = s.spawn(|| prune_loop(&["prune", "--max-unused", "0%"]));
+        let p = s.spawn(|| prune_loop("+10m", &["prune", "--max-unused", "0%"]));
         (b.join().unwrap(), f.join().unwrap(), p.join().unwrap())
     });
     eprintln!("{backups} backups, {forgets} forget --prune and {prunes} prune runs in {secs} s");
@@ -426,5 +441,102 @@ fn overlapping_prunes_beside_backups() {
     for snap in list.as_array().unwrap() {
         let id = snap["id"].as_str().unwrap();
         restore_and_compare(&repo, id, &states.join(id), "src");
+    }
+}
+
+/// `rewrite` beside `forget --prune`: each round takes a snapshot and rewrites it without one
+/// file, so every rewritten snapshot has the same new root tree, which rewrite finds in the
+/// index (written by the previous round) instead of writing it. Meanwhile the other loop
+/// forgets all but the newest snapshot and prunes: when the newest is the not yet rewritten
+/// one, the tree's only user is gone and its pack is deleted. A rewrite that loaded the index
+/// before then and holds no backup marker saves a snapshot pointing at the deleted tree.
+/// `OCVAULT_STRESS_SECS` sets the duration (default 30).
+#[test]
+fn rewrite_beside_forget_prune() {
+    let secs: u64 = std::env::var("OCVAULT_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let repo = TestRepo::new();
+    init_small(&repo, &[]);
+    let src = repo.path("src");
+    std::fs::create_dir_all(src.join("keep")).unwrap();
+    random_file(&src.join("keep/data.bin"), 200_000, 5);
+    std::fs::write(src.join("secret.txt"), b"erase me").unwrap();
+    let expected = repo.path("expected");
+    std::fs::create_dir_all(expected.join("keep")).unwrap();
+    std::fs::copy(src.join("keep/data.bin"), expected.join("keep/data.bin")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (rounds, prunes) = std::thread::scope(|s| {
+        let r = s.spawn(|| {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let id = snapshot_id(&repo, &["--force"], &src);
+                // Every storage operation of the rewrite takes 30 ms: a wider window.
+                let out = repo
+                    .cmd()
+                    .args([
+                        "-o",
+                        "fault.latency_ms=30",
+                        "rewrite",
+                        "--exclude",
+                        "secret.txt",
+                    ])
+                    .arg(&id)
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                // The snapshot may have been forgotten before the rewrite found it.
+                assert!(
+                    out.status.success() || err.contains("no snapshot"),
+                    "rewrite failed: {err}"
+                );
+                n += 1;
+            }
+            n
+        });
+        let p = s.spawn(|| {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let out = repo
+                    .cmd()
+                    .args([
+                        "forget",
+                        "--keep-last",
+                        "1",
+                        "--prune",
+                        "--max-unused",
+                        "0%",
+                    ])
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    out.status.success() || err.contains("no snapshot"),
+                    "forget --prune failed: {err}"
+                );
+                n += 1;
+            }
+            n
+        });
+        (r.join().unwrap(), p.join().unwrap())
+    });
+    eprintln!("{rounds} snapshot+rewrite rounds beside {prunes} forget --prune runs in {secs} s");
+    assert!(rounds >= 3 && prunes >= 3);
+    repo.cmd()
+        .args(["prune", "--max-unused", "0%"])
+        .assert()
+        .success();
+    repo.cmd().args(["check", "--read-data"]).assert().code(0);
+    for id in snapshot_ids(&repo) {
+        let target = repo.path(&format!("r-{}", &id[..8]));
+        restore_into(&repo, &id, &target);
+        let got = target.join("src");
+        assert!(got.join("keep/data.bin").is_file(), "{id}: data restored");
+        assert_eq!(
+            hash_file(&got.join("keep/data.bin")),
+            hash_file(&expected.join("keep/data.bin"))
+        );
+        std::fs::remove_dir_all(&target).unwrap();
     }
 }
