@@ -98,11 +98,19 @@ impl Drop for Server {
     fn drop(&mut self) {
         // An SFTP server's clients must have closed their ssh sessions: a master left
         // running would outlive the test suite (and, on a backup host, every daily run).
-        let leaked = if self.url.starts_with("sftp://") {
-            ssh_masters(self.port)
-        } else {
-            Vec::new()
-        };
+        // A closed session's master exits a moment after its client: wait up to 10 s for
+        // that before calling it leaked (a leaked one never exits).
+        let mut leaked = Vec::new();
+        if self.url.starts_with("sftp://") {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                leaked = ssh_masters(self.port);
+                if leaked.is_empty() || std::time::Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
         for pid in &leaked {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
