@@ -355,10 +355,7 @@ fn paused_prune_beside_second_prune_s3() {
 /// duration (default 30).
 #[test]
 fn overlapping_prunes_beside_backups() {
-    let secs: u64 = std::env::var("OCVAULT_STRESS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let secs = env_num("OCVAULT_STRESS_SECS", 30);
     let repo = TestRepo::new();
     init_small_packs(&repo, 262_144);
     let src = repo.path("src");
@@ -453,10 +450,7 @@ fn overlapping_prunes_beside_backups() {
 /// `OCVAULT_STRESS_SECS` sets the duration (default 30).
 #[test]
 fn rewrite_beside_forget_prune() {
-    let secs: u64 = std::env::var("OCVAULT_STRESS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let secs = env_num("OCVAULT_STRESS_SECS", 30);
     let repo = TestRepo::new();
     init_small(&repo, &[]);
     let src = repo.path("src");

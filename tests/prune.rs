@@ -203,12 +203,6 @@ fn gdpr_erase_removes_every_copy_of_the_data() {
 /// backup threads (default 2).
 #[test]
 fn prune_beside_running_backups() {
-    let env_num = |name: &str, default: u64| -> u64 {
-        std::env::var(name)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
-    };
     let secs = env_num("OCVAULT_STRESS_SECS", 60);
     let backups = env_num("OCVAULT_STRESS_BACKUPS", 2).max(1) as usize;
     let seeds: Vec<u64> = std::env::var("OCVAULT_STRESS_SEEDS")
@@ -486,10 +480,7 @@ fn prune_heals_a_pack_holding_a_blob_twice() {
 /// Prune killed with SIGKILL at random points never damages the repository.
 #[test]
 fn prune_killed_at_random_points() {
-    let runs: u64 = std::env::var("OCVAULT_KILL_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let runs = env_num("OCVAULT_KILL_RUNS", 20);
     let repo = TestRepo::new();
     init_small_packs(&repo, 131_072);
     let src = repo.path("src");

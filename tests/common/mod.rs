@@ -1480,6 +1480,14 @@ pub fn ocvault() -> assert_cmd::Command {
     cmd
 }
 
+/// A number from the environment (test durations and counts), or `default`.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A throw-away repository location plus its password.
 pub struct TestRepo {
     /// Temp dir owning everything (deleted on drop).
