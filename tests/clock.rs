@@ -233,6 +233,20 @@ fn s3_backup_and_prune_skewed_both_ways() {
     }
 }
 
+/// Ends a process this test may have left stopped (SIGSTOP) when an assertion fails, so a
+/// failed run leaves nothing behind.
+struct EndOnPanic(u32);
+
+impl Drop for EndOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let pid = self.0.to_string();
+            let _ = Command::new("kill").args(["-CONT", &pid]).status();
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     let st = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -262,6 +276,7 @@ fn paused_backup(server: &Server, stale: u32) {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let backup = b.spawn().unwrap();
+    let _end = EndOnPanic(backup.id());
     std::thread::sleep(Duration::from_millis(1200));
     signal(&backup, "-STOP");
     std::thread::sleep(Duration::from_secs(stale as u64 + 3));
@@ -318,6 +333,7 @@ fn paused_prune(server: &Server, stale: u32) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let first = p.spawn().unwrap();
+    let _end = EndOnPanic(first.id());
     std::thread::sleep(Duration::from_millis(1500));
     signal(&first, "-STOP");
     std::thread::sleep(Duration::from_secs(stale as u64 + 2));
