@@ -302,12 +302,11 @@ pub fn list_sessions(repo: &Repository) -> Result<Markers> {
             g.first = Some(id);
             g.started = time;
         }
-        if time > g.newest {
-            g.newest = time;
-        }
-        if time.is_none() {
-            g.newest = None;
-        }
+        // Unknown if any file's time is unknown (then staleness falls back to the host clock).
+        g.newest = match (g.newest, time) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
         g.heartbeat_unix_ns = g.heartbeat_unix_ns.max(m.heartbeat_unix_ns);
     }
     Ok(Markers {

@@ -318,11 +318,13 @@ fn prune_in(
     // Phase 2.
     crate::interrupt::check()?;
     let session = session.expect("not a dry run");
-    let (deleted, bytes, pending) = delete_marked(repo, session, opts.grace)?;
+    // The storage's current time, read once for the marks, the markers and `tmp/`.
+    let now = session.storage_now()?;
+    let (deleted, bytes, pending) = delete_marked(repo, session, now, opts.grace)?;
     report.packs_deleted = deleted;
     report.bytes_deleted = bytes;
     report.marks_pending = pending;
-    crate::locks::remove_stale_temp_files(repo, session.storage_now()?);
+    crate::locks::remove_stale_temp_files(repo, now);
     Ok(report)
 }
 
@@ -459,9 +461,9 @@ fn write_consolidated(repo: &Repository, packs: Vec<IndexPack>, supersedes: &[Id
 fn delete_marked(
     repo: &Repository,
     session: &crate::locks::MarkerGuard,
+    now: Option<i64>,
     grace: Duration,
 ) -> Result<(u64, u64, u64)> {
-    let now = session.storage_now()?;
     let marks = load_marks(repo)?;
     let mark_times = mark_times(repo, &marks)?;
     let marks: Vec<_> = marks
