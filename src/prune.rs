@@ -180,9 +180,9 @@ fn prune_in(
     let snaps = repo.list_snapshots_strict().map_err(refuse)?;
     let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
     // Index files as loaded, with ids, so the consolidated index can supersede exactly them.
-    let files = repo.load_index_files_strict().map_err(refuse)?;
+    let (files, marks) =
+        repo.load_consistent(|r| r.load_index_files_strict().map_err(refuse), load_marks)?;
     let loaded_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
-    let marks = load_marks(repo)?;
     let live = Index::build(&files, &[]);
     let live_pack_ids: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
 

@@ -425,9 +425,33 @@ impl Repository {
     /// until a later prune puts those packs back. It is never for dedup: new snapshots must
     /// not come to depend on marked packs.
     pub fn load_indexes(&self) -> Result<Indexes> {
-        let files = self.load_index_files()?;
-        let marks = self.load_prune_marks()?;
+        let (files, marks) =
+            self.load_consistent(|r| r.load_index_files(), |r| r.load_prune_marks())?;
         Ok(Indexes::build(files, &marks))
+    }
+
+    /// Index files and prune marks as one consistent view. A prune writes a mark between its
+    /// consolidated index and the deletion of what that supersedes, and puts a marked pack back
+    /// into an index file before it deletes the mark, so a pack can move between the two while
+    /// they are read: the marks are listed before and after the index files, and everything is
+    /// read again until the two listings agree.
+    pub fn load_consistent<F, M>(
+        &self,
+        files: impl Fn(&Repository) -> Result<F>,
+        marks: impl Fn(&Repository) -> Result<M>,
+    ) -> Result<(F, M)> {
+        loop {
+            let before = self.backend.list_ids(FileKind::PruneMark)?;
+            let f = files(self)?;
+            let m = marks(self)?;
+            let mut after = self.backend.list_ids(FileKind::PruneMark)?;
+            let mut before = before;
+            before.sort();
+            after.sort();
+            if before == after {
+                return Ok((f, m));
+            }
+        }
     }
 
     /// The index for reading (see `load_indexes`).
