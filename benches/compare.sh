@@ -22,6 +22,9 @@
 #   DUMP=file DUMP2=file  use these dumps instead (DUMP2 optional)
 #   RUNS=3           repetitions; medians are reported
 #   OCVAULT=path     ocvault binary (default: target/release/ocvault)
+#   OCVAULT_BASE=path  a second ocvault binary, run as the tool `base` (e.g. the
+#                    build before a change: TOOLS="ocvault base" compares the two
+#                    in one run; its o/x ratios are after / before)
 #   RESTIC=restic RUSTIC=rustic BORG=borg   the other tools' binaries
 #   VERIFY=1         on the first run, check restores/dumps equal the source
 #   WARM=1           before each measured command, read its source, input and
@@ -61,6 +64,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 read -r -a TOOLS <<<"${TOOLS:-ocvault restic rustic borg}"
 RUNS=${RUNS:-3}
 OCVAULT=${OCVAULT:-$ROOT/target/release/ocvault}
+OCVAULT_BASE=${OCVAULT_BASE:-}
 RESTIC=${RESTIC:-restic}
 RUSTIC=${RUSTIC:-rustic}
 BORG=${BORG:-borg}
@@ -95,6 +99,7 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 for t in "${TOOLS[@]}"; do
     case $t in
     ocvault) [[ -x $OCVAULT ]] || die "ocvault binary not found at $OCVAULT (cargo build --release?)" ;;
+    base) [[ -n $OCVAULT_BASE && -x $OCVAULT_BASE ]] || die "tool base needs OCVAULT_BASE=path to an ocvault binary" ;;
     restic) command -v "$RESTIC" >/dev/null || die "restic not found (apt-get install -y restic)" ;;
     borg)
         if ! command -v "$BORG" >/dev/null; then
@@ -109,7 +114,7 @@ for t in "${TOOLS[@]}"; do
             RUSTIC=$(command -v rustic || echo "${CARGO_HOME:-$HOME/.cargo}/bin/rustic")
         fi
         command -v "$RUSTIC" >/dev/null || die "rustic not found (cargo install rustic-rs --locked)" ;;
-    *) die "unknown tool $t (ocvault, restic, rustic, borg)" ;;
+    *) die "unknown tool $t (ocvault, base, restic, rustic, borg)" ;;
     esac
 done
 [[ -x $TIME ]] || die "$TIME not found (apt-get install -y time)"
@@ -169,11 +174,13 @@ abspath() { echo "$(cd "$(dirname "$1")" && pwd -P)/$(basename "$1")"; }
 # --- tool adapters ------------------------------------------------------------
 # cmd_<action> TOOL REPO [...] sets the array CMD to the command line.
 # borg names each archive by its creation time; borg_last REPO prints the latest.
+# The ocvault binary behind tool $1 (`base` is the second build).
+ocv_bin() { if [[ $1 == base ]]; then echo "$OCVAULT_BASE"; else echo "$OCVAULT"; fi; }
 BORG_NAME='{now:%Y-%m-%dT%H:%M:%S.%f}'
 borg_last() { "$BORG" list --last 1 --format '{archive}' "$1"; }
 tool_init() {
     case $1 in
-    ocvault) "$OCVAULT" --quiet --repo "$2" init >/dev/null ;;
+    ocvault | base) "$(ocv_bin "$1")" --quiet --repo "$2" init >/dev/null ;;
     restic) "$RESTIC" --quiet -r "$2" init >/dev/null ;;
     rustic) "$RUSTIC" --no-progress --log-level warn -r "$2" init >/dev/null 2>&1 ;;
     borg) "$BORG" init -e repokey-blake2 "$2" >/dev/null 2>&1 ;;
@@ -182,7 +189,7 @@ tool_init() {
 cmd_snapshot() { # snapshot TOOL REPO [PATH]
     local path=${3:-$SRC}
     case $1 in
-    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot "$path") ;;
+    ocvault | base) CMD=("$(ocv_bin "$1")" --quiet --repo "$2" snapshot "$path") ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" backup "$path") ;;
     rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" backup "$path") ;;
     borg) CMD=("$BORG" create --compression zstd,3 "$2::$BORG_NAME" "$path") ;;
@@ -190,7 +197,7 @@ cmd_snapshot() { # snapshot TOOL REPO [PATH]
 }
 cmd_check() { # check TOOL REPO [--read-data]
     case $1 in
-    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" check ${3:+"$3"}) ;;
+    ocvault | base) CMD=("$(ocv_bin "$1")" --quiet --repo "$2" check ${3:+"$3"}) ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" check ${3:+"$3"}) ;;
     rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" check ${3:+"$3"}) ;;
     borg) CMD=("$BORG" check ${3:+--verify-data} "$2") ;;
@@ -198,7 +205,7 @@ cmd_check() { # check TOOL REPO [--read-data]
 }
 cmd_snapshot_at() { # snapshot_at TOOL REPO PATH EPOCH: snapshot with a recorded time
     case $1 in
-    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot --time "$(date -u -d "@$4" +%Y-%m-%dT%H:%M:%SZ)" "$3") ;;
+    ocvault | base) CMD=("$(ocv_bin "$1")" --quiet --repo "$2" snapshot --time "$(date -u -d "@$4" +%Y-%m-%dT%H:%M:%SZ)" "$3") ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" backup --time "$(date -d "@$4" '+%Y-%m-%d %H:%M:%S')" "$3") ;;
     rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" backup --time "$(date -d "@$4" '+%Y-%m-%d %H:%M:%S')" "$3") ;;
     borg) CMD=("$BORG" create --compression zstd,3 --timestamp "$(date -u -d "@$4" +%Y-%m-%dT%H:%M:%S)" "$2::s$4" "$3") ;;
@@ -206,7 +213,7 @@ cmd_snapshot_at() { # snapshot_at TOOL REPO PATH EPOCH: snapshot with a recorded
 }
 cmd_forget_prune() { # forget_prune TOOL REPO KEEP
     case $1 in
-    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" forget --keep-last "$3" --prune --max-unused 5%) ;;
+    ocvault | base) CMD=("$(ocv_bin "$1")" --quiet --repo "$2" forget --keep-last "$3" --prune --max-unused 5%) ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" forget --keep-last "$3" --prune) ;;
     rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" forget --keep-last "$3" --prune) ;;
     # borg frees space in a separate step: prune, then compact
@@ -215,7 +222,7 @@ cmd_forget_prune() { # forget_prune TOOL REPO KEEP
 }
 cmd_restore() { # restore TOOL REPO TARGET
     case $1 in
-    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" restore latest --target "$3") ;;
+    ocvault | base) CMD=("$(ocv_bin "$1")" --quiet --repo "$2" restore latest --target "$3") ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" restore latest --target "$3") ;;
     rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" restore latest "$3") ;;
     borg) CMD=(env -C "$3" "$BORG" extract "$2::$(borg_last "$2")") ;;
@@ -223,7 +230,7 @@ cmd_restore() { # restore TOOL REPO TARGET
 }
 cmd_stdin() {
     case $1 in
-    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" snapshot --stdin --stdin-filename db.sql) ;;
+    ocvault | base) CMD=("$(ocv_bin "$1")" --quiet --repo "$2" snapshot --stdin --stdin-filename db.sql) ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" backup --stdin --stdin-filename db.sql) ;;
     # --force: without it rustic 0.11.4 takes the stdin file from the parent snapshot
     # unread (the second dump added 0 bytes and dumped back as the first)
@@ -233,7 +240,7 @@ cmd_stdin() {
 }
 cmd_dump() {
     case $1 in
-    ocvault) CMD=("$OCVAULT" --quiet --repo "$2" dump latest db.sql) ;;
+    ocvault | base) CMD=("$(ocv_bin "$1")" --quiet --repo "$2" dump latest db.sql) ;;
     restic) CMD=("$RESTIC" --quiet -r "$2" dump latest /db.sql) ;;
     rustic) CMD=("$RUSTIC" --no-progress --log-level warn -r "$2" dump latest:db.sql) ;;
     borg) CMD=("$BORG" extract --stdout "$2::$(borg_last "$2")" db.sql) ;;
@@ -242,7 +249,7 @@ cmd_dump() {
 # Where a restore of $DATA ends up inside the target.
 restored_root() {
     case $1 in
-    ocvault) echo "$2/$(basename "$SRC")" ;;
+    ocvault | base) echo "$2/$(basename "$SRC")" ;;
     restic | rustic) echo "$2$SRC" ;;
     borg) echo "$2/${SRC#/}" ;;
     esac
@@ -475,6 +482,7 @@ function median(list,   a, n, i, t, j) {
 version_of() {
     case $1 in
     ocvault) "$OCVAULT" --version | awk '{print "ocvault", $2}' ;;
+    base) "$OCVAULT_BASE" --version | awk '{print "base: ocvault", $2}' ;;
     restic) "$RESTIC" version | awk '{print $1, $2}' ;;
     rustic) "$RUSTIC" --version | awk '{print $1, $2}' ;;
     borg) "$BORG" --version ;;
