@@ -18,6 +18,7 @@ pub mod index;
 pub mod interrupt;
 pub mod locks;
 pub mod oplog;
+pub mod periodic;
 pub mod pack;
 pub mod prune;
 pub mod repository;
