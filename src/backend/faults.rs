@@ -176,7 +176,10 @@ impl Faults {
             Some(Fault::Fail(e)) => Err(e),
             Some(Fault::Cut) => {
                 let bytes = bytes();
-                let _ = self.inner.write(path, bytes.slice(0..bytes.len() / 2)).await;
+                let _ = self
+                    .inner
+                    .write(path, bytes.slice(0..bytes.len() / 2))
+                    .await;
                 Err(cut_error())
             }
         }

@@ -9,9 +9,10 @@
 //! ```
 //!
 //! Threads: all storage I/O runs as async tasks on one tokio runtime shared by every
-//! `Backend` of the process (2 workers, plus tokio's blocking threads for local file
-//! writes); synchronous callers wait on it with `block_on`. OpenDAL services are bounded by
-//! `connections` requests in flight; writers bound the writes they start.
+//! `Backend` of the process (2 workers, at most 64 blocking threads for local file
+//! operations); synchronous callers wait on it with `block_on`. OpenDAL services are bounded
+//! by `connections` requests in flight; writers bound the writes they start; parallel
+//! readers wait on `read_pool`'s threads.
 
 mod cache;
 mod faults;
@@ -115,6 +116,9 @@ fn shared_runtime() -> Result<Arc<tokio::runtime::Runtime>> {
     let rt = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            // Local file operations (fsyncs, OpenDAL's fs reads): far more than the callers'
+            // own bounds on requests in flight ever ask for at once.
+            .max_blocking_threads(64)
             .thread_name("ocvault-io")
             .enable_all()
             .build()
@@ -552,3 +556,6 @@ pub fn system_time_ns(t: std::time::SystemTime) -> i64 {
 pub fn is_not_found(e: &Error) -> bool {
     matches!(e, Error::NotFound(_))
 }
+
+#[cfg(test)]
+mod tests;
