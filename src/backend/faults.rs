@@ -169,20 +169,22 @@ impl Faults {
         }
     }
 
-    /// A write's fate; a cut one first stores its first half under the final name.
-    async fn check_write(&self, path: &str, bytes: impl FnOnce() -> Bytes) -> StorageResult<()> {
+    /// A write's fate: `Ok(true)` when it is cut (the caller stores the first half of the
+    /// bytes under the final name, then fails with `cut_error`).
+    async fn check_write(&self) -> StorageResult<bool> {
         match self.plan.inject(Op::Write).await {
-            None => Ok(()),
+            None => Ok(false),
             Some(Fault::Fail(e)) => Err(e),
-            Some(Fault::Cut) => {
-                let bytes = bytes();
-                let _ = self
-                    .inner
-                    .write(path, bytes.slice(0..bytes.len() / 2))
-                    .await;
-                Err(cut_error())
-            }
+            Some(Fault::Cut) => Ok(true),
         }
+    }
+
+    async fn cut(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
+        let _ = self
+            .inner
+            .write(path, bytes.slice(0..bytes.len() / 2))
+            .await;
+        Err(cut_error())
     }
 }
 
@@ -208,7 +210,9 @@ impl Storage for Faults {
     }
 
     async fn write(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
-        self.check_write(path, || bytes.clone()).await?;
+        if self.check_write().await? {
+            return self.cut(path, bytes).await;
+        }
         self.inner.write(path, bytes).await
     }
 
@@ -217,9 +221,10 @@ impl Storage for Faults {
     }
 
     async fn write_spilled(&self, path: &str, file: Arc<SpillFile>) -> StorageResult<()> {
-        // A cut one stores half of the temporary file's bytes, read back (tests only).
-        let stored = || Bytes::from(std::fs::read(file.path()).unwrap_or_default());
-        self.check_write(path, stored).await?;
+        if self.check_write().await? {
+            let bytes = tokio::fs::read(file.path()).await.unwrap_or_default();
+            return self.cut(path, Bytes::from(bytes)).await;
+        }
         self.inner.write_spilled(path, file).await
     }
 
