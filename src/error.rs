@@ -34,6 +34,9 @@ pub enum Error {
     Corrupt { what: String, why: String },
     #[error("backend: {0}")]
     Backend(String),
+    /// A stored file that is not there (the storage said so).
+    #[error("backend: {0}: not found")]
+    NotFound(String),
     #[error("{path}: {source}")]
     Io {
         path: String,

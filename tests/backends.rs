@@ -170,15 +170,26 @@ fn faulty(s: &Server, opts: &[&str]) -> assert_cmd::Command {
     c
 }
 
-fn injected(stderr: &[u8]) -> u64 {
+/// The count in the line "ocvault: N <what>" of a run's stderr; 0 without one.
+fn reported(stderr: &[u8], what: &str) -> u64 {
     let text = String::from_utf8_lossy(stderr);
     text.lines()
         .find_map(|l| {
             l.strip_prefix("ocvault: ")
-                .and_then(|r| r.strip_suffix(" faults injected"))
+                .and_then(|r| r.strip_suffix(what))
+                .and_then(|r| r.strip_suffix(' '))
         })
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+fn injected(stderr: &[u8]) -> u64 {
+    reported(stderr, "faults injected")
+}
+
+/// Files the local writer stored from spilled temporary files (packs built in place).
+fn spilled(stderr: &[u8]) -> u64 {
+    reported(stderr, "files stored from local temporary files")
 }
 
 #[test]
@@ -202,6 +213,12 @@ fn ten_percent_faults_are_retried_through() {
     assert!(
         injected(&out.get_output().stderr) > 0,
         "no fault was injected"
+    );
+    // The faults wrapped the local writer that production uses: packs were built in
+    // temporary files and stored from them (before, any fault option switched it off).
+    assert!(
+        spilled(&out.get_output().stderr) > 0,
+        "the local spilling writer did not run under faults"
     );
     let target = work.path().join("restored");
     let out = faulty(&s, &["fault.all=0.1", "fault.seed=8"])

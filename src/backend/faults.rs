@@ -1,11 +1,17 @@
 //! A fault-injecting layer for tests: fails a fraction of operations with transient errors,
 //! adds latency, cuts writes short, or reports a full disk. Set with `-o fault.*` options.
+//! It wraps any storage; on a local repository it sits over the local writer that production
+//! uses, spilled packs included.
 
 use super::location::Options;
+use super::storage::{DynStorage, Meta, SpillFile, Storage, StorageResult};
 use crate::error::{Error, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
 use rand::{Rng, SeedableRng};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +34,8 @@ pub enum Fault {
 /// Faults injected in this process, reported at exit so tests can see the layer was active.
 pub static INJECTED: AtomicU64 = AtomicU64::new(0);
 
-pub struct Faults {
+/// What to inject, from the `fault.*` options.
+pub struct FaultPlan {
     read: f64,
     write: f64,
     list: f64,
@@ -39,9 +46,9 @@ pub struct Faults {
     rng: Mutex<rand::rngs::StdRng>,
 }
 
-impl Faults {
+impl FaultPlan {
     /// Reads `fault.*` options out of `opts`; `None` when there are none.
-    pub fn from_options(opts: &mut Options) -> Result<Option<Faults>> {
+    pub fn from_options(opts: &mut Options) -> Result<Option<FaultPlan>> {
         let keys: Vec<String> = opts
             .keys()
             .filter(|k| k.starts_with("fault."))
@@ -50,7 +57,7 @@ impl Faults {
         if keys.is_empty() {
             return Ok(None);
         }
-        let mut f = Faults {
+        let mut f = FaultPlan {
             read: 0.0,
             write: 0.0,
             list: 0.0,
@@ -138,5 +145,101 @@ impl Faults {
             )
             .set_temporary(),
         ))
+    }
+}
+
+/// The layer: decides each attempt's fate by its `FaultPlan`, then passes it on.
+pub struct Faults {
+    inner: DynStorage,
+    plan: FaultPlan,
+}
+
+impl Faults {
+    pub fn wrap(inner: DynStorage, plan: FaultPlan) -> DynStorage {
+        Arc::new(Faults { inner, plan })
+    }
+
+    /// Fails the attempt if the plan says so.
+    async fn check(&self, op: Op) -> StorageResult<()> {
+        match self.plan.inject(op).await {
+            Some(Fault::Fail(e)) => Err(e),
+            // Only writes are cut; elsewhere a cut is a plain failure.
+            Some(Fault::Cut) => Err(cut_error()),
+            None => Ok(()),
+        }
+    }
+
+    /// A write's fate: `Ok(true)` when it is cut (the caller stores the first half of the
+    /// bytes under the final name, then fails with `cut_error`).
+    async fn check_write(&self) -> StorageResult<bool> {
+        match self.plan.inject(Op::Write).await {
+            None => Ok(false),
+            Some(Fault::Fail(e)) => Err(e),
+            Some(Fault::Cut) => Ok(true),
+        }
+    }
+
+    async fn cut(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
+        let _ = self
+            .inner
+            .write(path, bytes.slice(0..bytes.len() / 2))
+            .await;
+        Err(cut_error())
+    }
+}
+
+fn cut_error() -> opendal::Error {
+    opendal::Error::new(opendal::ErrorKind::Unexpected, "injected write cut short").set_temporary()
+}
+
+#[async_trait]
+impl Storage for Faults {
+    async fn read(&self, path: &str, range: Option<Range<u64>>) -> StorageResult<Vec<u8>> {
+        self.check(Op::Read).await?;
+        self.inner.read(path, range).await
+    }
+
+    async fn read_nearby(
+        &self,
+        path: &str,
+        size: u64,
+        range: Range<u64>,
+    ) -> StorageResult<Vec<u8>> {
+        self.check(Op::Read).await?;
+        self.inner.read_nearby(path, size, range).await
+    }
+
+    async fn write(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
+        if self.check_write().await? {
+            return self.cut(path, bytes).await;
+        }
+        self.inner.write(path, bytes).await
+    }
+
+    fn spill_file(&self, name: &str) -> Option<std::io::Result<SpillFile>> {
+        self.inner.spill_file(name)
+    }
+
+    async fn write_spilled(&self, path: &str, file: Arc<SpillFile>) -> StorageResult<()> {
+        if self.check_write().await? {
+            let bytes = tokio::fs::read(file.path()).await.unwrap_or_default();
+            return self.cut(path, Bytes::from(bytes)).await;
+        }
+        self.inner.write_spilled(path, file).await
+    }
+
+    async fn delete(&self, path: &str) -> StorageResult<()> {
+        self.check(Op::Delete).await?;
+        self.inner.delete(path).await
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<(String, u64)>> {
+        self.check(Op::List).await?;
+        self.inner.list(prefix).await
+    }
+
+    async fn stat(&self, path: &str) -> StorageResult<Meta> {
+        self.check(Op::Read).await?;
+        self.inner.stat(path).await
     }
 }

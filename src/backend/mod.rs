@@ -1,16 +1,34 @@
-//! Storage through OpenDAL. Everything above this module sees a flat key/value store of
-//! immutable files; this module owns the async runtime and maps URLs to OpenDAL services.
+//! Storage. Everything above this module sees a flat key/value store of immutable files
+//! through `Backend`, a facade over a stack of layers that each implement `Storage`:
+//!
+//! ```text
+//! TreePackCache (remote only)  whole tree packs kept for small ranged reads
+//!   Retry                      temporary errors retried with backoff (backon)
+//!     Faults (-o fault.*)      injected failures, latency, cut writes (tests)
+//!       LocalStorage | OpenDalStorage   the files: a local folder, or any OpenDAL service
+//! ```
+//!
+//! Threads: all storage I/O runs as async tasks on one tokio runtime shared by every
+//! `Backend` of the process (2 workers, at most 64 blocking threads for local file
+//! operations); synchronous callers wait on it with `block_on`. OpenDAL services are bounded
+//! by `connections` requests in flight; writers bound the writes they start; parallel
+//! readers wait on `read_pool`'s threads.
 
+mod cache;
 mod faults;
+mod local;
 pub mod location;
+mod opendal_storage;
+mod retry;
+pub mod storage;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use faults::{Fault, Faults, Op};
+use bytes::Bytes;
 use opendal::{ErrorKind, Operator};
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
+pub use storage::{DynStorage, Meta, SpillFile, Storage, StorageError, StorageResult};
 
 /// The kinds of files a repository holds, each under its own prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,31 +77,23 @@ pub struct BackendSettings {
 
 pub const DEFAULT_CONNECTIONS: usize = 8;
 
-/// Retries with exponential backoff for transient errors.
-#[derive(Clone, Copy, Debug)]
-struct RetryPolicy {
-    max_retries: u32,
-    first_delay: Duration,
-    max_delay: Duration,
-}
+/// Whole tree packs kept by `TreePackCache` on remote storage.
+const TREE_PACK_CACHE_BYTES: u64 = 64 << 20;
 
-/// A repository's storage: an OpenDAL operator plus the runtime that drives it.
+/// A repository's storage: the layer stack, the shared I/O runtime that drives it, and what
+/// callers need to know of where it is.
 #[derive(Clone)]
 pub struct Backend {
-    op: Operator,
+    storage: DynStorage,
     rt: Arc<tokio::runtime::Runtime>,
     location: String,
-    rename_writes: bool,
-    retry: RetryPolicy,
-    faults: Option<Arc<Faults>>,
-    /// Whole files kept for small ranged reads, on backends where each request costs a round
-    /// trip (tree blobs are read one by one, thousands per walk). None on local disk.
-    whole_files: Option<Arc<Mutex<WholeFileCache>>>,
     /// Remote services: each request waits on the network.
     remote: bool,
     connections: usize,
-    /// A local repository's folder (writes there skip OpenDAL: see `LocalWrite`).
+    /// A local repository's folder.
     local_root: Option<Arc<std::path::PathBuf>>,
+    /// See `read_pool`: built on first use, shared by clones.
+    read_pool: Arc<OnceLock<Option<rayon::ThreadPool>>>,
     /// Tests: called with the prefix after each listing, to act between a listing and the
     /// reads that follow it (another process deleting what was listed) deterministically.
     list_hook: Option<ListHook>,
@@ -92,14 +102,31 @@ pub struct Backend {
 /// See `Backend::set_list_hook`.
 pub type ListHook = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Most recently used whole files, up to a byte budget.
-#[derive(Default)]
-struct WholeFileCache {
-    files: VecDeque<(String, Arc<Vec<u8>>)>,
-    bytes: usize,
-}
+/// A local repository's file being written piece by piece (`Backend::local_file`).
+pub type LocalWrite = SpillFile;
 
-const WHOLE_FILE_CACHE_BYTES: usize = 64 << 20;
+/// The I/O runtime every open `Backend` shares; it stops when the last one is dropped (which
+/// also closes what services keep open on it, such as ssh sessions).
+fn shared_runtime() -> Result<Arc<tokio::runtime::Runtime>> {
+    static SHARED: Mutex<Weak<tokio::runtime::Runtime>> = Mutex::new(Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(rt) = shared.upgrade() {
+        return Ok(rt);
+    }
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            // Local file operations (fsyncs, OpenDAL's fs reads): far more than the callers'
+            // own bounds on requests in flight ever ask for at once.
+            .max_blocking_threads(64)
+            .thread_name("ocvault-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::other(format!("cannot start I/O runtime: {e}")))?,
+    );
+    *shared = Arc::downgrade(&rt);
+    Ok(rt)
+}
 
 impl Backend {
     /// Opens the storage a repository URL names. `create` allows creating a local folder.
@@ -112,13 +139,13 @@ impl Backend {
         opendal::install_default();
         let mut opts = location::parse_options(&settings.options)?;
         let loc = location::parse(url, &mut opts)?;
-        let retry = RetryPolicy {
+        let retry = retry::RetryPolicy {
             max_retries: take_num(&mut opts, "retry.max", 6)? as u32,
             first_delay: Duration::from_millis(take_num(&mut opts, "retry.delay_ms", 200)?),
             max_delay: Duration::from_secs(10),
         };
         let timeout = Duration::from_secs(take_num(&mut opts, "timeout", 120)?);
-        let faults = Faults::from_options(&mut opts)?.map(Arc::new);
+        let faults = faults::FaultPlan::from_options(&mut opts)?;
         if let Some(k) = opts.keys().next() {
             return Err(Error::usage(format!(
                 "option {k} does not apply to {} repositories",
@@ -126,28 +153,9 @@ impl Backend {
             )));
         }
         if let Some(root) = &loc.local_root {
-            // Checked before the operator is built: building it creates a missing root folder,
-            // which must not appear where no repository is.
-            let config = std::fs::symlink_metadata(root.join(CONFIG_PATH));
-            if matches!(&config, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied) {
-                return Err(Error::Backend(format!(
-                    "permission denied on {}: this user cannot read the repository folder",
-                    loc.display
-                )));
-            }
-            let no_config = matches!(config, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-            if !create && (!root.is_dir() || no_config) {
-                return Err(Error::NoRepository(loc.display.clone()));
-            }
+            check_local_root(root, &loc.display, create)?;
         }
-        let rt = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("ocvault-io")
-                .enable_all()
-                .build()
-                .map_err(|e| Error::other(format!("cannot start I/O runtime: {e}")))?,
-        );
+        let rt = shared_runtime()?;
         let connections = if settings.connections == 0 {
             DEFAULT_CONNECTIONS
         } else {
@@ -167,19 +175,33 @@ impl Backend {
                     .with_io_timeout(timeout),
             )
             .layer(opendal::layers::ConcurrentLimitLayer::new(connections));
+        let files = opendal_storage::OpenDalStorage::new(op, loc.rename_writes);
+        let mut storage: DynStorage = match &loc.local_root {
+            Some(root) => Arc::new(local::LocalStorage::new(root.clone(), files)),
+            None => Arc::new(files),
+        };
+        if let Some(plan) = faults {
+            storage = faults::Faults::wrap(storage, plan);
+        }
+        storage = retry::Retry::wrap(storage, retry);
+        if remote {
+            storage = cache::TreePackCache::wrap(storage, TREE_PACK_CACHE_BYTES);
+        }
         Ok(Backend {
-            op,
+            storage,
             rt,
             location: loc.display,
-            rename_writes: loc.rename_writes,
-            retry,
-            faults,
-            whole_files: remote.then(|| Arc::new(Mutex::new(WholeFileCache::default()))),
             remote,
             connections,
             local_root: loc.local_root.map(Arc::new),
+            read_pool: Arc::new(OnceLock::new()),
             list_hook: None,
         })
+    }
+
+    /// The layer stack, to wrap it further (tests) or to use it directly.
+    pub fn storage(&self) -> &DynStorage {
+        &self.storage
     }
 
     /// For tests: runs `hook` with the prefix after every listing this backend (and its
@@ -192,9 +214,8 @@ impl Backend {
         &self.location
     }
 
-    /// Runs `f`, which reads whole files in parallel with rayon, on a pool sized for this
-    /// storage: a remote request mostly waits on the network, so as many threads as
-    /// connections; on local disk the CPU count, since more would only hold more buffers.
+    /// Runs `f`, which reads whole files in parallel with rayon, on the pool `read_pool`
+    /// gives.
     pub fn with_read_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match self.read_pool() {
             Some(pool) => pool.install(f),
@@ -202,17 +223,23 @@ impl Backend {
         }
     }
 
-    /// The pool `with_read_pool` runs on, for callers that run on it many times; `None`
-    /// means rayon's global pool.
-    pub fn read_pool(&self) -> Option<rayon::ThreadPool> {
-        if !self.remote || self.connections <= rayon::current_num_threads() {
-            return None;
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(self.connections)
-            .thread_name(|i| format!("ocvault-read-{i}"))
-            .build()
-            .ok()
+    /// The threads that wait on parallel reads (restore, dump, `check --read-data`): a remote
+    /// request mostly waits on the network, so as many threads as connections, built once
+    /// per backend; on local disk `None`, rayon's global pool (the CPU count), since more
+    /// threads would only hold more buffers.
+    pub fn read_pool(&self) -> Option<&rayon::ThreadPool> {
+        self.read_pool
+            .get_or_init(|| {
+                if !self.remote || self.connections <= rayon::current_num_threads() {
+                    return None;
+                }
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.connections)
+                    .thread_name(|i| format!("ocvault-read-{i}"))
+                    .build()
+                    .ok()
+            })
+            .as_ref()
     }
 
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -224,41 +251,10 @@ impl Backend {
         faults::INJECTED.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Runs one storage operation, retrying transient errors with exponential backoff.
-    async fn attempt<T, F, Fut>(&self, mut f: F) -> opendal::Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = opendal::Result<T>>,
-    {
-        let mut delay = self.retry.first_delay;
-        let mut tries = 0u32;
-        loop {
-            match f().await {
-                Ok(v) => return Ok(v),
-                // A full disk does not empty itself within the retry window.
-                Err(e)
-                    if e.is_temporary() && !is_no_space(&e) && tries < self.retry.max_retries =>
-                {
-                    tries += 1;
-                    // Full jitter keeps many clients from retrying in step.
-                    let sleep = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-                    tokio::time::sleep(sleep).await;
-                    delay = (delay * 2).min(self.retry.max_delay);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// An injected failure for this attempt, if the fault layer decides so.
-    async fn fault(&self, op: Op) -> opendal::Result<Option<Fault>> {
-        match &self.faults {
-            None => Ok(None),
-            Some(f) => match f.inject(op).await {
-                Some(Fault::Fail(e)) => Err(e),
-                other => Ok(other),
-            },
-        }
+    /// Files a local repository stored from spilled temporary files so far in this process
+    /// (packs built in place, and every other local write).
+    pub fn spilled_writes() -> u64 {
+        local::SPILLED_WRITES.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn read(&self, path: &str) -> Result<Vec<u8>> {
@@ -268,29 +264,18 @@ impl Backend {
     /// `read` for tasks on the I/O runtime (`runtime().spawn`), so many reads can be in
     /// flight without a thread each.
     pub async fn read_async(&self, path: &str) -> Result<Vec<u8>> {
-        self.attempt(|| async {
-            self.fault(Op::Read).await?;
-            self.op.read(path).await.map(|b| b.to_vec())
-        })
-        .await
-        .map_err(|e| map_err(e, path))
+        self.storage
+            .read(path, None)
+            .await
+            .map_err(|e| map_err(e, path))
     }
 
     pub fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let buf = self
             .rt
-            .block_on(self.attempt(|| async {
-                self.fault(Op::Read).await?;
-                self.op.read_with(path).range(offset..offset + len).await
-            }))
+            .block_on(self.storage.read(path, Some(offset..offset + len)))
             .map_err(|e| map_err(e, path))?;
-        if buf.len() as u64 != len {
-            return Err(Error::corrupt(
-                path,
-                format!("short read: {} of {len} bytes", buf.len()),
-            ));
-        }
-        Ok(buf.to_vec())
+        check_len(path, buf, len)
     }
 
     /// A small range of a file of known size that is likely read again nearby (a tree blob in
@@ -302,133 +287,98 @@ impl Backend {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>> {
-        let Some(cache) = &self.whole_files else {
-            return self.read_range(path, offset, len);
-        };
-        if size > WHOLE_FILE_CACHE_BYTES as u64 / 2 || offset + len > size {
-            return self.read_range(path, offset, len);
-        }
-        let hit = {
-            let c = cache.lock().unwrap();
-            c.files
-                .iter()
-                .find(|(p, _)| p == path)
-                .map(|(_, b)| b.clone())
-        };
-        let bytes = match hit {
-            Some(b) => b,
-            None => {
-                let b = Arc::new(self.read(path)?);
-                if b.len() as u64 != size {
-                    return Err(Error::corrupt(
-                        path,
-                        format!("{} bytes, the index says {size}", b.len()),
-                    ));
-                }
-                let mut c = cache.lock().unwrap();
-                c.bytes += b.len();
-                c.files.push_back((path.to_string(), b.clone()));
-                while c.bytes > WHOLE_FILE_CACHE_BYTES {
-                    let (_, old) = c.files.pop_front().expect("non-empty");
-                    c.bytes -= old.len();
-                }
-                b
-            }
-        };
-        Ok(bytes[offset as usize..(offset + len) as usize].to_vec())
+        let buf = self
+            .rt
+            .block_on(self.storage.read_nearby(path, size, offset..offset + len))
+            .map_err(|e| map_err(e, path))?;
+        check_len(path, buf, len)
     }
 
     pub fn exists(&self, path: &str) -> Result<bool> {
-        self.rt
-            .block_on(self.attempt(|| async {
-                self.fault(Op::Read).await?;
-                self.op.exists(path).await
-            }))
-            .map_err(|e| map_err(e, path))
+        match self.rt.block_on(self.storage.stat(path)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(map_err(e, path)),
+        }
     }
 
     /// The file's modification time by the storage's own clock (the server's, or the kernel's
     /// on local disk), in ns since the epoch; `None` when the service does not report one.
     pub fn modified_ns(&self, path: &str) -> Result<Option<i64>> {
-        if let Some(root) = &self.local_root {
-            return match std::fs::symlink_metadata(root.join(path)).and_then(|m| m.modified()) {
-                Ok(t) => Ok(Some(system_time_ns(t))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(Error::Backend(format!("{path}: not found")))
-                }
-                Err(e) => Err(Error::io(path, e)),
-            };
-        }
-        let meta = self
-            .rt
-            .block_on(self.attempt(|| async {
-                self.fault(Op::Read).await?;
-                self.op.stat(path).await
-            }))
-            .map_err(|e| map_err(e, path))?;
-        Ok(meta
-            .last_modified()
-            .map(|t| t.into_inner().as_nanosecond() as i64))
+        self.stat(path).map(|m| m.modified_ns)
     }
 
     pub fn size(&self, path: &str) -> Result<u64> {
+        self.stat(path).map(|m| m.size)
+    }
+
+    fn stat(&self, path: &str) -> Result<Meta> {
         self.rt
-            .block_on(self.attempt(|| async {
-                self.fault(Op::Read).await?;
-                self.op.stat(path).await.map(|m| m.content_length())
-            }))
+            .block_on(self.storage.stat(path))
             .map_err(|e| map_err(e, path))
     }
 
     pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        if let Some(root) = self.local_writes() {
-            return LocalWrite::start(root, path, bytes)
-                .and_then(|w| w.finish(root, path))
-                .map_err(|e| local_err(e, path));
-        }
-        self.rt.block_on(self.write_async(path, bytes))
-    }
-
-    /// The folder of a local repository whose writes go through `LocalWrite`; None for other
-    /// services and where faults are injected (those go through OpenDAL and its retries).
-    fn local_writes(&self) -> Option<&Arc<std::path::PathBuf>> {
-        self.local_root.as_ref().filter(|_| self.faults.is_none())
+        self.rt.block_on(self.store(path.to_string(), bytes))
     }
 
     /// Starts a write on the I/O runtime; the caller bounds how many run at once. On local
     /// disk the bytes are written to the page cache before this returns, so the caller's
     /// buffer is freed at once and only the fsync and rename run in the background.
     pub fn spawn_write(&self, path: String, bytes: Vec<u8>) -> tokio::task::JoinHandle<Result<()>> {
-        if let Some(root) = self.local_writes() {
-            let root = root.clone();
-            let written = LocalWrite::start(&root, &path, bytes);
-            return self.rt.spawn_blocking(move || {
-                written
-                    .and_then(|w| w.finish(&root, &path))
-                    .map_err(|e| local_err(e, &path))
-            });
+        self.rt.spawn(self.store(path, bytes))
+    }
+
+    /// A write of `bytes` to `path`. Where the storage spills (local disk), the bytes go to
+    /// a temporary file now, on the caller's thread, and the future only stores that file.
+    fn store(
+        &self,
+        path: String,
+        bytes: Vec<u8>,
+    ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+        let storage = self.storage.clone();
+        let name = path.rsplit('/').next().unwrap_or(&path);
+        let spilled = storage.spill_file(name).map(|file| {
+            file.and_then(|mut f| {
+                f.append_io(&bytes)?;
+                Ok(f)
+            })
+        });
+        let bytes = match spilled {
+            Some(_) => Bytes::new(),
+            None => Bytes::from(bytes),
+        };
+        async move {
+            match spilled {
+                Some(Ok(file)) => storage.write_spilled(&path, Arc::new(file)).await,
+                Some(Err(e)) => Err(local_error(e)),
+                None => storage.write(&path, bytes).await,
+            }
+            .map_err(|e| write_err(e, &path))
         }
-        let this = self.clone();
-        self.rt
-            .spawn(async move { this.write_async(&path, bytes).await })
     }
 
-    /// On a local repository (without injected faults), a new temporary file to write a file
-    /// of unknown name into piece by piece; `spawn_finish_local` gives it its name.
+    /// Where the storage is a local folder (faults or not), a new temporary file to write a
+    /// file of unknown name into piece by piece; `spawn_finish_local` gives it its name.
     pub fn local_file(&self) -> Option<Result<LocalWrite>> {
-        self.local_writes()
-            .map(|root| LocalWrite::create(root, "pack").map_err(|e| local_err(e, "tmp/")))
+        self.storage
+            .spill_file("pack")
+            .map(|file| file.map_err(|e| write_err(local_error(e), "tmp/")))
     }
 
-    /// Fsyncs a file from `local_file` and renames it to `path`, in the background.
+    /// Stores a file from `local_file` under `path` (fsynced and renamed), in the background.
     pub fn spawn_finish_local(
         &self,
         file: LocalWrite,
         path: String,
     ) -> tokio::task::JoinHandle<Result<()>> {
-        let root = self.local_root.clone().expect("a local repository");
-        self.rt
-            .spawn_blocking(move || file.finish(&root, &path).map_err(|e| local_err(e, &path)))
+        let storage = self.storage.clone();
+        self.rt.spawn(async move {
+            storage
+                .write_spilled(&path, Arc::new(file))
+                .await
+                .map_err(|e| write_err(e, &path))
+        })
     }
 
     /// A finished task that failed with `e`, for callers that wait on write handles.
@@ -436,57 +386,15 @@ impl Backend {
         self.rt.spawn(async move { Err(e) })
     }
 
-    async fn write_async(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        let buf = opendal::Buffer::from(bytes);
-        self.attempt(|| async {
-            match self.fault(Op::Write).await {
-                Ok(Some(Fault::Cut)) => {
-                    let _ = self.op.write(path, buf.slice(0..buf.len() / 2)).await;
-                    Err(opendal::Error::new(
-                        opendal::ErrorKind::Unexpected,
-                        "injected write cut short",
-                    )
-                    .set_temporary())
-                }
-                Ok(_) => self.write_once(path, buf.clone()).await,
-                Err(e) => Err(e),
-            }
-        })
-        .await
-        .map_err(|e| change_err(e, path, "write"))
-    }
-
     /// `tmp/` of a local repository, where writes land before they are renamed into place.
     pub fn local_temp_dir(&self) -> Option<std::path::PathBuf> {
-        let info = self.op.info();
-        (info.scheme() == "fs").then(|| std::path::Path::new(&info.root()).join("tmp"))
-    }
-
-    /// One write attempt. Where the service could leave half an object under its final name,
-    /// the bytes go to tmp/ first and are renamed into place.
-    async fn write_once(&self, path: &str, buf: opendal::Buffer) -> opendal::Result<()> {
-        if !self.rename_writes {
-            return self.op.write(path, buf).await.map(|_| ());
-        }
-        let tmp = format!("tmp/{}", hex::encode(crate::crypto::random_bytes::<12>()));
-        let res = async {
-            self.op.write(&tmp, buf).await?;
-            self.op.rename(&tmp, path).await
-        }
-        .await;
-        if res.is_err() {
-            let _ = self.op.delete(&tmp).await;
-        }
-        res
+        self.local_root.as_ref().map(|root| root.join("tmp"))
     }
 
     /// Deletes a file; one that is already gone counts as deleted (a concurrent prune, or a
     /// retry after a lost reply, got there first), as on S3.
     pub fn delete(&self, path: &str) -> Result<()> {
-        match self.rt.block_on(self.attempt(|| async {
-            self.fault(Op::Delete).await?;
-            self.op.delete(path).await
-        })) {
+        match self.rt.block_on(self.storage.delete(path)) {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             r => r.map_err(|e| change_err(e, path, "delete")),
         }
@@ -494,27 +402,10 @@ impl Backend {
 
     /// Lists the files (never folders) under a prefix, with sizes.
     pub fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        let entries = match self.rt.block_on(self.attempt(|| async {
-            self.fault(Op::List).await?;
-            self.op.list_with(prefix).recursive(true).await
-        })) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(map_err(e, prefix)),
-        };
-        let mut out = Vec::new();
-        for e in entries {
-            // Some services list the folder itself, or folders, among the entries.
-            if !e.metadata().is_file() || e.path().ends_with('/') {
-                continue;
-            }
-            let mut size = e.metadata().content_length();
-            if size == 0 {
-                // Some services do not report sizes in listings.
-                size = self.size(e.path()).unwrap_or(0);
-            }
-            out.push((e.path().to_string(), size));
-        }
+        let out = self
+            .rt
+            .block_on(self.storage.list(prefix))
+            .map_err(|e| map_err(e, prefix))?;
         if let Some(hook) = &self.list_hook {
             hook(prefix);
         }
@@ -541,6 +432,34 @@ impl Backend {
     }
 }
 
+/// Refuses a local folder that holds no repository (unless creating one) or that this user
+/// cannot read. Checked before the operator is built: building it creates a missing root
+/// folder, which must not appear where no repository is.
+fn check_local_root(root: &std::path::Path, display: &str, create: bool) -> Result<()> {
+    let config = std::fs::symlink_metadata(root.join(CONFIG_PATH));
+    if matches!(&config, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied) {
+        return Err(Error::Backend(format!(
+            "permission denied on {display}: this user cannot read the repository folder"
+        )));
+    }
+    let no_config = matches!(config, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    if !create && (!root.is_dir() || no_config) {
+        return Err(Error::NoRepository(display.to_string()));
+    }
+    Ok(())
+}
+
+/// A ranged read that came back short is a damaged (truncated) file.
+fn check_len(path: &str, buf: Vec<u8>, len: u64) -> Result<Vec<u8>> {
+    if buf.len() as u64 != len {
+        return Err(Error::corrupt(
+            path,
+            format!("short read: {} of {len} bytes", buf.len()),
+        ));
+    }
+    Ok(buf)
+}
+
 fn take_num(opts: &mut location::Options, key: &str, default: u64) -> Result<u64> {
     match opts.remove(key) {
         None => Ok(default),
@@ -557,86 +476,15 @@ fn one_line(e: &opendal::Error) -> String {
         .join(" ")
 }
 
-/// A file of a local repository being written: under `tmp/` first, fsynced, then renamed into
-/// place, so no half file is ever visible under its name. `start` consumes the bytes once
-/// they are in the page cache, so a write waiting on its fsync (which can wait on the disk for
-/// long) holds no memory; OpenDAL's fs writer keeps the buffer until it is done.
-pub struct LocalWrite {
-    file: std::fs::File,
-    tmp: std::path::PathBuf,
-}
-
-/// A write never finished (its builder was dropped empty, or an error came first) leaves no
-/// temporary file; after the rename the name is gone and this does nothing.
-impl Drop for LocalWrite {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.tmp);
-    }
-}
-
-impl LocalWrite {
-    fn create(root: &std::path::Path, name: &str) -> std::io::Result<LocalWrite> {
-        let dir = root.join("tmp");
-        let tmp = dir.join(format!(
-            "{name}.{}",
-            hex::encode(crate::crypto::random_bytes::<8>())
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let file = std::fs::File::create_new(&tmp)?;
-        Ok(LocalWrite { file, tmp })
-    }
-
-    fn start(root: &std::path::Path, path: &str, bytes: Vec<u8>) -> std::io::Result<LocalWrite> {
-        let mut w = LocalWrite::create(root, path.rsplit('/').next().unwrap_or(path))?;
-        w.append_io(&bytes)?;
-        Ok(w)
-    }
-
-    /// Marks the file as in use for `locks::remove_stale_temp_files`, which removes temporary
-    /// files no write has touched for a while.
-    /// The kernel's clock, not this process's: a prune on this host compares the time with its
-    /// own kernel's, and a process under a faked or skewed clock must not look idle.
-    pub fn touch(&self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid open descriptor; a null `times` means "now" for both times.
-        unsafe { libc::futimens(self.file.as_raw_fd(), std::ptr::null()) };
-    }
-
-    /// Appends bytes of a new pack (a full disk says so in words).
-    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        self.append_io(bytes)
-            .map_err(|e| local_err(e, "a new pack"))
-    }
-
-    /// Appends bytes; on an error the temporary file is removed.
-    fn append_io(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
-        self.file.write_all(bytes).inspect_err(|_| {
-            let _ = std::fs::remove_file(&self.tmp);
-        })
-    }
-
-    fn finish(self, root: &std::path::Path, path: &str) -> std::io::Result<()> {
-        let target = root.join(path);
-        let res = self.file.sync_all().and_then(|()| {
-            if let Some(dir) = target.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::rename(&self.tmp, &target)
-        });
-        if res.is_err() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-        res
-    }
-}
-
-fn local_err(e: std::io::Error, path: &str) -> Error {
-    change_err(
-        opendal::Error::new(ErrorKind::Unexpected, "write").set_source(e),
-        path,
-        "write",
-    )
+/// A local file system error as a storage error of the matching kind, the OS error kept as
+/// its source (`change_err` reads it).
+fn local_error(e: std::io::Error) -> StorageError {
+    let kind = match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+        std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Unexpected,
+    };
+    opendal::Error::new(kind, "local file system").set_source(e)
 }
 
 /// The operating system error under an OpenDAL error, if there is one.
@@ -655,6 +503,10 @@ fn is_no_space(e: &opendal::Error) -> bool {
     io_source(e)
         .and_then(|io| io.raw_os_error())
         .is_some_and(|c| c == libc::ENOSPC || c == libc::EDQUOT)
+}
+
+fn write_err(e: opendal::Error, path: &str) -> Error {
+    change_err(e, path, "write")
 }
 
 /// Errors of writes and deletes in words that say what to do: a full disk, a read-only
@@ -683,9 +535,10 @@ fn change_err(e: opendal::Error, path: &str, verb: &str) -> Error {
     map_err(e, path)
 }
 
+/// A storage error as the library's: a missing file is `Error::NotFound`.
 fn map_err(e: opendal::Error, path: &str) -> Error {
     match e.kind() {
-        ErrorKind::NotFound => Error::Backend(format!("{path}: not found")),
+        ErrorKind::NotFound => Error::NotFound(path.to_string()),
         ErrorKind::PermissionDenied => Error::Backend(format!("{path}: permission denied")),
         _ => e.into(),
     }
@@ -699,6 +552,10 @@ pub fn system_time_ns(t: std::time::SystemTime) -> i64 {
     }
 }
 
+/// Whether `e` says a file is not there (kept for callers; `Error::NotFound` is the kind).
 pub fn is_not_found(e: &Error) -> bool {
-    matches!(e, Error::Backend(m) if m.ends_with(": not found"))
+    matches!(e, Error::NotFound(_))
 }
+
+#[cfg(test)]
+mod tests;

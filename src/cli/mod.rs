@@ -170,6 +170,9 @@ pub fn main() -> i32 {
     let faults = Backend::injected_faults();
     if faults > 0 {
         eprintln!("ocvault: {faults} faults injected");
+        // Shows the tests that faults ran over the local writer production uses.
+        let spilled = Backend::spilled_writes();
+        eprintln!("ocvault: {spilled} files stored from local temporary files");
     }
     code
 }

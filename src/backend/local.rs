@@ -1,0 +1,91 @@
+//! A repository in a local folder. Writes skip OpenDAL: each new file is written to `tmp/`,
+//! fsynced and renamed into place (`SpillFile`), and a pack being built goes straight into
+//! its temporary file. Reads, listings and deletes go through OpenDAL's fs service.
+
+use super::opendal_storage::OpenDalStorage;
+use super::storage::{Meta, SpillFile, Storage, StorageResult};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Files stored from spilled temporary files in this process (reported with injected faults,
+/// so tests see that the production write path ran under them).
+pub static SPILLED_WRITES: AtomicU64 = AtomicU64::new(0);
+
+pub struct LocalStorage {
+    root: Arc<PathBuf>,
+    files: OpenDalStorage,
+}
+
+impl LocalStorage {
+    /// `files` is an OpenDAL fs operator on `root`.
+    pub fn new(root: PathBuf, files: OpenDalStorage) -> Self {
+        LocalStorage {
+            root: Arc::new(root),
+            files,
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    async fn read(&self, path: &str, range: Option<Range<u64>>) -> StorageResult<Vec<u8>> {
+        self.files.read(path, range).await
+    }
+
+    async fn write(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
+        let name = path.rsplit('/').next().unwrap_or(path).to_string();
+        let root = self.root.clone();
+        let file = blocking(move || {
+            let mut file = SpillFile::create(&root, &name)?;
+            file.append_io(&bytes)?;
+            Ok(file)
+        })
+        .await?;
+        self.write_spilled(path, Arc::new(file)).await
+    }
+
+    fn spill_file(&self, name: &str) -> Option<std::io::Result<SpillFile>> {
+        Some(SpillFile::create(&self.root, name))
+    }
+
+    /// The fsync can wait on the disk for long: it runs on the runtime's blocking threads.
+    async fn write_spilled(&self, path: &str, file: Arc<SpillFile>) -> StorageResult<()> {
+        let target = self.root.join(path);
+        blocking(move || file.finish(&target)).await?;
+        SPILLED_WRITES.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn delete(&self, path: &str) -> StorageResult<()> {
+        self.files.delete(path).await
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<(String, u64)>> {
+        self.files.list(prefix).await
+    }
+
+    /// The kernel's modification time, to the nanosecond (a cheap system call, made here).
+    async fn stat(&self, path: &str) -> StorageResult<Meta> {
+        let meta = std::fs::symlink_metadata(self.root.join(path)).map_err(super::local_error)?;
+        Ok(Meta {
+            size: meta.len(),
+            modified_ns: meta.modified().ok().map(super::system_time_ns),
+        })
+    }
+}
+
+/// Runs file system calls that can wait on the disk on the runtime's blocking threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> StorageResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            opendal::Error::new(opendal::ErrorKind::Unexpected, "file task failed").set_source(e)
+        })?
+        .map_err(super::local_error)
+}
