@@ -251,8 +251,10 @@ impl MarkerSession {
     pub fn is_stale(&self, storage_now: Option<i64>) -> bool {
         let limit = stale_after().as_nanos() as i64;
         match (storage_now, self.newest) {
-            (Some(now), Some(newest)) => now - newest > limit,
-            _ => crate::snapshot::now_ns() - self.heartbeat_unix_ns > limit,
+            // Saturating: the times come from storage and from inside a file, and a far-past
+            // heartbeat must not wrap into a session that never goes stale.
+            (Some(now), Some(newest)) => now.saturating_sub(newest) > limit,
+            _ => crate::snapshot::now_ns().saturating_sub(self.heartbeat_unix_ns) > limit,
         }
     }
 
@@ -260,7 +262,7 @@ impl MarkerSession {
     /// stored at `mark_time`: yes unless it provably started after the mark.
     pub fn may_predate(&self, mark_time: Option<i64>) -> bool {
         match (self.started, mark_time) {
-            (Some(start), Some(mark)) => start <= mark + CLOCK_SLACK_NS,
+            (Some(start), Some(mark)) => start <= mark.saturating_add(CLOCK_SLACK_NS),
             _ => true,
         }
     }
