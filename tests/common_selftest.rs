@@ -20,7 +20,7 @@ fn compare_err(a: &Path, b: &Path) -> Option<String> {
 }
 
 fn two_trees(spec: &TreeSpec) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-selftest-");
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     generate_tree(&a, spec);
     generate_tree(&b, spec);
@@ -168,7 +168,7 @@ fn parse_dump(data: &[u8]) -> (Vec<&[u8]>, Vec<Vec<&[u8]>>) {
 
 #[test]
 fn sql_dump_day2_changes_only_expected_rows() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-selftest-");
     let (p1, p1b, p2) = (
         tmp.path().join("d1.sql"),
         tmp.path().join("d1b.sql"),
@@ -248,7 +248,7 @@ fn test_repo_layout() {
 #[test]
 #[ignore]
 fn generation_speed() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-selftest-");
     let t = Instant::now();
     generate_tree(
         &tmp.path().join("t"),

@@ -20,6 +20,11 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
 use std::sync::OnceLock;
 
+/// Only the scratch folder of the shared helpers: these tests drive no CLI.
+#[path = "common/env.rs"]
+#[allow(dead_code, reason = "only the scratch folder is used here")]
+mod scratch;
+
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| MasterKey::from_bytes([7; 32]).derive())
@@ -799,9 +804,9 @@ proptest! {
             heartbeat_unix_ns: m.heartbeat_unix_ns,
         };
         let limit = ocvault::locks::stale_after().as_nanos() as i128;
-        let before = ocvault::snapshot::now_ns() as i128;
+        let before = ocvault::host::now_ns() as i128;
         let stale = session.is_stale(None);
-        let after = ocvault::snapshot::now_ns() as i128;
+        let after = ocvault::host::now_ns() as i128;
         let heartbeat = m.heartbeat_unix_ns as i128;
         if after - heartbeat <= limit {
             prop_assert!(!stale, "heartbeat {} judged stale", heartbeat);
@@ -944,7 +949,7 @@ fn fuzz_seeds_from_a_real_repository() {
     use ocvault::backend::{Backend, FileKind, CONFIG_PATH};
     use ocvault::repository::{InitOptions, Repository};
 
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch::scratch_dir("ocvault-parsers-");
     let src = tmp.path().join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(
@@ -1022,7 +1027,7 @@ fn fuzz_seeds_from_a_real_repository() {
     }
     // A backup marker (first and heartbeat) and a prune mark holding the index's packs, as
     // locks.rs and prune.rs write them: none is left in a repository after the commands end.
-    let started = ocvault::snapshot::now_ns();
+    let started = ocvault::host::now_ns();
     for (name, heartbeat) in [("first", started), ("heartbeat", started + 60_000_000_000)] {
         let marker = BackupMarker {
             hostname: "host".into(),

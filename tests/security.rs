@@ -108,7 +108,7 @@ fn no_name_path_or_content_run_is_stored_in_clear() {
 
 #[test]
 fn two_repositories_with_the_same_data_share_no_blob_id_or_pack_name() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-security-");
     let src = tmp.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     generate_tree(
