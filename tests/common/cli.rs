@@ -14,13 +14,18 @@ use std::path::{Path, PathBuf};
 /// variable (notably `OCVAULT_PASSWORD`) removed from its environment.
 pub fn ocvault() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("ocvault").expect("ocvault binary not built");
-    for (k, _) in std::env::vars_os() {
-        if k.as_bytes().starts_with(b"OCVAULT_") {
-            cmd.env_remove(k);
-        }
+    for k in ocvault_vars() {
+        cmd.env_remove(k);
     }
     cmd.env_remove("OCVAULT_PASSWORD");
     cmd
+}
+
+/// The `OCVAULT_*` variables of the test's own environment, which no child may inherit.
+fn ocvault_vars() -> impl Iterator<Item = std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| k.as_bytes().starts_with(b"OCVAULT_"))
 }
 
 /// A throw-away repository location plus its password.
@@ -58,10 +63,8 @@ impl TestRepo {
     /// The same as [`TestRepo::cmd`] as a plain `std::process::Command`, for spawning and killing.
     pub fn cmd_std(&self) -> std::process::Command {
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("ocvault"));
-        for (k, _) in std::env::vars_os() {
-            if k.as_bytes().starts_with(b"OCVAULT_") {
-                c.env_remove(k);
-            }
+        for k in ocvault_vars() {
+            c.env_remove(k);
         }
         c.arg("--repo")
             .arg(&self.repo)
@@ -207,10 +210,8 @@ impl TestRepo {
         // The temp folder is 0700; nobody must reach the repository and sources inside it.
         fs::set_permissions(self.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let mut c = assert_cmd::Command::new("setpriv");
-        for (k, _) in std::env::vars_os() {
-            if k.as_bytes().starts_with(b"OCVAULT_") {
-                c.env_remove(k);
-            }
+        for k in ocvault_vars() {
+            c.env_remove(k);
         }
         c.arg(format!("--reuid={NOBODY}"))
             .arg(format!("--regid={NOBODY}"))
