@@ -244,6 +244,31 @@ fn test_repo_layout() {
     assert!(!r.password.is_empty());
 }
 
+/// Every test writes under the one scratch folder, and its own folder is gone when it ends,
+/// also when it panics (unless `OCVAULT_KEEP_TMP` asks to keep it).
+#[test]
+fn scratch_space_is_under_one_folder_and_removed() {
+    let keep = std::env::var_os("OCVAULT_KEEP_TMP").is_some();
+    let r = TestRepo::new();
+    assert!(
+        r.dir.path().starts_with(scratch_root()),
+        "{:?}",
+        r.dir.path()
+    );
+    let dir = r.dir.path().to_path_buf();
+    std::fs::write(r.path("f"), b"x").unwrap();
+    drop(r);
+    assert_eq!(dir.exists(), keep);
+    let mut kept = None;
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let r = TestRepo::new();
+        kept = Some(r.dir.path().to_path_buf());
+        panic!("a failing test");
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(kept.unwrap().exists(), keep);
+}
+
 /// Generation speed check: `cargo test --release --test common_selftest -- --ignored --nocapture`.
 #[test]
 #[ignore]
