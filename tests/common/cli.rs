@@ -209,6 +209,15 @@ impl TestRepo {
         );
         // The temp folder is 0700; nobody must reach the repository and sources inside it.
         fs::set_permissions(self.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        for folder in self.dir.path().ancestors().skip(1) {
+            let mode = fs::metadata(folder).unwrap().permissions().mode();
+            assert!(
+                mode & 0o001 != 0,
+                "{} is closed to other users, so nobody cannot reach the test's files: \
+                 set OCVAULT_TEST_TMP to a folder others can enter, e.g. /tmp/ocvault-tests",
+                folder.display()
+            );
+        }
         let mut c = assert_cmd::Command::new("setpriv");
         for k in ocvault_vars() {
             c.env_remove(k);
