@@ -11,11 +11,12 @@ use crate::error::{Error, Result};
 use crate::format::{
     BlobType, IndexFile, IndexPack, Node, NodeKind, Snapshot, SnapshotSummary, Tree,
 };
+use crate::host::NameCache;
 use crate::id::Id;
 use crate::index::Index;
 use crate::pack::{self, PackBuilder};
 use crate::repository::Repository;
-use crate::tree::{self, NameCache};
+use crate::tree;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 use std::collections::HashSet;
@@ -324,39 +325,25 @@ pub(crate) fn open_noatime(path: &Path) -> std::io::Result<std::fs::File> {
 /// Lists a directory's entry names without updating its access time (O_NOATIME where the
 /// kernel allows it), so an unchanged directory yields an unchanged tree blob next time.
 fn list_dir_noatime(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-    let mut fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_NOATIME) };
-    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
-        fd = unsafe { libc::open(c.as_ptr(), flags) };
-    }
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let dir = unsafe { libc::fdopendir(fd) };
-    if dir.is_null() {
-        let e = std::io::Error::last_os_error();
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
+    use nix::dir::Dir;
+    use nix::errno::Errno;
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir = match Dir::open(path, flags | OFlag::O_NOATIME, Mode::empty()) {
+        Err(Errno::EPERM) => Dir::open(path, flags, Mode::empty()),
+        other => other,
+    }?;
     let mut names = Vec::new();
-    loop {
-        // readdir signals errors only through errno.
-        unsafe { *libc::__errno_location() = 0 };
-        let ent = unsafe { libc::readdir64(dir) };
-        if ent.is_null() {
-            let errno = std::io::Error::last_os_error();
-            unsafe { libc::closedir(dir) };
-            if errno.raw_os_error().unwrap_or(0) != 0 {
-                return Err(errno);
-            }
-            return Ok(names);
-        }
-        let name = unsafe { std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
+    // The iterator reports readdir's errno as an error, so a failing read is never a short
+    // listing.
+    for entry in dir.iter() {
+        let name = entry?.file_name().to_bytes().to_vec();
         if name != b"." && name != b".." {
-            names.push(name.to_vec());
+            names.push(name);
         }
     }
+    Ok(names)
 }
 
 /// Files and bytes the walker may hand to the workers before some come back.
@@ -453,7 +440,7 @@ pub fn snapshot(
 ) -> Result<SnapshotOutcome> {
     let started = Instant::now();
     // One instant for the snapshot and its stream node (format-spec §9, §10).
-    let time_unix_ns = opts.time_unix_ns.unwrap_or_else(crate::snapshot::now_ns);
+    let time_unix_ns = opts.time_unix_ns.unwrap_or_else(crate::host::now_ns);
     let mut paths = Vec::new();
     for p in &opts.paths {
         let abs = if p.is_absolute() {
@@ -492,7 +479,7 @@ pub fn snapshot(
         ));
     }
     let excludes = Excludes::new(&opts.excludes)?;
-    let host = opts.host.clone().unwrap_or_else(crate::snapshot::hostname);
+    let host = opts.host.clone().unwrap_or_else(crate::host::hostname);
     let mut snap_paths: Vec<String> = paths
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
@@ -636,7 +623,7 @@ pub fn snapshot(
     let snapshot = Snapshot {
         time_unix_ns,
         hostname: host,
-        username: crate::snapshot::username(),
+        username: crate::host::username(),
         paths: snap_paths,
         tags,
         tree: root,
@@ -683,7 +670,10 @@ fn root_name(p: &Path) -> Vec<u8> {
 
 /// The file node of a `--stdin`/`--command` stream; its times are the snapshot's time.
 fn stream_node(name: &str, time_unix_ns: i64, names: &NameCache) -> Node {
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
     Node {
         name: name.as_bytes().to_vec(),
         kind: NodeKind::File,

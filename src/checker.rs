@@ -963,7 +963,7 @@ fn too_old(snaps: &[(Id, Snapshot)], max: std::time::Duration) -> Vec<TooOld> {
             *e = s;
         }
     }
-    let now = crate::snapshot::now_ns();
+    let now = crate::host::now_ns();
     let mut out: Vec<TooOld> = newest
         .into_iter()
         .filter_map(|((host, paths), (id, s))| {

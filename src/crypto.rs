@@ -33,7 +33,8 @@ pub enum SealKind {
 }
 
 impl SealKind {
-    const ALL: [SealKind; 9] = [
+    /// Every kind, so tests and fuzz targets cover each one.
+    pub const ALL: [SealKind; 9] = [
         SealKind::Config,
         SealKind::Index,
         SealKind::Snapshot,

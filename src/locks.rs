@@ -85,7 +85,7 @@ impl Session {
     fn beat(&self) -> Result<Option<i64>> {
         let sealed = self.sealed(&BackupMarker {
             // Informational only: decisions use the file's storage time.
-            heartbeat_unix_ns: crate::snapshot::now_ns().max(self.marker.started_unix_ns + 1),
+            heartbeat_unix_ns: crate::host::now_ns().max(self.marker.started_unix_ns + 1),
             ..self.marker.clone()
         });
         let id = Id::of_stored_bytes(&sealed);
@@ -154,9 +154,9 @@ impl<'a> MarkerGuard<'a> {
     /// Writes the session's first marker and registers the session as the repository's write
     /// fence. Fails if another session is registered on the same handle.
     pub fn acquire(repo: &'a Repository) -> Result<MarkerGuard<'a>> {
-        let started = crate::snapshot::now_ns();
+        let started = crate::host::now_ns();
         let marker = BackupMarker {
-            hostname: crate::snapshot::hostname(),
+            hostname: crate::host::hostname(),
             pid: std::process::id(),
             started_unix_ns: started,
             // Equal to `started_unix_ns` only in a session's first marker (§11a).
@@ -251,8 +251,10 @@ impl MarkerSession {
     pub fn is_stale(&self, storage_now: Option<i64>) -> bool {
         let limit = stale_after().as_nanos() as i64;
         match (storage_now, self.newest) {
-            (Some(now), Some(newest)) => now - newest > limit,
-            _ => crate::snapshot::now_ns() - self.heartbeat_unix_ns > limit,
+            // Saturating: the times come from storage and from inside a file, and a far-past
+            // heartbeat must not wrap into a session that never goes stale.
+            (Some(now), Some(newest)) => now.saturating_sub(newest) > limit,
+            _ => crate::host::now_ns().saturating_sub(self.heartbeat_unix_ns) > limit,
         }
     }
 
@@ -260,7 +262,7 @@ impl MarkerSession {
     /// stored at `mark_time`: yes unless it provably started after the mark.
     pub fn may_predate(&self, mark_time: Option<i64>) -> bool {
         match (self.started, mark_time) {
-            (Some(start), Some(mark)) => start <= mark + CLOCK_SLACK_NS,
+            (Some(start), Some(mark)) => start <= mark.saturating_add(CLOCK_SLACK_NS),
             _ => true,
         }
     }

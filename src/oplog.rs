@@ -59,9 +59,9 @@ pub fn record_failure(repo: &Repository, operation: &str, error: &crate::Error) 
 
 fn try_record(repo: &Repository, operation: &str, result: &str, snapshots: Vec<Id>) -> Result<()> {
     let entry = LogEntry {
-        time_unix_ns: crate::snapshot::now_ns(),
-        hostname: crate::snapshot::hostname(),
-        username: crate::snapshot::username(),
+        time_unix_ns: crate::host::now_ns(),
+        hostname: crate::host::hostname(),
+        username: crate::host::username(),
         operation: operation.to_string(),
         // args_os: `args` panics on an argument that is not UTF-8 (a source path can be one).
         arguments: std::env::args_os()

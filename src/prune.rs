@@ -304,7 +304,7 @@ fn prune_in(
     to_mark.extend(unindexed);
     if !to_mark.is_empty() {
         let mark = PruneMark {
-            marked_unix_ns: crate::snapshot::now_ns(),
+            marked_unix_ns: crate::host::now_ns(),
             packs: to_mark,
         };
         repo.save_file(FileKind::PruneMark, SealKind::PruneMark, &mark)?;

@@ -663,9 +663,9 @@ pub fn write_key_file(
     let wrap = crypto::password_key(password, &kdf)?;
     let payload = KeyPayload {
         master_key: *master.as_bytes(),
-        created_unix_ns: crate::snapshot::now_ns(),
-        hostname: crate::snapshot::hostname(),
-        username: crate::snapshot::username(),
+        created_unix_ns: crate::host::now_ns(),
+        hostname: crate::host::hostname(),
+        username: crate::host::username(),
     };
     let plain = Zeroizing::new(format::to_postcard(&payload));
     let file = KeyFile {

@@ -464,7 +464,7 @@ fn finish_entries(
             }
         }
     });
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = nix::unistd::geteuid().is_root();
     plan.files.par_iter().enumerate().for_each(|(fi, file)| {
         if !failures.file_ok(fi) {
             return;
@@ -614,34 +614,20 @@ fn walk(
 }
 
 fn create_special(path: &Path, node: &Node) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let rc = match node.kind {
+    use nix::sys::stat::{mknod, Mode, SFlag};
+    let mode = Mode::from_bits_truncate(node.mode & 0o7777);
+    match node.kind {
         NodeKind::Symlink => {
             return std::os::unix::fs::symlink(OsStr::from_bytes(&node.link_target), path)
         }
-        NodeKind::Fifo => unsafe { libc::mkfifo(c.as_ptr(), (node.mode & 0o7777) as libc::mode_t) },
-        NodeKind::CharDevice => unsafe {
-            libc::mknod(
-                c.as_ptr(),
-                libc::S_IFCHR | (node.mode & 0o7777) as libc::mode_t,
-                node.rdev as libc::dev_t,
-            )
-        },
-        NodeKind::BlockDevice => unsafe {
-            libc::mknod(
-                c.as_ptr(),
-                libc::S_IFBLK | (node.mode & 0o7777) as libc::mode_t,
-                node.rdev as libc::dev_t,
-            )
-        },
+        NodeKind::Fifo => nix::unistd::mkfifo(path, mode)?,
+        NodeKind::CharDevice => mknod(path, SFlag::S_IFCHR, mode, node.rdev)?,
+        NodeKind::BlockDevice => mknod(path, SFlag::S_IFBLK, mode, node.rdev)?,
         _ => {
             return Err(std::io::Error::other(
                 "socket not restored (sockets are made by the program that listens on them)",
             ))
         }
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -1,24 +1,8 @@
-//! Snapshots: finding them by id prefix or `latest`, filtering, grouping, and who/when.
+//! Snapshots: finding them by id prefix or `latest`, filtering, grouping, and their times.
 
 use crate::error::{Error, Result};
 use crate::format::Snapshot;
 use crate::id::Id;
-
-pub fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
-}
-
-pub fn hostname() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
-}
-
-pub fn username() -> String {
-    std::env::var("USER")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| crate::tree::user_name(unsafe { libc::getuid() }))
-        .unwrap_or_default()
-}
 
 pub fn format_time(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns)

@@ -2,86 +2,12 @@
 
 use crate::error::{Error, Result};
 use crate::format::{Node, NodeKind, Tree};
+use crate::host::NameCache;
 use crate::id::Id;
 use crate::index::Index;
 use crate::repository::Repository;
-use std::collections::HashMap;
-use std::ffi::CStr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::sync::Mutex;
-
-/// Caches uid/gid to name lookups (NSS calls are slow).
-#[derive(Default)]
-pub struct NameCache {
-    users: Mutex<HashMap<u32, String>>,
-    groups: Mutex<HashMap<u32, String>>,
-}
-
-impl NameCache {
-    pub fn user(&self, uid: u32) -> String {
-        self.users
-            .lock()
-            .unwrap()
-            .entry(uid)
-            .or_insert_with(|| user_name(uid).unwrap_or_default())
-            .clone()
-    }
-    pub fn group(&self, gid: u32) -> String {
-        self.groups
-            .lock()
-            .unwrap()
-            .entry(gid)
-            .or_insert_with(|| group_name(gid).unwrap_or_default())
-            .clone()
-    }
-}
-
-pub fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result = std::ptr::null_mut();
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    Some(
-        unsafe { CStr::from_ptr(pwd.pw_name) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
-
-pub fn group_name(gid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result = std::ptr::null_mut();
-    let rc = unsafe {
-        libc::getgrgid_r(
-            gid,
-            &mut grp,
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    Some(
-        unsafe { CStr::from_ptr(grp.gr_name) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
 
 fn ns(sec: i64, nsec: i64) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)

@@ -14,12 +14,7 @@ use std::time::{Duration, Instant};
 const PASSWORD: &str = "clock test password";
 
 fn local() -> Server {
-    Server::local(
-        tempfile::Builder::new()
-            .prefix("ocvault-clock-")
-            .tempdir()
-            .unwrap(),
-    )
+    Server::local(scratch_dir("ocvault-clock-"))
 }
 
 /// `ocvault` for `server`, under `faketime -f SKEW` when a skew is given, with the marker

@@ -20,7 +20,7 @@ fn compare_err(a: &Path, b: &Path) -> Option<String> {
 }
 
 fn two_trees(spec: &TreeSpec) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-selftest-");
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     generate_tree(&a, spec);
     generate_tree(&b, spec);
@@ -168,7 +168,7 @@ fn parse_dump(data: &[u8]) -> (Vec<&[u8]>, Vec<Vec<&[u8]>>) {
 
 #[test]
 fn sql_dump_day2_changes_only_expected_rows() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-selftest-");
     let (p1, p1b, p2) = (
         tmp.path().join("d1.sql"),
         tmp.path().join("d1b.sql"),
@@ -244,11 +244,36 @@ fn test_repo_layout() {
     assert!(!r.password.is_empty());
 }
 
+/// Every test writes under the one scratch folder, and its own folder is gone when it ends,
+/// also when it panics (unless `OCVAULT_KEEP_TMP` asks to keep it).
+#[test]
+fn scratch_space_is_under_one_folder_and_removed() {
+    let keep = std::env::var_os("OCVAULT_KEEP_TMP").is_some();
+    let r = TestRepo::new();
+    assert!(
+        r.dir.path().starts_with(scratch_root()),
+        "{:?}",
+        r.dir.path()
+    );
+    let dir = r.dir.path().to_path_buf();
+    std::fs::write(r.path("f"), b"x").unwrap();
+    drop(r);
+    assert_eq!(dir.exists(), keep);
+    let mut kept = None;
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let r = TestRepo::new();
+        kept = Some(r.dir.path().to_path_buf());
+        panic!("a failing test");
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(kept.unwrap().exists(), keep);
+}
+
 /// Generation speed check: `cargo test --release --test common_selftest -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn generation_speed() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-selftest-");
     let t = Instant::now();
     generate_tree(
         &tmp.path().join("t"),

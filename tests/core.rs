@@ -6,15 +6,6 @@ use common::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-fn json_out(out: &assert_cmd::assert::Assert) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
-    let last = text
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("no JSON output: {text:?}"));
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON {last:?}: {e}"))
-}
-
 fn snapshot_json(repo: &TestRepo, args: &[&str]) -> serde_json::Value {
     let a = repo
         .cmd()
@@ -23,7 +14,7 @@ fn snapshot_json(repo: &TestRepo, args: &[&str]) -> serde_json::Value {
         .args(args)
         .assert()
         .success();
-    json_out(&a)
+    last_json(&a)
 }
 
 #[test]
@@ -113,7 +104,7 @@ fn stdin_roundtrip(repo: &TestRepo, file: &Path) {
         .unwrap()
         .assert()
         .success();
-    let s = json_out(&a);
+    let s = last_json(&a);
     assert_eq!(
         s["bytes_read"].as_u64().unwrap(),
         std::fs::metadata(file).unwrap().len()
@@ -213,7 +204,7 @@ fn snapshot_ids_prefixes_parents_and_listing() {
         .args(["--json", "snapshots", "--host", "db1"])
         .assert()
         .success();
-    let list = json_out(&a);
+    let list = last_json(&a);
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], id1);
     assert_eq!(list[0]["tags"][0], "daily");
@@ -223,7 +214,7 @@ fn snapshot_ids_prefixes_parents_and_listing() {
         .args(["--json", "snapshots", "--tag", "daily"])
         .assert()
         .success();
-    assert_eq!(json_out(&a).as_array().unwrap().len(), 1);
+    assert_eq!(last_json(&a).as_array().unwrap().len(), 1);
 
     // Plain output shows 8-character ids; any unique prefix works.
     let plain = repo.cmd().arg("snapshots").output().unwrap();
@@ -251,10 +242,10 @@ fn snapshot_ids_prefixes_parents_and_listing() {
 #[test]
 #[ignore]
 fn chunk_size_candidates() {
-    let day1 = tempfile::NamedTempFile::new().unwrap();
-    let day2 = tempfile::NamedTempFile::new().unwrap();
-    sql_dump(day1.path(), 1 << 30, 11, 1);
-    sql_dump(day2.path(), 1 << 30, 11, 2);
+    let dumps = scratch_dir("ocvault-chunk-sizes-");
+    let (day1, day2) = (dumps.path().join("day1.sql"), dumps.path().join("day2.sql"));
+    sql_dump(&day1, 1 << 30, 11, 1);
+    sql_dump(&day2, 1 << 30, 11, 2);
     for (min, avg, max) in [
         (16 << 10, 64 << 10, 256 << 10),
         (32 << 10, 128 << 10, 512 << 10),
@@ -284,12 +275,12 @@ fn chunk_size_candidates() {
                 "--stdin-filename",
                 "db.sql",
             ])
-            .pipe_stdin(day1.path())
+            .pipe_stdin(&day1)
             .unwrap()
             .assert()
             .success();
         let t1 = t.elapsed().as_secs_f64();
-        let blobs1 = json_out(&a)["blobs_added"].as_u64().unwrap();
+        let blobs1 = last_json(&a)["blobs_added"].as_u64().unwrap();
         let size1 = dir_size(&repo.repo);
         let a = repo
             .cmd()
@@ -300,11 +291,11 @@ fn chunk_size_candidates() {
                 "--stdin-filename",
                 "db.sql",
             ])
-            .pipe_stdin(day2.path())
+            .pipe_stdin(&day2)
             .unwrap()
             .assert()
             .success();
-        let blobs2 = json_out(&a)["blobs_added"].as_u64().unwrap();
+        let blobs2 = last_json(&a)["blobs_added"].as_u64().unwrap();
         let added = dir_size(&repo.repo) - size1;
         println!(
             "avg {:>5} KiB: day1 {:.1} MiB in {t1:.2}s, {blobs1} blobs; day2 added {:.2} MiB ({:.2}%), {blobs2} blobs; index at 48 B/blob: {:.0} KiB per GB",

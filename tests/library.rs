@@ -18,7 +18,7 @@ fn small_kdf() -> InitOptions {
 
 #[test]
 fn memory_backend_snapshot_restore_and_dedup() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-library-");
     let src = tmp.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     generate_tree(

@@ -5,9 +5,9 @@
 
 use ocvault::crypto::{self, Keys, MasterKey, SealKind};
 use ocvault::format::{
-    self, BlobType, ChunkerParams, Config, IndexFile, IndexPack, KdfParams, KeyFile, KeyPayload,
-    LogEntry, Node, NodeKind, PackHeader, PackedBlob, Snapshot, SnapshotSummary, Tree,
-    CONFIG_MAGIC, FORMAT_VERSION, KEY_MAGIC,
+    self, BackupMarker, BlobType, ChunkerParams, Config, IndexFile, IndexPack, KdfParams, KeyFile,
+    KeyPayload, LogEntry, Node, NodeKind, PackHeader, PackedBlob, PruneMark, Snapshot,
+    SnapshotSummary, Tree, CONFIG_MAGIC, FORMAT_VERSION, KEY_MAGIC,
 };
 use ocvault::index::Index;
 use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
@@ -20,20 +20,17 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::fmt::Debug;
 use std::sync::OnceLock;
 
+/// Only the scratch folder of the shared helpers: these tests drive no CLI.
+#[path = "common/env.rs"]
+#[allow(dead_code, reason = "only the scratch folder is used here")]
+mod scratch;
+
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| MasterKey::from_bytes([7; 32]).derive())
 }
 
-const KINDS: [SealKind; 7] = [
-    SealKind::Config,
-    SealKind::Index,
-    SealKind::Snapshot,
-    SealKind::PackHeader,
-    SealKind::DataBlob,
-    SealKind::TreeBlob,
-    SealKind::Log,
-];
+const KINDS: [SealKind; 9] = SealKind::ALL;
 
 // ---------------------------------------------------------------------------------------------
 // Decode paths, as `Repository::open` and `Repository::decode_file` run them.
@@ -349,6 +346,26 @@ fn log_entry() -> impl Strategy<Value = LogEntry> {
         )
 }
 
+/// `locks/<id>`: what prune reads to learn which backups are running.
+fn backup_marker() -> impl Strategy<Value = BackupMarker> {
+    (text(), any::<u32>(), any::<i64>(), any::<i64>()).prop_map(
+        |(hostname, pid, started_unix_ns, heartbeat_unix_ns)| BackupMarker {
+            hostname,
+            pid,
+            started_unix_ns,
+            heartbeat_unix_ns,
+        },
+    )
+}
+
+/// `prune/<id>`: the packs a prune took out of the index.
+fn prune_mark() -> impl Strategy<Value = PruneMark> {
+    (any::<i64>(), vec(index_pack(), 0..5)).prop_map(|(marked_unix_ns, packs)| PruneMark {
+        marked_unix_ns,
+        packs,
+    })
+}
+
 fn config() -> impl Strategy<Value = Config> {
     (id(), any::<[u32; 3]>(), any::<i32>(), any::<u32>()).prop_map(
         |(repository_id, c, compression_level, pack_target_size)| Config {
@@ -522,6 +539,26 @@ proptest! {
     }
 
     #[test]
+    fn backup_marker_roundtrip(m in backup_marker(), level in 0..10i32) {
+        let enc = format::to_postcard(&m);
+        prop_assert_eq!(format::from_postcard::<BackupMarker>(&enc, "m").unwrap(), m.clone());
+        let sealed = seal_file(keys(), SealKind::Lock, &m, level);
+        prop_assert_eq!(decode_sealed::<BackupMarker>(keys(), SealKind::Lock, &sealed).unwrap(), m.clone());
+        // A prune mark's key does not open a backup marker, nor the other way round.
+        prop_assert!(decode_sealed::<BackupMarker>(keys(), SealKind::PruneMark, &sealed).is_err());
+    }
+
+    #[test]
+    fn prune_mark_roundtrip(m in prune_mark(), level in 0..10i32) {
+        let enc = format::to_postcard(&m);
+        prop_assert_eq!(format::from_postcard::<PruneMark>(&enc, "p").unwrap(), m.clone());
+        let sealed = seal_file(keys(), SealKind::PruneMark, &m, level);
+        prop_assert_eq!(decode_sealed::<PruneMark>(keys(), SealKind::PruneMark, &sealed).unwrap(), m.clone());
+        prop_assert!(decode_sealed::<PruneMark>(keys(), SealKind::Lock, &sealed).is_err());
+        prop_assert!(decode_sealed::<PruneMark>(keys(), SealKind::Index, &sealed).is_err());
+    }
+
+    #[test]
     fn frame_roundtrip(data in any_data(20_000), level in 0..20i32) {
         let framed = format::frame(&data, level);
         prop_assert_eq!(&format::unframe(&framed, data.len(), "f").unwrap(), &data);
@@ -533,7 +570,7 @@ proptest! {
 
     #[test]
     fn seal_open_roundtrip(
-        k in 0..7usize,
+        k in 0..KINDS.len(),
         aad in raw_bytes(40),
         plain in raw_bytes(2000),
     ) {
@@ -725,6 +762,69 @@ proptest! {
         check_sealed_mutations(SealKind::Log, &e, &ms);
     }
 
+    #[test]
+    fn backup_marker_mutations(m in backup_marker(), ms in mutations()) {
+        check_postcard_mutations(&m, &ms);
+        check_sealed_mutations(SealKind::Lock, &m, &ms);
+    }
+
+    #[test]
+    fn prune_mark_mutations(m in prune_mark(), ms in mutations()) {
+        check_postcard_mutations(&m, &ms);
+        check_sealed_mutations(SealKind::PruneMark, &m, &ms);
+        // What prune builds from the packs of the marks it reads (the index for reading): a
+        // mutated plaintext that still decodes must not panic there, and every blob of a
+        // pack's first listing is found.
+        let framed = apply(&format::frame(&format::to_postcard(&m), 3), &ms);
+        if let Ok(bad) = decode_framed::<PruneMark>(&framed) {
+            let read = Index::build(&[], &bad.packs);
+            let mut seen = std::collections::HashSet::new();
+            for p in bad.packs.iter().filter(|p| seen.insert(p.id)) {
+                for b in &p.blobs {
+                    prop_assert!(read.get(&b.id).is_some());
+                }
+            }
+        }
+    }
+
+    /// The judgement prune makes of a decoded marker's session (`locks::list_sessions`): with
+    /// no storage times, staleness is the host clock against the heartbeat written inside the
+    /// file, which is arbitrary; it must neither overflow nor wrap a far-past heartbeat into
+    /// a session that never goes stale.
+    #[test]
+    fn backup_marker_judgement(m in backup_marker(), storage_now: i64, newest: i64) {
+        let first = m.heartbeat_unix_ns == m.started_unix_ns;
+        let session = ocvault::locks::MarkerSession {
+            files: vec![Id([1; 32])],
+            first: first.then_some(Id([1; 32])),
+            hostname: m.hostname.clone(),
+            pid: m.pid,
+            started: first.then_some(newest),
+            newest: Some(newest),
+            heartbeat_unix_ns: m.heartbeat_unix_ns,
+        };
+        let limit = ocvault::locks::stale_after().as_nanos() as i128;
+        let before = ocvault::host::now_ns() as i128;
+        let stale = session.is_stale(None);
+        let after = ocvault::host::now_ns() as i128;
+        let heartbeat = m.heartbeat_unix_ns as i128;
+        if after - heartbeat <= limit {
+            prop_assert!(!stale, "heartbeat {} judged stale", heartbeat);
+        }
+        if before - heartbeat > limit {
+            prop_assert!(stale, "heartbeat {} not judged stale", heartbeat);
+        }
+        prop_assert_eq!(
+            session.is_stale(Some(storage_now)),
+            storage_now as i128 - newest as i128 > limit
+        );
+        prop_assert_eq!(
+            session.may_predate(Some(storage_now)),
+            !first || newest as i128 <= storage_now as i128 + ocvault::locks::CLOCK_SLACK_NS as i128
+        );
+        prop_assert!(session.may_predate(None));
+    }
+
     /// Masking secrets in arguments never panics (byte offsets inside multi-byte characters)
     /// and never leaves a `password=` value in place.
     #[test]
@@ -741,7 +841,7 @@ proptest! {
     }
 
     #[test]
-    fn sealed_mutations(k in 0..7usize, plain in raw_bytes(600), ms in mutations()) {
+    fn sealed_mutations(k in 0..KINDS.len(), plain in raw_bytes(600), ms in mutations()) {
         let kind = KINDS[k];
         let sealed = keys().seal(kind, b"aad", &plain);
         let bad = apply(&sealed, &ms);
@@ -786,7 +886,11 @@ proptest! {
         let _ = format::from_postcard::<Tree>(&bytes, "t");
         let _ = format::from_postcard::<Snapshot>(&bytes, "s");
         let _ = format::from_postcard::<LogEntry>(&bytes, "l");
+        let _ = format::from_postcard::<BackupMarker>(&bytes, "m");
+        let _ = format::from_postcard::<PruneMark>(&bytes, "p");
         let _ = decode_framed::<IndexFile>(&bytes);
+        let _ = decode_framed::<BackupMarker>(&bytes);
+        let _ = decode_framed::<PruneMark>(&bytes);
         let _ = decode_framed::<Snapshot>(&bytes);
         let _ = decode_framed::<LogEntry>(&bytes);
         for kind in KINDS {
@@ -845,7 +949,7 @@ fn fuzz_seeds_from_a_real_repository() {
     use ocvault::backend::{Backend, FileKind, CONFIG_PATH};
     use ocvault::repository::{InitOptions, Repository};
 
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch::scratch_dir("ocvault-parsers-");
     let src = tmp.path().join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(
@@ -921,6 +1025,38 @@ fn fuzz_seeds_from_a_real_repository() {
             seeds.push(("unseal", id.to_hex(), bytes));
         }
     }
+    // A backup marker (first and heartbeat) and a prune mark holding the index's packs, as
+    // locks.rs and prune.rs write them: none is left in a repository after the commands end.
+    let started = ocvault::host::now_ns();
+    for (name, heartbeat) in [("first", started), ("heartbeat", started + 60_000_000_000)] {
+        let marker = BackupMarker {
+            hostname: "host".into(),
+            pid: 4242,
+            started_unix_ns: started,
+            heartbeat_unix_ns: heartbeat,
+        };
+        let framed = format::frame(&format::to_postcard(&marker), 3);
+        seeds.push((
+            "unseal",
+            format!("marker-{name}"),
+            k.seal(SealKind::Lock, &[], &framed),
+        ));
+        seeds.push(("backup_marker", name.into(), framed));
+    }
+    for (id, bytes) in stored(FileKind::Index) {
+        let file: IndexFile = decode_sealed(k, SealKind::Index, &bytes).unwrap();
+        let mark = PruneMark {
+            marked_unix_ns: started,
+            packs: file.packs,
+        };
+        let framed = format::frame(&format::to_postcard(&mark), 3);
+        seeds.push((
+            "unseal",
+            format!("mark-{}", id.to_hex()),
+            k.seal(SealKind::PruneMark, &[], &framed),
+        ));
+        seeds.push(("prune_mark", id.to_hex(), framed));
+    }
     for (id, bytes) in stored(FileKind::Pack) {
         let hlen = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap()) as usize;
         let data_end = bytes.len() - 4 - hlen;
@@ -963,6 +1099,8 @@ fn fuzz_seeds_from_a_real_repository() {
         "snapshot",
         "unseal",
         "log_entry",
+        "backup_marker",
+        "prune_mark",
     ] {
         assert!(
             seeds.iter().any(|(t, _, _)| *t == target),

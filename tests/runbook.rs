@@ -14,12 +14,6 @@ fn init_small(repo: &TestRepo) {
         .success();
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or("null"))
-        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)))
-}
-
 fn snapshot_of(repo: &TestRepo, dir: &Path) -> String {
     let out = repo
         .cmd()
@@ -27,11 +21,11 @@ fn snapshot_of(repo: &TestRepo, dir: &Path) -> String {
         .arg(dir)
         .output()
         .unwrap();
-    json(&out)["snapshot_id"].as_str().unwrap().to_string()
+    last_json(&out)["snapshot_id"].as_str().unwrap().to_string()
 }
 
 fn snapshot_count(repo: &TestRepo) -> usize {
-    json(&repo.cmd().args(["--json", "snapshots"]).output().unwrap())
+    last_json(&repo.cmd().args(["--json", "snapshots"]).output().unwrap())
         .as_array()
         .unwrap()
         .len()
@@ -187,7 +181,7 @@ fn keys_add_open_remove_and_last_key_guard() {
         .arg(&pw2)
         .assert()
         .success();
-    let keys = json(&repo.cmd().args(["--json", "key", "list"]).output().unwrap());
+    let keys = last_json(&repo.cmd().args(["--json", "key", "list"]).output().unwrap());
     assert_eq!(keys.as_array().unwrap().len(), 2);
     let first = keys
         .as_array()
@@ -225,7 +219,7 @@ fn keys_add_open_remove_and_last_key_guard() {
         "the removed password must fail"
     );
     // The last key cannot be removed.
-    let keys = json(&second().args(["--json", "key", "list"]).output().unwrap());
+    let keys = last_json(&second().args(["--json", "key", "list"]).output().unwrap());
     let only = keys[0]["id"].as_str().unwrap().to_string();
     second().args(["key", "remove", &only]).assert().code(2);
     // passwd replaces the key in use.
@@ -300,7 +294,7 @@ fn operations_log_lists_every_change_in_order_without_secrets() {
         .assert()
         .success();
     let out = repo.cmd().args(["--json", "log"]).output().unwrap();
-    let log = json(&out);
+    let log = last_json(&out);
     let ops: Vec<&str> = log
         .as_array()
         .unwrap()
@@ -338,7 +332,7 @@ fn listing_commands_give_json() {
     std::fs::write(src.join("edit.txt"), b"version 2").unwrap();
     std::fs::write(src.join("new.txt"), b"n").unwrap();
     let s2 = snapshot_of(&repo, &src);
-    let d = json(
+    let d = last_json(
         &repo
             .cmd()
             .args(["--json", "diff", &s1, &s2])
@@ -358,7 +352,7 @@ fn listing_commands_give_json() {
         "{d:#}"
     );
     assert!(!d.to_string().contains("keep.txt"), "{d:#}");
-    let f = json(
+    let f = last_json(
         &repo
             .cmd()
             .args(["--json", "find", "gone.txt"])
@@ -367,10 +361,10 @@ fn listing_commands_give_json() {
     );
     assert_eq!(f.as_array().unwrap().len(), 1);
     assert_eq!(f[0]["snapshot"], s1.as_str());
-    let st = json(&repo.cmd().args(["--json", "stats"]).output().unwrap());
+    let st = last_json(&repo.cmd().args(["--json", "stats"]).output().unwrap());
     assert_eq!(st["snapshots"], 2);
     assert!(st["dedup_ratio"].as_f64().unwrap() > 1.0, "{st:#}");
-    let t = json(
+    let t = last_json(
         &repo
             .cmd()
             .args(["--json", "tag", &s2[..8], "--add", "weekly"])
@@ -378,7 +372,7 @@ fn listing_commands_give_json() {
             .unwrap(),
     );
     let new = t[0]["new"].as_str().unwrap();
-    let list = json(
+    let list = last_json(
         &repo
             .cmd()
             .args(["--json", "snapshots", "--tag", "weekly"])
@@ -497,7 +491,7 @@ fn pg_dump_snapshot_and_restore_through_psql() {
         pg.bin.join("pg_dump").display(),
         pg.port
     );
-    let s1 = json(
+    let s1 = last_json(
         &repo
             .cmd()
             .args([
@@ -540,7 +534,7 @@ fn pg_dump_snapshot_and_restore_through_psql() {
         pg.bin.join("pg_dump").display(),
         pg.port
     );
-    let s2 = json(
+    let s2 = last_json(
         &repo
             .cmd()
             .args([

@@ -108,7 +108,7 @@ fn no_name_path_or_content_run_is_stored_in_clear() {
 
 #[test]
 fn two_repositories_with_the_same_data_share_no_blob_id_or_pack_name() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-security-");
     let src = tmp.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     generate_tree(
@@ -279,6 +279,29 @@ fn no_command_line_option_takes_a_password() {
     assert!(!cmdline
         .windows(repo.password.len())
         .any(|w| w == repo.password.as_bytes()));
+}
+
+/// Storage secrets in `-o` options or in the repository URL are refused with exit code 2 and
+/// not echoed (they belong in the environment). Needs no server: the refusal comes before any
+/// connection.
+#[test]
+fn storage_secrets_are_refused_on_the_command_line() {
+    let repo = TestRepo::new();
+    for o in [
+        "s3.secret_access_key=abc",
+        "password=abc",
+        "session_token=x",
+    ] {
+        let out = repo.cmd().args(["-o", o, "snapshots"]).assert().code(2);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(!err.contains("abc"), "secret echoed: {err}");
+    }
+    let out = ocvault()
+        .env("OCVAULT_PASSWORD", &repo.password)
+        .args(["--repo", "sftp://u:hunter2@127.0.0.1/x", "snapshots"])
+        .assert()
+        .code(2);
+    assert!(!String::from_utf8_lossy(&out.get_output().stderr).contains("hunter2"));
 }
 
 /// How a command ended, how long it took and its peak resident memory.

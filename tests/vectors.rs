@@ -70,7 +70,7 @@ fn make_vectors() {
         "{} exists: vectors are made once",
         out.display()
     );
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-vectors-");
     let src = tmp.path().join("tree");
     expected_tree(&src);
     let cmd = || {
@@ -128,7 +128,7 @@ fn make_vectors() {
 
 #[test]
 fn vector_repository_still_restores() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-vectors-");
     // Work on a copy: the checked-in files must never change.
     let repo = tmp.path().join("repo");
     let status = std::process::Command::new("cp")
@@ -319,7 +319,7 @@ fn make_full_vectors() {
     for p in [&full, &plain] {
         assert!(!p.exists(), "{} exists: vectors are made once", p.display());
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-vectors-");
     let cmd = |repo: &Path| {
         let mut c = ocvault();
         c.arg("--repo")
@@ -507,7 +507,7 @@ fn assert_late_snapshot_needs_the_mark(repo_dir: &Path) {
 /// Opens a copy of a vector repository with the library (the checked-in files stay as they
 /// are).
 fn open_copy(repo_dir: &Path) -> (tempfile::TempDir, ocvault::repository::Repository) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch_dir("ocvault-vectors-");
     let copy = tmp.path().join("repo");
     let status = std::process::Command::new("cp")
         .arg("-a")
@@ -722,7 +722,7 @@ fn vectors_restore_as_the_manifest_says() {
     let repos = manifest["repositories"].as_object().unwrap();
     assert_eq!(repos.len(), VECTOR_REPOS.len());
     for (name, want) in repos {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = scratch_dir("ocvault-vectors-");
         let repo = tmp.path().join("repo");
         let status = std::process::Command::new("cp")
             .arg("-a")

@@ -11,15 +11,7 @@ use ocvault::Id;
 #[path = "common.rs"]
 mod common;
 
-const KINDS: [SealKind; 7] = [
-    SealKind::Config,
-    SealKind::Index,
-    SealKind::Snapshot,
-    SealKind::PackHeader,
-    SealKind::DataBlob,
-    SealKind::TreeBlob,
-    SealKind::Log,
-];
+const KINDS: [SealKind; 9] = SealKind::ALL;
 
 fuzz_target!(|data: &[u8]| {
     let keys = common::keys();

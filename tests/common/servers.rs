@@ -155,7 +155,7 @@ impl Server {
 }
 
 fn tempdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
+    super::env::scratch_dir(prefix)
 }
 
 /// s3s-fs: an S3 server over a folder; the bucket is a folder under its root.
