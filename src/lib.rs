@@ -19,6 +19,7 @@ pub mod interrupt;
 pub mod locks;
 pub mod oplog;
 pub mod pack;
+pub mod packer;
 pub mod prune;
 pub mod repository;
 pub mod restorer;
@@ -27,6 +28,7 @@ pub mod rewrite;
 pub mod snapshot;
 pub mod sparse;
 pub mod tree;
+pub mod walker;
 
 pub use error::{Error, Result};
 pub use id::Id;

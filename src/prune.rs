@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::format::{BlobType, IndexFile, IndexPack, PruneMark};
 use crate::id::Id;
 use crate::index::Index;
-use crate::pack::PackBuilder;
+use crate::packer::{self, Indexing, Packer, PackerParts};
 use crate::repository::Repository;
+use crate::walker::Walker;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -125,21 +126,26 @@ fn load_marks(repo: &Repository) -> Result<Vec<(Id, PruneMark)>> {
 /// Every blob id reachable from the snapshots (trees and file contents).
 pub fn used_blobs(repo: &Repository, index: &Index, roots: &[Id]) -> Result<HashSet<Id>> {
     let mut used = HashSet::new();
-    let mut stack: Vec<Id> = roots.to_vec();
-    while let Some(t) = stack.pop() {
-        if !used.insert(t) {
+    let load = |id: &Id| repo.load_tree(index, id);
+    for root in roots {
+        if !used.insert(*root) {
             continue;
         }
-        let tree = repo.load_tree(index, &t).map_err(|e| {
-            Error::other(format!(
-                "cannot read tree {}: {e}; run `ocvault check` — prune stops rather than guess",
-                t.short()
-            ))
-        })?;
-        for n in tree.nodes {
-            used.extend(n.content);
-            if let Some(s) = n.subtree {
-                stack.push(s);
+        let mut walk = Walker::new(&load, *root);
+        while let Some(entry) = walk.next() {
+            let node = entry
+                .map_err(|e| {
+                    Error::other(format!(
+                        "cannot read tree {}: {}; run `ocvault check` — prune stops rather than guess",
+                        e.tree.short(),
+                        e.error
+                    ))
+                })?
+                .node;
+            used.extend(node.content);
+            // A tree already seen: everything below it is counted.
+            if node.subtree.is_some_and(|s| !used.insert(s)) {
+                walk.skip_subtree();
             }
         }
     }
@@ -370,55 +376,58 @@ fn repack_packs(
     used: &HashSet<Id>,
     repack: &[(u32, f64)],
 ) -> Result<(Vec<IndexPack>, Vec<IndexPack>)> {
-    let mut new_packs: Vec<IndexPack> = Vec::new();
-    let target = repo.config.pack_target_size as usize;
-    let mut builders: HashMap<BlobType, PackBuilder> = HashMap::new();
-    let flush = |b: PackBuilder, out: &mut Vec<IndexPack>| -> Result<()> {
-        let (bytes, entry) = b.finish(&repo.keys);
-        repo.backend.write(&FileKind::Pack.path(&entry.id), bytes)?;
-        out.push(entry);
-        Ok(())
-    };
-    let mut retired: Vec<IndexPack> = Vec::new();
-    for (n, _) in repack {
-        crate::interrupt::check()?;
-        let info = live.pack(*n);
-        let bytes = repo.backend.read(&FileKind::Pack.path(&info.id))?;
-        if Id::of_stored_bytes(&bytes) != info.id {
-            return Err(Error::corrupt(
-                FileKind::Pack.path(&info.id),
-                "content does not match its name; run `ocvault check`",
-            ));
+    // The new packs go into the consolidated index, not into index files of their own.
+    let parts = PackerParts::new(
+        &repo.keys,
+        &repo.backend,
+        &repo.config,
+        live,
+        Indexing::Returned,
+    );
+    let (retired, packed) = packer::run(parts, |packer| -> Result<Vec<IndexPack>> {
+        let mut retired = Vec::new();
+        for (n, _) in repack {
+            crate::interrupt::check()?;
+            let info = live.pack(*n);
+            let entry = index_packs[&info.id];
+            repack_one(repo, live, *n, entry, used, packer)?;
+            retired.push(entry.clone());
         }
-        let entry = index_packs[&info.id];
-        for b in &entry.blobs {
-            // Each used blob once: the copy the index resolves it to. Another copy (in this
-            // pack or in another) would give the new pack two header entries for one id.
-            if !used.contains(&b.id) || !is_resolved_copy(live, *n, b) {
-                continue;
-            }
-            let sealed = bytes
-                .get(b.offset as usize..b.offset as usize + b.length as usize)
-                .ok_or_else(|| {
-                    Error::corrupt(FileKind::Pack.path(&info.id), "blob past the end")
-                })?;
-            let builder = builders
-                .entry(info.blob_type)
-                .or_insert_with(|| PackBuilder::new(info.blob_type, target + (1 << 20)));
-            builder.add(b.id, b.raw_length, sealed);
-            if builder.len() >= target {
-                let full = builders.remove(&info.blob_type).unwrap();
-                flush(full, &mut new_packs)?;
-            }
-        }
-        retired.push(entry.clone());
+        Ok(retired)
+    });
+    let retired = retired?;
+    Ok((packed?.packs, retired))
+}
+
+/// Copies the used blobs of pack number `n` (listed by `entry`) into the packer.
+fn repack_one(
+    repo: &Repository,
+    live: &Index,
+    n: u32,
+    entry: &IndexPack,
+    used: &HashSet<Id>,
+    packer: &Packer,
+) -> Result<()> {
+    let path = FileKind::Pack.path(&entry.id);
+    let bytes = repo.backend.read(&path)?;
+    if Id::of_stored_bytes(&bytes) != entry.id {
+        return Err(Error::corrupt(
+            path,
+            "content does not match its name; run `ocvault check`",
+        ));
     }
-    for (_, b) in builders.drain() {
-        if !b.is_empty() {
-            flush(b, &mut new_packs)?;
+    for b in &entry.blobs {
+        // Each used blob once: the copy the index resolves it to. Another copy (in this
+        // pack or in another) would give the new pack two header entries for one id.
+        if !used.contains(&b.id) || !is_resolved_copy(live, n, b) {
+            continue;
         }
+        let sealed = bytes
+            .get(b.offset as usize..b.offset as usize + b.length as usize)
+            .ok_or_else(|| Error::corrupt(path.clone(), "blob past the end"))?;
+        packer.store_sealed(entry.blob_type, b.id, b.raw_length, sealed.to_vec())?;
     }
-    Ok((new_packs, retired))
+    Ok(())
 }
 
 /// Whether `blob`, listed in pack number `pack` of `live`, is the copy `live` resolves its id
