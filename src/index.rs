@@ -280,16 +280,6 @@ fn prefix(id: &[u8; 32]) -> usize {
     ((id[0] as usize) << 8) | id[1] as usize
 }
 
-/// The blobs of one pack as the index file lists them.
-pub fn index_pack(id: Id, blob_type: BlobType, size: u64, blobs: Vec<PackedBlob>) -> IndexPack {
-    IndexPack {
-        id,
-        blob_type,
-        size,
-        blobs,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ pub mod chunker;
 pub mod cli;
 pub mod copy;
 pub mod crypto;
+pub mod dump;
 pub mod error;
 pub mod format;
 pub mod id;
