@@ -344,7 +344,10 @@ fn load_checked<T: serde::de::DeserializeOwned + Send>(
     Ok(loaded.intact)
 }
 
-/// One pass over the repository (everything after config and keys).
+/// One pass over the repository (everything after config and keys), in restic's phases:
+/// load the index (and every other stored file), packs against the listing, read packs
+/// (tree packs always, data packs as `--read-data` selects), the snapshots' structure, and
+/// unused blobs.
 fn check_pass(
     repo: &Repository,
     opts: &CheckOptions,
@@ -353,6 +356,48 @@ fn check_pass(
     carry: &mut Carry,
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
+    let loaded = load_index(repo, findings, &mut report)?;
+    let index = &loaded.index;
+    let bad_packs = check_pack_files(repo, index, &loaded.listed, findings, &mut report);
+    let bad_blobs = read_packs(repo, index, &bad_packs, opts, progress, findings, carry);
+    report.tree_packs = (0..index.packs().len() as u32)
+        .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
+        .count() as u64;
+    let trees = carry.trees.lock().unwrap();
+    let mut walker = TreeWalker {
+        index,
+        bad_packs: &bad_packs,
+        bad_blobs: &bad_blobs,
+        trees: &trees,
+        memo: HashMap::new(),
+        used: vec![0; index.len().div_ceil(64)],
+        missing: HashMap::new(),
+    };
+    report.affected = check_snapshots(&mut walker, &loaded.snapshots, findings);
+    unused_blobs(index, &walker.used, &mut report.reclaimable);
+    if let Some(max) = opts.max_age {
+        report.too_old = too_old(&loaded.snapshots, max);
+    }
+    Ok(report)
+}
+
+/// What the first phase loads.
+struct LoadedIndex {
+    /// Intact snapshots, oldest first.
+    snapshots: Vec<(Id, Snapshot)>,
+    /// The live index files' packs, and the marked and superseded packs still present.
+    index: Index,
+    /// Every file in `data/`, with its size.
+    listed: HashMap<String, u64>,
+}
+
+/// Loads (and so checks) every snapshot, index file, log entry, backup marker and prune mark,
+/// lists the packs, and builds the index of every pack still readable.
+fn load_index(
+    repo: &Repository,
+    findings: &Findings,
+    report: &mut CheckReport,
+) -> Result<LoadedIndex> {
     // Snapshots before index files: a snapshot is saved after its index, so one saved by a
     // backup running beside this check is never judged against an older index.
     let mut snapshots: Vec<(Id, Snapshot)> = load_checked(
@@ -394,11 +439,26 @@ fn check_pass(
         findings,
         "the packs it lists are neither indexed nor deleted",
     )?;
-    // Packs a prune has marked but not yet deleted are still readable: a backup that ran during
-    // the prune may use them until a later prune puts them back into the index.
     let listed: HashMap<String, u64> = repo.backend.list(FileKind::Pack)?.into_iter().collect();
-    // Likewise packs of index files that a concurrent (or killed) prune has superseded but
-    // not yet deleted.
+    let index = readable_index(&index_files, &marks, &listed);
+    report.blobs = index.len() as u64;
+    report.packs = index.packs().len() as u64;
+    Ok(LoadedIndex {
+        snapshots,
+        index,
+        listed,
+    })
+}
+
+/// The index of every pack still readable: the live index files' packs, then packs a prune
+/// has marked but not yet deleted (a backup that ran during the prune may use them until a
+/// later prune puts them back into the index), and likewise packs of index files that a
+/// concurrent (or killed) prune has superseded but not yet deleted.
+fn readable_index(
+    index_files: &[(Id, IndexFile)],
+    marks: &[(Id, crate::format::PruneMark)],
+    listed: &HashMap<String, u64>,
+) -> Index {
     let superseded: HashSet<Id> = index_files
         .iter()
         .flat_map(|(_, f)| f.supersedes.iter().copied())
@@ -408,9 +468,9 @@ fn check_pass(
         .filter(|(id, _)| !superseded.contains(id))
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
-    let marked: Vec<crate::format::IndexPack> = Repository::marked_packs(&marks)
+    let marked: Vec<crate::format::IndexPack> = Repository::marked_packs(marks)
         .into_iter()
-        .chain(Repository::superseded_packs(&index_files))
+        .chain(Repository::superseded_packs(index_files))
         .filter(|p| {
             !indexed.contains(&p.id)
                 && listed.contains_key(&FileKind::Pack.path(&p.id))
@@ -418,33 +478,20 @@ fn check_pass(
         })
         .collect();
     drop(indexed);
-    let index = Index::build(&index_files, &marked);
-    drop(index_files);
-    drop(marked);
-    report.blobs = index.len() as u64;
-    report.packs = index.packs().len() as u64;
+    Index::build(index_files, &marked)
+}
 
-    let bad_packs = check_pack_files(repo, &index, &listed, findings, &mut report);
-    let bad_blobs = read_packs(repo, &index, &bad_packs, opts, progress, findings, carry);
-    report.tree_packs = (0..index.packs().len() as u32)
-        .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
-        .count() as u64;
-
-    // Walk every snapshot's trees, recording used blobs and paths that cannot be restored.
-    let trees = carry.trees.lock().unwrap();
-    let mut walker = TreeWalker {
-        index: &index,
-        bad_packs: &bad_packs,
-        bad_blobs: &bad_blobs,
-        trees: &trees,
-        memo: HashMap::new(),
-        used: vec![0; index.len().div_ceil(64)],
-        missing: HashMap::new(),
-    };
-    for (id, snap) in &snapshots {
+/// Walks every snapshot's trees, recording used blobs and the paths that cannot be restored.
+fn check_snapshots(
+    walker: &mut TreeWalker,
+    snapshots: &[(Id, Snapshot)],
+    findings: &Findings,
+) -> Vec<Affected> {
+    let mut affected = Vec::new();
+    for (id, snap) in snapshots {
         let paths = walker.walk(&snap.tree);
         if !paths.is_empty() {
-            report.affected.push(Affected {
+            affected.push(Affected {
                 snapshot: id.to_hex(),
                 time: crate::snapshot::rfc3339(snap.time_unix_ns),
                 hostname: snap.hostname.clone(),
@@ -458,16 +505,17 @@ fn check_pass(
     for (blob, why) in &walker.missing {
         findings.add(format!("blob {}", blob.to_hex()), why.clone(), 1);
     }
+    affected
+}
+
+/// Blobs indexed that no snapshot uses (`used` has one bit per index position).
+fn unused_blobs(index: &Index, used: &[u64], out: &mut Reclaimable) {
     for (pos, (_, loc)) in index.iter().enumerate() {
-        if walker.used[pos / 64] & (1 << (pos % 64)) == 0 {
-            report.reclaimable.unused_blobs += 1;
-            report.reclaimable.unused_blob_bytes += loc.length as u64;
+        if used[pos / 64] & (1 << (pos % 64)) == 0 {
+            out.unused_blobs += 1;
+            out.unused_blob_bytes += loc.length as u64;
         }
     }
-    if let Some(max) = opts.max_age {
-        report.too_old = too_old(&snapshots, max);
-    }
-    Ok(report)
 }
 
 /// Packs against the listing of `data/`: each indexed pack present with the size the index
