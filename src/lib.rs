@@ -1,8 +1,9 @@
 //! ocvault: a content-addressed, deduplicating, encrypted backup store.
 //!
 //! Backup data flows one way: [`archiver`] walks and reads sources, [`chunker`] cuts them,
-//! [`crypto`] names and seals blobs, [`pack`] groups them into packs that [`backend`] stores,
-//! and [`index`] and [`snapshot`] files make the result findable. [`restorer`] reverses it.
+//! [`crypto`] names and seals blobs, [`packer`] groups them into packs (format in [`pack`])
+//! that [`backend`] stores, and [`index`] and [`snapshot`] files make the result findable.
+//! [`restorer`] reverses it; [`walker`] is the one walk over a snapshot's trees.
 
 pub mod archiver;
 pub mod backend;

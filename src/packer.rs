@@ -354,3 +354,220 @@ impl<'a> PackWriter<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::FileKind;
+    use crate::crypto::MasterKey;
+    use std::collections::HashMap;
+
+    const TARGET: u32 = 64 << 10;
+
+    /// Incompressible bytes, different for each `seed`.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn parts<'a>(
+        keys: &'a Keys,
+        backend: &'a Backend,
+        index: &'a Index,
+        indexing: Indexing<'a>,
+    ) -> PackerParts<'a> {
+        PackerParts {
+            keys,
+            backend,
+            pack_target_size: TARGET,
+            compression_level: 3,
+            index,
+            indexing,
+            progress: None,
+        }
+    }
+
+    #[test]
+    fn packs_close_at_the_target_and_hold_each_blob_once() {
+        let backend = Backend::open("memory:", true).unwrap();
+        let keys = MasterKey::generate().derive();
+        let empty = Index::build(&[], &[]);
+        let data: Vec<Vec<u8>> = (0..100).map(|i| noise(i, 5000)).collect();
+        let tree = Tree::default();
+        let (ids, packed) = run(parts(&keys, &backend, &empty, Indexing::Returned), |p| {
+            let mut ids = Vec::new();
+            // Each blob twice, from two threads at once: stored once.
+            std::thread::scope(|s| {
+                let twice = s.spawn(|| {
+                    for d in &data {
+                        p.store(BlobType::Data, d).unwrap();
+                    }
+                });
+                for d in &data {
+                    ids.push(p.store(BlobType::Data, d).unwrap());
+                }
+                twice.join().unwrap();
+            });
+            let tree_id = p.store_tree(&tree).unwrap();
+            assert!(ids.iter().chain([&tree_id]).all(|id| p.has(id)));
+            (ids, tree_id)
+        });
+        let packed = packed.unwrap();
+        let (ids, tree_id) = ids;
+        assert_eq!(packed.blobs_added, 101);
+
+        let mut stored: HashMap<Id, BlobType> = HashMap::new();
+        let data_packs: Vec<&IndexPack> = packed
+            .packs
+            .iter()
+            .filter(|p| p.blob_type == BlobType::Data)
+            .collect();
+        // 100 blobs of about 5 KiB in packs of 64 KiB: several packs, each closed by the blob
+        // that took it to the target (the last one holds the rest).
+        assert!(data_packs.len() >= 7, "{} data packs", data_packs.len());
+        for (k, pack) in data_packs.iter().enumerate() {
+            let lens: Vec<u64> = pack.blobs.iter().map(|b| b.length as u64).collect();
+            let total: u64 = lens.iter().sum();
+            let before_last = total - lens.last().unwrap();
+            assert!(
+                before_last < TARGET as u64,
+                "pack {k} passed the target early"
+            );
+            if k + 1 < data_packs.len() {
+                assert!(total >= TARGET as u64, "pack {k} closed below the target");
+            }
+        }
+        for pack in &packed.packs {
+            let bytes = backend.read(&FileKind::Pack.path(&pack.id)).unwrap();
+            assert_eq!(Id::of_stored_bytes(&bytes), pack.id);
+            assert_eq!(bytes.len() as u64, pack.size);
+            let header = pack::parse_header_from_tail(&keys, &bytes, pack.size)
+                .unwrap()
+                .unwrap();
+            assert_eq!(header.blobs, pack.blobs);
+            for b in &pack.blobs {
+                assert!(
+                    stored.insert(b.id, pack.blob_type).is_none(),
+                    "stored twice"
+                );
+            }
+        }
+        assert_eq!(stored.len(), 101);
+        assert!(ids.iter().all(|id| stored[id] == BlobType::Data));
+        assert_eq!(stored[&tree_id], BlobType::Tree);
+        assert_eq!(
+            packed.bytes_added,
+            packed.packs.iter().map(|p| p.size).sum::<u64>()
+        );
+    }
+
+    #[test]
+    fn blobs_in_the_index_are_not_stored_again_and_uploads_are_indexed() {
+        let backend = Backend::open("memory:", true).unwrap();
+        let keys = MasterKey::generate().derive();
+        let files: Mutex<Vec<(Id, IndexFile)>> = Mutex::new(Vec::new());
+        let save = |f: &IndexFile| {
+            let id = Id(*blake3::hash(&format::to_postcard(f)).as_bytes());
+            files.lock().unwrap().push((id, f.clone()));
+            Ok(id)
+        };
+        let first: Vec<Vec<u8>> = (0..600).map(|i| noise(i, 5000)).collect();
+        let empty = Index::build(&[], &[]);
+        let indexing = Indexing::Every(PACKS_PER_INDEX, &save);
+        let (_, packed) = run(parts(&keys, &backend, &empty, indexing), |p| {
+            for d in &first {
+                p.store(BlobType::Data, d).unwrap();
+            }
+        });
+        let packed = packed.unwrap();
+        assert!(packed.packs.is_empty(), "indexed, not returned");
+        // Intermediate index files of PACKS_PER_INDEX packs, then one for the rest.
+        let files = files.into_inner().unwrap();
+        let packs: Vec<&IndexPack> = files.iter().flat_map(|(_, f)| &f.packs).collect();
+        assert!(packs.len() > 2 * PACKS_PER_INDEX, "{} packs", packs.len());
+        assert!(files.len() >= 3);
+        for (_, f) in &files[..files.len() - 1] {
+            assert_eq!(f.packs.len(), PACKS_PER_INDEX);
+        }
+        assert_eq!(
+            packed.bytes_added,
+            packs.iter().map(|p| p.size).sum::<u64>()
+        );
+        for p in &packs {
+            assert!(backend.read(&FileKind::Pack.path(&p.id)).is_ok());
+        }
+
+        // A second packer over that index stores only what is new.
+        let index = Index::build(&files, &[]);
+        let (new, packed) = run(parts(&keys, &backend, &index, Indexing::Returned), |p| {
+            let old = first
+                .iter()
+                .filter(|d| p.store_as(BlobType::Data, keys.blob_id(d), d).unwrap())
+                .count();
+            assert_eq!(old, 0, "blobs in the index were stored again");
+            let fresh = noise(1000, 5000);
+            let id = p.store(BlobType::Data, &fresh).unwrap();
+            assert!(p.has(&id) && p.has(&keys.blob_id(&first[0])));
+            id
+        });
+        let packed = packed.unwrap();
+        assert_eq!(packed.blobs_added, 1);
+        assert_eq!(packed.packs.len(), 1);
+        assert_eq!(packed.packs[0].blobs.len(), 1);
+        assert_eq!(packed.packs[0].blobs[0].id, new);
+    }
+
+    #[test]
+    fn uploads_in_flight_stay_within_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        for backend in [
+            Backend::open("memory:", true).unwrap(),
+            Backend::open(dir.path().to_str().unwrap(), true).unwrap(),
+        ] {
+            let keys = MasterKey::generate().derive();
+            let empty = Index::build(&[], &[]);
+            let (_, packed) = run(parts(&keys, &backend, &empty, Indexing::Returned), |p| {
+                for i in 0..200 {
+                    p.store(BlobType::Data, &noise(i, 20_000)).unwrap();
+                }
+            });
+            let packed = packed.unwrap();
+            assert!(packed.packs.len() > 10 * UPLOADS_IN_FLIGHT);
+            assert_eq!(packed.max_uploads_in_flight, UPLOADS_IN_FLIGHT);
+        }
+    }
+
+    #[test]
+    fn sealed_blobs_are_stored_as_given() {
+        let backend = Backend::open("memory:", true).unwrap();
+        let keys = MasterKey::generate().derive();
+        let raw = noise(7, 3000);
+        let id = keys.blob_id(&raw);
+        let sealed = pack::seal_blob(&keys, BlobType::Data, &id, &raw, 3);
+
+        let (_, packed) = run(
+            parts(&keys, &backend, &Index::build(&[], &[]), Indexing::Returned),
+            |p| {
+                p.store_sealed(BlobType::Data, id, raw.len() as u32, sealed.clone())
+                    .unwrap();
+            },
+        );
+        let pack = &packed.unwrap().packs[0];
+        let bytes = backend.read(&FileKind::Pack.path(&pack.id)).unwrap();
+        let b = pack.blobs[0];
+        assert_eq!(
+            &bytes[b.offset as usize..][..b.length as usize],
+            &sealed[..]
+        );
+        let opened =
+            pack::open_blob(&keys, BlobType::Data, &id, &sealed, raw.len() as u32).unwrap();
+        assert_eq!(opened, raw);
+    }
+}
