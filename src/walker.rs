@@ -26,34 +26,56 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Loads a tree by id (from a repository and an index, or from memory in tests).
+/// What the walk needs of a node: its name, and the tree it leads to (a directory's).
+pub trait WalkNode {
+    fn name(&self) -> &[u8];
+    fn subtree(&self) -> Option<Id>;
+}
+
+impl WalkNode for Node {
+    fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    fn subtree(&self) -> Option<Id> {
+        self.subtree
+    }
+}
+
+/// Loads a tree's nodes by id. Any `Fn(&Id) -> Result<Tree>` is one (a repository and an
+/// index, or a map in tests); `check` walks its compact trees through one of its own.
 pub trait TreeLoader {
-    fn load_tree(&self, id: &Id) -> crate::Result<Tree>;
+    type Node: WalkNode;
+    type Nodes: Iterator<Item = Self::Node>;
+    fn load_tree(&self, id: &Id) -> crate::Result<Self::Nodes>;
 }
 
 impl<F: Fn(&Id) -> crate::Result<Tree>> TreeLoader for F {
-    fn load_tree(&self, id: &Id) -> crate::Result<Tree> {
-        self(id)
+    type Node = Node;
+    type Nodes = std::vec::IntoIter<Node>;
+
+    fn load_tree(&self, id: &Id) -> crate::Result<Self::Nodes> {
+        Ok(self(id)?.nodes.into_iter())
     }
 }
 
 /// One node of the walk.
 #[derive(Debug)]
-pub struct Entry {
+pub struct Entry<N = Node> {
     /// The directory holding the node, relative to the walk's root (empty for the root
     /// tree's nodes); shared by all nodes of one directory.
     pub dir: Arc<Path>,
-    pub node: Node,
+    pub node: N,
     /// How many directories lie between the root and the node: 0 for the root tree's nodes.
     pub depth: usize,
     /// The tree that lists the node.
     pub tree: Id,
 }
 
-impl Entry {
+impl<N: WalkNode> Entry<N> {
     /// The node's path relative to the walk's root.
     pub fn path(&self) -> PathBuf {
-        self.dir.join(OsStr::from_bytes(&self.node.name))
+        self.dir.join(OsStr::from_bytes(self.node.name()))
     }
 }
 
@@ -72,16 +94,16 @@ impl From<WalkError> for Error {
     }
 }
 
-struct Frame {
+struct Frame<I> {
     tree: Id,
     dir: Arc<Path>,
-    nodes: std::vec::IntoIter<Node>,
+    nodes: I,
 }
 
 /// Depth-first walk over the trees below a root; see the module's documentation.
-pub struct Walker<L> {
+pub struct Walker<L: TreeLoader> {
     loader: L,
-    stack: Vec<Frame>,
+    stack: Vec<Frame<L::Nodes>>,
     /// The tree of the directory returned last, entered on the next call unless skipped.
     enter: Option<(Id, Arc<Path>)>,
 }
@@ -103,16 +125,12 @@ impl<L: TreeLoader> Walker<L> {
 }
 
 impl<L: TreeLoader> Iterator for Walker<L> {
-    type Item = Result<Entry, WalkError>;
+    type Item = Result<Entry<L::Node>, WalkError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Some((tree, dir)) = self.enter.take() {
             match self.loader.load_tree(&tree) {
-                Ok(t) => self.stack.push(Frame {
-                    tree,
-                    dir,
-                    nodes: t.nodes.into_iter(),
-                }),
+                Ok(nodes) => self.stack.push(Frame { tree, dir, nodes }),
                 Err(error) => {
                     return Some(Err(WalkError {
                         tree,
@@ -130,8 +148,8 @@ impl<L: TreeLoader> Iterator for Walker<L> {
                 continue;
             };
             let dir = frame.dir.clone();
-            if let Some(sub) = node.subtree {
-                let path = dir.join(OsStr::from_bytes(&node.name));
+            if let Some(sub) = node.subtree() {
+                let path = dir.join(OsStr::from_bytes(node.name()));
                 self.enter = Some((sub, Arc::from(path)));
             }
             return Some(Ok(Entry {
