@@ -4,22 +4,17 @@
 //! number of files in flight) → pack (packer thread) → upload (I/O runtime, bounded).
 //! Directory trees are assembled in post-order on their own thread as their files finish.
 
-use crate::backend::Backend;
 use crate::chunker::{ChunkStream, Chunker};
-use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::format::{
-    BlobType, IndexFile, IndexPack, Node, NodeKind, Snapshot, SnapshotSummary, Tree,
-};
+use crate::format::{BlobType, IndexFile, Node, NodeKind, Snapshot, SnapshotSummary, Tree};
 use crate::host::NameCache;
 use crate::id::Id;
 use crate::index::Index;
-use crate::pack::{self, PackBuilder};
+use crate::packer::{self, Indexing, Packed, Packer, PackerParts, PACKS_PER_INDEX};
 use crate::repository::Repository;
 use crate::tree;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
-use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -34,11 +29,6 @@ const FILES_IN_FLIGHT: usize = 256;
 const BYTES_IN_FLIGHT: u64 = 8 << 20;
 /// Bytes of a large file or stream read and cut per batch.
 const BATCH_BYTES: usize = 2 << 20;
-/// Pack uploads running at once, beside the pack being filled. On a remote backend each holds
-/// a whole pack; on local disk only its fsync and rename are pending.
-const UPLOADS_IN_FLIGHT: usize = 2;
-/// Packs per intermediate index file, so an interrupted backup's packs are reused next time.
-const PACKS_PER_INDEX: usize = 16;
 
 /// Which snapshot to compare against.
 #[derive(Clone, Debug, Default)]
@@ -84,13 +74,8 @@ pub struct SnapshotOutcome {
 }
 
 struct Shared<'a> {
-    keys: &'a Keys,
-    index: &'a Index,
+    packer: &'a Packer<'a>,
     chunker: Chunker,
-    level: i32,
-    /// Blobs stored during this run, sharded to keep lock contention low.
-    pending: Vec<Mutex<HashSet<Id>>>,
-    pack_tx: Sender<PackItem>,
     warnings: Mutex<Vec<String>>,
     progress: &'a Progress,
     files_new: AtomicU64,
@@ -99,15 +84,7 @@ struct Shared<'a> {
     dirs: AtomicU64,
     bytes_read: AtomicU64,
     bytes_total: AtomicU64,
-    blobs_added: AtomicU64,
     errors: AtomicU64,
-}
-
-struct PackItem {
-    blob_type: BlobType,
-    id: Id,
-    raw_length: u32,
-    sealed: Vec<u8>,
 }
 
 impl Shared<'_> {
@@ -116,36 +93,8 @@ impl Shared<'_> {
         self.warnings.lock().unwrap().push(msg);
     }
 
-    fn is_known(&self, id: &Id) -> bool {
-        self.index.contains(id)
-    }
-
-    /// Claims a blob for storing; false when it is already stored or being stored.
-    fn claim(&self, id: &Id) -> bool {
-        if self.is_known(id) {
-            return false;
-        }
-        self.pending[id.0[0] as usize % self.pending.len()]
-            .lock()
-            .unwrap()
-            .insert(*id)
-    }
-
     fn store_blob(&self, blob_type: BlobType, data: &[u8]) -> Result<Id> {
-        let id = self.keys.blob_id(data);
-        if self.claim(&id) {
-            let sealed = pack::seal_blob(self.keys, blob_type, &id, data, self.level);
-            self.blobs_added.fetch_add(1, Relaxed);
-            self.pack_tx
-                .send(PackItem {
-                    blob_type,
-                    id,
-                    raw_length: data.len() as u32,
-                    sealed,
-                })
-                .map_err(|_| Error::other("pack writer stopped"))?;
-        }
-        Ok(id)
+        self.packer.store(blob_type, data)
     }
 
     /// Chunks and stores a whole stream; returns content ids and bytes read.
@@ -432,6 +381,70 @@ impl Excludes {
     }
 }
 
+/// The sources of a snapshot, checked: absolute paths, the names they get at the snapshot's
+/// top level, and the paths the snapshot records.
+struct Sources {
+    paths: Vec<PathBuf>,
+    names: Vec<Vec<u8>>,
+    snap_paths: Vec<String>,
+}
+
+impl Sources {
+    fn new(opts: &SnapshotOptions) -> Result<Sources> {
+        let mut paths = Vec::new();
+        for p in &opts.paths {
+            let abs = if p.is_absolute() {
+                p.clone()
+            } else {
+                std::env::current_dir()
+                    .map_err(|e| Error::io(".", e))?
+                    .join(p)
+            };
+            let abs = normalize(&abs);
+            if std::fs::symlink_metadata(&abs).is_err() {
+                return Err(Error::usage(format!(
+                    "source path {} does not exist",
+                    p.display()
+                )));
+            }
+            paths.push(abs);
+        }
+        let mut names: Vec<Vec<u8>> = paths.iter().map(|p| root_name(p)).collect();
+        if let Some(s) = &opts.stream {
+            if s.name.is_empty() || s.name == "." || s.name == ".." || s.name.contains('/') {
+                return Err(Error::usage("--stdin-filename must be a plain file name"));
+            }
+            names.push(s.name.as_bytes().to_vec());
+        }
+        if names.is_empty() {
+            return Err(Error::usage(
+                "nothing to back up: give paths, --stdin or --command",
+            ));
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::usage(
+                "two sources have the same name; they would collide at the snapshot's top level",
+            ));
+        }
+        let mut snap_paths: Vec<String> = paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if let Some(s) = &opts.stream {
+            snap_paths.push(format!("stdin:{}", s.name));
+        }
+        // The stream's name is not a path to walk.
+        names.truncate(paths.len());
+        Ok(Sources {
+            paths,
+            names,
+            snap_paths,
+        })
+    }
+}
+
 /// Makes a snapshot of `opts.paths` and `opts.stream` and saves it.
 pub fn snapshot(
     repo: &Repository,
@@ -441,52 +454,9 @@ pub fn snapshot(
     let started = Instant::now();
     // One instant for the snapshot and its stream node (format-spec §9, §10).
     let time_unix_ns = opts.time_unix_ns.unwrap_or_else(crate::host::now_ns);
-    let mut paths = Vec::new();
-    for p in &opts.paths {
-        let abs = if p.is_absolute() {
-            p.clone()
-        } else {
-            std::env::current_dir()
-                .map_err(|e| Error::io(".", e))?
-                .join(p)
-        };
-        let abs = normalize(&abs);
-        if std::fs::symlink_metadata(&abs).is_err() {
-            return Err(Error::usage(format!(
-                "source path {} does not exist",
-                p.display()
-            )));
-        }
-        paths.push(abs);
-    }
-    let mut names: Vec<Vec<u8>> = paths.iter().map(|p| root_name(p)).collect();
-    if let Some(s) = &opts.stream {
-        if s.name.is_empty() || s.name == "." || s.name == ".." || s.name.contains('/') {
-            return Err(Error::usage("--stdin-filename must be a plain file name"));
-        }
-        names.push(s.name.as_bytes().to_vec());
-    }
-    if names.is_empty() {
-        return Err(Error::usage(
-            "nothing to back up: give paths, --stdin or --command",
-        ));
-    }
-    let mut sorted = names.clone();
-    sorted.sort();
-    if sorted.windows(2).any(|w| w[0] == w[1]) {
-        return Err(Error::usage(
-            "two sources have the same name; they would collide at the snapshot's top level",
-        ));
-    }
+    let sources = Sources::new(&opts)?;
     let excludes = Excludes::new(&opts.excludes)?;
     let host = opts.host.clone().unwrap_or_else(crate::host::hostname);
-    let mut snap_paths: Vec<String> = paths
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    if let Some(s) = &opts.stream {
-        snap_paths.push(format!("stdin:{}", s.name));
-    }
 
     // Announce the backup before loading the index, so prune keeps what it may dedup against.
     let marker = crate::locks::MarkerGuard::acquire(repo)?;
@@ -494,116 +464,28 @@ pub fn snapshot(
     let parent = match &opts.parent {
         ParentChoice::None => None,
         ParentChoice::Id(spec) => Some(crate::snapshot::resolve(&snaps, spec)?.clone()),
-        ParentChoice::Auto => crate::snapshot::find_parent(&snaps, &host, &snap_paths).cloned(),
+        ParentChoice::Auto => {
+            crate::snapshot::find_parent(&snaps, &host, &sources.snap_paths).cloned()
+        }
     };
     // Dedup only against the live index; parent trees may also be read from packs a concurrent
     // prune has marked. A parent that cannot be read only costs re-reading the files.
     let indexes = repo.load_indexes()?;
-    let (index, read_index) = (&indexes.live, indexes.read());
     let parent_root = match &parent {
-        Some((_, s)) => repo.load_tree(read_index, &s.tree).ok(),
+        Some((_, s)) => repo.load_tree(indexes.read(), &s.tree).ok(),
         None => None,
     };
-
-    let (pack_tx, pack_rx) = bounded::<PackItem>(64);
-    let names_cache = NameCache::default();
-    let mut stream = opts.stream;
-
-    let (root, shared_counts, warnings, packed) = std::thread::scope(|outer| {
-        let packer = outer.spawn(|| run_packer(repo, pack_rx, progress));
-        let shared = Shared {
-            keys: &repo.keys,
-            index,
-            chunker: Chunker::new(repo.config.chunker, repo.keys.chunker_seed()),
-            level: repo.config.compression_level,
-            pending: (0..64).map(|_| Mutex::new(HashSet::new())).collect(),
-            pack_tx,
-            warnings: Mutex::new(Vec::new()),
-            progress,
-            files_new: AtomicU64::new(0),
-            files_changed: AtomicU64::new(0),
-            files_unmodified: AtomicU64::new(0),
-            dirs: AtomicU64::new(0),
-            bytes_read: AtomicU64::new(0),
-            bytes_total: AtomicU64::new(0),
-            blobs_added: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-        };
-        let root = std::thread::scope(|inner| {
-            let (dir_tx, dir_rx) = bounded::<DirJob>(1024);
-            let shared_ref = &shared;
-            let assembler = inner.spawn(move || assemble_dirs(shared_ref, dir_rx));
-            let budget = Budget::new(FILES_IN_FLIGHT as u64, BYTES_IN_FLIGHT);
-            let walker = Walker {
-                shared: &shared,
-                names: &names_cache,
-                excludes: &excludes,
-                dir_tx: &dir_tx,
-                repo,
-                index,
-                read_index,
-                budget: &budget,
-            };
-            let root = rayon::in_place_scope(|rs| -> Result<Receiver<Result<Id>>> {
-                let mut slots = Vec::new();
-                // The stream first: a dump command should not wait while folders are walked.
-                if let Some(s) = stream.take() {
-                    let node = stream_node(&s.name, time_unix_ns, &names_cache);
-                    let read = shared
-                        .store_stream(s.reader)
-                        .map_err(|e| Error::other(format!("reading {}: {e}", s.name)));
-                    // The command's exit status decides first: a failed dump is never saved.
-                    if let Some(finish) = s.finish {
-                        finish()?;
-                    }
-                    let (ids, n) = read??;
-                    shared.bytes_read.fetch_add(n, Relaxed);
-                    shared.bytes_total.fetch_add(n, Relaxed);
-                    shared.files_new.fetch_add(1, Relaxed);
-                    slots.push(Slot::Ready(Node {
-                        size: n,
-                        content: ids,
-                        ..node
-                    }));
-                }
-                for (path, name) in paths.iter().zip(&names) {
-                    let prev = parent_root.as_ref().and_then(|t| t.find(name)).cloned();
-                    if let Some(slot) = walker.entry(rs, path, name, prev)? {
-                        slots.push(slot);
-                    }
-                }
-                slots.sort_by(|a, b| slot_name(a).cmp(slot_name(b)));
-                let (tx, rx) = bounded(1);
-                dir_tx
-                    .send(DirJob { slots, done: tx })
-                    .map_err(|_| Error::other("tree assembler stopped"))?;
-                Ok(rx)
-            });
-            drop(dir_tx);
-            let root = root.and_then(|rx| {
-                rx.recv()
-                    .map_err(|_| Error::other("tree assembler stopped"))?
-            });
-            let assembled = assembler.join().expect("assembler thread");
-            root.and_then(|id| assembled.map(|_| id))
-        });
-        let counts = SnapshotSummary {
-            files_new: shared.files_new.load(Relaxed),
-            files_changed: shared.files_changed.load(Relaxed),
-            files_unmodified: shared.files_unmodified.load(Relaxed),
-            dirs: shared.dirs.load(Relaxed),
-            bytes_read: shared.bytes_read.load(Relaxed),
-            bytes_total: shared.bytes_total.load(Relaxed),
-            blobs_added: shared.blobs_added.load(Relaxed),
-            errors: shared.errors.load(Relaxed),
-            ..Default::default()
-        };
-        let warnings = shared.warnings.into_inner().unwrap();
-        // Dropping the last sender (inside `shared`) lets the packer flush and finish.
-        drop(shared.pack_tx);
-        let packed = packer.join().expect("packer thread");
-        (root, counts, warnings, packed)
-    });
+    let input = Input {
+        repo,
+        index: &indexes.live,
+        read_index: indexes.read(),
+        parent_root,
+        sources: &sources,
+        excludes: &excludes,
+        time_unix_ns,
+        progress,
+    };
+    let (root, mut summary, warnings, packed) = store_sources(&input, opts.stream);
     // A write that failed because a prune judged this backup stale (a swept temporary file, a
     // refused index) is reported as that, in words that say what to do.
     let (packed, root) = match (packed, root) {
@@ -614,8 +496,8 @@ pub fn snapshot(
         }
     };
 
-    let mut summary = shared_counts;
     summary.bytes_added = packed.bytes_added;
+    summary.blobs_added = packed.blobs_added;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     let mut tags = opts.tags;
     tags.sort();
@@ -624,7 +506,7 @@ pub fn snapshot(
         time_unix_ns,
         hostname: host,
         username: crate::host::username(),
-        paths: snap_paths,
+        paths: sources.snap_paths,
         tags,
         tree: root,
         parent: parent.map(|(id, _)| id),
@@ -639,6 +521,153 @@ pub fn snapshot(
         snapshot,
         warnings,
     })
+}
+
+/// What the pipeline reads from besides the sources' bytes.
+struct Input<'a> {
+    repo: &'a Repository,
+    /// Live index: deduplicated against; a parent's content is reused only when every blob
+    /// is in it.
+    index: &'a Index,
+    /// For reading parent trees.
+    read_index: &'a Index,
+    parent_root: Option<Tree>,
+    sources: &'a Sources,
+    excludes: &'a Excludes,
+    time_unix_ns: i64,
+    progress: &'a Progress,
+}
+
+/// Runs the pipeline over every source: returns the root tree's id, the counts, the
+/// warnings and what the packer stored.
+fn store_sources(
+    input: &Input,
+    stream: Option<StreamSource>,
+) -> (Result<Id>, SnapshotSummary, Vec<String>, Result<Packed>) {
+    let repo = input.repo;
+    let save_index = |f: &IndexFile| repo.save_index(f);
+    let parts = PackerParts {
+        progress: Some(&input.progress.bytes_added),
+        ..PackerParts::new(
+            &repo.keys,
+            &repo.backend,
+            &repo.config,
+            input.index,
+            Indexing::Every(PACKS_PER_INDEX, &save_index),
+        )
+    };
+    let ((root, counts, warnings), packed) = packer::run(parts, |packer| {
+        let shared = Shared {
+            packer,
+            chunker: Chunker::new(repo.config.chunker, repo.keys.chunker_seed()),
+            warnings: Mutex::new(Vec::new()),
+            progress: input.progress,
+            files_new: AtomicU64::new(0),
+            files_changed: AtomicU64::new(0),
+            files_unmodified: AtomicU64::new(0),
+            dirs: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        };
+        let root = walk_sources(input, &shared, stream);
+        let counts = SnapshotSummary {
+            files_new: shared.files_new.load(Relaxed),
+            files_changed: shared.files_changed.load(Relaxed),
+            files_unmodified: shared.files_unmodified.load(Relaxed),
+            dirs: shared.dirs.load(Relaxed),
+            bytes_read: shared.bytes_read.load(Relaxed),
+            bytes_total: shared.bytes_total.load(Relaxed),
+            errors: shared.errors.load(Relaxed),
+            ..Default::default()
+        };
+        (root, counts, shared.warnings.into_inner().unwrap())
+    });
+    (root, counts, warnings, packed)
+}
+
+/// Walks the sources (the stream first) with the tree assembler beside; returns the root
+/// tree's id once every file and directory is stored.
+fn walk_sources(input: &Input, shared: &Shared, mut stream: Option<StreamSource>) -> Result<Id> {
+    let names_cache = NameCache::default();
+    std::thread::scope(|inner| {
+        let (dir_tx, dir_rx) = bounded::<DirJob>(1024);
+        let assembler = inner.spawn(move || assemble_dirs(shared, dir_rx));
+        let budget = Budget::new(FILES_IN_FLIGHT as u64, BYTES_IN_FLIGHT);
+        let walker = Walker {
+            shared,
+            names: &names_cache,
+            excludes: input.excludes,
+            dir_tx: &dir_tx,
+            repo: input.repo,
+            index: input.index,
+            read_index: input.read_index,
+            budget: &budget,
+        };
+        let root = rayon::in_place_scope(|rs| -> Result<Receiver<Result<Id>>> {
+            let mut slots = Vec::new();
+            // The stream first: a dump command should not wait while folders are walked.
+            if let Some(s) = stream.take() {
+                slots.push(store_stream_source(
+                    shared,
+                    s,
+                    input.time_unix_ns,
+                    &names_cache,
+                )?);
+            }
+            let sources = input.sources;
+            for (path, name) in sources.paths.iter().zip(&sources.names) {
+                let prev = input
+                    .parent_root
+                    .as_ref()
+                    .and_then(|t| t.find(name))
+                    .cloned();
+                if let Some(slot) = walker.entry(rs, path, name, prev)? {
+                    slots.push(slot);
+                }
+            }
+            slots.sort_by(|a, b| slot_name(a).cmp(slot_name(b)));
+            let (tx, rx) = bounded(1);
+            dir_tx
+                .send(DirJob { slots, done: tx })
+                .map_err(|_| Error::other("tree assembler stopped"))?;
+            Ok(rx)
+        });
+        drop(dir_tx);
+        let root = root.and_then(|rx| {
+            rx.recv()
+                .map_err(|_| Error::other("tree assembler stopped"))?
+        });
+        let assembled = assembler.join().expect("assembler thread");
+        root.and_then(|id| assembled.map(|_| id))
+    })
+}
+
+/// Stores a `--stdin`/`--command` stream as one file; a dump command that failed means no
+/// snapshot.
+fn store_stream_source(
+    shared: &Shared,
+    s: StreamSource,
+    time_unix_ns: i64,
+    names: &NameCache,
+) -> Result<Slot> {
+    let node = stream_node(&s.name, time_unix_ns, names);
+    let read = shared
+        .store_stream(s.reader)
+        .map_err(|e| Error::other(format!("reading {}: {e}", s.name)));
+    // The command's exit status decides first: a failed dump is never saved.
+    if let Some(finish) = s.finish {
+        finish()?;
+    }
+    let (ids, n) = read??;
+    shared.bytes_read.fetch_add(n, Relaxed);
+    shared.bytes_total.fetch_add(n, Relaxed);
+    shared.files_new.fetch_add(1, Relaxed);
+    Ok(Slot::Ready(Node {
+        size: n,
+        content: ids,
+        ..node
+    }))
 }
 
 fn slot_name(s: &Slot) -> &[u8] {
@@ -860,119 +889,5 @@ fn assemble_dirs(shared: &Shared, rx: Receiver<DirJob>) -> Result<()> {
     match first_err {
         Some(e) => Err(Error::other(e)),
         None => Ok(()),
-    }
-}
-
-pub struct Packed {
-    pub bytes_added: u64,
-    pub index_files: Vec<Id>,
-}
-
-/// Collects sealed blobs into packs, uploads them, and writes index files for uploaded packs.
-fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) -> Result<Packed> {
-    let target = repo.config.pack_target_size as usize;
-    let backend = &repo.backend;
-    let new_builder = |t: BlobType| PackBuilder::for_backend(backend, t, target + (1 << 20));
-    let mut data = new_builder(BlobType::Data);
-    let mut trees = new_builder(BlobType::Tree);
-    let mut uploads = std::collections::VecDeque::new();
-    let mut uploaded: Vec<IndexPack> = Vec::new();
-    let mut out = Packed {
-        bytes_added: 0,
-        index_files: Vec::new(),
-    };
-    let mut err: Option<Error> = None;
-
-    let finish = |b: PackBuilder,
-                  uploads: &mut std::collections::VecDeque<_>,
-                  uploaded: &mut Vec<IndexPack>,
-                  err: &mut Option<Error>| {
-        let (handle, entry) = b.write(&repo.keys, backend);
-        progress.bytes_added.fetch_add(entry.size, Relaxed);
-        uploads.push_back((handle, entry));
-        while uploads.len() > UPLOADS_IN_FLIGHT {
-            let (h, e) = uploads.pop_front().unwrap();
-            wait_upload(backend, h, e, uploaded, err);
-        }
-    };
-
-    loop {
-        // Wake at least every touch_every() / 2 so the packs being filled stay marked as in use.
-        let item = match rx.recv_timeout(pack::touch_every() / 2) {
-            Ok(item) => item,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                data.keep_alive();
-                trees.keep_alive();
-                continue;
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-        };
-        if err.is_some() {
-            continue; // keep draining so senders never block
-        }
-        let b = match item.blob_type {
-            BlobType::Data => &mut data,
-            BlobType::Tree => &mut trees,
-        };
-        b.add(item.id, item.raw_length, &item.sealed);
-        if b.len() >= target {
-            let full = std::mem::replace(b, new_builder(item.blob_type));
-            finish(full, &mut uploads, &mut uploaded, &mut err);
-        }
-        if uploaded.len() >= PACKS_PER_INDEX && err.is_none() {
-            flush_index(repo, &mut uploaded, &mut out, &mut err);
-        }
-    }
-    for b in [data, trees] {
-        if !b.is_empty() && err.is_none() {
-            finish(b, &mut uploads, &mut uploaded, &mut err);
-        }
-    }
-    while let Some((h, e)) = uploads.pop_front() {
-        wait_upload(backend, h, e, &mut uploaded, &mut err);
-    }
-    if err.is_none() && !uploaded.is_empty() {
-        flush_index(repo, &mut uploaded, &mut out, &mut err);
-    }
-    match err {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
-}
-
-fn wait_upload(
-    backend: &Backend,
-    h: tokio::task::JoinHandle<Result<()>>,
-    e: IndexPack,
-    uploaded: &mut Vec<IndexPack>,
-    err: &mut Option<Error>,
-) {
-    match backend.runtime().block_on(h) {
-        Ok(Ok(())) => uploaded.push(e),
-        Ok(Err(x)) => {
-            err.get_or_insert(x);
-        }
-        Err(x) => {
-            err.get_or_insert(Error::other(format!("upload task failed: {x}")));
-        }
-    }
-}
-
-fn flush_index(
-    repo: &Repository,
-    uploaded: &mut Vec<IndexPack>,
-    out: &mut Packed,
-    err: &mut Option<Error>,
-) {
-    let packs = std::mem::take(uploaded);
-    out.bytes_added += packs.iter().map(|p| p.size).sum::<u64>();
-    match repo.save_index(&IndexFile {
-        supersedes: Vec::new(),
-        packs,
-    }) {
-        Ok(id) => out.index_files.push(id),
-        Err(e) => {
-            err.get_or_insert(e);
-        }
     }
 }

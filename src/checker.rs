@@ -14,6 +14,7 @@ use crate::format::{BlobType, Config, IndexFile, NodeKind, PackHeader, Snapshot,
 use crate::id::Id;
 use crate::index::Index;
 use crate::repository::{self, Repository};
+use crate::walker::{TreeLoader, WalkNode, Walker};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -344,7 +345,10 @@ fn load_checked<T: serde::de::DeserializeOwned + Send>(
     Ok(loaded.intact)
 }
 
-/// One pass over the repository (everything after config and keys).
+/// One pass over the repository (everything after config and keys), in restic's phases:
+/// load the index (and every other stored file), packs against the listing, read packs
+/// (tree packs always, data packs as `--read-data` selects), the snapshots' structure, and
+/// unused blobs.
 fn check_pass(
     repo: &Repository,
     opts: &CheckOptions,
@@ -353,6 +357,48 @@ fn check_pass(
     carry: &mut Carry,
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
+    let loaded = load_index(repo, findings, &mut report)?;
+    let index = &loaded.index;
+    let bad_packs = check_pack_files(repo, index, &loaded.listed, findings, &mut report);
+    let bad_blobs = read_packs(repo, index, &bad_packs, opts, progress, findings, carry);
+    report.tree_packs = (0..index.packs().len() as u32)
+        .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
+        .count() as u64;
+    let trees = carry.trees.lock().unwrap();
+    let mut walker = TreeWalker {
+        index,
+        bad_packs: &bad_packs,
+        bad_blobs: &bad_blobs,
+        trees: &trees,
+        memo: HashMap::new(),
+        used: vec![0; index.len().div_ceil(64)],
+        missing: HashMap::new(),
+    };
+    report.affected = check_snapshots(&mut walker, &loaded.snapshots, findings);
+    unused_blobs(index, &walker.used, &mut report.reclaimable);
+    if let Some(max) = opts.max_age {
+        report.too_old = too_old(&loaded.snapshots, max);
+    }
+    Ok(report)
+}
+
+/// What the first phase loads.
+struct LoadedIndex {
+    /// Intact snapshots, oldest first.
+    snapshots: Vec<(Id, Snapshot)>,
+    /// The live index files' packs, and the marked and superseded packs still present.
+    index: Index,
+    /// Every file in `data/`, with its size.
+    listed: HashMap<String, u64>,
+}
+
+/// Loads (and so checks) every snapshot, index file, log entry, backup marker and prune mark,
+/// lists the packs, and builds the index of every pack still readable.
+fn load_index(
+    repo: &Repository,
+    findings: &Findings,
+    report: &mut CheckReport,
+) -> Result<LoadedIndex> {
     // Snapshots before index files: a snapshot is saved after its index, so one saved by a
     // backup running beside this check is never judged against an older index.
     let mut snapshots: Vec<(Id, Snapshot)> = load_checked(
@@ -394,11 +440,26 @@ fn check_pass(
         findings,
         "the packs it lists are neither indexed nor deleted",
     )?;
-    // Packs a prune has marked but not yet deleted are still readable: a backup that ran during
-    // the prune may use them until a later prune puts them back into the index.
     let listed: HashMap<String, u64> = repo.backend.list(FileKind::Pack)?.into_iter().collect();
-    // Likewise packs of index files that a concurrent (or killed) prune has superseded but
-    // not yet deleted.
+    let index = readable_index(&index_files, &marks, &listed);
+    report.blobs = index.len() as u64;
+    report.packs = index.packs().len() as u64;
+    Ok(LoadedIndex {
+        snapshots,
+        index,
+        listed,
+    })
+}
+
+/// The index of every pack still readable: the live index files' packs, then packs a prune
+/// has marked but not yet deleted (a backup that ran during the prune may use them until a
+/// later prune puts them back into the index), and likewise packs of index files that a
+/// concurrent (or killed) prune has superseded but not yet deleted.
+fn readable_index(
+    index_files: &[(Id, IndexFile)],
+    marks: &[(Id, crate::format::PruneMark)],
+    listed: &HashMap<String, u64>,
+) -> Index {
     let superseded: HashSet<Id> = index_files
         .iter()
         .flat_map(|(_, f)| f.supersedes.iter().copied())
@@ -408,9 +469,9 @@ fn check_pass(
         .filter(|(id, _)| !superseded.contains(id))
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
-    let marked: Vec<crate::format::IndexPack> = Repository::marked_packs(&marks)
+    let marked: Vec<crate::format::IndexPack> = Repository::marked_packs(marks)
         .into_iter()
-        .chain(Repository::superseded_packs(&index_files))
+        .chain(Repository::superseded_packs(index_files))
         .filter(|p| {
             !indexed.contains(&p.id)
                 && listed.contains_key(&FileKind::Pack.path(&p.id))
@@ -418,33 +479,20 @@ fn check_pass(
         })
         .collect();
     drop(indexed);
-    let index = Index::build(&index_files, &marked);
-    drop(index_files);
-    drop(marked);
-    report.blobs = index.len() as u64;
-    report.packs = index.packs().len() as u64;
+    Index::build(index_files, &marked)
+}
 
-    let bad_packs = check_pack_files(repo, &index, &listed, findings, &mut report);
-    let bad_blobs = read_packs(repo, &index, &bad_packs, opts, progress, findings, carry);
-    report.tree_packs = (0..index.packs().len() as u32)
-        .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
-        .count() as u64;
-
-    // Walk every snapshot's trees, recording used blobs and paths that cannot be restored.
-    let trees = carry.trees.lock().unwrap();
-    let mut walker = TreeWalker {
-        index: &index,
-        bad_packs: &bad_packs,
-        bad_blobs: &bad_blobs,
-        trees: &trees,
-        memo: HashMap::new(),
-        used: vec![0; index.len().div_ceil(64)],
-        missing: HashMap::new(),
-    };
-    for (id, snap) in &snapshots {
+/// Walks every snapshot's trees, recording used blobs and the paths that cannot be restored.
+fn check_snapshots(
+    walker: &mut TreeWalker,
+    snapshots: &[(Id, Snapshot)],
+    findings: &Findings,
+) -> Vec<Affected> {
+    let mut affected = Vec::new();
+    for (id, snap) in snapshots {
         let paths = walker.walk(&snap.tree);
         if !paths.is_empty() {
-            report.affected.push(Affected {
+            affected.push(Affected {
                 snapshot: id.to_hex(),
                 time: crate::snapshot::rfc3339(snap.time_unix_ns),
                 hostname: snap.hostname.clone(),
@@ -458,16 +506,17 @@ fn check_pass(
     for (blob, why) in &walker.missing {
         findings.add(format!("blob {}", blob.to_hex()), why.clone(), 1);
     }
+    affected
+}
+
+/// Blobs indexed that no snapshot uses (`used` has one bit per index position).
+fn unused_blobs(index: &Index, used: &[u64], out: &mut Reclaimable) {
     for (pos, (_, loc)) in index.iter().enumerate() {
-        if walker.used[pos / 64] & (1 << (pos % 64)) == 0 {
-            report.reclaimable.unused_blobs += 1;
-            report.reclaimable.unused_blob_bytes += loc.length as u64;
+        if used[pos / 64] & (1 << (pos % 64)) == 0 {
+            out.unused_blobs += 1;
+            out.unused_blob_bytes += loc.length as u64;
         }
     }
-    if let Some(max) = opts.max_age {
-        report.too_old = too_old(&snapshots, max);
-    }
-    Ok(report)
 }
 
 /// Packs against the listing of `data/`: each indexed pack present with the size the index
@@ -852,17 +901,77 @@ impl TreeRefs {
         }
     }
 
-    /// Each directory and file: (is a directory, name, ids).
-    fn nodes(&self) -> impl Iterator<Item = (bool, &[u8], &[Id])> {
-        let mut start = (0, 0);
-        self.nodes.iter().map(move |&(is_dir, name_end, ids_end)| {
-            let (n, i) = (name_end as usize, ids_end as usize);
-            let node = (is_dir, &self.names[start.0..n], &self.ids[start.1..i]);
-            start = (n, i);
-            node
-        })
+    /// Each directory and file, in stored order.
+    fn nodes(&self) -> RefNodes<'_> {
+        RefNodes {
+            tree: self,
+            next: 0,
+            start: (0, 0),
+        }
     }
 }
+
+/// One directory or file of a [`TreeRefs`].
+struct RefNode<'a> {
+    is_dir: bool,
+    name: &'a [u8],
+    /// A file's content blobs; a directory's subtree (none when it has none).
+    ids: &'a [Id],
+}
+
+impl WalkNode for RefNode<'_> {
+    fn name(&self) -> &[u8] {
+        self.name
+    }
+
+    fn subtree(&self) -> Option<Id> {
+        self.is_dir.then(|| self.ids.first().copied()).flatten()
+    }
+}
+
+struct RefNodes<'a> {
+    tree: &'a TreeRefs,
+    next: usize,
+    /// Where the next node's name and ids start.
+    start: (usize, usize),
+}
+
+impl<'a> Iterator for RefNodes<'a> {
+    type Item = RefNode<'a>;
+
+    fn next(&mut self) -> Option<RefNode<'a>> {
+        let &(is_dir, name_end, ids_end) = self.tree.nodes.get(self.next)?;
+        let (n, i) = (name_end as usize, ids_end as usize);
+        let node = RefNode {
+            is_dir,
+            name: &self.tree.names[self.start.0..n],
+            ids: &self.tree.ids[self.start.1..i],
+        };
+        self.next += 1;
+        self.start = (n, i);
+        Some(node)
+    }
+}
+
+/// The trees the tree packs held, for the walker.
+#[derive(Clone, Copy)]
+struct HeldTrees<'a>(&'a HashMap<Id, TreeRefs>);
+
+impl<'a> TreeLoader for HeldTrees<'a> {
+    type Node = RefNode<'a>;
+    type Nodes = RefNodes<'a>;
+
+    fn load_tree(&self, id: &Id) -> Result<RefNodes<'a>> {
+        self.0
+            .get(id)
+            .map(TreeRefs::nodes)
+            .ok_or_else(|| Error::other(format!("tree {} was not read", id.short())))
+    }
+}
+
+/// A directory the walk is in: its tree, its name, and the paths below it (relative to it)
+/// that cannot be restored fully.
+type OpenDir<'a> = (Id, &'a [u8], Vec<String>);
 
 struct TreeWalker<'a> {
     index: &'a Index,
@@ -896,60 +1005,93 @@ impl<'a> TreeWalker<'a> {
         }
     }
 
-    fn walk(&mut self, tree_id: &Id) -> Arc<Vec<String>> {
-        if let Some(m) = self.memo.get(tree_id) {
-            return m.clone();
+    /// Whether a tree can be walked. When it cannot, the whole directory is lost: its paths
+    /// are the directory itself.
+    fn readable(&mut self, tree_id: &Id) -> bool {
+        if self.blob_problem(tree_id).is_none() && self.trees.contains_key(tree_id) {
+            return true;
         }
-        let mut out = Vec::new();
+        if self
+            .index
+            .get(tree_id)
+            .is_some_and(|l| !self.bad_packs.contains(&l.pack))
+            && !self.bad_blobs.contains(tree_id)
+        {
+            self.missing
+                .entry(*tree_id)
+                .or_insert_with(|| "tree not found in the tree packs".into());
+        }
+        self.memo.insert(*tree_id, Arc::new(vec![String::new()]));
+        false
+    }
+
+    /// The paths below a tree (relative to it, "" for the tree itself) that cannot be
+    /// restored fully. Each tree is walked once: a tree met again, in this snapshot or an
+    /// earlier one, gives the paths found the first time.
+    fn walk(&mut self, root: &Id) -> Arc<Vec<String>> {
+        if !self.memo.contains_key(root) && self.readable(root) {
+            self.walk_readable(root);
+        }
+        self.memo[root].clone()
+    }
+
+    fn walk_readable(&mut self, root: &Id) {
         let trees: &'a HashMap<Id, TreeRefs> = self.trees;
-        let tree = match self.blob_problem(tree_id) {
-            Some(_) => None,
-            None => trees.get(tree_id),
-        };
-        match tree {
-            None => {
-                // The whole directory is lost.
-                if self
-                    .index
-                    .get(tree_id)
-                    .is_some_and(|l| !self.bad_packs.contains(&l.pack))
-                    && !self.bad_blobs.contains(tree_id)
-                {
-                    self.missing
-                        .entry(*tree_id)
-                        .or_insert_with(|| "tree not found in the tree packs".into());
-                }
-                out.push(String::new());
+        let mut open: Vec<OpenDir<'a>> = vec![(*root, b"", Vec::new())];
+        let mut walk = Walker::new(HeldTrees(trees), *root);
+        while let Some(entry) = walk.next() {
+            // Every tree entered was found readable (and so held) first.
+            let Ok(entry) = entry else { continue };
+            while open.len() > entry.depth + 1 {
+                self.close(&mut open);
             }
-            Some(tree) => {
-                for (is_dir, name, ids) in tree.nodes() {
-                    let name = || String::from_utf8_lossy(name);
-                    if is_dir {
-                        match ids.first() {
-                            Some(sub) => {
-                                for p in self.walk(sub).iter() {
-                                    out.push(format!("/{}{p}", name()));
-                                }
-                            }
-                            None => out.push(format!("/{}", name())),
-                        }
-                    } else {
-                        let mut broken = false;
-                        for id in ids {
-                            if self.blob_problem(id).is_some() {
-                                broken = true;
-                            }
-                        }
-                        if broken {
-                            out.push(format!("/{}", name()));
-                        }
+            let node = entry.node;
+            let name = || String::from_utf8_lossy(node.name);
+            if !node.is_dir {
+                let mut broken = false;
+                for id in node.ids {
+                    if self.blob_problem(id).is_some() {
+                        broken = true;
                     }
                 }
+                if broken {
+                    open.last_mut()
+                        .expect("open")
+                        .2
+                        .push(format!("/{}", name()));
+                }
+                continue;
             }
+            let Some(sub) = node.ids.first() else {
+                open.last_mut()
+                    .expect("open")
+                    .2
+                    .push(format!("/{}", name()));
+                continue;
+            };
+            if !self.memo.contains_key(sub) && self.readable(sub) {
+                open.push((*sub, node.name, Vec::new()));
+                continue;
+            }
+            walk.skip_subtree();
+            let known = self.memo[sub].clone();
+            let paths = &mut open.last_mut().expect("open").2;
+            paths.extend(known.iter().map(|p| format!("/{}{p}", name())));
         }
-        let out = Arc::new(out);
-        self.memo.insert(*tree_id, out.clone());
-        out
+        while open.len() > 1 {
+            self.close(&mut open);
+        }
+        let (_, _, paths) = open.pop().expect("the root");
+        self.memo.insert(*root, Arc::new(paths));
+    }
+
+    /// Leaves the innermost open directory: its paths go to its parent, and to the memo.
+    fn close(&mut self, open: &mut Vec<OpenDir<'a>>) {
+        let (tree, name, paths) = open.pop().expect("open");
+        let name = String::from_utf8_lossy(name);
+        let parent = &mut open.last_mut().expect("a parent").2;
+        parent.extend(paths.iter().map(|p| format!("/{name}{p}")));
+        self.memo.insert(tree, Arc::new(paths));
     }
 }
 
@@ -979,4 +1121,139 @@ fn too_old(snaps: &[(Id, Snapshot)], max: std::time::Duration) -> Vec<TooOld> {
         .collect();
     out.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.paths.cmp(&b.paths)));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{IndexPack, Node, PackedBlob};
+
+    fn id(n: u8) -> Id {
+        Id([n; 32])
+    }
+
+    fn node(name: &str, kind: NodeKind, content: Vec<Id>, subtree: Option<Id>) -> Node {
+        Node {
+            name: name.as_bytes().to_vec(),
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            user: String::new(),
+            group: String::new(),
+            mtime_ns: 0,
+            ctime_ns: 0,
+            atime_ns: 0,
+            size: 0,
+            inode: 0,
+            device: 0,
+            links: 1,
+            rdev: 0,
+            xattrs: Vec::new(),
+            link_target: Vec::new(),
+            content,
+            subtree,
+        }
+    }
+
+    fn file(name: &str, content: Id) -> Node {
+        node(name, NodeKind::File, vec![content], None)
+    }
+
+    fn dir(name: &str, subtree: Option<Id>) -> Node {
+        node(name, NodeKind::Dir, Vec::new(), subtree)
+    }
+
+    #[test]
+    fn snapshot_walk_names_each_damaged_path_once_per_place_and_walks_shared_trees_once() {
+        // Trees: root 1 [a/ -> 2, f (blob 20), b/ -> 2 again, c/ -> 3 (lost), e/ (none)],
+        // 2 [g (blob 21, damaged), d/ -> 4], 4 [h (blob 22, in no index)].
+        let (root, shared, lost, deep) = (id(1), id(2), id(3), id(4));
+        let (ok_blob, bad_blob, unindexed) = (id(20), id(21), id(22));
+        let tree = |nodes| TreeRefs::new(&Tree { nodes });
+        let trees = HashMap::from([
+            (
+                root,
+                tree(vec![
+                    dir("a", Some(shared)),
+                    file("f", ok_blob),
+                    dir("b", Some(shared)),
+                    dir("c", Some(lost)),
+                    dir("e", None),
+                ]),
+            ),
+            (
+                shared,
+                tree(vec![file("g", bad_blob), dir("d", Some(deep))]),
+            ),
+            (deep, tree(vec![file("h", unindexed)])),
+        ]);
+        let blob = |id, offset| PackedBlob {
+            id,
+            offset,
+            length: 1,
+            raw_length: 1,
+        };
+        let pack = |n, blob_type, blobs| IndexPack {
+            id: id(n),
+            blob_type,
+            size: 100,
+            blobs,
+        };
+        let file_of = IndexFile {
+            supersedes: Vec::new(),
+            packs: vec![
+                pack(
+                    100,
+                    BlobType::Tree,
+                    vec![blob(root, 0), blob(shared, 1), blob(lost, 2), blob(deep, 3)],
+                ),
+                pack(
+                    101,
+                    BlobType::Data,
+                    vec![blob(ok_blob, 0), blob(bad_blob, 1)],
+                ),
+            ],
+        };
+        let index = Index::build(&[(id(200), file_of)], &[]);
+        let (bad_packs, bad_blobs) = (HashSet::new(), HashSet::from([bad_blob]));
+        let mut walker = TreeWalker {
+            index: &index,
+            bad_packs: &bad_packs,
+            bad_blobs: &bad_blobs,
+            trees: &trees,
+            memo: HashMap::new(),
+            used: vec![0; index.len().div_ceil(64)],
+            missing: HashMap::new(),
+        };
+        let paths = walker.walk(&root);
+        assert_eq!(
+            *paths,
+            ["/a/g", "/a/d/h", "/b/g", "/b/d/h", "/c", "/e"].map(String::from)
+        );
+        // A second snapshot rooted at the shared tree gets the paths found the first time.
+        assert_eq!(*walker.walk(&shared), ["/g", "/d/h"].map(String::from));
+        assert_eq!(
+            walker.memo.len(),
+            4,
+            "root, shared, lost and deep, once each"
+        );
+        let mut missing: Vec<_> = walker
+            .missing
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        missing.sort();
+        assert_eq!(
+            missing,
+            vec![
+                (lost, "tree not found in the tree packs".to_string()),
+                (unindexed, "referenced but in no index".to_string()),
+            ]
+        );
+        // Every indexed blob is used.
+        let mut unused = Reclaimable::default();
+        unused_blobs(&index, &walker.used, &mut unused);
+        assert_eq!(unused.unused_blobs, 0);
+    }
 }

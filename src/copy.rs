@@ -8,11 +8,13 @@
 //! present are read, grouped by pack.
 
 use crate::error::{Error, Result};
-use crate::format::{BlobType, Snapshot, Tree};
+use crate::format::{BlobType, IndexFile, Snapshot, Tree};
 use crate::id::Id;
 use crate::index::Index;
-use crate::pack::{self, BlobWriter};
+use crate::pack;
+use crate::packer::{self, Indexing, Packer, PackerParts, PACKS_PER_INDEX};
 use crate::repository::Repository;
+use crate::walker::Walker;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -74,11 +76,74 @@ pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> 
     let src_index = src.load_read_index()?;
     let dst_live = dst.load_index()?;
     let dst_read = dst.load_read_index()?;
-    let mut map: HashMap<Id, Id> = HashMap::new();
+    let ends = Ends {
+        src,
+        src_index: &src_index,
+        dst,
+        dst_live: &dst_live,
+    };
+    let mut map = seeded_map(&ends, &dst_read, &src_snaps, &dst_snaps, &present);
 
-    // Seed the map from the latest copied pair of each backup group.
+    // Pass 1: the trees to copy, and the data blobs that must be read.
+    let mut trees: HashMap<Id, Tree> = HashMap::new();
+    let mut need: HashSet<Id> = HashSet::new();
+    for (_, s) in &todo {
+        collect(&ends, &map, &s.tree, &mut trees, &mut need)?;
+    }
+
+    // Passes 2 and 3 store data before trees, and every pack is stored and indexed before the
+    // snapshots are saved: a snapshot never names what is not stored.
+    let save_index = |f: &IndexFile| dst.save_index(f);
+    let parts = PackerParts::new(
+        &dst.keys,
+        &dst.backend,
+        &dst.config,
+        &dst_live,
+        Indexing::Every(PACKS_PER_INDEX, &save_index),
+    );
+    let (roots, packed) = packer::run(parts, |packer| -> Result<Vec<Id>> {
+        report.blobs_read = copy_data(&ends, &need, &mut map, packer)?;
+        // Pass 3: trees, bottom up, with destination ids.
+        todo.iter()
+            .map(|(_, s)| copy_tree(&s.tree, &trees, &dst_live, &mut map, packer))
+            .collect()
+    });
+    let roots = roots?;
+    let packed = packed?;
+    report.blobs_copied = packed.blobs_added;
+    report.bytes_copied = packed.bytes_added;
+    let mut new_ids: HashMap<Id, Id> = HashMap::new();
+    for ((sid, s), root) in todo.iter().zip(roots) {
+        let mut d = s.clone();
+        d.tree = root;
+        d.parent = s.parent.and_then(|p| new_ids.get(&p).copied());
+        let did = dst.save_snapshot(&d)?;
+        new_ids.insert(*sid, did);
+        report.copied.push((sid.to_hex(), did.to_hex()));
+    }
+    Ok(report)
+}
+
+/// The two repositories of a copy, with the source's readable index and the destination's
+/// live one.
+struct Ends<'a> {
+    src: &'a Repository,
+    src_index: &'a Index,
+    dst: &'a Repository,
+    dst_live: &'a Index,
+}
+
+/// Source ids mapped to destination ids, from the latest copied pair of each backup group.
+fn seeded_map(
+    ends: &Ends,
+    dst_read: &Index,
+    src_snaps: &[(Id, Snapshot)],
+    dst_snaps: &[(Id, Snapshot)],
+    present: &HashMap<(i64, &str, &str, Vec<&str>), &Id>,
+) -> HashMap<Id, Id> {
+    let mut map: HashMap<Id, Id> = HashMap::new();
     let mut latest: BTreeMap<(String, Vec<String>), (&Snapshot, &Snapshot)> = BTreeMap::new();
-    for (_, s) in &src_snaps {
+    for (_, s) in src_snaps {
         if let Some(did) = present.get(&identity(s)) {
             let d = &dst_snaps.iter().find(|(i, _)| i == *did).expect("listed").1;
             let mut paths = s.paths.clone();
@@ -96,78 +161,53 @@ pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> 
     for (s, d) in latest.values() {
         // A pair that cannot be walked only costs reading more data.
         let _ = seed_map(
-            src,
-            &src_index,
-            dst,
-            &dst_read,
+            ends.src,
+            ends.src_index,
+            ends.dst,
+            dst_read,
             &s.tree,
             &d.tree,
             &mut map,
             &mut seeded,
         );
     }
+    map
+}
 
-    // Pass 1: the trees to copy, and the data blobs that must be read.
-    let mut trees: HashMap<Id, Tree> = HashMap::new();
-    let mut need: HashSet<Id> = HashSet::new();
-    for (_, s) in &todo {
-        collect(
-            src, &src_index, &dst_live, &map, &s.tree, &mut trees, &mut need,
-        )?;
-    }
-
-    // Pass 2: read the missing data blobs, pack by pack, and store what the destination lacks.
+/// Pass 2: reads the missing data blobs, pack by pack, and stores what the destination lacks.
+/// Returns the number of blobs read.
+fn copy_data(
+    ends: &Ends,
+    need: &HashSet<Id>,
+    map: &mut HashMap<Id, Id>,
+    packer: &Packer,
+) -> Result<u64> {
     let mut by_pack: BTreeMap<u32, Vec<(Id, crate::index::BlobLocation)>> = BTreeMap::new();
-    for id in &need {
-        let loc = src_index.get(id).ok_or_else(|| {
+    for id in need {
+        let loc = ends.src_index.get(id).ok_or_else(|| {
             Error::corrupt(format!("blob {}", id.short()), "not in the source index")
         })?;
         by_pack.entry(loc.pack).or_default().push((*id, loc));
     }
     let packs: Vec<_> = by_pack.into_iter().collect();
-    let mut data = BlobWriter::new(dst, &dst_live, BlobType::Data);
+    let mut blobs_read = 0;
     for group in packs.chunks(PACKS_AT_ONCE) {
         crate::interrupt::check()?;
         let read: Vec<Result<Vec<ReadBlob>>> = group
             .par_iter()
-            .map(|(pack_no, blobs)| read_pack_blobs(src, &src_index, *pack_no, blobs, dst))
+            .map(|(pack_no, blobs)| {
+                read_pack_blobs(ends.src, ends.src_index, *pack_no, blobs, ends.dst)
+            })
             .collect();
         for r in read {
             for (sid, did, raw) in r? {
-                report.blobs_read += 1;
-                data.save(did, &raw)?;
+                blobs_read += 1;
+                packer.store_as(BlobType::Data, did, &raw)?;
                 map.insert(sid, did);
             }
         }
     }
-
-    // Pass 3: trees, bottom up, with destination ids.
-    let mut tree_writer = BlobWriter::new(dst, &dst_live, BlobType::Tree);
-    let mut roots = Vec::new();
-    for (_, s) in &todo {
-        roots.push(copy_tree(
-            &s.tree,
-            &trees,
-            &dst_live,
-            &mut map,
-            &mut tree_writer,
-        )?);
-    }
-    report.blobs_copied = data.blobs_added + tree_writer.blobs_added;
-    report.bytes_copied = data.bytes_added + tree_writer.bytes_added;
-    // Data before trees before snapshots: a snapshot never names what is not stored.
-    data.finish()?;
-    tree_writer.finish()?;
-    let mut new_ids: HashMap<Id, Id> = HashMap::new();
-    for ((sid, s), root) in todo.iter().zip(roots) {
-        let mut d = s.clone();
-        d.tree = root;
-        d.parent = s.parent.and_then(|p| new_ids.get(&p).copied());
-        let did = dst.save_snapshot(&d)?;
-        new_ids.insert(*sid, did);
-        report.copied.push((sid.to_hex(), did.to_hex()));
-    }
-    Ok(report)
+    Ok(blobs_read)
 }
 
 /// Maps the ids of a source tree onto those of its earlier copy, walking both side by side.
@@ -206,30 +246,38 @@ fn seed_map(
 
 /// Loads the source trees a copy needs and notes the data blobs it must read.
 fn collect(
-    src: &Repository,
-    src_index: &Index,
-    dst_live: &Index,
+    ends: &Ends,
     map: &HashMap<Id, Id>,
-    tree_id: &Id,
+    root: &Id,
     trees: &mut HashMap<Id, Tree>,
     need: &mut HashSet<Id>,
 ) -> Result<()> {
-    if trees.contains_key(tree_id) || mapped(map, dst_live, tree_id).is_some() {
+    // Trees loaded, or mapped to one the destination holds, are not walked again.
+    let done = |trees: &HashMap<Id, Tree>, id: &Id| {
+        trees.contains_key(id) || mapped(map, ends.dst_live, id).is_some()
+    };
+    if done(trees, root) {
         return Ok(());
     }
-    let tree = src.load_tree(src_index, tree_id)?;
-    for n in &tree.nodes {
-        for c in &n.content {
-            if mapped(map, dst_live, c).is_none() {
+    let loaded = std::cell::RefCell::new(std::mem::take(trees));
+    let load = |id: &Id| {
+        let tree = ends.src.load_tree(ends.src_index, id)?;
+        loaded.borrow_mut().insert(*id, tree.clone());
+        Ok(tree)
+    };
+    let mut walk = Walker::new(&load, *root);
+    while let Some(entry) = walk.next() {
+        let node = entry?.node;
+        for c in &node.content {
+            if mapped(map, ends.dst_live, c).is_none() {
                 need.insert(*c);
             }
         }
+        if node.subtree.is_some_and(|s| done(&loaded.borrow(), &s)) {
+            walk.skip_subtree();
+        }
     }
-    let subs: Vec<Id> = tree.nodes.iter().filter_map(|n| n.subtree).collect();
-    trees.insert(*tree_id, tree);
-    for s in subs {
-        collect(src, src_index, dst_live, map, &s, trees, need)?;
-    }
+    *trees = loaded.into_inner();
     Ok(())
 }
 
@@ -273,10 +321,10 @@ fn copy_tree(
     trees: &HashMap<Id, Tree>,
     dst_live: &Index,
     map: &mut HashMap<Id, Id>,
-    writer: &mut BlobWriter,
+    packer: &Packer,
 ) -> Result<Id> {
     if let Some(d) = map.get(id) {
-        if dst_live.contains(d) || writer.has(d) {
+        if dst_live.contains(d) || packer.has(d) {
             return Ok(*d);
         }
     }
@@ -294,11 +342,11 @@ fn copy_tree(
                 .ok_or_else(|| Error::other(format!("blob {} was not copied", c.short())))?;
         }
         if let Some(s) = n.subtree {
-            n.subtree = Some(copy_tree(&s, trees, dst_live, map, writer)?);
+            n.subtree = Some(copy_tree(&s, trees, dst_live, map, packer)?);
         }
         out.nodes.push(n);
     }
-    let did = writer.save_tree(&out)?;
+    let did = packer.store_tree(&out)?;
     map.insert(*id, did);
     Ok(did)
 }

@@ -1,8 +1,9 @@
 //! ocvault: a content-addressed, deduplicating, encrypted backup store.
 //!
 //! Backup data flows one way: [`archiver`] walks and reads sources, [`chunker`] cuts them,
-//! [`crypto`] names and seals blobs, [`pack`] groups them into packs that [`backend`] stores,
-//! and [`index`] and [`snapshot`] files make the result findable. [`restorer`] reverses it.
+//! [`crypto`] names and seals blobs, [`packer`] groups them into packs (format in [`pack`])
+//! that [`backend`] stores, and [`index`] and [`snapshot`] files make the result findable.
+//! [`restorer`] reverses it; [`walker`] is the one walk over a snapshot's trees.
 
 pub mod archiver;
 pub mod backend;
@@ -11,6 +12,7 @@ pub mod chunker;
 pub mod cli;
 pub mod copy;
 pub mod crypto;
+pub mod dump;
 pub mod error;
 pub mod format;
 pub mod host;
@@ -21,6 +23,7 @@ pub mod locks;
 pub mod oplog;
 pub mod periodic;
 pub mod pack;
+pub mod packer;
 pub mod prune;
 pub mod repository;
 pub mod restorer;
@@ -29,6 +32,7 @@ pub mod rewrite;
 pub mod snapshot;
 pub mod sparse;
 pub mod tree;
+pub mod walker;
 
 pub use error::{Error, Result};
 pub use id::Id;

@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::format::{BlobType, IndexFile, IndexPack, PruneMark};
 use crate::id::Id;
 use crate::index::Index;
-use crate::pack::PackBuilder;
+use crate::packer::{self, Indexing, Packer, PackerParts};
 use crate::repository::Repository;
+use crate::walker::Walker;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -125,21 +126,26 @@ fn load_marks(repo: &Repository) -> Result<Vec<(Id, PruneMark)>> {
 /// Every blob id reachable from the snapshots (trees and file contents).
 pub fn used_blobs(repo: &Repository, index: &Index, roots: &[Id]) -> Result<HashSet<Id>> {
     let mut used = HashSet::new();
-    let mut stack: Vec<Id> = roots.to_vec();
-    while let Some(t) = stack.pop() {
-        if !used.insert(t) {
+    let load = |id: &Id| repo.load_tree(index, id);
+    for root in roots {
+        if !used.insert(*root) {
             continue;
         }
-        let tree = repo.load_tree(index, &t).map_err(|e| {
-            Error::other(format!(
-                "cannot read tree {}: {e}; run `ocvault check` — prune stops rather than guess",
-                t.short()
-            ))
-        })?;
-        for n in tree.nodes {
-            used.extend(n.content);
-            if let Some(s) = n.subtree {
-                stack.push(s);
+        let mut walk = Walker::new(&load, *root);
+        while let Some(entry) = walk.next() {
+            let node = entry
+                .map_err(|e| {
+                    Error::other(format!(
+                        "cannot read tree {}: {}; run `ocvault check` — prune stops rather than guess",
+                        e.tree.short(),
+                        e.error
+                    ))
+                })?
+                .node;
+            used.extend(node.content);
+            // A tree already seen: everything below it is counted.
+            if node.subtree.is_some_and(|s| !used.insert(s)) {
+                walk.skip_subtree();
             }
         }
     }
@@ -172,67 +178,177 @@ fn prune_in(
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    // Snapshots before index files: a snapshot is saved only after its index, so every
-    // snapshot listed here has its blobs in the index files read next. Snapshots saved later
-    // come from backups whose markers make phase 2 wait for them.
-    // Strictly: prune cannot know what a snapshot it cannot read uses, nor which packs an
-    // index file it cannot read lists, so it stops rather than delete them.
-    let snaps = repo.list_snapshots_strict().map_err(refuse)?;
-    let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
-    // Index files as loaded, with ids, so the consolidated index can supersede exactly them.
-    let (files, marks) =
-        repo.load_consistent(|r| r.load_index_files_strict().map_err(refuse), load_marks)?;
-    let loaded_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
-    let live = Index::build(&files, &[]);
-    let live_pack_ids: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
+    let view = View::read(repo)?;
+    let used = used_blobs(repo, &view.readable, &view.roots)?;
+    let index_packs = view.index_packs();
+    let plan = Plan::make(repo, &view, &index_packs, &used, opts, &mut report)?;
+    if opts.dry_run {
+        report.marks_pending = view.marks.len() as u64;
+        return Ok(report);
+    }
+    replace_index(repo, &view, &index_packs, &used, plan, &mut report)?;
 
-    // Everything readable, for finding what snapshots use: marked packs, and packs of index
-    // files a concurrent prune has superseded but not yet deleted.
-    let marked: HashMap<Id, IndexPack> = Repository::marked_packs(&marks)
-        .into_iter()
-        .chain(Repository::superseded_packs(&files))
-        .filter(|p| !live_pack_ids.contains(&p.id))
-        .map(|p| (p.id, p))
-        .collect();
-    let marked_list: Vec<IndexPack> = marked.values().cloned().collect();
-    let readable = Index::build(&files, &marked_list);
-    drop(marked_list);
+    // Phase 2.
+    crate::interrupt::check()?;
+    let session = session.expect("not a dry run");
+    // The storage's current time, read once for the marks, the markers and `tmp/`.
+    let now = session.storage_now()?;
+    let (deleted, bytes, pending) = delete_marked(repo, session, now, opts.grace)?;
+    report.packs_deleted = deleted;
+    report.bytes_deleted = bytes;
+    report.marks_pending = pending;
+    crate::locks::remove_stale_temp_files(repo, now);
+    Ok(report)
+}
 
-    let used = used_blobs(repo, &readable, &roots)?;
+/// What phase 1 reads: the snapshots' root trees, the index files and prune marks, and the
+/// indexes made of them.
+struct View {
+    roots: Vec<Id>,
+    /// Index files as loaded, with ids, so the consolidated index can supersede exactly them.
+    files: Vec<(Id, IndexFile)>,
+    marks: Vec<(Id, PruneMark)>,
+    /// The index of the live files: what stays findable.
+    live: Index,
+    live_pack_ids: HashSet<Id>,
+    /// Packs readable beside the live ones: marked packs, and packs of index files a
+    /// concurrent prune has superseded but not yet deleted.
+    marked: HashMap<Id, IndexPack>,
+    /// Everything readable, for finding what snapshots use.
+    readable: Index,
+}
 
-    // Packs a snapshot needs that only a mark holds go back into the index.
+impl View {
+    fn read(repo: &Repository) -> Result<View> {
+        // Snapshots before index files: a snapshot is saved only after its index, so every
+        // snapshot listed here has its blobs in the index files read next. Snapshots saved
+        // later come from backups whose markers make phase 2 wait for them.
+        // Strictly: prune cannot know what a snapshot it cannot read uses, nor which packs an
+        // index file it cannot read lists, so it stops rather than delete them.
+        let snaps = repo.list_snapshots_strict().map_err(refuse)?;
+        let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
+        let (files, marks) =
+            repo.load_consistent(|r| r.load_index_files_strict().map_err(refuse), load_marks)?;
+        let live = Index::build(&files, &[]);
+        let live_pack_ids: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
+        let marked: HashMap<Id, IndexPack> = Repository::marked_packs(&marks)
+            .into_iter()
+            .chain(Repository::superseded_packs(&files))
+            .filter(|p| !live_pack_ids.contains(&p.id))
+            .map(|p| (p.id, p))
+            .collect();
+        let marked_list: Vec<IndexPack> = marked.values().cloned().collect();
+        let readable = Index::build(&files, &marked_list);
+        Ok(View {
+            roots,
+            files,
+            marks,
+            live,
+            live_pack_ids,
+            marked,
+            readable,
+        })
+    }
+
+    /// The packs of the live index files by id. Only the live files' packs: what a
+    /// superseded file holds beyond them was dropped by the prune that superseded it and may
+    /// already be deleted.
+    fn index_packs(&self) -> HashMap<Id, &IndexPack> {
+        let superseded: HashSet<Id> = self
+            .files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        self.files
+            .iter()
+            .filter(|(id, _)| !superseded.contains(id))
+            .flat_map(|(_, f)| f.packs.iter())
+            .map(|p| (p.id, p))
+            .collect()
+    }
+
+    fn loaded_ids(&self) -> Vec<Id> {
+        self.files.iter().map(|(id, _)| *id).collect()
+    }
+}
+
+/// What phase 1 decided about packs.
+struct Plan {
+    /// Live packs no snapshot uses.
+    remove: Vec<IndexPack>,
+    /// Live packs to repack (number in the live index, unused share), most unused first.
+    repack: Vec<(u32, f64)>,
+    /// Packs a snapshot needs that only a mark holds: back into the index.
+    recovered: Vec<IndexPack>,
+    /// Packs in no index and no mark: a crashed backup's leftovers or a running backup's work.
+    unindexed: Vec<IndexPack>,
+}
+
+impl Plan {
+    fn make(
+        repo: &Repository,
+        view: &View,
+        index_packs: &HashMap<Id, &IndexPack>,
+        used: &HashSet<Id>,
+        opts: &PruneOptions,
+        report: &mut PruneReport,
+    ) -> Result<Plan> {
+        let recovered = recovered_packs(view, used)?;
+        report.recovered_packs = recovered.len() as u64;
+        let (remove, repack) = choose_packs(&view.live, index_packs, used, opts, report);
+        let mut unindexed = Vec::new();
+        for (id, size) in repo.backend.list_ids(FileKind::Pack)? {
+            if !view.live_pack_ids.contains(&id) && !view.marked.contains_key(&id) {
+                unindexed.push(IndexPack {
+                    id,
+                    blob_type: BlobType::Data,
+                    size,
+                    blobs: vec![],
+                });
+            }
+        }
+        report.unindexed_packs = unindexed.len() as u64;
+        Ok(Plan {
+            remove,
+            repack,
+            recovered,
+            unindexed,
+        })
+    }
+}
+
+/// Packs a snapshot needs that only a mark holds.
+fn recovered_packs(view: &View, used: &HashSet<Id>) -> Result<Vec<IndexPack>> {
     let mut recovered: Vec<IndexPack> = Vec::new();
     let mut recovered_ids = HashSet::new();
-    for id in &used {
-        if live.contains(id) {
+    for id in used {
+        if view.live.contains(id) {
             continue;
         }
-        let loc = readable.get(id).ok_or_else(|| {
+        let loc = view.readable.get(id).ok_or_else(|| {
             Error::other(format!(
                 "blob {} is used by a snapshot but stored nowhere; run `ocvault check`",
                 id.short()
             ))
         })?;
-        let pid = readable.pack(loc.pack).id;
+        let pid = view.readable.pack(loc.pack).id;
         if recovered_ids.insert(pid) {
-            recovered.push(marked[&pid].clone());
+            recovered.push(view.marked[&pid].clone());
         }
     }
-    report.recovered_packs = recovered.len() as u64;
+    Ok(recovered)
+}
 
-    // Only the live files' packs: what a superseded file holds beyond them was dropped by the
-    // prune that superseded it and may already be deleted.
-    let superseded: HashSet<Id> = files
-        .iter()
-        .flat_map(|(_, f)| f.supersedes.iter().copied())
-        .collect();
-    let index_packs: HashMap<Id, &IndexPack> = files
-        .iter()
-        .filter(|(id, _)| !superseded.contains(id))
-        .flat_map(|(_, f)| f.packs.iter())
-        .map(|p| (p.id, p))
-        .collect();
-    let per_pack = usage_per_pack(&live, &index_packs, &used);
+/// The live packs to remove (nothing used) and to repack (more unused than allowed), within
+/// the repack budget; counts them in `report`.
+fn choose_packs(
+    live: &Index,
+    index_packs: &HashMap<Id, &IndexPack>,
+    used: &HashSet<Id>,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> (Vec<IndexPack>, Vec<(u32, f64)>) {
+    let per_pack = usage_per_pack(live, index_packs, used);
     let mut remove: Vec<IndexPack> = Vec::new();
     let mut repack: Vec<(u32, f64)> = Vec::new();
     for (n, p) in live.packs().iter().enumerate() {
@@ -260,38 +376,38 @@ fn prune_in(
     report.packs_to_remove = remove.len() as u64;
     report.packs_to_repack = repack.len() as u64;
     report.bytes_to_repack = repack.iter().map(|(n, _)| live.pack(*n).size).sum();
+    (remove, repack)
+}
 
-    // Packs in no index and no mark: a crashed backup's leftovers or a running backup's work.
-    let mut unindexed = Vec::new();
-    for (id, size) in repo.backend.list_ids(FileKind::Pack)? {
-        if !live_pack_ids.contains(&id) && !marked.contains_key(&id) {
-            unindexed.push(IndexPack {
-                id,
-                blob_type: BlobType::Data,
-                size,
-                blobs: vec![],
-            });
-        }
-    }
-    report.unindexed_packs = unindexed.len() as u64;
-    if opts.dry_run {
-        report.marks_pending = marks.len() as u64;
-        return Ok(report);
-    }
-
-    let (new_packs, retired) = repack_packs(repo, &live, &index_packs, &used, &repack)?;
+/// Repacks, writes one consolidated index of what stays (superseding every index file read),
+/// marks what left the index, then deletes the superseded index files.
+fn replace_index(
+    repo: &Repository,
+    view: &View,
+    index_packs: &HashMap<Id, &IndexPack>,
+    used: &HashSet<Id>,
+    plan: Plan,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let (new_packs, retired) = repack_packs(repo, &view.live, index_packs, used, &plan.repack)?;
     report.bytes_repacked_written = new_packs.iter().map(|p| p.size).sum();
 
-    // One consolidated index of what stays, superseding every index file read above. Written in
-    // parts; only the last names the files it supersedes, so a crash never unindexes a pack.
-    let dropped: HashSet<Id> = remove.iter().chain(retired.iter()).map(|p| p.id).collect();
+    // Written in parts; only the last names the files it supersedes, so a crash never
+    // unindexes a pack.
+    let loaded_ids = view.loaded_ids();
+    let dropped: HashSet<Id> = plan
+        .remove
+        .iter()
+        .chain(retired.iter())
+        .map(|p| p.id)
+        .collect();
     let mut keep: Vec<IndexPack> = index_packs
         .values()
         .filter(|p| !dropped.contains(&p.id))
         .map(|p| (*p).clone())
         .collect();
     keep.extend(new_packs);
-    keep.extend(recovered);
+    keep.extend(plan.recovered);
     let changed = !dropped.is_empty() || report.recovered_packs > 0 || loaded_ids.len() > 1;
     if changed {
         write_consolidated(repo, keep, &loaded_ids)?;
@@ -299,9 +415,9 @@ fn prune_in(
     }
 
     // Mark what left the index, then delete the superseded index files.
-    let mut to_mark: Vec<IndexPack> = remove;
+    let mut to_mark: Vec<IndexPack> = plan.remove;
     to_mark.extend(retired);
-    to_mark.extend(unindexed);
+    to_mark.extend(plan.unindexed);
     if !to_mark.is_empty() {
         let mark = PruneMark {
             marked_unix_ns: crate::host::now_ns(),
@@ -314,18 +430,7 @@ fn prune_in(
             repo.backend.delete(&FileKind::Index.path(id))?;
         }
     }
-
-    // Phase 2.
-    crate::interrupt::check()?;
-    let session = session.expect("not a dry run");
-    // The storage's current time, read once for the marks, the markers and `tmp/`.
-    let now = session.storage_now()?;
-    let (deleted, bytes, pending) = delete_marked(repo, session, now, opts.grace)?;
-    report.packs_deleted = deleted;
-    report.bytes_deleted = bytes;
-    report.marks_pending = pending;
-    crate::locks::remove_stale_temp_files(repo, now);
-    Ok(report)
+    Ok(())
 }
 
 /// Why prune stops on a damaged file, in one line.
@@ -370,55 +475,58 @@ fn repack_packs(
     used: &HashSet<Id>,
     repack: &[(u32, f64)],
 ) -> Result<(Vec<IndexPack>, Vec<IndexPack>)> {
-    let mut new_packs: Vec<IndexPack> = Vec::new();
-    let target = repo.config.pack_target_size as usize;
-    let mut builders: HashMap<BlobType, PackBuilder> = HashMap::new();
-    let flush = |b: PackBuilder, out: &mut Vec<IndexPack>| -> Result<()> {
-        let (bytes, entry) = b.finish(&repo.keys);
-        repo.backend.write(&FileKind::Pack.path(&entry.id), bytes)?;
-        out.push(entry);
-        Ok(())
-    };
-    let mut retired: Vec<IndexPack> = Vec::new();
-    for (n, _) in repack {
-        crate::interrupt::check()?;
-        let info = live.pack(*n);
-        let bytes = repo.backend.read(&FileKind::Pack.path(&info.id))?;
-        if Id::of_stored_bytes(&bytes) != info.id {
-            return Err(Error::corrupt(
-                FileKind::Pack.path(&info.id),
-                "content does not match its name; run `ocvault check`",
-            ));
+    // The new packs go into the consolidated index, not into index files of their own.
+    let parts = PackerParts::new(
+        &repo.keys,
+        &repo.backend,
+        &repo.config,
+        live,
+        Indexing::Returned,
+    );
+    let (retired, packed) = packer::run(parts, |packer| -> Result<Vec<IndexPack>> {
+        let mut retired = Vec::new();
+        for (n, _) in repack {
+            crate::interrupt::check()?;
+            let info = live.pack(*n);
+            let entry = index_packs[&info.id];
+            repack_one(repo, live, *n, entry, used, packer)?;
+            retired.push(entry.clone());
         }
-        let entry = index_packs[&info.id];
-        for b in &entry.blobs {
-            // Each used blob once: the copy the index resolves it to. Another copy (in this
-            // pack or in another) would give the new pack two header entries for one id.
-            if !used.contains(&b.id) || !is_resolved_copy(live, *n, b) {
-                continue;
-            }
-            let sealed = bytes
-                .get(b.offset as usize..b.offset as usize + b.length as usize)
-                .ok_or_else(|| {
-                    Error::corrupt(FileKind::Pack.path(&info.id), "blob past the end")
-                })?;
-            let builder = builders
-                .entry(info.blob_type)
-                .or_insert_with(|| PackBuilder::new(info.blob_type, target + (1 << 20)));
-            builder.add(b.id, b.raw_length, sealed);
-            if builder.len() >= target {
-                let full = builders.remove(&info.blob_type).unwrap();
-                flush(full, &mut new_packs)?;
-            }
-        }
-        retired.push(entry.clone());
+        Ok(retired)
+    });
+    let retired = retired?;
+    Ok((packed?.packs, retired))
+}
+
+/// Copies the used blobs of pack number `n` (listed by `entry`) into the packer.
+fn repack_one(
+    repo: &Repository,
+    live: &Index,
+    n: u32,
+    entry: &IndexPack,
+    used: &HashSet<Id>,
+    packer: &Packer,
+) -> Result<()> {
+    let path = FileKind::Pack.path(&entry.id);
+    let bytes = repo.backend.read(&path)?;
+    if Id::of_stored_bytes(&bytes) != entry.id {
+        return Err(Error::corrupt(
+            path,
+            "content does not match its name; run `ocvault check`",
+        ));
     }
-    for (_, b) in builders.drain() {
-        if !b.is_empty() {
-            flush(b, &mut new_packs)?;
+    for b in &entry.blobs {
+        // Each used blob once: the copy the index resolves it to. Another copy (in this
+        // pack or in another) would give the new pack two header entries for one id.
+        if !used.contains(&b.id) || !is_resolved_copy(live, n, b) {
+            continue;
         }
+        let sealed = bytes
+            .get(b.offset as usize..b.offset as usize + b.length as usize)
+            .ok_or_else(|| Error::corrupt(path.clone(), "blob past the end"))?;
+        packer.store_sealed(entry.blob_type, b.id, b.raw_length, sealed.to_vec())?;
     }
-    Ok((new_packs, retired))
+    Ok(())
 }
 
 /// Whether `blob`, listed in pack number `pack` of `live`, is the copy `live` resolves its id

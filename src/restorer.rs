@@ -6,6 +6,7 @@ use crate::format::{Node, NodeKind};
 use crate::id::Id;
 use crate::index::Index;
 use crate::repository::Repository;
+use crate::walker::Walker;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// Bytes of a pack restore reads at once.
-const RESTORE_PIECE: u64 = 4 << 20;
+pub(crate) const RESTORE_PIECE: u64 = 4 << 20;
 
 #[derive(Default, Clone)]
 pub struct RestoreOptions {
@@ -207,24 +208,7 @@ pub fn restore(
     }
     std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let includes = build_globs(&opts.includes)?;
-    let mut plan = Plan {
-        dirs: Vec::new(),
-        files: Vec::new(),
-        others: Vec::new(),
-        links: Vec::new(),
-    };
-    let mut seen_inodes: HashMap<(u64, u64), usize> = HashMap::new();
-    walk(
-        repo,
-        index,
-        root,
-        target,
-        "",
-        includes.as_ref(),
-        includes.is_none(),
-        &mut plan,
-        &mut seen_inodes,
-    )?;
+    let plan = make_plan(repo, index, root, target, includes.as_ref())?;
 
     let mut failures = Failures::new(plan.files.len());
     create_dirs(&plan, opts, &mut failures)?;
@@ -541,76 +525,88 @@ fn build_globs(patterns: &[String]) -> Result<Option<globset::GlobSet>> {
     })?))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk(
+/// Plans the restore of the tree `root` into `target`. With include patterns, only what
+/// they match is planned, with the folders that lead to it.
+fn make_plan(
     repo: &Repository,
     index: &Index,
-    tree_id: &Id,
-    dir: &Path,
-    rel: &str,
+    root: &Id,
+    target: &Path,
     includes: Option<&globset::GlobSet>,
-    included: bool,
-    plan: &mut Plan,
-    seen: &mut HashMap<(u64, u64), usize>,
-) -> Result<bool> {
-    let tree = repo.load_tree(index, tree_id)?;
-    let mut any = false;
-    for node in tree.nodes {
+) -> Result<Plan> {
+    let mut plan = Plan {
+        dirs: Vec::new(),
+        files: Vec::new(),
+        others: Vec::new(),
+        links: Vec::new(),
+    };
+    let mut seen_inodes: HashMap<(u64, u64), usize> = HashMap::new();
+    // Per folder of the plan: whether it stays (it is included, or holds something that is).
+    let mut keep: Vec<bool> = Vec::new();
+    // The folders the walk is in, outermost first: (position in the plan, included).
+    let mut open: Vec<(usize, bool)> = Vec::new();
+    // Keeps the open folders; a kept folder's ancestors are kept already.
+    let keep_open = |open: &[(usize, bool)], keep: &mut Vec<bool>| {
+        for (pos, _) in open.iter().rev() {
+            if std::mem::replace(&mut keep[*pos], true) {
+                break;
+            }
+        }
+    };
+    let load = |id: &Id| repo.load_tree(index, id);
+    let mut walk = Walker::new(&load, *root);
+    while let Some(entry) = walk.next() {
+        let entry = entry?;
+        open.truncate(entry.depth);
+        let node = &entry.node;
+        let tree = || format!("tree {}", entry.tree.short());
         if node.name.is_empty()
             || node.name == b"."
             || node.name == b".."
             || node.name.contains(&b'/')
         {
-            return Err(Error::corrupt(
-                format!("tree {}", tree_id.short()),
-                "invalid entry name",
-            ));
+            return Err(Error::corrupt(tree(), "invalid entry name"));
         }
-        let path = dir.join(OsStr::from_bytes(&node.name));
-        let child_rel = if rel.is_empty() {
-            node.name_lossy()
-        } else {
-            format!("{rel}/{}", node.name_lossy())
-        };
-        let inc = included || includes.is_some_and(|g| g.is_match(&child_rel));
-        match node.kind {
-            NodeKind::Dir => {
-                let pos = plan.dirs.len();
-                plan.dirs.push((path.clone(), node.clone()));
-                let sub = node.subtree.ok_or_else(|| {
-                    Error::corrupt(
-                        format!("tree {}", tree_id.short()),
-                        "directory without subtree",
-                    )
-                })?;
-                if walk(
-                    repo, index, &sub, &path, &child_rel, includes, inc, plan, seen,
-                )? || inc
-                {
-                    any = true;
-                } else {
-                    plan.dirs.remove(pos);
-                }
+        let rel = entry.path();
+        let included = open.last().map_or(includes.is_none(), |(_, inc)| *inc)
+            || includes.is_some_and(|g| g.is_match(&*rel.to_string_lossy()));
+        let path = target.join(&rel);
+        if node.kind == NodeKind::Dir {
+            if node.subtree.is_none() {
+                return Err(Error::corrupt(tree(), "directory without subtree"));
             }
-            NodeKind::File if inc => {
-                any = true;
+            if included {
+                keep_open(&open, &mut keep);
+            }
+            open.push((plan.dirs.len(), included));
+            plan.dirs.push((path, entry.node));
+            keep.push(included);
+            continue;
+        }
+        // Only folders have entries.
+        walk.skip_subtree();
+        if !included {
+            continue;
+        }
+        keep_open(&open, &mut keep);
+        let node = entry.node;
+        match node.kind {
+            NodeKind::File => {
                 if node.links > 1 && node.inode != 0 {
-                    if let Some(&first) = seen.get(&(node.device, node.inode)) {
+                    if let Some(&first) = seen_inodes.get(&(node.device, node.inode)) {
                         plan.links.push((path, first));
                         continue;
                     }
-                    seen.insert((node.device, node.inode), plan.files.len());
+                    seen_inodes.insert((node.device, node.inode), plan.files.len());
                 }
                 plan.files.push(PlannedFile::new(path, node));
             }
-            _ if inc => {
-                any = true;
-                plan.others.push((path, node));
-            }
-            _ => {}
+            _ => plan.others.push((path, node)),
         }
     }
-    Ok(any)
+    let mut keep = keep.into_iter();
+    plan.dirs.retain(|_| keep.next() == Some(true));
+    Ok(plan)
 }
 
 fn create_special(path: &Path, node: &Node) -> std::io::Result<()> {
@@ -658,174 +654,4 @@ fn apply_metadata(path: &Path, node: Meta, is_root: bool) -> std::io::Result<()>
     // utimensat(AT_SYMLINK_NOFOLLOW) on the path, for every kind (filetime's
     // `set_file_times` opens the file).
     filetime::set_symlink_file_times(path, atime, mtime)
-}
-
-/// Raw bytes of a file `dump` decodes at once; the previous window is written out meanwhile.
-const DUMP_WINDOW: u64 = 8 << 20;
-/// A gap between two blobs of one pack that a single read still spans (read and dropped).
-const DUMP_GAP: u64 = 256 << 10;
-
-/// Writes one file's content to `out`. Consecutive blobs that lie together in a pack are read
-/// with one request; a window of such runs is opened on all cores while the one before it is
-/// written, so the output never waits for one blob at a time.
-pub fn dump(
-    repo: &Repository,
-    index: &Index,
-    node: &Node,
-    out: &mut dyn std::io::Write,
-) -> Result<u64> {
-    if node.kind != NodeKind::File {
-        return Err(Error::usage(format!(
-            "{} is not a regular file",
-            node.name_lossy()
-        )));
-    }
-    let mut locs = Vec::with_capacity(node.content.len());
-    for id in &node.content {
-        let loc = index
-            .get(id)
-            .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
-        locs.push((*id, loc));
-    }
-    let runs = read_runs(&locs);
-    // windows: ranges of runs of about DUMP_WINDOW raw bytes each
-    let mut windows = Vec::new();
-    let (mut first, mut raw) = (0, 0u64);
-    for (k, run) in runs.iter().enumerate() {
-        raw += locs[run.clone()]
-            .iter()
-            .map(|(_, l)| l.raw_length as u64)
-            .sum::<u64>();
-        if raw >= DUMP_WINDOW || k + 1 == runs.len() {
-            windows.push(&runs[first..=k]);
-            (first, raw) = (k + 1, 0);
-        }
-    }
-    // built once: every window reads on it
-    let pool = repo.backend.read_pool();
-    let decode = |window: &[std::ops::Range<usize>]| -> Result<Vec<Vec<u8>>> {
-        let open_window = || -> Result<Vec<Vec<u8>>> {
-            // one request per run, then every blob of the window opened on its own
-            let sealed: Vec<Vec<u8>> = window
-                .par_iter()
-                .map(|run| read_run(repo, index, &locs[run.clone()]))
-                .collect::<Result<_>>()?;
-            let blobs: Vec<(&[u8], &(Id, crate::index::BlobLocation))> = window
-                .iter()
-                .zip(&sealed)
-                .flat_map(|(run, bytes)| {
-                    let start = locs[run.start].1.offset as usize;
-                    locs[run.clone()].iter().map(move |b| {
-                        let s = b.1.offset as usize - start;
-                        (&bytes[s..s + b.1.length as usize], b)
-                    })
-                })
-                .collect();
-            blobs
-                .par_iter()
-                .map(|(bytes, (id, loc))| {
-                    let blob_type = index.pack(loc.pack).blob_type;
-                    crate::pack::open_blob(&repo.keys, blob_type, id, bytes, loc.raw_length)
-                })
-                .collect()
-        };
-        match &pool {
-            Some(pool) => pool.install(open_window),
-            None => open_window(),
-        }
-    };
-    let write = |out: &mut dyn std::io::Write, blobs: Vec<Vec<u8>>| -> Result<u64> {
-        let mut n = 0;
-        for b in blobs {
-            out.write_all(&b)
-                .map_err(|e| Error::io("standard output", e))?;
-            n += b.len() as u64;
-        }
-        Ok(n)
-    };
-    let mut written = 0u64;
-    let mut pending: Vec<Vec<u8>> = Vec::new();
-    for window in windows {
-        // `out` (a locked stdout) stays on this thread; the next window decodes beside it
-        let (w, next) = std::thread::scope(|s| {
-            let next = s.spawn(|| decode(window));
-            let w = write(&mut *out, std::mem::take(&mut pending));
-            (w, next.join().expect("dump decode thread panicked"))
-        });
-        written += w?;
-        pending = next?;
-    }
-    written += write(out, pending)?;
-    out.flush().map_err(|e| Error::io("standard output", e))?;
-    Ok(written)
-}
-
-/// Splits a file's blobs (in content order) into runs that one read covers: the same pack,
-/// each blob after the previous one, gaps of at most DUMP_GAP, at most RESTORE_PIECE in all
-/// (a single larger blob is a run of its own).
-fn read_runs(locs: &[(Id, crate::index::BlobLocation)]) -> Vec<std::ops::Range<usize>> {
-    let mut runs = Vec::new();
-    let mut start = 0;
-    for k in 1..=locs.len() {
-        let split = k == locs.len() || {
-            let (first, prev, cur) = (&locs[start].1, &locs[k - 1].1, &locs[k].1);
-            let prev_end = prev.offset as u64 + prev.length as u64;
-            let cur_end = cur.offset as u64 + cur.length as u64;
-            cur.pack != prev.pack
-                || (cur.offset as u64) < prev_end
-                || cur.offset as u64 - prev_end > DUMP_GAP
-                || cur_end - first.offset as u64 > RESTORE_PIECE
-        };
-        if split {
-            runs.push(start..k);
-            start = k;
-        }
-    }
-    runs
-}
-
-/// Reads the stored bytes of one run of blobs with a single request.
-fn read_run(
-    repo: &Repository,
-    index: &Index,
-    run: &[(Id, crate::index::BlobLocation)],
-) -> Result<Vec<u8>> {
-    let (first, last) = (&run[0].1, &run[run.len() - 1].1);
-    let path = crate::backend::FileKind::Pack.path(&index.pack(first.pack).id);
-    let start = first.offset as u64;
-    let end = last.offset as u64 + last.length as u64;
-    repo.backend.read_range(&path, start, end - start)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::index::BlobLocation;
-
-    fn at(pack: u32, offset: u32, length: u32) -> (Id, BlobLocation) {
-        let loc = BlobLocation {
-            pack,
-            offset,
-            length,
-            raw_length: length,
-        };
-        (Id([0; 32]), loc)
-    }
-
-    #[test]
-    fn read_runs_join_neighbours_and_split_elsewhere() {
-        let big = RESTORE_PIECE as u32;
-        let locs = [
-            at(0, 0, 100),
-            at(0, 100, 100),            // adjacent: same run
-            at(0, 300, 100),            // small gap: same run
-            at(1, 400, 100),            // other pack
-            at(1, 0, 100),              // backwards in the pack
-            at(1, 1 << 20, 10),         // gap over DUMP_GAP
-            at(1, (1 << 20) + 10, big), // would pass RESTORE_PIECE
-            at(1, (1 << 20) + 10 + big, 5),
-        ];
-        assert_eq!(read_runs(&locs), vec![0..3, 3..4, 4..5, 5..6, 6..7, 7..8]);
-        assert!(read_runs(&[]).is_empty());
-    }
 }

@@ -4,11 +4,12 @@
 use crate::archiver::Excludes;
 use crate::backend::FileKind;
 use crate::error::Result;
-use crate::format::{BlobType, Snapshot, Tree};
+use crate::format::{IndexFile, Node, Snapshot, Tree};
 use crate::id::Id;
 use crate::index::Index;
-use crate::pack::BlobWriter;
+use crate::packer::{self, Indexing, PackerParts, PACKS_PER_INDEX};
 use crate::repository::Repository;
+use crate::walker::Walker;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -29,117 +30,169 @@ pub fn rewrite(
     dry_run: bool,
 ) -> Result<Vec<Rewritten>> {
     let excludes = Excludes::new(patterns)?;
-    // New trees dedup against the live index: announce the write before loading it, so a
-    // concurrent prune keeps what they may point to (§11a).
-    let _session = if dry_run {
-        None
-    } else {
-        Some(crate::locks::MarkerGuard::acquire(repo)?)
-    };
-    let indexes = repo.load_indexes()?;
-    let (index, live) = (indexes.read(), &indexes.live);
-    let mut writer = BlobWriter::new(repo, live, BlobType::Tree);
-    let mut out = Vec::new();
-    let mut to_save = Vec::new();
-    for (id, snap) in snaps {
-        crate::interrupt::check()?;
-        let mut removed = Vec::new();
-        let root = repo.load_tree(index, &snap.tree)?;
-        // The absolute source path of each top-level entry, so path globs match as at backup.
-        let mut new_root = Tree::default();
-        for mut node in root.nodes {
-            let base = snap
-                .paths
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.file_name().map(|n| n.as_bytes()) == Some(node.name.as_slice()))
-                .unwrap_or_else(|| Path::new("/").join(OsStr::from_bytes(&node.name)));
-            if excludes.excluded(&base, &node.name) {
-                removed.push(base.display().to_string());
-                continue;
-            }
-            if let Some(sub) = node.subtree {
-                node.subtree = Some(rewrite_tree(
-                    repo,
-                    index,
-                    &mut writer,
-                    &excludes,
-                    &sub,
-                    &base,
-                    &mut removed,
-                )?);
-            }
-            new_root.nodes.push(node);
-        }
-        if removed.is_empty() {
-            out.push(Rewritten {
-                old: *id,
-                new: None,
-                removed_paths: removed,
-            });
-            continue;
-        }
-        let tree = writer.save_tree(&new_root)?;
-        let mut s = snap.clone();
-        s.tree = tree;
-        s.excludes.extend(patterns.iter().cloned());
-        to_save.push((*id, s, removed));
-    }
     if dry_run {
-        return Ok(to_save
+        // Trees are only named, never stored.
+        let name = |t: &Tree| Ok(repo.keys.blob_id(&crate::format::to_postcard(t)));
+        let indexes = repo.load_indexes()?;
+        let (changed, unchanged) = plan(repo, indexes.read(), snaps, patterns, &excludes, &name)?;
+        return Ok(changed
             .into_iter()
+            .chain(unchanged)
             .map(|(old, _, removed)| Rewritten {
                 old,
                 new: None,
                 removed_paths: removed,
             })
-            .chain(out)
             .collect());
     }
+    // New trees dedup against the live index: announce the write before loading it, so a
+    // concurrent prune keeps what they may point to (§11a).
+    let _session = crate::locks::MarkerGuard::acquire(repo)?;
+    let indexes = repo.load_indexes()?;
+    let save_index = |f: &IndexFile| repo.save_index(f);
+    let parts = PackerParts::new(
+        &repo.keys,
+        &repo.backend,
+        &repo.config,
+        &indexes.live,
+        Indexing::Every(PACKS_PER_INDEX, &save_index),
+    );
+    let (planned, packed) = packer::run(parts, |p| {
+        plan(repo, indexes.read(), snaps, patterns, &excludes, &|t| {
+            p.store_tree(t)
+        })
+    });
     // Trees first, then the new snapshots, then the old ones go.
-    writer.finish()?;
+    let (changed, unchanged) = planned?;
+    packed?;
     crate::interrupt::check()?;
-    for (old, s, removed) in to_save {
-        let new = repo.save_snapshot(&s)?;
-        repo.backend.delete(&FileKind::Snapshot.path(&old))?;
+    // Unchanged snapshots first, then each rewritten one as it is saved.
+    let mut out = Vec::new();
+    for (old, s, removed) in unchanged.into_iter().chain(changed) {
+        let new = match s {
+            Some(s) => {
+                let new = repo.save_snapshot(&s)?;
+                repo.backend.delete(&FileKind::Snapshot.path(&old))?;
+                Some(new)
+            }
+            None => None,
+        };
         out.push(Rewritten {
             old,
-            new: Some(new),
+            new,
             removed_paths: removed,
         });
     }
     Ok(out)
 }
 
-fn rewrite_tree(
+/// Per snapshot: its id, the snapshot to save instead (none when nothing is excluded) and
+/// the paths left out; the snapshots to rewrite, then the others, each in the order given.
+type Planned = (
+    Vec<(Id, Option<Snapshot>, Vec<String>)>,
+    Vec<(Id, Option<Snapshot>, Vec<String>)>,
+);
+
+/// Walks each snapshot, storing the trees that change through `save_tree`.
+fn plan(
     repo: &Repository,
     index: &Index,
-    writer: &mut BlobWriter,
+    snaps: &[(Id, Snapshot)],
+    patterns: &[String],
     excludes: &Excludes,
-    tree_id: &Id,
-    dir: &Path,
-    removed: &mut Vec<String>,
-) -> Result<Id> {
-    let tree = repo.load_tree(index, tree_id)?;
-    let mut out = Tree {
-        nodes: Vec::with_capacity(tree.nodes.len()),
-    };
-    let before = removed.len();
-    for mut node in tree.nodes {
-        let path = dir.join(OsStr::from_bytes(&node.name));
-        if excludes.excluded(&path, &node.name) {
-            removed.push(path.display().to_string());
+    save_tree: &dyn Fn(&Tree) -> Result<Id>,
+) -> Result<Planned> {
+    let (mut changed, mut unchanged) = (Vec::new(), Vec::new());
+    for (id, snap) in snaps {
+        crate::interrupt::check()?;
+        let (root, removed) = rewrite_snapshot(repo, index, snap, excludes, save_tree)?;
+        if removed.is_empty() {
+            unchanged.push((*id, None, removed));
             continue;
         }
-        if let Some(sub) = node.subtree {
-            node.subtree = Some(rewrite_tree(
-                repo, index, writer, excludes, &sub, &path, removed,
-            )?);
+        let mut s = snap.clone();
+        s.tree = root;
+        s.excludes.extend(patterns.iter().cloned());
+        changed.push((*id, Some(s), removed));
+    }
+    Ok((changed, unchanged))
+}
+
+/// A directory whose tree is being rebuilt: its node, its path as at backup, the nodes kept
+/// so far, and how many paths had been removed when it was entered.
+struct Open {
+    node: Node,
+    path: PathBuf,
+    kept: Vec<Node>,
+    removed_before: usize,
+}
+
+/// Rebuilds one snapshot's trees without excluded paths, bottom up as the walk leaves each
+/// directory; a tree with nothing removed below it keeps its id. Returns the new root and the
+/// paths removed.
+fn rewrite_snapshot(
+    repo: &Repository,
+    index: &Index,
+    snap: &Snapshot,
+    excludes: &Excludes,
+    save_tree: &dyn Fn(&Tree) -> Result<Id>,
+) -> Result<(Id, Vec<String>)> {
+    let mut removed = Vec::new();
+    let mut root = Vec::new();
+    let mut open: Vec<Open> = Vec::new();
+    // Closes the innermost open directory: its node, with its new subtree, joins its parent.
+    let close = |open: &mut Vec<Open>, root: &mut Vec<Node>, removed: &[String]| -> Result<()> {
+        let mut dir = open.pop().expect("an open directory");
+        if removed.len() > dir.removed_before {
+            dir.node.subtree = Some(save_tree(&Tree { nodes: dir.kept })?);
         }
-        out.nodes.push(node);
+        match open.last_mut() {
+            Some(parent) => parent.kept.push(dir.node),
+            None => root.push(dir.node),
+        }
+        Ok(())
+    };
+    let load = |id: &Id| repo.load_tree(index, id);
+    let mut walk = Walker::new(&load, snap.tree);
+    while let Some(entry) = walk.next() {
+        let entry = entry?;
+        while open.len() > entry.depth {
+            close(&mut open, &mut root, &removed)?;
+        }
+        let node = entry.node;
+        let path = match open.last() {
+            Some(dir) => dir.path.join(OsStr::from_bytes(&node.name)),
+            // The absolute source path of each top-level entry, so path globs match as at
+            // backup.
+            None => snap
+                .paths
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.file_name().map(|n| n.as_bytes()) == Some(node.name.as_slice()))
+                .unwrap_or_else(|| Path::new("/").join(OsStr::from_bytes(&node.name))),
+        };
+        if excludes.excluded(&path, &node.name) {
+            removed.push(path.display().to_string());
+            walk.skip_subtree();
+        } else if node.subtree.is_some() {
+            open.push(Open {
+                node,
+                path,
+                kept: Vec::new(),
+                removed_before: removed.len(),
+            });
+        } else {
+            match open.last_mut() {
+                Some(dir) => dir.kept.push(node),
+                None => root.push(node),
+            }
+        }
     }
-    if removed.len() == before {
-        return Ok(*tree_id);
+    while !open.is_empty() {
+        close(&mut open, &mut root, &removed)?;
     }
-    writer.save_tree(&out)
+    if removed.is_empty() {
+        return Ok((snap.tree, removed));
+    }
+    Ok((save_tree(&Tree { nodes: root })?, removed))
 }

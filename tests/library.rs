@@ -99,7 +99,7 @@ fn stream_source_is_always_read_in_full() {
     for (out, data) in ids.iter().zip([&day1, &day2]) {
         let node = ocvault::tree::find_node(&repo, &index, &out.snapshot.tree, "db.sql").unwrap();
         let mut buf = Vec::new();
-        restorer::dump(&repo, &index, &node, &mut buf).unwrap();
+        ocvault::dump::dump(&repo, &index, &node, &mut buf).unwrap();
         assert_eq!(&buf, data);
     }
 }

@@ -16,6 +16,6 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let node = crate::tree::find_node(&repo, &index, &snap.tree, &a.path)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    crate::restorer::dump(&repo, &index, &node, &mut out)?;
+    crate::dump::dump(&repo, &index, &node, &mut out)?;
     Ok(0)
 }
