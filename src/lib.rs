@@ -3,12 +3,18 @@
 //! Backup data flows one way: [`archiver`] walks and reads sources, [`chunker`] cuts them,
 //! [`crypto`] names and seals blobs, [`pack`] groups them into packs that [`backend`] stores,
 //! and [`index`] and [`snapshot`] files make the result findable. [`restorer`] reverses it.
+//!
+//! Each command's logic (selection of snapshots, stats, diff, forget's grouping, key rules,
+//! tag, ls, find, and the operations log entry of every writing command) lives in
+//! [`commands`], one module a command: an options struct in, a result struct out, nothing
+//! printed. The command line itself (parsing, printing, exit codes) is the binary's private
+//! `cli` module and no part of this library's API.
 
 pub mod archiver;
 pub mod backend;
 pub mod checker;
 pub mod chunker;
-pub mod cli;
+pub mod commands;
 pub mod copy;
 pub mod crypto;
 pub mod error;
