@@ -323,7 +323,9 @@ mod tests {
 
     #[test]
     fn invalid_values_are_one_line_usage_errors() {
-        let e = Cli::try_parse_from(["ocvault", "prune", "--grace", "soon"]).err().unwrap();
+        let e = Cli::try_parse_from(["ocvault", "prune", "--grace", "soon"])
+            .err()
+            .unwrap();
         let result = outcome::from_clap(e);
         let Err(Error::Usage(msg)) = &result else {
             panic!("{:?}", result.map(|_| ()));
