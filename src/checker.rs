@@ -34,51 +34,6 @@ pub enum ReadData {
     Bytes(u64),
 }
 
-impl ReadData {
-    /// Parses `N/M`, `P%` or a size such as `500M` / `2GiB`.
-    pub fn parse_subset(s: &str) -> Result<ReadData> {
-        let bad = || {
-            Error::usage(format!(
-                "invalid --read-data-subset {s:?}: want N/M, P% or a size like 500M"
-            ))
-        };
-        if let Some((n, m)) = s.split_once('/') {
-            let n: u64 = n.trim().parse().map_err(|_| bad())?;
-            let m: u64 = m.trim().parse().map_err(|_| bad())?;
-            if m == 0 || n == 0 || n > m {
-                return Err(bad());
-            }
-            return Ok(ReadData::Group(n, m));
-        }
-        if let Some(p) = s.strip_suffix('%') {
-            let p: f64 = p.trim().parse().map_err(|_| bad())?;
-            if !(p > 0.0 && p <= 100.0) {
-                return Err(bad());
-            }
-            return Ok(ReadData::Percent(p));
-        }
-        parse_size(s).map(ReadData::Bytes).ok_or_else(bad)
-    }
-}
-
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return None,
-    };
-    Some((num * mult as f64) as u64)
-}
-
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
     pub read_data: ReadData,

@@ -1,4 +1,5 @@
-//! One error type for the library; each variant maps to a documented exit code.
+//! One error type for the library. The exit codes are documented in README.md; the binary's
+//! `cli::outcome` maps errors to them.
 
 use std::fmt;
 
@@ -55,19 +56,6 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::NoRepository(_) => exit::NO_REPOSITORY,
-            Error::WrongPassword => exit::WRONG_PASSWORD,
-            Error::UnsupportedVersion { .. } => exit::UNSUPPORTED_VERSION,
-            Error::Usage(_) => exit::USAGE,
-            Error::NotOcvault { .. } => exit::NO_REPOSITORY,
-            Error::Interrupted("SIGINT") => exit::INTERRUPTED_SIGINT,
-            Error::Interrupted(_) => exit::INTERRUPTED_SIGTERM,
-            _ => exit::FATAL,
-        }
-    }
-
     pub fn corrupt(what: impl fmt::Display, why: impl fmt::Display) -> Self {
         Error::Corrupt {
             what: what.to_string(),

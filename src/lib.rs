@@ -4,12 +4,18 @@
 //! [`crypto`] names and seals blobs, [`packer`] groups them into packs (format in [`pack`])
 //! that [`backend`] stores, and [`index`] and [`snapshot`] files make the result findable.
 //! [`restorer`] reverses it; [`walker`] is the one walk over a snapshot's trees.
+//!
+//! Each command's logic (selection of snapshots, stats, diff, forget's grouping, key rules,
+//! tag, ls, find, and the operations log entry of every writing command) lives in
+//! [`commands`], one module a command: an options struct in, a result struct out, nothing
+//! printed. The command line itself (parsing, printing, exit codes) is the binary's private
+//! `cli` module and no part of this library's API.
 
 pub mod archiver;
 pub mod backend;
 pub mod checker;
 pub mod chunker;
-pub mod cli;
+pub mod commands;
 pub mod copy;
 pub mod crypto;
 pub mod dump;

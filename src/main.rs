@@ -1,3 +1,5 @@
+mod cli;
+
 fn main() {
     // Behave like other Unix tools when the reader of a pipe goes away (`ocvault ls | head`).
     unsafe {
@@ -9,7 +11,7 @@ fn main() {
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
-    let code = ocvault::cli::main();
+    let code = cli::main();
     end_leftover_ssh();
     std::process::exit(code);
 }

@@ -43,36 +43,81 @@ pub fn redact(arg: &str) -> String {
     out
 }
 
-/// Adds one entry; failures to log are reported but never fail the operation itself.
-pub fn record(repo: &Repository, operation: &str, result: &str, snapshots: Vec<Id>) {
-    if let Err(e) = try_record(repo, operation, result, snapshots) {
-        eprintln!("ocvault: warning: cannot write the operations log: {e}");
+/// The arguments an entry records, with secrets masked: built only through [`redact`], so no
+/// caller can log an unmasked password. The library never reads the process's argv itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandLine(Vec<String>);
+
+impl CommandLine {
+    /// Masks each argument; arguments that are not UTF-8 (a source path can be one) are kept
+    /// lossily.
+    pub fn new<I, S>(args: I) -> CommandLine
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        CommandLine(
+            args.into_iter()
+                .map(|a| redact(&a.as_ref().to_string_lossy()))
+                .collect(),
+        )
+    }
+
+    pub fn arguments(&self) -> &[String] {
+        &self.0
     }
 }
 
-/// Adds one entry for an operation that failed. A failure to log is not reported: it most
-/// likely has the same cause (full disk, read-only repository) as the error the user sees,
-/// and that error must stay the one line on standard error.
-pub fn record_failure(repo: &Repository, operation: &str, error: &crate::Error) {
-    let _ = try_record(repo, operation, &format!("error: {error}"), Vec::new());
-}
-
-fn try_record(repo: &Repository, operation: &str, result: &str, snapshots: Vec<Id>) -> Result<()> {
+/// Adds one entry and returns its id.
+pub fn record(
+    repo: &Repository,
+    command_line: &CommandLine,
+    operation: &str,
+    result: &str,
+    snapshots: Vec<Id>,
+) -> Result<Id> {
     let entry = LogEntry {
         time_unix_ns: crate::host::now_ns(),
         hostname: crate::host::hostname(),
         username: crate::host::username(),
         operation: operation.to_string(),
-        // args_os: `args` panics on an argument that is not UTF-8 (a source path can be one).
-        arguments: std::env::args_os()
-            .skip(1)
-            .map(|a| redact(&a.to_string_lossy()))
-            .collect(),
+        arguments: command_line.0.clone(),
         result: result.to_string(),
         snapshots,
     };
     repo.save_file(FileKind::Log, SealKind::Log, &entry)
-        .map(|_| ())
+}
+
+/// Adds one entry for an operation that succeeded. A failure to log never fails the operation:
+/// it comes back as a warning for the caller to show.
+pub fn record_or_warn(
+    repo: &Repository,
+    command_line: &CommandLine,
+    operation: &str,
+    result: &str,
+    snapshots: Vec<Id>,
+) -> Option<String> {
+    record(repo, command_line, operation, result, snapshots)
+        .err()
+        .map(|e| format!("cannot write the operations log: {e}"))
+}
+
+/// Adds one entry for an operation that failed. A failure to log is dropped: it most likely
+/// has the same cause (full disk, read-only repository) as `error`, and that error must stay
+/// the one line the user sees.
+pub fn record_failure(
+    repo: &Repository,
+    command_line: &CommandLine,
+    operation: &str,
+    error: &crate::Error,
+) {
+    let _ = record(
+        repo,
+        command_line,
+        operation,
+        &format!("error: {error}"),
+        Vec::new(),
+    );
 }
 
 /// Every intact entry, oldest first, and the damaged entries with what is wrong with each.
@@ -85,7 +130,7 @@ pub fn list(repo: &Repository) -> Result<crate::repository::Loaded<LogEntry>> {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, CommandLine};
 
     #[test]
     fn secrets_are_masked() {
@@ -96,5 +141,18 @@ mod tests {
         assert_eq!(redact("--opt password=abc def"), "--opt password=*** def");
         assert_eq!(redact("plain"), "plain");
         assert_eq!(redact("s3://bucket/prefix"), "s3://bucket/prefix");
+    }
+
+    #[test]
+    fn command_lines_are_masked_once_and_for_all() {
+        let args = [
+            "snapshot",
+            "--command",
+            "pg_dump postgres://app:hunter2@db/x",
+        ];
+        let line = CommandLine::new(args);
+        assert_eq!(line.arguments()[2], "pg_dump postgres://app:***@db/x");
+        // Masking what is already masked changes nothing.
+        assert_eq!(CommandLine::new(line.arguments()), line);
     }
 }

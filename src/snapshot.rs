@@ -58,6 +58,19 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.tags.is_empty() && self.paths.is_empty()
+    }
+
+    /// The snapshots of `snaps` that match, in their order.
+    pub fn apply(&self, snaps: &[(Id, Snapshot)]) -> Vec<(Id, Snapshot)> {
+        snaps
+            .iter()
+            .filter(|(_, s)| self.matches(s))
+            .cloned()
+            .collect()
+    }
+
     pub fn matches(&self, s: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.hostname))
             && self.tags.iter().all(|t| s.tags.contains(t))

@@ -1,5 +1,5 @@
 //! Bad input: every case ends in one clear line on standard error (source problems: one
-//! warning per source), the exit code documented in README "Exit codes" (src/error.rs), and a
+//! warning per source), the exit code documented in README "Exit codes" (src/cli/outcome.rs), and a
 //! repository that `check` passes with every earlier snapshot still restoring byte for byte.
 
 mod common;
@@ -740,4 +740,99 @@ fn junk_index_file_blocks_nothing() {
         std::fs::write(repo.repo.join(&path), b"not an index file at all").unwrap();
         path
     });
+}
+
+/// Snapshot selection is one shared set of options: `--host/--tag/--path` beside ids are
+/// refused by every command that selects (forget used to ignore them and forget the ids all
+/// the same), `--all` with filters works for every such command (`tag` and `stats` had none),
+/// and a value that does not parse is one line naming its option.
+#[test]
+fn snapshot_selection_and_values_are_checked_alike() {
+    let (repo, src, id) = repo_with_snapshot(&[]);
+    let before = fingerprint(&repo.repo);
+    for args in [
+        vec!["forget", &id, "--host", "elsewhere"],
+        vec!["tag", &id, "--tag", "x", "--add", "y"],
+        vec!["stats", &id, "--path", "/nowhere"],
+        vec!["rewrite", &id, "--host", "h", "--exclude", "*.log"],
+    ] {
+        let out = repo.cmd().args(&args).output().unwrap();
+        assert_one_line_error(&out, 2, "give them with --all");
+    }
+    for args in [
+        vec!["tag", "--add", "y"],
+        vec!["rewrite", "--exclude", "*.log"],
+    ] {
+        let out = repo.cmd().args(&args).output().unwrap();
+        assert_one_line_error(&out, 2, "needs snapshot ids or --all");
+    }
+    for (args, option) in [
+        (vec!["prune", "--grace", "soon"], "--grace"),
+        (vec!["prune", "--max-repack", "2 parsecs"], "--max-repack"),
+        (vec!["prune", "--max-unused", "120%"], "--max-unused"),
+        (vec!["check", "--max-age", "yesterday"], "--max-age"),
+        (
+            vec!["check", "--read-data-subset", "0/3"],
+            "--read-data-subset",
+        ),
+        (
+            vec!["forget", "--keep-within", "1 fortnight"],
+            "--keep-within",
+        ),
+        (
+            vec!["forget", "--keep-last", "1", "--group-by", "colour"],
+            "--group-by",
+        ),
+    ] {
+        let out = repo.cmd().args(&args).output().unwrap();
+        assert_one_line_error(&out, 2, option);
+    }
+    assert_eq!(fingerprint(&repo.repo), before);
+
+    // --all with a filter: only the matching snapshots are tagged and measured.
+    let host = serde_json::from_str::<serde_json::Value>(
+        &String::from_utf8(
+            repo.cmd()
+                .args(["--json", "snapshots"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap(),
+    )
+    .unwrap()[0]["hostname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = repo
+        .cmd()
+        .args([
+            "--json",
+            "tag",
+            "--all",
+            "--host",
+            "elsewhere",
+            "--add",
+            "y",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    let out = repo
+        .cmd()
+        .args(["--json", "tag", "--all", "--host", &host, "--add", "y"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let changed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new_id = changed[0]["new"].as_str().unwrap().to_string();
+    let out = repo
+        .cmd()
+        .args(["--json", "stats", "--all", "--tag", "y"])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["snapshots"], 1);
+    assert_intact(&repo, &new_id, &src);
 }

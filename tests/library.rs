@@ -103,3 +103,148 @@ fn stream_source_is_always_read_in_full() {
         assert_eq!(&buf, data);
     }
 }
+
+/// The commands' logic through the library: snapshot selection by host, tag, stats, diff,
+/// find, ls, forget by policy and the key rules, each with the command line the caller gives
+/// recorded in the operations log (never the test harness's own arguments).
+#[test]
+fn commands_work_without_the_cli() {
+    use ocvault::commands::select::{Selection, SnapshotFilter};
+    use ocvault::commands::{diff, find, forget, key, ls, stats, tag};
+    use ocvault::oplog::CommandLine;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"one").unwrap();
+    std::fs::write(src.join("sub/b.csv"), vec![7u8; 100_000]).unwrap();
+    let repo =
+        Repository::init(Backend::open("memory:", true).unwrap(), b"pw", &small_kdf()).unwrap();
+    let snap = |host: &str, time: i64| {
+        let opts = SnapshotOptions {
+            paths: vec![src.clone()],
+            host: Some(host.into()),
+            time_unix_ns: Some(time),
+            ..SnapshotOptions::default()
+        };
+        archiver::snapshot(&repo, opts, &Progress::default())
+            .unwrap()
+            .id
+    };
+    let day = 86_400_000_000_000i64;
+    let first = snap("db", day);
+    std::fs::write(src.join("a.txt"), b"two!").unwrap();
+    let second = snap("db", 2 * day);
+    let other = snap("web", 2 * day);
+    let line = CommandLine::new(["tag", "--all", "https://u:hunter2@example.org/x"]);
+    let host = |h: &str| SnapshotFilter {
+        hosts: vec![h.into()],
+        ..SnapshotFilter::default()
+    };
+
+    let tagged = tag::tag(
+        &repo,
+        &tag::TagOptions {
+            selection: Selection::all(host("web")),
+            add: vec!["keep".into()],
+            remove: vec![],
+        },
+        &line,
+    )
+    .unwrap();
+    assert!(tagged.warnings.is_empty(), "{:?}", tagged.warnings);
+    assert_eq!(tagged.changed.len(), 1);
+    assert_eq!(tagged.changed[0].0, other);
+    let entries = ocvault::oplog::list(&repo).unwrap().intact;
+    let logged = &entries.last().unwrap().1;
+    assert_eq!(logged.operation, "tag");
+    assert_eq!(
+        logged.arguments,
+        ["tag", "--all", "https://u:***@example.org/x"]
+    );
+
+    let s = stats::stats(&repo, &stats::StatsOptions::default()).unwrap();
+    assert_eq!((s.snapshots, s.files), (3, 6));
+    assert_eq!(s.logical_bytes, 3 + 4 + 4 + 3 * 100_000);
+    assert!(s.dedup_ratio > 2.0, "{s:?}");
+
+    let changes = diff::diff(
+        &repo,
+        &diff::DiffOptions {
+            first: first.to_hex(),
+            second: second.to_hex(),
+        },
+    )
+    .unwrap();
+    let changed: Vec<_> = changes
+        .iter()
+        .map(|c| (c.change, c.path.as_str()))
+        .collect();
+    assert_eq!(changed, [(diff::ChangeKind::Changed, "/src/a.txt")]);
+
+    let found = find::find(
+        &repo,
+        &find::FindOptions {
+            pattern: "*.csv".into(),
+            selection: Selection::all(host("db")),
+        },
+    )
+    .unwrap();
+    assert_eq!(found.len(), 2);
+    assert!(found
+        .iter()
+        .all(|m| m.path == "/src/sub/b.csv" && m.size == 100_000));
+
+    let mut listed = Vec::new();
+    ls::ls(
+        &repo,
+        &ls::LsOptions {
+            snapshot: first.to_hex(),
+            path: Some("src/sub".into()),
+        },
+        |path, _| listed.push(path.to_string()),
+    )
+    .unwrap();
+    assert_eq!(listed, ["/src/sub/b.csv"]);
+
+    let forgot = forget::forget(
+        &repo,
+        &forget::ForgetOptions {
+            selection: Selection::all(host("db")),
+            policy: ocvault::retention::Policy {
+                last: Some(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        &CommandLine::default(),
+    )
+    .unwrap();
+    assert_eq!(forgot.removed, [first]);
+    assert_eq!(repo.list_snapshots().unwrap().len(), 2);
+
+    // The last key and the key in use are never removed.
+    let only = key::list(&repo).unwrap();
+    assert_eq!(only.len(), 1);
+    let refused = key::remove(&repo, &only[0].id.to_hex(), &CommandLine::default());
+    assert!(matches!(refused, Err(ocvault::Error::Usage(_))));
+    let added = key::add(
+        &repo,
+        &key::NewKey {
+            password: b"second",
+            kdf_memory_kib: 1024,
+            kdf_iterations: 1,
+        },
+        &CommandLine::default(),
+    )
+    .unwrap();
+    let in_use = key::remove(&repo, &only[0].id.to_hex()[..8], &CommandLine::default());
+    assert!(matches!(in_use, Err(ocvault::Error::Usage(_))));
+    let removed = key::remove(
+        &repo,
+        &added.added.unwrap().to_hex(),
+        &CommandLine::default(),
+    )
+    .unwrap();
+    assert_eq!(removed.removed, added.added);
+}

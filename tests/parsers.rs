@@ -977,7 +977,14 @@ fn fuzz_seeds_from_a_real_repository() {
         &Progress::default(),
     )
     .unwrap();
-    ocvault::oplog::record(&repo, "snapshot", "ok", vec![out.id]);
+    ocvault::oplog::record(
+        &repo,
+        &ocvault::oplog::CommandLine::new(["snapshot", "/src"]),
+        "snapshot",
+        "ok",
+        vec![out.id],
+    )
+    .unwrap();
 
     let mut seeds: Vec<(&str, String, Vec<u8>)> = Vec::new();
     let b = &repo.backend;

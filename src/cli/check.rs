@@ -1,8 +1,11 @@
-use super::GlobalOptions;
-use crate::checker::{self, CheckOptions, CheckProgress, ReadData};
-use crate::error::{exit, Error, Result};
+use super::args::{duration, read_data_subset};
+use super::{GlobalOptions, Outcome};
+use indicatif::HumanBytes;
+use ocvault::checker::{self, CheckOptions, CheckProgress, ReadData};
+use ocvault::error::Result;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -10,29 +13,22 @@ pub struct Args {
     #[arg(long)]
     read_data: bool,
     /// Read only part of the data: N/M (the N-th of M groups), P% (random) or SIZE (e.g. 500M)
-    #[arg(long, value_name = "N/M|P%|SIZE", conflicts_with = "read_data")]
-    read_data_subset: Option<String>,
+    #[arg(long, value_name = "N/M|P%|SIZE", conflicts_with = "read_data", value_parser = read_data_subset)]
+    read_data_subset: Option<ReadData>,
     /// Fail (exit code 5) when the newest snapshot of any host and paths is older than this, e.g. 25h
-    #[arg(long, value_name = "DURATION")]
-    max_age: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    max_age: Option<Duration>,
 }
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
-    let read_data = match (&a.read_data_subset, a.read_data) {
-        (Some(s), _) => ReadData::parse_subset(s)?,
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    let read_data = match (a.read_data_subset, a.read_data) {
+        (Some(subset), _) => subset,
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };
-    let max_age = a
-        .max_age
-        .as_deref()
-        .map(|s| {
-            humantime::parse_duration(s)
-                .map_err(|e| Error::usage(format!("invalid --max-age {s:?}: {e}")))
-        })
-        .transpose()?;
+    let max_age = a.max_age;
     let backend = g.backend(false)?;
-    crate::repository::Repository::probe(&backend)?;
+    ocvault::repository::Repository::probe(&backend)?;
     let pw = g.password()?;
     let progress = Arc::new(CheckProgress::default());
     let p = progress.clone();
@@ -46,19 +42,19 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         &progress,
     )?;
     drop(ticker);
-    let code = if !report.is_intact() {
-        exit::DAMAGE
+    let outcome = if !report.is_intact() {
+        Outcome::Damage
     } else if !report.too_old.is_empty() {
-        exit::TOO_OLD
+        Outcome::TooOld
     } else {
-        exit::OK
+        Outcome::Success
     };
     if g.json {
         let mut v = serde_json::to_value(&report).expect("JSON");
         v["intact"] = serde_json::Value::Bool(report.is_intact());
-        v["exit_code"] = code.into();
+        v["exit_code"] = super::outcome::exit_code(&Ok(outcome)).into();
         super::print_json(&v);
-        return Ok(code);
+        return Ok(outcome);
     }
     println!(
         "checked {} snapshots, {} index files, {} packs ({} tree packs read), {} blobs",
@@ -68,7 +64,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         println!(
             "read {} data packs ({})",
             report.data_packs_read,
-            super::human_bytes(report.data_bytes_read)
+            HumanBytes(report.data_bytes_read)
         );
     }
     let r = &report.reclaimable;
@@ -76,9 +72,9 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         println!(
             "reclaimable by prune: {} packs in no index ({}), {} blobs no snapshot uses ({})",
             r.unreferenced_packs,
-            super::human_bytes(r.unreferenced_pack_bytes),
+            HumanBytes(r.unreferenced_pack_bytes),
             r.unused_blobs,
-            super::human_bytes(r.unused_blob_bytes)
+            HumanBytes(r.unused_blob_bytes)
         );
     }
     for n in &report.notes {
@@ -124,5 +120,5 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             report.damage.len()
         );
     }
-    Ok(code)
+    Ok(outcome)
 }

@@ -1,23 +1,17 @@
-use super::GlobalOptions;
-use crate::backend::{Backend, BackendSettings};
-use crate::error::{Error, Result};
-use crate::repository::Repository;
-use crate::snapshot::SnapshotFilter;
+use super::args::SelectionArgs;
+use super::{GlobalOptions, Outcome};
+use indicatif::HumanBytes;
+use ocvault::backend::{Backend, BackendSettings};
+use ocvault::commands::copy::{self, CopyOptions};
+use ocvault::error::{Error, Result};
+use ocvault::repository::Repository;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Snapshots to copy (ids, unique prefixes or `latest`); see also --all
-    ids: Vec<String>,
-    /// Copy every snapshot (those the destination holds already are skipped)
-    #[arg(long, conflicts_with = "ids")]
-    all: bool,
-    /// With --all: only snapshots of this host (repeatable)
-    #[arg(long = "host", requires = "all")]
-    hosts: Vec<String>,
-    /// With --all: only snapshots with this tag (repeatable: all must match)
-    #[arg(long = "tag", requires = "all")]
-    tags: Vec<String>,
+    /// Snapshots to copy; with --all, those the destination holds already are skipped
+    #[command(flatten)]
+    selection: SelectionArgs,
     /// Destination repository URL (same forms as --repo)
     #[arg(long = "to", env = "OCVAULT_TO_REPOSITORY", value_name = "URL")]
     to: String,
@@ -29,62 +23,16 @@ pub struct Args {
     to_options: Vec<String>,
 }
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
-    if a.ids.is_empty() && !a.all {
-        return Err(Error::usage("copy needs snapshot ids or --all"));
-    }
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    let opts = CopyOptions {
+        selection: a.selection.selection(),
+    };
+    opts.selection.validate("copy", true)?;
     let src = g.open()?;
-    crate::interrupt::install()?;
-    let dst_backend = Backend::open_with(
-        &a.to,
-        &BackendSettings {
-            options: a.to_options.clone(),
-            connections: g.backend_connections,
-        },
-        false,
-    )?;
-    Repository::probe(&dst_backend)?;
-    let pw = match (std::env::var("OCVAULT_TO_PASSWORD"), &a.to_password_file) {
-        (Ok(p), _) => zeroize::Zeroizing::new(p.into_bytes()),
-        (Err(_), Some(f)) => super::read_password_file(f)?,
-        (Err(_), None) => {
-            return Err(Error::usage(
-                "no destination password: use --to-password-file, OCVAULT_TO_PASSWORD_FILE or OCVAULT_TO_PASSWORD",
-            ))
-        }
-    };
-    let dst = Repository::open(dst_backend, &pw)?;
-    let snaps = src.list_snapshots()?;
-    let selected: Vec<_> = if a.all {
-        let filter = SnapshotFilter {
-            hosts: a.hosts,
-            tags: a.tags,
-            paths: vec![],
-        };
-        snaps
-            .iter()
-            .filter(|(_, s)| filter.matches(s))
-            .cloned()
-            .collect()
-    } else {
-        a.ids
-            .iter()
-            .map(|spec| crate::snapshot::resolve(&snaps, spec).cloned())
-            .collect::<Result<_>>()?
-    };
-    let report = match crate::copy::copy(&src, &dst, &selected) {
-        Ok(r) => r,
-        Err(e) => {
-            crate::oplog::record(&dst, "copy", "failed", vec![]);
-            return Err(e);
-        }
-    };
-    let new_ids = report
-        .copied
-        .iter()
-        .filter_map(|(_, d)| crate::id::Id::from_hex(d))
-        .collect();
-    crate::oplog::record(&dst, "copy", "ok", new_ids);
+    ocvault::interrupt::install()?;
+    let dst = open_destination(g, &a.to, &a.to_options, a.to_password_file.as_deref())?;
+    let (report, warning) = copy::copy(&src, &dst, &opts, &super::command_line())?;
+    super::warn_all(warning);
     if g.json {
         super::print_json(&report);
     } else {
@@ -97,8 +45,36 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             report.skipped.len(),
             report.blobs_read,
             report.blobs_copied,
-            super::human_bytes(report.bytes_copied)
+            HumanBytes(report.bytes_copied)
         );
     }
-    Ok(0)
+    Ok(Outcome::Success)
+}
+
+/// The destination repository, with its own options and password sources.
+fn open_destination(
+    g: &GlobalOptions,
+    url: &str,
+    options: &[String],
+    password_file: Option<&std::path::Path>,
+) -> Result<Repository> {
+    let backend = Backend::open_with(
+        url,
+        &BackendSettings {
+            options: options.to_vec(),
+            connections: g.backend_connections,
+        },
+        false,
+    )?;
+    Repository::probe(&backend)?;
+    let pw = match (std::env::var("OCVAULT_TO_PASSWORD"), password_file) {
+        (Ok(p), _) => zeroize::Zeroizing::new(p.into_bytes()),
+        (Err(_), Some(f)) => super::read_password_file(f)?,
+        (Err(_), None) => {
+            return Err(Error::usage(
+                "no destination password: use --to-password-file, OCVAULT_TO_PASSWORD_FILE or OCVAULT_TO_PASSWORD",
+            ))
+        }
+    };
+    Repository::open(backend, &pw)
 }

@@ -1,5 +1,5 @@
-use super::GlobalOptions;
-use crate::error::Result;
+use super::{GlobalOptions, Outcome};
+use ocvault::error::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -9,13 +9,13 @@ pub struct Args {
     path: String,
 }
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
     let index = repo.load_read_index()?;
-    let node = crate::tree::find_node(&repo, &index, &snap.tree, &a.path)?;
+    let node = ocvault::tree::find_node(&repo, &index, &snap.tree, &a.path)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    crate::dump::dump(&repo, &index, &node, &mut out)?;
-    Ok(0)
+    ocvault::dump::dump(&repo, &index, &node, &mut out)?;
+    Ok(Outcome::Success)
 }

@@ -1,57 +1,43 @@
-use super::GlobalOptions;
-use crate::error::{Error, Result};
-use crate::id::Id;
+use super::args::SelectionArgs;
+use super::{GlobalOptions, Outcome};
+use ocvault::commands::find::{self, FindOptions};
+use ocvault::error::Result;
+use ocvault::snapshot::{format_time, rfc3339};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Glob; without '/', matched against names, with '/', against whole paths in the snapshot
     pattern: String,
+    /// Snapshots to search (default: all)
+    #[command(flatten)]
+    selection: SelectionArgs,
 }
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
-    let glob = globset::GlobBuilder::new(&a.pattern)
-        .literal_separator(a.pattern.contains('/'))
-        .build()
-        .map_err(|e| Error::usage(format!("invalid pattern {:?}: {e}", a.pattern)))?
-        .compile_matcher();
-    let by_path = a.pattern.contains('/');
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    let opts = FindOptions {
+        pattern: a.pattern,
+        selection: a.selection.selection(),
+    };
+    opts.validate()?;
     let repo = g.open()?;
-    let index = repo.load_read_index()?;
-    let mut found = Vec::new();
-    for (id, snap) in repo.list_snapshots()? {
-        let mut stack: Vec<(Id, String)> = vec![(snap.tree, String::new())];
-        while let Some((t, dir)) = stack.pop() {
-            for n in repo.load_tree(&index, &t)?.nodes {
-                let path = format!("{dir}/{}", n.name_lossy());
-                let hit = if by_path {
-                    glob.is_match(&path) || glob.is_match(path.trim_start_matches('/'))
-                } else {
-                    glob.is_match(n.name_lossy())
-                };
-                if hit {
-                    found.push((id, snap.time_unix_ns, path.clone(), n.size, n.mtime_ns));
-                }
-                if let Some(s) = n.subtree {
-                    stack.push((s, path));
-                }
-            }
-        }
-    }
+    let found = find::find(&repo, &opts)?;
     if g.json {
         let v: Vec<_> = found
             .iter()
-            .map(|(id, t, p, size, m)| serde_json::json!({"snapshot": id.to_hex(), "snapshot_time": crate::snapshot::rfc3339(*t), "path": p, "size": size, "mtime": crate::snapshot::rfc3339(*m)}))
+            .map(|m| serde_json::json!({"snapshot": m.snapshot.to_hex(), "snapshot_time": rfc3339(m.snapshot_time_unix_ns), "path": m.path, "size": m.size, "mtime": rfc3339(m.mtime_ns)}))
             .collect();
         super::print_json(&v);
     } else {
-        for (id, t, p, size, _) in &found {
+        for m in &found {
             println!(
-                "{} {}  {p}  {size} bytes",
-                id.short(),
-                crate::snapshot::format_time(*t)
+                "{} {}  {}  {} bytes",
+                m.snapshot.short(),
+                format_time(m.snapshot_time_unix_ns),
+                m.path,
+                m.size
             );
         }
         println!("{} matches", found.len());
     }
-    Ok(0)
+    Ok(Outcome::Success)
 }

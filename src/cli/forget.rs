@@ -1,15 +1,17 @@
-use super::GlobalOptions;
-use crate::backend::FileKind;
-use crate::error::{Error, Result};
-use crate::retention::{self, GroupBy, Policy};
-use crate::snapshot::SnapshotFilter;
-use std::collections::BTreeMap;
+use super::args::{duration, SelectionArgs};
+use super::{GlobalOptions, Outcome};
+use ocvault::commands::forget::{self, ForgetOptions, ForgetResult};
+use ocvault::error::Result;
+use ocvault::retention::{GroupBy, Policy};
+use ocvault::snapshot::{format_time, rfc3339};
 use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Snapshots to forget (ids or unique prefixes); without them, the keep policy decides
-    ids: Vec<String>,
+    /// among the snapshots --host, --tag and --path let through
+    #[command(flatten)]
+    selection: SelectionArgs,
     #[arg(long, value_name = "N")]
     keep_last: Option<u32>,
     #[arg(long, value_name = "N")]
@@ -24,33 +26,24 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     keep_yearly: Option<u32>,
     /// Keep every snapshot this close to the group's newest (e.g. 2d12h)
-    #[arg(long, value_name = "DURATION")]
-    keep_within: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    keep_within_hourly: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    keep_within_daily: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    keep_within_weekly: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    keep_within_monthly: Option<String>,
-    #[arg(long, value_name = "DURATION")]
-    keep_within_yearly: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within_hourly: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within_daily: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within_weekly: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within_monthly: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_within_yearly: Option<Duration>,
     /// Keep snapshots with this tag (repeatable)
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
     /// Group snapshots by these fields (host, paths, tags)
-    #[arg(long, default_value = "host,paths")]
-    group_by: String,
-    /// Only snapshots of this host (repeatable)
-    #[arg(long = "host")]
-    hosts: Vec<String>,
-    /// Only snapshots with this tag (repeatable)
-    #[arg(long = "tag")]
-    tags: Vec<String>,
-    /// Only snapshots with this path (repeatable)
-    #[arg(long = "path")]
-    paths: Vec<String>,
+    #[arg(long, default_value = "host,paths", value_parser = group_by)]
+    group_by: GroupBy,
     /// Allow a policy to remove every snapshot of a group
     #[arg(long)]
     allow_empty_group: bool,
@@ -64,132 +57,101 @@ pub struct Args {
     prune_args: super::prune::PruneArgs,
 }
 
-fn dur(s: &Option<String>, flag: &str) -> Result<Option<Duration>> {
-    s.as_deref()
-        .map(|v| {
-            humantime::parse_duration(v)
-                .map_err(|e| Error::usage(format!("invalid {flag} {v:?}: {e}")))
-        })
-        .transpose()
+fn group_by(s: &str) -> std::result::Result<GroupBy, String> {
+    GroupBy::parse(s).ok_or_else(|| "use host, paths, tags".to_string())
 }
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
-    let policy = Policy {
-        last: a.keep_last,
-        hourly: a.keep_hourly,
-        daily: a.keep_daily,
-        weekly: a.keep_weekly,
-        monthly: a.keep_monthly,
-        yearly: a.keep_yearly,
-        within: dur(&a.keep_within, "--keep-within")?,
-        within_hourly: dur(&a.keep_within_hourly, "--keep-within-hourly")?,
-        within_daily: dur(&a.keep_within_daily, "--keep-within-daily")?,
-        within_weekly: dur(&a.keep_within_weekly, "--keep-within-weekly")?,
-        within_monthly: dur(&a.keep_within_monthly, "--keep-within-monthly")?,
-        within_yearly: dur(&a.keep_within_yearly, "--keep-within-yearly")?,
-        tags: a.keep_tags.clone(),
-    };
-    let group_by = GroupBy::parse(&a.group_by).ok_or_else(|| {
-        Error::usage(format!(
-            "invalid --group-by {:?}: use host, paths, tags",
-            a.group_by
-        ))
-    })?;
-    if a.ids.is_empty() && policy.is_empty() {
-        return Err(Error::usage(
-            "forget needs snapshot ids or a keep policy (--keep-last, --keep-daily, ...)",
-        ));
+impl Args {
+    fn options(self) -> ForgetOptions {
+        ForgetOptions {
+            selection: self.selection.selection(),
+            policy: Policy {
+                last: self.keep_last,
+                hourly: self.keep_hourly,
+                daily: self.keep_daily,
+                weekly: self.keep_weekly,
+                monthly: self.keep_monthly,
+                yearly: self.keep_yearly,
+                within: self.keep_within,
+                within_hourly: self.keep_within_hourly,
+                within_daily: self.keep_within_daily,
+                within_weekly: self.keep_within_weekly,
+                within_monthly: self.keep_within_monthly,
+                within_yearly: self.keep_within_yearly,
+                tags: self.keep_tags,
+            },
+            group_by: self.group_by,
+            allow_empty_group: self.allow_empty_group,
+            dry_run: self.dry_run,
+        }
     }
-    if !a.ids.is_empty() && !policy.is_empty() {
-        return Err(Error::usage(
-            "give either snapshot ids or a keep policy, not both",
-        ));
-    }
-    let prune_opts = a.prune_args.options(a.dry_run)?;
+}
+
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    let (prune, dry_run) = (a.prune, a.dry_run);
+    let prune_opts = a.prune_args.options(dry_run);
+    let opts = a.options();
+    opts.validate()?;
     let repo = g.open()?;
-    let snaps = repo.list_snapshots()?;
-    let mut remove = Vec::new();
-    let mut report = Vec::new();
-    if !a.ids.is_empty() {
-        for spec in &a.ids {
-            let (id, _) = crate::snapshot::resolve(&snaps, spec)?;
-            remove.push(*id);
-        }
-    } else {
-        let filter = SnapshotFilter {
-            hosts: a.hosts.clone(),
-            tags: a.tags.clone(),
-            paths: a.paths.clone(),
-        };
-        let mut groups: BTreeMap<String, Vec<(crate::Id, crate::format::Snapshot)>> =
-            BTreeMap::new();
-        for s in snaps.iter().filter(|(_, s)| filter.matches(s)) {
-            groups
-                .entry(group_by.key(&s.1))
-                .or_default()
-                .push(s.clone());
-        }
-        for (key, group) in &groups {
-            let decisions = retention::apply(group, &policy);
-            if decisions.iter().all(|d| !d.keep) && !a.allow_empty_group {
-                return Err(Error::usage(format!(
-                    "the policy would remove every snapshot of group [{key}]; pass --allow-empty-group if that is intended"
-                )));
-            }
-            let times: std::collections::HashMap<_, _> =
-                group.iter().map(|(i, s)| (*i, s.time_unix_ns)).collect();
-            remove.extend(decisions.iter().filter(|d| !d.keep).map(|d| d.id));
-            report.push((key.clone(), decisions, times));
-        }
-    }
+    let result = forget::forget(&repo, &opts, &super::command_line())?;
+    super::warn_all(&result.warnings);
     if g.json {
-        let groups: Vec<_> = report
-            .iter()
-            .map(|(key, ds, times)| {
-                serde_json::json!({
-                    "group": key,
-                    "keep": ds.iter().filter(|d| d.keep).map(|d| serde_json::json!({"id": d.id.to_hex(), "time": crate::snapshot::rfc3339(times[&d.id]), "reasons": d.reasons})).collect::<Vec<_>>(),
-                    "remove": ds.iter().filter(|d| !d.keep).map(|d| serde_json::json!({"id": d.id.to_hex(), "time": crate::snapshot::rfc3339(times[&d.id])})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        super::print_json(
-            &serde_json::json!({"dry_run": a.dry_run, "groups": groups, "removed": remove.iter().map(|i| i.to_hex()).collect::<Vec<_>>()}),
-        );
+        print_json(&result, dry_run);
     } else {
-        for (key, ds, times) in &report {
-            println!(
-                "group [{key}]: keep {}, remove {}",
-                ds.iter().filter(|d| d.keep).count(),
-                ds.iter().filter(|d| !d.keep).count()
-            );
-            for d in ds {
-                let t = crate::snapshot::format_time(times[&d.id]);
-                if d.keep {
-                    println!("  keep    {} {t}  ({})", d.id.short(), d.reasons.join(", "));
-                } else {
-                    println!("  remove  {} {t}", d.id.short());
-                }
-            }
-        }
-        if report.is_empty() {
-            for id in &remove {
-                println!("remove  {}", id.short());
-            }
-        }
+        print_text(&result);
     }
-    if a.dry_run {
-        return Ok(0);
+    if dry_run {
+        return Ok(Outcome::Success);
     }
-    for id in &remove {
-        repo.backend.delete(&FileKind::Snapshot.path(id))?;
-    }
-    crate::oplog::record(&repo, "forget", "ok", remove.clone());
     if !g.json {
-        println!("forgot {} snapshots", remove.len());
+        println!("forgot {} snapshots", result.removed.len());
     }
-    if a.prune {
+    if prune {
         super::prune::run_prune(g, &repo, &prune_opts)?;
     }
-    Ok(0)
+    Ok(Outcome::Success)
+}
+
+fn print_json(r: &ForgetResult, dry_run: bool) {
+    let groups: Vec<_> = r
+        .groups
+        .iter()
+        .map(|grp| {
+            let (keep, remove): (Vec<_>, Vec<_>) = grp.decisions.iter().partition(|(d, _)| d.keep);
+            serde_json::json!({
+                "group": grp.key,
+                "keep": keep.iter().map(|(d, t)| serde_json::json!({"id": d.id.to_hex(), "time": rfc3339(*t), "reasons": d.reasons})).collect::<Vec<_>>(),
+                "remove": remove.iter().map(|(d, t)| serde_json::json!({"id": d.id.to_hex(), "time": rfc3339(*t)})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    super::print_json(&serde_json::json!({
+        "dry_run": dry_run,
+        "groups": groups,
+        "removed": r.removed.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+    }));
+}
+
+fn print_text(r: &ForgetResult) {
+    for grp in &r.groups {
+        let kept = grp.decisions.iter().filter(|(d, _)| d.keep).count();
+        println!(
+            "group [{}]: keep {kept}, remove {}",
+            grp.key,
+            grp.decisions.len() - kept
+        );
+        for (d, t) in &grp.decisions {
+            let t = format_time(*t);
+            if d.keep {
+                println!("  keep    {} {t}  ({})", d.id.short(), d.reasons.join(", "));
+            } else {
+                println!("  remove  {} {t}", d.id.short());
+            }
+        }
+    }
+    if r.groups.is_empty() {
+        for id in &r.removed {
+            println!("remove  {}", id.short());
+        }
+    }
 }

@@ -1,7 +1,8 @@
-use super::GlobalOptions;
-use crate::error::Result;
-use crate::format::ChunkerParams;
-use crate::repository::{InitOptions, Repository};
+use super::{GlobalOptions, Outcome};
+use ocvault::commands::init;
+use ocvault::error::Result;
+use ocvault::format::ChunkerParams;
+use ocvault::repository::InitOptions;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,40 +29,25 @@ pub struct Args {
     kdf_iterations: u32,
 }
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
-    let c = ChunkerParams {
-        min_size: a.chunk_min,
-        avg_size: a.chunk_avg,
-        max_size: a.chunk_max,
-    };
-    let valid = (64..=1 << 20).contains(&c.min_size)
-        && (256..=1 << 22).contains(&c.avg_size)
-        && c.avg_size.is_power_of_two()
-        && (1024..=1 << 24).contains(&c.max_size)
-        && c.min_size < c.avg_size
-        && c.avg_size < c.max_size;
-    if !valid {
-        return Err(crate::Error::usage(
-            "chunk sizes must satisfy 64 <= min < avg < max <= 16 MiB, avg a power of two",
-        ));
-    }
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let opts = InitOptions {
-        chunker: c,
+        chunker: ChunkerParams {
+            min_size: a.chunk_min,
+            avg_size: a.chunk_avg,
+            max_size: a.chunk_max,
+        },
         compression_level: a.compression,
         kdf_memory_kib: a.kdf_memory_kib,
         kdf_iterations: a.kdf_iterations,
         pack_target_size: a.pack_size,
     };
+    init::check_settings(&opts)?;
     let pw = g.password()?;
-    // An empty password protects nothing; refused before anything is created.
-    if pw.is_empty() {
-        return Err(crate::Error::usage(
-            "the password is empty: an empty password would let anyone read the repository",
-        ));
-    }
+    // Refused before anything is created.
+    init::check_password(&pw)?;
     let backend = g.backend(true)?;
-    let repo = Repository::init(backend, &pw, &opts)?;
-    crate::oplog::record(&repo, "init", "ok", vec![]);
+    let (repo, warning) = init::init(backend, &pw, &opts, &super::command_line())?;
+    super::warn_all(warning);
     if g.json {
         super::print_json(&serde_json::json!({
             "repository": repo.backend.location(),
@@ -75,5 +61,5 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             repo.backend.location()
         );
     }
-    Ok(0)
+    Ok(Outcome::Success)
 }

@@ -1,7 +1,7 @@
-use super::GlobalOptions;
-use crate::backend::FileKind;
-use crate::error::{Error, Result};
-use crate::repository::{self, InitOptions};
+use super::{GlobalOptions, Outcome};
+use ocvault::commands::key::{self, KeyInfo, NewKey};
+use ocvault::error::{Error, Result};
+use ocvault::repository::InitOptions;
 use zeroize::Zeroizing;
 
 #[derive(clap::Args)]
@@ -39,25 +39,10 @@ struct NewPassword {
 }
 
 impl NewPassword {
-    /// Wraps the repository's master key under the new password in a new key file.
-    fn write_key(&self, repo: &crate::repository::Repository) -> Result<crate::Id> {
-        let pw = self.read()?;
-        repository::write_key_file(
-            &repo.backend,
-            &repo.master,
-            &pw,
-            self.kdf_memory_kib,
-            self.kdf_iterations,
-        )
-    }
-
+    /// The new password, from the file or a terminal prompt.
     fn read(&self) -> Result<Zeroizing<Vec<u8>>> {
         if let Some(f) = &self.new_password_file {
-            let p = super::read_password_file(f)?;
-            if p.is_empty() {
-                return Err(Error::usage("the new password is empty"));
-            }
-            return Ok(p);
+            return super::read_password_file(f);
         }
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             let a = Zeroizing::new(
@@ -77,78 +62,61 @@ impl NewPassword {
             "give the new password with --new-password-file (no terminal to prompt on)",
         ))
     }
-}
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
-    let repo = g.open()?;
-    let keys = repo.backend.list_ids(FileKind::Key)?;
-    match a.action {
-        Action::List => {
-            let mut rows = Vec::new();
-            for (id, _) in &keys {
-                let bytes = repo.backend.read(&FileKind::Key.path(id))?;
-                let kf = repository::decode_key_file(&bytes)?;
-                rows.push((id, kf, *id == repo.key_id));
-            }
-            if g.json {
-                let v: Vec<_> = rows
-                    .iter()
-                    .map(|(id, kf, cur)| {
-                        serde_json::json!({"id": id.to_hex(), "current": cur, "kdf": "argon2id", "memory_kib": kf.kdf.memory_kib, "iterations": kf.kdf.iterations, "parallelism": kf.kdf.parallelism})
-                    })
-                    .collect();
-                super::print_json(&v);
-            } else {
-                for (id, kf, cur) in rows {
-                    println!(
-                        "{} {}  argon2id m={} KiB t={} p={}",
-                        if cur { "*" } else { " " },
-                        id.short(),
-                        kf.kdf.memory_kib,
-                        kf.kdf.iterations,
-                        kf.kdf.parallelism
-                    );
-                }
-            }
-        }
-        Action::Add(np) => {
-            let id = np.write_key(&repo)?;
-            crate::oplog::record(&repo, "key add", "ok", vec![]);
-            println!("added key {}", id.short());
-        }
-        Action::Remove { id } => {
-            let want = id.to_ascii_lowercase();
-            let matches: Vec<_> = keys
-                .iter()
-                .filter(|(k, _)| k.to_hex().starts_with(&want))
-                .collect();
-            let (kid, _) = match matches.len() {
-                1 => matches[0],
-                0 => return Err(Error::usage(format!("no key with id {id}"))),
-                _ => return Err(Error::usage(format!("key id prefix {id} is ambiguous"))),
-            };
-            if keys.len() == 1 {
-                return Err(Error::usage(
-                    "refusing to remove the last key: the repository could never be opened again",
-                ));
-            }
-            if *kid == repo.key_id {
-                return Err(Error::usage("refusing to remove the key in use; open the repository with another password to remove it"));
-            }
-            repo.backend.delete(&FileKind::Key.path(kid))?;
-            crate::oplog::record(&repo, "key remove", "ok", vec![]);
-            println!("removed key {}", kid.short());
-        }
-        Action::Passwd(np) => {
-            let id = np.write_key(&repo)?;
-            repo.backend.delete(&FileKind::Key.path(&repo.key_id))?;
-            crate::oplog::record(&repo, "key passwd", "ok", vec![]);
-            println!(
-                "password changed: key {} replaces {}",
-                id.short(),
-                repo.key_id.short()
-            );
+    fn new_key<'a>(&self, password: &'a [u8]) -> NewKey<'a> {
+        NewKey {
+            password,
+            kdf_memory_kib: self.kdf_memory_kib,
+            kdf_iterations: self.kdf_iterations,
         }
     }
-    Ok(0)
+}
+
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    let repo = g.open()?;
+    let log = super::command_line();
+    let change = match a.action {
+        Action::List => {
+            print_list(g.json, &key::list(&repo)?);
+            return Ok(Outcome::Success);
+        }
+        Action::Add(np) => key::add(&repo, &np.new_key(&np.read()?), &log)?,
+        Action::Remove { id } => key::remove(&repo, &id, &log)?,
+        Action::Passwd(np) => key::passwd(&repo, &np.new_key(&np.read()?), &log)?,
+    };
+    super::warn_all(&change.warnings);
+    match (change.added, change.removed) {
+        (Some(new), Some(old)) => println!(
+            "password changed: key {} replaces {}",
+            new.short(),
+            old.short()
+        ),
+        (Some(new), None) => println!("added key {}", new.short()),
+        (None, Some(old)) => println!("removed key {}", old.short()),
+        (None, None) => {}
+    }
+    Ok(Outcome::Success)
+}
+
+fn print_list(json: bool, keys: &[KeyInfo]) {
+    if json {
+        let v: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({"id": k.id.to_hex(), "current": k.current, "kdf": "argon2id", "memory_kib": k.memory_kib, "iterations": k.iterations, "parallelism": k.parallelism})
+            })
+            .collect();
+        super::print_json(&v);
+        return;
+    }
+    for k in keys {
+        println!(
+            "{} {}  argon2id m={} KiB t={} p={}",
+            if k.current { "*" } else { " " },
+            k.id.short(),
+            k.memory_kib,
+            k.iterations,
+            k.parallelism
+        );
+    }
 }

@@ -1,19 +1,19 @@
-use super::GlobalOptions;
-use crate::error::Result;
+use super::{GlobalOptions, Outcome};
+use ocvault::error::Result;
 
 #[derive(clap::Args)]
 pub struct Args {}
 
-pub fn run(g: &GlobalOptions, _a: Args) -> Result<i32> {
+pub fn run(g: &GlobalOptions, _a: Args) -> Result<Outcome> {
     let repo = g.open()?;
     // Every intact entry is listed; each damaged one is named on standard error.
-    let entries = crate::oplog::list(&repo)?.skip_damaged(crate::backend::FileKind::Log);
+    let entries = ocvault::oplog::list(&repo)?.skip_damaged(ocvault::backend::FileKind::Log);
     if g.json {
         let v: Vec<_> = entries
             .iter()
             .map(|(_, e)| {
                 serde_json::json!({
-                    "time": crate::snapshot::rfc3339(e.time_unix_ns),
+                    "time": ocvault::snapshot::rfc3339(e.time_unix_ns),
                     "hostname": e.hostname,
                     "username": e.username,
                     "operation": e.operation,
@@ -24,13 +24,13 @@ pub fn run(g: &GlobalOptions, _a: Args) -> Result<i32> {
             })
             .collect();
         super::print_json(&v);
-        return Ok(0);
+        return Ok(Outcome::Success);
     }
     for (_, e) in &entries {
         let snaps: Vec<String> = e.snapshots.iter().map(|s| s.short()).collect();
         println!(
             "{}  {}@{}  {:<10} {:<12} {}  {}",
-            crate::snapshot::format_time(e.time_unix_ns),
+            ocvault::snapshot::format_time(e.time_unix_ns),
             e.username,
             e.hostname,
             e.operation,
@@ -39,5 +39,5 @@ pub fn run(g: &GlobalOptions, _a: Args) -> Result<i32> {
             e.arguments.join(" ")
         );
     }
-    Ok(0)
+    Ok(Outcome::Success)
 }

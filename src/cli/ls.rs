@@ -1,7 +1,8 @@
-use super::GlobalOptions;
-use crate::error::Result;
-use crate::format::{Node, NodeKind};
-use crate::id::Id;
+use super::{GlobalOptions, Outcome};
+use ocvault::commands::ls::{self, LsOptions};
+use ocvault::error::Result;
+use ocvault::format::{Node, NodeKind};
+use ocvault::snapshot::{format_time, rfc3339};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -11,42 +12,14 @@ pub struct Args {
     path: Option<String>,
 }
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let repo = g.open()?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
-    let index = repo.load_read_index()?;
-    let (start, prefix) = match a
-        .path
-        .as_deref()
-        .map(|p| p.trim_matches('/'))
-        .filter(|p| !p.is_empty())
-    {
-        None => (snap.tree, String::new()),
-        Some(p) => {
-            let node = crate::tree::find_node(&repo, &index, &snap.tree, p)?;
-            match node.subtree {
-                Some(t) => (t, format!("/{p}")),
-                None => {
-                    print_node(g.json, &format!("/{p}"), &node);
-                    return Ok(0);
-                }
-            }
-        }
+    let opts = LsOptions {
+        snapshot: a.snapshot,
+        path: a.path,
     };
-    let mut stack: Vec<(Id, String)> = vec![(start, prefix)];
-    while let Some((tid, dir)) = stack.pop() {
-        let tree = repo.load_tree(&index, &tid)?;
-        let mut subdirs = Vec::new();
-        for n in &tree.nodes {
-            let path = format!("{dir}/{}", n.name_lossy());
-            print_node(g.json, &path, n);
-            if let Some(s) = n.subtree {
-                subdirs.push((s, path));
-            }
-        }
-        stack.extend(subdirs.into_iter().rev());
-    }
-    Ok(0)
+    ls::ls(&repo, &opts, |path, n| print_node(g.json, path, n))?;
+    Ok(Outcome::Success)
 }
 
 fn print_node(json: bool, path: &str, n: &Node) {
@@ -58,31 +31,31 @@ fn print_node(json: bool, path: &str, n: &Node) {
             "size": n.size,
             "uid": n.uid,
             "gid": n.gid,
-            "mtime": crate::snapshot::rfc3339(n.mtime_ns),
+            "mtime": rfc3339(n.mtime_ns),
             "link_target": (n.kind == NodeKind::Symlink).then(|| String::from_utf8_lossy(&n.link_target).into_owned()),
         }));
-    } else {
-        let t = match n.kind {
-            NodeKind::Dir => 'd',
-            NodeKind::Symlink => 'l',
-            NodeKind::Fifo => 'p',
-            NodeKind::CharDevice => 'c',
-            NodeKind::BlockDevice => 'b',
-            NodeKind::Socket => 's',
-            NodeKind::File => '-',
-        };
-        let link = if n.kind == NodeKind::Symlink {
-            format!(" -> {}", String::from_utf8_lossy(&n.link_target))
-        } else {
-            String::new()
-        };
-        println!(
-            "{t}{:04o} {:>8} {:>8} {:>12} {} {path}{link}",
-            n.mode,
-            n.user,
-            n.group,
-            n.size,
-            crate::snapshot::format_time(n.mtime_ns)
-        );
+        return;
     }
+    let t = match n.kind {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::CharDevice => 'c',
+        NodeKind::BlockDevice => 'b',
+        NodeKind::Socket => 's',
+        NodeKind::File => '-',
+    };
+    let link = if n.kind == NodeKind::Symlink {
+        format!(" -> {}", String::from_utf8_lossy(&n.link_target))
+    } else {
+        String::new()
+    };
+    println!(
+        "{t}{:04o} {:>8} {:>8} {:>12} {} {path}{link}",
+        n.mode,
+        n.user,
+        n.group,
+        n.size,
+        format_time(n.mtime_ns)
+    );
 }

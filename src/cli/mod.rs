@@ -1,5 +1,9 @@
 //! The command line: global options, password sources, output, and one module a command.
+//! Each command's `run` parses its arguments into a library options struct, calls the
+//! library (`ocvault::commands` and friends), prints the result and returns an [`Outcome`];
+//! [`outcome::exit_code`] is the one place outcomes and errors become exit codes.
 
+mod args;
 mod check;
 mod copy;
 mod diff;
@@ -10,6 +14,7 @@ mod init;
 mod key;
 mod log;
 mod ls;
+mod outcome;
 mod password_command;
 mod prune;
 mod restore;
@@ -20,10 +25,12 @@ mod stats;
 mod tag;
 mod unlock;
 
-use crate::backend::{Backend, BackendSettings};
-use crate::error::{exit, Error, Result};
-use crate::repository::Repository;
 use clap::{Parser, Subcommand};
+use ocvault::backend::{Backend, BackendSettings};
+use ocvault::error::{Error, Result};
+use ocvault::oplog::CommandLine;
+use ocvault::repository::Repository;
+pub use outcome::Outcome;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -68,7 +75,7 @@ pub struct GlobalOptions {
         env = "OCVAULT_BACKEND_CONNECTIONS",
         global = true,
         value_name = "N",
-        default_value_t = crate::backend::DEFAULT_CONNECTIONS
+        default_value_t = ocvault::backend::DEFAULT_CONNECTIONS
     )]
     pub backend_connections: usize,
     /// Machine-readable JSON output on standard output
@@ -119,21 +126,26 @@ pub enum Command {
     Tag(tag::Args),
 }
 
+/// Runs the command line of this process; returns its exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-            let _ = e.print();
-            return code;
-        }
+    let result = match Cli::try_parse() {
+        Ok(cli) => run(cli),
+        Err(e) => outcome::from_clap(e),
     };
-    let g = cli.global.clone();
-    let res = match cli.command {
+    let code = outcome::report(&result);
+    let faults = Backend::injected_faults();
+    if faults > 0 {
+        eprintln!("ocvault: {faults} faults injected");
+        // Shows the tests that faults ran over the local writer production uses.
+        let spilled = Backend::spilled_writes();
+        eprintln!("ocvault: {spilled} files stored from local temporary files");
+    }
+    code
+}
+
+fn run(cli: Cli) -> Result<Outcome> {
+    let g = cli.global;
+    match cli.command {
         Command::Init(a) => init::run(&g, a),
         Command::Snapshot(a) => snapshot::run(&g, a),
         Command::Snapshots(a) => snapshots::run(&g, a),
@@ -152,33 +164,20 @@ pub fn main() -> i32 {
         Command::Find(a) => find::run(&g, a),
         Command::Stats(a) => stats::run(&g, a),
         Command::Tag(a) => tag::run(&g, a),
-    };
-    let code = match res {
-        Ok(code) => code,
-        // Whatever stopped the command after a signal (a reader cut off, a writer gone) is
-        // a consequence of the signal: report that.
-        Err(_) if crate::interrupt::received().is_some() => {
-            let e = crate::interrupt::check().expect_err("a signal arrived");
-            eprintln!("ocvault: {e}");
-            e.exit_code()
-        }
-        Err(e) => {
-            eprintln!("ocvault: {}", one_line(&e.to_string()));
-            e.exit_code()
-        }
-    };
-    let faults = Backend::injected_faults();
-    if faults > 0 {
-        eprintln!("ocvault: {faults} faults injected");
-        // Shows the tests that faults ran over the local writer production uses.
-        let spilled = Backend::spilled_writes();
-        eprintln!("ocvault: {spilled} files stored from local temporary files");
     }
-    code
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// This process's arguments as the operations log records them (secrets masked).
+pub fn command_line() -> CommandLine {
+    // args_os: `args` panics on an argument that is not UTF-8 (a source path can be one).
+    CommandLine::new(std::env::args_os().skip(1))
+}
+
+/// Shows the warnings a library call returned, one line each.
+pub fn warn_all<S: std::fmt::Display>(warnings: impl IntoIterator<Item = S>) {
+    for w in warnings {
+        eprintln!("ocvault: warning: {w}");
+    }
 }
 
 impl GlobalOptions {
@@ -313,17 +312,28 @@ impl Drop for Ticker {
     }
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap checks its definitions (duplicate names, conflicts naming unknown arguments) only
+    /// in debug builds; the tests run in release.
+    #[test]
+    fn arguments_are_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
+
+    #[test]
+    fn invalid_values_are_one_line_usage_errors() {
+        let e = Cli::try_parse_from(["ocvault", "prune", "--grace", "soon"])
+            .err()
+            .unwrap();
+        let result = outcome::from_clap(e);
+        let Err(Error::Usage(msg)) = &result else {
+            panic!("{:?}", result.map(|_| ()));
+        };
+        assert!(msg.contains("--grace") && !msg.contains('\n'), "{msg}");
+        assert_eq!(outcome::exit_code(&result), ocvault::error::exit::USAGE);
     }
 }

@@ -1,7 +1,7 @@
 //! `OCVAULT_PASSWORD_COMMAND`: runs it under a time limit, so a command that hangs (a
 //! secrets agent that never answers) stops ocvault with one line instead of holding a cron job.
 
-use crate::error::{Error, Result};
+use ocvault::error::{Error, Result};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};

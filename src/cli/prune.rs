@@ -1,19 +1,22 @@
-use super::GlobalOptions;
-use crate::error::{Error, Result};
-use crate::prune::{self, PruneOptions, PruneReport};
-use crate::repository::Repository;
+use super::args::{duration, percent, size};
+use super::{GlobalOptions, Outcome};
+use indicatif::HumanBytes;
+use ocvault::error::Result;
+use ocvault::prune::{PruneOptions, PruneReport};
+use ocvault::repository::Repository;
+use std::time::Duration;
 
 #[derive(clap::Args, Clone)]
 pub struct PruneArgs {
     /// Repack packs whose unused share is above this, e.g. 5% (0% removes every unused blob)
-    #[arg(long, value_name = "P%", default_value = "5%")]
-    pub max_unused: String,
-    /// Repack at most this much, e.g. 2G
-    #[arg(long, value_name = "SIZE")]
-    pub max_repack: Option<String>,
+    #[arg(long, value_name = "P%", default_value = "5%", value_parser = percent)]
+    pub max_unused: f64,
+    /// Repack at most this much, e.g. 2G or 2GiB
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_repack: Option<u64>,
     /// Delete packs marked by an earlier prune only once the mark is this old (e.g. 1h)
-    #[arg(long, value_name = "DURATION", default_value = "0s")]
-    pub grace: String,
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
+    pub grace: Duration,
 }
 
 #[derive(clap::Args)]
@@ -26,67 +29,38 @@ pub struct Args {
 }
 
 impl PruneArgs {
-    pub fn options(&self, dry_run: bool) -> Result<PruneOptions> {
-        let pct = self.max_unused.trim().trim_end_matches('%');
-        let max_unused_percent: f64 = pct
-            .parse()
-            .map_err(|_| Error::usage(format!("invalid --max-unused {:?}", self.max_unused)))?;
-        if !(0.0..=100.0).contains(&max_unused_percent) {
-            return Err(Error::usage("--max-unused must be between 0% and 100%"));
-        }
-        let max_repack_bytes = match &self.max_repack {
-            Some(s) => Some(
-                crate::checker::parse_size(s)
-                    .ok_or_else(|| Error::usage(format!("invalid --max-repack {s:?}")))?,
-            ),
-            None => None,
-        };
-        let grace = humantime::parse_duration(&self.grace)
-            .map_err(|e| Error::usage(format!("invalid --grace {:?}: {e}", self.grace)))?;
-        Ok(PruneOptions {
-            max_unused_percent,
-            max_repack_bytes,
+    pub fn options(&self, dry_run: bool) -> PruneOptions {
+        PruneOptions {
+            max_unused_percent: self.max_unused,
+            max_repack_bytes: self.max_repack,
             dry_run,
-            grace,
-        })
+            grace: self.grace,
+        }
     }
 }
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
-    let opts = a.prune.options(a.dry_run)?;
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    let opts = a.prune.options(a.dry_run);
     let repo = g.open()?;
     run_prune(g, &repo, &opts)?;
-    Ok(0)
+    Ok(Outcome::Success)
 }
 
-pub fn run_prune(g: &GlobalOptions, repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    crate::interrupt::install()?;
-    let r = prune::prune(repo, opts);
-    if !opts.dry_run {
-        match &r {
-            Ok(r) => crate::oplog::record(
-                repo,
-                "prune",
-                &format!(
-                    "ok: deleted {} packs, freed {} bytes",
-                    r.packs_deleted, r.bytes_deleted
-                ),
-                vec![],
-            ),
-            Err(e) => crate::oplog::record_failure(repo, "prune", e),
-        }
-    }
-    let r = r?;
+/// Prunes (after `forget --prune` too) and prints the report.
+pub fn run_prune(g: &GlobalOptions, repo: &Repository, opts: &PruneOptions) -> Result<()> {
+    ocvault::interrupt::install()?;
+    let (r, warning) = ocvault::commands::prune::prune(repo, opts, &super::command_line())?;
+    super::warn_all(warning);
     if g.json {
         super::print_json(&r);
     } else {
         print_report(&r);
     }
-    Ok(r)
+    Ok(())
 }
 
 fn print_report(r: &PruneReport) {
-    let h = super::human_bytes;
+    let h = HumanBytes;
     println!(
         "used blobs: {}, unused blobs: {}",
         r.used_blobs, r.unused_blobs

@@ -1,6 +1,6 @@
-use super::GlobalOptions;
-use crate::error::Result;
-use crate::restorer::{self, RestoreOptions, RestoreProgress};
+use super::{GlobalOptions, Outcome};
+use ocvault::error::Result;
+use ocvault::restorer::{self, RestoreOptions, RestoreProgress};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -23,9 +23,9 @@ pub struct Args {
     verify: bool,
 }
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let repo = g.open()?;
-    crate::interrupt::install()?;
+    ocvault::interrupt::install()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let index = repo.load_read_index()?;
     let progress = Arc::new(RestoreProgress::default());
@@ -68,7 +68,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             a.target.display(),
             summary.files,
             summary.dirs,
-            super::human_bytes(summary.bytes),
+            indicatif::HumanBytes(summary.bytes),
             started.elapsed().as_secs_f64()
         );
     }
@@ -80,14 +80,14 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         );
     }
     if !summary.mismatches.is_empty() {
-        return Err(crate::Error::other(format!(
+        return Err(ocvault::Error::other(format!(
             "{} restored files differ from the snapshot",
             summary.mismatches.len()
         )));
     }
     if summary.not_restored > 0 {
         // Everything else is restored; each path left out was named in a warning.
-        return Ok(crate::error::exit::INCOMPLETE);
+        return Ok(Outcome::Incomplete);
     }
-    Ok(0)
+    Ok(Outcome::Success)
 }

@@ -1,13 +1,13 @@
-use super::GlobalOptions;
-use crate::error::{Error, Result};
+use super::args::SelectionArgs;
+use super::{GlobalOptions, Outcome};
+use ocvault::commands::rewrite::{self, RewriteOptions};
+use ocvault::error::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Snapshots to rewrite (ids or unique prefixes)
-    ids: Vec<String>,
-    /// Rewrite every snapshot
-    #[arg(long, conflicts_with = "ids")]
-    all: bool,
+    /// Snapshots to rewrite
+    #[command(flatten)]
+    selection: SelectionArgs,
     /// Leave out paths matching this glob (repeatable); as for `snapshot --exclude`
     #[arg(long = "exclude", value_name = "GLOB", required = true)]
     excludes: Vec<String>,
@@ -16,39 +16,27 @@ pub struct Args {
     dry_run: bool,
 }
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
-    if a.ids.is_empty() && !a.all {
-        return Err(Error::usage("rewrite needs snapshot ids or --all"));
-    }
-    let repo = g.open()?;
-    crate::interrupt::install()?;
-    let snaps = repo.list_snapshots()?;
-    let chosen: Vec<_> = if a.all {
-        snaps.clone()
-    } else {
-        a.ids
-            .iter()
-            .map(|s| crate::snapshot::resolve(&snaps, s).cloned())
-            .collect::<Result<_>>()?
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    let opts = RewriteOptions {
+        selection: a.selection.selection(),
+        excludes: a.excludes,
+        dry_run: a.dry_run,
     };
-    let results = crate::rewrite::rewrite(&repo, &chosen, &a.excludes, a.dry_run)?;
-    if !a.dry_run {
-        crate::oplog::record(
-            &repo,
-            "rewrite",
-            "ok",
-            results.iter().filter_map(|r| r.new).collect(),
-        );
-    }
+    opts.selection.validate("rewrite", true)?;
+    let repo = g.open()?;
+    ocvault::interrupt::install()?;
+    let r = rewrite::rewrite(&repo, &opts, &super::command_line())?;
+    super::warn_all(&r.warnings);
     if g.json {
-        let v: Vec<_> = results
+        let v: Vec<_> = r
+            .rewritten
             .iter()
             .map(|r| serde_json::json!({"old": r.old.to_hex(), "new": r.new.map(|n| n.to_hex()), "removed_paths": r.removed_paths}))
             .collect();
         super::print_json(&v);
-        return Ok(0);
+        return Ok(Outcome::Success);
     }
-    for r in &results {
+    for r in &r.rewritten {
         match (&r.new, r.removed_paths.is_empty()) {
             (_, true) => println!("{}: nothing to exclude", r.old.short()),
             (Some(n), false) => println!(
@@ -67,5 +55,5 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             println!("    {p}");
         }
     }
-    Ok(0)
+    Ok(Outcome::Success)
 }

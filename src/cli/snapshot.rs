@@ -1,7 +1,10 @@
-use super::GlobalOptions;
-use crate::archiver::{self, ParentChoice, Progress, SnapshotOptions, StreamSource};
-use crate::error::{exit, Error, Result};
+use super::{GlobalOptions, Outcome};
+use indicatif::HumanBytes;
+use ocvault::archiver::{ParentChoice, Progress, SnapshotOptions, SnapshotOutcome, StreamSource};
+use ocvault::commands::snapshot;
+use ocvault::error::{Error, Result};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -45,157 +48,140 @@ pub struct Args {
     command_shell: bool,
 }
 
-/// Starts the dump command; its standard error passes through, its exit status is checked
-/// after its output has been read in full.
-fn command_source(cmd: &str, shell: bool, name: &str) -> Result<StreamSource> {
-    let argv: Vec<String> = if shell {
-        vec!["sh".into(), "-c".into(), cmd.into()]
-    } else {
-        shell_words::split(cmd).map_err(|e| Error::usage(format!("cannot parse --command: {e}")))?
-    };
-    let (prog, args) = argv
-        .split_first()
-        .ok_or_else(|| Error::usage("--command is empty"))?;
-    let mut child = std::process::Command::new(prog)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .map_err(|e| {
-            Error::other(format!(
-                "cannot run command {prog:?}: {e}; no snapshot saved"
-            ))
-        })?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let prog = prog.clone();
-    Ok(StreamSource {
-        name: name.to_string(),
-        reader: Box::new(stdout),
-        finish: Some(Box::new(move || {
-            let status = child
-                .wait()
-                .map_err(|e| Error::other(format!("waiting for {prog}: {e}")))?;
-            if status.success() {
-                Ok(())
+impl Args {
+    /// Usage errors found before the repository is opened, and the options for the archiver.
+    fn options(self) -> Result<SnapshotOptions> {
+        let mut excludes = self.excludes;
+        for f in &self.exclude_file {
+            excludes.extend(snapshot::read_exclude_file(f)?);
+        }
+        if self.paths.is_empty() && !self.stdin && self.command.is_none() {
+            return Err(Error::usage(
+                "nothing to back up: give paths, --stdin or --command",
+            ));
+        }
+        let time_unix_ns = self
+            .time
+            .as_deref()
+            .map(ocvault::snapshot::parse_time)
+            .transpose()?;
+        Ok(SnapshotOptions {
+            paths: self.paths,
+            // The source is opened (the command started) only once the repository is open.
+            stream: None,
+            tags: self.tags,
+            host: self.host,
+            time_unix_ns,
+            excludes,
+            parent: if self.force {
+                ParentChoice::None
             } else {
-                Err(Error::other(format!(
-                    "command {prog} failed ({status}); no snapshot saved"
-                )))
-            }
-        })),
-    })
+                self.parent
+                    .map(ParentChoice::Id)
+                    .unwrap_or(ParentChoice::Auto)
+            },
+        })
+    }
 }
 
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
-    let mut excludes = a.excludes.clone();
-    for f in &a.exclude_file {
-        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
-        excludes.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
-        );
-    }
-    if a.paths.is_empty() && !a.stdin && a.command.is_none() {
-        return Err(Error::usage(
-            "nothing to back up: give paths, --stdin or --command",
-        ));
-    }
-    let time = a
-        .time
-        .as_deref()
-        .map(crate::snapshot::parse_time)
-        .transpose()?;
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    let (command, shell, stdin, name) = (
+        a.command.clone(),
+        a.command_shell,
+        a.stdin,
+        a.stdin_filename.clone(),
+    );
+    let mut opts = a.options()?;
     let repo = g.open()?;
-    crate::interrupt::install()?;
-    let stream = match &a.command {
-        Some(cmd) => Some(command_source(cmd, a.command_shell, &a.stdin_filename)?),
-        None => a.stdin.then(|| StreamSource {
-            name: a.stdin_filename.clone(),
+    ocvault::interrupt::install()?;
+    opts.stream = match &command {
+        Some(cmd) => Some(snapshot::command_source(cmd, shell, &name)?),
+        None => stdin.then(|| StreamSource {
+            name,
             reader: Box::new(std::io::stdin()),
             finish: None,
         }),
     };
-    let opts = SnapshotOptions {
-        paths: a.paths,
-        stream,
-        tags: a.tags,
-        host: a.host,
-        time_unix_ns: time,
-        excludes,
-        parent: if a.force {
-            ParentChoice::None
-        } else {
-            a.parent.map(ParentChoice::Id).unwrap_or(ParentChoice::Auto)
-        },
-    };
     let progress = Arc::new(Progress::default());
-    let p = progress.clone();
-    let ticker = super::Ticker::start(g.show_progress(), None, move || {
-        (
-            p.bytes.load(Relaxed),
-            format!(
-                "{} files, {} added",
-                p.files.load(Relaxed),
-                super::human_bytes(p.bytes_added.load(Relaxed))
-            ),
-        )
-    });
-    // With --json: one status line a second on standard output, then the summary line.
-    let json_status = g.json.then(|| {
+    let display = ProgressDisplay::start(g, &progress);
+    let result = snapshot::snapshot(&repo, opts, &progress, &super::command_line());
+    drop(display);
+    let out = result?;
+    super::warn_all(&out.warnings);
+    print_summary(g.json, &out);
+    if out.snapshot.incomplete {
+        eprintln!(
+            "ocvault: snapshot {} is incomplete: {} source(s) could not be read",
+            out.id.short(),
+            out.snapshot.summary.errors
+        );
+        return Ok(Outcome::Incomplete);
+    }
+    Ok(Outcome::Success)
+}
+
+/// The progress bar on a terminal, and with --json one status line a second on standard
+/// output; both stop when dropped.
+struct ProgressDisplay {
+    _ticker: super::Ticker,
+    json_status: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+impl ProgressDisplay {
+    fn start(g: &GlobalOptions, progress: &Arc<Progress>) -> ProgressDisplay {
         let p = progress.clone();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let st = stop.clone();
-        let started = std::time::Instant::now();
-        let h = std::thread::spawn(move || {
-            let mut last = std::time::Instant::now();
-            while !st.load(Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                if last.elapsed() >= std::time::Duration::from_secs(1) {
-                    last = std::time::Instant::now();
-                    super::print_json(&serde_json::json!({
-                        "message_type": "status",
-                        "seconds_elapsed": started.elapsed().as_secs_f64(),
-                        "files_done": p.files.load(Relaxed),
-                        "bytes_done": p.bytes.load(Relaxed),
-                        "bytes_added": p.bytes_added.load(Relaxed),
-                    }));
-                }
-            }
+        let ticker = super::Ticker::start(g.show_progress(), None, move || {
+            (
+                p.bytes.load(Relaxed),
+                format!(
+                    "{} files, {} added",
+                    p.files.load(Relaxed),
+                    HumanBytes(p.bytes_added.load(Relaxed))
+                ),
+            )
         });
-        (stop, h)
-    });
-    let result = archiver::snapshot(&repo, opts, &progress);
-    if let Some((stop, h)) = json_status {
-        stop.store(true, Relaxed);
-        let _ = h.join();
-    }
-    let out = match result {
-        Ok(out) => {
-            let result = if out.snapshot.incomplete {
-                "incomplete"
-            } else {
-                "ok"
-            };
-            crate::oplog::record(&repo, "snapshot", result, vec![out.id]);
-            out
+        let json_status = g.json.then(|| {
+            let p = progress.clone();
+            let stop = Arc::new(AtomicBool::new(false));
+            let st = stop.clone();
+            let started = std::time::Instant::now();
+            let h = std::thread::spawn(move || {
+                let mut last = std::time::Instant::now();
+                while !st.load(Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    if last.elapsed() >= std::time::Duration::from_secs(1) {
+                        last = std::time::Instant::now();
+                        super::print_json(&serde_json::json!({
+                            "message_type": "status",
+                            "seconds_elapsed": started.elapsed().as_secs_f64(),
+                            "files_done": p.files.load(Relaxed),
+                            "bytes_done": p.bytes.load(Relaxed),
+                            "bytes_added": p.bytes_added.load(Relaxed),
+                        }));
+                    }
+                }
+            });
+            (stop, h)
+        });
+        ProgressDisplay {
+            _ticker: ticker,
+            json_status,
         }
-        Err(e) => {
-            // A snapshot refused before it wrote anything (bad arguments) changed nothing.
-            if !matches!(e, Error::Usage(_)) {
-                crate::oplog::record_failure(&repo, "snapshot", &e);
-            }
-            return Err(e);
-        }
-    };
-    drop(ticker);
-    for w in &out.warnings {
-        eprintln!("ocvault: warning: {w}");
     }
+}
+
+impl Drop for ProgressDisplay {
+    fn drop(&mut self) {
+        if let Some((stop, h)) = self.json_status.take() {
+            stop.store(true, Relaxed);
+            let _ = h.join();
+        }
+    }
+}
+
+fn print_summary(json: bool, out: &SnapshotOutcome) {
     let s = &out.snapshot.summary;
-    if g.json {
+    if json {
         super::print_json(&serde_json::json!({
             "message_type": "summary",
             "snapshot_id": out.id.to_hex(),
@@ -211,33 +197,24 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             "incomplete": out.snapshot.incomplete,
             "duration_seconds": s.duration_ms as f64 / 1000.0,
         }));
-    } else {
-        println!(
-            "files: {} new, {} changed, {} unmodified; {} read of {}",
-            s.files_new,
-            s.files_changed,
-            s.files_unmodified,
-            super::human_bytes(s.bytes_read),
-            super::human_bytes(s.bytes_total)
-        );
-        println!(
-            "added to the repository: {} ({} blobs)",
-            super::human_bytes(s.bytes_added),
-            s.blobs_added
-        );
-        println!(
-            "snapshot {} saved in {:.2}s",
-            out.id.short(),
-            s.duration_ms as f64 / 1000.0
-        );
+        return;
     }
-    if out.snapshot.incomplete {
-        eprintln!(
-            "ocvault: snapshot {} is incomplete: {} source(s) could not be read",
-            out.id.short(),
-            s.errors
-        );
-        return Ok(exit::INCOMPLETE);
-    }
-    Ok(exit::OK)
+    println!(
+        "files: {} new, {} changed, {} unmodified; {} read of {}",
+        s.files_new,
+        s.files_changed,
+        s.files_unmodified,
+        HumanBytes(s.bytes_read),
+        HumanBytes(s.bytes_total)
+    );
+    println!(
+        "added to the repository: {} ({} blobs)",
+        HumanBytes(s.bytes_added),
+        s.blobs_added
+    );
+    println!(
+        "snapshot {} saved in {:.2}s",
+        out.id.short(),
+        s.duration_ms as f64 / 1000.0
+    );
 }

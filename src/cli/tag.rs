@@ -1,12 +1,13 @@
-use super::GlobalOptions;
-use crate::backend::FileKind;
-use crate::error::{Error, Result};
+use super::args::SelectionArgs;
+use super::{GlobalOptions, Outcome};
+use ocvault::commands::tag::{self, TagOptions};
+use ocvault::error::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Snapshots to change (ids or unique prefixes)
-    #[arg(required = true)]
-    ids: Vec<String>,
+    /// Snapshots to change
+    #[command(flatten)]
+    selection: SelectionArgs,
     /// Add this tag (repeatable)
     #[arg(long = "add", value_name = "TAG")]
     add: Vec<String>,
@@ -15,46 +16,28 @@ pub struct Args {
     remove: Vec<String>,
 }
 
-/// Snapshot files are immutable: a changed snapshot is saved anew and the old file removed.
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
-    if a.add.is_empty() && a.remove.is_empty() {
-        return Err(Error::usage("tag needs --add or --remove"));
-    }
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    let opts = TagOptions {
+        selection: a.selection.selection(),
+        add: a.add,
+        remove: a.remove,
+    };
+    opts.validate()?;
     let repo = g.open()?;
-    let _session = crate::locks::MarkerGuard::acquire(&repo)?;
-    let snaps = repo.list_snapshots()?;
-    let mut changed = Vec::new();
-    for spec in &a.ids {
-        let (old, snap) = crate::snapshot::resolve(&snaps, spec)?.clone();
-        let mut s = snap.clone();
-        s.tags.retain(|t| !a.remove.contains(t));
-        s.tags.extend(a.add.iter().cloned());
-        s.tags.sort();
-        s.tags.dedup();
-        if s.tags == snap.tags {
-            continue;
-        }
-        let new = repo.save_snapshot(&s)?;
-        repo.backend.delete(&FileKind::Snapshot.path(&old))?;
-        changed.push((old, new));
-    }
-    crate::oplog::record(
-        &repo,
-        "tag",
-        "ok",
-        changed.iter().map(|(_, n)| *n).collect(),
-    );
+    let r = tag::tag(&repo, &opts, &super::command_line())?;
+    super::warn_all(&r.warnings);
     if g.json {
-        let v: Vec<_> = changed
+        let v: Vec<_> = r
+            .changed
             .iter()
             .map(|(o, n)| serde_json::json!({"old": o.to_hex(), "new": n.to_hex()}))
             .collect();
         super::print_json(&v);
     } else {
-        for (o, n) in &changed {
+        for (o, n) in &r.changed {
             println!("{} -> {}", o.short(), n.short());
         }
-        println!("{} snapshots changed", changed.len());
+        println!("{} snapshots changed", r.changed.len());
     }
-    Ok(0)
+    Ok(Outcome::Success)
 }

@@ -1,5 +1,5 @@
-use super::GlobalOptions;
-use crate::error::Result;
+use super::{GlobalOptions, Outcome};
+use ocvault::error::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -11,13 +11,13 @@ pub struct Args {
 /// Removes stale backup markers. Backups never wait on markers; only prune's deletion phase
 /// does, and only while a marker is fresh, so this is housekeeping, not a way out of a hang.
 /// A marker removed from a live writer makes that writer fail before it saves anything.
-pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
+pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let repo = g.open()?;
-    let removed = crate::locks::unlock(&repo, a.remove_all)?;
+    let removed = ocvault::locks::unlock(&repo, a.remove_all)?;
     if g.json {
         super::print_json(&serde_json::json!({"removed": removed}));
     } else {
         println!("removed {removed} backup markers");
     }
-    Ok(0)
+    Ok(Outcome::Success)
 }

@@ -1,0 +1,91 @@
+//! `find`: which snapshots hold paths matching a glob.
+
+use super::select::Selection;
+use crate::error::{Error, Result};
+use crate::format::Node;
+use crate::id::Id;
+use crate::index::Index;
+use crate::repository::Repository;
+
+#[derive(Clone, Debug, Default)]
+pub struct FindOptions {
+    /// Without '/', matched against names; with '/', against whole paths in the snapshot.
+    pub pattern: String,
+    /// Snapshots to search; no ids means every snapshot the filter lets through.
+    pub selection: Selection,
+}
+
+/// One matching path in one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Match {
+    pub snapshot: Id,
+    pub snapshot_time_unix_ns: i64,
+    /// Starts with `/`.
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl FindOptions {
+    /// The usage errors found without the repository.
+    pub fn validate(&self) -> Result<()> {
+        self.matcher()?;
+        self.selection.validate("find", false)
+    }
+
+    fn matcher(&self) -> Result<globset::GlobMatcher> {
+        Ok(globset::GlobBuilder::new(&self.pattern)
+            .literal_separator(self.pattern.contains('/'))
+            .build()
+            .map_err(|e| Error::usage(format!("invalid pattern {:?}: {e}", self.pattern)))?
+            .compile_matcher())
+    }
+}
+
+/// Every match, snapshot by snapshot (oldest first).
+pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Match>> {
+    opts.validate()?;
+    let by_path = opts.pattern.contains('/');
+    let glob = opts.matcher()?;
+    let index = repo.load_read_index()?;
+    let mut found = Vec::new();
+    for (id, snap) in opts.selection.select(&repo.list_snapshots()?)? {
+        walk(repo, &index, snap.tree, &mut |path, n| {
+            let hit = if by_path {
+                glob.is_match(path) || glob.is_match(path.trim_start_matches('/'))
+            } else {
+                glob.is_match(n.name_lossy())
+            };
+            if hit {
+                found.push(Match {
+                    snapshot: id,
+                    snapshot_time_unix_ns: snap.time_unix_ns,
+                    path: path.to_string(),
+                    size: n.size,
+                    mtime_ns: n.mtime_ns,
+                });
+            }
+        })?;
+    }
+    Ok(found)
+}
+
+/// Every node below `root` with its path. The one tree walk of `find`.
+fn walk(
+    repo: &Repository,
+    index: &Index,
+    root: Id,
+    visit: &mut dyn FnMut(&str, &Node),
+) -> Result<()> {
+    let mut stack: Vec<(Id, String)> = vec![(root, String::new())];
+    while let Some((t, dir)) = stack.pop() {
+        for n in repo.load_tree(index, &t)?.nodes {
+            let path = format!("{dir}/{}", n.name_lossy());
+            visit(&path, &n);
+            if let Some(s) = n.subtree {
+                stack.push((s, path));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! `key`: the key files (one per password) and the rules that keep the repository openable:
+//! never remove the last key, nor the one in use.
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::oplog::CommandLine;
+use crate::repository::{self, Repository};
+
+/// One key file, as `key list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: Id,
+    /// The key that opened the repository.
+    pub current: bool,
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+/// A new password and the Argon2id cost of its key file.
+pub struct NewKey<'a> {
+    pub password: &'a [u8],
+    pub kdf_memory_kib: u32,
+    pub kdf_iterations: u32,
+}
+
+/// What a key change did.
+#[derive(Clone, Debug, Default)]
+pub struct KeyChange {
+    pub added: Option<Id>,
+    pub removed: Option<Id>,
+    pub warnings: Vec<String>,
+}
+
+pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>> {
+    let mut out = Vec::new();
+    for (id, _) in repo.backend.list_ids(FileKind::Key)? {
+        let kf = repository::decode_key_file(&repo.backend.read(&FileKind::Key.path(&id))?)?;
+        out.push(KeyInfo {
+            id,
+            current: id == repo.key_id,
+            memory_kib: kf.kdf.memory_kib,
+            iterations: kf.kdf.iterations,
+            parallelism: kf.kdf.parallelism,
+        });
+    }
+    Ok(out)
+}
+
+/// Adds a key file for the same master key under a new password.
+pub fn add(repo: &Repository, new: &NewKey, command_line: &CommandLine) -> Result<KeyChange> {
+    let id = write(repo, new)?;
+    Ok(KeyChange {
+        added: Some(id),
+        removed: None,
+        warnings: log(repo, command_line, "key add"),
+    })
+}
+
+/// Removes the key whose id starts with `prefix`: not the last key, not the one in use.
+pub fn remove(repo: &Repository, prefix: &str, command_line: &CommandLine) -> Result<KeyChange> {
+    let keys = repo.backend.list_ids(FileKind::Key)?;
+    let want = prefix.to_ascii_lowercase();
+    let matches: Vec<Id> = keys
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| k.to_hex().starts_with(&want))
+        .collect();
+    let id = match matches[..] {
+        [id] => id,
+        [] => return Err(Error::usage(format!("no key with id {prefix}"))),
+        _ => return Err(Error::usage(format!("key id prefix {prefix} is ambiguous"))),
+    };
+    if keys.len() == 1 {
+        return Err(Error::usage(
+            "refusing to remove the last key: the repository could never be opened again",
+        ));
+    }
+    if id == repo.key_id {
+        return Err(Error::usage("refusing to remove the key in use; open the repository with another password to remove it"));
+    }
+    repo.backend.delete(&FileKind::Key.path(&id))?;
+    Ok(KeyChange {
+        added: None,
+        removed: Some(id),
+        warnings: log(repo, command_line, "key remove"),
+    })
+}
+
+/// Replaces the key in use by one under a new password (added first, so a failure in between
+/// leaves both).
+pub fn passwd(repo: &Repository, new: &NewKey, command_line: &CommandLine) -> Result<KeyChange> {
+    let id = write(repo, new)?;
+    repo.backend.delete(&FileKind::Key.path(&repo.key_id))?;
+    Ok(KeyChange {
+        added: Some(id),
+        removed: Some(repo.key_id),
+        warnings: log(repo, command_line, "key passwd"),
+    })
+}
+
+fn write(repo: &Repository, new: &NewKey) -> Result<Id> {
+    if new.password.is_empty() {
+        return Err(Error::usage("the new password is empty"));
+    }
+    repository::write_key_file(
+        &repo.backend,
+        &repo.master,
+        new.password,
+        new.kdf_memory_kib,
+        new.kdf_iterations,
+    )
+}
+
+fn log(repo: &Repository, command_line: &CommandLine, operation: &str) -> Vec<String> {
+    crate::oplog::record_or_warn(repo, command_line, operation, "ok", vec![])
+        .into_iter()
+        .collect()
+}
