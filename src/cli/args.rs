@@ -57,9 +57,26 @@ pub fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
-/// A size in bytes: a number, optionally with a unit (`500M`, `2GiB`, `100 kB`).
+/// A size in bytes: a number, optionally with a unit (`500M`, `2GiB`, `100 kB`). Every unit
+/// is a power of 1024, as in restic and in earlier ocvault (`2G` is 2 GiB): a scheduled job
+/// written with `--max-repack 2G` must not come to mean less. `bytesize` parses; it reads
+/// `KB`/`MB`/... as powers of 1000, so those are spelled as `KiB`/`MiB`/... first.
 pub fn size(s: &str) -> Result<u64, String> {
-    s.trim()
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let unit = unit.trim();
+    let binary = match unit.to_ascii_lowercase().as_str() {
+        "k" | "kb" => "KiB",
+        "m" | "mb" => "MiB",
+        "g" | "gb" => "GiB",
+        "t" | "tb" => "TiB",
+        _ => unit,
+    };
+    format!("{num} {binary}")
+        .trim()
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
         .map_err(|_| "want a size such as 500M or 2GiB".to_string())
@@ -105,9 +122,11 @@ mod tests {
 
     #[test]
     fn values_parse_as_documented() {
-        assert_eq!(size("500M"), Ok(500_000_000));
+        assert_eq!(size("500M"), Ok(500 << 20));
+        assert_eq!(size("2G"), Ok(2 << 30));
+        assert_eq!(size("3gb"), Ok(3 << 30));
         assert_eq!(size("2GiB"), Ok(2 << 30));
-        assert_eq!(size(" 100K "), Ok(100_000));
+        assert_eq!(size(" 100K "), Ok(100 << 10));
         assert_eq!(size("1.5 KiB"), Ok(1536));
         assert_eq!(size("12"), Ok(12));
         assert!(size("12 parsecs").is_err());
@@ -119,7 +138,7 @@ mod tests {
         assert!(matches!(read_data_subset("10%"), Ok(ReadData::Percent(p)) if p == 10.0));
         assert!(matches!(
             read_data_subset("2G"),
-            Ok(ReadData::Bytes(2_000_000_000))
+            Ok(ReadData::Bytes(0x8000_0000))
         ));
         assert!(read_data_subset("0%").is_err());
         assert_eq!(duration("2d12h").unwrap(), Duration::from_secs(60 * 3600));
