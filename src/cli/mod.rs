@@ -255,10 +255,9 @@ pub fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string(v).expect("JSON"));
 }
 
-/// A progress bar that redraws from counters on a background thread; a no-op when hidden.
+/// A progress bar that redraws from counters ten times a second; a no-op when hidden.
 pub struct Ticker {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
+    _redraw: Option<ocvault::periodic::Periodic>,
 }
 
 impl Ticker {
@@ -267,47 +266,37 @@ impl Ticker {
         total: Option<u64>,
         f: F,
     ) -> Ticker {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         if !show {
-            return Ticker { stop, handle: None };
+            return Ticker { _redraw: None };
         }
-        let s = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let bar = match total {
-                Some(t) => indicatif::ProgressBar::new(t).with_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-                    )
-                    .unwrap()
-                    .progress_chars("=> "),
-                ),
-                None => indicatif::ProgressBar::new_spinner().with_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{elapsed_precise} {spinner} {bytes} {bytes_per_sec} {msg}",
-                    )
-                    .unwrap(),
-                ),
-            };
-            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+        let bar = match total {
+            Some(t) => indicatif::ProgressBar::new(t).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .unwrap()
+                .progress_chars("=> "),
+            ),
+            None => indicatif::ProgressBar::new_spinner().with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} {spinner} {bytes} {bytes_per_sec} {msg}",
+                )
+                .unwrap(),
+            ),
+        };
+        let shown = bar.clone();
+        let redraw = ocvault::periodic::Periodic::start_with_finish(
+            "progress",
+            std::time::Duration::from_millis(100),
+            move || {
                 let (pos, msg) = f();
-                bar.set_position(pos);
-                bar.set_message(msg);
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            bar.finish_and_clear();
-        });
+                shown.set_position(pos);
+                shown.set_message(msg);
+            },
+            move || bar.finish_and_clear(),
+        );
         Ticker {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+            _redraw: Some(redraw),
         }
     }
 }

@@ -3,8 +3,8 @@ use indicatif::HumanBytes;
 use ocvault::archiver::{ParentChoice, Progress, SnapshotOptions, SnapshotOutcome, StreamSource};
 use ocvault::commands::snapshot;
 use ocvault::error::{Error, Result};
+use ocvault::periodic::Periodic;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -124,7 +124,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
 /// output; both stop when dropped.
 struct ProgressDisplay {
     _ticker: super::Ticker,
-    json_status: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    _json_status: Option<Periodic>,
 }
 
 impl ProgressDisplay {
@@ -142,39 +142,24 @@ impl ProgressDisplay {
         });
         let json_status = g.json.then(|| {
             let p = progress.clone();
-            let stop = Arc::new(AtomicBool::new(false));
-            let st = stop.clone();
             let started = std::time::Instant::now();
-            let h = std::thread::spawn(move || {
-                let mut last = std::time::Instant::now();
-                while !st.load(Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                    if last.elapsed() >= std::time::Duration::from_secs(1) {
-                        last = std::time::Instant::now();
-                        super::print_json(&serde_json::json!({
-                            "message_type": "status",
-                            "seconds_elapsed": started.elapsed().as_secs_f64(),
-                            "files_done": p.files.load(Relaxed),
-                            "bytes_done": p.bytes.load(Relaxed),
-                            "bytes_added": p.bytes_added.load(Relaxed),
-                        }));
-                    }
-                }
-            });
-            (stop, h)
+            Periodic::start(
+                "json-status",
+                std::time::Duration::from_secs(1),
+                move || {
+                    super::print_json(&serde_json::json!({
+                        "message_type": "status",
+                        "seconds_elapsed": started.elapsed().as_secs_f64(),
+                        "files_done": p.files.load(Relaxed),
+                        "bytes_done": p.bytes.load(Relaxed),
+                        "bytes_added": p.bytes_added.load(Relaxed),
+                    }));
+                },
+            )
         });
         ProgressDisplay {
             _ticker: ticker,
-            json_status,
-        }
-    }
-}
-
-impl Drop for ProgressDisplay {
-    fn drop(&mut self) {
-        if let Some((stop, h)) = self.json_status.take() {
-            stop.store(true, Relaxed);
-            let _ = h.join();
+            _json_status: json_status,
         }
     }
 }
