@@ -14,7 +14,8 @@ use crate::format::{
 use crate::id::Id;
 use crate::index::Index;
 use crate::pack::{self, PackBuilder};
-use crate::repository::Repository;
+use crate::repository::IndexedRepository;
+use crate::session::{IndexedWriteSession, WriteSession};
 use crate::tree::{self, NameCache};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
@@ -447,7 +448,7 @@ impl Excludes {
 
 /// Makes a snapshot of `opts.paths` and `opts.stream` and saves it.
 pub fn snapshot(
-    repo: &Repository,
+    session: &IndexedWriteSession,
     opts: SnapshotOptions,
     progress: &Progress,
 ) -> Result<SnapshotOutcome> {
@@ -501,8 +502,7 @@ pub fn snapshot(
         snap_paths.push(format!("stdin:{}", s.name));
     }
 
-    // Announce the backup before loading the index, so prune keeps what it may dedup against.
-    let marker = crate::locks::MarkerGuard::acquire(repo)?;
+    let repo = session.repo();
     let snaps = repo.list_snapshots()?;
     let parent = match &opts.parent {
         ParentChoice::None => None,
@@ -511,10 +511,9 @@ pub fn snapshot(
     };
     // Dedup only against the live index; parent trees may also be read from packs a concurrent
     // prune has marked. A parent that cannot be read only costs re-reading the files.
-    let indexes = repo.load_indexes()?;
-    let (index, read_index) = (&indexes.live, indexes.read());
+    let (index, read_index) = (repo.live_index(), repo.index());
     let parent_root = match &parent {
-        Some((_, s)) => repo.load_tree(read_index, &s.tree).ok(),
+        Some((_, s)) => repo.load_tree(&s.tree).ok(),
         None => None,
     };
 
@@ -523,12 +522,12 @@ pub fn snapshot(
     let mut stream = opts.stream;
 
     let (root, shared_counts, warnings, packed) = std::thread::scope(|outer| {
-        let packer = outer.spawn(|| run_packer(repo, pack_rx, progress));
+        let packer = outer.spawn(|| run_packer(session, pack_rx, progress));
         let shared = Shared {
-            keys: &repo.keys,
+            keys: repo.keys(),
             index,
-            chunker: Chunker::new(repo.config.chunker, repo.keys.chunker_seed()),
-            level: repo.config.compression_level,
+            chunker: Chunker::new(repo.config().chunker, repo.keys().chunker_seed()),
+            level: repo.config().compression_level,
             pending: (0..64).map(|_| Mutex::new(HashSet::new())).collect(),
             pack_tx,
             warnings: Mutex::new(Vec::new()),
@@ -622,7 +621,7 @@ pub fn snapshot(
     let (packed, root) = match (packed, root) {
         (Ok(p), Ok(r)) => (p, r),
         (Err(e), _) | (_, Err(e)) => {
-            marker.ensure_held()?;
+            session.ensure_held()?;
             return Err(e);
         }
     };
@@ -646,7 +645,7 @@ pub fn snapshot(
         summary,
         program_version: format!("ocvault {}", env!("CARGO_PKG_VERSION")),
     };
-    let id = repo.save_snapshot(&snapshot)?;
+    let id = session.save_snapshot(&snapshot)?;
     Ok(SnapshotOutcome {
         id,
         snapshot,
@@ -712,7 +711,7 @@ struct Walker<'a> {
     names: &'a NameCache,
     excludes: &'a Excludes,
     dir_tx: &'a Sender<DirJob>,
-    repo: &'a Repository,
+    repo: &'a IndexedRepository<'a>,
     /// Live index: a parent's content is reused only when every blob is in it.
     index: &'a Index,
     /// For reading parent trees.
@@ -744,9 +743,7 @@ impl<'a> Walker<'a> {
         match node.kind {
             NodeKind::Dir => {
                 let prev_tree = match prev.as_ref().and_then(|p| p.subtree) {
-                    Some(id) if self.read_index.contains(&id) => {
-                        self.repo.load_tree(self.read_index, &id).ok()
-                    }
+                    Some(id) if self.read_index.contains(&id) => self.repo.load_tree(&id).ok(),
                     _ => None,
                 };
                 let rx = self.dir(rs, path, prev_tree)?;
@@ -879,9 +876,14 @@ pub struct Packed {
 }
 
 /// Collects sealed blobs into packs, uploads them, and writes index files for uploaded packs.
-fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) -> Result<Packed> {
-    let target = repo.config.pack_target_size as usize;
-    let backend = &repo.backend;
+fn run_packer(
+    session: &WriteSession,
+    rx: Receiver<PackItem>,
+    progress: &Progress,
+) -> Result<Packed> {
+    let repo = session.repo();
+    let target = repo.config().pack_target_size as usize;
+    let backend = repo.backend();
     let new_builder = |t: BlobType| PackBuilder::for_backend(backend, t, target + (1 << 20));
     let mut data = new_builder(BlobType::Data);
     let mut trees = new_builder(BlobType::Tree);
@@ -897,7 +899,7 @@ fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) ->
                   uploads: &mut std::collections::VecDeque<_>,
                   uploaded: &mut Vec<IndexPack>,
                   err: &mut Option<Error>| {
-        let (handle, entry) = b.write(&repo.keys, backend);
+        let (handle, entry) = b.write(repo.keys(), backend);
         progress.bytes_added.fetch_add(entry.size, Relaxed);
         uploads.push_back((handle, entry));
         while uploads.len() > UPLOADS_IN_FLIGHT {
@@ -930,7 +932,7 @@ fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) ->
             finish(full, &mut uploads, &mut uploaded, &mut err);
         }
         if uploaded.len() >= PACKS_PER_INDEX && err.is_none() {
-            flush_index(repo, &mut uploaded, &mut out, &mut err);
+            flush_index(session, &mut uploaded, &mut out, &mut err);
         }
     }
     for b in [data, trees] {
@@ -942,7 +944,7 @@ fn run_packer(repo: &Repository, rx: Receiver<PackItem>, progress: &Progress) ->
         wait_upload(backend, h, e, &mut uploaded, &mut err);
     }
     if err.is_none() && !uploaded.is_empty() {
-        flush_index(repo, &mut uploaded, &mut out, &mut err);
+        flush_index(session, &mut uploaded, &mut out, &mut err);
     }
     match err {
         Some(e) => Err(e),
@@ -969,14 +971,14 @@ fn wait_upload(
 }
 
 fn flush_index(
-    repo: &Repository,
+    session: &WriteSession,
     uploaded: &mut Vec<IndexPack>,
     out: &mut Packed,
     err: &mut Option<Error>,
 ) {
     let packs = std::mem::take(uploaded);
     out.bytes_added += packs.iter().map(|p| p.size).sum::<u64>();
-    match repo.save_index(&IndexFile {
+    match session.save_index(&IndexFile {
         supersedes: Vec::new(),
         packs,
     }) {

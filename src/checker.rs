@@ -396,7 +396,7 @@ fn check_pass(
     )?;
     // Packs a prune has marked but not yet deleted are still readable: a backup that ran during
     // the prune may use them until a later prune puts them back into the index.
-    let listed: HashMap<String, u64> = repo.backend.list(FileKind::Pack)?.into_iter().collect();
+    let listed: HashMap<String, u64> = repo.backend().list(FileKind::Pack)?.into_iter().collect();
     // Likewise packs of index files that a concurrent (or killed) prune has superseded but
     // not yet deleted.
     let superseded: HashSet<Id> = index_files
@@ -516,7 +516,7 @@ fn check_pack_files(
         findings.add(path, problem, nblobs);
         bad_packs.insert(n);
     }
-    let max_header = crate::pack::max_header_len(repo.config.pack_target_size);
+    let max_header = crate::pack::max_header_len(repo.config().pack_target_size);
     for (path, size) in listed {
         if indexed_paths.contains(path) {
             continue;
@@ -528,7 +528,7 @@ fn check_pack_files(
             continue;
         };
         // A pack in no index: reclaimable if it is a real pack of this repository.
-        match crate::pack::read_header(&repo.backend, &repo.keys, &id, *size, max_header) {
+        match crate::pack::read_header(repo.backend(), repo.keys(), &id, *size, max_header) {
             Ok(_) => {
                 report.reclaimable.unreferenced_packs += 1;
                 report.reclaimable.unreferenced_pack_bytes += size;
@@ -577,7 +577,7 @@ fn read_packs(
         findings,
         bad_blobs: &bad_blobs,
         progress,
-        max_header: crate::pack::max_header_len(repo.config.pack_target_size),
+        max_header: crate::pack::max_header_len(repo.config().pack_target_size),
     };
     let (verified, trees) = (&carry.verified, &carry.trees);
     let verify = |n: &u32, on_tree: &dyn Fn(Id, Vec<u8>)| {
@@ -585,7 +585,7 @@ fn read_packs(
             verified.lock().unwrap().insert(index.pack(*n).id);
         }
     };
-    repo.backend.with_read_pool(|| {
+    repo.backend().with_read_pool(|| {
         tree_packs.par_iter().for_each(|n| {
             let on_tree =
                 |id: Id, raw: Vec<u8>| match crate::format::from_postcard::<Tree>(&raw, "tree") {
@@ -601,7 +601,7 @@ fn read_packs(
             verify(n, &on_tree);
         })
     });
-    repo.backend.with_read_pool(|| {
+    repo.backend().with_read_pool(|| {
         selected.par_iter().for_each(|n| verify(n, &|_, _| {}));
     });
     carry.data_packs_read += selected.len() as u64;
@@ -651,7 +651,7 @@ fn verify_pack(c: &PackCheck, n: u32, on_tree: &dyn Fn(Id, Vec<u8>)) -> bool {
             .unwrap()
             .extend(indexed.iter().map(|(id, _)| *id));
     };
-    let read = |offset: u64, len: u64| c.repo.backend.read_range(&path, offset, len);
+    let read = |offset: u64, len: u64| c.repo.backend().read_range(&path, offset, len);
     let size = info.size;
 
     // The header, from the pack's tail (a second read when it is longer than the first, never
@@ -665,11 +665,11 @@ fn verify_pack(c: &PackCheck, n: u32, on_tree: &dyn Fn(Id, Vec<u8>)) -> bool {
         }
     };
     let mut header = crate::pack::claimed_header_len(&tail, c.max_header)
-        .and_then(|_| crate::pack::parse_header_from_tail(&c.repo.keys, &tail, size));
+        .and_then(|_| crate::pack::parse_header_from_tail(c.repo.keys(), &tail, size));
     if let Ok(None) = header {
         let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap()) as u64;
         match read(size - hlen - 4, hlen + 4) {
-            Ok(t) => header = crate::pack::parse_header_from_tail(&c.repo.keys, &t, size),
+            Ok(t) => header = crate::pack::parse_header_from_tail(c.repo.keys(), &t, size),
             Err(e) => {
                 read_failed(e);
                 return false;
@@ -715,7 +715,8 @@ fn verify_pack(c: &PackCheck, n: u32, on_tree: &dyn Fn(Id, Vec<u8>)) -> bool {
                 break;
             }
             let sealed = &buf[(start - base) as usize..(end - base) as usize];
-            match crate::pack::open_blob(&c.repo.keys, info.blob_type, id, sealed, loc.raw_length) {
+            match crate::pack::open_blob(c.repo.keys(), info.blob_type, id, sealed, loc.raw_length)
+            {
                 Ok(raw) => {
                     if info.blob_type == BlobType::Tree {
                         on_tree(*id, raw);

@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 use crate::format::{BlobType, Snapshot, Tree};
 use crate::id::Id;
 use crate::index::Index;
-use crate::pack::{self, BlobWriter};
-use crate::repository::Repository;
+use crate::pack;
+use crate::repository::{IndexedRepository, Repository};
+use crate::session::{BlobWriter, IndexedWriteSession};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -44,15 +45,18 @@ fn identity(s: &Snapshot) -> (i64, &str, &str, Vec<&str>) {
     (s.time_unix_ns, &s.hostname, &s.username, paths)
 }
 
-pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> Result<CopyReport> {
-    if src.config.repository_id == dst.config.repository_id {
+/// Copies `selected` from `src` into the repository of the session `dst`.
+pub fn copy(
+    src: &IndexedRepository,
+    dst_session: &IndexedWriteSession,
+    selected: &[(Id, Snapshot)],
+) -> Result<CopyReport> {
+    let dst = dst_session.repo();
+    if src.config().repository_id == dst.config().repository_id {
         return Err(Error::usage(
             "source and destination are the same repository",
         ));
     }
-    // Announce the write before reading the index, as a backup does, so prune keeps what we
-    // deduplicate against.
-    let _marker = crate::locks::MarkerGuard::acquire(dst)?;
     let dst_snaps = dst.list_snapshots()?;
     let src_snaps = src.list_snapshots()?;
     let mut report = CopyReport::default();
@@ -71,9 +75,8 @@ pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> 
         return Ok(report);
     }
 
-    let src_index = src.load_read_index()?;
-    let dst_live = dst.load_index()?;
-    let dst_read = dst.load_read_index()?;
+    let src_index = src.index();
+    let (dst_live, dst_read) = (dst.live_index(), dst.index());
     let mut map: HashMap<Id, Id> = HashMap::new();
 
     // Seed the map from the latest copied pair of each backup group.
@@ -97,9 +100,9 @@ pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> 
         // A pair that cannot be walked only costs reading more data.
         let _ = seed_map(
             src,
-            &src_index,
+            src_index,
             dst,
-            &dst_read,
+            dst_read,
             &s.tree,
             &d.tree,
             &mut map,
@@ -112,7 +115,7 @@ pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> 
     let mut need: HashSet<Id> = HashSet::new();
     for (_, s) in &todo {
         collect(
-            src, &src_index, &dst_live, &map, &s.tree, &mut trees, &mut need,
+            src, src_index, dst_live, &map, &s.tree, &mut trees, &mut need,
         )?;
     }
 
@@ -125,12 +128,12 @@ pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> 
         by_pack.entry(loc.pack).or_default().push((*id, loc));
     }
     let packs: Vec<_> = by_pack.into_iter().collect();
-    let mut data = BlobWriter::new(dst, &dst_live, BlobType::Data);
+    let mut data = dst_session.blob_writer(BlobType::Data);
     for group in packs.chunks(PACKS_AT_ONCE) {
         crate::interrupt::check()?;
         let read: Vec<Result<Vec<ReadBlob>>> = group
             .par_iter()
-            .map(|(pack_no, blobs)| read_pack_blobs(src, &src_index, *pack_no, blobs, dst))
+            .map(|(pack_no, blobs)| read_pack_blobs(src, src_index, *pack_no, blobs, dst))
             .collect();
         for r in read {
             for (sid, did, raw) in r? {
@@ -142,13 +145,13 @@ pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> 
     }
 
     // Pass 3: trees, bottom up, with destination ids.
-    let mut tree_writer = BlobWriter::new(dst, &dst_live, BlobType::Tree);
+    let mut tree_writer = dst_session.blob_writer(BlobType::Tree);
     let mut roots = Vec::new();
     for (_, s) in &todo {
         roots.push(copy_tree(
             &s.tree,
             &trees,
-            &dst_live,
+            dst_live,
             &mut map,
             &mut tree_writer,
         )?);
@@ -163,7 +166,7 @@ pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> 
         let mut d = s.clone();
         d.tree = root;
         d.parent = s.parent.and_then(|p| new_ids.get(&p).copied());
-        let did = dst.save_snapshot(&d)?;
+        let did = dst_session.save_snapshot(&d)?;
         new_ids.insert(*sid, did);
         report.copied.push((sid.to_hex(), did.to_hex()));
     }
@@ -185,8 +188,8 @@ fn seed_map(
     if !seen.insert(*src_tree) {
         return Ok(());
     }
-    let a = src.load_tree(src_index, src_tree)?;
-    let b = dst.load_tree(dst_index, dst_tree)?;
+    let a = src.load_tree_in(src_index, src_tree)?;
+    let b = dst.load_tree_in(dst_index, dst_tree)?;
     map.insert(*src_tree, *dst_tree);
     for n in &a.nodes {
         // A destination rewritten since may lack nodes; only identical shapes are mapped.
@@ -217,7 +220,7 @@ fn collect(
     if trees.contains_key(tree_id) || mapped(map, dst_live, tree_id).is_some() {
         return Ok(());
     }
-    let tree = src.load_tree(src_index, tree_id)?;
+    let tree = src.load_tree_in(src_index, tree_id)?;
     for n in &tree.nodes {
         for c in &n.content {
             if mapped(map, dst_live, c).is_none() {
@@ -255,13 +258,13 @@ fn read_pack_blobs(
         .max()
         .unwrap_or(0);
     let path = crate::backend::FileKind::Pack.path(&pack.id);
-    let bytes = src.backend.read_range(&path, start, end - start)?;
+    let bytes = src.backend().read_range(&path, start, end - start)?;
     let mut out = Vec::with_capacity(blobs.len());
     for (id, l) in blobs {
         let at = (l.offset as u64 - start) as usize;
         let sealed = &bytes[at..at + l.length as usize];
-        let raw = pack::open_blob(&src.keys, BlobType::Data, id, sealed, l.raw_length)?;
-        let did = dst.keys.blob_id(&raw);
+        let raw = pack::open_blob(src.keys(), BlobType::Data, id, sealed, l.raw_length)?;
+        let did = dst.keys().blob_id(&raw);
         out.push((*id, did, raw));
     }
     Ok(out)

@@ -24,6 +24,7 @@ pub mod repository;
 pub mod restorer;
 pub mod retention;
 pub mod rewrite;
+pub mod session;
 pub mod snapshot;
 pub mod sparse;
 pub mod tree;

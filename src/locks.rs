@@ -1,6 +1,7 @@
 //! Backup markers (`locks/`): non-exclusive, never waited on by backups. Every command that
-//! writes packs, index files or snapshots holds a `MarkerGuard` for its whole run; prune's
-//! second phase deletes no pack marked after a writer started whose markers are still there.
+//! writes packs, index files or snapshots does so through a write session
+//! (`crate::session`), which holds a `MarkerGuard` for its whole life; prune's second phase
+//! deletes no pack marked after a writer started whose markers are still there.
 //!
 //! Nothing here trusts a host's clock (format-spec §11a argues the design):
 //! - *Order and age* come from the storage's own clock: the modification times the backend
@@ -19,7 +20,7 @@ use crate::crypto::SealKind;
 use crate::error::{Error, Result};
 use crate::format::BackupMarker;
 use crate::id::Id;
-use crate::repository::{Repository, WriteFence};
+use crate::repository::Repository;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,8 +57,7 @@ pub struct Markers {
 /// times closer than this are treated as possibly in either order.
 pub const CLOCK_SLACK_NS: i64 = 2_000_000_000;
 
-/// What a running session shares with its heartbeat thread and with the repository's write
-/// fence.
+/// What a running session shares with its heartbeat thread.
 struct Session {
     backend: crate::backend::Backend,
     keys: crate::crypto::Keys,
@@ -132,28 +132,17 @@ impl Session {
     }
 }
 
-impl WriteFence for Session {
-    fn before_write(&self) -> Result<()> {
-        self.still_held()
-    }
-    fn after_write(&self) -> Result<()> {
-        self.still_held()
-    }
-}
-
-/// Holds a backup marker for its lifetime, refreshes it on a thread, and fences the
-/// repository's index and snapshot writes (see the module comment).
-pub struct MarkerGuard<'a> {
-    repo: &'a Repository,
+/// Holds a backup marker for its lifetime and refreshes it on a thread (see the module
+/// comment). Only write sessions (`crate::session`) hold one.
+pub(crate) struct MarkerGuard {
     session: Arc<Session>,
     stop: Option<Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl<'a> MarkerGuard<'a> {
-    /// Writes the session's first marker and registers the session as the repository's write
-    /// fence. Fails if another session is registered on the same handle.
-    pub fn acquire(repo: &'a Repository) -> Result<MarkerGuard<'a>> {
+impl MarkerGuard {
+    /// Writes the session's first marker and starts its heartbeat.
+    pub(crate) fn acquire(repo: &Repository) -> Result<MarkerGuard> {
         let started = crate::snapshot::now_ns();
         let marker = BackupMarker {
             hostname: crate::snapshot::hostname(),
@@ -164,26 +153,29 @@ impl<'a> MarkerGuard<'a> {
         };
         let first = repo.save_file(FileKind::Lock, SealKind::Lock, &marker)?;
         let session = Arc::new(Session {
-            backend: repo.backend.clone(),
-            keys: repo.keys.clone(),
-            level: repo.config.compression_level,
+            backend: repo.backend().clone(),
+            keys: repo.keys().clone(),
+            level: repo.config().compression_level,
             marker,
             first,
             heartbeat: Mutex::new(None),
             lost: AtomicBool::new(false),
         });
-        if let Err(e) = repo.set_write_fence(Some(session.clone() as Arc<dyn WriteFence>)) {
-            let _ = repo.backend.delete(&FileKind::Lock.path(&first));
-            return Err(e);
-        }
         let (stop, stopped) = bounded(1);
         let s = session.clone();
         let thread = std::thread::Builder::new()
             .name("ocvault-heartbeat".into())
-            .spawn(move || s.heartbeat_loop(stopped))
-            .map_err(|e| Error::other(format!("cannot start the heartbeat thread: {e}")))?;
+            .spawn(move || s.heartbeat_loop(stopped));
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = repo.backend().delete(&FileKind::Lock.path(&first));
+                return Err(Error::other(format!(
+                    "cannot start the heartbeat thread: {e}"
+                )));
+            }
+        };
         Ok(MarkerGuard {
-            repo,
             session,
             stop: Some(stop),
             thread: Some(thread),
@@ -192,37 +184,34 @@ impl<'a> MarkerGuard<'a> {
 
     /// The storage's current time, read off a heartbeat marker written now; `None` when the
     /// service reports no modification times.
-    pub fn storage_now(&self) -> Result<Option<i64>> {
+    pub(crate) fn storage_now(&self) -> Result<Option<i64>> {
         self.session.still_held()?;
         self.session.beat()
     }
 
     /// This session's first marker, which `list_sessions` reports like any other.
-    pub fn first_marker(&self) -> Id {
+    pub(crate) fn first_marker(&self) -> Id {
         self.session.first
     }
 
     /// Fails if the session lost its first marker (see the module comment).
-    pub fn ensure_held(&self) -> Result<()> {
+    pub(crate) fn ensure_held(&self) -> Result<()> {
         self.session.still_held()
     }
 }
 
-impl Drop for MarkerGuard<'_> {
+impl Drop for MarkerGuard {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = self.repo.set_write_fence(None);
+        let backend = &self.session.backend;
         // Heartbeat first: a heartbeat left without its first marker holds prunes back.
         if let Some(id) = self.session.heartbeat.lock().unwrap().take() {
-            let _ = self.repo.backend.delete(&FileKind::Lock.path(&id));
+            let _ = backend.delete(&FileKind::Lock.path(&id));
         }
-        let _ = self
-            .repo
-            .backend
-            .delete(&FileKind::Lock.path(&self.session.first));
+        let _ = backend.delete(&FileKind::Lock.path(&self.session.first));
     }
 }
 
@@ -270,8 +259,8 @@ impl MarkerSession {
 pub fn list_sessions(repo: &Repository) -> Result<Markers> {
     let mut groups: HashMap<(String, u32, i64), MarkerSession> = HashMap::new();
     let mut unreadable = Vec::new();
-    for (id, _) in repo.backend.list_ids(FileKind::Lock)? {
-        let time = match repo.backend.modified_ns(&FileKind::Lock.path(&id)) {
+    for (id, _) in repo.backend().list_ids(FileKind::Lock)? {
+        let time = match repo.backend().modified_ns(&FileKind::Lock.path(&id)) {
             Ok(t) => t,
             Err(e) if crate::backend::is_not_found(&e) => continue,
             Err(e) => return Err(e),
@@ -313,71 +302,4 @@ pub fn list_sessions(repo: &Repository) -> Result<Markers> {
         sessions: groups.into_values().collect(),
         unreadable,
     })
-}
-
-/// Removes a session's marker files, heartbeats before the first marker.
-pub fn remove_session(repo: &Repository, s: &MarkerSession) -> Result<()> {
-    let heartbeats = s.files.iter().filter(|id| Some(**id) != s.first);
-    for id in heartbeats.chain(s.first.iter()) {
-        match repo.backend.delete(&FileKind::Lock.path(id)) {
-            Ok(()) => {}
-            Err(e) if crate::backend::is_not_found(&e) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Removes temporary files (`tmp/` of a local repository) that no write has touched for
-/// `stale_after()` by the storage clock (`storage_now`, the kernel's time on local disk): the
-/// remains of writes cut short by a killed or crashed client. A live write touches its file
-/// continuously and finishes within seconds. Returns how many were removed.
-pub fn remove_stale_temp_files(repo: &Repository, storage_now: Option<i64>) -> usize {
-    let (Some(dir), Some(now)) = (repo.backend.local_temp_dir(), storage_now) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let stale = e
-            .metadata()
-            .ok()
-            .filter(|m| m.is_file())
-            .and_then(|m| m.modified().ok())
-            .map(crate::backend::system_time_ns)
-            .is_some_and(|t| now - t > stale_after().as_nanos() as i64);
-        if stale && std::fs::remove_file(e.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
-}
-
-/// `unlock`: removes the markers of stale writer sessions (by the storage clock), or of every
-/// other session with `remove_all`, and temporary files no write has touched for
-/// `stale_after()`. Returns how many marker files were removed. Removing a live session's markers
-/// is safe: that writer then fails before it saves anything further.
-pub fn unlock(repo: &Repository, remove_all: bool) -> Result<usize> {
-    let own = MarkerGuard::acquire(repo)?;
-    let now = own.storage_now()?;
-    let Markers {
-        sessions,
-        unreadable,
-    } = list_sessions(repo)?;
-    let mut removed = 0;
-    for s in sessions {
-        if s.files.contains(&own.first_marker()) || !(remove_all || s.is_stale(now)) {
-            continue;
-        }
-        remove_session(repo, &s)?;
-        removed += s.files.len();
-    }
-    for (id, time) in unreadable {
-        let old =
-            matches!((now, time), (Some(n), Some(t)) if n - t > stale_after().as_nanos() as i64);
-        if (remove_all || old) && repo.backend.delete(&FileKind::Lock.path(&id)).is_ok() {
-            removed += 1;
-        }
-    }
-    remove_stale_temp_files(repo, now);
-    Ok(removed)
 }

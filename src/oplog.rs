@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::format::LogEntry;
 use crate::id::Id;
 use crate::repository::Repository;
+use crate::session::WriteSession;
 
 /// Masks what looks secret in an argument: the password of a URL (`scheme://user:secret@host`)
 /// and the value of `password=`-like options.
@@ -44,8 +45,8 @@ pub fn redact(arg: &str) -> String {
 }
 
 /// Adds one entry; failures to log are reported but never fail the operation itself.
-pub fn record(repo: &Repository, operation: &str, result: &str, snapshots: Vec<Id>) {
-    if let Err(e) = try_record(repo, operation, result, snapshots) {
+pub fn record(session: &WriteSession, operation: &str, result: &str, snapshots: Vec<Id>) {
+    if let Err(e) = try_record(session, operation, result, snapshots) {
         eprintln!("ocvault: warning: cannot write the operations log: {e}");
     }
 }
@@ -53,11 +54,25 @@ pub fn record(repo: &Repository, operation: &str, result: &str, snapshots: Vec<I
 /// Adds one entry for an operation that failed. A failure to log is not reported: it most
 /// likely has the same cause (full disk, read-only repository) as the error the user sees,
 /// and that error must stay the one line on standard error.
-pub fn record_failure(repo: &Repository, operation: &str, error: &crate::Error) {
-    let _ = try_record(repo, operation, &format!("error: {error}"), Vec::new());
+pub fn record_failure(session: &WriteSession, operation: &str, error: &crate::Error) {
+    let _ = try_record(session, operation, &format!("error: {error}"), Vec::new());
 }
 
-fn try_record(repo: &Repository, operation: &str, result: &str, snapshots: Vec<Id>) -> Result<()> {
+/// Like [`record_failure`], for a command that failed before it had a write session: one is
+/// started for the entry (a log entry points at nothing a prune could delete, so the session
+/// of the open repository is enough).
+pub fn record_failure_unindexed(repo: &Repository, operation: &str, error: &crate::Error) {
+    if let Ok(session) = repo.write_session() {
+        record_failure(&session, operation, error);
+    }
+}
+
+fn try_record(
+    session: &WriteSession,
+    operation: &str,
+    result: &str,
+    snapshots: Vec<Id>,
+) -> Result<()> {
     let entry = LogEntry {
         time_unix_ns: crate::snapshot::now_ns(),
         hostname: crate::snapshot::hostname(),
@@ -71,7 +86,8 @@ fn try_record(repo: &Repository, operation: &str, result: &str, snapshots: Vec<I
         result: result.to_string(),
         snapshots,
     };
-    repo.save_file(FileKind::Log, SealKind::Log, &entry)
+    session
+        .save_file(FileKind::Log, SealKind::Log, &entry)
         .map(|_| ())
 }
 

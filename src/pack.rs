@@ -4,11 +4,8 @@
 use crate::backend::{Backend, FileKind};
 use crate::crypto::{Keys, SealKind};
 use crate::error::{Error, Result};
-use crate::format::{self, BlobType, IndexFile, IndexPack, PackHeader, PackedBlob, Tree};
+use crate::format::{self, BlobType, IndexPack, PackHeader, PackedBlob};
 use crate::id::Id;
-use crate::index::Index;
-use crate::repository::Repository;
-use std::collections::{HashSet, VecDeque};
 
 /// Bytes a spilling pack builder holds before it appends them to its file.
 const SPILL_BYTES: usize = 1 << 20;
@@ -323,113 +320,6 @@ pub fn seal_blob(keys: &Keys, blob_type: BlobType, id: &Id, raw: &[u8], level: i
     format::frame_into(raw, level, &mut buf);
     keys.seal_in_place(kind, &id.0, &mut buf);
     buf
-}
-
-/// Writes blobs of one type into packs, deduplicated against an index and against what it
-/// wrote itself; uploads run in the background, two at a time. `finish` indexes them.
-pub struct BlobWriter<'a> {
-    repo: &'a Repository,
-    index: &'a Index,
-    blob_type: BlobType,
-    pending: HashSet<Id>,
-    builder: PackBuilder,
-    uploads: VecDeque<(tokio::task::JoinHandle<Result<()>>, IndexPack)>,
-    written: Vec<IndexPack>,
-    /// Blobs and stored bytes this writer added.
-    pub blobs_added: u64,
-    pub bytes_added: u64,
-}
-
-impl<'a> BlobWriter<'a> {
-    pub fn new(repo: &'a Repository, index: &'a Index, blob_type: BlobType) -> Self {
-        BlobWriter {
-            repo,
-            index,
-            blob_type,
-            pending: HashSet::new(),
-            builder: PackBuilder::for_backend(&repo.backend, blob_type, 1 << 20),
-            uploads: VecDeque::new(),
-            written: Vec::new(),
-            blobs_added: 0,
-            bytes_added: 0,
-        }
-    }
-
-    /// Whether the repository has, or this writer will store, the blob.
-    pub fn has(&self, id: &Id) -> bool {
-        self.index.contains(id) || self.pending.contains(id)
-    }
-
-    /// Stores a blob whose id the caller computed from `raw`; returns whether it was new.
-    pub fn save(&mut self, id: Id, raw: &[u8]) -> Result<bool> {
-        if self.has(&id) {
-            return Ok(false);
-        }
-        self.pending.insert(id);
-        let sealed = seal_blob(
-            &self.repo.keys,
-            self.blob_type,
-            &id,
-            raw,
-            self.repo.config.compression_level,
-        );
-        self.builder.add(id, raw.len() as u32, &sealed);
-        self.blobs_added += 1;
-        if self.builder.len() >= self.repo.config.pack_target_size as usize {
-            self.flush_pack()?;
-        }
-        Ok(true)
-    }
-
-    /// Encodes and stores a tree; returns its id.
-    pub fn save_tree(&mut self, tree: &Tree) -> Result<Id> {
-        let raw = format::to_postcard(tree);
-        let id = self.repo.keys.blob_id(&raw);
-        self.save(id, &raw)?;
-        Ok(id)
-    }
-
-    fn flush_pack(&mut self) -> Result<()> {
-        let next = PackBuilder::for_backend(&self.repo.backend, self.blob_type, 1 << 20);
-        let b = std::mem::replace(&mut self.builder, next);
-        if b.is_empty() {
-            return Ok(());
-        }
-        let (h, entry) = b.write(&self.repo.keys, &self.repo.backend);
-        self.bytes_added += entry.size;
-        self.uploads.push_back((h, entry));
-        while self.uploads.len() > 2 {
-            self.wait_one()?;
-        }
-        Ok(())
-    }
-
-    fn wait_one(&mut self) -> Result<()> {
-        if let Some((h, entry)) = self.uploads.pop_front() {
-            self.repo
-                .backend
-                .runtime()
-                .block_on(h)
-                .map_err(|e| Error::other(format!("upload task failed: {e}")))??;
-            self.written.push(entry);
-        }
-        Ok(())
-    }
-
-    /// Uploads the last pack, waits for every upload, and indexes everything written.
-    pub fn finish(mut self) -> Result<()> {
-        self.flush_pack()?;
-        while !self.uploads.is_empty() {
-            self.wait_one()?;
-        }
-        if !self.written.is_empty() {
-            self.repo.save_index(&IndexFile {
-                supersedes: vec![],
-                packs: std::mem::take(&mut self.written),
-            })?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::id::Id;
 use crate::index::Index;
 use crate::pack::PackBuilder;
 use crate::repository::Repository;
+use crate::session::WriteSession;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -64,7 +65,7 @@ pub struct PruneReport {
 fn mark_times(repo: &Repository, marks: &[(Id, PruneMark)]) -> Result<HashMap<Id, Option<i64>>> {
     let mut out = HashMap::new();
     for (id, _) in marks {
-        let t = match repo.backend.modified_ns(&FileKind::PruneMark.path(id)) {
+        let t = match repo.backend().modified_ns(&FileKind::PruneMark.path(id)) {
             Ok(t) => t,
             // Finished meanwhile by a concurrent prune: left out, so not judged twice.
             Err(e) if crate::backend::is_not_found(&e) => continue,
@@ -79,22 +80,21 @@ fn mark_times(repo: &Repository, marks: &[(Id, PruneMark)]) -> Result<HashMap<Id
 /// markers here (so they can no longer save anything, see `locks`), yet still count for this
 /// run: whatever they wrote before they noticed is then seen by the next prune's listing.
 fn running_writers(
-    repo: &Repository,
-    own: &crate::locks::MarkerGuard,
+    own: &WriteSession,
     now: Option<i64>,
 ) -> Result<Vec<crate::locks::MarkerSession>> {
     let crate::locks::Markers {
         sessions,
         unreadable,
-    } = crate::locks::list_sessions(repo)?;
-    let own = own.first_marker();
+    } = crate::locks::list_sessions(own.repo())?;
+    let own_marker = own.first_marker();
     let mut out = Vec::new();
     for s in sessions {
-        if s.files.contains(&own) {
+        if s.files.contains(&own_marker) {
             continue;
         }
         if s.is_stale(now) {
-            crate::locks::remove_session(repo, &s)?;
+            own.remove_marker_session(&s)?;
         }
         out.push(s);
     }
@@ -103,7 +103,7 @@ fn running_writers(
     for (id, time) in unreadable {
         let old = matches!((now, time), (Some(n), Some(t)) if n - t > crate::locks::stale_after().as_nanos() as i64);
         if old {
-            let _ = repo.backend.delete(&FileKind::Lock.path(&id));
+            let _ = own.delete(FileKind::Lock, &id);
         }
     }
     Ok(out)
@@ -111,7 +111,7 @@ fn running_writers(
 
 fn load_marks(repo: &Repository) -> Result<Vec<(Id, PruneMark)>> {
     let mut out = Vec::new();
-    for (id, _) in repo.backend.list_ids(FileKind::PruneMark)? {
+    for (id, _) in repo.backend().list_ids(FileKind::PruneMark)? {
         match repo.load_file(FileKind::PruneMark, SealKind::PruneMark, &id) {
             Ok(m) => out.push((id, m)),
             // Finished by a concurrent prune between listing and reading.
@@ -130,7 +130,7 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[Id]) -> Result<Hash
         if !used.insert(t) {
             continue;
         }
-        let tree = repo.load_tree(index, &t).map_err(|e| {
+        let tree = repo.load_tree_in(index, &t).map_err(|e| {
             Error::other(format!(
                 "cannot read tree {}: {e}; run `ocvault check` — prune stops rather than guess",
                 t.short()
@@ -146,14 +146,11 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[Id]) -> Result<Hash
     Ok(used)
 }
 
-pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    if opts.dry_run {
-        return prune_in(repo, None, opts);
-    }
-    // A prune writes packs and index files like a backup, and holds a marker like one: a
-    // second prune running at the same time then treats it as a running backup (§11a).
-    let session = crate::locks::MarkerGuard::acquire(repo)?;
-    prune_in(repo, Some(&session), opts).map_err(|e| {
+/// Prunes under `session`'s marker: a prune writes packs and index files like a backup, and
+/// holds a marker like one, so a second prune running at the same time treats it as a running
+/// backup (§11a).
+pub fn prune(session: &WriteSession, opts: &PruneOptions) -> Result<PruneReport> {
+    prune_in(session.repo(), Some(session), opts).map_err(|e| {
         // A prune judged stale by another one finds its view of the repository outdated
         // (packs gone): say why, not which file was missing.
         match session.ensure_held() {
@@ -163,9 +160,14 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     })
 }
 
+/// What [`prune`] would do, changing nothing.
+pub fn prune_dry_run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    prune_in(repo, None, opts)
+}
+
 fn prune_in(
     repo: &Repository,
-    session: Option<&crate::locks::MarkerGuard>,
+    session: Option<&WriteSession>,
     opts: &PruneOptions,
 ) -> Result<PruneReport> {
     let mut report = PruneReport {
@@ -263,7 +265,7 @@ fn prune_in(
 
     // Packs in no index and no mark: a crashed backup's leftovers or a running backup's work.
     let mut unindexed = Vec::new();
-    for (id, size) in repo.backend.list_ids(FileKind::Pack)? {
+    for (id, size) in repo.backend().list_ids(FileKind::Pack)? {
         if !live_pack_ids.contains(&id) && !marked.contains_key(&id) {
             unindexed.push(IndexPack {
                 id,
@@ -274,12 +276,12 @@ fn prune_in(
         }
     }
     report.unindexed_packs = unindexed.len() as u64;
-    if opts.dry_run {
+    let Some(session) = session.filter(|_| !opts.dry_run) else {
         report.marks_pending = marks.len() as u64;
         return Ok(report);
-    }
+    };
 
-    let (new_packs, retired) = repack_packs(repo, &live, &index_packs, &used, &repack)?;
+    let (new_packs, retired) = repack_packs(session, &live, &index_packs, &used, &repack)?;
     report.bytes_repacked_written = new_packs.iter().map(|p| p.size).sum();
 
     // One consolidated index of what stays, superseding every index file read above. Written in
@@ -294,7 +296,7 @@ fn prune_in(
     keep.extend(recovered);
     let changed = !dropped.is_empty() || report.recovered_packs > 0 || loaded_ids.len() > 1;
     if changed {
-        write_consolidated(repo, keep, &loaded_ids)?;
+        write_consolidated(session, keep, &loaded_ids)?;
         report.index_files_replaced = loaded_ids.len() as u64;
     }
 
@@ -307,24 +309,23 @@ fn prune_in(
             marked_unix_ns: crate::snapshot::now_ns(),
             packs: to_mark,
         };
-        repo.save_file(FileKind::PruneMark, SealKind::PruneMark, &mark)?;
+        session.save_file(FileKind::PruneMark, SealKind::PruneMark, &mark)?;
     }
     if changed {
         for id in &loaded_ids {
-            repo.backend.delete(&FileKind::Index.path(id))?;
+            session.delete(FileKind::Index, id)?;
         }
     }
 
     // Phase 2.
     crate::interrupt::check()?;
-    let session = session.expect("not a dry run");
     // The storage's current time, read once for the marks, the markers and `tmp/`.
     let now = session.storage_now()?;
-    let (deleted, bytes, pending) = delete_marked(repo, session, now, opts.grace)?;
+    let (deleted, bytes, pending) = delete_marked(session, now, opts.grace)?;
     report.packs_deleted = deleted;
     report.bytes_deleted = bytes;
     report.marks_pending = pending;
-    crate::locks::remove_stale_temp_files(repo, now);
+    session.remove_stale_temp_files(now);
     Ok(report)
 }
 
@@ -364,18 +365,19 @@ fn usage_per_pack(
 /// Repack: copies the used sealed blobs of the packs to repack, as they are, into new packs.
 /// Returns the new packs and the index entries of the packs they replace.
 fn repack_packs(
-    repo: &Repository,
+    session: &WriteSession,
     live: &Index,
     index_packs: &HashMap<Id, &IndexPack>,
     used: &HashSet<Id>,
     repack: &[(u32, f64)],
 ) -> Result<(Vec<IndexPack>, Vec<IndexPack>)> {
+    let repo = session.repo();
     let mut new_packs: Vec<IndexPack> = Vec::new();
-    let target = repo.config.pack_target_size as usize;
+    let target = repo.config().pack_target_size as usize;
     let mut builders: HashMap<BlobType, PackBuilder> = HashMap::new();
     let flush = |b: PackBuilder, out: &mut Vec<IndexPack>| -> Result<()> {
-        let (bytes, entry) = b.finish(&repo.keys);
-        repo.backend.write(&FileKind::Pack.path(&entry.id), bytes)?;
+        let (bytes, entry) = b.finish(repo.keys());
+        session.write_pack(&entry.id, bytes)?;
         out.push(entry);
         Ok(())
     };
@@ -383,7 +385,7 @@ fn repack_packs(
     for (n, _) in repack {
         crate::interrupt::check()?;
         let info = live.pack(*n);
-        let bytes = repo.backend.read(&FileKind::Pack.path(&info.id))?;
+        let bytes = repo.backend().read(&FileKind::Pack.path(&info.id))?;
         if Id::of_stored_bytes(&bytes) != info.id {
             return Err(Error::corrupt(
                 FileKind::Pack.path(&info.id),
@@ -430,7 +432,11 @@ fn is_resolved_copy(live: &Index, pack: u32, blob: &crate::format::PackedBlob) -
 
 const BLOBS_PER_INDEX_FILE: usize = 100_000;
 
-fn write_consolidated(repo: &Repository, packs: Vec<IndexPack>, supersedes: &[Id]) -> Result<()> {
+fn write_consolidated(
+    session: &WriteSession,
+    packs: Vec<IndexPack>,
+    supersedes: &[Id],
+) -> Result<()> {
     let mut parts: Vec<Vec<IndexPack>> = vec![Vec::new()];
     let mut count = 0;
     for p in packs {
@@ -443,12 +449,12 @@ fn write_consolidated(repo: &Repository, packs: Vec<IndexPack>, supersedes: &[Id
     }
     let last = parts.pop().unwrap();
     for part in parts {
-        repo.save_index(&IndexFile {
+        session.save_index(&IndexFile {
             supersedes: vec![],
             packs: part,
         })?;
     }
-    repo.save_index(&IndexFile {
+    session.save_index(&IndexFile {
         supersedes: supersedes.to_vec(),
         packs: last,
     })?;
@@ -459,11 +465,11 @@ fn write_consolidated(repo: &Repository, packs: Vec<IndexPack>, supersedes: &[Id
 /// predate, all judged by the storage's clock (§11a). Returns (packs deleted, bytes deleted,
 /// marks still pending).
 fn delete_marked(
-    repo: &Repository,
-    session: &crate::locks::MarkerGuard,
+    session: &WriteSession,
     now: Option<i64>,
     grace: Duration,
 ) -> Result<(u64, u64, u64)> {
+    let repo = session.repo();
     let marks = load_marks(repo)?;
     let mark_times = mark_times(repo, &marks)?;
     let marks: Vec<_> = marks
@@ -473,7 +479,7 @@ fn delete_marked(
     // Order matters: first make sure every writer that may predate a mark has ended (its
     // marker goes only after its snapshot is saved), then list the snapshots, so each snapshot
     // that may use a marked pack is seen below.
-    let writers = running_writers(repo, session, now)?;
+    let writers = running_writers(session, now)?;
     if marks.is_empty() {
         return Ok((0, 0, 0));
     }
@@ -496,10 +502,10 @@ fn delete_marked(
         .into_iter()
         .map(|(_, s)| s.tree)
         .collect();
-    let indexes = repo.load_indexes()?;
-    let live = &indexes.live;
+    let indexed = repo.load_index()?;
+    let live = indexed.live_index();
     let live_packs: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
-    let used = used_blobs(repo, indexes.read(), &roots)?;
+    let used = used_blobs(repo, indexed.index(), &roots)?;
 
     // A marked pack a snapshot uses (a backup finished during the prune) goes back into the
     // index; the others are deleted.
@@ -540,14 +546,14 @@ fn delete_marked(
         }
     }
     if !recover.is_empty() {
-        repo.save_index(&IndexFile {
+        session.save_index(&IndexFile {
             supersedes: vec![],
             packs: recover,
         })?;
     }
     let (mut deleted, mut bytes) = (0, 0);
     for p in &doomed {
-        match repo.backend.delete(&FileKind::Pack.path(&p.id)) {
+        match session.delete(FileKind::Pack, &p.id) {
             Ok(()) => {
                 deleted += 1;
                 bytes += p.size;
@@ -557,7 +563,7 @@ fn delete_marked(
         }
     }
     for (mark_id, _) in &ready {
-        repo.backend.delete(&FileKind::PruneMark.path(mark_id))?;
+        session.delete(FileKind::PruneMark, mark_id)?;
     }
     Ok((deleted, bytes, pending))
 }

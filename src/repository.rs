@@ -11,15 +11,14 @@ use crate::id::Id;
 use crate::index::Index;
 use rayon::prelude::*;
 use serde::{de::DeserializeOwned, Serialize};
-use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 /// Files read from storage at once when loading many (index files, snapshots).
 const READS_IN_FLIGHT: usize = 16;
 
 /// The live index (for dedup) and, when prune marks exist, the index for reading.
-pub struct Indexes {
-    pub live: Index,
+pub(crate) struct Indexes {
+    live: Index,
     /// The live index plus marked packs and packs of superseded index files still present;
     /// `None` when there are none (it would equal `live`).
     marked: Option<Index>,
@@ -50,11 +49,10 @@ impl Indexes {
     pub fn read(&self) -> &Index {
         self.marked.as_ref().unwrap_or(&self.live)
     }
-
-    pub fn into_read(self) -> Index {
-        self.marked.unwrap_or(self.live)
-    }
 }
+
+/// The ids and sizes of the files in `prune/`, sorted.
+type MarkListing = Vec<(Id, u64)>;
 
 /// Settings fixed at `init`.
 #[derive(Clone, Debug)]
@@ -85,28 +83,21 @@ impl Default for InitOptions {
     }
 }
 
+/// An open repository: its storage, keys and config. Reading goes through it; loading the
+/// index gives an [`IndexedRepository`], and every write goes through a write session
+/// (`crate::session`), which holds a backup marker for its whole life.
 pub struct Repository {
-    pub backend: Backend,
-    pub keys: Keys,
-    pub config: Config,
+    backend: Backend,
+    keys: Keys,
+    config: Config,
     /// The key file that opened the repository.
-    pub key_id: Id,
+    key_id: Id,
     /// Kept for adding keys; zeroized on drop.
-    pub master: MasterKey,
-    /// The write session (a backup marker, `locks::MarkerGuard`) that index and snapshot
-    /// writes go through; without one they are refused.
-    fence: Mutex<Option<Arc<dyn WriteFence>>>,
-}
-
-/// What index and snapshot writes check before and after they store a file: that the backup
-/// marker protecting everything they point to is still held (format-spec §11a).
-pub trait WriteFence: Send + Sync {
-    fn before_write(&self) -> Result<()>;
-    fn after_write(&self) -> Result<()>;
+    master: MasterKey,
 }
 
 impl Repository {
-    pub fn new(
+    pub(crate) fn new(
         backend: Backend,
         keys: Keys,
         config: Config,
@@ -119,38 +110,28 @@ impl Repository {
             config,
             key_id,
             master,
-            fence: Mutex::new(None),
         }
     }
 
-    /// Registers (or with `None` removes) the write session; one at a time per handle.
-    pub fn set_write_fence(&self, fence: Option<Arc<dyn WriteFence>>) -> Result<()> {
-        let mut slot = self.fence.lock().unwrap();
-        if fence.is_some() && slot.is_some() {
-            return Err(Error::other(
-                "internal: a second write session on one repository handle",
-            ));
-        }
-        *slot = fence;
-        Ok(())
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
-    /// Stores an index file or snapshot inside the write session: refused without one, and
-    /// withdrawn (deleted again) if the session turns out to have lost its marker meanwhile.
-    fn save_fenced<T: Serialize>(&self, kind: FileKind, seal: SealKind, value: &T) -> Result<Id> {
-        let fence = self.fence.lock().unwrap().clone().ok_or_else(|| {
-            Error::other(format!(
-                "internal: a {} written outside a write session",
-                kind.prefix()
-            ))
-        })?;
-        fence.before_write()?;
-        let id = self.save_file(kind, seal, value)?;
-        if let Err(e) = fence.after_write() {
-            let _ = self.backend.delete(&kind.path(&id));
-            return Err(e);
-        }
-        Ok(id)
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The key file that opened the repository.
+    pub fn key_id(&self) -> Id {
+        self.key_id
+    }
+
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
     }
 
     /// Creates a new repository; refuses when one is already there.
@@ -207,29 +188,20 @@ impl Repository {
     /// Opens a repository: checks the format version, then finds a key the password opens.
     pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
         let config_bytes = Self::probe(&backend)?;
-        let version = read_config_version(&config_bytes)?;
         let (master, key_id) = open_master_key(&backend, password)?;
         let keys = master.derive();
-        let framed = keys
-            .open(
-                SealKind::Config,
-                &version.to_le_bytes(),
-                &config_bytes[12..],
-            )
-            .map_err(|_| Error::corrupt("config", "authentication failed"))?;
-        let config: Config =
-            format::from_postcard(&format::unframe(&framed, 1 << 20, "config")?, "config")?;
-        if config.version != version {
-            return Err(Error::corrupt(
-                "config",
-                "sealed version differs from the clear one",
-            ));
-        }
+        let config = decode_config(&keys, &config_bytes)?;
         Ok(Repository::new(backend, keys, config, key_id, master))
     }
 
-    /// Seals and stores a structured file; its name is the hash of the stored bytes.
-    pub fn save_file<T: Serialize>(&self, kind: FileKind, seal: SealKind, value: &T) -> Result<Id> {
+    /// Seals and stores a structured file; its name is the hash of the stored bytes. Only
+    /// write sessions (`crate::session`) and the marker they hold call this.
+    pub(crate) fn save_file<T: Serialize>(
+        &self,
+        kind: FileKind,
+        seal: SealKind,
+        value: &T,
+    ) -> Result<Id> {
         let sealed = self.keys.seal(
             seal,
             &[],
@@ -270,10 +242,6 @@ impl Repository {
             &format::unframe(&framed, format::MAX_OBJECT_SIZE, &what)?,
             &what,
         )
-    }
-
-    pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
-        self.save_fenced(FileKind::Index, SealKind::Index, file)
     }
 
     /// Reads and decodes files of one kind: up to `READS_IN_FLIGHT` reads at once on the I/O
@@ -383,11 +351,6 @@ impl Repository {
             .collect()
     }
 
-    /// Loads every index file into the in-memory index.
-    pub fn load_index(&self) -> Result<Index> {
-        Ok(Index::from_files(self.load_index_files()?))
-    }
-
     /// Prune marks: packs taken out of the index, awaiting deletion.
     pub fn load_prune_marks(&self) -> Result<Vec<(Id, crate::format::PruneMark)>> {
         let mut out = Vec::new();
@@ -419,17 +382,6 @@ impl Repository {
         v
     }
 
-    /// The live index and the index for reading, from one read of the index files (then the
-    /// prune marks). The read index is the live one plus packs a prune has marked but not yet
-    /// deleted, so a snapshot saved by a backup that ran during the prune stays readable
-    /// until a later prune puts those packs back. It is never for dedup: new snapshots must
-    /// not come to depend on marked packs.
-    pub fn load_indexes(&self) -> Result<Indexes> {
-        let (files, marks) =
-            self.load_consistent(|r| r.load_index_files(), |r| r.load_prune_marks())?;
-        Ok(Indexes::build(files, &marks))
-    }
-
     /// Index files and prune marks as one consistent view. A prune writes a mark between its
     /// consolidated index and the deletion of what that supersedes, and puts a marked pack back
     /// into an index file before it deletes the mark, so a pack can move between the two while
@@ -440,27 +392,33 @@ impl Repository {
         files: impl Fn(&Repository) -> Result<F>,
         marks: impl Fn(&Repository) -> Result<M>,
     ) -> Result<(F, M)> {
+        let (f, m, _) = self.load_consistent_listing(files, marks)?;
+        Ok((f, m))
+    }
+
+    /// Like [`Self::load_consistent`], also returning the listing of `prune/` (sorted).
+    fn load_consistent_listing<F, M>(
+        &self,
+        files: impl Fn(&Repository) -> Result<F>,
+        marks: impl Fn(&Repository) -> Result<M>,
+    ) -> Result<(F, M, MarkListing)> {
         loop {
-            let before = self.backend.list_ids(FileKind::PruneMark)?;
+            let mut before = self.list_prune_marks()?;
             let f = files(self)?;
             let m = marks(self)?;
-            let mut after = self.backend.list_ids(FileKind::PruneMark)?;
-            let mut before = before;
+            let after = self.list_prune_marks()?;
             before.sort();
-            after.sort();
             if before == after {
-                return Ok((f, m));
+                return Ok((f, m, after));
             }
         }
     }
 
-    /// The index for reading (see `load_indexes`).
-    pub fn load_read_index(&self) -> Result<Index> {
-        Ok(self.load_indexes()?.into_read())
-    }
-
-    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        self.save_fenced(FileKind::Snapshot, SealKind::Snapshot, snap)
+    /// The ids and sizes of the prune marks present, sorted.
+    pub(crate) fn list_prune_marks(&self) -> Result<MarkListing> {
+        let mut marks = self.backend.list_ids(FileKind::PruneMark)?;
+        marks.sort();
+        Ok(marks)
     }
 
     /// Every snapshot, oldest first, and the damaged snapshot files.
@@ -508,8 +466,10 @@ impl Repository {
         found
     }
 
-    /// Reads one blob from its pack, opens it and checks its id.
-    pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
+    /// Reads one blob from its pack, opens it and checks its id; `index` says where it is.
+    /// For `prune` and `check`, which build their own index; everything else reads through
+    /// an [`IndexedRepository`].
+    pub fn read_blob_in(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
         let loc = index
             .get(id)
             .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
@@ -531,13 +491,70 @@ impl Repository {
         crate::pack::open_blob(&self.keys, pack.blob_type, id, &sealed, loc.raw_length)
     }
 
-    pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
-        let raw = self.read_blob(index, id)?;
+    /// Reads and decodes one tree; `index` says where it is (see [`Self::read_blob_in`]).
+    pub fn load_tree_in(&self, index: &Index, id: &Id) -> Result<Tree> {
+        let raw = self.read_blob_in(index, id)?;
         format::from_postcard(&raw, &format!("tree {}", id.short()))
     }
 
-    pub fn blob_type_of(&self, index: &Index, id: &Id) -> Option<BlobType> {
-        index.get(id).map(|l| index.pack(l.pack).blob_type)
+    /// Loads the index: the repository can then read blobs, and a write session can be had
+    /// from it to store new ones. The live index and the index for reading come from one
+    /// read of the index files (then the prune marks). The read index is the live one plus
+    /// packs a prune has marked but not yet deleted, so a snapshot saved by a backup that ran
+    /// during the prune stays readable until a later prune puts those packs back. It is never
+    /// for dedup: new snapshots must not come to depend on marked packs.
+    pub fn load_index(&self) -> Result<IndexedRepository<'_>> {
+        let (files, marks, listing) =
+            self.load_consistent_listing(|r| r.load_index_files(), |r| r.load_prune_marks())?;
+        Ok(IndexedRepository {
+            repo: self,
+            indexes: Indexes::build(files, &marks),
+            marks_listed: listing,
+        })
+    }
+}
+
+/// A repository with its index loaded. It picks the index itself: blobs and trees are read
+/// through the read index (which includes packs a prune has marked), while dedup in its write
+/// session uses the live one.
+pub struct IndexedRepository<'r> {
+    repo: &'r Repository,
+    pub(crate) indexes: Indexes,
+    /// The prune marks listed when the index was loaded (`prune/` ids and sizes, sorted):
+    /// a write session compares them with a listing made after its marker is stored.
+    pub(crate) marks_listed: MarkListing,
+}
+
+impl std::ops::Deref for IndexedRepository<'_> {
+    type Target = Repository;
+    fn deref(&self) -> &Repository {
+        self.repo
+    }
+}
+
+impl<'r> IndexedRepository<'r> {
+    /// The open repository this one indexes.
+    pub fn repository(&self) -> &'r Repository {
+        self.repo
+    }
+
+    /// The index for reading: the live index plus marked packs still present.
+    pub fn index(&self) -> &Index {
+        self.indexes.read()
+    }
+
+    /// The live index: what new data may be deduplicated against.
+    pub fn live_index(&self) -> &Index {
+        &self.indexes.live
+    }
+
+    /// Reads one blob from its pack, opens it and checks its id.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        self.repo.read_blob_in(self.index(), id)
+    }
+
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        self.repo.load_tree_in(self.index(), id)
     }
 }
 
@@ -623,6 +640,25 @@ fn foreign_repository_hint(backend: &Backend) -> String {
         return " (it looks like a restic repository)".into();
     }
     String::new()
+}
+
+/// Decodes the `config` file with the repository's keys: the clear format version (refusing
+/// unknown ones), then the sealed settings, which must name the same version. The one decoder
+/// behind `open`, `check` and the fuzz targets.
+pub fn decode_config(keys: &Keys, bytes: &[u8]) -> Result<Config> {
+    let version = read_config_version(bytes)?;
+    let framed = keys
+        .open(SealKind::Config, &version.to_le_bytes(), &bytes[12..])
+        .map_err(|_| Error::corrupt("config", "authentication failed"))?;
+    let config: Config =
+        format::from_postcard(&format::unframe(&framed, 1 << 20, "config")?, "config")?;
+    if config.version != version {
+        return Err(Error::corrupt(
+            "config",
+            "sealed version differs from the clear one",
+        ));
+    }
+    Ok(config)
 }
 
 pub fn read_config_version(bytes: &[u8]) -> Result<u32> {

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::format::{Node, NodeKind};
 use crate::id::Id;
 use crate::index::Index;
-use crate::repository::Repository;
+use crate::repository::{IndexedRepository, Repository};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -186,8 +186,7 @@ impl Failures {
 }
 
 pub fn restore(
-    repo: &Repository,
-    index: &Index,
+    indexed: &IndexedRepository,
     root: &Id,
     target: &Path,
     opts: &RestoreOptions,
@@ -206,6 +205,7 @@ pub fn restore(
         }
     }
     std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+    let (repo, index): (&Repository, &Index) = (indexed, indexed.index());
     let includes = build_globs(&opts.includes)?;
     let mut plan = Plan {
         dirs: Vec::new(),
@@ -351,7 +351,7 @@ fn write_contents(
             (group[0].pack, blobs, group)
         })
         .collect();
-    repo.backend.with_read_pool(|| {
+    repo.backend().with_read_pool(|| {
         packs
             .par_iter()
             .try_for_each(|(pack, blobs, places)| -> Result<()> {
@@ -376,11 +376,11 @@ fn write_contents(
                     }
                     let (group, tail) = rest.split_at(k);
                     rest = tail;
-                    let bytes = repo.backend.read_range(&path, start, end - start)?;
+                    let bytes = repo.backend().read_range(&path, start, end - start)?;
                     for &(pos, loc) in group {
                         let s = (loc.offset as u64 - start) as usize;
                         let raw = crate::pack::open_blob(
-                            &repo.keys,
+                            repo.keys(),
                             info.blob_type,
                             &index.at(pos).0,
                             &bytes[s..s + loc.length as usize],
@@ -509,7 +509,7 @@ fn verify_file(
         let loc = index.get(id).ok_or("blob not in the index")?;
         buf.resize(loc.raw_length as usize, 0);
         f.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        if repo.keys.blob_id(&buf) != *id {
+        if repo.keys().blob_id(&buf) != *id {
             return Err(format!("chunk {i} differs from the snapshot"));
         }
     }
@@ -553,7 +553,7 @@ fn walk(
     plan: &mut Plan,
     seen: &mut HashMap<(u64, u64), usize>,
 ) -> Result<bool> {
-    let tree = repo.load_tree(index, tree_id)?;
+    let tree = repo.load_tree_in(index, tree_id)?;
     let mut any = false;
     for node in tree.nodes {
         if node.name.is_empty()
@@ -682,12 +682,8 @@ const DUMP_GAP: u64 = 256 << 10;
 /// Writes one file's content to `out`. Consecutive blobs that lie together in a pack are read
 /// with one request; a window of such runs is opened on all cores while the one before it is
 /// written, so the output never waits for one blob at a time.
-pub fn dump(
-    repo: &Repository,
-    index: &Index,
-    node: &Node,
-    out: &mut dyn std::io::Write,
-) -> Result<u64> {
+pub fn dump(indexed: &IndexedRepository, node: &Node, out: &mut dyn std::io::Write) -> Result<u64> {
+    let (repo, index): (&Repository, &Index) = (indexed, indexed.index());
     if node.kind != NodeKind::File {
         return Err(Error::usage(format!(
             "{} is not a regular file",
@@ -716,7 +712,7 @@ pub fn dump(
         }
     }
     // built once: every window reads on it
-    let pool = repo.backend.read_pool();
+    let pool = repo.backend().read_pool();
     let decode = |window: &[std::ops::Range<usize>]| -> Result<Vec<Vec<u8>>> {
         let open_window = || -> Result<Vec<Vec<u8>>> {
             // one request per run, then every blob of the window opened on its own
@@ -739,7 +735,7 @@ pub fn dump(
                 .par_iter()
                 .map(|(bytes, (id, loc))| {
                     let blob_type = index.pack(loc.pack).blob_type;
-                    crate::pack::open_blob(&repo.keys, blob_type, id, bytes, loc.raw_length)
+                    crate::pack::open_blob(repo.keys(), blob_type, id, bytes, loc.raw_length)
                 })
                 .collect()
         };
@@ -808,7 +804,7 @@ fn read_run(
     let path = crate::backend::FileKind::Pack.path(&index.pack(first.pack).id);
     let start = first.offset as u64;
     let end = last.offset as u64 + last.length as u64;
-    repo.backend.read_range(&path, start, end - start)
+    repo.backend().read_range(&path, start, end - start)
 }
 
 #[cfg(test)]

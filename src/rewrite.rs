@@ -6,9 +6,8 @@ use crate::backend::FileKind;
 use crate::error::Result;
 use crate::format::{BlobType, Snapshot, Tree};
 use crate::id::Id;
-use crate::index::Index;
-use crate::pack::BlobWriter;
-use crate::repository::Repository;
+use crate::repository::IndexedRepository;
+use crate::session::{BlobWriter, IndexedWriteSession};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -20,31 +19,40 @@ pub struct Rewritten {
     pub removed_paths: Vec<String>,
 }
 
-/// Rewrites `snaps` without excluded paths; the originals are forgotten (deleted) unless
-/// `dry_run`. Snapshots with nothing to exclude are left as they are.
+/// Rewrites `snaps` without excluded paths; the originals are forgotten (deleted).
+/// Snapshots with nothing to exclude are left as they are. New trees dedup against the live
+/// index of the session, whose marker a concurrent prune respects (§11a).
 pub fn rewrite(
-    repo: &Repository,
+    session: &IndexedWriteSession,
     snaps: &[(Id, Snapshot)],
     patterns: &[String],
-    dry_run: bool,
+) -> Result<Vec<Rewritten>> {
+    rewrite_in(session.repo(), Some(session), snaps, patterns)
+}
+
+/// What [`rewrite`] would remove, changing nothing (no tree is stored).
+pub fn rewrite_dry_run(
+    repo: &IndexedRepository,
+    snaps: &[(Id, Snapshot)],
+    patterns: &[String],
+) -> Result<Vec<Rewritten>> {
+    rewrite_in(repo, None, snaps, patterns)
+}
+
+fn rewrite_in(
+    repo: &IndexedRepository,
+    session: Option<&IndexedWriteSession>,
+    snaps: &[(Id, Snapshot)],
+    patterns: &[String],
 ) -> Result<Vec<Rewritten>> {
     let excludes = Excludes::new(patterns)?;
-    // New trees dedup against the live index: announce the write before loading it, so a
-    // concurrent prune keeps what they may point to (§11a).
-    let _session = if dry_run {
-        None
-    } else {
-        Some(crate::locks::MarkerGuard::acquire(repo)?)
-    };
-    let indexes = repo.load_indexes()?;
-    let (index, live) = (indexes.read(), &indexes.live);
-    let mut writer = BlobWriter::new(repo, live, BlobType::Tree);
+    let mut writer = session.map(|s| s.blob_writer(BlobType::Tree));
     let mut out = Vec::new();
     let mut to_save = Vec::new();
     for (id, snap) in snaps {
         crate::interrupt::check()?;
         let mut removed = Vec::new();
-        let root = repo.load_tree(index, &snap.tree)?;
+        let root = repo.load_tree(&snap.tree)?;
         // The absolute source path of each top-level entry, so path globs match as at backup.
         let mut new_root = Tree::default();
         for mut node in root.nodes {
@@ -61,8 +69,7 @@ pub fn rewrite(
             if let Some(sub) = node.subtree {
                 node.subtree = Some(rewrite_tree(
                     repo,
-                    index,
-                    &mut writer,
+                    writer.as_mut(),
                     &excludes,
                     &sub,
                     &base,
@@ -79,13 +86,13 @@ pub fn rewrite(
             });
             continue;
         }
-        let tree = writer.save_tree(&new_root)?;
+        let tree = save_tree(repo, writer.as_mut(), &new_root)?;
         let mut s = snap.clone();
         s.tree = tree;
         s.excludes.extend(patterns.iter().cloned());
         to_save.push((*id, s, removed));
     }
-    if dry_run {
+    let (Some(session), Some(writer)) = (session, writer) else {
         return Ok(to_save
             .into_iter()
             .map(|(old, _, removed)| Rewritten {
@@ -95,13 +102,13 @@ pub fn rewrite(
             })
             .chain(out)
             .collect());
-    }
+    };
     // Trees first, then the new snapshots, then the old ones go.
     writer.finish()?;
     crate::interrupt::check()?;
     for (old, s, removed) in to_save {
-        let new = repo.save_snapshot(&s)?;
-        repo.backend.delete(&FileKind::Snapshot.path(&old))?;
+        let new = session.save_snapshot(&s)?;
+        session.delete(FileKind::Snapshot, &old)?;
         out.push(Rewritten {
             old,
             new: Some(new),
@@ -111,16 +118,23 @@ pub fn rewrite(
     Ok(out)
 }
 
+/// Stores a rewritten tree, or in a dry run (no writer) only computes its id.
+fn save_tree(repo: &IndexedRepository, writer: Option<&mut BlobWriter>, tree: &Tree) -> Result<Id> {
+    match writer {
+        Some(w) => w.save_tree(tree),
+        None => Ok(repo.keys().blob_id(&crate::format::to_postcard(tree))),
+    }
+}
+
 fn rewrite_tree(
-    repo: &Repository,
-    index: &Index,
-    writer: &mut BlobWriter,
+    repo: &IndexedRepository,
+    mut writer: Option<&mut BlobWriter>,
     excludes: &Excludes,
     tree_id: &Id,
     dir: &Path,
     removed: &mut Vec<String>,
 ) -> Result<Id> {
-    let tree = repo.load_tree(index, tree_id)?;
+    let tree = repo.load_tree(tree_id)?;
     let mut out = Tree {
         nodes: Vec::with_capacity(tree.nodes.len()),
     };
@@ -133,7 +147,12 @@ fn rewrite_tree(
         }
         if let Some(sub) = node.subtree {
             node.subtree = Some(rewrite_tree(
-                repo, index, writer, excludes, &sub, &path, removed,
+                repo,
+                writer.as_deref_mut(),
+                excludes,
+                &sub,
+                &path,
+                removed,
             )?);
         }
         out.nodes.push(node);
@@ -141,5 +160,5 @@ fn rewrite_tree(
     if removed.len() == before {
         return Ok(*tree_id);
     }
-    writer.save_tree(&out)
+    save_tree(repo, writer, &out)
 }

@@ -58,7 +58,8 @@ fn snapshot_dir(repo: &TestRepo, dir: &Path, extra: &[&str]) -> Written {
         .success();
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let lib = open_lib(repo);
-    let index = lib.load_index().unwrap();
+    let indexed = lib.load_index().unwrap();
+    let index = indexed.index();
     let mut w = Written {
         snapshot: v["snapshot_id"].as_str().unwrap().to_string(),
         ..Default::default()
@@ -292,8 +293,8 @@ fn index_entry_past_pack_end_and_unknown_file_are_found() {
         .find(|p| p.blob_type == BlobType::Data)
         .unwrap();
     pack.blobs[0].offset = pack.size as u32 + 1000;
-    let session = ocvault::locks::MarkerGuard::acquire(&lib).unwrap();
-    lib.save_index(&file).unwrap();
+    let session = lib.write_session().unwrap();
+    session.save_index(&file).unwrap();
     drop(session);
     std::fs::remove_file(old).unwrap();
     let (code, v) = check(&f.repo, &[]);
@@ -433,17 +434,20 @@ fn flipped_byte_in_every_kind_of_stored_file_is_found() {
         .assert()
         .success();
     let lib = open_lib(repo);
-    lib.save_file(
-        FileKind::Lock,
-        ocvault::crypto::SealKind::Lock,
-        &ocvault::format::BackupMarker {
-            hostname: "h".into(),
-            pid: 1,
-            started_unix_ns: 1,
-            heartbeat_unix_ns: 1,
-        },
-    )
-    .unwrap();
+    // Another session's marker, left behind.
+    lib.write_session()
+        .unwrap()
+        .save_file(
+            FileKind::Lock,
+            ocvault::crypto::SealKind::Lock,
+            &ocvault::format::BackupMarker {
+                hostname: "h".into(),
+                pid: 1,
+                started_unix_ns: 1,
+                heartbeat_unix_ns: 1,
+            },
+        )
+        .unwrap();
     drop(lib);
     assert_check_passes(repo, &["--read-data"]);
     let first = |dir: &str| {

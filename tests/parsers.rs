@@ -863,8 +863,10 @@ fn fuzz_seeds_from_a_real_repository() {
         ..InitOptions::default()
     };
     let repo = Repository::init(backend, b"password", &opts).unwrap();
+    let mut indexed = repo.load_index().unwrap();
+    let session = indexed.write_session().unwrap();
     let out = archiver::snapshot(
-        &repo,
+        &session,
         SnapshotOptions {
             paths: vec![src.clone()],
             tags: vec!["daily".into()],
@@ -873,11 +875,12 @@ fn fuzz_seeds_from_a_real_repository() {
         &Progress::default(),
     )
     .unwrap();
-    ocvault::oplog::record(&repo, "snapshot", "ok", vec![out.id]);
+    ocvault::oplog::record(&session, "snapshot", "ok", vec![out.id]);
+    drop(session);
 
     let mut seeds: Vec<(&str, String, Vec<u8>)> = Vec::new();
-    let b = &repo.backend;
-    let k = &repo.keys;
+    let b = repo.backend();
+    let k = repo.keys();
     let stored = |kind: FileKind| -> Vec<(Id, Vec<u8>)> {
         b.list_ids(kind)
             .unwrap()
@@ -901,7 +904,7 @@ fn fuzz_seeds_from_a_real_repository() {
     assert_eq!(
         format::from_postcard::<Config>(&format::unframe(&framed, 1 << 20, "c").unwrap(), "c")
             .unwrap(),
-        repo.config
+        repo.config().clone()
     );
     seeds.push(("config", "stored".into(), config.clone()));
     seeds.push(("config", "plain".into(), framed));

@@ -72,10 +72,13 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             .map(|spec| crate::snapshot::resolve(&snaps, spec).cloned())
             .collect::<Result<_>>()?
     };
-    let report = match crate::copy::copy(&src, &dst, &selected) {
+    let src = src.load_index()?;
+    let mut dst = dst.load_index()?;
+    let session = dst.write_session()?;
+    let report = match crate::copy::copy(&src, &session, &selected) {
         Ok(r) => r,
         Err(e) => {
-            crate::oplog::record(&dst, "copy", "failed", vec![]);
+            crate::oplog::record(&session, "copy", "failed", vec![]);
             return Err(e);
         }
     };
@@ -84,7 +87,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         .iter()
         .filter_map(|(_, d)| crate::id::Id::from_hex(d))
         .collect();
-    crate::oplog::record(&dst, "copy", "ok", new_ids);
+    crate::oplog::record(&session, "copy", "ok", new_ids);
     if g.json {
         super::print_json(&report);
     } else {

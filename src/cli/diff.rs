@@ -2,8 +2,7 @@ use super::GlobalOptions;
 use crate::error::Result;
 use crate::format::{Node, Tree};
 use crate::id::Id;
-use crate::index::Index;
-use crate::repository::Repository;
+use crate::repository::IndexedRepository;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,9 +25,9 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let snaps = repo.list_snapshots()?;
     let (_, s1) = crate::snapshot::resolve(&snaps, &a.first)?;
     let (_, s2) = crate::snapshot::resolve(&snaps, &a.second)?;
-    let index = repo.load_read_index()?;
+    let repo = repo.load_index()?;
     let mut out = Vec::new();
-    diff_trees(&repo, &index, Some(&s1.tree), Some(&s2.tree), "", &mut out)?;
+    diff_trees(&repo, Some(&s1.tree), Some(&s2.tree), "", &mut out)?;
     if g.json {
         super::print_json(&out);
         return Ok(0);
@@ -58,16 +57,15 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     Ok(0)
 }
 
-fn load(repo: &Repository, index: &Index, id: Option<&Id>) -> Result<Tree> {
+fn load(repo: &IndexedRepository, id: Option<&Id>) -> Result<Tree> {
     match id {
-        Some(id) => repo.load_tree(index, id),
+        Some(id) => repo.load_tree(id),
         None => Ok(Tree::default()),
     }
 }
 
 fn all_below(
-    repo: &Repository,
-    index: &Index,
+    repo: &IndexedRepository,
     node: &Node,
     path: &str,
     change: &'static str,
@@ -86,23 +84,15 @@ fn all_below(
         new_size,
     });
     if let Some(sub) = &node.subtree {
-        for n in repo.load_tree(index, sub)?.nodes {
-            all_below(
-                repo,
-                index,
-                &n,
-                &format!("{path}/{}", n.name_lossy()),
-                change,
-                out,
-            )?;
+        for n in repo.load_tree(sub)?.nodes {
+            all_below(repo, &n, &format!("{path}/{}", n.name_lossy()), change, out)?;
         }
     }
     Ok(())
 }
 
 fn diff_trees(
-    repo: &Repository,
-    index: &Index,
+    repo: &IndexedRepository,
     a: Option<&Id>,
     b: Option<&Id>,
     dir: &str,
@@ -111,7 +101,7 @@ fn diff_trees(
     if a == b {
         return Ok(());
     }
-    let (ta, tb) = (load(repo, index, a)?, load(repo, index, b)?);
+    let (ta, tb) = (load(repo, a)?, load(repo, b)?);
     let (mut i, mut j) = (0, 0);
     while i < ta.nodes.len() || j < tb.nodes.len() {
         let ord = match (ta.nodes.get(i), tb.nodes.get(j)) {
@@ -124,7 +114,6 @@ fn diff_trees(
                 let n = &ta.nodes[i];
                 all_below(
                     repo,
-                    index,
                     n,
                     &format!("{dir}/{}", n.name_lossy()),
                     "removed",
@@ -134,31 +123,17 @@ fn diff_trees(
             }
             std::cmp::Ordering::Greater => {
                 let n = &tb.nodes[j];
-                all_below(
-                    repo,
-                    index,
-                    n,
-                    &format!("{dir}/{}", n.name_lossy()),
-                    "added",
-                    out,
-                )?;
+                all_below(repo, n, &format!("{dir}/{}", n.name_lossy()), "added", out)?;
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
                 let (x, y) = (&ta.nodes[i], &tb.nodes[j]);
                 let path = format!("{dir}/{}", x.name_lossy());
                 if x.kind != y.kind {
-                    all_below(repo, index, x, &path, "removed", out)?;
-                    all_below(repo, index, y, &path, "added", out)?;
+                    all_below(repo, x, &path, "removed", out)?;
+                    all_below(repo, y, &path, "added", out)?;
                 } else if x.subtree.is_some() || y.subtree.is_some() {
-                    diff_trees(
-                        repo,
-                        index,
-                        x.subtree.as_ref(),
-                        y.subtree.as_ref(),
-                        &path,
-                        out,
-                    )?;
+                    diff_trees(repo, x.subtree.as_ref(), y.subtree.as_ref(), &path, out)?;
                 } else if x.content != y.content || x.link_target != y.link_target {
                     out.push(Change {
                         change: "changed",

@@ -16,12 +16,12 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         .compile_matcher();
     let by_path = a.pattern.contains('/');
     let repo = g.open()?;
-    let index = repo.load_read_index()?;
+    let repo = repo.load_index()?;
     let mut found = Vec::new();
     for (id, snap) in repo.list_snapshots()? {
         let mut stack: Vec<(Id, String)> = vec![(snap.tree, String::new())];
         while let Some((t, dir)) = stack.pop() {
-            for n in repo.load_tree(&index, &t)?.nodes {
+            for n in repo.load_tree(&t)?.nodes {
                 let path = format!("{dir}/{}", n.name_lossy());
                 let hit = if by_path {
                     glob.is_match(&path) || glob.is_match(path.trim_start_matches('/'))

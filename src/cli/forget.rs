@@ -181,15 +181,18 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     if a.dry_run {
         return Ok(0);
     }
+    // One session for the deletions and the prune after them: a second one would make the
+    // prune wait for this command as for a running backup.
+    let session = repo.write_session()?;
     for id in &remove {
-        repo.backend.delete(&FileKind::Snapshot.path(id))?;
+        session.delete(FileKind::Snapshot, id)?;
     }
-    crate::oplog::record(&repo, "forget", "ok", remove.clone());
+    crate::oplog::record(&session, "forget", "ok", remove.clone());
     if !g.json {
         println!("forgot {} snapshots", remove.len());
     }
     if a.prune {
-        super::prune::run_prune(g, &repo, &prune_opts)?;
+        super::prune::run_prune(g, &repo, Some(&session), &prune_opts)?;
     }
     Ok(0)
 }

@@ -61,18 +61,18 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     }
     let backend = g.backend(true)?;
     let repo = Repository::init(backend, &pw, &opts)?;
-    crate::oplog::record(&repo, "init", "ok", vec![]);
+    crate::oplog::record(&repo.write_session()?, "init", "ok", vec![]);
     if g.json {
         super::print_json(&serde_json::json!({
-            "repository": repo.backend.location(),
-            "repository_id": repo.config.repository_id.to_hex(),
-            "key_id": repo.key_id.to_hex(),
+            "repository": repo.backend().location(),
+            "repository_id": repo.config().repository_id.to_hex(),
+            "key_id": repo.key_id().to_hex(),
         }));
     } else {
         println!(
             "created repository {} at {}",
-            repo.config.repository_id.short(),
-            repo.backend.location()
+            repo.config().repository_id.short(),
+            repo.backend().location()
         );
     }
     Ok(0)

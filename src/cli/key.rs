@@ -40,15 +40,9 @@ struct NewPassword {
 
 impl NewPassword {
     /// Wraps the repository's master key under the new password in a new key file.
-    fn write_key(&self, repo: &crate::repository::Repository) -> Result<crate::Id> {
+    fn write_key(&self, session: &crate::session::WriteSession) -> Result<crate::Id> {
         let pw = self.read()?;
-        repository::write_key_file(
-            &repo.backend,
-            &repo.master,
-            &pw,
-            self.kdf_memory_kib,
-            self.kdf_iterations,
-        )
+        session.add_key(&pw, self.kdf_memory_kib, self.kdf_iterations)
     }
 
     fn read(&self) -> Result<Zeroizing<Vec<u8>>> {
@@ -81,14 +75,14 @@ impl NewPassword {
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let repo = g.open()?;
-    let keys = repo.backend.list_ids(FileKind::Key)?;
+    let keys = repo.backend().list_ids(FileKind::Key)?;
     match a.action {
         Action::List => {
             let mut rows = Vec::new();
             for (id, _) in &keys {
-                let bytes = repo.backend.read(&FileKind::Key.path(id))?;
+                let bytes = repo.backend().read(&FileKind::Key.path(id))?;
                 let kf = repository::decode_key_file(&bytes)?;
-                rows.push((id, kf, *id == repo.key_id));
+                rows.push((id, kf, *id == repo.key_id()));
             }
             if g.json {
                 let v: Vec<_> = rows
@@ -112,8 +106,9 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             }
         }
         Action::Add(np) => {
-            let id = np.write_key(&repo)?;
-            crate::oplog::record(&repo, "key add", "ok", vec![]);
+            let session = repo.write_session()?;
+            let id = np.write_key(&session)?;
+            crate::oplog::record(&session, "key add", "ok", vec![]);
             println!("added key {}", id.short());
         }
         Action::Remove { id } => {
@@ -132,21 +127,23 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
                     "refusing to remove the last key: the repository could never be opened again",
                 ));
             }
-            if *kid == repo.key_id {
+            if *kid == repo.key_id() {
                 return Err(Error::usage("refusing to remove the key in use; open the repository with another password to remove it"));
             }
-            repo.backend.delete(&FileKind::Key.path(kid))?;
-            crate::oplog::record(&repo, "key remove", "ok", vec![]);
+            let session = repo.write_session()?;
+            session.delete(FileKind::Key, kid)?;
+            crate::oplog::record(&session, "key remove", "ok", vec![]);
             println!("removed key {}", kid.short());
         }
         Action::Passwd(np) => {
-            let id = np.write_key(&repo)?;
-            repo.backend.delete(&FileKind::Key.path(&repo.key_id))?;
-            crate::oplog::record(&repo, "key passwd", "ok", vec![]);
+            let session = repo.write_session()?;
+            let id = np.write_key(&session)?;
+            session.delete(FileKind::Key, &repo.key_id())?;
+            crate::oplog::record(&session, "key passwd", "ok", vec![]);
             println!(
                 "password changed: key {} replaces {}",
                 id.short(),
-                repo.key_id.short()
+                repo.key_id().short()
             );
         }
     }

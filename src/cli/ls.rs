@@ -14,7 +14,7 @@ pub struct Args {
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
-    let index = repo.load_read_index()?;
+    let repo = repo.load_index()?;
     let (start, prefix) = match a
         .path
         .as_deref()
@@ -23,7 +23,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     {
         None => (snap.tree, String::new()),
         Some(p) => {
-            let node = crate::tree::find_node(&repo, &index, &snap.tree, p)?;
+            let node = crate::tree::find_node(&repo, &snap.tree, p)?;
             match node.subtree {
                 Some(t) => (t, format!("/{p}")),
                 None => {
@@ -35,7 +35,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     };
     let mut stack: Vec<(Id, String)> = vec![(start, prefix)];
     while let Some((tid, dir)) = stack.pop() {
-        let tree = repo.load_tree(&index, &tid)?;
+        let tree = repo.load_tree(&tid)?;
         let mut subdirs = Vec::new();
         for n in &tree.nodes {
             let path = format!("{dir}/{}", n.name_lossy());

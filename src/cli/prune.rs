@@ -2,6 +2,7 @@ use super::GlobalOptions;
 use crate::error::{Error, Result};
 use crate::prune::{self, PruneOptions, PruneReport};
 use crate::repository::Repository;
+use crate::session::WriteSession;
 
 #[derive(clap::Args, Clone)]
 pub struct PruneArgs {
@@ -55,17 +56,37 @@ impl PruneArgs {
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let opts = a.prune.options(a.dry_run)?;
     let repo = g.open()?;
-    run_prune(g, &repo, &opts)?;
+    if opts.dry_run {
+        run_prune(g, &repo, None, &opts)?;
+        return Ok(0);
+    }
+    let session = match repo.write_session() {
+        Ok(s) => s,
+        Err(e) => {
+            crate::oplog::record_failure_unindexed(&repo, "prune", &e);
+            return Err(e);
+        }
+    };
+    run_prune(g, &repo, Some(&session), &opts)?;
     Ok(0)
 }
 
-pub fn run_prune(g: &GlobalOptions, repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+/// Prunes under `session`, or without one (changing nothing) as a dry run.
+pub fn run_prune(
+    g: &GlobalOptions,
+    repo: &Repository,
+    session: Option<&WriteSession>,
+    opts: &PruneOptions,
+) -> Result<PruneReport> {
     crate::interrupt::install()?;
-    let r = prune::prune(repo, opts);
-    if !opts.dry_run {
+    let r = match session {
+        Some(s) => prune::prune(s, opts),
+        None => prune::prune_dry_run(repo, opts),
+    };
+    if let Some(session) = session {
         match &r {
             Ok(r) => crate::oplog::record(
-                repo,
+                session,
                 "prune",
                 &format!(
                     "ok: deleted {} packs, freed {} bytes",
@@ -73,7 +94,7 @@ pub fn run_prune(g: &GlobalOptions, repo: &Repository, opts: &PruneOptions) -> R
                 ),
                 vec![],
             ),
-            Err(e) => crate::oplog::record_failure(repo, "prune", e),
+            Err(e) => crate::oplog::record_failure(session, "prune", e),
         }
     }
     let r = r?;

@@ -31,15 +31,20 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             .map(|s| crate::snapshot::resolve(&snaps, s).cloned())
             .collect::<Result<_>>()?
     };
-    let results = crate::rewrite::rewrite(&repo, &chosen, &a.excludes, a.dry_run)?;
-    if !a.dry_run {
+    let mut repo = repo.load_index()?;
+    let results = if a.dry_run {
+        crate::rewrite::rewrite_dry_run(&repo, &chosen, &a.excludes)?
+    } else {
+        let session = repo.write_session()?;
+        let results = crate::rewrite::rewrite(&session, &chosen, &a.excludes)?;
         crate::oplog::record(
-            &repo,
+            &session,
             "rewrite",
             "ok",
             results.iter().filter_map(|r| r.new).collect(),
         );
-    }
+        results
+    };
     if g.json {
         let v: Vec<_> = results
             .iter()

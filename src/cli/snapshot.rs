@@ -167,7 +167,21 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         });
         (stop, h)
     });
-    let result = archiver::snapshot(&repo, opts, &progress);
+    let mut indexed = match repo.load_index() {
+        Ok(i) => i,
+        Err(e) => {
+            crate::oplog::record_failure_unindexed(&repo, "snapshot", &e);
+            return Err(e);
+        }
+    };
+    let session = match indexed.write_session() {
+        Ok(s) => s,
+        Err(e) => {
+            crate::oplog::record_failure_unindexed(&repo, "snapshot", &e);
+            return Err(e);
+        }
+    };
+    let result = archiver::snapshot(&session, opts, &progress);
     if let Some((stop, h)) = json_status {
         stop.store(true, Relaxed);
         let _ = h.join();
@@ -179,13 +193,13 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             } else {
                 "ok"
             };
-            crate::oplog::record(&repo, "snapshot", result, vec![out.id]);
+            crate::oplog::record(&session, "snapshot", result, vec![out.id]);
             out
         }
         Err(e) => {
             // A snapshot refused before it wrote anything (bad arguments) changed nothing.
             if !matches!(e, Error::Usage(_)) {
-                crate::oplog::record_failure(&repo, "snapshot", &e);
+                crate::oplog::record_failure(&session, "snapshot", &e);
             }
             return Err(e);
         }

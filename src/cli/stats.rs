@@ -21,7 +21,8 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             .map(|s| crate::snapshot::resolve(&snaps, s).cloned())
             .collect::<Result<_>>()?
     };
-    let index = repo.load_read_index()?;
+    let repo = repo.load_index()?;
+    let index = repo.index();
     let (mut logical, mut files) = (0u64, 0u64);
     let mut blobs: HashSet<Id> = HashSet::new();
     let mut seen_trees: HashSet<Id> = HashSet::new();
@@ -30,7 +31,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         let mut stack = vec![s.tree];
         while let Some(t) = stack.pop() {
             seen_trees.insert(t);
-            for n in repo.load_tree(&index, &t)?.nodes {
+            for n in repo.load_tree(&t)?.nodes {
                 if n.kind == NodeKind::File {
                     logical += n.size;
                     files += 1;
@@ -68,7 +69,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         0.0
     };
     let repo_bytes: u64 = repo
-        .backend
+        .backend()
         .list(crate::backend::FileKind::Pack)?
         .iter()
         .map(|(_, s)| s)

@@ -21,7 +21,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         return Err(Error::usage("tag needs --add or --remove"));
     }
     let repo = g.open()?;
-    let _session = crate::locks::MarkerGuard::acquire(&repo)?;
+    let session = repo.write_session()?;
     let snaps = repo.list_snapshots()?;
     let mut changed = Vec::new();
     for spec in &a.ids {
@@ -34,12 +34,12 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         if s.tags == snap.tags {
             continue;
         }
-        let new = repo.save_snapshot(&s)?;
-        repo.backend.delete(&FileKind::Snapshot.path(&old))?;
+        let new = session.save_snapshot(&s)?;
+        session.delete(FileKind::Snapshot, &old)?;
         changed.push((old, new));
     }
     crate::oplog::record(
-        &repo,
+        &session,
         "tag",
         "ok",
         changed.iter().map(|(_, n)| *n).collect(),

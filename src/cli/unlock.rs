@@ -13,7 +13,8 @@ pub struct Args {
 /// A marker removed from a live writer makes that writer fail before it saves anything.
 pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let repo = g.open()?;
-    let removed = crate::locks::unlock(&repo, a.remove_all)?;
+    let session = repo.write_session()?;
+    let removed = crate::session::unlock(&session, a.remove_all)?;
     if g.json {
         super::print_json(&serde_json::json!({"removed": removed}));
     } else {

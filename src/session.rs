@@ -1,0 +1,358 @@
+//! Write sessions: the only way to change a repository.
+//!
+//! A [`WriteSession`] holds a backup marker (`locks::MarkerGuard`) for its whole life, so a
+//! concurrent `prune` keeps what it may rely on (format-spec §11a), and checks before and
+//! after each snapshot or index file it stores that the marker is still there: a session a
+//! prune judged stale withdraws what it just wrote and fails with one clear line.
+//!
+//! Two kinds, by what they may store:
+//! - [`IndexedWriteSession`], from an [`IndexedRepository`]: the only way to get a
+//!   [`BlobWriter`], whose dedup uses the live index loaded under the session's marker.
+//!   `snapshot`, `copy` and `rewrite` use it.
+//! - [`WriteSession`], from an open [`Repository`]: snapshots, index files, prune marks, log
+//!   entries and key files, and deletions, but no new blobs. That is enough for writes that
+//!   add nothing new for a snapshot to point at: `tag` (a snapshot anew, same tree), `forget`,
+//!   `prune` (which builds its own index, strictly, under its marker), `unlock`, key changes
+//!   and log entries. Loading the index for them would cost time for nothing; holding the
+//!   marker anyway keeps one rule for every write and lets prune see every writer.
+//!
+//! A blob writer cannot be had without a session:
+//! ```compile_fail
+//! fn sneak(repo: &ocvault::repository::IndexedRepository) {
+//!     let _ = ocvault::session::BlobWriter::new(repo, ocvault::format::BlobType::Tree);
+//! }
+//! ```
+//! nor from a session of an open repository:
+//! ```compile_fail
+//! fn sneak(s: &ocvault::session::WriteSession) {
+//!     let _ = s.blob_writer(ocvault::format::BlobType::Tree);
+//! }
+//! ```
+
+use crate::backend::FileKind;
+use crate::crypto::SealKind;
+use crate::error::{Error, Result};
+use crate::format::{BlobType, IndexFile, IndexPack, Snapshot, Tree};
+use crate::id::Id;
+use crate::index::Index;
+use crate::locks::{stale_after, MarkerGuard, MarkerSession, Markers};
+use crate::pack::{seal_blob, PackBuilder};
+use crate::repository::{IndexedRepository, Repository};
+use serde::Serialize;
+use std::collections::{HashSet, VecDeque};
+
+/// Pack uploads a blob writer keeps in flight.
+const UPLOADS_IN_FLIGHT: usize = 2;
+
+/// A write session on an open repository (see the module comment): holds a backup marker
+/// and stores or deletes files, but cannot store blobs.
+pub struct WriteSession<'r> {
+    repo: &'r Repository,
+    marker: MarkerGuard,
+}
+
+impl Repository {
+    /// Starts a write session for changes that add no blobs (see the module comment).
+    pub fn write_session(&self) -> Result<WriteSession<'_>> {
+        Ok(WriteSession {
+            repo: self,
+            marker: MarkerGuard::acquire(self)?,
+        })
+    }
+}
+
+impl<'r> WriteSession<'r> {
+    pub fn repo(&self) -> &'r Repository {
+        self.repo
+    }
+
+    /// Stores a file that points at packs (a snapshot, an index file) under the marker:
+    /// refused once the marker is lost, and withdrawn (deleted again) if it turns out lost
+    /// right after the write.
+    fn save_fenced<T: Serialize>(&self, kind: FileKind, seal: SealKind, value: &T) -> Result<Id> {
+        self.marker.ensure_held()?;
+        let id = self.repo.save_file(kind, seal, value)?;
+        if let Err(e) = self.marker.ensure_held() {
+            let _ = self.repo.backend().delete(&kind.path(&id));
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        self.save_fenced(FileKind::Snapshot, SealKind::Snapshot, snap)
+    }
+
+    pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
+        self.save_fenced(FileKind::Index, SealKind::Index, file)
+    }
+
+    /// Stores a file that points at no pack (a log entry, a prune mark).
+    pub fn save_file<T: Serialize>(&self, kind: FileKind, seal: SealKind, value: &T) -> Result<Id> {
+        self.repo.save_file(kind, seal, value)
+    }
+
+    /// Stores a pack assembled whole in memory (prune's repack).
+    pub fn write_pack(&self, id: &Id, bytes: Vec<u8>) -> Result<()> {
+        self.repo.backend().write(&FileKind::Pack.path(id), bytes)
+    }
+
+    /// Deletes one file.
+    pub fn delete(&self, kind: FileKind, id: &Id) -> Result<()> {
+        self.repo.backend().delete(&kind.path(id))
+    }
+
+    /// Wraps the master key under a new password into a new key file; returns its id.
+    pub fn add_key(&self, password: &[u8], memory_kib: u32, iterations: u32) -> Result<Id> {
+        crate::repository::write_key_file(
+            self.repo.backend(),
+            self.repo.master(),
+            password,
+            memory_kib,
+            iterations,
+        )
+    }
+
+    /// The storage's current time, read off a heartbeat marker written now; `None` when the
+    /// service reports no modification times.
+    pub fn storage_now(&self) -> Result<Option<i64>> {
+        self.marker.storage_now()
+    }
+
+    /// This session's first marker, which `locks::list_sessions` reports like any other.
+    pub fn first_marker(&self) -> Id {
+        self.marker.first_marker()
+    }
+
+    /// Fails if the session lost its first marker (see `locks`).
+    pub fn ensure_held(&self) -> Result<()> {
+        self.marker.ensure_held()
+    }
+
+    /// Removes another session's marker files, heartbeats before the first marker.
+    pub fn remove_marker_session(&self, s: &MarkerSession) -> Result<()> {
+        let heartbeats = s.files.iter().filter(|id| Some(**id) != s.first);
+        for id in heartbeats.chain(s.first.iter()) {
+            match self.delete(FileKind::Lock, id) {
+                Ok(()) => {}
+                Err(e) if crate::backend::is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes temporary files (`tmp/` of a local repository) that no write has touched for
+    /// `stale_after()` by the storage clock (`storage_now`, the kernel's time on local disk):
+    /// the remains of writes cut short by a killed or crashed client. A live write touches its
+    /// file continuously and finishes within seconds. Returns how many were removed.
+    pub fn remove_stale_temp_files(&self, storage_now: Option<i64>) -> usize {
+        let (Some(dir), Some(now)) = (self.repo.backend().local_temp_dir(), storage_now) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let stale = e
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .and_then(|m| m.modified().ok())
+                .map(crate::backend::system_time_ns)
+                .is_some_and(|t| now - t > stale_after().as_nanos() as i64);
+            if stale && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+/// `unlock`: removes the markers of stale writer sessions (by the storage clock), or of every
+/// other session with `remove_all`, and temporary files no write has touched for
+/// `stale_after()`. Returns how many marker files were removed. Removing a live session's
+/// markers is safe: that writer then fails before it saves anything further.
+pub fn unlock(own: &WriteSession, remove_all: bool) -> Result<usize> {
+    let now = own.storage_now()?;
+    let Markers {
+        sessions,
+        unreadable,
+    } = crate::locks::list_sessions(own.repo())?;
+    let mut removed = 0;
+    for s in sessions {
+        if s.files.contains(&own.first_marker()) || !(remove_all || s.is_stale(now)) {
+            continue;
+        }
+        own.remove_marker_session(&s)?;
+        removed += s.files.len();
+    }
+    for (id, time) in unreadable {
+        let old =
+            matches!((now, time), (Some(n), Some(t)) if n - t > stale_after().as_nanos() as i64);
+        if (remove_all || old) && own.delete(FileKind::Lock, &id).is_ok() {
+            removed += 1;
+        }
+    }
+    own.remove_stale_temp_files(now);
+    Ok(removed)
+}
+
+/// A write session on an indexed repository: everything a [`WriteSession`] does, and blob
+/// writers that deduplicate against the live index.
+pub struct IndexedWriteSession<'r> {
+    session: WriteSession<'r>,
+    repo: &'r IndexedRepository<'r>,
+}
+
+impl<'a> IndexedRepository<'a> {
+    /// Starts a write session. Its marker is stored first; then the prune marks are listed
+    /// again, and if any appeared or went since the index was loaded, the index is loaded
+    /// anew. So the live index a blob writer dedups against never holds a pack that a prune
+    /// marked before this session's marker existed: a prune's second phase deletes a mark's
+    /// packs only when no session may predate the mark, and this one provably does not.
+    pub fn write_session(&mut self) -> Result<IndexedWriteSession<'_>> {
+        let marker = MarkerGuard::acquire(self.repository())?;
+        if self.repository().list_prune_marks()? != self.marks_listed {
+            let fresh = self.repository().load_index()?;
+            self.indexes = fresh.indexes;
+            self.marks_listed = fresh.marks_listed;
+        }
+        let repo: &IndexedRepository<'_> = self;
+        Ok(IndexedWriteSession {
+            session: WriteSession {
+                repo: repo.repository(),
+                marker,
+            },
+            repo,
+        })
+    }
+}
+
+impl<'r> std::ops::Deref for IndexedWriteSession<'r> {
+    type Target = WriteSession<'r>;
+    fn deref(&self) -> &Self::Target {
+        &self.session
+    }
+}
+
+impl<'r> IndexedWriteSession<'r> {
+    /// The indexed repository this session writes to.
+    pub fn repo(&self) -> &'r IndexedRepository<'r> {
+        self.repo
+    }
+
+    /// A writer of blobs of one type into new packs, deduplicated against the live index.
+    pub fn blob_writer(&self, blob_type: BlobType) -> BlobWriter<'_> {
+        BlobWriter::new(&self.session, self.repo.live_index(), blob_type)
+    }
+}
+
+/// Writes blobs of one type into packs, deduplicated against the live index and against what
+/// it wrote itself; uploads run in the background, `UPLOADS_IN_FLIGHT` at a time. `finish`
+/// indexes them. Only an [`IndexedWriteSession`] makes one.
+pub struct BlobWriter<'a> {
+    session: &'a WriteSession<'a>,
+    index: &'a Index,
+    blob_type: BlobType,
+    pending: HashSet<Id>,
+    builder: PackBuilder,
+    uploads: VecDeque<(tokio::task::JoinHandle<Result<()>>, IndexPack)>,
+    written: Vec<IndexPack>,
+    /// Blobs and stored bytes this writer added.
+    pub blobs_added: u64,
+    pub bytes_added: u64,
+}
+
+impl<'a> BlobWriter<'a> {
+    fn new(session: &'a WriteSession<'a>, index: &'a Index, blob_type: BlobType) -> Self {
+        BlobWriter {
+            session,
+            index,
+            blob_type,
+            pending: HashSet::new(),
+            builder: PackBuilder::for_backend(session.repo.backend(), blob_type, 1 << 20),
+            uploads: VecDeque::new(),
+            written: Vec::new(),
+            blobs_added: 0,
+            bytes_added: 0,
+        }
+    }
+
+    /// Whether the repository has, or this writer will store, the blob.
+    pub fn has(&self, id: &Id) -> bool {
+        self.index.contains(id) || self.pending.contains(id)
+    }
+
+    /// Stores a blob whose id the caller computed from `raw`; returns whether it was new.
+    pub fn save(&mut self, id: Id, raw: &[u8]) -> Result<bool> {
+        if self.has(&id) {
+            return Ok(false);
+        }
+        self.pending.insert(id);
+        let repo = self.session.repo;
+        let sealed = seal_blob(
+            repo.keys(),
+            self.blob_type,
+            &id,
+            raw,
+            repo.config().compression_level,
+        );
+        self.builder.add(id, raw.len() as u32, &sealed);
+        self.blobs_added += 1;
+        if self.builder.len() >= repo.config().pack_target_size as usize {
+            self.flush_pack()?;
+        }
+        Ok(true)
+    }
+
+    /// Encodes and stores a tree; returns its id.
+    pub fn save_tree(&mut self, tree: &Tree) -> Result<Id> {
+        let raw = crate::format::to_postcard(tree);
+        let id = self.session.repo.keys().blob_id(&raw);
+        self.save(id, &raw)?;
+        Ok(id)
+    }
+
+    fn flush_pack(&mut self) -> Result<()> {
+        let backend = self.session.repo.backend();
+        let next = PackBuilder::for_backend(backend, self.blob_type, 1 << 20);
+        let b = std::mem::replace(&mut self.builder, next);
+        if b.is_empty() {
+            return Ok(());
+        }
+        let (h, entry) = b.write(self.session.repo.keys(), backend);
+        self.bytes_added += entry.size;
+        self.uploads.push_back((h, entry));
+        while self.uploads.len() > UPLOADS_IN_FLIGHT {
+            self.wait_one()?;
+        }
+        Ok(())
+    }
+
+    fn wait_one(&mut self) -> Result<()> {
+        if let Some((h, entry)) = self.uploads.pop_front() {
+            self.session
+                .repo
+                .backend()
+                .runtime()
+                .block_on(h)
+                .map_err(|e| Error::other(format!("upload task failed: {e}")))??;
+            self.written.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Uploads the last pack, waits for every upload, and indexes everything written.
+    pub fn finish(mut self) -> Result<()> {
+        self.flush_pack()?;
+        while !self.uploads.is_empty() {
+            self.wait_one()?;
+        }
+        if !self.written.is_empty() {
+            self.session.save_index(&IndexFile {
+                supersedes: vec![],
+                packs: std::mem::take(&mut self.written),
+            })?;
+        }
+        Ok(())
+    }
+}
