@@ -645,7 +645,7 @@ pub fn snapshot(
         summary,
         program_version: format!("ocvault {}", env!("CARGO_PKG_VERSION")),
     };
-    let id = session.save_snapshot(&snapshot)?;
+    let id = session.save_file(&snapshot)?;
     Ok(SnapshotOutcome {
         id,
         snapshot,
@@ -978,7 +978,7 @@ fn flush_index(
 ) {
     let packs = std::mem::take(uploaded);
     out.bytes_added += packs.iter().map(|p| p.size).sum::<u64>();
-    match session.save_index(&IndexFile {
+    match session.save_file(&IndexFile {
         supersedes: Vec::new(),
         packs,
     }) {

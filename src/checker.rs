@@ -8,11 +8,11 @@
 //! checked against its id. Damage is then traced to the snapshots and file paths it affects.
 
 use crate::backend::{Backend, FileKind, CONFIG_PATH};
-use crate::crypto::SealKind;
 use crate::error::{Error, Result};
-use crate::format::{BlobType, Config, IndexFile, NodeKind, PackHeader, Snapshot, Tree};
+use crate::format::{BlobType, IndexFile, NodeKind, PackHeader, Snapshot, Tree};
 use crate::id::Id;
 use crate::index::Index;
+use crate::repofile::RepoFile;
 use crate::repository::{self, Repository};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -308,14 +308,7 @@ fn open_for_check(backend: &Backend, password: &[u8]) -> Result<Opened> {
         return Ok(Err(damage));
     };
     let keys = master.derive();
-    let config = match keys
-        .open(SealKind::Config, &config_bytes[8..12], &config_bytes[12..])
-        .and_then(|framed| {
-            crate::format::from_postcard::<Config>(
-                &crate::format::unframe(&framed, 1 << 20, "config")?,
-                "config",
-            )
-        }) {
+    let config = match repository::decode_config(&keys, &config_bytes) {
         Ok(c) => c,
         Err(e) => {
             add(
@@ -330,16 +323,14 @@ fn open_for_check(backend: &Backend, password: &[u8]) -> Result<Opened> {
 }
 
 /// Loads every file of one kind, naming each damaged one with what its loss means.
-fn load_checked<T: serde::de::DeserializeOwned + Send>(
+fn load_checked<F: RepoFile>(
     repo: &Repository,
-    kind: FileKind,
-    seal: SealKind,
     findings: &Findings,
     loss: &str,
-) -> Result<Vec<(Id, T)>> {
-    let loaded = repo.load_all::<T>(kind, seal)?;
+) -> Result<Vec<(F::Id, F)>> {
+    let loaded = repo.load_all::<F>()?;
     for (id, e) in loaded.damaged {
-        findings.add(kind.path(&id), format!("{e}; {loss}"), 0);
+        findings.add(F::KIND.path(&id.into()), format!("{e}; {loss}"), 0);
     }
     Ok(loaded.intact)
 }
@@ -355,42 +346,21 @@ fn check_pass(
     let mut report = CheckReport::default();
     // Snapshots before index files: a snapshot is saved after its index, so one saved by a
     // backup running beside this check is never judged against an older index.
-    let mut snapshots: Vec<(Id, Snapshot)> = load_checked(
-        repo,
-        FileKind::Snapshot,
-        SealKind::Snapshot,
-        findings,
-        "this snapshot is lost",
-    )?;
+    let mut snapshots: Vec<(Id, Snapshot)> = load_checked(repo, findings, "this snapshot is lost")?;
     snapshots.sort_by_key(|(id, s)| (s.time_unix_ns, *id));
     report.snapshots = snapshots.len() as u64;
-    let index_files: Vec<(Id, IndexFile)> = load_checked(
-        repo,
-        FileKind::Index,
-        SealKind::Index,
-        findings,
-        "the packs it lists are no longer indexed",
-    )?;
+    let index_files: Vec<(Id, IndexFile)> =
+        load_checked(repo, findings, "the packs it lists are no longer indexed")?;
     report.index_files = index_files.len() as u64;
     // Every entry of the operations log and every backup marker opens and matches its name.
-    load_checked::<crate::format::LogEntry>(
-        repo,
-        FileKind::Log,
-        SealKind::Log,
-        findings,
-        "this log entry is lost",
-    )?;
+    load_checked::<crate::format::LogEntry>(repo, findings, "this log entry is lost")?;
     load_checked::<crate::format::BackupMarker>(
         repo,
-        FileKind::Lock,
-        SealKind::Lock,
         findings,
         "prune cannot tell which backup this marker announces",
     )?;
     let marks: Vec<(Id, crate::format::PruneMark)> = load_checked(
         repo,
-        FileKind::PruneMark,
-        SealKind::PruneMark,
         findings,
         "the packs it lists are neither indexed nor deleted",
     )?;

@@ -166,7 +166,7 @@ pub fn copy(
         let mut d = s.clone();
         d.tree = root;
         d.parent = s.parent.and_then(|p| new_ids.get(&p).copied());
-        let did = dst_session.save_snapshot(&d)?;
+        let did = dst_session.save_file(&d)?;
         new_ids.insert(*sid, did);
         report.copied.push((sid.to_hex(), did.to_hex()));
     }

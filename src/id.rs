@@ -27,6 +27,24 @@ impl Id {
     }
 }
 
+/// An id type that names one kind of stored file or blob; converts to and from [`Id`].
+pub trait FileId:
+    Copy
+    + Eq
+    + Ord
+    + std::hash::Hash
+    + fmt::Debug
+    + fmt::Display
+    + Send
+    + Sync
+    + From<Id>
+    + Into<Id>
+    + 'static
+{
+}
+
+impl FileId for Id {}
+
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())

@@ -20,6 +20,7 @@ pub mod locks;
 pub mod oplog;
 pub mod pack;
 pub mod prune;
+pub mod repofile;
 pub mod repository;
 pub mod restorer;
 pub mod retention;

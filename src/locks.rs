@@ -15,11 +15,10 @@
 //! - A wrong staleness judgment (clock jumps, a backend without modification times) can only
 //!   fail a live writer, never lose data.
 
-use crate::backend::FileKind;
-use crate::crypto::SealKind;
 use crate::error::{Error, Result};
 use crate::format::BackupMarker;
 use crate::id::Id;
+use crate::repofile::RepoFile;
 use crate::repository::Repository;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
@@ -74,7 +73,7 @@ struct Session {
 impl Session {
     fn sealed(&self, marker: &BackupMarker) -> Vec<u8> {
         self.keys.seal(
-            SealKind::Lock,
+            BackupMarker::SEAL,
             &[],
             &crate::format::frame(&crate::format::to_postcard(marker), self.level),
         )
@@ -89,11 +88,11 @@ impl Session {
             ..self.marker.clone()
         });
         let id = Id::of_stored_bytes(&sealed);
-        let path = FileKind::Lock.path(&id);
+        let path = BackupMarker::KIND.path(&id);
         self.backend.write(&path, sealed)?;
         let old = self.heartbeat.lock().unwrap().replace(id);
         if let Some(old) = old {
-            let _ = self.backend.delete(&FileKind::Lock.path(&old));
+            let _ = self.backend.delete(&BackupMarker::KIND.path(&old));
         }
         self.backend.modified_ns(&path)
     }
@@ -101,7 +100,7 @@ impl Session {
     /// Fails once the first marker is gone; the check is a read of that one file.
     fn still_held(&self) -> Result<()> {
         if !self.lost.load(Ordering::Relaxed)
-            && self.backend.exists(&FileKind::Lock.path(&self.first))?
+            && self.backend.exists(&BackupMarker::KIND.path(&self.first))?
         {
             return Ok(());
         }
@@ -151,7 +150,7 @@ impl MarkerGuard {
             // Equal to `started_unix_ns` only in a session's first marker (§11a).
             heartbeat_unix_ns: started,
         };
-        let first = repo.save_file(FileKind::Lock, SealKind::Lock, &marker)?;
+        let first = repo.save_file(&marker)?;
         let session = Arc::new(Session {
             backend: repo.backend().clone(),
             keys: repo.keys().clone(),
@@ -169,7 +168,7 @@ impl MarkerGuard {
         let thread = match thread {
             Ok(t) => t,
             Err(e) => {
-                let _ = repo.backend().delete(&FileKind::Lock.path(&first));
+                let _ = repo.backend().delete(&BackupMarker::KIND.path(&first));
                 return Err(Error::other(format!(
                     "cannot start the heartbeat thread: {e}"
                 )));
@@ -209,9 +208,9 @@ impl Drop for MarkerGuard {
         let backend = &self.session.backend;
         // Heartbeat first: a heartbeat left without its first marker holds prunes back.
         if let Some(id) = self.session.heartbeat.lock().unwrap().take() {
-            let _ = backend.delete(&FileKind::Lock.path(&id));
+            let _ = backend.delete(&BackupMarker::KIND.path(&id));
         }
-        let _ = backend.delete(&FileKind::Lock.path(&self.session.first));
+        let _ = backend.delete(&BackupMarker::KIND.path(&self.session.first));
     }
 }
 
@@ -259,13 +258,13 @@ impl MarkerSession {
 pub fn list_sessions(repo: &Repository) -> Result<Markers> {
     let mut groups: HashMap<(String, u32, i64), MarkerSession> = HashMap::new();
     let mut unreadable = Vec::new();
-    for (id, _) in repo.backend().list_ids(FileKind::Lock)? {
-        let time = match repo.backend().modified_ns(&FileKind::Lock.path(&id)) {
+    for (id, _) in repo.backend().list_ids(BackupMarker::KIND)? {
+        let time = match repo.backend().modified_ns(&BackupMarker::KIND.path(&id)) {
             Ok(t) => t,
             Err(e) if crate::backend::is_not_found(&e) => continue,
             Err(e) => return Err(e),
         };
-        let m = match repo.load_file::<BackupMarker>(FileKind::Lock, SealKind::Lock, &id) {
+        let m = match repo.load_file::<BackupMarker>(&id) {
             Ok(m) => m,
             // Deleted between listing and reading (a heartbeat replaced it).
             Err(e) if crate::backend::is_not_found(&e) => continue,

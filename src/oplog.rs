@@ -2,8 +2,6 @@
 //! entry under `log/`, named by its hash like every other file, so concurrent writers never
 //! conflict and a crash leaves either a whole entry or none.
 
-use crate::backend::FileKind;
-use crate::crypto::SealKind;
 use crate::error::Result;
 use crate::format::LogEntry;
 use crate::id::Id;
@@ -86,14 +84,12 @@ fn try_record(
         result: result.to_string(),
         snapshots,
     };
-    session
-        .save_file(FileKind::Log, SealKind::Log, &entry)
-        .map(|_| ())
+    session.save_file(&entry).map(|_| ())
 }
 
 /// Every intact entry, oldest first, and the damaged entries with what is wrong with each.
 pub fn list(repo: &Repository) -> Result<crate::repository::Loaded<LogEntry>> {
-    let mut all = repo.load_all::<LogEntry>(FileKind::Log, SealKind::Log)?;
+    let mut all = repo.load_all::<LogEntry>()?;
     all.intact
         .sort_by(|a, b| a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0)));
     Ok(all)

@@ -9,9 +9,8 @@
 //! instead. A crash at any point leaves packs either indexed or marked, never lost.
 
 use crate::backend::FileKind;
-use crate::crypto::SealKind;
 use crate::error::{Error, Result};
-use crate::format::{BlobType, IndexFile, IndexPack, PruneMark};
+use crate::format::{BackupMarker, BlobType, IndexFile, IndexPack, PruneMark};
 use crate::id::Id;
 use crate::index::Index;
 use crate::pack::PackBuilder;
@@ -103,7 +102,7 @@ fn running_writers(
     for (id, time) in unreadable {
         let old = matches!((now, time), (Some(n), Some(t)) if n - t > crate::locks::stale_after().as_nanos() as i64);
         if old {
-            let _ = own.delete(FileKind::Lock, &id);
+            let _ = own.delete_file::<BackupMarker>(&id);
         }
     }
     Ok(out)
@@ -112,7 +111,7 @@ fn running_writers(
 fn load_marks(repo: &Repository) -> Result<Vec<(Id, PruneMark)>> {
     let mut out = Vec::new();
     for (id, _) in repo.backend().list_ids(FileKind::PruneMark)? {
-        match repo.load_file(FileKind::PruneMark, SealKind::PruneMark, &id) {
+        match repo.load_file::<PruneMark>(&id) {
             Ok(m) => out.push((id, m)),
             // Finished by a concurrent prune between listing and reading.
             Err(e) if crate::backend::is_not_found(&e) => {}
@@ -309,11 +308,11 @@ fn prune_in(
             marked_unix_ns: crate::snapshot::now_ns(),
             packs: to_mark,
         };
-        session.save_file(FileKind::PruneMark, SealKind::PruneMark, &mark)?;
+        session.save_file(&mark)?;
     }
     if changed {
         for id in &loaded_ids {
-            session.delete(FileKind::Index, id)?;
+            session.delete_file::<IndexFile>(id)?;
         }
     }
 
@@ -449,12 +448,12 @@ fn write_consolidated(
     }
     let last = parts.pop().unwrap();
     for part in parts {
-        session.save_index(&IndexFile {
+        session.save_file(&IndexFile {
             supersedes: vec![],
             packs: part,
         })?;
     }
-    session.save_index(&IndexFile {
+    session.save_file(&IndexFile {
         supersedes: supersedes.to_vec(),
         packs: last,
     })?;
@@ -546,14 +545,14 @@ fn delete_marked(
         }
     }
     if !recover.is_empty() {
-        session.save_index(&IndexFile {
+        session.save_file(&IndexFile {
             supersedes: vec![],
             packs: recover,
         })?;
     }
     let (mut deleted, mut bytes) = (0, 0);
     for p in &doomed {
-        match session.delete(FileKind::Pack, &p.id) {
+        match session.delete_pack(&p.id) {
             Ok(()) => {
                 deleted += 1;
                 bytes += p.size;
@@ -563,7 +562,7 @@ fn delete_marked(
         }
     }
     for (mark_id, _) in &ready {
-        session.delete(FileKind::PruneMark, mark_id)?;
+        session.delete_file::<PruneMark>(mark_id)?;
     }
     Ok((deleted, bytes, pending))
 }

@@ -9,8 +9,8 @@ use crate::format::{
 };
 use crate::id::Id;
 use crate::index::Index;
+use crate::repofile::RepoFile;
 use rayon::prelude::*;
-use serde::{de::DeserializeOwned, Serialize};
 use zeroize::Zeroizing;
 
 /// Files read from storage at once when loading many (index files, snapshots).
@@ -196,47 +196,33 @@ impl Repository {
 
     /// Seals and stores a structured file; its name is the hash of the stored bytes. Only
     /// write sessions (`crate::session`) and the marker they hold call this.
-    pub(crate) fn save_file<T: Serialize>(
-        &self,
-        kind: FileKind,
-        seal: SealKind,
-        value: &T,
-    ) -> Result<Id> {
+    pub(crate) fn save_file<F: RepoFile>(&self, value: &F) -> Result<F::Id> {
         let sealed = self.keys.seal(
-            seal,
+            F::SEAL,
             &[],
             &format::frame(&format::to_postcard(value), self.config.compression_level),
         );
         let id = Id::of_stored_bytes(&sealed);
-        self.backend.write(&kind.path(&id), sealed)?;
-        Ok(id)
+        self.backend.write(&F::KIND.path(&id), sealed)?;
+        Ok(id.into())
     }
 
     /// Reads, verifies against its name, opens and decodes a structured file.
-    pub fn load_file<T: DeserializeOwned>(
-        &self,
-        kind: FileKind,
-        seal: SealKind,
-        id: &Id,
-    ) -> Result<T> {
-        let bytes = self.backend.read(&kind.path(id))?;
-        self.decode_file(kind, seal, id, &bytes)
+    pub fn load_file<F: RepoFile>(&self, id: &F::Id) -> Result<F> {
+        let bytes = self.backend.read(&F::KIND.path(&(*id).into()))?;
+        self.decode_file(id, &bytes)
     }
 
-    pub fn decode_file<T: DeserializeOwned>(
-        &self,
-        kind: FileKind,
-        seal: SealKind,
-        id: &Id,
-        bytes: &[u8],
-    ) -> Result<T> {
-        let what = kind.path(id);
-        if Id::of_stored_bytes(bytes) != *id {
+    /// Verifies stored bytes against their name, opens and decodes them.
+    pub fn decode_file<F: RepoFile>(&self, id: &F::Id, bytes: &[u8]) -> Result<F> {
+        let id: Id = (*id).into();
+        let what = F::KIND.path(&id);
+        if Id::of_stored_bytes(bytes) != id {
             return Err(Error::corrupt(&what, "content does not match its name"));
         }
         let framed = self
             .keys
-            .open(seal, &[], bytes)
+            .open(F::SEAL, &[], bytes)
             .map_err(|_| Error::corrupt(&what, "authentication failed"))?;
         format::from_postcard(
             &format::unframe(&framed, format::MAX_OBJECT_SIZE, &what)?,
@@ -247,16 +233,11 @@ impl Repository {
     /// Reads and decodes files of one kind: up to `READS_IN_FLIGHT` reads at once on the I/O
     /// runtime, each file decoded (verified, opened, parsed) on rayon as it arrives. One
     /// result per id, in the order of `ids`.
-    pub fn load_files<T: DeserializeOwned + Send>(
-        &self,
-        kind: FileKind,
-        seal: SealKind,
-        ids: &[Id],
-    ) -> Vec<Result<T>> {
+    pub fn load_files<F: RepoFile>(&self, ids: &[F::Id]) -> Vec<Result<F>> {
         use futures::StreamExt;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Result<Vec<u8>>)>(READS_IN_FLIGHT);
         let backend = self.backend.clone();
-        let paths: Vec<String> = ids.iter().map(|id| kind.path(id)).collect();
+        let paths: Vec<String> = ids.iter().map(|id| F::KIND.path(&(*id).into())).collect();
         self.backend.runtime().spawn(async move {
             let mut reads = futures::stream::iter(paths.into_iter().enumerate())
                 .map(move |(i, path)| {
@@ -270,14 +251,9 @@ impl Repository {
                 }
             }
         });
-        let mut out: Vec<(usize, Result<T>)> = std::iter::from_fn(|| rx.blocking_recv())
+        let mut out: Vec<(usize, Result<F>)> = std::iter::from_fn(|| rx.blocking_recv())
             .par_bridge()
-            .map(|(i, bytes)| {
-                (
-                    i,
-                    bytes.and_then(|b| self.decode_file(kind, seal, &ids[i], &b)),
-                )
-            })
+            .map(|(i, bytes)| (i, bytes.and_then(|b| self.decode_file(&ids[i], &b))))
             .collect();
         out.sort_by_key(|(i, _)| *i);
         out.into_iter().map(|(_, r)| r).collect()
@@ -288,25 +264,21 @@ impl Repository {
     /// superseded index file, a forgotten snapshot) is left out, and the folder is listed
     /// again until a listing's files are all read: a prune deletes index files only after
     /// writing the files that supersede them, so those are never missed.
-    pub fn load_all<T: DeserializeOwned + Send>(
-        &self,
-        kind: FileKind,
-        seal: SealKind,
-    ) -> Result<Loaded<T>> {
+    pub fn load_all<F: RepoFile>(&self) -> Result<Loaded<F>> {
         let mut out = Loaded {
             intact: Vec::new(),
             damaged: Vec::new(),
         };
         let mut seen = std::collections::HashSet::new();
         loop {
-            let ids: Vec<Id> = self
+            let ids: Vec<F::Id> = self
                 .backend
-                .list_ids(kind)?
+                .list_ids(F::KIND)?
                 .into_iter()
-                .map(|(id, _)| id)
+                .map(|(id, _)| F::Id::from(id))
                 .filter(|id| seen.insert(*id))
                 .collect();
-            let loaded = self.load_files(kind, seal, &ids);
+            let loaded = self.load_files::<F>(&ids);
             let mut vanished = false;
             for (id, res) in ids.into_iter().zip(loaded) {
                 match res {
@@ -325,15 +297,13 @@ impl Repository {
     /// Every intact index file, read once. A damaged one is left out with a warning (once a
     /// process), so one bad file does not stop backups and restores; `check` reports it.
     pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        Ok(self
-            .load_all(FileKind::Index, SealKind::Index)?
-            .skip_damaged(FileKind::Index))
+        Ok(self.load_all::<IndexFile>()?.skip_damaged())
     }
 
     /// Every index file; a damaged one is an error (for `prune`, which must not replace an
     /// index file it cannot read, nor delete the packs it may list).
     pub fn load_index_files_strict(&self) -> Result<Vec<(Id, IndexFile)>> {
-        self.load_all(FileKind::Index, SealKind::Index)?.strict()
+        self.load_all::<IndexFile>()?.strict()
     }
 
     /// Packs of index files that other loaded files supersede, as far as the live ones do not
@@ -355,7 +325,7 @@ impl Repository {
     pub fn load_prune_marks(&self) -> Result<Vec<(Id, crate::format::PruneMark)>> {
         let mut out = Vec::new();
         for (id, _) in self.backend.list_ids(FileKind::PruneMark)? {
-            match self.load_file(FileKind::PruneMark, SealKind::PruneMark, &id) {
+            match self.load_file::<crate::format::PruneMark>(&id) {
                 Ok(m) => out.push((id, m)),
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(e),
@@ -423,7 +393,7 @@ impl Repository {
 
     /// Every snapshot, oldest first, and the damaged snapshot files.
     fn load_snapshots(&self) -> Result<Loaded<Snapshot>> {
-        let mut all = self.load_all(FileKind::Snapshot, SealKind::Snapshot)?;
+        let mut all = self.load_all::<Snapshot>()?;
         all.intact.sort_by(|a: &(Id, Snapshot), b| {
             a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0))
         });
@@ -434,7 +404,7 @@ impl Repository {
     /// warning (once a process), so the others can still be listed, restored and backed up
     /// beside; `check` reports it.
     pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        Ok(self.load_snapshots()?.skip_damaged(FileKind::Snapshot))
+        Ok(self.load_snapshots()?.skip_damaged())
     }
 
     /// Every snapshot, oldest first; a damaged snapshot file is an error (for `prune`, which
@@ -462,7 +432,7 @@ impl Repository {
                 ));
             }
         }
-        all.skip_damaged(FileKind::Snapshot);
+        all.skip_damaged();
         found
     }
 
@@ -559,22 +529,22 @@ impl<'r> IndexedRepository<'r> {
 }
 
 /// Files of one kind as read: the intact ones and the damaged ones.
-pub struct Loaded<T> {
-    pub intact: Vec<(Id, T)>,
-    pub damaged: Vec<(Id, Error)>,
+pub struct Loaded<F: RepoFile> {
+    pub intact: Vec<(F::Id, F)>,
+    pub damaged: Vec<(F::Id, Error)>,
 }
 
-impl<T> Loaded<T> {
+impl<F: RepoFile> Loaded<F> {
     /// The intact files; each damaged one is named in a warning, once a process.
-    pub fn skip_damaged(self, kind: FileKind) -> Vec<(Id, T)> {
+    pub fn skip_damaged(self) -> Vec<(F::Id, F)> {
         for (id, e) in &self.damaged {
-            warn_skipped_once(&kind.path(id), e);
+            warn_skipped_once(&F::KIND.path(&(*id).into()), e);
         }
         self.intact
     }
 
     /// The intact files, or an error naming the first damaged one.
-    pub fn strict(self) -> Result<Vec<(Id, T)>> {
+    pub fn strict(self) -> Result<Vec<(F::Id, F)>> {
         match self.damaged.into_iter().next() {
             None => Ok(self.intact),
             Some((_, e)) => Err(with_hint(e, "run `ocvault check`")),

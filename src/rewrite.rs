@@ -2,7 +2,6 @@
 //! rewrite, then prune, and the bytes are gone from storage).
 
 use crate::archiver::Excludes;
-use crate::backend::FileKind;
 use crate::error::Result;
 use crate::format::{BlobType, Snapshot, Tree};
 use crate::id::Id;
@@ -107,8 +106,8 @@ fn rewrite_in(
     writer.finish()?;
     crate::interrupt::check()?;
     for (old, s, removed) in to_save {
-        let new = session.save_snapshot(&s)?;
-        session.delete(FileKind::Snapshot, &old)?;
+        let new = session.save_file(&s)?;
+        session.delete_file::<Snapshot>(&old)?;
         out.push(Rewritten {
             old,
             new: Some(new),

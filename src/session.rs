@@ -30,15 +30,14 @@
 //! ```
 
 use crate::backend::FileKind;
-use crate::crypto::SealKind;
 use crate::error::{Error, Result};
-use crate::format::{BlobType, IndexFile, IndexPack, Snapshot, Tree};
+use crate::format::{BackupMarker, BlobType, IndexFile, IndexPack, Tree};
 use crate::id::Id;
 use crate::index::Index;
 use crate::locks::{stale_after, MarkerGuard, MarkerSession, Markers};
 use crate::pack::{seal_blob, PackBuilder};
+use crate::repofile::RepoFile;
 use crate::repository::{IndexedRepository, Repository};
-use serde::Serialize;
 use std::collections::{HashSet, VecDeque};
 
 /// Pack uploads a blob writer keeps in flight.
@@ -66,30 +65,25 @@ impl<'r> WriteSession<'r> {
         self.repo
     }
 
-    /// Stores a file that points at packs (a snapshot, an index file) under the marker:
-    /// refused once the marker is lost, and withdrawn (deleted again) if it turns out lost
-    /// right after the write.
-    fn save_fenced<T: Serialize>(&self, kind: FileKind, seal: SealKind, value: &T) -> Result<Id> {
+    /// Seals and stores a file. One that points at packs (`F::FENCED`: a snapshot, an index
+    /// file) is stored only under the marker: refused once the marker is lost, and withdrawn
+    /// (deleted again) if it turns out lost right after the write.
+    pub fn save_file<F: RepoFile>(&self, value: &F) -> Result<F::Id> {
+        if !F::FENCED {
+            return self.repo.save_file(value);
+        }
         self.marker.ensure_held()?;
-        let id = self.repo.save_file(kind, seal, value)?;
+        let id = self.repo.save_file(value)?;
         if let Err(e) = self.marker.ensure_held() {
-            let _ = self.repo.backend().delete(&kind.path(&id));
+            let _ = self.delete_file::<F>(&id);
             return Err(e);
         }
         Ok(id)
     }
 
-    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        self.save_fenced(FileKind::Snapshot, SealKind::Snapshot, snap)
-    }
-
-    pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
-        self.save_fenced(FileKind::Index, SealKind::Index, file)
-    }
-
-    /// Stores a file that points at no pack (a log entry, a prune mark).
-    pub fn save_file<T: Serialize>(&self, kind: FileKind, seal: SealKind, value: &T) -> Result<Id> {
-        self.repo.save_file(kind, seal, value)
+    /// Deletes one stored file.
+    pub fn delete_file<F: RepoFile>(&self, id: &F::Id) -> Result<()> {
+        self.repo.backend().delete(&F::KIND.path(&(*id).into()))
     }
 
     /// Stores a pack assembled whole in memory (prune's repack).
@@ -97,9 +91,14 @@ impl<'r> WriteSession<'r> {
         self.repo.backend().write(&FileKind::Pack.path(id), bytes)
     }
 
-    /// Deletes one file.
-    pub fn delete(&self, kind: FileKind, id: &Id) -> Result<()> {
-        self.repo.backend().delete(&kind.path(id))
+    /// Deletes one pack.
+    pub fn delete_pack(&self, id: &Id) -> Result<()> {
+        self.repo.backend().delete(&FileKind::Pack.path(id))
+    }
+
+    /// Deletes one key file (`key remove`, `key passwd`).
+    pub fn delete_key(&self, id: &Id) -> Result<()> {
+        self.repo.backend().delete(&FileKind::Key.path(id))
     }
 
     /// Wraps the master key under a new password into a new key file; returns its id.
@@ -133,7 +132,7 @@ impl<'r> WriteSession<'r> {
     pub fn remove_marker_session(&self, s: &MarkerSession) -> Result<()> {
         let heartbeats = s.files.iter().filter(|id| Some(**id) != s.first);
         for id in heartbeats.chain(s.first.iter()) {
-            match self.delete(FileKind::Lock, id) {
+            match self.delete_file::<BackupMarker>(id) {
                 Ok(()) => {}
                 Err(e) if crate::backend::is_not_found(&e) => {}
                 Err(e) => return Err(e),
@@ -188,7 +187,7 @@ pub fn unlock(own: &WriteSession, remove_all: bool) -> Result<usize> {
     for (id, time) in unreadable {
         let old =
             matches!((now, time), (Some(n), Some(t)) if n - t > stale_after().as_nanos() as i64);
-        if (remove_all || old) && own.delete(FileKind::Lock, &id).is_ok() {
+        if (remove_all || old) && own.delete_file::<BackupMarker>(&id).is_ok() {
             removed += 1;
         }
     }
@@ -348,7 +347,7 @@ impl<'a> BlobWriter<'a> {
             self.wait_one()?;
         }
         if !self.written.is_empty() {
-            self.session.save_index(&IndexFile {
+            self.session.save_file(&IndexFile {
                 supersedes: vec![],
                 packs: std::mem::take(&mut self.written),
             })?;

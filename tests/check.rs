@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ocvault::backend::{Backend, FileKind};
+use ocvault::backend::Backend;
 use ocvault::format::{BlobType, IndexFile};
 use ocvault::repository::Repository;
 use std::path::{Path, PathBuf};
@@ -284,9 +284,7 @@ fn index_entry_past_pack_end_and_unknown_file_are_found() {
     let lib = open_lib(&f.repo);
     let old = &f.a.index_files[0];
     let old_id = ocvault::Id::from_hex(old.file_name().unwrap().to_str().unwrap()).unwrap();
-    let mut file: IndexFile = lib
-        .load_file(FileKind::Index, ocvault::crypto::SealKind::Index, &old_id)
-        .unwrap();
+    let mut file: IndexFile = lib.load_file::<IndexFile>(&old_id).unwrap();
     let pack = file
         .packs
         .iter_mut()
@@ -294,7 +292,7 @@ fn index_entry_past_pack_end_and_unknown_file_are_found() {
         .unwrap();
     pack.blobs[0].offset = pack.size as u32 + 1000;
     let session = lib.write_session().unwrap();
-    session.save_index(&file).unwrap();
+    session.save_file(&file).unwrap();
     drop(session);
     std::fs::remove_file(old).unwrap();
     let (code, v) = check(&f.repo, &[]);
@@ -437,16 +435,12 @@ fn flipped_byte_in_every_kind_of_stored_file_is_found() {
     // Another session's marker, left behind.
     lib.write_session()
         .unwrap()
-        .save_file(
-            FileKind::Lock,
-            ocvault::crypto::SealKind::Lock,
-            &ocvault::format::BackupMarker {
-                hostname: "h".into(),
-                pid: 1,
-                started_unix_ns: 1,
-                heartbeat_unix_ns: 1,
-            },
-        )
+        .save_file(&ocvault::format::BackupMarker {
+            hostname: "h".into(),
+            pid: 1,
+            started_unix_ns: 1,
+            heartbeat_unix_ns: 1,
+        })
         .unwrap();
     drop(lib);
     assert_check_passes(repo, &["--read-data"]);

@@ -460,7 +460,7 @@ fn prune_heals_a_pack_holding_a_blob_twice() {
     *data = entry;
     let session = lib.write_session().unwrap();
     session
-        .save_index(&IndexFile {
+        .save_file(&IndexFile {
             supersedes: vec![*old_index],
             packs,
         })

@@ -1,6 +1,6 @@
 use super::GlobalOptions;
-use crate::backend::FileKind;
 use crate::error::{Error, Result};
+use crate::format::Snapshot;
 use crate::retention::{self, GroupBy, Policy};
 use crate::snapshot::SnapshotFilter;
 use std::collections::BTreeMap;
@@ -185,7 +185,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     // prune wait for this command as for a running backup.
     let session = repo.write_session()?;
     for id in &remove {
-        session.delete(FileKind::Snapshot, id)?;
+        session.delete_file::<Snapshot>(id)?;
     }
     crate::oplog::record(&session, "forget", "ok", remove.clone());
     if !g.json {

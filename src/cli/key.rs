@@ -131,14 +131,14 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
                 return Err(Error::usage("refusing to remove the key in use; open the repository with another password to remove it"));
             }
             let session = repo.write_session()?;
-            session.delete(FileKind::Key, kid)?;
+            session.delete_key(kid)?;
             crate::oplog::record(&session, "key remove", "ok", vec![]);
             println!("removed key {}", kid.short());
         }
         Action::Passwd(np) => {
             let session = repo.write_session()?;
             let id = np.write_key(&session)?;
-            session.delete(FileKind::Key, &repo.key_id())?;
+            session.delete_key(&repo.key_id())?;
             crate::oplog::record(&session, "key passwd", "ok", vec![]);
             println!(
                 "password changed: key {} replaces {}",

@@ -7,7 +7,7 @@ pub struct Args {}
 pub fn run(g: &GlobalOptions, _a: Args) -> Result<i32> {
     let repo = g.open()?;
     // Every intact entry is listed; each damaged one is named on standard error.
-    let entries = crate::oplog::list(&repo)?.skip_damaged(crate::backend::FileKind::Log);
+    let entries = crate::oplog::list(&repo)?.skip_damaged();
     if g.json {
         let v: Vec<_> = entries
             .iter()

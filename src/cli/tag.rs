@@ -1,6 +1,6 @@
 use super::GlobalOptions;
-use crate::backend::FileKind;
 use crate::error::{Error, Result};
+use crate::format::Snapshot;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,8 +34,8 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         if s.tags == snap.tags {
             continue;
         }
-        let new = session.save_snapshot(&s)?;
-        session.delete(FileKind::Snapshot, &old)?;
+        let new = session.save_file(&s)?;
+        session.delete_file::<Snapshot>(&old)?;
         changed.push((old, new));
     }
     crate::oplog::record(
