@@ -19,9 +19,7 @@ use crate::error::{Error, Result};
 use crate::format::BackupMarker;
 use crate::id::Id;
 use crate::repofile::RepoFile;
-use crate::repository::Repository;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -140,8 +138,13 @@ pub(crate) struct MarkerGuard {
 }
 
 impl MarkerGuard {
-    /// Writes the session's first marker and starts its heartbeat.
-    pub(crate) fn acquire(repo: &Repository) -> Result<MarkerGuard> {
+    /// Writes the session's first marker (sealed with `keys`, framed at `level`, as every
+    /// structured file) and starts its heartbeat.
+    pub(crate) fn acquire(
+        backend: &crate::backend::Backend,
+        keys: &crate::crypto::Keys,
+        level: i32,
+    ) -> Result<MarkerGuard> {
         let started = crate::snapshot::now_ns();
         let marker = BackupMarker {
             hostname: crate::snapshot::hostname(),
@@ -150,16 +153,20 @@ impl MarkerGuard {
             // Equal to `started_unix_ns` only in a session's first marker (§11a).
             heartbeat_unix_ns: started,
         };
-        let first = repo.save_file(&marker)?;
-        let session = Arc::new(Session {
-            backend: repo.backend().clone(),
-            keys: repo.keys().clone(),
-            level: repo.config().compression_level,
+        let mut session = Session {
+            backend: backend.clone(),
+            keys: keys.clone(),
+            level,
             marker,
-            first,
+            first: Id::default(),
             heartbeat: Mutex::new(None),
             lost: AtomicBool::new(false),
-        });
+        };
+        let sealed = session.sealed(&session.marker);
+        let first = Id::of_stored_bytes(&sealed);
+        backend.write(&BackupMarker::KIND.path(&first), sealed)?;
+        session.first = first;
+        let session = Arc::new(session);
         let (stop, stopped) = bounded(1);
         let s = session.clone();
         let thread = std::thread::Builder::new()
@@ -168,7 +175,7 @@ impl MarkerGuard {
         let thread = match thread {
             Ok(t) => t,
             Err(e) => {
-                let _ = repo.backend().delete(&BackupMarker::KIND.path(&first));
+                let _ = backend.delete(&BackupMarker::KIND.path(&first));
                 return Err(Error::other(format!(
                     "cannot start the heartbeat thread: {e}"
                 )));
@@ -252,53 +259,4 @@ impl MarkerSession {
             _ => true,
         }
     }
-}
-
-/// Every writer session with markers in the repository.
-pub fn list_sessions(repo: &Repository) -> Result<Markers> {
-    let mut groups: HashMap<(String, u32, i64), MarkerSession> = HashMap::new();
-    let mut unreadable = Vec::new();
-    for (id, _) in repo.backend().list_ids(BackupMarker::KIND)? {
-        let time = match repo.backend().modified_ns(&BackupMarker::KIND.path(&id)) {
-            Ok(t) => t,
-            Err(e) if crate::backend::is_not_found(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        let m = match repo.load_file::<BackupMarker>(&id) {
-            Ok(m) => m,
-            // Deleted between listing and reading (a heartbeat replaced it).
-            Err(e) if crate::backend::is_not_found(&e) => continue,
-            Err(_) => {
-                unreadable.push((id, time));
-                continue;
-            }
-        };
-        let first = m.heartbeat_unix_ns == m.started_unix_ns;
-        let g = groups
-            .entry((m.hostname.clone(), m.pid, m.started_unix_ns))
-            .or_insert_with(|| MarkerSession {
-                files: Vec::new(),
-                first: None,
-                hostname: m.hostname.clone(),
-                pid: m.pid,
-                started: None,
-                newest: time,
-                heartbeat_unix_ns: m.heartbeat_unix_ns,
-            });
-        g.files.push(id);
-        if first {
-            g.first = Some(id);
-            g.started = time;
-        }
-        // Unknown if any file's time is unknown (then staleness falls back to the host clock).
-        g.newest = match (g.newest, time) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
-        g.heartbeat_unix_ns = g.heartbeat_unix_ns.max(m.heartbeat_unix_ns);
-    }
-    Ok(Markers {
-        sessions: groups.into_values().collect(),
-        unreadable,
-    })
 }

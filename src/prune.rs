@@ -85,7 +85,7 @@ fn running_writers(
     let crate::locks::Markers {
         sessions,
         unreadable,
-    } = crate::locks::list_sessions(own.repo())?;
+    } = crate::session::list_sessions(own.repo())?;
     let own_marker = own.first_marker();
     let mut out = Vec::new();
     for s in sessions {

@@ -16,16 +16,29 @@
 //!   and log entries. Loading the index for them would cost time for nothing; holding the
 //!   marker anyway keeps one rule for every write and lets prune see every writer.
 //!
-//! A blob writer cannot be had without a session:
-//! ```compile_fail
-//! fn sneak(repo: &ocvault::repository::IndexedRepository) {
-//!     let _ = ocvault::session::BlobWriter::new(repo, ocvault::format::BlobType::Tree);
+//! A blob writer comes only from an indexed write session:
+//! ```no_run
+//! fn store(s: &ocvault::session::IndexedWriteSession) {
+//!     let _writer = s.blob_writer(ocvault::format::BlobType::Tree);
 //! }
 //! ```
-//! nor from a session of an open repository:
+//! not from an indexed repository without a session:
+//! ```compile_fail
+//! fn sneak(repo: &ocvault::repository::IndexedRepository) {
+//!     let _writer = repo.blob_writer(ocvault::format::BlobType::Tree);
+//! }
+//! ```
+//! nor from a session of an open repository (no index to dedup against):
 //! ```compile_fail
 //! fn sneak(s: &ocvault::session::WriteSession) {
-//!     let _ = s.blob_writer(ocvault::format::BlobType::Tree);
+//!     let _writer = s.blob_writer(ocvault::format::BlobType::Tree);
+//! }
+//! ```
+//! nor by building one (its constructor is private to this module):
+//! ```compile_fail
+//! fn sneak(s: &ocvault::session::WriteSession, index: &ocvault::index::Index) {
+//!     let _writer =
+//!         ocvault::session::BlobWriter::new(s, index, ocvault::format::BlobType::Tree);
 //! }
 //! ```
 
@@ -38,7 +51,7 @@ use crate::locks::{stale_after, MarkerGuard, MarkerSession, Markers};
 use crate::pack::{seal_blob, PackBuilder};
 use crate::repofile::RepoFile;
 use crate::repository::{IndexedRepository, Repository};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Pack uploads a blob writer keeps in flight.
 const UPLOADS_IN_FLIGHT: usize = 2;
@@ -55,7 +68,11 @@ impl Repository {
     pub fn write_session(&self) -> Result<WriteSession<'_>> {
         Ok(WriteSession {
             repo: self,
-            marker: MarkerGuard::acquire(self)?,
+            marker: MarkerGuard::acquire(
+                self.backend(),
+                self.keys(),
+                self.config().compression_level,
+            )?,
         })
     }
 }
@@ -118,7 +135,7 @@ impl<'r> WriteSession<'r> {
         self.marker.storage_now()
     }
 
-    /// This session's first marker, which `locks::list_sessions` reports like any other.
+    /// This session's first marker, which [`list_sessions`] reports like any other.
     pub fn first_marker(&self) -> Id {
         self.marker.first_marker()
     }
@@ -175,7 +192,7 @@ pub fn unlock(own: &WriteSession, remove_all: bool) -> Result<usize> {
     let Markers {
         sessions,
         unreadable,
-    } = crate::locks::list_sessions(own.repo())?;
+    } = list_sessions(own.repo())?;
     let mut removed = 0;
     for s in sessions {
         if s.files.contains(&own.first_marker()) || !(remove_all || s.is_stale(now)) {
@@ -195,6 +212,55 @@ pub fn unlock(own: &WriteSession, remove_all: bool) -> Result<usize> {
     Ok(removed)
 }
 
+/// Every writer session with markers in the repository.
+pub fn list_sessions(repo: &Repository) -> Result<Markers> {
+    let mut groups: HashMap<(String, u32, i64), MarkerSession> = HashMap::new();
+    let mut unreadable = Vec::new();
+    for (id, _) in repo.backend().list_ids(BackupMarker::KIND)? {
+        let time = match repo.backend().modified_ns(&BackupMarker::KIND.path(&id)) {
+            Ok(t) => t,
+            Err(e) if crate::backend::is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        let m = match repo.load_file::<BackupMarker>(&id) {
+            Ok(m) => m,
+            // Deleted between listing and reading (a heartbeat replaced it).
+            Err(e) if crate::backend::is_not_found(&e) => continue,
+            Err(_) => {
+                unreadable.push((id, time));
+                continue;
+            }
+        };
+        let first = m.heartbeat_unix_ns == m.started_unix_ns;
+        let g = groups
+            .entry((m.hostname.clone(), m.pid, m.started_unix_ns))
+            .or_insert_with(|| MarkerSession {
+                files: Vec::new(),
+                first: None,
+                hostname: m.hostname.clone(),
+                pid: m.pid,
+                started: None,
+                newest: time,
+                heartbeat_unix_ns: m.heartbeat_unix_ns,
+            });
+        g.files.push(id);
+        if first {
+            g.first = Some(id);
+            g.started = time;
+        }
+        // Unknown if any file's time is unknown (then staleness falls back to the host clock).
+        g.newest = match (g.newest, time) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        g.heartbeat_unix_ns = g.heartbeat_unix_ns.max(m.heartbeat_unix_ns);
+    }
+    Ok(Markers {
+        sessions: groups.into_values().collect(),
+        unreadable,
+    })
+}
+
 /// A write session on an indexed repository: everything a [`WriteSession`] does, and blob
 /// writers that deduplicate against the live index.
 pub struct IndexedWriteSession<'r> {
@@ -209,9 +275,11 @@ impl<'a> IndexedRepository<'a> {
     /// marked before this session's marker existed: a prune's second phase deletes a mark's
     /// packs only when no session may predate the mark, and this one provably does not.
     pub fn write_session(&mut self) -> Result<IndexedWriteSession<'_>> {
-        let marker = MarkerGuard::acquire(self.repository())?;
-        if self.repository().list_prune_marks()? != self.marks_listed {
-            let fresh = self.repository().load_index()?;
+        let repo = self.repository();
+        let marker =
+            MarkerGuard::acquire(repo.backend(), repo.keys(), repo.config().compression_level)?;
+        if repo.list_prune_marks()? != self.marks_listed {
+            let fresh = repo.load_index()?;
             self.indexes = fresh.indexes;
             self.marks_listed = fresh.marks_listed;
         }
@@ -353,5 +421,68 @@ impl<'a> BlobWriter<'a> {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+    use crate::format::PruneMark;
+    use crate::repository::InitOptions;
+
+    /// An index loaded before a prune marked a pack must not be what a session started after
+    /// the mark dedups against (format-spec §11a): the session loads it again.
+    #[test]
+    fn a_session_reloads_an_index_that_a_prune_marked_meanwhile() {
+        let opts = InitOptions {
+            kdf_memory_kib: 1024,
+            kdf_iterations: 1,
+            ..InitOptions::default()
+        };
+        let backend = Backend::open("memory:", true).unwrap();
+        let repo = Repository::init(backend, b"pw", &opts).unwrap();
+        let id = repo.keys().blob_id(b"data");
+        {
+            let mut indexed = repo.load_index().unwrap();
+            let session = indexed.write_session().unwrap();
+            let mut writer = session.blob_writer(BlobType::Data);
+            assert!(writer.save(id, b"data").unwrap());
+            writer.finish().unwrap();
+        }
+        let mut indexed = repo.load_index().unwrap();
+        assert!(indexed.live_index().contains(&id));
+
+        // A prune meanwhile: consolidated index without the pack, then its mark.
+        {
+            let prune = repo.write_session().unwrap();
+            let files = repo.load_index_files().unwrap();
+            let (old_id, old) = &files[0];
+            prune
+                .save_file(&IndexFile {
+                    supersedes: vec![*old_id],
+                    packs: vec![],
+                })
+                .unwrap();
+            prune
+                .save_file(&PruneMark {
+                    marked_unix_ns: 0,
+                    packs: old.packs.clone(),
+                })
+                .unwrap();
+            prune.delete_file::<IndexFile>(old_id).unwrap();
+        }
+
+        let session = indexed.write_session().unwrap();
+        assert!(
+            !session.repo().live_index().contains(&id),
+            "would dedup against a marked pack"
+        );
+        assert!(
+            session.repo().index().contains(&id),
+            "marked packs stay readable"
+        );
+        let mut writer = session.blob_writer(BlobType::Data);
+        assert!(writer.save(id, b"data").unwrap(), "the blob is stored anew");
     }
 }
