@@ -90,7 +90,7 @@ fn synthetic_packs(blobs: usize, per_pack: usize) -> Vec<IndexPack> {
                 })
                 .collect();
             IndexPack {
-                id: synthetic_id(u64::MAX - p as u64),
+                id: ocvault::PackId(synthetic_id(u64::MAX - p as u64)),
                 blob_type: BlobType::Data,
                 size: (n * CHUNK) as u64,
                 blobs,

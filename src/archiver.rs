@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     BlobType, IndexFile, IndexPack, Node, NodeKind, Snapshot, SnapshotSummary, Tree,
 };
-use crate::id::Id;
+use crate::id::{Id, IndexFileId, SnapshotId};
 use crate::index::Index;
 use crate::pack::{self, PackBuilder};
 use crate::repository::IndexedRepository;
@@ -78,7 +78,7 @@ pub struct Progress {
 }
 
 pub struct SnapshotOutcome {
-    pub id: Id,
+    pub id: SnapshotId,
     pub snapshot: Snapshot,
     pub warnings: Vec<String>,
 }
@@ -872,7 +872,7 @@ fn assemble_dirs(shared: &Shared, rx: Receiver<DirJob>) -> Result<()> {
 
 pub struct Packed {
     pub bytes_added: u64,
-    pub index_files: Vec<Id>,
+    pub index_files: Vec<IndexFileId>,
 }
 
 /// Collects sealed blobs into packs, uploads them, and writes index files for uploaded packs.

@@ -10,7 +10,7 @@
 use crate::backend::{Backend, FileKind, CONFIG_PATH};
 use crate::error::{Error, Result};
 use crate::format::{BlobType, IndexFile, NodeKind, PackHeader, Snapshot, Tree};
-use crate::id::Id;
+use crate::id::{Id, IndexFileId, PackId, SnapshotId};
 use crate::index::Index;
 use crate::repofile::RepoFile;
 use crate::repository::{self, Repository};
@@ -188,7 +188,7 @@ impl Findings {
 /// pass verified intact is not read again, and the trees it held are kept.
 #[derive(Default)]
 struct Carry {
-    verified: Mutex<HashSet<Id>>,
+    verified: Mutex<HashSet<PackId>>,
     trees: Mutex<HashMap<Id, TreeRefs>>,
     data_packs_read: u64,
     data_bytes_read: u64,
@@ -346,10 +346,11 @@ fn check_pass(
     let mut report = CheckReport::default();
     // Snapshots before index files: a snapshot is saved after its index, so one saved by a
     // backup running beside this check is never judged against an older index.
-    let mut snapshots: Vec<(Id, Snapshot)> = load_checked(repo, findings, "this snapshot is lost")?;
+    let mut snapshots: Vec<(SnapshotId, Snapshot)> =
+        load_checked(repo, findings, "this snapshot is lost")?;
     snapshots.sort_by_key(|(id, s)| (s.time_unix_ns, *id));
     report.snapshots = snapshots.len() as u64;
-    let index_files: Vec<(Id, IndexFile)> =
+    let index_files: Vec<(IndexFileId, IndexFile)> =
         load_checked(repo, findings, "the packs it lists are no longer indexed")?;
     report.index_files = index_files.len() as u64;
     // Every entry of the operations log and every backup marker opens and matches its name.
@@ -369,11 +370,11 @@ fn check_pass(
     let listed: HashMap<String, u64> = repo.backend().list(FileKind::Pack)?.into_iter().collect();
     // Likewise packs of index files that a concurrent (or killed) prune has superseded but
     // not yet deleted.
-    let superseded: HashSet<Id> = index_files
+    let superseded: HashSet<IndexFileId> = index_files
         .iter()
         .flat_map(|(_, f)| f.supersedes.iter().copied())
         .collect();
-    let indexed: HashSet<Id> = index_files
+    let indexed: HashSet<PackId> = index_files
         .iter()
         .filter(|(id, _)| !superseded.contains(id))
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
@@ -706,7 +707,7 @@ fn verify_pack(c: &PackCheck, n: u32, on_tree: &dyn Fn(Id, Vec<u8>)) -> bool {
     for (id, _) in &blobs[next..] {
         fail(id, Error::corrupt("blob", "lies past the pack's end"));
     }
-    if Id(*hasher.finalize().as_bytes()) != info.id {
+    if Id(*hasher.finalize().as_bytes()) != *info.id {
         add(path.clone(), "content does not match its name".into(), 0);
     }
     match header {
@@ -760,7 +761,7 @@ fn select_packs(index: &Index, packs: &[u32], rd: &ReadData) -> Vec<u32> {
             .iter()
             .copied()
             .filter(|p| {
-                let id = index.pack(*p).id.0;
+                let id = index.pack(*p).id.0 .0;
                 u64::from_le_bytes(id[..8].try_into().unwrap()) % m == n - 1
             })
             .collect(),
@@ -924,8 +925,8 @@ impl<'a> TreeWalker<'a> {
     }
 }
 
-fn too_old(snaps: &[(Id, Snapshot)], max: std::time::Duration) -> Vec<TooOld> {
-    let mut newest: HashMap<(String, Vec<String>), &(Id, Snapshot)> = HashMap::new();
+fn too_old(snaps: &[(SnapshotId, Snapshot)], max: std::time::Duration) -> Vec<TooOld> {
+    let mut newest: HashMap<(String, Vec<String>), &(SnapshotId, Snapshot)> = HashMap::new();
     for s in snaps {
         let mut paths = s.1.paths.clone();
         paths.sort();

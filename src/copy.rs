@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::{BlobType, Snapshot, Tree};
-use crate::id::Id;
+use crate::id::{Id, SnapshotId};
 use crate::index::Index;
 use crate::pack;
 use crate::repository::{IndexedRepository, Repository};
@@ -49,7 +49,7 @@ fn identity(s: &Snapshot) -> (i64, &str, &str, Vec<&str>) {
 pub fn copy(
     src: &IndexedRepository,
     dst_session: &IndexedWriteSession,
-    selected: &[(Id, Snapshot)],
+    selected: &[(SnapshotId, Snapshot)],
 ) -> Result<CopyReport> {
     let dst = dst_session.repo();
     if src.config().repository_id == dst.config().repository_id {
@@ -60,8 +60,9 @@ pub fn copy(
     let dst_snaps = dst.list_snapshots()?;
     let src_snaps = src.list_snapshots()?;
     let mut report = CopyReport::default();
-    let present: HashMap<_, &Id> = dst_snaps.iter().map(|(id, s)| (identity(s), id)).collect();
-    let mut todo: Vec<&(Id, Snapshot)> = Vec::new();
+    let present: HashMap<_, &SnapshotId> =
+        dst_snaps.iter().map(|(id, s)| (identity(s), id)).collect();
+    let mut todo: Vec<&(SnapshotId, Snapshot)> = Vec::new();
     for pair in selected {
         if present.contains_key(&identity(&pair.1)) {
             report.skipped.push(pair.0.to_hex());
@@ -161,7 +162,7 @@ pub fn copy(
     // Data before trees before snapshots: a snapshot never names what is not stored.
     data.finish()?;
     tree_writer.finish()?;
-    let mut new_ids: HashMap<Id, Id> = HashMap::new();
+    let mut new_ids: HashMap<SnapshotId, SnapshotId> = HashMap::new();
     for ((sid, s), root) in todo.iter().zip(roots) {
         let mut d = s.clone();
         d.tree = root;

@@ -31,4 +31,4 @@ pub mod sparse;
 pub mod tree;
 
 pub use error::{Error, Result};
-pub use id::Id;
+pub use id::{Id, IndexFileId, PackId, SnapshotId};

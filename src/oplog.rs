@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::format::LogEntry;
-use crate::id::Id;
+use crate::id::SnapshotId;
 use crate::repository::Repository;
 use crate::session::WriteSession;
 
@@ -43,7 +43,7 @@ pub fn redact(arg: &str) -> String {
 }
 
 /// Adds one entry; failures to log are reported but never fail the operation itself.
-pub fn record(session: &WriteSession, operation: &str, result: &str, snapshots: Vec<Id>) {
+pub fn record(session: &WriteSession, operation: &str, result: &str, snapshots: Vec<SnapshotId>) {
     if let Err(e) = try_record(session, operation, result, snapshots) {
         eprintln!("ocvault: warning: cannot write the operations log: {e}");
     }
@@ -69,7 +69,7 @@ fn try_record(
     session: &WriteSession,
     operation: &str,
     result: &str,
-    snapshots: Vec<Id>,
+    snapshots: Vec<SnapshotId>,
 ) -> Result<()> {
     let entry = LogEntry {
         time_unix_ns: crate::snapshot::now_ns(),

@@ -5,7 +5,7 @@ use crate::backend::{Backend, FileKind};
 use crate::crypto::{Keys, SealKind};
 use crate::error::{Error, Result};
 use crate::format::{self, BlobType, IndexPack, PackHeader, PackedBlob};
-use crate::id::Id;
+use crate::id::{Id, PackId};
 
 /// Bytes a spilling pack builder holds before it appends them to its file.
 const SPILL_BYTES: usize = 1 << 20;
@@ -135,7 +135,7 @@ impl PackBuilder {
         let trailer = self.trailer(keys);
         spill.hasher.update(&self.buf);
         spill.hasher.update(&trailer);
-        let id = Id(*spill.hasher.finalize().as_bytes());
+        let id = PackId(Id(*spill.hasher.finalize().as_bytes()));
         let size = spill.written + (self.buf.len() + trailer.len()) as u64;
         let entry = IndexPack {
             id,
@@ -176,7 +176,7 @@ impl PackBuilder {
         debug_assert!(self.spill.is_none(), "a spilling pack is finished by write");
         let trailer = self.trailer(keys);
         self.buf.extend_from_slice(&trailer);
-        let id = Id::of_stored_bytes(&self.buf);
+        let id = PackId(Id::of_stored_bytes(&self.buf));
         let size = self.buf.len() as u64;
         (
             self.buf,
@@ -360,7 +360,7 @@ mod tests {
         backend.runtime().block_on(handle).unwrap().unwrap();
 
         let stored = backend.read(&FileKind::Pack.path(&entry.id)).unwrap();
-        assert_eq!(Id::of_stored_bytes(&stored), entry.id);
+        assert_eq!(Id::of_stored_bytes(&stored), *entry.id);
         assert_eq!(stored.len() as u64, entry.size);
         let header = parse_header_from_tail(&keys, &stored, entry.size)
             .unwrap()

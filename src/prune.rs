@@ -11,7 +11,7 @@
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::format::{BackupMarker, BlobType, IndexFile, IndexPack, PruneMark};
-use crate::id::Id;
+use crate::id::{Id, IndexFileId, PackId};
 use crate::index::Index;
 use crate::pack::PackBuilder;
 use crate::repository::Repository;
@@ -183,13 +183,13 @@ fn prune_in(
     // Index files as loaded, with ids, so the consolidated index can supersede exactly them.
     let (files, marks) =
         repo.load_consistent(|r| r.load_index_files_strict().map_err(refuse), load_marks)?;
-    let loaded_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
+    let loaded_ids: Vec<IndexFileId> = files.iter().map(|(id, _)| *id).collect();
     let live = Index::build(&files, &[]);
-    let live_pack_ids: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
+    let live_pack_ids: HashSet<PackId> = live.packs().iter().map(|p| p.id).collect();
 
     // Everything readable, for finding what snapshots use: marked packs, and packs of index
     // files a concurrent prune has superseded but not yet deleted.
-    let marked: HashMap<Id, IndexPack> = Repository::marked_packs(&marks)
+    let marked: HashMap<PackId, IndexPack> = Repository::marked_packs(&marks)
         .into_iter()
         .chain(Repository::superseded_packs(&files))
         .filter(|p| !live_pack_ids.contains(&p.id))
@@ -223,11 +223,11 @@ fn prune_in(
 
     // Only the live files' packs: what a superseded file holds beyond them was dropped by the
     // prune that superseded it and may already be deleted.
-    let superseded: HashSet<Id> = files
+    let superseded: HashSet<IndexFileId> = files
         .iter()
         .flat_map(|(_, f)| f.supersedes.iter().copied())
         .collect();
-    let index_packs: HashMap<Id, &IndexPack> = files
+    let index_packs: HashMap<PackId, &IndexPack> = files
         .iter()
         .filter(|(id, _)| !superseded.contains(id))
         .flat_map(|(_, f)| f.packs.iter())
@@ -265,6 +265,7 @@ fn prune_in(
     // Packs in no index and no mark: a crashed backup's leftovers or a running backup's work.
     let mut unindexed = Vec::new();
     for (id, size) in repo.backend().list_ids(FileKind::Pack)? {
+        let id = PackId(id);
         if !live_pack_ids.contains(&id) && !marked.contains_key(&id) {
             unindexed.push(IndexPack {
                 id,
@@ -285,7 +286,7 @@ fn prune_in(
 
     // One consolidated index of what stays, superseding every index file read above. Written in
     // parts; only the last names the files it supersedes, so a crash never unindexes a pack.
-    let dropped: HashSet<Id> = remove.iter().chain(retired.iter()).map(|p| p.id).collect();
+    let dropped: HashSet<PackId> = remove.iter().chain(retired.iter()).map(|p| p.id).collect();
     let mut keep: Vec<IndexPack> = index_packs
         .values()
         .filter(|p| !dropped.contains(&p.id))
@@ -341,7 +342,7 @@ fn refuse(e: Error) -> Error {
 /// other copy counts as unused, so a pack holding a second copy is repacked without it.
 fn usage_per_pack(
     live: &Index,
-    index_packs: &HashMap<Id, &IndexPack>,
+    index_packs: &HashMap<PackId, &IndexPack>,
     used: &HashSet<Id>,
 ) -> HashMap<u32, (u64, u64, u64, u64)> {
     let mut per_pack: HashMap<u32, (u64, u64, u64, u64)> = HashMap::new();
@@ -366,7 +367,7 @@ fn usage_per_pack(
 fn repack_packs(
     session: &WriteSession,
     live: &Index,
-    index_packs: &HashMap<Id, &IndexPack>,
+    index_packs: &HashMap<PackId, &IndexPack>,
     used: &HashSet<Id>,
     repack: &[(u32, f64)],
 ) -> Result<(Vec<IndexPack>, Vec<IndexPack>)> {
@@ -385,7 +386,7 @@ fn repack_packs(
         crate::interrupt::check()?;
         let info = live.pack(*n);
         let bytes = repo.backend().read(&FileKind::Pack.path(&info.id))?;
-        if Id::of_stored_bytes(&bytes) != info.id {
+        if Id::of_stored_bytes(&bytes) != *info.id {
             return Err(Error::corrupt(
                 FileKind::Pack.path(&info.id),
                 "content does not match its name; run `ocvault check`",
@@ -434,7 +435,7 @@ const BLOBS_PER_INDEX_FILE: usize = 100_000;
 fn write_consolidated(
     session: &WriteSession,
     packs: Vec<IndexPack>,
-    supersedes: &[Id],
+    supersedes: &[IndexFileId],
 ) -> Result<()> {
     let mut parts: Vec<Vec<IndexPack>> = vec![Vec::new()];
     let mut count = 0;
@@ -503,7 +504,7 @@ fn delete_marked(
         .collect();
     let indexed = repo.load_index()?;
     let live = indexed.live_index();
-    let live_packs: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
+    let live_packs: HashSet<PackId> = live.packs().iter().map(|p| p.id).collect();
     let used = used_blobs(repo, indexed.index(), &roots)?;
 
     // A marked pack a snapshot uses (a backup finished during the prune) goes back into the
@@ -512,13 +513,13 @@ fn delete_marked(
     let mut doomed = Vec::new();
     // A pack can be in several marks (taken out, put back, taken out again): a mark still
     // waiting for a running backup protects it even when an older mark is ready.
-    let protected: HashSet<Id> = waiting
+    let protected: HashSet<PackId> = waiting
         .iter()
         .flat_map(|(_, m)| m.packs.iter().map(|p| p.id))
         .collect();
     // The same pack in several ready marks: judge it by the entry that lists its blobs (a
     // mark of a pack that was in no index at the time lists none).
-    let mut candidates: HashMap<Id, &IndexPack> = HashMap::new();
+    let mut candidates: HashMap<PackId, &IndexPack> = HashMap::new();
     for (_, mark) in &ready {
         for p in &mark.packs {
             let e = candidates.entry(p.id).or_insert(p);

@@ -11,7 +11,7 @@
 use crate::backend::FileKind;
 use crate::crypto::SealKind;
 use crate::format::{BackupMarker, IndexFile, LogEntry, PruneMark, Snapshot};
-use crate::id::{FileId, Id};
+use crate::id::{FileId, Id, IndexFileId, SnapshotId};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A structured file: postcard, framed, sealed with `SEAL`, stored as `KIND`/<hash>.
@@ -29,14 +29,14 @@ impl RepoFile for Snapshot {
     const KIND: FileKind = FileKind::Snapshot;
     const SEAL: SealKind = SealKind::Snapshot;
     const FENCED: bool = true;
-    type Id = Id;
+    type Id = SnapshotId;
 }
 
 impl RepoFile for IndexFile {
     const KIND: FileKind = FileKind::Index;
     const SEAL: SealKind = SealKind::Index;
     const FENCED: bool = true;
-    type Id = Id;
+    type Id = IndexFileId;
 }
 
 impl RepoFile for LogEntry {

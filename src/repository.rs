@@ -7,7 +7,7 @@ use crate::format::{
     self, BlobType, ChunkerParams, Config, IndexFile, KdfParams, KeyFile, KeyPayload, Snapshot,
     Tree, CONFIG_MAGIC, FORMAT_VERSION, KEY_MAGIC,
 };
-use crate::id::Id;
+use crate::id::{Id, IndexFileId, PackId, SnapshotId};
 use crate::index::Index;
 use crate::repofile::RepoFile;
 use rayon::prelude::*;
@@ -26,9 +26,13 @@ pub(crate) struct Indexes {
 
 impl Indexes {
     /// Builds both from the same index files and marks.
-    pub fn build(files: Vec<(Id, IndexFile)>, marks: &[(Id, crate::format::PruneMark)]) -> Indexes {
+    pub fn build(
+        files: Vec<(IndexFileId, IndexFile)>,
+        marks: &[(Id, crate::format::PruneMark)],
+    ) -> Indexes {
         let live = Index::build(&files, &[]);
-        let live_packs: std::collections::HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
+        let live_packs: std::collections::HashSet<PackId> =
+            live.packs().iter().map(|p| p.id).collect();
         let extra: Vec<crate::format::IndexPack> = Repository::marked_packs(marks)
             .into_iter()
             .chain(Repository::superseded_packs(&files))
@@ -296,21 +300,21 @@ impl Repository {
 
     /// Every intact index file, read once. A damaged one is left out with a warning (once a
     /// process), so one bad file does not stop backups and restores; `check` reports it.
-    pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+    pub fn load_index_files(&self) -> Result<Vec<(IndexFileId, IndexFile)>> {
         Ok(self.load_all::<IndexFile>()?.skip_damaged())
     }
 
     /// Every index file; a damaged one is an error (for `prune`, which must not replace an
     /// index file it cannot read, nor delete the packs it may list).
-    pub fn load_index_files_strict(&self) -> Result<Vec<(Id, IndexFile)>> {
+    pub fn load_index_files_strict(&self) -> Result<Vec<(IndexFileId, IndexFile)>> {
         self.load_all::<IndexFile>()?.strict()
     }
 
     /// Packs of index files that other loaded files supersede, as far as the live ones do not
     /// hold them: a prune deletes superseded files only after writing its mark, so a reader
     /// that saw them may not see that mark yet; for reading only, like marked packs.
-    pub fn superseded_packs(files: &[(Id, IndexFile)]) -> Vec<crate::format::IndexPack> {
-        let superseded: std::collections::HashSet<Id> = files
+    pub fn superseded_packs(files: &[(IndexFileId, IndexFile)]) -> Vec<crate::format::IndexPack> {
+        let superseded: std::collections::HashSet<IndexFileId> = files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
             .collect();
@@ -337,7 +341,7 @@ impl Repository {
     /// The packs of all marks, one entry per pack: where marks disagree, the entry that lists
     /// the pack's blobs wins (a pack marked while in no index is listed without blobs).
     pub fn marked_packs(marks: &[(Id, crate::format::PruneMark)]) -> Vec<crate::format::IndexPack> {
-        let mut by_id: std::collections::HashMap<Id, &crate::format::IndexPack> =
+        let mut by_id: std::collections::HashMap<PackId, &crate::format::IndexPack> =
             std::collections::HashMap::new();
         for (_, m) in marks {
             for p in &m.packs {
@@ -394,7 +398,7 @@ impl Repository {
     /// Every snapshot, oldest first, and the damaged snapshot files.
     fn load_snapshots(&self) -> Result<Loaded<Snapshot>> {
         let mut all = self.load_all::<Snapshot>()?;
-        all.intact.sort_by(|a: &(Id, Snapshot), b| {
+        all.intact.sort_by(|a: &(SnapshotId, Snapshot), b| {
             a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0))
         });
         Ok(all)
@@ -403,19 +407,19 @@ impl Repository {
     /// Every intact snapshot, oldest first. A damaged snapshot file is left out with a
     /// warning (once a process), so the others can still be listed, restored and backed up
     /// beside; `check` reports it.
-    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+    pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         Ok(self.load_snapshots()?.skip_damaged())
     }
 
     /// Every snapshot, oldest first; a damaged snapshot file is an error (for `prune`, which
     /// cannot know what such a snapshot uses).
-    pub fn list_snapshots_strict(&self) -> Result<Vec<(Id, Snapshot)>> {
+    pub fn list_snapshots_strict(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         self.load_snapshots()?.strict()
     }
 
     /// Resolves `latest` or a unique id prefix to one snapshot. An id that names only a
     /// damaged snapshot file gives that damage (exit code 1), not "no snapshot".
-    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         let all = self.load_snapshots()?;
         let found = crate::snapshot::resolve(&all.intact, spec).cloned();
         let spec = spec.to_ascii_lowercase();

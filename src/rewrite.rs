@@ -4,7 +4,7 @@
 use crate::archiver::Excludes;
 use crate::error::Result;
 use crate::format::{BlobType, Snapshot, Tree};
-use crate::id::Id;
+use crate::id::{Id, SnapshotId};
 use crate::repository::IndexedRepository;
 use crate::session::{BlobWriter, IndexedWriteSession};
 use std::ffi::OsStr;
@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// Result of rewriting one snapshot.
 pub struct Rewritten {
-    pub old: Id,
-    pub new: Option<Id>,
+    pub old: SnapshotId,
+    pub new: Option<SnapshotId>,
     pub removed_paths: Vec<String>,
 }
 
@@ -23,7 +23,7 @@ pub struct Rewritten {
 /// index of the session, whose marker a concurrent prune respects (§11a).
 pub fn rewrite(
     session: &IndexedWriteSession,
-    snaps: &[(Id, Snapshot)],
+    snaps: &[(SnapshotId, Snapshot)],
     patterns: &[String],
 ) -> Result<Vec<Rewritten>> {
     rewrite_in(session.repo(), Some(session), snaps, patterns)
@@ -32,7 +32,7 @@ pub fn rewrite(
 /// What [`rewrite`] would remove, changing nothing (no tree is stored).
 pub fn rewrite_dry_run(
     repo: &IndexedRepository,
-    snaps: &[(Id, Snapshot)],
+    snaps: &[(SnapshotId, Snapshot)],
     patterns: &[String],
 ) -> Result<Vec<Rewritten>> {
     rewrite_in(repo, None, snaps, patterns)
@@ -41,7 +41,7 @@ pub fn rewrite_dry_run(
 fn rewrite_in(
     repo: &IndexedRepository,
     session: Option<&IndexedWriteSession>,
-    snaps: &[(Id, Snapshot)],
+    snaps: &[(SnapshotId, Snapshot)],
     patterns: &[String],
 ) -> Result<Vec<Rewritten>> {
     let excludes = Excludes::new(patterns)?;

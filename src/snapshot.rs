@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::Snapshot;
-use crate::id::Id;
+use crate::id::SnapshotId;
 
 pub fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
@@ -42,7 +42,10 @@ pub fn parse_time(s: &str) -> Result<i64> {
 }
 
 /// Resolves `latest` or a unique hex prefix among `snaps` (oldest first).
-pub fn resolve<'a>(snaps: &'a [(Id, Snapshot)], spec: &str) -> Result<&'a (Id, Snapshot)> {
+pub fn resolve<'a>(
+    snaps: &'a [(SnapshotId, Snapshot)],
+    spec: &str,
+) -> Result<&'a (SnapshotId, Snapshot)> {
     if spec == "latest" {
         return snaps
             .last()
@@ -83,10 +86,10 @@ impl SnapshotFilter {
 
 /// The parent for a new snapshot: the latest one of the same host and the same paths.
 pub fn find_parent<'a>(
-    snaps: &'a [(Id, Snapshot)],
+    snaps: &'a [(SnapshotId, Snapshot)],
     host: &str,
     paths: &[String],
-) -> Option<&'a (Id, Snapshot)> {
+) -> Option<&'a (SnapshotId, Snapshot)> {
     let mut want: Vec<&String> = paths.iter().collect();
     want.sort();
     snaps.iter().rev().find(|(_, s)| {

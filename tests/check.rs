@@ -283,7 +283,8 @@ fn index_entry_past_pack_end_and_unknown_file_are_found() {
     let f = fixture();
     let lib = open_lib(&f.repo);
     let old = &f.a.index_files[0];
-    let old_id = ocvault::Id::from_hex(old.file_name().unwrap().to_str().unwrap()).unwrap();
+    let old_id =
+        ocvault::IndexFileId::from_hex(old.file_name().unwrap().to_str().unwrap()).unwrap();
     let mut file: IndexFile = lib.load_file::<IndexFile>(&old_id).unwrap();
     let pack = file
         .packs

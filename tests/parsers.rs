@@ -12,7 +12,7 @@ use ocvault::format::{
 use ocvault::index::Index;
 use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
 use ocvault::repository::{decode_key_file, read_config_version, try_key_file};
-use ocvault::{Error, Id, Result};
+use ocvault::{Error, Id, IndexFileId, PackId, Result, SnapshotId};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index as Pos;
@@ -197,7 +197,7 @@ fn pack_header() -> impl Strategy<Value = PackHeader> {
 fn index_pack() -> impl Strategy<Value = IndexPack> {
     (id(), blob_type(), any::<u64>(), vec(packed_blob(), 0..16)).prop_map(
         |(id, blob_type, size, blobs)| IndexPack {
-            id,
+            id: PackId(id),
             blob_type,
             size,
             blobs,
@@ -206,7 +206,10 @@ fn index_pack() -> impl Strategy<Value = IndexPack> {
 }
 
 fn index_file() -> impl Strategy<Value = IndexFile> {
-    (vec(id(), 0..3), vec(index_pack(), 0..6))
+    (
+        vec(id().prop_map(IndexFileId), 0..3),
+        vec(index_pack(), 0..6),
+    )
         .prop_map(|(supersedes, packs)| IndexFile { supersedes, packs })
 }
 
@@ -305,7 +308,11 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
             vec(text(), 0..4),
             vec(text(), 0..3),
         ),
-        (id(), proptest::option::of(id()), vec(text(), 0..3)),
+        (
+            id(),
+            proptest::option::of(id().prop_map(SnapshotId)),
+            vec(text(), 0..3),
+        ),
         (any::<bool>(), summary(), text()),
     )
         .prop_map(
@@ -332,7 +339,11 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
 fn log_entry() -> impl Strategy<Value = LogEntry> {
     (
         (any::<i64>(), text(), text(), text()),
-        (vec(text(), 0..6), text(), vec(id(), 0..4)),
+        (
+            vec(text(), 0..6),
+            text(),
+            vec(id().prop_map(SnapshotId), 0..4),
+        ),
     )
         .prop_map(
             |((time_unix_ns, hostname, username, operation), (arguments, result, snapshots))| {
@@ -478,7 +489,7 @@ proptest! {
         let sealed = seal_file(keys(), SealKind::Index, &f, level);
         prop_assert_eq!(decode_sealed::<IndexFile>(keys(), SealKind::Index, &sealed).unwrap(), f.clone());
         // Every blob of the file is found in the index built from it.
-        let index = Index::from_files(vec![(Id::default(), f.clone())]);
+        let index = Index::from_files(vec![(IndexFileId::default(), f.clone())]);
         for p in &f.packs {
             for b in &p.blobs {
                 let loc = index.get(&b.id).unwrap();
@@ -585,7 +596,7 @@ proptest! {
         }
         let (pack, entry) = builder.finish(keys());
         prop_assert_eq!(entry.size, pack.len() as u64);
-        prop_assert_eq!(entry.id, Id::of_stored_bytes(&pack));
+        prop_assert_eq!(*entry.id, Id::of_stored_bytes(&pack));
         let size = pack.len() as u64;
         let h = parse_header_from_tail(keys(), &pack, size).unwrap().unwrap();
         prop_assert_eq!(h.blob_type, t);
@@ -695,7 +706,7 @@ proptest! {
         check_sealed_mutations(SealKind::Index, &f, &ms);
         // Whatever a mutated (unsealed) index file decodes to, the index builds from it.
         if let Ok(g) = format::from_postcard::<IndexFile>(&apply(&format::to_postcard(&f), &ms), "i") {
-            let index = Index::from_files(vec![(Id::default(), g)]);
+            let index = Index::from_files(vec![(IndexFileId::default(), g)]);
             let _ = index.len();
         }
     }

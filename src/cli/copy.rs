@@ -85,7 +85,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let new_ids = report
         .copied
         .iter()
-        .filter_map(|(_, d)| crate::id::Id::from_hex(d))
+        .filter_map(|(_, d)| crate::id::SnapshotId::from_hex(d))
         .collect();
     crate::oplog::record(&session, "copy", "ok", new_ids);
     if g.json {

@@ -121,7 +121,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             tags: a.tags.clone(),
             paths: a.paths.clone(),
         };
-        let mut groups: BTreeMap<String, Vec<(crate::Id, crate::format::Snapshot)>> =
+        let mut groups: BTreeMap<String, Vec<(crate::SnapshotId, crate::format::Snapshot)>> =
             BTreeMap::new();
         for s in snaps.iter().filter(|(_, s)| filter.matches(s)) {
             groups
