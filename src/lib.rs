@@ -3,6 +3,11 @@
 //! Backup data flows one way: [`archiver`] walks and reads sources, [`chunker`] cuts them,
 //! [`crypto`] names and seals blobs, [`pack`] groups them into packs that [`backend`] stores,
 //! and [`index`] and [`snapshot`] files make the result findable. [`restorer`] reverses it.
+//!
+//! The repository's handle is typed by what it may do: [`repository::Repository`] (open:
+//! read files), [`repository::IndexedRepository`] (index loaded: read blobs and trees), and
+//! [`session::WriteSession`] / [`session::IndexedWriteSession`] (a backup marker held: store
+//! and delete files; only the indexed one stores blobs).
 
 pub mod archiver;
 pub mod backend;
