@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     BlobType, IndexFile, IndexPack, Node, NodeKind, Snapshot, SnapshotSummary, Tree,
 };
-use crate::id::{Id, IndexFileId, SnapshotId};
+use crate::id::{DataId, Id, IndexFileId, SnapshotId, TreeId};
 use crate::index::Index;
 use crate::pack::{self, PackBuilder};
 use crate::repository::IndexedRepository;
@@ -293,7 +293,7 @@ impl Shared<'_> {
                     ));
                     node.size = n;
                 }
-                node.content = ids;
+                node.content = ids.into_iter().map(DataId).collect();
                 Ok(true)
             }
             Ok(Err(e)) => Err(e),
@@ -574,7 +574,7 @@ pub fn snapshot(
                     shared.files_new.fetch_add(1, Relaxed);
                     slots.push(Slot::Ready(Node {
                         size: n,
-                        content: ids,
+                        content: ids.into_iter().map(DataId).collect(),
                         ..node
                     }));
                 }
@@ -638,7 +638,7 @@ pub fn snapshot(
         username: crate::snapshot::username(),
         paths: snap_paths,
         tags,
-        tree: root,
+        tree: TreeId(root),
         parent: parent.map(|(id, _)| id),
         excludes: opts.excludes,
         incomplete: summary.errors > 0,
@@ -849,10 +849,10 @@ fn assemble_dirs(shared: &Shared, rx: Receiver<DirJob>) -> Result<()> {
                         }
                     }
                     Slot::Dir(mut n, rx) => {
-                        n.subtree = Some(
+                        n.subtree = Some(TreeId(
                             rx.recv()
                                 .map_err(|_| Error::other("tree assembler stopped"))??,
-                        );
+                        ));
                         tree.nodes.push(n);
                     }
                 }

@@ -737,7 +737,7 @@ fn compare_header(
     let in_header: HashSet<(Id, u32, u32)> = header
         .blobs
         .iter()
-        .map(|b| (b.id, b.offset, b.length))
+        .map(|b| (b.id.0, b.offset, b.length))
         .collect();
     let mismatches = indexed
         .iter()
@@ -805,11 +805,11 @@ impl TreeRefs {
         for n in &tree.nodes {
             let is_dir = match n.kind {
                 NodeKind::Dir => {
-                    ids.extend(n.subtree);
+                    ids.extend(n.subtree.map(Id::from));
                     true
                 }
                 NodeKind::File => {
-                    ids.extend_from_slice(&n.content);
+                    ids.extend(n.content.iter().map(|c| c.0));
                     false
                 }
                 _ => continue,

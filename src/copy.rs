@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::{BlobType, Snapshot, Tree};
-use crate::id::{Id, SnapshotId};
+use crate::id::{DataId, Id, SnapshotId, TreeId};
 use crate::index::Index;
 use crate::pack;
 use crate::repository::{IndexedRepository, Repository};
@@ -165,7 +165,7 @@ pub fn copy(
     let mut new_ids: HashMap<SnapshotId, SnapshotId> = HashMap::new();
     for ((sid, s), root) in todo.iter().zip(roots) {
         let mut d = s.clone();
-        d.tree = root;
+        d.tree = TreeId(root);
         d.parent = s.parent.and_then(|p| new_ids.get(&p).copied());
         let did = dst_session.save_file(&d)?;
         new_ids.insert(*sid, did);
@@ -181,17 +181,17 @@ fn seed_map(
     src_index: &Index,
     dst: &Repository,
     dst_index: &Index,
-    src_tree: &Id,
-    dst_tree: &Id,
+    src_tree: &TreeId,
+    dst_tree: &TreeId,
     map: &mut HashMap<Id, Id>,
-    seen: &mut HashSet<Id>,
+    seen: &mut HashSet<TreeId>,
 ) -> Result<()> {
     if !seen.insert(*src_tree) {
         return Ok(());
     }
     let a = src.load_tree_in(src_index, src_tree)?;
     let b = dst.load_tree_in(dst_index, dst_tree)?;
-    map.insert(*src_tree, *dst_tree);
+    map.insert(src_tree.0, dst_tree.0);
     for n in &a.nodes {
         // A destination rewritten since may lack nodes; only identical shapes are mapped.
         let Some(m) = b.find(&n.name) else { continue };
@@ -199,7 +199,7 @@ fn seed_map(
             continue;
         }
         for (x, y) in n.content.iter().zip(&m.content) {
-            map.insert(*x, *y);
+            map.insert(x.0, y.0);
         }
         if let (Some(x), Some(y)) = (&n.subtree, &m.subtree) {
             seed_map(src, src_index, dst, dst_index, x, y, map, seen)?;
@@ -214,23 +214,23 @@ fn collect(
     src_index: &Index,
     dst_live: &Index,
     map: &HashMap<Id, Id>,
-    tree_id: &Id,
+    tree_id: &TreeId,
     trees: &mut HashMap<Id, Tree>,
     need: &mut HashSet<Id>,
 ) -> Result<()> {
-    if trees.contains_key(tree_id) || mapped(map, dst_live, tree_id).is_some() {
+    if trees.contains_key(&tree_id.0) || mapped(map, dst_live, tree_id).is_some() {
         return Ok(());
     }
     let tree = src.load_tree_in(src_index, tree_id)?;
     for n in &tree.nodes {
         for c in &n.content {
             if mapped(map, dst_live, c).is_none() {
-                need.insert(*c);
+                need.insert(c.0);
             }
         }
     }
-    let subs: Vec<Id> = tree.nodes.iter().filter_map(|n| n.subtree).collect();
-    trees.insert(*tree_id, tree);
+    let subs: Vec<TreeId> = tree.nodes.iter().filter_map(|n| n.subtree).collect();
+    trees.insert(tree_id.0, tree);
     for s in subs {
         collect(src, src_index, dst_live, map, &s, trees, need)?;
     }
@@ -293,16 +293,18 @@ fn copy_tree(
     for n in &tree.nodes {
         let mut n = n.clone();
         for c in n.content.iter_mut() {
-            *c = *map
+            *c = map
                 .get(c)
+                .copied()
+                .map(DataId)
                 .ok_or_else(|| Error::other(format!("blob {} was not copied", c.short())))?;
         }
         if let Some(s) = n.subtree {
-            n.subtree = Some(copy_tree(&s, trees, dst_live, map, writer)?);
+            n.subtree = Some(TreeId(copy_tree(&s, trees, dst_live, map, writer)?));
         }
         out.nodes.push(n);
     }
-    let did = writer.save_tree(&out)?;
+    let did = writer.save_tree(&out)?.0;
     map.insert(*id, did);
     Ok(did)
 }

@@ -4,7 +4,7 @@
 //! and framed as `[codec u8][payload]` before sealing, so compression is per object.
 
 use crate::error::{Error, Result};
-use crate::id::{Id, IndexFileId, PackId, SnapshotId};
+use crate::id::{BlobId, DataId, Id, IndexFileId, PackId, SnapshotId, TreeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The repository format this build writes and reads.
@@ -75,7 +75,7 @@ pub enum BlobType {
 /// One blob's place in a pack.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PackedBlob {
-    pub id: Id,
+    pub id: BlobId,
     pub offset: u32,
     /// Stored (sealed) length in the pack.
     pub length: u32,
@@ -142,9 +142,9 @@ pub struct Node {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     pub link_target: Vec<u8>,
     /// Data blob ids, in order, for files.
-    pub content: Vec<Id>,
+    pub content: Vec<DataId>,
     /// Tree blob id, for directories.
-    pub subtree: Option<Id>,
+    pub subtree: Option<TreeId>,
 }
 
 impl Node {
@@ -183,7 +183,7 @@ pub struct Snapshot {
     pub username: String,
     pub paths: Vec<String>,
     pub tags: Vec<String>,
-    pub tree: Id,
+    pub tree: TreeId,
     pub parent: Option<SnapshotId>,
     pub excludes: Vec<String>,
     /// Some sources could not be read: the snapshot is not a complete copy.

@@ -121,6 +121,31 @@ typed_id!(
     IndexFileId
 );
 
+typed_id!(
+    /// Names a tree blob (keyed hash of the tree's encoding).
+    TreeId
+);
+typed_id!(
+    /// Names a data blob (keyed hash of a chunk of file content).
+    DataId
+);
+typed_id!(
+    /// Names a blob that may be a tree or data (pack headers, index entries).
+    BlobId
+);
+
+impl From<TreeId> for BlobId {
+    fn from(id: TreeId) -> BlobId {
+        BlobId(id.0)
+    }
+}
+
+impl From<DataId> for BlobId {
+    fn from(id: DataId) -> BlobId {
+        BlobId(id.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +157,9 @@ mod tests {
         assert_eq!(postcard::to_stdvec(&SnapshotId(id)).unwrap(), plain);
         assert_eq!(postcard::to_stdvec(&PackId(id)).unwrap(), plain);
         assert_eq!(postcard::to_stdvec(&IndexFileId(id)).unwrap(), plain);
+        assert_eq!(postcard::to_stdvec(&TreeId(id)).unwrap(), plain);
+        assert_eq!(postcard::to_stdvec(&DataId(id)).unwrap(), plain);
+        assert_eq!(postcard::to_stdvec(&BlobId(id)).unwrap(), plain);
         let list = postcard::to_stdvec(&vec![Some(id), None]).unwrap();
         assert_eq!(
             postcard::to_stdvec(&vec![Some(SnapshotId(id)), None]).unwrap(),

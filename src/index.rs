@@ -33,7 +33,7 @@ impl Entry {
 
     fn new(b: &PackedBlob, pack: u32) -> Entry {
         Entry {
-            id: b.id.0[PREFIX_LEN..].try_into().unwrap(),
+            id: b.id.0 .0[PREFIX_LEN..].try_into().unwrap(),
             pack: pack.to_ne_bytes(),
             offset: b.offset.to_ne_bytes(),
             length: b.length.to_ne_bytes(),
@@ -130,7 +130,7 @@ impl Index {
         let mut dir = vec![0u32; (1 << DIR_BITS) + 1];
         for p in packs {
             for b in &p.blobs {
-                dir[prefix(&b.id.0) + 1] += 1;
+                dir[prefix(&b.id.0 .0) + 1] += 1;
             }
         }
         for k in 0..(1 << DIR_BITS) {
@@ -140,7 +140,7 @@ impl Index {
         let mut cursor = dir.clone();
         for (n, p) in packs.iter().enumerate() {
             for b in &p.blobs {
-                let c = &mut cursor[prefix(&b.id.0)];
+                let c = &mut cursor[prefix(&b.id.0 .0)];
                 entries[*c as usize] = Entry::new(b, n as u32);
                 *c += 1;
             }
@@ -293,6 +293,7 @@ pub fn index_pack(id: Id, blob_type: BlobType, size: u64, blobs: Vec<PackedBlob>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::BlobId;
 
     #[test]
     fn entry_is_46_bytes() {
@@ -306,7 +307,7 @@ mod tests {
         for i in 0..5000u32 {
             let id = Id(*blake3::hash(&i.to_le_bytes()).as_bytes());
             blobs.push(PackedBlob {
-                id,
+                id: BlobId(id),
                 offset: i,
                 length: i + 1,
                 raw_length: i + 2,
@@ -334,7 +335,7 @@ mod tests {
 
     fn blob(id: Id, offset: u32) -> PackedBlob {
         PackedBlob {
-            id,
+            id: BlobId(id),
             offset,
             length: 10,
             raw_length: 20,

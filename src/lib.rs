@@ -36,4 +36,4 @@ pub mod sparse;
 pub mod tree;
 
 pub use error::{Error, Result};
-pub use id::{Id, IndexFileId, PackId, SnapshotId};
+pub use id::{BlobId, DataId, Id, IndexFileId, PackId, SnapshotId, TreeId};

@@ -5,7 +5,7 @@ use crate::backend::{Backend, FileKind};
 use crate::crypto::{Keys, SealKind};
 use crate::error::{Error, Result};
 use crate::format::{self, BlobType, IndexPack, PackHeader, PackedBlob};
-use crate::id::{Id, PackId};
+use crate::id::{BlobId, Id, PackId};
 
 /// Bytes a spilling pack builder holds before it appends them to its file.
 const SPILL_BYTES: usize = 1 << 20;
@@ -67,7 +67,7 @@ impl PackBuilder {
 
     pub fn add(&mut self, id: Id, raw_length: u32, sealed: &[u8]) {
         self.blobs.push(PackedBlob {
-            id,
+            id: BlobId(id),
             offset: self.len() as u32,
             length: sealed.len() as u32,
             raw_length,
@@ -367,7 +367,7 @@ mod tests {
             .unwrap();
         assert_eq!(header.blobs, entry.blobs);
         for ((id, data), blob) in input.iter().zip(&entry.blobs) {
-            assert_eq!(blob.id, *id);
+            assert_eq!(*blob.id, *id);
             let at = blob.offset as usize;
             assert_eq!(&stored[at..at + blob.length as usize], &data[..]);
         }

@@ -11,7 +11,7 @@
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::format::{BackupMarker, BlobType, IndexFile, IndexPack, PruneMark};
-use crate::id::{Id, IndexFileId, PackId};
+use crate::id::{BlobId, Id, IndexFileId, PackId, TreeId};
 use crate::index::Index;
 use crate::pack::PackBuilder;
 use crate::repository::Repository;
@@ -122,11 +122,11 @@ fn load_marks(repo: &Repository) -> Result<Vec<(Id, PruneMark)>> {
 }
 
 /// Every blob id reachable from the snapshots (trees and file contents).
-pub fn used_blobs(repo: &Repository, index: &Index, roots: &[Id]) -> Result<HashSet<Id>> {
+pub fn used_blobs(repo: &Repository, index: &Index, roots: &[TreeId]) -> Result<HashSet<BlobId>> {
     let mut used = HashSet::new();
-    let mut stack: Vec<Id> = roots.to_vec();
+    let mut stack: Vec<TreeId> = roots.to_vec();
     while let Some(t) = stack.pop() {
-        if !used.insert(t) {
+        if !used.insert(t.into()) {
             continue;
         }
         let tree = repo.load_tree_in(index, &t).map_err(|e| {
@@ -136,7 +136,7 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[Id]) -> Result<Hash
             ))
         })?;
         for n in tree.nodes {
-            used.extend(n.content);
+            used.extend(n.content.into_iter().map(BlobId::from));
             if let Some(s) = n.subtree {
                 stack.push(s);
             }
@@ -179,7 +179,7 @@ fn prune_in(
     // Strictly: prune cannot know what a snapshot it cannot read uses, nor which packs an
     // index file it cannot read lists, so it stops rather than delete them.
     let snaps = repo.list_snapshots_strict().map_err(refuse)?;
-    let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
+    let roots: Vec<TreeId> = snaps.iter().map(|(_, s)| s.tree).collect();
     // Index files as loaded, with ids, so the consolidated index can supersede exactly them.
     let (files, marks) =
         repo.load_consistent(|r| r.load_index_files_strict().map_err(refuse), load_marks)?;
@@ -343,7 +343,7 @@ fn refuse(e: Error) -> Error {
 fn usage_per_pack(
     live: &Index,
     index_packs: &HashMap<PackId, &IndexPack>,
-    used: &HashSet<Id>,
+    used: &HashSet<BlobId>,
 ) -> HashMap<u32, (u64, u64, u64, u64)> {
     let mut per_pack: HashMap<u32, (u64, u64, u64, u64)> = HashMap::new();
     for (n, p) in live.packs().iter().enumerate() {
@@ -368,7 +368,7 @@ fn repack_packs(
     session: &WriteSession,
     live: &Index,
     index_packs: &HashMap<PackId, &IndexPack>,
-    used: &HashSet<Id>,
+    used: &HashSet<BlobId>,
     repack: &[(u32, f64)],
 ) -> Result<(Vec<IndexPack>, Vec<IndexPack>)> {
     let repo = session.repo();
@@ -407,7 +407,7 @@ fn repack_packs(
             let builder = builders
                 .entry(info.blob_type)
                 .or_insert_with(|| PackBuilder::new(info.blob_type, target + (1 << 20)));
-            builder.add(b.id, b.raw_length, sealed);
+            builder.add(b.id.0, b.raw_length, sealed);
             if builder.len() >= target {
                 let full = builders.remove(&info.blob_type).unwrap();
                 flush(full, &mut new_packs)?;
@@ -497,7 +497,7 @@ fn delete_marked(
         return Ok((0, 0, pending));
     }
     // Snapshots first, then the index they were indexed in (see phase 1).
-    let roots: Vec<Id> = repo
+    let roots: Vec<TreeId> = repo
         .list_snapshots()?
         .into_iter()
         .map(|(_, s)| s.tree)

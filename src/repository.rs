@@ -7,7 +7,7 @@ use crate::format::{
     self, BlobType, ChunkerParams, Config, IndexFile, KdfParams, KeyFile, KeyPayload, Snapshot,
     Tree, CONFIG_MAGIC, FORMAT_VERSION, KEY_MAGIC,
 };
-use crate::id::{Id, IndexFileId, PackId, SnapshotId};
+use crate::id::{Id, IndexFileId, PackId, SnapshotId, TreeId};
 use crate::index::Index;
 use crate::repofile::RepoFile;
 use rayon::prelude::*;
@@ -466,7 +466,7 @@ impl Repository {
     }
 
     /// Reads and decodes one tree; `index` says where it is (see [`Self::read_blob_in`]).
-    pub fn load_tree_in(&self, index: &Index, id: &Id) -> Result<Tree> {
+    pub fn load_tree_in(&self, index: &Index, id: &TreeId) -> Result<Tree> {
         let raw = self.read_blob_in(index, id)?;
         format::from_postcard(&raw, &format!("tree {}", id.short()))
     }
@@ -527,7 +527,7 @@ impl<'r> IndexedRepository<'r> {
         self.repo.read_blob_in(self.index(), id)
     }
 
-    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+    pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
         self.repo.load_tree_in(self.index(), id)
     }
 }

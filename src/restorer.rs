@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::{Node, NodeKind};
-use crate::id::Id;
+use crate::id::{DataId, Id, TreeId};
 use crate::index::Index;
 use crate::repository::{IndexedRepository, Repository};
 use rayon::prelude::*;
@@ -60,7 +60,7 @@ struct Place {
 /// so this is most of restore's memory (about a third of a whole [`Node`] and its path).
 struct PlannedFile {
     path: Box<Path>,
-    content: Box<[Id]>,
+    content: Box<[DataId]>,
     xattrs: Box<[(Vec<u8>, Vec<u8>)]>,
     size: u64,
     atime_ns: i64,
@@ -187,7 +187,7 @@ impl Failures {
 
 pub fn restore(
     indexed: &IndexedRepository,
-    root: &Id,
+    root: &TreeId,
     target: &Path,
     opts: &RestoreOptions,
     progress: &RestoreProgress,
@@ -509,7 +509,7 @@ fn verify_file(
         let loc = index.get(id).ok_or("blob not in the index")?;
         buf.resize(loc.raw_length as usize, 0);
         f.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        if repo.keys().blob_id(&buf) != *id {
+        if repo.keys().blob_id(&buf) != **id {
             return Err(format!("chunk {i} differs from the snapshot"));
         }
     }
@@ -545,7 +545,7 @@ fn build_globs(patterns: &[String]) -> Result<Option<globset::GlobSet>> {
 fn walk(
     repo: &Repository,
     index: &Index,
-    tree_id: &Id,
+    tree_id: &TreeId,
     dir: &Path,
     rel: &str,
     includes: Option<&globset::GlobSet>,
@@ -695,7 +695,7 @@ pub fn dump(indexed: &IndexedRepository, node: &Node, out: &mut dyn std::io::Wri
         let loc = index
             .get(id)
             .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
-        locs.push((*id, loc));
+        locs.push((**id, loc));
     }
     let runs = read_runs(&locs);
     // windows: ranges of runs of about DUMP_WINDOW raw bytes each

@@ -238,7 +238,7 @@ mod tests {
             username: "u".into(),
             paths: vec!["/p".into()],
             tags: tags.iter().map(|s| s.to_string()).collect(),
-            tree: Id::default(),
+            tree: Default::default(),
             parent: None,
             excludes: vec![],
             incomplete: false,

@@ -4,7 +4,7 @@
 use crate::archiver::Excludes;
 use crate::error::Result;
 use crate::format::{BlobType, Snapshot, Tree};
-use crate::id::{Id, SnapshotId};
+use crate::id::{SnapshotId, TreeId};
 use crate::repository::IndexedRepository;
 use crate::session::{BlobWriter, IndexedWriteSession};
 use std::ffi::OsStr;
@@ -118,10 +118,16 @@ fn rewrite_in(
 }
 
 /// Stores a rewritten tree, or in a dry run (no writer) only computes its id.
-fn save_tree(repo: &IndexedRepository, writer: Option<&mut BlobWriter>, tree: &Tree) -> Result<Id> {
+fn save_tree(
+    repo: &IndexedRepository,
+    writer: Option<&mut BlobWriter>,
+    tree: &Tree,
+) -> Result<TreeId> {
     match writer {
         Some(w) => w.save_tree(tree),
-        None => Ok(repo.keys().blob_id(&crate::format::to_postcard(tree))),
+        None => Ok(TreeId(
+            repo.keys().blob_id(&crate::format::to_postcard(tree)),
+        )),
     }
 }
 
@@ -129,10 +135,10 @@ fn rewrite_tree(
     repo: &IndexedRepository,
     mut writer: Option<&mut BlobWriter>,
     excludes: &Excludes,
-    tree_id: &Id,
+    tree_id: &TreeId,
     dir: &Path,
     removed: &mut Vec<String>,
-) -> Result<Id> {
+) -> Result<TreeId> {
     let tree = repo.load_tree(tree_id)?;
     let mut out = Tree {
         nodes: Vec::with_capacity(tree.nodes.len()),

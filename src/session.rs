@@ -45,7 +45,7 @@
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::format::{BackupMarker, BlobType, IndexFile, IndexPack, Tree};
-use crate::id::Id;
+use crate::id::{Id, TreeId};
 use crate::index::Index;
 use crate::locks::{stale_after, MarkerGuard, MarkerSession, Markers};
 use crate::pack::{seal_blob, PackBuilder};
@@ -372,11 +372,11 @@ impl<'a> BlobWriter<'a> {
     }
 
     /// Encodes and stores a tree; returns its id.
-    pub fn save_tree(&mut self, tree: &Tree) -> Result<Id> {
+    pub fn save_tree(&mut self, tree: &Tree) -> Result<TreeId> {
         let raw = crate::format::to_postcard(tree);
         let id = self.session.repo.keys().blob_id(&raw);
         self.save(id, &raw)?;
-        Ok(id)
+        Ok(TreeId(id))
     }
 
     fn flush_pack(&mut self) -> Result<()> {

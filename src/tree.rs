@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::{Node, NodeKind, Tree};
-use crate::id::Id;
+use crate::id::TreeId;
 use crate::repository::IndexedRepository;
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -184,7 +184,7 @@ impl Tree {
 }
 
 /// Finds the node at `path` (components separated by '/') below the root tree.
-pub fn find_node(repo: &IndexedRepository, root: &Id, path: &str) -> Result<Node> {
+pub fn find_node(repo: &IndexedRepository, root: &TreeId, path: &str) -> Result<Node> {
     let comps: Vec<&str> = path
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")

@@ -7,7 +7,7 @@
 
 use ocvault::format::{BlobType, IndexFile, IndexPack, PackedBlob};
 use ocvault::index::Index;
-use ocvault::{Id, IndexFileId, PackId};
+use ocvault::{BlobId, Id, IndexFileId, PackId};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -92,7 +92,7 @@ fn synthetic_packs(blobs: usize, per_pack: usize) -> Vec<IndexPack> {
             let id = rng.id();
             let length = 200_000 + (rng.next() % 100_000) as u32;
             list.push(PackedBlob {
-                id,
+                id: BlobId(id),
                 offset,
                 length,
                 raw_length: length + 1000,
@@ -119,7 +119,7 @@ fn measure(blobs: usize) -> f64 {
     let probe: Vec<(Id, u32)> = packs
         .iter()
         .step_by(97)
-        .map(|p| (p.blobs[1].id, p.blobs[1].offset))
+        .map(|p| (p.blobs[1].id.0, p.blobs[1].offset))
         .collect();
     let input_bytes = LIVE.load(Relaxed);
     let before = input_bytes - packs_heap_bytes(&packs);
@@ -207,14 +207,14 @@ proptest! {
             let list: Vec<PackedBlob> = blobs
                 .iter()
                 .map(|&(a, b, c, off)| PackedBlob {
-                    id: id(a, b, c),
+                    id: BlobId(id(a, b, c)),
                     offset: off,
                     length: off / 2,
                     raw_length: off / 3,
                 })
                 .collect();
             for b in &list {
-                model.entry(b.id).or_insert((pid, b.offset));
+                model.entry(b.id.0).or_insert((pid, b.offset));
             }
             index_packs.push(IndexPack { id: pid, blob_type: BlobType::Data, size: 1, blobs: list });
         }

@@ -12,7 +12,7 @@ use ocvault::format::{
 use ocvault::index::Index;
 use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
 use ocvault::repository::{decode_key_file, read_config_version, try_key_file};
-use ocvault::{Error, Id, IndexFileId, PackId, Result, SnapshotId};
+use ocvault::{BlobId, DataId, Error, Id, IndexFileId, PackId, Result, SnapshotId, TreeId};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index as Pos;
@@ -181,7 +181,7 @@ fn blob_type() -> impl Strategy<Value = BlobType> {
 fn packed_blob() -> impl Strategy<Value = PackedBlob> {
     (id(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(id, offset, length, raw_length)| {
         PackedBlob {
-            id,
+            id: BlobId(id),
             offset,
             length,
             raw_length,
@@ -274,8 +274,8 @@ fn node() -> impl Strategy<Value = Node> {
             rdev,
             xattrs,
             link_target,
-            content,
-            subtree,
+            content: content.into_iter().map(DataId).collect(),
+            subtree: subtree.map(TreeId),
         },
     )
 }
@@ -326,7 +326,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 username,
                 paths,
                 tags,
-                tree,
+                tree: TreeId(tree),
                 parent,
                 excludes,
                 incomplete,
@@ -961,7 +961,7 @@ fn fuzz_seeds_from_a_real_repository() {
                 let sealed = &bytes[blob.offset as usize..(blob.offset + blob.length) as usize];
                 let raw = open_blob(k, BlobType::Tree, &blob.id, sealed, blob.raw_length).unwrap();
                 assert!(format::from_postcard::<Tree>(&raw, "tree").is_ok());
-                let framed = k.open(SealKind::TreeBlob, &blob.id.0, sealed).unwrap();
+                let framed = k.open(SealKind::TreeBlob, &blob.id.0 .0, sealed).unwrap();
                 seeds.push(("tree", blob.id.to_hex(), raw));
                 seeds.push(("tree", format!("{}-framed", blob.id.to_hex()), framed));
                 seeds.push(("unseal", blob.id.to_hex(), sealed.to_vec()));

@@ -442,7 +442,7 @@ fn prune_heals_a_pack_holding_a_blob_twice() {
     for _ in 0..2 {
         for b in &data.blobs {
             let sealed = &bytes[b.offset as usize..(b.offset + b.length) as usize];
-            builder.add(b.id, b.raw_length, sealed);
+            builder.add(b.id.0, b.raw_length, sealed);
         }
     }
     let (doubled, entry) = builder.finish(lib.keys());

@@ -524,7 +524,7 @@ fn open_copy(repo_dir: &Path) -> (tempfile::TempDir, ocvault::repository::Reposi
 /// One manifest entry per node of a snapshot, read from the stored trees, in tree order.
 fn manifest_entries(
     repo: &ocvault::repository::IndexedRepository,
-    tree: &ocvault::Id,
+    tree: &ocvault::TreeId,
     prefix: &[u8],
     out: &mut Vec<serde_json::Value>,
     links: &mut std::collections::HashMap<(u64, u64), String>,

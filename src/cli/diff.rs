@@ -1,7 +1,7 @@
 use super::GlobalOptions;
 use crate::error::Result;
 use crate::format::{Node, Tree};
-use crate::id::Id;
+use crate::id::TreeId;
 use crate::repository::IndexedRepository;
 
 #[derive(clap::Args)]
@@ -57,7 +57,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     Ok(0)
 }
 
-fn load(repo: &IndexedRepository, id: Option<&Id>) -> Result<Tree> {
+fn load(repo: &IndexedRepository, id: Option<&TreeId>) -> Result<Tree> {
     match id {
         Some(id) => repo.load_tree(id),
         None => Ok(Tree::default()),
@@ -93,8 +93,8 @@ fn all_below(
 
 fn diff_trees(
     repo: &IndexedRepository,
-    a: Option<&Id>,
-    b: Option<&Id>,
+    a: Option<&TreeId>,
+    b: Option<&TreeId>,
     dir: &str,
     out: &mut Vec<Change>,
 ) -> Result<()> {

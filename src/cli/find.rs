@@ -1,6 +1,6 @@
 use super::GlobalOptions;
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::TreeId;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,7 +19,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let repo = repo.load_index()?;
     let mut found = Vec::new();
     for (id, snap) in repo.list_snapshots()? {
-        let mut stack: Vec<(Id, String)> = vec![(snap.tree, String::new())];
+        let mut stack: Vec<(TreeId, String)> = vec![(snap.tree, String::new())];
         while let Some((t, dir)) = stack.pop() {
             for n in repo.load_tree(&t)?.nodes {
                 let path = format!("{dir}/{}", n.name_lossy());

@@ -1,7 +1,7 @@
 use super::GlobalOptions;
 use crate::error::Result;
 use crate::format::{Node, NodeKind};
-use crate::id::Id;
+use crate::id::TreeId;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +33,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
             }
         }
     };
-    let mut stack: Vec<(Id, String)> = vec![(start, prefix)];
+    let mut stack: Vec<(TreeId, String)> = vec![(start, prefix)];
     while let Some((tid, dir)) = stack.pop() {
         let tree = repo.load_tree(&tid)?;
         let mut subdirs = Vec::new();

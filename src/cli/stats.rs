@@ -1,7 +1,7 @@
 use super::GlobalOptions;
 use crate::error::Result;
 use crate::format::NodeKind;
-use crate::id::Id;
+use crate::id::{DataId, TreeId};
 use std::collections::HashSet;
 
 #[derive(clap::Args)]
@@ -24,8 +24,8 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     let repo = repo.load_index()?;
     let index = repo.index();
     let (mut logical, mut files) = (0u64, 0u64);
-    let mut blobs: HashSet<Id> = HashSet::new();
-    let mut seen_trees: HashSet<Id> = HashSet::new();
+    let mut blobs: HashSet<DataId> = HashSet::new();
+    let mut seen_trees: HashSet<TreeId> = HashSet::new();
     for (_, s) in &chosen {
         // Logical size counts every file of every snapshot; trees are walked once per snapshot.
         let mut stack = vec![s.tree];
