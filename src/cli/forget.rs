@@ -181,18 +181,27 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
     if a.dry_run {
         return Ok(0);
     }
-    // One session for the deletions and the prune after them: a second one would make the
-    // prune wait for this command as for a running backup.
+    forget_and_prune(g, &repo, &remove, a.prune.then_some(&prune_opts))
+}
+
+/// Deletes the snapshots, then prunes if asked, in one write session: a second session would
+/// make the prune wait for this one as for a running backup.
+fn forget_and_prune(
+    g: &GlobalOptions,
+    repo: &crate::repository::Repository,
+    remove: &[crate::SnapshotId],
+    prune: Option<&crate::prune::PruneOptions>,
+) -> Result<i32> {
     let session = repo.write_session()?;
-    for id in &remove {
+    for id in remove {
         session.delete_file::<Snapshot>(id)?;
     }
-    crate::oplog::record(&session, "forget", "ok", remove.clone());
+    crate::oplog::record(&session, "forget", "ok", remove.to_vec());
     if !g.json {
         println!("forgot {} snapshots", remove.len());
     }
-    if a.prune {
-        super::prune::run_prune(g, &repo, Some(&session), &prune_opts)?;
+    if let Some(opts) = prune {
+        super::prune::run_prune(g, repo, Some(&session), opts)?;
     }
     Ok(0)
 }

@@ -167,20 +167,9 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<i32> {
         });
         (stop, h)
     });
-    let mut indexed = match repo.load_index() {
-        Ok(i) => i,
-        Err(e) => {
-            crate::oplog::record_failure_unindexed(&repo, "snapshot", &e);
-            return Err(e);
-        }
-    };
-    let session = match indexed.write_session() {
-        Ok(s) => s,
-        Err(e) => {
-            crate::oplog::record_failure_unindexed(&repo, "snapshot", &e);
-            return Err(e);
-        }
-    };
+    let log_failure = |e: &Error| crate::oplog::record_failure_unindexed(&repo, "snapshot", e);
+    let mut indexed = repo.load_index().inspect_err(log_failure)?;
+    let session = indexed.write_session().inspect_err(log_failure)?;
     let result = archiver::snapshot(&session, opts, &progress);
     if let Some((stop, h)) = json_status {
         stop.store(true, Relaxed);
