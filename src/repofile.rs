@@ -6,7 +6,7 @@
 //! `config` and key files do not implement it: the config lives at a fixed name behind a
 //! clear header and its seal binds the format version (one decoder,
 //! `repository::decode_config`); key files are wrapped under a password, not sealed under the
-//! master key (`repository::write_key_file`, `decode_key_file`).
+//! master key (`WriteSession::add_key`, `repository::decode_key_file`).
 
 use crate::backend::FileKind;
 use crate::crypto::SealKind;

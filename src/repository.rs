@@ -650,7 +650,7 @@ pub fn read_config_version(bytes: &[u8]) -> Result<u32> {
 }
 
 /// Wraps the master key under a password into a new key file; returns its id.
-pub fn write_key_file(
+pub(crate) fn write_key_file(
     backend: &Backend,
     master: &MasterKey,
     password: &[u8],
