@@ -45,7 +45,7 @@
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::format::{BackupMarker, BlobType, IndexFile, IndexPack, Tree};
-use crate::id::{Id, TreeId};
+use crate::id::{Id, PackId, TreeId};
 use crate::index::Index;
 use crate::locks::{stale_after, MarkerGuard, MarkerSession, Markers};
 use crate::pack::{seal_blob, PackBuilder};
@@ -104,12 +104,12 @@ impl<'r> WriteSession<'r> {
     }
 
     /// Stores a pack assembled whole in memory (prune's repack).
-    pub fn write_pack(&self, id: &Id, bytes: Vec<u8>) -> Result<()> {
+    pub fn write_pack(&self, id: &PackId, bytes: Vec<u8>) -> Result<()> {
         self.repo.backend().write(&FileKind::Pack.path(id), bytes)
     }
 
     /// Deletes one pack.
-    pub fn delete_pack(&self, id: &Id) -> Result<()> {
+    pub fn delete_pack(&self, id: &PackId) -> Result<()> {
         self.repo.backend().delete(&FileKind::Pack.path(id))
     }
 
