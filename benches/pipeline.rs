@@ -83,14 +83,14 @@ fn synthetic_packs(blobs: usize, per_pack: usize) -> Vec<IndexPack> {
             let n = per_pack.min(blobs - first);
             let blobs = (0..n)
                 .map(|j| PackedBlob {
-                    id: synthetic_id((first + j) as u64),
+                    id: ocvault::BlobId(synthetic_id((first + j) as u64)),
                     offset: (j * CHUNK) as u32,
                     length: CHUNK as u32,
                     raw_length: CHUNK as u32 + 100,
                 })
                 .collect();
             IndexPack {
-                id: synthetic_id(u64::MAX - p as u64),
+                id: ocvault::PackId(synthetic_id(u64::MAX - p as u64)),
                 blob_type: BlobType::Data,
                 size: (n * CHUNK) as u64,
                 blobs,
@@ -127,10 +127,10 @@ fn sample_tree(nodes: usize) -> Tree {
                 vec![]
             } else {
                 (0..1 + i % 3)
-                    .map(|j| synthetic_id((i * 4 + j) as u64))
+                    .map(|j| ocvault::DataId(synthetic_id((i * 4 + j) as u64)))
                     .collect()
             },
-            subtree: (i % 10 == 0).then(|| synthetic_id(i as u64 + 1_000_000)),
+            subtree: (i % 10 == 0).then(|| ocvault::TreeId(synthetic_id(i as u64 + 1_000_000))),
         })
         .collect();
     Tree { nodes }

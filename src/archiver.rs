@@ -9,9 +9,11 @@ use crate::error::{Error, Result};
 use crate::format::{BlobType, IndexFile, Node, NodeKind, Snapshot, SnapshotSummary, Tree};
 use crate::host::NameCache;
 use crate::id::Id;
+use crate::id::{DataId, SnapshotId, TreeId};
 use crate::index::Index;
 use crate::packer::{self, Indexing, Packed, Packer, PackerParts, PACKS_PER_INDEX};
-use crate::repository::Repository;
+use crate::repository::IndexedRepository;
+use crate::session::IndexedWriteSession;
 use crate::tree;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
@@ -68,7 +70,7 @@ pub struct Progress {
 }
 
 pub struct SnapshotOutcome {
-    pub id: Id,
+    pub id: SnapshotId,
     pub snapshot: Snapshot,
     pub warnings: Vec<String>,
 }
@@ -242,7 +244,7 @@ impl Shared<'_> {
                     ));
                     node.size = n;
                 }
-                node.content = ids;
+                node.content = ids.into_iter().map(DataId).collect();
                 Ok(true)
             }
             Ok(Err(e)) => Err(e),
@@ -447,7 +449,7 @@ impl Sources {
 
 /// Makes a snapshot of `opts.paths` and `opts.stream` and saves it.
 pub fn snapshot(
-    repo: &Repository,
+    session: &IndexedWriteSession,
     opts: SnapshotOptions,
     progress: &Progress,
 ) -> Result<SnapshotOutcome> {
@@ -458,8 +460,7 @@ pub fn snapshot(
     let excludes = Excludes::new(&opts.excludes)?;
     let host = opts.host.clone().unwrap_or_else(crate::host::hostname);
 
-    // Announce the backup before loading the index, so prune keeps what it may dedup against.
-    let marker = crate::locks::MarkerGuard::acquire(repo)?;
+    let repo = session.repo();
     let snaps = repo.list_snapshots()?;
     let parent = match &opts.parent {
         ParentChoice::None => None,
@@ -470,15 +471,15 @@ pub fn snapshot(
     };
     // Dedup only against the live index; parent trees may also be read from packs a concurrent
     // prune has marked. A parent that cannot be read only costs re-reading the files.
-    let indexes = repo.load_indexes()?;
     let parent_root = match &parent {
-        Some((_, s)) => repo.load_tree(indexes.read(), &s.tree).ok(),
+        Some((_, s)) => repo.load_tree(&s.tree).ok(),
         None => None,
     };
     let input = Input {
+        session,
         repo,
-        index: &indexes.live,
-        read_index: indexes.read(),
+        index: repo.live_index(),
+        read_index: repo.index(),
         parent_root,
         sources: &sources,
         excludes: &excludes,
@@ -491,7 +492,7 @@ pub fn snapshot(
     let (packed, root) = match (packed, root) {
         (Ok(p), Ok(r)) => (p, r),
         (Err(e), _) | (_, Err(e)) => {
-            marker.ensure_held()?;
+            session.ensure_held()?;
             return Err(e);
         }
     };
@@ -508,14 +509,14 @@ pub fn snapshot(
         username: crate::host::username(),
         paths: sources.snap_paths,
         tags,
-        tree: root,
+        tree: TreeId(root),
         parent: parent.map(|(id, _)| id),
         excludes: opts.excludes,
         incomplete: summary.errors > 0,
         summary,
         program_version: format!("ocvault {}", env!("CARGO_PKG_VERSION")),
     };
-    let id = repo.save_snapshot(&snapshot)?;
+    let id = session.save_file(&snapshot)?;
     Ok(SnapshotOutcome {
         id,
         snapshot,
@@ -525,7 +526,8 @@ pub fn snapshot(
 
 /// What the pipeline reads from besides the sources' bytes.
 struct Input<'a> {
-    repo: &'a Repository,
+    session: &'a IndexedWriteSession<'a>,
+    repo: &'a IndexedRepository<'a>,
     /// Live index: deduplicated against; a parent's content is reused only when every blob
     /// is in it.
     index: &'a Index,
@@ -545,21 +547,13 @@ fn store_sources(
     stream: Option<StreamSource>,
 ) -> (Result<Id>, SnapshotSummary, Vec<String>, Result<Packed>) {
     let repo = input.repo;
-    let save_index = |f: &IndexFile| repo.save_index(f);
-    let parts = PackerParts {
-        progress: Some(&input.progress.bytes_added),
-        ..PackerParts::new(
-            &repo.keys,
-            &repo.backend,
-            &repo.config,
-            input.index,
-            Indexing::Every(PACKS_PER_INDEX, &save_index),
-        )
-    };
+    let save_index = |f: &IndexFile| input.session.save_file(f).map(Id::from);
+    let parts = PackerParts::new(input.session, Indexing::Every(PACKS_PER_INDEX, &save_index))
+        .with_progress(&input.progress.bytes_added);
     let ((root, counts, warnings), packed) = packer::run(parts, |packer| {
         let shared = Shared {
             packer,
-            chunker: Chunker::new(repo.config.chunker, repo.keys.chunker_seed()),
+            chunker: Chunker::new(repo.config().chunker, repo.keys().chunker_seed()),
             warnings: Mutex::new(Vec::new()),
             progress: input.progress,
             files_new: AtomicU64::new(0),
@@ -665,7 +659,7 @@ fn store_stream_source(
     shared.files_new.fetch_add(1, Relaxed);
     Ok(Slot::Ready(Node {
         size: n,
-        content: ids,
+        content: ids.into_iter().map(DataId).collect(),
         ..node
     }))
 }
@@ -731,7 +725,7 @@ struct Walker<'a> {
     names: &'a NameCache,
     excludes: &'a Excludes,
     dir_tx: &'a Sender<DirJob>,
-    repo: &'a Repository,
+    repo: &'a IndexedRepository<'a>,
     /// Live index: a parent's content is reused only when every blob is in it.
     index: &'a Index,
     /// For reading parent trees.
@@ -763,9 +757,7 @@ impl<'a> Walker<'a> {
         match node.kind {
             NodeKind::Dir => {
                 let prev_tree = match prev.as_ref().and_then(|p| p.subtree) {
-                    Some(id) if self.read_index.contains(&id) => {
-                        self.repo.load_tree(self.read_index, &id).ok()
-                    }
+                    Some(id) if self.read_index.contains(&id) => self.repo.load_tree(&id).ok(),
                     _ => None,
                 };
                 let rx = self.dir(rs, path, prev_tree)?;
@@ -871,10 +863,10 @@ fn assemble_dirs(shared: &Shared, rx: Receiver<DirJob>) -> Result<()> {
                         }
                     }
                     Slot::Dir(mut n, rx) => {
-                        n.subtree = Some(
+                        n.subtree = Some(TreeId(
                             rx.recv()
                                 .map_err(|_| Error::other("tree assembler stopped"))??,
-                        );
+                        ));
                         tree.nodes.push(n);
                     }
                 }

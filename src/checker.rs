@@ -8,11 +8,11 @@
 //! checked against its id. Damage is then traced to the snapshots and file paths it affects.
 
 use crate::backend::{Backend, FileKind, CONFIG_PATH};
-use crate::crypto::SealKind;
 use crate::error::{Error, Result};
-use crate::format::{BlobType, Config, IndexFile, NodeKind, PackHeader, Snapshot, Tree};
-use crate::id::Id;
+use crate::format::{BlobType, IndexFile, NodeKind, PackHeader, Snapshot, Tree};
+use crate::id::{Id, IndexFileId, PackId, SnapshotId};
 use crate::index::Index;
+use crate::repofile::RepoFile;
 use crate::repository::{self, Repository};
 use crate::walker::{TreeLoader, WalkNode, Walker};
 use rayon::prelude::*;
@@ -144,7 +144,7 @@ impl Findings {
 /// pass verified intact is not read again, and the trees it held are kept.
 #[derive(Default)]
 struct Carry {
-    verified: Mutex<HashSet<Id>>,
+    verified: Mutex<HashSet<PackId>>,
     trees: Mutex<HashMap<Id, TreeRefs>>,
     data_packs_read: u64,
     data_bytes_read: u64,
@@ -264,14 +264,7 @@ fn open_for_check(backend: &Backend, password: &[u8]) -> Result<Opened> {
         return Ok(Err(damage));
     };
     let keys = master.derive();
-    let config = match keys
-        .open(SealKind::Config, &config_bytes[8..12], &config_bytes[12..])
-        .and_then(|framed| {
-            crate::format::from_postcard::<Config>(
-                &crate::format::unframe(&framed, 1 << 20, "config")?,
-                "config",
-            )
-        }) {
+    let config = match repository::decode_config(&keys, &config_bytes) {
         Ok(c) => c,
         Err(e) => {
             add(
@@ -286,16 +279,14 @@ fn open_for_check(backend: &Backend, password: &[u8]) -> Result<Opened> {
 }
 
 /// Loads every file of one kind, naming each damaged one with what its loss means.
-fn load_checked<T: serde::de::DeserializeOwned + Send>(
+fn load_checked<F: RepoFile>(
     repo: &Repository,
-    kind: FileKind,
-    seal: SealKind,
     findings: &Findings,
     loss: &str,
-) -> Result<Vec<(Id, T)>> {
-    let loaded = repo.load_all::<T>(kind, seal)?;
+) -> Result<Vec<(F::Id, F)>> {
+    let loaded = repo.load_all::<F>()?;
     for (id, e) in loaded.damaged {
-        findings.add(kind.path(&id), format!("{e}; {loss}"), 0);
+        findings.add(F::KIND.path(&id.into()), format!("{e}; {loss}"), 0);
     }
     Ok(loaded.intact)
 }
@@ -340,7 +331,7 @@ fn check_pass(
 /// What the first phase loads.
 struct LoadedIndex {
     /// Intact snapshots, oldest first.
-    snapshots: Vec<(Id, Snapshot)>,
+    snapshots: Vec<(SnapshotId, Snapshot)>,
     /// The live index files' packs, and the marked and superseded packs still present.
     index: Index,
     /// Every file in `data/`, with its size.
@@ -356,46 +347,26 @@ fn load_index(
 ) -> Result<LoadedIndex> {
     // Snapshots before index files: a snapshot is saved after its index, so one saved by a
     // backup running beside this check is never judged against an older index.
-    let mut snapshots: Vec<(Id, Snapshot)> = load_checked(
-        repo,
-        FileKind::Snapshot,
-        SealKind::Snapshot,
-        findings,
-        "this snapshot is lost",
-    )?;
+    let mut snapshots: Vec<(SnapshotId, Snapshot)> =
+        load_checked(repo, findings, "this snapshot is lost")?;
     snapshots.sort_by_key(|(id, s)| (s.time_unix_ns, *id));
     report.snapshots = snapshots.len() as u64;
-    let index_files: Vec<(Id, IndexFile)> = load_checked(
-        repo,
-        FileKind::Index,
-        SealKind::Index,
-        findings,
-        "the packs it lists are no longer indexed",
-    )?;
+    let index_files: Vec<(IndexFileId, IndexFile)> =
+        load_checked(repo, findings, "the packs it lists are no longer indexed")?;
     report.index_files = index_files.len() as u64;
     // Every entry of the operations log and every backup marker opens and matches its name.
-    load_checked::<crate::format::LogEntry>(
-        repo,
-        FileKind::Log,
-        SealKind::Log,
-        findings,
-        "this log entry is lost",
-    )?;
+    load_checked::<crate::format::LogEntry>(repo, findings, "this log entry is lost")?;
     load_checked::<crate::format::BackupMarker>(
         repo,
-        FileKind::Lock,
-        SealKind::Lock,
         findings,
         "prune cannot tell which backup this marker announces",
     )?;
     let marks: Vec<(Id, crate::format::PruneMark)> = load_checked(
         repo,
-        FileKind::PruneMark,
-        SealKind::PruneMark,
         findings,
         "the packs it lists are neither indexed nor deleted",
     )?;
-    let listed: HashMap<String, u64> = repo.backend.list(FileKind::Pack)?.into_iter().collect();
+    let listed: HashMap<String, u64> = repo.backend().list(FileKind::Pack)?.into_iter().collect();
     let index = readable_index(&index_files, &marks, &listed);
     report.blobs = index.len() as u64;
     report.packs = index.packs().len() as u64;
@@ -411,15 +382,15 @@ fn load_index(
 /// later prune puts them back into the index), and likewise packs of index files that a
 /// concurrent (or killed) prune has superseded but not yet deleted.
 fn readable_index(
-    index_files: &[(Id, IndexFile)],
+    index_files: &[(IndexFileId, IndexFile)],
     marks: &[(Id, crate::format::PruneMark)],
     listed: &HashMap<String, u64>,
 ) -> Index {
-    let superseded: HashSet<Id> = index_files
+    let superseded: HashSet<IndexFileId> = index_files
         .iter()
         .flat_map(|(_, f)| f.supersedes.iter().copied())
         .collect();
-    let indexed: HashSet<Id> = index_files
+    let indexed: HashSet<PackId> = index_files
         .iter()
         .filter(|(id, _)| !superseded.contains(id))
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
@@ -440,7 +411,7 @@ fn readable_index(
 /// Walks every snapshot's trees, recording used blobs and the paths that cannot be restored.
 fn check_snapshots(
     walker: &mut TreeWalker,
-    snapshots: &[(Id, Snapshot)],
+    snapshots: &[(SnapshotId, Snapshot)],
     findings: &Findings,
 ) -> Vec<Affected> {
     let mut affected = Vec::new();
@@ -520,7 +491,7 @@ fn check_pack_files(
         findings.add(path, problem, nblobs);
         bad_packs.insert(n);
     }
-    let max_header = crate::pack::max_header_len(repo.config.pack_target_size);
+    let max_header = crate::pack::max_header_len(repo.config().pack_target_size);
     for (path, size) in listed {
         if indexed_paths.contains(path) {
             continue;
@@ -532,7 +503,7 @@ fn check_pack_files(
             continue;
         };
         // A pack in no index: reclaimable if it is a real pack of this repository.
-        match crate::pack::read_header(&repo.backend, &repo.keys, &id, *size, max_header) {
+        match crate::pack::read_header(repo.backend(), repo.keys(), &id, *size, max_header) {
             Ok(_) => {
                 report.reclaimable.unreferenced_packs += 1;
                 report.reclaimable.unreferenced_pack_bytes += size;
@@ -581,7 +552,7 @@ fn read_packs(
         findings,
         bad_blobs: &bad_blobs,
         progress,
-        max_header: crate::pack::max_header_len(repo.config.pack_target_size),
+        max_header: crate::pack::max_header_len(repo.config().pack_target_size),
     };
     let (verified, trees) = (&carry.verified, &carry.trees);
     let verify = |n: &u32, on_tree: &dyn Fn(Id, Vec<u8>)| {
@@ -589,7 +560,7 @@ fn read_packs(
             verified.lock().unwrap().insert(index.pack(*n).id);
         }
     };
-    repo.backend.with_read_pool(|| {
+    repo.backend().with_read_pool(|| {
         tree_packs.par_iter().for_each(|n| {
             let on_tree =
                 |id: Id, raw: Vec<u8>| match crate::format::from_postcard::<Tree>(&raw, "tree") {
@@ -605,7 +576,7 @@ fn read_packs(
             verify(n, &on_tree);
         })
     });
-    repo.backend.with_read_pool(|| {
+    repo.backend().with_read_pool(|| {
         selected.par_iter().for_each(|n| verify(n, &|_, _| {}));
     });
     carry.data_packs_read += selected.len() as u64;
@@ -655,7 +626,7 @@ fn verify_pack(c: &PackCheck, n: u32, on_tree: &dyn Fn(Id, Vec<u8>)) -> bool {
             .unwrap()
             .extend(indexed.iter().map(|(id, _)| *id));
     };
-    let read = |offset: u64, len: u64| c.repo.backend.read_range(&path, offset, len);
+    let read = |offset: u64, len: u64| c.repo.backend().read_range(&path, offset, len);
     let size = info.size;
 
     // The header, from the pack's tail (a second read when it is longer than the first, never
@@ -669,11 +640,11 @@ fn verify_pack(c: &PackCheck, n: u32, on_tree: &dyn Fn(Id, Vec<u8>)) -> bool {
         }
     };
     let mut header = crate::pack::claimed_header_len(&tail, c.max_header)
-        .and_then(|_| crate::pack::parse_header_from_tail(&c.repo.keys, &tail, size));
+        .and_then(|_| crate::pack::parse_header_from_tail(c.repo.keys(), &tail, size));
     if let Ok(None) = header {
         let hlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap()) as u64;
         match read(size - hlen - 4, hlen + 4) {
-            Ok(t) => header = crate::pack::parse_header_from_tail(&c.repo.keys, &t, size),
+            Ok(t) => header = crate::pack::parse_header_from_tail(c.repo.keys(), &t, size),
             Err(e) => {
                 read_failed(e);
                 return false;
@@ -719,7 +690,8 @@ fn verify_pack(c: &PackCheck, n: u32, on_tree: &dyn Fn(Id, Vec<u8>)) -> bool {
                 break;
             }
             let sealed = &buf[(start - base) as usize..(end - base) as usize];
-            match crate::pack::open_blob(&c.repo.keys, info.blob_type, id, sealed, loc.raw_length) {
+            match crate::pack::open_blob(c.repo.keys(), info.blob_type, id, sealed, loc.raw_length)
+            {
                 Ok(raw) => {
                     if info.blob_type == BlobType::Tree {
                         on_tree(*id, raw);
@@ -739,7 +711,7 @@ fn verify_pack(c: &PackCheck, n: u32, on_tree: &dyn Fn(Id, Vec<u8>)) -> bool {
     for (id, _) in &blobs[next..] {
         fail(id, Error::corrupt("blob", "lies past the pack's end"));
     }
-    if Id(*hasher.finalize().as_bytes()) != info.id {
+    if Id(*hasher.finalize().as_bytes()) != *info.id {
         add(path.clone(), "content does not match its name".into(), 0);
     }
     match header {
@@ -769,7 +741,7 @@ fn compare_header(
     let in_header: HashSet<(Id, u32, u32)> = header
         .blobs
         .iter()
-        .map(|b| (b.id, b.offset, b.length))
+        .map(|b| (b.id.0, b.offset, b.length))
         .collect();
     let mismatches = indexed
         .iter()
@@ -793,7 +765,7 @@ fn select_packs(index: &Index, packs: &[u32], rd: &ReadData) -> Vec<u32> {
             .iter()
             .copied()
             .filter(|p| {
-                let id = index.pack(*p).id.0;
+                let id = index.pack(*p).id.0 .0;
                 u64::from_le_bytes(id[..8].try_into().unwrap()) % m == n - 1
             })
             .collect(),
@@ -837,11 +809,11 @@ impl TreeRefs {
         for n in &tree.nodes {
             let is_dir = match n.kind {
                 NodeKind::Dir => {
-                    ids.extend(n.subtree);
+                    ids.extend(n.subtree.map(Id::from));
                     true
                 }
                 NodeKind::File => {
-                    ids.extend_from_slice(&n.content);
+                    ids.extend(n.content.iter().map(|c| c.0));
                     false
                 }
                 _ => continue,
@@ -1050,8 +1022,8 @@ impl<'a> TreeWalker<'a> {
     }
 }
 
-fn too_old(snaps: &[(Id, Snapshot)], max: std::time::Duration) -> Vec<TooOld> {
-    let mut newest: HashMap<(String, Vec<String>), &(Id, Snapshot)> = HashMap::new();
+fn too_old(snaps: &[(SnapshotId, Snapshot)], max: std::time::Duration) -> Vec<TooOld> {
+    let mut newest: HashMap<(String, Vec<String>), &(SnapshotId, Snapshot)> = HashMap::new();
     for s in snaps {
         let mut paths = s.1.paths.clone();
         paths.sort();
@@ -1082,6 +1054,7 @@ fn too_old(snaps: &[(Id, Snapshot)], max: std::time::Duration) -> Vec<TooOld> {
 mod tests {
     use super::*;
     use crate::format::{IndexPack, Node, PackedBlob};
+    use crate::id::{DataId, TreeId};
 
     fn id(n: u8) -> Id {
         Id([n; 32])
@@ -1106,8 +1079,8 @@ mod tests {
             rdev: 0,
             xattrs: Vec::new(),
             link_target: Vec::new(),
-            content,
-            subtree,
+            content: content.into_iter().map(DataId).collect(),
+            subtree: subtree.map(TreeId),
         }
     }
 
@@ -1143,14 +1116,14 @@ mod tests {
             ),
             (deep, tree(vec![file("h", unindexed)])),
         ]);
-        let blob = |id, offset| PackedBlob {
-            id,
+        let blob = |id: Id, offset| PackedBlob {
+            id: id.into(),
             offset,
             length: 1,
             raw_length: 1,
         };
         let pack = |n, blob_type, blobs| IndexPack {
-            id: id(n),
+            id: PackId(id(n)),
             blob_type,
             size: 100,
             blobs,
@@ -1170,7 +1143,7 @@ mod tests {
                 ),
             ],
         };
-        let index = Index::build(&[(id(200), file_of)], &[]);
+        let index = Index::build(&[(IndexFileId(id(200)), file_of)], &[]);
         let (bad_packs, bad_blobs) = (HashSet::new(), HashSet::from([bad_blob]));
         let mut walker = TreeWalker {
             index: &index,

@@ -9,11 +9,12 @@
 
 use crate::error::{Error, Result};
 use crate::format::{BlobType, IndexFile, Snapshot, Tree};
-use crate::id::Id;
+use crate::id::{DataId, Id, SnapshotId, TreeId};
 use crate::index::Index;
 use crate::pack;
 use crate::packer::{self, Indexing, Packer, PackerParts, PACKS_PER_INDEX};
-use crate::repository::Repository;
+use crate::repository::{IndexedRepository, Repository};
+use crate::session::IndexedWriteSession;
 use crate::walker::Walker;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -46,20 +47,24 @@ fn identity(s: &Snapshot) -> (i64, &str, &str, Vec<&str>) {
     (s.time_unix_ns, &s.hostname, &s.username, paths)
 }
 
-pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> Result<CopyReport> {
-    if src.config.repository_id == dst.config.repository_id {
+/// Copies `selected` from `src` into the repository of the session `dst`.
+pub fn copy(
+    src: &IndexedRepository,
+    dst_session: &IndexedWriteSession,
+    selected: &[(SnapshotId, Snapshot)],
+) -> Result<CopyReport> {
+    let dst = dst_session.repo();
+    if src.config().repository_id == dst.config().repository_id {
         return Err(Error::usage(
             "source and destination are the same repository",
         ));
     }
-    // Announce the write before reading the index, as a backup does, so prune keeps what we
-    // deduplicate against.
-    let _marker = crate::locks::MarkerGuard::acquire(dst)?;
     let dst_snaps = dst.list_snapshots()?;
     let src_snaps = src.list_snapshots()?;
     let mut report = CopyReport::default();
-    let present: HashMap<_, &Id> = dst_snaps.iter().map(|(id, s)| (identity(s), id)).collect();
-    let mut todo: Vec<&(Id, Snapshot)> = Vec::new();
+    let present: HashMap<_, &SnapshotId> =
+        dst_snaps.iter().map(|(id, s)| (identity(s), id)).collect();
+    let mut todo: Vec<&(SnapshotId, Snapshot)> = Vec::new();
     for pair in selected {
         if present.contains_key(&identity(&pair.1)) {
             report.skipped.push(pair.0.to_hex());
@@ -73,51 +78,43 @@ pub fn copy(src: &Repository, dst: &Repository, selected: &[(Id, Snapshot)]) -> 
         return Ok(report);
     }
 
-    let src_index = src.load_read_index()?;
-    let dst_live = dst.load_index()?;
-    let dst_read = dst.load_read_index()?;
+    let dst_live = dst.live_index();
     let ends = Ends {
         src,
-        src_index: &src_index,
+        src_index: src.index(),
         dst,
-        dst_live: &dst_live,
+        dst_live,
     };
-    let mut map = seeded_map(&ends, &dst_read, &src_snaps, &dst_snaps, &present);
+    let mut map = seeded_map(&ends, dst.index(), &src_snaps, &dst_snaps, &present);
 
     // Pass 1: the trees to copy, and the data blobs that must be read.
     let mut trees: HashMap<Id, Tree> = HashMap::new();
     let mut need: HashSet<Id> = HashSet::new();
     for (_, s) in &todo {
-        collect(&ends, &map, &s.tree, &mut trees, &mut need)?;
+        collect(&ends, &map, &s.tree.0, &mut trees, &mut need)?;
     }
 
     // Passes 2 and 3 store data before trees, and every pack is stored and indexed before the
     // snapshots are saved: a snapshot never names what is not stored.
-    let save_index = |f: &IndexFile| dst.save_index(f);
-    let parts = PackerParts::new(
-        &dst.keys,
-        &dst.backend,
-        &dst.config,
-        &dst_live,
-        Indexing::Every(PACKS_PER_INDEX, &save_index),
-    );
+    let save_index = |f: &IndexFile| dst_session.save_file(f).map(Id::from);
+    let parts = PackerParts::new(dst_session, Indexing::Every(PACKS_PER_INDEX, &save_index));
     let (roots, packed) = packer::run(parts, |packer| -> Result<Vec<Id>> {
         report.blobs_read = copy_data(&ends, &need, &mut map, packer)?;
         // Pass 3: trees, bottom up, with destination ids.
         todo.iter()
-            .map(|(_, s)| copy_tree(&s.tree, &trees, &dst_live, &mut map, packer))
+            .map(|(_, s)| copy_tree(&s.tree.0, &trees, dst_live, &mut map, packer))
             .collect()
     });
     let roots = roots?;
     let packed = packed?;
     report.blobs_copied = packed.blobs_added;
     report.bytes_copied = packed.bytes_added;
-    let mut new_ids: HashMap<Id, Id> = HashMap::new();
+    let mut new_ids: HashMap<SnapshotId, SnapshotId> = HashMap::new();
     for ((sid, s), root) in todo.iter().zip(roots) {
         let mut d = s.clone();
-        d.tree = root;
+        d.tree = TreeId(root);
         d.parent = s.parent.and_then(|p| new_ids.get(&p).copied());
-        let did = dst.save_snapshot(&d)?;
+        let did = dst_session.save_file(&d)?;
         new_ids.insert(*sid, did);
         report.copied.push((sid.to_hex(), did.to_hex()));
     }
@@ -137,9 +134,9 @@ struct Ends<'a> {
 fn seeded_map(
     ends: &Ends,
     dst_read: &Index,
-    src_snaps: &[(Id, Snapshot)],
-    dst_snaps: &[(Id, Snapshot)],
-    present: &HashMap<(i64, &str, &str, Vec<&str>), &Id>,
+    src_snaps: &[(SnapshotId, Snapshot)],
+    dst_snaps: &[(SnapshotId, Snapshot)],
+    present: &HashMap<(i64, &str, &str, Vec<&str>), &SnapshotId>,
 ) -> HashMap<Id, Id> {
     let mut map: HashMap<Id, Id> = HashMap::new();
     let mut latest: BTreeMap<(String, Vec<String>), (&Snapshot, &Snapshot)> = BTreeMap::new();
@@ -217,17 +214,17 @@ fn seed_map(
     src_index: &Index,
     dst: &Repository,
     dst_index: &Index,
-    src_tree: &Id,
-    dst_tree: &Id,
+    src_tree: &TreeId,
+    dst_tree: &TreeId,
     map: &mut HashMap<Id, Id>,
-    seen: &mut HashSet<Id>,
+    seen: &mut HashSet<TreeId>,
 ) -> Result<()> {
     if !seen.insert(*src_tree) {
         return Ok(());
     }
-    let a = src.load_tree(src_index, src_tree)?;
-    let b = dst.load_tree(dst_index, dst_tree)?;
-    map.insert(*src_tree, *dst_tree);
+    let a = src.load_tree_in(src_index, src_tree)?;
+    let b = dst.load_tree_in(dst_index, dst_tree)?;
+    map.insert(src_tree.0, dst_tree.0);
     for n in &a.nodes {
         // A destination rewritten since may lack nodes; only identical shapes are mapped.
         let Some(m) = b.find(&n.name) else { continue };
@@ -235,7 +232,7 @@ fn seed_map(
             continue;
         }
         for (x, y) in n.content.iter().zip(&m.content) {
-            map.insert(*x, *y);
+            map.insert(x.0, y.0);
         }
         if let (Some(x), Some(y)) = (&n.subtree, &m.subtree) {
             seed_map(src, src_index, dst, dst_index, x, y, map, seen)?;
@@ -261,7 +258,7 @@ fn collect(
     }
     let loaded = std::cell::RefCell::new(std::mem::take(trees));
     let load = |id: &Id| {
-        let tree = ends.src.load_tree(ends.src_index, id)?;
+        let tree = ends.src.load_tree_in(ends.src_index, &TreeId(*id))?;
         loaded.borrow_mut().insert(*id, tree.clone());
         Ok(tree)
     };
@@ -270,10 +267,10 @@ fn collect(
         let node = entry?.node;
         for c in &node.content {
             if mapped(map, ends.dst_live, c).is_none() {
-                need.insert(*c);
+                need.insert(c.0);
             }
         }
-        if node.subtree.is_some_and(|s| done(&loaded.borrow(), &s)) {
+        if node.subtree.is_some_and(|s| done(&loaded.borrow(), &s.0)) {
             walk.skip_subtree();
         }
     }
@@ -303,13 +300,13 @@ fn read_pack_blobs(
         .max()
         .unwrap_or(0);
     let path = crate::backend::FileKind::Pack.path(&pack.id);
-    let bytes = src.backend.read_range(&path, start, end - start)?;
+    let bytes = src.backend().read_range(&path, start, end - start)?;
     let mut out = Vec::with_capacity(blobs.len());
     for (id, l) in blobs {
         let at = (l.offset as u64 - start) as usize;
         let sealed = &bytes[at..at + l.length as usize];
-        let raw = pack::open_blob(&src.keys, BlobType::Data, id, sealed, l.raw_length)?;
-        let did = dst.keys.blob_id(&raw);
+        let raw = pack::open_blob(src.keys(), BlobType::Data, id, sealed, l.raw_length)?;
+        let did = dst.keys().blob_id(&raw);
         out.push((*id, did, raw));
     }
     Ok(out)
@@ -337,12 +334,14 @@ fn copy_tree(
     for n in &tree.nodes {
         let mut n = n.clone();
         for c in n.content.iter_mut() {
-            *c = *map
-                .get(c)
+            *c = map
+                .get(&c.0)
+                .copied()
+                .map(DataId)
                 .ok_or_else(|| Error::other(format!("blob {} was not copied", c.short())))?;
         }
         if let Some(s) = n.subtree {
-            n.subtree = Some(copy_tree(&s, trees, dst_live, map, packer)?);
+            n.subtree = Some(TreeId(copy_tree(&s.0, trees, dst_live, map, packer)?));
         }
         out.nodes.push(n);
     }

@@ -114,11 +114,6 @@ impl Keys {
         Id(*blake3::keyed_hash(&self.blob_id, plaintext).as_bytes())
     }
 
-    /// A hasher for blob ids of data that arrives in pieces.
-    pub fn blob_id_hasher(&self) -> blake3::Hasher {
-        blake3::Hasher::new_keyed(&self.blob_id)
-    }
-
     pub fn chunker_seed(&self) -> u64 {
         self.chunker_seed
     }

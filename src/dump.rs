@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::format::{Node, NodeKind};
 use crate::id::Id;
 use crate::index::Index;
-use crate::repository::Repository;
+use crate::repository::{IndexedRepository, Repository};
 use crate::restorer::RESTORE_PIECE;
 use rayon::prelude::*;
 
@@ -17,12 +17,8 @@ const DUMP_GAP: u64 = 256 << 10;
 /// Writes one file's content to `out`. Consecutive blobs that lie together in a pack are read
 /// with one request; a window of such runs is opened on all cores while the one before it is
 /// written, so the output never waits for one blob at a time.
-pub fn dump(
-    repo: &Repository,
-    index: &Index,
-    node: &Node,
-    out: &mut dyn std::io::Write,
-) -> Result<u64> {
+pub fn dump(indexed: &IndexedRepository, node: &Node, out: &mut dyn std::io::Write) -> Result<u64> {
+    let (repo, index): (&Repository, &Index) = (indexed, indexed.index());
     if node.kind != NodeKind::File {
         return Err(Error::usage(format!(
             "{} is not a regular file",
@@ -34,7 +30,7 @@ pub fn dump(
         let loc = index
             .get(id)
             .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
-        locs.push((*id, loc));
+        locs.push((**id, loc));
     }
     let runs = read_runs(&locs);
     // windows: ranges of runs of about DUMP_WINDOW raw bytes each
@@ -51,7 +47,7 @@ pub fn dump(
         }
     }
     // built once: every window reads on it
-    let pool = repo.backend.read_pool();
+    let pool = repo.backend().read_pool();
     let decode = |window: &[std::ops::Range<usize>]| -> Result<Vec<Vec<u8>>> {
         let open_window = || -> Result<Vec<Vec<u8>>> {
             // one request per run, then every blob of the window opened on its own
@@ -74,7 +70,7 @@ pub fn dump(
                 .par_iter()
                 .map(|(bytes, (id, loc))| {
                     let blob_type = index.pack(loc.pack).blob_type;
-                    crate::pack::open_blob(&repo.keys, blob_type, id, bytes, loc.raw_length)
+                    crate::pack::open_blob(repo.keys(), blob_type, id, bytes, loc.raw_length)
                 })
                 .collect()
         };
@@ -143,7 +139,7 @@ fn read_run(
     let path = crate::backend::FileKind::Pack.path(&index.pack(first.pack).id);
     let start = first.offset as u64;
     let end = last.offset as u64 + last.length as u64;
-    repo.backend.read_range(&path, start, end - start)
+    repo.backend().read_range(&path, start, end - start)
 }
 
 #[cfg(test)]

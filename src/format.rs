@@ -4,7 +4,7 @@
 //! and framed as `[codec u8][payload]` before sealing, so compression is per object.
 
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{BlobId, DataId, Id, IndexFileId, PackId, SnapshotId, TreeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The repository format this build writes and reads.
@@ -75,7 +75,7 @@ pub enum BlobType {
 /// One blob's place in a pack.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PackedBlob {
-    pub id: Id,
+    pub id: BlobId,
     pub offset: u32,
     /// Stored (sealed) length in the pack.
     pub length: u32,
@@ -93,7 +93,7 @@ pub struct PackHeader {
 /// One pack in an index file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IndexPack {
-    pub id: Id,
+    pub id: PackId,
     pub blob_type: BlobType,
     /// Total size of the pack file in bytes.
     pub size: u64,
@@ -104,7 +104,7 @@ pub struct IndexPack {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IndexFile {
     /// Index files this one replaces (written by prune); readers ignore those.
-    pub supersedes: Vec<Id>,
+    pub supersedes: Vec<IndexFileId>,
     pub packs: Vec<IndexPack>,
 }
 
@@ -142,9 +142,9 @@ pub struct Node {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     pub link_target: Vec<u8>,
     /// Data blob ids, in order, for files.
-    pub content: Vec<Id>,
+    pub content: Vec<DataId>,
     /// Tree blob id, for directories.
-    pub subtree: Option<Id>,
+    pub subtree: Option<TreeId>,
 }
 
 impl Node {
@@ -183,8 +183,8 @@ pub struct Snapshot {
     pub username: String,
     pub paths: Vec<String>,
     pub tags: Vec<String>,
-    pub tree: Id,
-    pub parent: Option<Id>,
+    pub tree: TreeId,
+    pub parent: Option<SnapshotId>,
     pub excludes: Vec<String>,
     /// Some sources could not be read: the snapshot is not a complete copy.
     pub incomplete: bool,
@@ -222,7 +222,7 @@ pub struct LogEntry {
     pub arguments: Vec<String>,
     /// "ok", "incomplete", or "error: ..." with the error line.
     pub result: String,
-    pub snapshots: Vec<Id>,
+    pub snapshots: Vec<SnapshotId>,
 }
 
 pub fn to_postcard<T: Serialize>(value: &T) -> Vec<u8> {

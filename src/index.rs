@@ -5,7 +5,7 @@
 //! per-entry allocation. This layout is in memory only; index files are unchanged.
 
 use crate::format::{BlobType, IndexFile, IndexPack, PackedBlob};
-use crate::id::Id;
+use crate::id::{Id, IndexFileId, PackId};
 
 const DIR_BITS: usize = 16;
 const PREFIX_LEN: usize = DIR_BITS / 8;
@@ -33,7 +33,7 @@ impl Entry {
 
     fn new(b: &PackedBlob, pack: u32) -> Entry {
         Entry {
-            id: b.id.0[PREFIX_LEN..].try_into().unwrap(),
+            id: b.id.0 .0[PREFIX_LEN..].try_into().unwrap(),
             pack: pack.to_ne_bytes(),
             offset: b.offset.to_ne_bytes(),
             length: b.length.to_ne_bytes(),
@@ -57,7 +57,7 @@ impl Entry {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackInfo {
-    pub id: Id,
+    pub id: PackId,
     pub blob_type: BlobType,
     pub size: u64,
 }
@@ -79,20 +79,20 @@ pub struct Index {
     /// when the index is.
     dir: Vec<u32>,
     /// Index files this was built from (excluding superseded ones).
-    pub files: Vec<Id>,
+    pub files: Vec<IndexFileId>,
 }
 
 impl Index {
     /// Builds the index from index files; blobs stored twice resolve to one place (the pack
     /// listed first wins, and a pack listed twice counts once).
-    pub fn from_files(files: Vec<(Id, IndexFile)>) -> Index {
+    pub fn from_files(files: Vec<(IndexFileId, IndexFile)>) -> Index {
         Index::build(&files, &[])
     }
 
     /// Builds the index from index files (superseded ones left out) followed by `extra` packs,
     /// so a blob both in a file and in an extra pack resolves to the file's pack.
-    pub fn build(files: &[(Id, IndexFile)], extra: &[IndexPack]) -> Index {
-        let superseded: std::collections::HashSet<Id> = files
+    pub fn build(files: &[(IndexFileId, IndexFile)], extra: &[IndexPack]) -> Index {
+        let superseded: std::collections::HashSet<IndexFileId> = files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
             .collect();
@@ -130,7 +130,7 @@ impl Index {
         let mut dir = vec![0u32; (1 << DIR_BITS) + 1];
         for p in packs {
             for b in &p.blobs {
-                dir[prefix(&b.id.0) + 1] += 1;
+                dir[prefix(&b.id.0 .0) + 1] += 1;
             }
         }
         for k in 0..(1 << DIR_BITS) {
@@ -140,7 +140,7 @@ impl Index {
         let mut cursor = dir.clone();
         for (n, p) in packs.iter().enumerate() {
             for b in &p.blobs {
-                let c = &mut cursor[prefix(&b.id.0)];
+                let c = &mut cursor[prefix(&b.id.0 .0)];
                 entries[*c as usize] = Entry::new(b, n as u32);
                 *c += 1;
             }
@@ -256,14 +256,14 @@ impl Index {
         let bytes = self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.dir.capacity() * 4
             + self.packs.capacity() * std::mem::size_of::<PackInfo>()
-            + self.files.capacity() * std::mem::size_of::<Id>();
+            + self.files.capacity() * std::mem::size_of::<IndexFileId>();
         bytes as f64 / self.entries.len().max(1) as f64
     }
 
     /// Builds an index straight from packs (tests and benches).
     pub fn from_packs(packs: Vec<IndexPack>) -> Index {
         Index::from_files(vec![(
-            Id::default(),
+            IndexFileId::default(),
             IndexFile {
                 supersedes: vec![],
                 packs,
@@ -283,6 +283,7 @@ fn prefix(id: &[u8; 32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::BlobId;
 
     #[test]
     fn entry_is_46_bytes() {
@@ -296,14 +297,14 @@ mod tests {
         for i in 0..5000u32 {
             let id = Id(*blake3::hash(&i.to_le_bytes()).as_bytes());
             blobs.push(PackedBlob {
-                id,
+                id: BlobId(id),
                 offset: i,
                 length: i + 1,
                 raw_length: i + 2,
             });
         }
         let idx = Index::from_packs(vec![IndexPack {
-            id: Id([7; 32]),
+            id: PackId(Id([7; 32])),
             blob_type: BlobType::Data,
             size: 1,
             blobs: blobs.clone(),
@@ -311,7 +312,7 @@ mod tests {
         for b in &blobs {
             let loc = idx.get(&b.id).unwrap();
             assert_eq!(loc.offset, b.offset);
-            assert_eq!(idx.pack(loc.pack).id, Id([7; 32]));
+            assert_eq!(idx.pack(loc.pack).id, PackId(Id([7; 32])));
         }
         assert!(!idx.contains(&Id([1; 32])));
         // Positions are dense, in iteration order, and lead back to the same blob.
@@ -324,7 +325,7 @@ mod tests {
 
     fn blob(id: Id, offset: u32) -> PackedBlob {
         PackedBlob {
-            id,
+            id: BlobId(id),
             offset,
             length: 10,
             raw_length: 20,
@@ -343,13 +344,13 @@ mod tests {
         c[31] = 2;
         let (a, b, c) = (Id(a), Id(b), Id(c));
         let p1 = IndexPack {
-            id: Id([1; 32]),
+            id: PackId(Id([1; 32])),
             blob_type: BlobType::Data,
             size: 100,
             blobs: vec![blob(c, 0), blob(a, 10)],
         };
         let p2 = IndexPack {
-            id: Id([2; 32]),
+            id: PackId(Id([2; 32])),
             blob_type: BlobType::Tree,
             size: 100,
             blobs: vec![blob(a, 50), blob(b, 60)],
@@ -363,11 +364,17 @@ mod tests {
             // p1 again: counted once.
             packs: vec![p2, p1],
         };
-        let idx = Index::from_files(vec![(Id([10; 32]), f1), (Id([11; 32]), f2)]);
+        let idx = Index::from_files(vec![
+            (IndexFileId(Id([10; 32])), f1),
+            (IndexFileId(Id([11; 32])), f2),
+        ]);
         assert_eq!(idx.len(), 3);
         assert_eq!(idx.packs().len(), 2);
         let loc = idx.get(&a).unwrap();
-        assert_eq!((idx.pack(loc.pack).id, loc.offset), (Id([1; 32]), 10));
+        assert_eq!(
+            (idx.pack(loc.pack).id, loc.offset),
+            (PackId(Id([1; 32])), 10)
+        );
         assert_eq!(idx.get(&b).unwrap().offset, 60);
         assert_eq!(
             idx.pack(idx.get(&b).unwrap().pack).blob_type,
@@ -383,7 +390,7 @@ mod tests {
     #[test]
     fn superseded_files_are_left_out_and_empty_index_works() {
         let p = IndexPack {
-            id: Id([1; 32]),
+            id: PackId(Id([1; 32])),
             blob_type: BlobType::Data,
             size: 1,
             blobs: vec![blob(Id([5; 32]), 0)],
@@ -393,12 +400,15 @@ mod tests {
             packs: vec![p],
         };
         let new = IndexFile {
-            supersedes: vec![Id([10; 32])],
+            supersedes: vec![IndexFileId(Id([10; 32]))],
             packs: vec![],
         };
-        let idx = Index::from_files(vec![(Id([10; 32]), old), (Id([11; 32]), new)]);
+        let idx = Index::from_files(vec![
+            (IndexFileId(Id([10; 32])), old),
+            (IndexFileId(Id([11; 32])), new),
+        ]);
         assert!(idx.is_empty());
-        assert_eq!(idx.files, vec![Id([11; 32])]);
+        assert_eq!(idx.files, vec![IndexFileId(Id([11; 32]))]);
         assert!(!idx.contains(&Id([5; 32])));
         assert_eq!(idx.iter().count(), 0);
     }

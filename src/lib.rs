@@ -10,6 +10,11 @@
 //! [`commands`], one module a command: an options struct in, a result struct out, nothing
 //! printed. The command line itself (parsing, printing, exit codes) is the binary's private
 //! `cli` module and no part of this library's API.
+//!
+//! The repository's handle is typed by what it may do: [`repository::Repository`] (open:
+//! read files), [`repository::IndexedRepository`] (index loaded: read blobs and trees), and
+//! [`session::WriteSession`] / [`session::IndexedWriteSession`] (a backup marker held: store
+//! and delete files; only the indexed one stores blobs).
 
 pub mod archiver;
 pub mod backend;
@@ -31,14 +36,16 @@ pub mod pack;
 pub mod packer;
 pub mod periodic;
 pub mod prune;
+pub mod repofile;
 pub mod repository;
 pub mod restorer;
 pub mod retention;
 pub mod rewrite;
+pub mod session;
 pub mod snapshot;
 pub mod sparse;
 pub mod tree;
 pub mod walker;
 
 pub use error::{Error, Result};
-pub use id::Id;
+pub use id::{BlobId, DataId, Id, IndexFileId, PackId, SnapshotId, TreeId};

@@ -1,6 +1,7 @@
 //! Backup markers (`locks/`): non-exclusive, never waited on by backups. Every command that
-//! writes packs, index files or snapshots holds a `MarkerGuard` for its whole run; prune's
-//! second phase deletes no pack marked after a writer started whose markers are still there.
+//! writes packs, index files or snapshots does so through a write session
+//! (`crate::session`), which holds a `MarkerGuard` for its whole life; prune's second phase
+//! deletes no pack marked after a writer started whose markers are still there.
 //!
 //! Nothing here trusts a host's clock (format-spec §11a argues the design):
 //! - *Order and age* come from the storage's own clock: the modification times the backend
@@ -14,14 +15,11 @@
 //! - A wrong staleness judgment (clock jumps, a backend without modification times) can only
 //!   fail a live writer, never lose data.
 
-use crate::backend::FileKind;
-use crate::crypto::SealKind;
 use crate::error::{Error, Result};
 use crate::format::BackupMarker;
 use crate::id::Id;
-use crate::repository::{Repository, WriteFence};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use std::collections::HashMap;
+use crate::periodic::Periodic;
+use crate::repofile::RepoFile;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,8 +54,7 @@ pub struct Markers {
 /// times closer than this are treated as possibly in either order.
 pub const CLOCK_SLACK_NS: i64 = 2_000_000_000;
 
-/// What a running session shares with its heartbeat thread and with the repository's write
-/// fence.
+/// What a running session shares with its heartbeat thread.
 struct Session {
     backend: crate::backend::Backend,
     keys: crate::crypto::Keys,
@@ -74,7 +71,7 @@ struct Session {
 impl Session {
     fn sealed(&self, marker: &BackupMarker) -> Vec<u8> {
         self.keys.seal(
-            SealKind::Lock,
+            BackupMarker::SEAL,
             &[],
             &crate::format::frame(&crate::format::to_postcard(marker), self.level),
         )
@@ -89,11 +86,11 @@ impl Session {
             ..self.marker.clone()
         });
         let id = Id::of_stored_bytes(&sealed);
-        let path = FileKind::Lock.path(&id);
+        let path = BackupMarker::KIND.path(&id);
         self.backend.write(&path, sealed)?;
         let old = self.heartbeat.lock().unwrap().replace(id);
         if let Some(old) = old {
-            let _ = self.backend.delete(&FileKind::Lock.path(&old));
+            let _ = self.backend.delete(&BackupMarker::KIND.path(&old));
         }
         self.backend.modified_ns(&path)
     }
@@ -101,7 +98,7 @@ impl Session {
     /// Fails once the first marker is gone; the check is a read of that one file.
     fn still_held(&self) -> Result<()> {
         if !self.lost.load(Ordering::Relaxed)
-            && self.backend.exists(&FileKind::Lock.path(&self.first))?
+            && self.backend.exists(&BackupMarker::KIND.path(&self.first))?
         {
             return Ok(());
         }
@@ -116,44 +113,31 @@ impl Session {
         )))
     }
 
-    fn heartbeat_loop(&self, stop: Receiver<()>) {
-        loop {
-            match stop.recv_timeout(heartbeat()) {
-                Err(RecvTimeoutError::Timeout) => {}
-                _ => return,
-            }
-            // A session that lost its first marker stops announcing itself: a heartbeat
-            // without a first marker would only hold back prunes until it went stale.
-            if self.still_held().is_err() {
-                return;
-            }
+    fn heartbeat_tick(&self) {
+        // A session that lost its first marker stops announcing itself: a heartbeat without
+        // a first marker would only hold back prunes until it went stale. (Once lost,
+        // `still_held` answers without a read.)
+        if self.still_held().is_ok() {
             let _ = self.beat();
         }
     }
 }
 
-impl WriteFence for Session {
-    fn before_write(&self) -> Result<()> {
-        self.still_held()
-    }
-    fn after_write(&self) -> Result<()> {
-        self.still_held()
-    }
-}
-
-/// Holds a backup marker for its lifetime, refreshes it on a thread, and fences the
-/// repository's index and snapshot writes (see the module comment).
-pub struct MarkerGuard<'a> {
-    repo: &'a Repository,
+/// Holds a backup marker for its lifetime and refreshes it on a thread (see the module
+/// comment). Only write sessions (`crate::session`) hold one.
+pub(crate) struct MarkerGuard {
     session: Arc<Session>,
-    stop: Option<Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    heartbeat: Option<Periodic>,
 }
 
-impl<'a> MarkerGuard<'a> {
-    /// Writes the session's first marker and registers the session as the repository's write
-    /// fence. Fails if another session is registered on the same handle.
-    pub fn acquire(repo: &'a Repository) -> Result<MarkerGuard<'a>> {
+impl MarkerGuard {
+    /// Writes the session's first marker (sealed with `keys`, framed at `level`, as every
+    /// structured file) and starts its heartbeat.
+    pub(crate) fn acquire(
+        backend: &crate::backend::Backend,
+        keys: &crate::crypto::Keys,
+        level: i32,
+    ) -> Result<MarkerGuard> {
         let started = crate::host::now_ns();
         let marker = BackupMarker {
             hostname: crate::host::hostname(),
@@ -162,67 +146,57 @@ impl<'a> MarkerGuard<'a> {
             // Equal to `started_unix_ns` only in a session's first marker (§11a).
             heartbeat_unix_ns: started,
         };
-        let first = repo.save_file(FileKind::Lock, SealKind::Lock, &marker)?;
-        let session = Arc::new(Session {
-            backend: repo.backend.clone(),
-            keys: repo.keys.clone(),
-            level: repo.config.compression_level,
+        let mut session = Session {
+            backend: backend.clone(),
+            keys: keys.clone(),
+            level,
             marker,
-            first,
+            first: Id::default(),
             heartbeat: Mutex::new(None),
             lost: AtomicBool::new(false),
-        });
-        if let Err(e) = repo.set_write_fence(Some(session.clone() as Arc<dyn WriteFence>)) {
-            let _ = repo.backend.delete(&FileKind::Lock.path(&first));
-            return Err(e);
-        }
-        let (stop, stopped) = bounded(1);
+        };
+        let sealed = session.sealed(&session.marker);
+        let first = Id::of_stored_bytes(&sealed);
+        backend.write(&BackupMarker::KIND.path(&first), sealed)?;
+        session.first = first;
+        let session = Arc::new(session);
         let s = session.clone();
-        let thread = std::thread::Builder::new()
-            .name("ocvault-heartbeat".into())
-            .spawn(move || s.heartbeat_loop(stopped))
-            .map_err(|e| Error::other(format!("cannot start the heartbeat thread: {e}")))?;
+        let heartbeat =
+            Periodic::start("ocvault-heartbeat", heartbeat(), move || s.heartbeat_tick());
         Ok(MarkerGuard {
-            repo,
             session,
-            stop: Some(stop),
-            thread: Some(thread),
+            heartbeat: Some(heartbeat),
         })
     }
 
     /// The storage's current time, read off a heartbeat marker written now; `None` when the
     /// service reports no modification times.
-    pub fn storage_now(&self) -> Result<Option<i64>> {
+    pub(crate) fn storage_now(&self) -> Result<Option<i64>> {
         self.session.still_held()?;
         self.session.beat()
     }
 
     /// This session's first marker, which `list_sessions` reports like any other.
-    pub fn first_marker(&self) -> Id {
+    pub(crate) fn first_marker(&self) -> Id {
         self.session.first
     }
 
     /// Fails if the session lost its first marker (see the module comment).
-    pub fn ensure_held(&self) -> Result<()> {
+    pub(crate) fn ensure_held(&self) -> Result<()> {
         self.session.still_held()
     }
 }
 
-impl Drop for MarkerGuard<'_> {
+impl Drop for MarkerGuard {
     fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let _ = self.repo.set_write_fence(None);
+        // Stops the heartbeat (waiting for a write in progress) before the markers go.
+        drop(self.heartbeat.take());
+        let backend = &self.session.backend;
         // Heartbeat first: a heartbeat left without its first marker holds prunes back.
         if let Some(id) = self.session.heartbeat.lock().unwrap().take() {
-            let _ = self.repo.backend.delete(&FileKind::Lock.path(&id));
+            let _ = backend.delete(&BackupMarker::KIND.path(&id));
         }
-        let _ = self
-            .repo
-            .backend
-            .delete(&FileKind::Lock.path(&self.session.first));
+        let _ = backend.delete(&BackupMarker::KIND.path(&self.session.first));
     }
 }
 
@@ -266,120 +240,4 @@ impl MarkerSession {
             _ => true,
         }
     }
-}
-
-/// Every writer session with markers in the repository.
-pub fn list_sessions(repo: &Repository) -> Result<Markers> {
-    let mut groups: HashMap<(String, u32, i64), MarkerSession> = HashMap::new();
-    let mut unreadable = Vec::new();
-    for (id, _) in repo.backend.list_ids(FileKind::Lock)? {
-        let time = match repo.backend.modified_ns(&FileKind::Lock.path(&id)) {
-            Ok(t) => t,
-            Err(e) if crate::backend::is_not_found(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        let m = match repo.load_file::<BackupMarker>(FileKind::Lock, SealKind::Lock, &id) {
-            Ok(m) => m,
-            // Deleted between listing and reading (a heartbeat replaced it).
-            Err(e) if crate::backend::is_not_found(&e) => continue,
-            Err(_) => {
-                unreadable.push((id, time));
-                continue;
-            }
-        };
-        let first = m.heartbeat_unix_ns == m.started_unix_ns;
-        let g = groups
-            .entry((m.hostname.clone(), m.pid, m.started_unix_ns))
-            .or_insert_with(|| MarkerSession {
-                files: Vec::new(),
-                first: None,
-                hostname: m.hostname.clone(),
-                pid: m.pid,
-                started: None,
-                newest: time,
-                heartbeat_unix_ns: m.heartbeat_unix_ns,
-            });
-        g.files.push(id);
-        if first {
-            g.first = Some(id);
-            g.started = time;
-        }
-        // Unknown if any file's time is unknown (then staleness falls back to the host clock).
-        g.newest = match (g.newest, time) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
-        g.heartbeat_unix_ns = g.heartbeat_unix_ns.max(m.heartbeat_unix_ns);
-    }
-    Ok(Markers {
-        sessions: groups.into_values().collect(),
-        unreadable,
-    })
-}
-
-/// Removes a session's marker files, heartbeats before the first marker.
-pub fn remove_session(repo: &Repository, s: &MarkerSession) -> Result<()> {
-    let heartbeats = s.files.iter().filter(|id| Some(**id) != s.first);
-    for id in heartbeats.chain(s.first.iter()) {
-        match repo.backend.delete(&FileKind::Lock.path(id)) {
-            Ok(()) => {}
-            Err(e) if crate::backend::is_not_found(&e) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Removes temporary files (`tmp/` of a local repository) that no write has touched for
-/// `stale_after()` by the storage clock (`storage_now`, the kernel's time on local disk): the
-/// remains of writes cut short by a killed or crashed client. A live write touches its file
-/// continuously and finishes within seconds. Returns how many were removed.
-pub fn remove_stale_temp_files(repo: &Repository, storage_now: Option<i64>) -> usize {
-    let (Some(dir), Some(now)) = (repo.backend.local_temp_dir(), storage_now) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let stale = e
-            .metadata()
-            .ok()
-            .filter(|m| m.is_file())
-            .and_then(|m| m.modified().ok())
-            .map(crate::backend::system_time_ns)
-            .is_some_and(|t| now - t > stale_after().as_nanos() as i64);
-        if stale && std::fs::remove_file(e.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
-}
-
-/// `unlock`: removes the markers of stale writer sessions (by the storage clock), or of every
-/// other session with `remove_all`, and temporary files no write has touched for
-/// `stale_after()`. Returns how many marker files were removed. Removing a live session's markers
-/// is safe: that writer then fails before it saves anything further.
-pub fn unlock(repo: &Repository, remove_all: bool) -> Result<usize> {
-    let own = MarkerGuard::acquire(repo)?;
-    let now = own.storage_now()?;
-    let Markers {
-        sessions,
-        unreadable,
-    } = list_sessions(repo)?;
-    let mut removed = 0;
-    for s in sessions {
-        if s.files.contains(&own.first_marker()) || !(remove_all || s.is_stale(now)) {
-            continue;
-        }
-        remove_session(repo, &s)?;
-        removed += s.files.len();
-    }
-    for (id, time) in unreadable {
-        let old =
-            matches!((now, time), (Some(n), Some(t)) if n - t > stale_after().as_nanos() as i64);
-        if (remove_all || old) && repo.backend.delete(&FileKind::Lock.path(&id)).is_ok() {
-            removed += 1;
-        }
-    }
-    remove_stale_temp_files(repo, now);
-    Ok(removed)
 }

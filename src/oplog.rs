@@ -2,12 +2,11 @@
 //! entry under `log/`, named by its hash like every other file, so concurrent writers never
 //! conflict and a crash leaves either a whole entry or none.
 
-use crate::backend::FileKind;
-use crate::crypto::SealKind;
 use crate::error::Result;
 use crate::format::LogEntry;
-use crate::id::Id;
+use crate::id::SnapshotId;
 use crate::repository::Repository;
+use crate::session::WriteSession;
 
 /// Masks what looks secret in an argument: the password of a URL (`scheme://user:secret@host`)
 /// and the value of `password=`-like options.
@@ -70,12 +69,12 @@ impl CommandLine {
 
 /// Adds one entry and returns its id.
 pub fn record(
-    repo: &Repository,
+    session: &WriteSession,
     command_line: &CommandLine,
     operation: &str,
     result: &str,
-    snapshots: Vec<Id>,
-) -> Result<Id> {
+    snapshots: Vec<SnapshotId>,
+) -> Result<crate::id::Id> {
     let entry = LogEntry {
         time_unix_ns: crate::host::now_ns(),
         hostname: crate::host::hostname(),
@@ -85,19 +84,19 @@ pub fn record(
         result: result.to_string(),
         snapshots,
     };
-    repo.save_file(FileKind::Log, SealKind::Log, &entry)
+    session.save_file(&entry)
 }
 
 /// Adds one entry for an operation that succeeded. A failure to log never fails the operation:
 /// it comes back as a warning for the caller to show.
 pub fn record_or_warn(
-    repo: &Repository,
+    session: &WriteSession,
     command_line: &CommandLine,
     operation: &str,
     result: &str,
-    snapshots: Vec<Id>,
+    snapshots: Vec<SnapshotId>,
 ) -> Option<String> {
-    record(repo, command_line, operation, result, snapshots)
+    record(session, command_line, operation, result, snapshots)
         .err()
         .map(|e| format!("cannot write the operations log: {e}"))
 }
@@ -106,13 +105,13 @@ pub fn record_or_warn(
 /// has the same cause (full disk, read-only repository) as `error`, and that error must stay
 /// the one line the user sees.
 pub fn record_failure(
-    repo: &Repository,
+    session: &WriteSession,
     command_line: &CommandLine,
     operation: &str,
     error: &crate::Error,
 ) {
     let _ = record(
-        repo,
+        session,
         command_line,
         operation,
         &format!("error: {error}"),
@@ -120,9 +119,23 @@ pub fn record_failure(
     );
 }
 
+/// Like [`record_failure`], for a command that failed before it had a write session: one is
+/// started for the entry (a log entry points at nothing a prune could delete, so the session
+/// of the open repository is enough).
+pub fn record_failure_unindexed(
+    repo: &Repository,
+    command_line: &CommandLine,
+    operation: &str,
+    error: &crate::Error,
+) {
+    if let Ok(session) = repo.write_session() {
+        record_failure(&session, command_line, operation, error);
+    }
+}
+
 /// Every intact entry, oldest first, and the damaged entries with what is wrong with each.
 pub fn list(repo: &Repository) -> Result<crate::repository::Loaded<LogEntry>> {
-    let mut all = repo.load_all::<LogEntry>(FileKind::Log, SealKind::Log)?;
+    let mut all = repo.load_all::<LogEntry>()?;
     all.intact
         .sort_by(|a, b| a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0)));
     Ok(all)

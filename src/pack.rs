@@ -5,7 +5,7 @@ use crate::backend::{Backend, FileKind};
 use crate::crypto::{Keys, SealKind};
 use crate::error::{Error, Result};
 use crate::format::{self, BlobType, IndexPack, PackHeader, PackedBlob};
-use crate::id::Id;
+use crate::id::{BlobId, Id, PackId};
 
 /// Bytes a spilling pack builder holds before it appends them to its file.
 const SPILL_BYTES: usize = 1 << 20;
@@ -67,7 +67,7 @@ impl PackBuilder {
 
     pub fn add(&mut self, id: Id, raw_length: u32, sealed: &[u8]) {
         self.blobs.push(PackedBlob {
-            id,
+            id: BlobId(id),
             offset: self.len() as u32,
             length: sealed.len() as u32,
             raw_length,
@@ -135,7 +135,7 @@ impl PackBuilder {
         let trailer = self.trailer(keys);
         spill.hasher.update(&self.buf);
         spill.hasher.update(&trailer);
-        let id = Id(*spill.hasher.finalize().as_bytes());
+        let id = PackId(Id(*spill.hasher.finalize().as_bytes()));
         let size = spill.written + (self.buf.len() + trailer.len()) as u64;
         let entry = IndexPack {
             id,
@@ -176,7 +176,7 @@ impl PackBuilder {
         debug_assert!(self.spill.is_none(), "a spilling pack is finished by write");
         let trailer = self.trailer(keys);
         self.buf.extend_from_slice(&trailer);
-        let id = Id::of_stored_bytes(&self.buf);
+        let id = PackId(Id::of_stored_bytes(&self.buf));
         let size = self.buf.len() as u64;
         (
             self.buf,
@@ -360,14 +360,14 @@ mod tests {
         backend.runtime().block_on(handle).unwrap().unwrap();
 
         let stored = backend.read(&FileKind::Pack.path(&entry.id)).unwrap();
-        assert_eq!(Id::of_stored_bytes(&stored), entry.id);
+        assert_eq!(Id::of_stored_bytes(&stored), *entry.id);
         assert_eq!(stored.len() as u64, entry.size);
         let header = parse_header_from_tail(&keys, &stored, entry.size)
             .unwrap()
             .unwrap();
         assert_eq!(header.blobs, entry.blobs);
         for ((id, data), blob) in input.iter().zip(&entry.blobs) {
-            assert_eq!(blob.id, *id);
+            assert_eq!(*blob.id, *id);
             let at = blob.offset as usize;
             assert_eq!(&stored[at..at + blob.length as usize], &data[..]);
         }

@@ -13,10 +13,11 @@
 use crate::backend::Backend;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::format::{self, BlobType, Config, IndexFile, IndexPack, Tree};
+use crate::format::{self, BlobType, IndexFile, IndexPack, Tree};
 use crate::id::Id;
 use crate::index::Index;
 use crate::pack::{self, PackBuilder};
+use crate::session::{IndexedWriteSession, WriteSession};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -45,36 +46,55 @@ pub enum Indexing<'a> {
 }
 
 /// Everything a packer needs, in one place: the keys that name and seal, where packs go, the
-/// repository's pack settings, the live index it deduplicates against, how packs get indexed.
+/// repository's pack settings, the index it deduplicates against, how packs get indexed. Only
+/// a write session makes one, so no pack is written without a backup marker held.
 pub struct PackerParts<'a> {
-    pub keys: &'a Keys,
-    pub backend: &'a Backend,
-    pub pack_target_size: u32,
-    pub compression_level: i32,
+    keys: &'a Keys,
+    backend: &'a Backend,
+    pack_target_size: u32,
+    compression_level: i32,
     /// Blobs already stored: never stored again.
-    pub index: &'a Index,
-    pub indexing: Indexing<'a>,
+    index: &'a Index,
+    indexing: Indexing<'a>,
     /// Bytes of packs started, for a progress display.
-    pub progress: Option<&'a AtomicU64>,
+    progress: Option<&'a AtomicU64>,
 }
 
 impl<'a> PackerParts<'a> {
-    /// The parts of a repository with this config, keys and backend.
-    pub fn new(
-        keys: &'a Keys,
-        backend: &'a Backend,
-        config: &Config,
+    /// For new blobs: deduplicated against the live index the session loaded under its marker.
+    pub fn new(session: &'a IndexedWriteSession<'_>, indexing: Indexing<'a>) -> Self {
+        let repo = session.repo();
+        Self::with_index(session, repo.live_index(), indexing)
+    }
+
+    /// For prune's repack, which builds its own index (strictly, under its own marker) and
+    /// stores blobs it already holds sealed.
+    pub fn for_repack(
+        session: &'a WriteSession<'_>,
         index: &'a Index,
         indexing: Indexing<'a>,
     ) -> Self {
+        Self::with_index(session, index, indexing)
+    }
+
+    fn with_index(session: &'a WriteSession<'_>, index: &'a Index, indexing: Indexing<'a>) -> Self {
+        let repo = session.repo();
         PackerParts {
-            keys,
-            backend,
-            pack_target_size: config.pack_target_size,
-            compression_level: config.compression_level,
+            keys: repo.keys(),
+            backend: repo.backend(),
+            pack_target_size: repo.config().pack_target_size,
+            compression_level: repo.config().compression_level,
             index,
             indexing,
             progress: None,
+        }
+    }
+
+    /// Counts the bytes of packs started into `progress`.
+    pub fn with_progress(self, progress: &'a AtomicU64) -> Self {
+        PackerParts {
+            progress: Some(progress),
+            ..self
         }
     }
 }
@@ -446,7 +466,7 @@ mod tests {
         }
         for pack in &packed.packs {
             let bytes = backend.read(&FileKind::Pack.path(&pack.id)).unwrap();
-            assert_eq!(Id::of_stored_bytes(&bytes), pack.id);
+            assert_eq!(Id::of_stored_bytes(&bytes), *pack.id);
             assert_eq!(bytes.len() as u64, pack.size);
             let header = pack::parse_header_from_tail(&keys, &bytes, pack.size)
                 .unwrap()
@@ -454,7 +474,7 @@ mod tests {
             assert_eq!(header.blobs, pack.blobs);
             for b in &pack.blobs {
                 assert!(
-                    stored.insert(b.id, pack.blob_type).is_none(),
+                    stored.insert(*b.id, pack.blob_type).is_none(),
                     "stored twice"
                 );
             }
@@ -472,10 +492,10 @@ mod tests {
     fn blobs_in_the_index_are_not_stored_again_and_uploads_are_indexed() {
         let backend = Backend::open("memory:", true).unwrap();
         let keys = MasterKey::generate().derive();
-        let files: Mutex<Vec<(Id, IndexFile)>> = Mutex::new(Vec::new());
+        let files: Mutex<Vec<(crate::id::IndexFileId, IndexFile)>> = Mutex::new(Vec::new());
         let save = |f: &IndexFile| {
             let id = Id(*blake3::hash(&format::to_postcard(f)).as_bytes());
-            files.lock().unwrap().push((id, f.clone()));
+            files.lock().unwrap().push((id.into(), f.clone()));
             Ok(id)
         };
         let first: Vec<Vec<u8>> = (0..600).map(|i| noise(i, 5000)).collect();
@@ -521,7 +541,7 @@ mod tests {
         assert_eq!(packed.blobs_added, 1);
         assert_eq!(packed.packs.len(), 1);
         assert_eq!(packed.packs[0].blobs.len(), 1);
-        assert_eq!(packed.packs[0].blobs[0].id, new);
+        assert_eq!(*packed.packs[0].blobs[0].id, new);
     }
 
     #[test]

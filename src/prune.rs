@@ -9,13 +9,13 @@
 //! instead. A crash at any point leaves packs either indexed or marked, never lost.
 
 use crate::backend::FileKind;
-use crate::crypto::SealKind;
 use crate::error::{Error, Result};
-use crate::format::{BlobType, IndexFile, IndexPack, PruneMark};
-use crate::id::Id;
+use crate::format::{BackupMarker, BlobType, IndexFile, IndexPack, PruneMark};
+use crate::id::{BlobId, Id, IndexFileId, PackId, TreeId};
 use crate::index::Index;
 use crate::packer::{self, Indexing, Packer, PackerParts};
 use crate::repository::Repository;
+use crate::session::WriteSession;
 use crate::walker::Walker;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -65,7 +65,7 @@ pub struct PruneReport {
 fn mark_times(repo: &Repository, marks: &[(Id, PruneMark)]) -> Result<HashMap<Id, Option<i64>>> {
     let mut out = HashMap::new();
     for (id, _) in marks {
-        let t = match repo.backend.modified_ns(&FileKind::PruneMark.path(id)) {
+        let t = match repo.backend().modified_ns(&FileKind::PruneMark.path(id)) {
             Ok(t) => t,
             // Finished meanwhile by a concurrent prune: left out, so not judged twice.
             Err(e) if crate::backend::is_not_found(&e) => continue,
@@ -80,22 +80,21 @@ fn mark_times(repo: &Repository, marks: &[(Id, PruneMark)]) -> Result<HashMap<Id
 /// markers here (so they can no longer save anything, see `locks`), yet still count for this
 /// run: whatever they wrote before they noticed is then seen by the next prune's listing.
 fn running_writers(
-    repo: &Repository,
-    own: &crate::locks::MarkerGuard,
+    own: &WriteSession,
     now: Option<i64>,
 ) -> Result<Vec<crate::locks::MarkerSession>> {
     let crate::locks::Markers {
         sessions,
         unreadable,
-    } = crate::locks::list_sessions(repo)?;
-    let own = own.first_marker();
+    } = crate::session::list_sessions(own.repo())?;
+    let own_marker = own.first_marker();
     let mut out = Vec::new();
     for s in sessions {
-        if s.files.contains(&own) {
+        if s.files.contains(&own_marker) {
             continue;
         }
         if s.is_stale(now) {
-            crate::locks::remove_session(repo, &s)?;
+            own.remove_marker_session(&s)?;
         }
         out.push(s);
     }
@@ -104,7 +103,7 @@ fn running_writers(
     for (id, time) in unreadable {
         let old = matches!((now, time), (Some(n), Some(t)) if n - t > crate::locks::stale_after().as_nanos() as i64);
         if old {
-            let _ = repo.backend.delete(&FileKind::Lock.path(&id));
+            let _ = own.delete_file::<BackupMarker>(&id);
         }
     }
     Ok(out)
@@ -112,8 +111,8 @@ fn running_writers(
 
 fn load_marks(repo: &Repository) -> Result<Vec<(Id, PruneMark)>> {
     let mut out = Vec::new();
-    for (id, _) in repo.backend.list_ids(FileKind::PruneMark)? {
-        match repo.load_file(FileKind::PruneMark, SealKind::PruneMark, &id) {
+    for (id, _) in repo.backend().list_ids(FileKind::PruneMark)? {
+        match repo.load_file::<PruneMark>(&id) {
             Ok(m) => out.push((id, m)),
             // Finished by a concurrent prune between listing and reading.
             Err(e) if crate::backend::is_not_found(&e) => {}
@@ -124,14 +123,14 @@ fn load_marks(repo: &Repository) -> Result<Vec<(Id, PruneMark)>> {
 }
 
 /// Every blob id reachable from the snapshots (trees and file contents).
-pub fn used_blobs(repo: &Repository, index: &Index, roots: &[Id]) -> Result<HashSet<Id>> {
+pub fn used_blobs(repo: &Repository, index: &Index, roots: &[TreeId]) -> Result<HashSet<BlobId>> {
     let mut used = HashSet::new();
-    let load = |id: &Id| repo.load_tree(index, id);
+    let load = |id: &Id| repo.load_tree_in(index, &TreeId(*id));
     for root in roots {
-        if !used.insert(*root) {
+        if !used.insert((*root).into()) {
             continue;
         }
-        let mut walk = Walker::new(&load, *root);
+        let mut walk = Walker::new(&load, **root);
         while let Some(entry) = walk.next() {
             let node = entry
                 .map_err(|e| {
@@ -142,9 +141,9 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[Id]) -> Result<Hash
                     ))
                 })?
                 .node;
-            used.extend(node.content);
+            used.extend(node.content.into_iter().map(BlobId::from));
             // A tree already seen: everything below it is counted.
-            if node.subtree.is_some_and(|s| !used.insert(s)) {
+            if node.subtree.is_some_and(|s| !used.insert(s.into())) {
                 walk.skip_subtree();
             }
         }
@@ -152,14 +151,11 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[Id]) -> Result<Hash
     Ok(used)
 }
 
-pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
-    if opts.dry_run {
-        return prune_in(repo, None, opts);
-    }
-    // A prune writes packs and index files like a backup, and holds a marker like one: a
-    // second prune running at the same time then treats it as a running backup (§11a).
-    let session = crate::locks::MarkerGuard::acquire(repo)?;
-    prune_in(repo, Some(&session), opts).map_err(|e| {
+/// Prunes under `session`'s marker: a prune writes packs and index files like a backup, and
+/// holds a marker like one, so a second prune running at the same time treats it as a running
+/// backup (§11a).
+pub fn prune(session: &WriteSession, opts: &PruneOptions) -> Result<PruneReport> {
+    prune_in(session.repo(), Some(session), opts).map_err(|e| {
         // A prune judged stale by another one finds its view of the repository outdated
         // (packs gone): say why, not which file was missing.
         match session.ensure_held() {
@@ -169,51 +165,55 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     })
 }
 
+/// What [`prune`] would do, changing nothing.
+pub fn prune_dry_run(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    prune_in(repo, None, opts)
+}
+
 fn prune_in(
     repo: &Repository,
-    session: Option<&crate::locks::MarkerGuard>,
+    session: Option<&WriteSession>,
     opts: &PruneOptions,
 ) -> Result<PruneReport> {
     let mut report = PruneReport {
-        dry_run: opts.dry_run,
+        dry_run: opts.dry_run || session.is_none(),
         ..Default::default()
     };
     let view = View::read(repo)?;
     let used = used_blobs(repo, &view.readable, &view.roots)?;
     let index_packs = view.index_packs();
     let plan = Plan::make(repo, &view, &index_packs, &used, opts, &mut report)?;
-    if opts.dry_run {
+    let Some(session) = session.filter(|_| !opts.dry_run) else {
         report.marks_pending = view.marks.len() as u64;
         return Ok(report);
-    }
-    replace_index(repo, &view, &index_packs, &used, plan, &mut report)?;
+    };
+    replace_index(session, &view, &index_packs, &used, plan, &mut report)?;
 
     // Phase 2.
     crate::interrupt::check()?;
-    let session = session.expect("not a dry run");
     // The storage's current time, read once for the marks, the markers and `tmp/`.
     let now = session.storage_now()?;
-    let (deleted, bytes, pending) = delete_marked(repo, session, now, opts.grace)?;
+    let (deleted, bytes, pending) = delete_marked(session, now, opts.grace)?;
     report.packs_deleted = deleted;
     report.bytes_deleted = bytes;
     report.marks_pending = pending;
-    crate::locks::remove_stale_temp_files(repo, now);
+    session.remove_stale_temp_files(now);
     Ok(report)
 }
 
 /// What phase 1 reads: the snapshots' root trees, the index files and prune marks, and the
 /// indexes made of them.
 struct View {
-    roots: Vec<Id>,
+    roots: Vec<TreeId>,
     /// Index files as loaded, with ids, so the consolidated index can supersede exactly them.
-    files: Vec<(Id, IndexFile)>,
+    files: Vec<(IndexFileId, IndexFile)>,
     marks: Vec<(Id, PruneMark)>,
     /// The index of the live files: what stays findable.
     live: Index,
-    live_pack_ids: HashSet<Id>,
+    live_pack_ids: HashSet<PackId>,
     /// Packs readable beside the live ones: marked packs, and packs of index files a
     /// concurrent prune has superseded but not yet deleted.
-    marked: HashMap<Id, IndexPack>,
+    marked: HashMap<PackId, IndexPack>,
     /// Everything readable, for finding what snapshots use.
     readable: Index,
 }
@@ -226,12 +226,12 @@ impl View {
         // Strictly: prune cannot know what a snapshot it cannot read uses, nor which packs an
         // index file it cannot read lists, so it stops rather than delete them.
         let snaps = repo.list_snapshots_strict().map_err(refuse)?;
-        let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
+        let roots: Vec<TreeId> = snaps.iter().map(|(_, s)| s.tree).collect();
         let (files, marks) =
             repo.load_consistent(|r| r.load_index_files_strict().map_err(refuse), load_marks)?;
         let live = Index::build(&files, &[]);
-        let live_pack_ids: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
-        let marked: HashMap<Id, IndexPack> = Repository::marked_packs(&marks)
+        let live_pack_ids: HashSet<PackId> = live.packs().iter().map(|p| p.id).collect();
+        let marked: HashMap<PackId, IndexPack> = Repository::marked_packs(&marks)
             .into_iter()
             .chain(Repository::superseded_packs(&files))
             .filter(|p| !live_pack_ids.contains(&p.id))
@@ -253,8 +253,8 @@ impl View {
     /// The packs of the live index files by id. Only the live files' packs: what a
     /// superseded file holds beyond them was dropped by the prune that superseded it and may
     /// already be deleted.
-    fn index_packs(&self) -> HashMap<Id, &IndexPack> {
-        let superseded: HashSet<Id> = self
+    fn index_packs(&self) -> HashMap<PackId, &IndexPack> {
+        let superseded: HashSet<IndexFileId> = self
             .files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
@@ -267,7 +267,7 @@ impl View {
             .collect()
     }
 
-    fn loaded_ids(&self) -> Vec<Id> {
+    fn loaded_ids(&self) -> Vec<IndexFileId> {
         self.files.iter().map(|(id, _)| *id).collect()
     }
 }
@@ -288,8 +288,8 @@ impl Plan {
     fn make(
         repo: &Repository,
         view: &View,
-        index_packs: &HashMap<Id, &IndexPack>,
-        used: &HashSet<Id>,
+        index_packs: &HashMap<PackId, &IndexPack>,
+        used: &HashSet<BlobId>,
         opts: &PruneOptions,
         report: &mut PruneReport,
     ) -> Result<Plan> {
@@ -297,7 +297,8 @@ impl Plan {
         report.recovered_packs = recovered.len() as u64;
         let (remove, repack) = choose_packs(&view.live, index_packs, used, opts, report);
         let mut unindexed = Vec::new();
-        for (id, size) in repo.backend.list_ids(FileKind::Pack)? {
+        for (id, size) in repo.backend().list_ids(FileKind::Pack)? {
+            let id = PackId(id);
             if !view.live_pack_ids.contains(&id) && !view.marked.contains_key(&id) {
                 unindexed.push(IndexPack {
                     id,
@@ -318,7 +319,7 @@ impl Plan {
 }
 
 /// Packs a snapshot needs that only a mark holds.
-fn recovered_packs(view: &View, used: &HashSet<Id>) -> Result<Vec<IndexPack>> {
+fn recovered_packs(view: &View, used: &HashSet<BlobId>) -> Result<Vec<IndexPack>> {
     let mut recovered: Vec<IndexPack> = Vec::new();
     let mut recovered_ids = HashSet::new();
     for id in used {
@@ -343,8 +344,8 @@ fn recovered_packs(view: &View, used: &HashSet<Id>) -> Result<Vec<IndexPack>> {
 /// the repack budget; counts them in `report`.
 fn choose_packs(
     live: &Index,
-    index_packs: &HashMap<Id, &IndexPack>,
-    used: &HashSet<Id>,
+    index_packs: &HashMap<PackId, &IndexPack>,
+    used: &HashSet<BlobId>,
     opts: &PruneOptions,
     report: &mut PruneReport,
 ) -> (Vec<IndexPack>, Vec<(u32, f64)>) {
@@ -382,20 +383,20 @@ fn choose_packs(
 /// Repacks, writes one consolidated index of what stays (superseding every index file read),
 /// marks what left the index, then deletes the superseded index files.
 fn replace_index(
-    repo: &Repository,
+    session: &WriteSession,
     view: &View,
-    index_packs: &HashMap<Id, &IndexPack>,
-    used: &HashSet<Id>,
+    index_packs: &HashMap<PackId, &IndexPack>,
+    used: &HashSet<BlobId>,
     plan: Plan,
     report: &mut PruneReport,
 ) -> Result<()> {
-    let (new_packs, retired) = repack_packs(repo, &view.live, index_packs, used, &plan.repack)?;
+    let (new_packs, retired) = repack_packs(session, &view.live, index_packs, used, &plan.repack)?;
     report.bytes_repacked_written = new_packs.iter().map(|p| p.size).sum();
 
     // Written in parts; only the last names the files it supersedes, so a crash never
     // unindexes a pack.
     let loaded_ids = view.loaded_ids();
-    let dropped: HashSet<Id> = plan
+    let dropped: HashSet<PackId> = plan
         .remove
         .iter()
         .chain(retired.iter())
@@ -410,7 +411,7 @@ fn replace_index(
     keep.extend(plan.recovered);
     let changed = !dropped.is_empty() || report.recovered_packs > 0 || loaded_ids.len() > 1;
     if changed {
-        write_consolidated(repo, keep, &loaded_ids)?;
+        write_consolidated(session, keep, &loaded_ids)?;
         report.index_files_replaced = loaded_ids.len() as u64;
     }
 
@@ -423,11 +424,11 @@ fn replace_index(
             marked_unix_ns: crate::host::now_ns(),
             packs: to_mark,
         };
-        repo.save_file(FileKind::PruneMark, SealKind::PruneMark, &mark)?;
+        session.save_file(&mark)?;
     }
     if changed {
         for id in &loaded_ids {
-            repo.backend.delete(&FileKind::Index.path(id))?;
+            session.delete_file::<IndexFile>(id)?;
         }
     }
     Ok(())
@@ -446,8 +447,8 @@ fn refuse(e: Error) -> Error {
 /// other copy counts as unused, so a pack holding a second copy is repacked without it.
 fn usage_per_pack(
     live: &Index,
-    index_packs: &HashMap<Id, &IndexPack>,
-    used: &HashSet<Id>,
+    index_packs: &HashMap<PackId, &IndexPack>,
+    used: &HashSet<BlobId>,
 ) -> HashMap<u32, (u64, u64, u64, u64)> {
     let mut per_pack: HashMap<u32, (u64, u64, u64, u64)> = HashMap::new();
     for (n, p) in live.packs().iter().enumerate() {
@@ -469,27 +470,21 @@ fn usage_per_pack(
 /// Repack: copies the used sealed blobs of the packs to repack, as they are, into new packs.
 /// Returns the new packs and the index entries of the packs they replace.
 fn repack_packs(
-    repo: &Repository,
+    session: &WriteSession,
     live: &Index,
-    index_packs: &HashMap<Id, &IndexPack>,
-    used: &HashSet<Id>,
+    index_packs: &HashMap<PackId, &IndexPack>,
+    used: &HashSet<BlobId>,
     repack: &[(u32, f64)],
 ) -> Result<(Vec<IndexPack>, Vec<IndexPack>)> {
     // The new packs go into the consolidated index, not into index files of their own.
-    let parts = PackerParts::new(
-        &repo.keys,
-        &repo.backend,
-        &repo.config,
-        live,
-        Indexing::Returned,
-    );
+    let parts = PackerParts::for_repack(session, live, Indexing::Returned);
     let (retired, packed) = packer::run(parts, |packer| -> Result<Vec<IndexPack>> {
         let mut retired = Vec::new();
         for (n, _) in repack {
             crate::interrupt::check()?;
             let info = live.pack(*n);
             let entry = index_packs[&info.id];
-            repack_one(repo, live, *n, entry, used, packer)?;
+            repack_one(session.repo(), live, *n, entry, used, packer)?;
             retired.push(entry.clone());
         }
         Ok(retired)
@@ -504,12 +499,12 @@ fn repack_one(
     live: &Index,
     n: u32,
     entry: &IndexPack,
-    used: &HashSet<Id>,
+    used: &HashSet<BlobId>,
     packer: &Packer,
 ) -> Result<()> {
     let path = FileKind::Pack.path(&entry.id);
-    let bytes = repo.backend.read(&path)?;
-    if Id::of_stored_bytes(&bytes) != entry.id {
+    let bytes = repo.backend().read(&path)?;
+    if Id::of_stored_bytes(&bytes) != *entry.id {
         return Err(Error::corrupt(
             path,
             "content does not match its name; run `ocvault check`",
@@ -524,7 +519,7 @@ fn repack_one(
         let sealed = bytes
             .get(b.offset as usize..b.offset as usize + b.length as usize)
             .ok_or_else(|| Error::corrupt(path.clone(), "blob past the end"))?;
-        packer.store_sealed(entry.blob_type, b.id, b.raw_length, sealed.to_vec())?;
+        packer.store_sealed(entry.blob_type, *b.id, b.raw_length, sealed.to_vec())?;
     }
     Ok(())
 }
@@ -538,7 +533,11 @@ fn is_resolved_copy(live: &Index, pack: u32, blob: &crate::format::PackedBlob) -
 
 const BLOBS_PER_INDEX_FILE: usize = 100_000;
 
-fn write_consolidated(repo: &Repository, packs: Vec<IndexPack>, supersedes: &[Id]) -> Result<()> {
+fn write_consolidated(
+    session: &WriteSession,
+    packs: Vec<IndexPack>,
+    supersedes: &[IndexFileId],
+) -> Result<()> {
     let mut parts: Vec<Vec<IndexPack>> = vec![Vec::new()];
     let mut count = 0;
     for p in packs {
@@ -551,12 +550,12 @@ fn write_consolidated(repo: &Repository, packs: Vec<IndexPack>, supersedes: &[Id
     }
     let last = parts.pop().unwrap();
     for part in parts {
-        repo.save_index(&IndexFile {
+        session.save_file(&IndexFile {
             supersedes: vec![],
             packs: part,
         })?;
     }
-    repo.save_index(&IndexFile {
+    session.save_file(&IndexFile {
         supersedes: supersedes.to_vec(),
         packs: last,
     })?;
@@ -567,11 +566,11 @@ fn write_consolidated(repo: &Repository, packs: Vec<IndexPack>, supersedes: &[Id
 /// predate, all judged by the storage's clock (§11a). Returns (packs deleted, bytes deleted,
 /// marks still pending).
 fn delete_marked(
-    repo: &Repository,
-    session: &crate::locks::MarkerGuard,
+    session: &WriteSession,
     now: Option<i64>,
     grace: Duration,
 ) -> Result<(u64, u64, u64)> {
+    let repo = session.repo();
     let marks = load_marks(repo)?;
     let mark_times = mark_times(repo, &marks)?;
     let marks: Vec<_> = marks
@@ -581,7 +580,7 @@ fn delete_marked(
     // Order matters: first make sure every writer that may predate a mark has ended (its
     // marker goes only after its snapshot is saved), then list the snapshots, so each snapshot
     // that may use a marked pack is seen below.
-    let writers = running_writers(repo, session, now)?;
+    let writers = running_writers(session, now)?;
     if marks.is_empty() {
         return Ok((0, 0, 0));
     }
@@ -599,15 +598,15 @@ fn delete_marked(
         return Ok((0, 0, pending));
     }
     // Snapshots first, then the index they were indexed in (see phase 1).
-    let roots: Vec<Id> = repo
+    let roots: Vec<TreeId> = repo
         .list_snapshots()?
         .into_iter()
         .map(|(_, s)| s.tree)
         .collect();
-    let indexes = repo.load_indexes()?;
-    let live = &indexes.live;
-    let live_packs: HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
-    let used = used_blobs(repo, indexes.read(), &roots)?;
+    let indexed = repo.load_index()?;
+    let live = indexed.live_index();
+    let live_packs: HashSet<PackId> = live.packs().iter().map(|p| p.id).collect();
+    let used = used_blobs(repo, indexed.index(), &roots)?;
 
     // A marked pack a snapshot uses (a backup finished during the prune) goes back into the
     // index; the others are deleted.
@@ -615,13 +614,13 @@ fn delete_marked(
     let mut doomed = Vec::new();
     // A pack can be in several marks (taken out, put back, taken out again): a mark still
     // waiting for a running backup protects it even when an older mark is ready.
-    let protected: HashSet<Id> = waiting
+    let protected: HashSet<PackId> = waiting
         .iter()
         .flat_map(|(_, m)| m.packs.iter().map(|p| p.id))
         .collect();
     // The same pack in several ready marks: judge it by the entry that lists its blobs (a
     // mark of a pack that was in no index at the time lists none).
-    let mut candidates: HashMap<Id, &IndexPack> = HashMap::new();
+    let mut candidates: HashMap<PackId, &IndexPack> = HashMap::new();
     for (_, mark) in &ready {
         for p in &mark.packs {
             let e = candidates.entry(p.id).or_insert(p);
@@ -648,14 +647,14 @@ fn delete_marked(
         }
     }
     if !recover.is_empty() {
-        repo.save_index(&IndexFile {
+        session.save_file(&IndexFile {
             supersedes: vec![],
             packs: recover,
         })?;
     }
     let (mut deleted, mut bytes) = (0, 0);
     for p in &doomed {
-        match repo.backend.delete(&FileKind::Pack.path(&p.id)) {
+        match session.delete_pack(&p.id) {
             Ok(()) => {
                 deleted += 1;
                 bytes += p.size;
@@ -665,7 +664,7 @@ fn delete_marked(
         }
     }
     for (mark_id, _) in &ready {
-        repo.backend.delete(&FileKind::PruneMark.path(mark_id))?;
+        session.delete_file::<PruneMark>(mark_id)?;
     }
     Ok((deleted, bytes, pending))
 }

@@ -7,19 +7,18 @@ use crate::format::{
     self, BlobType, ChunkerParams, Config, IndexFile, KdfParams, KeyFile, KeyPayload, Snapshot,
     Tree, CONFIG_MAGIC, FORMAT_VERSION, KEY_MAGIC,
 };
-use crate::id::Id;
+use crate::id::{Id, IndexFileId, PackId, SnapshotId, TreeId};
 use crate::index::Index;
+use crate::repofile::RepoFile;
 use rayon::prelude::*;
-use serde::{de::DeserializeOwned, Serialize};
-use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 /// Files read from storage at once when loading many (index files, snapshots).
 const READS_IN_FLIGHT: usize = 16;
 
 /// The live index (for dedup) and, when prune marks exist, the index for reading.
-pub struct Indexes {
-    pub live: Index,
+pub(crate) struct Indexes {
+    live: Index,
     /// The live index plus marked packs and packs of superseded index files still present;
     /// `None` when there are none (it would equal `live`).
     marked: Option<Index>,
@@ -27,9 +26,13 @@ pub struct Indexes {
 
 impl Indexes {
     /// Builds both from the same index files and marks.
-    pub fn build(files: Vec<(Id, IndexFile)>, marks: &[(Id, crate::format::PruneMark)]) -> Indexes {
+    pub fn build(
+        files: Vec<(IndexFileId, IndexFile)>,
+        marks: &[(Id, crate::format::PruneMark)],
+    ) -> Indexes {
         let live = Index::build(&files, &[]);
-        let live_packs: std::collections::HashSet<Id> = live.packs().iter().map(|p| p.id).collect();
+        let live_packs: std::collections::HashSet<PackId> =
+            live.packs().iter().map(|p| p.id).collect();
         let extra: Vec<crate::format::IndexPack> = Repository::marked_packs(marks)
             .into_iter()
             .chain(Repository::superseded_packs(&files))
@@ -50,11 +53,10 @@ impl Indexes {
     pub fn read(&self) -> &Index {
         self.marked.as_ref().unwrap_or(&self.live)
     }
-
-    pub fn into_read(self) -> Index {
-        self.marked.unwrap_or(self.live)
-    }
 }
+
+/// The ids and sizes of the files in `prune/`, sorted.
+type MarkListing = Vec<(Id, u64)>;
 
 /// Settings fixed at `init`.
 #[derive(Clone, Debug)]
@@ -85,28 +87,21 @@ impl Default for InitOptions {
     }
 }
 
+/// An open repository: its storage, keys and config. Reading goes through it; loading the
+/// index gives an [`IndexedRepository`], and every write goes through a write session
+/// (`crate::session`), which holds a backup marker for its whole life.
 pub struct Repository {
-    pub backend: Backend,
-    pub keys: Keys,
-    pub config: Config,
+    backend: Backend,
+    keys: Keys,
+    config: Config,
     /// The key file that opened the repository.
-    pub key_id: Id,
+    key_id: Id,
     /// Kept for adding keys; zeroized on drop.
-    pub master: MasterKey,
-    /// The write session (a backup marker, `locks::MarkerGuard`) that index and snapshot
-    /// writes go through; without one they are refused.
-    fence: Mutex<Option<Arc<dyn WriteFence>>>,
-}
-
-/// What index and snapshot writes check before and after they store a file: that the backup
-/// marker protecting everything they point to is still held (format-spec §11a).
-pub trait WriteFence: Send + Sync {
-    fn before_write(&self) -> Result<()>;
-    fn after_write(&self) -> Result<()>;
+    master: MasterKey,
 }
 
 impl Repository {
-    pub fn new(
+    pub(crate) fn new(
         backend: Backend,
         keys: Keys,
         config: Config,
@@ -119,38 +114,28 @@ impl Repository {
             config,
             key_id,
             master,
-            fence: Mutex::new(None),
         }
     }
 
-    /// Registers (or with `None` removes) the write session; one at a time per handle.
-    pub fn set_write_fence(&self, fence: Option<Arc<dyn WriteFence>>) -> Result<()> {
-        let mut slot = self.fence.lock().unwrap();
-        if fence.is_some() && slot.is_some() {
-            return Err(Error::other(
-                "internal: a second write session on one repository handle",
-            ));
-        }
-        *slot = fence;
-        Ok(())
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
-    /// Stores an index file or snapshot inside the write session: refused without one, and
-    /// withdrawn (deleted again) if the session turns out to have lost its marker meanwhile.
-    fn save_fenced<T: Serialize>(&self, kind: FileKind, seal: SealKind, value: &T) -> Result<Id> {
-        let fence = self.fence.lock().unwrap().clone().ok_or_else(|| {
-            Error::other(format!(
-                "internal: a {} written outside a write session",
-                kind.prefix()
-            ))
-        })?;
-        fence.before_write()?;
-        let id = self.save_file(kind, seal, value)?;
-        if let Err(e) = fence.after_write() {
-            let _ = self.backend.delete(&kind.path(&id));
-            return Err(e);
-        }
-        Ok(id)
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The key file that opened the repository.
+    pub fn key_id(&self) -> Id {
+        self.key_id
+    }
+
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
     }
 
     /// Creates a new repository; refuses when one is already there.
@@ -207,64 +192,41 @@ impl Repository {
     /// Opens a repository: checks the format version, then finds a key the password opens.
     pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
         let config_bytes = Self::probe(&backend)?;
-        let version = read_config_version(&config_bytes)?;
         let (master, key_id) = open_master_key(&backend, password)?;
         let keys = master.derive();
-        let framed = keys
-            .open(
-                SealKind::Config,
-                &version.to_le_bytes(),
-                &config_bytes[12..],
-            )
-            .map_err(|_| Error::corrupt("config", "authentication failed"))?;
-        let config: Config =
-            format::from_postcard(&format::unframe(&framed, 1 << 20, "config")?, "config")?;
-        if config.version != version {
-            return Err(Error::corrupt(
-                "config",
-                "sealed version differs from the clear one",
-            ));
-        }
+        let config = decode_config(&keys, &config_bytes)?;
         Ok(Repository::new(backend, keys, config, key_id, master))
     }
 
-    /// Seals and stores a structured file; its name is the hash of the stored bytes.
-    pub fn save_file<T: Serialize>(&self, kind: FileKind, seal: SealKind, value: &T) -> Result<Id> {
+    /// Seals and stores a structured file; its name is the hash of the stored bytes. Only
+    /// write sessions (`crate::session`) and the marker they hold call this.
+    pub(crate) fn save_file<F: RepoFile>(&self, value: &F) -> Result<F::Id> {
         let sealed = self.keys.seal(
-            seal,
+            F::SEAL,
             &[],
             &format::frame(&format::to_postcard(value), self.config.compression_level),
         );
         let id = Id::of_stored_bytes(&sealed);
-        self.backend.write(&kind.path(&id), sealed)?;
-        Ok(id)
+        self.backend.write(&F::KIND.path(&id), sealed)?;
+        Ok(id.into())
     }
 
     /// Reads, verifies against its name, opens and decodes a structured file.
-    pub fn load_file<T: DeserializeOwned>(
-        &self,
-        kind: FileKind,
-        seal: SealKind,
-        id: &Id,
-    ) -> Result<T> {
-        let bytes = self.backend.read(&kind.path(id))?;
-        self.decode_file(kind, seal, id, &bytes)
+    pub fn load_file<F: RepoFile>(&self, id: &F::Id) -> Result<F> {
+        let bytes = self.backend.read(&F::KIND.path(&(*id).into()))?;
+        self.decode_file(id, &bytes)
     }
 
-    pub fn decode_file<T: DeserializeOwned>(
-        &self,
-        kind: FileKind,
-        seal: SealKind,
-        id: &Id,
-        bytes: &[u8],
-    ) -> Result<T> {
-        let what = kind.path(id);
-        if Id::of_stored_bytes(bytes) != *id {
+    /// Verifies stored bytes against their name, opens and decodes them.
+    pub fn decode_file<F: RepoFile>(&self, id: &F::Id, bytes: &[u8]) -> Result<F> {
+        let id: Id = (*id).into();
+        let what = F::KIND.path(&id);
+        if Id::of_stored_bytes(bytes) != id {
             return Err(Error::corrupt(&what, "content does not match its name"));
         }
         let framed = self
             .keys
-            .open(seal, &[], bytes)
+            .open(F::SEAL, &[], bytes)
             .map_err(|_| Error::corrupt(&what, "authentication failed"))?;
         format::from_postcard(
             &format::unframe(&framed, format::MAX_OBJECT_SIZE, &what)?,
@@ -272,23 +234,14 @@ impl Repository {
         )
     }
 
-    pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
-        self.save_fenced(FileKind::Index, SealKind::Index, file)
-    }
-
     /// Reads and decodes files of one kind: up to `READS_IN_FLIGHT` reads at once on the I/O
     /// runtime, each file decoded (verified, opened, parsed) on rayon as it arrives. One
     /// result per id, in the order of `ids`.
-    pub fn load_files<T: DeserializeOwned + Send>(
-        &self,
-        kind: FileKind,
-        seal: SealKind,
-        ids: &[Id],
-    ) -> Vec<Result<T>> {
+    pub fn load_files<F: RepoFile>(&self, ids: &[F::Id]) -> Vec<Result<F>> {
         use futures::StreamExt;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Result<Vec<u8>>)>(READS_IN_FLIGHT);
         let backend = self.backend.clone();
-        let paths: Vec<String> = ids.iter().map(|id| kind.path(id)).collect();
+        let paths: Vec<String> = ids.iter().map(|id| F::KIND.path(&(*id).into())).collect();
         self.backend.runtime().spawn(async move {
             let mut reads = futures::stream::iter(paths.into_iter().enumerate())
                 .map(move |(i, path)| {
@@ -302,14 +255,9 @@ impl Repository {
                 }
             }
         });
-        let mut out: Vec<(usize, Result<T>)> = std::iter::from_fn(|| rx.blocking_recv())
+        let mut out: Vec<(usize, Result<F>)> = std::iter::from_fn(|| rx.blocking_recv())
             .par_bridge()
-            .map(|(i, bytes)| {
-                (
-                    i,
-                    bytes.and_then(|b| self.decode_file(kind, seal, &ids[i], &b)),
-                )
-            })
+            .map(|(i, bytes)| (i, bytes.and_then(|b| self.decode_file(&ids[i], &b))))
             .collect();
         out.sort_by_key(|(i, _)| *i);
         out.into_iter().map(|(_, r)| r).collect()
@@ -320,25 +268,21 @@ impl Repository {
     /// superseded index file, a forgotten snapshot) is left out, and the folder is listed
     /// again until a listing's files are all read: a prune deletes index files only after
     /// writing the files that supersede them, so those are never missed.
-    pub fn load_all<T: DeserializeOwned + Send>(
-        &self,
-        kind: FileKind,
-        seal: SealKind,
-    ) -> Result<Loaded<T>> {
+    pub fn load_all<F: RepoFile>(&self) -> Result<Loaded<F>> {
         let mut out = Loaded {
             intact: Vec::new(),
             damaged: Vec::new(),
         };
         let mut seen = std::collections::HashSet::new();
         loop {
-            let ids: Vec<Id> = self
+            let ids: Vec<F::Id> = self
                 .backend
-                .list_ids(kind)?
+                .list_ids(F::KIND)?
                 .into_iter()
-                .map(|(id, _)| id)
+                .map(|(id, _)| F::Id::from(id))
                 .filter(|id| seen.insert(*id))
                 .collect();
-            let loaded = self.load_files(kind, seal, &ids);
+            let loaded = self.load_files::<F>(&ids);
             let mut vanished = false;
             for (id, res) in ids.into_iter().zip(loaded) {
                 match res {
@@ -356,23 +300,21 @@ impl Repository {
 
     /// Every intact index file, read once. A damaged one is left out with a warning (once a
     /// process), so one bad file does not stop backups and restores; `check` reports it.
-    pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        Ok(self
-            .load_all(FileKind::Index, SealKind::Index)?
-            .skip_damaged(FileKind::Index))
+    pub fn load_index_files(&self) -> Result<Vec<(IndexFileId, IndexFile)>> {
+        Ok(self.load_all::<IndexFile>()?.skip_damaged())
     }
 
     /// Every index file; a damaged one is an error (for `prune`, which must not replace an
     /// index file it cannot read, nor delete the packs it may list).
-    pub fn load_index_files_strict(&self) -> Result<Vec<(Id, IndexFile)>> {
-        self.load_all(FileKind::Index, SealKind::Index)?.strict()
+    pub fn load_index_files_strict(&self) -> Result<Vec<(IndexFileId, IndexFile)>> {
+        self.load_all::<IndexFile>()?.strict()
     }
 
     /// Packs of index files that other loaded files supersede, as far as the live ones do not
     /// hold them: a prune deletes superseded files only after writing its mark, so a reader
     /// that saw them may not see that mark yet; for reading only, like marked packs.
-    pub fn superseded_packs(files: &[(Id, IndexFile)]) -> Vec<crate::format::IndexPack> {
-        let superseded: std::collections::HashSet<Id> = files
+    pub fn superseded_packs(files: &[(IndexFileId, IndexFile)]) -> Vec<crate::format::IndexPack> {
+        let superseded: std::collections::HashSet<IndexFileId> = files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
             .collect();
@@ -383,16 +325,11 @@ impl Repository {
             .collect()
     }
 
-    /// Loads every index file into the in-memory index.
-    pub fn load_index(&self) -> Result<Index> {
-        Ok(Index::from_files(self.load_index_files()?))
-    }
-
     /// Prune marks: packs taken out of the index, awaiting deletion.
     pub fn load_prune_marks(&self) -> Result<Vec<(Id, crate::format::PruneMark)>> {
         let mut out = Vec::new();
         for (id, _) in self.backend.list_ids(FileKind::PruneMark)? {
-            match self.load_file(FileKind::PruneMark, SealKind::PruneMark, &id) {
+            match self.load_file::<crate::format::PruneMark>(&id) {
                 Ok(m) => out.push((id, m)),
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(e),
@@ -404,7 +341,7 @@ impl Repository {
     /// The packs of all marks, one entry per pack: where marks disagree, the entry that lists
     /// the pack's blobs wins (a pack marked while in no index is listed without blobs).
     pub fn marked_packs(marks: &[(Id, crate::format::PruneMark)]) -> Vec<crate::format::IndexPack> {
-        let mut by_id: std::collections::HashMap<Id, &crate::format::IndexPack> =
+        let mut by_id: std::collections::HashMap<PackId, &crate::format::IndexPack> =
             std::collections::HashMap::new();
         for (_, m) in marks {
             for p in &m.packs {
@@ -419,17 +356,6 @@ impl Repository {
         v
     }
 
-    /// The live index and the index for reading, from one read of the index files (then the
-    /// prune marks). The read index is the live one plus packs a prune has marked but not yet
-    /// deleted, so a snapshot saved by a backup that ran during the prune stays readable
-    /// until a later prune puts those packs back. It is never for dedup: new snapshots must
-    /// not come to depend on marked packs.
-    pub fn load_indexes(&self) -> Result<Indexes> {
-        let (files, marks) =
-            self.load_consistent(|r| r.load_index_files(), |r| r.load_prune_marks())?;
-        Ok(Indexes::build(files, &marks))
-    }
-
     /// Index files and prune marks as one consistent view. A prune writes a mark between its
     /// consolidated index and the deletion of what that supersedes, and puts a marked pack back
     /// into an index file before it deletes the mark, so a pack can move between the two while
@@ -440,33 +366,39 @@ impl Repository {
         files: impl Fn(&Repository) -> Result<F>,
         marks: impl Fn(&Repository) -> Result<M>,
     ) -> Result<(F, M)> {
+        let (f, m, _) = self.load_consistent_listing(files, marks)?;
+        Ok((f, m))
+    }
+
+    /// Like [`Self::load_consistent`], also returning the listing of `prune/` (sorted).
+    fn load_consistent_listing<F, M>(
+        &self,
+        files: impl Fn(&Repository) -> Result<F>,
+        marks: impl Fn(&Repository) -> Result<M>,
+    ) -> Result<(F, M, MarkListing)> {
         loop {
-            let before = self.backend.list_ids(FileKind::PruneMark)?;
+            let mut before = self.list_prune_marks()?;
             let f = files(self)?;
             let m = marks(self)?;
-            let mut after = self.backend.list_ids(FileKind::PruneMark)?;
-            let mut before = before;
+            let after = self.list_prune_marks()?;
             before.sort();
-            after.sort();
             if before == after {
-                return Ok((f, m));
+                return Ok((f, m, after));
             }
         }
     }
 
-    /// The index for reading (see `load_indexes`).
-    pub fn load_read_index(&self) -> Result<Index> {
-        Ok(self.load_indexes()?.into_read())
-    }
-
-    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        self.save_fenced(FileKind::Snapshot, SealKind::Snapshot, snap)
+    /// The ids and sizes of the prune marks present, sorted.
+    pub(crate) fn list_prune_marks(&self) -> Result<MarkListing> {
+        let mut marks = self.backend.list_ids(FileKind::PruneMark)?;
+        marks.sort();
+        Ok(marks)
     }
 
     /// Every snapshot, oldest first, and the damaged snapshot files.
     fn load_snapshots(&self) -> Result<Loaded<Snapshot>> {
-        let mut all = self.load_all(FileKind::Snapshot, SealKind::Snapshot)?;
-        all.intact.sort_by(|a: &(Id, Snapshot), b| {
+        let mut all = self.load_all::<Snapshot>()?;
+        all.intact.sort_by(|a: &(SnapshotId, Snapshot), b| {
             a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0))
         });
         Ok(all)
@@ -475,19 +407,19 @@ impl Repository {
     /// Every intact snapshot, oldest first. A damaged snapshot file is left out with a
     /// warning (once a process), so the others can still be listed, restored and backed up
     /// beside; `check` reports it.
-    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        Ok(self.load_snapshots()?.skip_damaged(FileKind::Snapshot))
+    pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        Ok(self.load_snapshots()?.skip_damaged())
     }
 
     /// Every snapshot, oldest first; a damaged snapshot file is an error (for `prune`, which
     /// cannot know what such a snapshot uses).
-    pub fn list_snapshots_strict(&self) -> Result<Vec<(Id, Snapshot)>> {
+    pub fn list_snapshots_strict(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         self.load_snapshots()?.strict()
     }
 
     /// Resolves `latest` or a unique id prefix to one snapshot. An id that names only a
     /// damaged snapshot file gives that damage (exit code 1), not "no snapshot".
-    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         let all = self.load_snapshots()?;
         let found = crate::snapshot::resolve(&all.intact, spec).cloned();
         let spec = spec.to_ascii_lowercase();
@@ -504,12 +436,14 @@ impl Repository {
                 ));
             }
         }
-        all.skip_damaged(FileKind::Snapshot);
+        all.skip_damaged();
         found
     }
 
-    /// Reads one blob from its pack, opens it and checks its id.
-    pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
+    /// Reads one blob from its pack, opens it and checks its id; `index` says where it is.
+    /// For `prune` and `check`, which build their own index; everything else reads through
+    /// an [`IndexedRepository`].
+    pub fn read_blob_in(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
         let loc = index
             .get(id)
             .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
@@ -531,33 +465,90 @@ impl Repository {
         crate::pack::open_blob(&self.keys, pack.blob_type, id, &sealed, loc.raw_length)
     }
 
-    pub fn load_tree(&self, index: &Index, id: &Id) -> Result<Tree> {
-        let raw = self.read_blob(index, id)?;
+    /// Reads and decodes one tree; `index` says where it is (see [`Self::read_blob_in`]).
+    pub fn load_tree_in(&self, index: &Index, id: &TreeId) -> Result<Tree> {
+        let raw = self.read_blob_in(index, id)?;
         format::from_postcard(&raw, &format!("tree {}", id.short()))
     }
 
-    pub fn blob_type_of(&self, index: &Index, id: &Id) -> Option<BlobType> {
-        index.get(id).map(|l| index.pack(l.pack).blob_type)
+    /// Loads the index: the repository can then read blobs, and a write session can be had
+    /// from it to store new ones. The live index and the index for reading come from one
+    /// read of the index files (then the prune marks). The read index is the live one plus
+    /// packs a prune has marked but not yet deleted, so a snapshot saved by a backup that ran
+    /// during the prune stays readable until a later prune puts those packs back. It is never
+    /// for dedup: new snapshots must not come to depend on marked packs.
+    pub fn load_index(&self) -> Result<IndexedRepository<'_>> {
+        let (files, marks, listing) =
+            self.load_consistent_listing(|r| r.load_index_files(), |r| r.load_prune_marks())?;
+        Ok(IndexedRepository {
+            repo: self,
+            indexes: Indexes::build(files, &marks),
+            marks_listed: listing,
+        })
+    }
+}
+
+/// A repository with its index loaded. It picks the index itself: blobs and trees are read
+/// through the read index (which includes packs a prune has marked), while dedup in its write
+/// session uses the live one.
+pub struct IndexedRepository<'r> {
+    repo: &'r Repository,
+    pub(crate) indexes: Indexes,
+    /// The prune marks listed when the index was loaded (`prune/` ids and sizes, sorted):
+    /// a write session compares them with a listing made after its marker is stored.
+    pub(crate) marks_listed: MarkListing,
+}
+
+impl std::ops::Deref for IndexedRepository<'_> {
+    type Target = Repository;
+    fn deref(&self) -> &Repository {
+        self.repo
+    }
+}
+
+impl<'r> IndexedRepository<'r> {
+    /// The open repository this one indexes.
+    pub fn repository(&self) -> &'r Repository {
+        self.repo
+    }
+
+    /// The index for reading: the live index plus marked packs still present.
+    pub fn index(&self) -> &Index {
+        self.indexes.read()
+    }
+
+    /// The live index: what new data may be deduplicated against.
+    pub fn live_index(&self) -> &Index {
+        &self.indexes.live
+    }
+
+    /// Reads one blob from its pack, opens it and checks its id.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        self.repo.read_blob_in(self.index(), id)
+    }
+
+    pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
+        self.repo.load_tree_in(self.index(), id)
     }
 }
 
 /// Files of one kind as read: the intact ones and the damaged ones.
-pub struct Loaded<T> {
-    pub intact: Vec<(Id, T)>,
-    pub damaged: Vec<(Id, Error)>,
+pub struct Loaded<F: RepoFile> {
+    pub intact: Vec<(F::Id, F)>,
+    pub damaged: Vec<(F::Id, Error)>,
 }
 
-impl<T> Loaded<T> {
+impl<F: RepoFile> Loaded<F> {
     /// The intact files; each damaged one is named in a warning, once a process.
-    pub fn skip_damaged(self, kind: FileKind) -> Vec<(Id, T)> {
+    pub fn skip_damaged(self) -> Vec<(F::Id, F)> {
         for (id, e) in &self.damaged {
-            warn_skipped_once(&kind.path(id), e);
+            warn_skipped_once(&F::KIND.path(&(*id).into()), e);
         }
         self.intact
     }
 
     /// The intact files, or an error naming the first damaged one.
-    pub fn strict(self) -> Result<Vec<(Id, T)>> {
+    pub fn strict(self) -> Result<Vec<(F::Id, F)>> {
         match self.damaged.into_iter().next() {
             None => Ok(self.intact),
             Some((_, e)) => Err(with_hint(e, "run `ocvault check`")),
@@ -625,6 +616,25 @@ fn foreign_repository_hint(backend: &Backend) -> String {
     String::new()
 }
 
+/// Decodes the `config` file with the repository's keys: the clear format version (refusing
+/// unknown ones), then the sealed settings, which must name the same version. The one decoder
+/// behind `open`, `check` and the fuzz targets.
+pub fn decode_config(keys: &Keys, bytes: &[u8]) -> Result<Config> {
+    let version = read_config_version(bytes)?;
+    let framed = keys
+        .open(SealKind::Config, &version.to_le_bytes(), &bytes[12..])
+        .map_err(|_| Error::corrupt("config", "authentication failed"))?;
+    let config: Config =
+        format::from_postcard(&format::unframe(&framed, 1 << 20, "config")?, "config")?;
+    if config.version != version {
+        return Err(Error::corrupt(
+            "config",
+            "sealed version differs from the clear one",
+        ));
+    }
+    Ok(config)
+}
+
 pub fn read_config_version(bytes: &[u8]) -> Result<u32> {
     if bytes.len() < 12 || &bytes[..8] != CONFIG_MAGIC {
         return Err(Error::corrupt("config", "not an ocvault config file"));
@@ -640,7 +650,7 @@ pub fn read_config_version(bytes: &[u8]) -> Result<u32> {
 }
 
 /// Wraps the master key under a password into a new key file; returns its id.
-pub fn write_key_file(
+pub(crate) fn write_key_file(
     backend: &Backend,
     master: &MasterKey,
     password: &[u8],

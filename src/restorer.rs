@@ -3,9 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::format::{Node, NodeKind};
-use crate::id::Id;
+use crate::id::{DataId, Id, TreeId};
 use crate::index::Index;
-use crate::repository::Repository;
+use crate::repository::{IndexedRepository, Repository};
 use crate::walker::Walker;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -61,7 +61,7 @@ struct Place {
 /// so this is most of restore's memory (about a third of a whole [`Node`] and its path).
 struct PlannedFile {
     path: Box<Path>,
-    content: Box<[Id]>,
+    content: Box<[DataId]>,
     xattrs: Box<[(Vec<u8>, Vec<u8>)]>,
     size: u64,
     atime_ns: i64,
@@ -187,9 +187,8 @@ impl Failures {
 }
 
 pub fn restore(
-    repo: &Repository,
-    index: &Index,
-    root: &Id,
+    indexed: &IndexedRepository,
+    root: &TreeId,
     target: &Path,
     opts: &RestoreOptions,
     progress: &RestoreProgress,
@@ -207,6 +206,7 @@ pub fn restore(
         }
     }
     std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+    let (repo, index): (&Repository, &Index) = (indexed, indexed.index());
     let includes = build_globs(&opts.includes)?;
     let plan = make_plan(repo, index, root, target, includes.as_ref())?;
 
@@ -335,7 +335,7 @@ fn write_contents(
             (group[0].pack, blobs, group)
         })
         .collect();
-    repo.backend.with_read_pool(|| {
+    repo.backend().with_read_pool(|| {
         packs
             .par_iter()
             .try_for_each(|(pack, blobs, places)| -> Result<()> {
@@ -360,11 +360,11 @@ fn write_contents(
                     }
                     let (group, tail) = rest.split_at(k);
                     rest = tail;
-                    let bytes = repo.backend.read_range(&path, start, end - start)?;
+                    let bytes = repo.backend().read_range(&path, start, end - start)?;
                     for &(pos, loc) in group {
                         let s = (loc.offset as u64 - start) as usize;
                         let raw = crate::pack::open_blob(
-                            &repo.keys,
+                            repo.keys(),
                             info.blob_type,
                             &index.at(pos).0,
                             &bytes[s..s + loc.length as usize],
@@ -493,7 +493,7 @@ fn verify_file(
         let loc = index.get(id).ok_or("blob not in the index")?;
         buf.resize(loc.raw_length as usize, 0);
         f.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        if repo.keys.blob_id(&buf) != *id {
+        if repo.keys().blob_id(&buf) != **id {
             return Err(format!("chunk {i} differs from the snapshot"));
         }
     }
@@ -530,7 +530,7 @@ fn build_globs(patterns: &[String]) -> Result<Option<globset::GlobSet>> {
 fn make_plan(
     repo: &Repository,
     index: &Index,
-    root: &Id,
+    root: &TreeId,
     target: &Path,
     includes: Option<&globset::GlobSet>,
 ) -> Result<Plan> {
@@ -553,8 +553,8 @@ fn make_plan(
             }
         }
     };
-    let load = |id: &Id| repo.load_tree(index, id);
-    let mut walk = Walker::new(&load, *root);
+    let load = |id: &Id| repo.load_tree_in(index, &TreeId(*id));
+    let mut walk = Walker::new(&load, **root);
     while let Some(entry) = walk.next() {
         let entry = entry?;
         open.truncate(entry.depth);

@@ -3,7 +3,7 @@
 //! (hours, days, ISO weeks, months, years) that have snapshots. Times are in UTC.
 
 use crate::format::Snapshot;
-use crate::id::Id;
+use crate::id::SnapshotId;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use std::time::Duration;
 
@@ -70,14 +70,14 @@ impl Period {
 /// One snapshot's verdict and the rules that kept it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
-    pub id: Id,
+    pub id: SnapshotId,
     pub keep: bool,
     pub reasons: Vec<String>,
 }
 
 /// Applies `policy` to one group of snapshots (any order); returns decisions newest first.
-pub fn apply(group: &[(Id, Snapshot)], policy: &Policy) -> Vec<Decision> {
-    let mut snaps: Vec<&(Id, Snapshot)> = group.iter().collect();
+pub fn apply(group: &[(SnapshotId, Snapshot)], policy: &Policy) -> Vec<Decision> {
+    let mut snaps: Vec<&(SnapshotId, Snapshot)> = group.iter().collect();
     snaps.sort_by(|a, b| b.1.time_unix_ns.cmp(&a.1.time_unix_ns).then(b.0.cmp(&a.0)));
     let Some(latest) = snaps.first().map(|s| s.1.time_unix_ns) else {
         return Vec::new();
@@ -229,6 +229,7 @@ impl GroupBy {
 mod tests {
     use super::*;
     use crate::format::SnapshotSummary;
+    use crate::id::Id;
 
     fn snap(rfc: &str, tags: &[&str]) -> Snapshot {
         Snapshot {
@@ -237,7 +238,7 @@ mod tests {
             username: "u".into(),
             paths: vec!["/p".into()],
             tags: tags.iter().map(|s| s.to_string()).collect(),
-            tree: Id::default(),
+            tree: Default::default(),
             parent: None,
             excludes: vec![],
             incomplete: false,
@@ -247,7 +248,7 @@ mod tests {
     }
 
     /// Three years of daily snapshots at 02:00 plus hourly ones on the last day.
-    fn history() -> Vec<(Id, Snapshot)> {
+    fn history() -> Vec<(SnapshotId, Snapshot)> {
         let start = chrono::NaiveDate::from_ymd_opt(2023, 1, 1).unwrap();
         let mut v = Vec::new();
         for d in 0..=1096 {
@@ -260,12 +261,17 @@ mod tests {
         }
         v.into_iter()
             .enumerate()
-            .map(|(i, s)| (Id(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes()), s))
+            .map(|(i, s)| {
+                (
+                    SnapshotId(Id(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes())),
+                    s,
+                )
+            })
             .collect()
     }
 
-    fn kept_times(h: &[(Id, Snapshot)], p: &Policy) -> Vec<String> {
-        let by_id: std::collections::HashMap<Id, &Snapshot> =
+    fn kept_times(h: &[(SnapshotId, Snapshot)], p: &Policy) -> Vec<String> {
+        let by_id: std::collections::HashMap<SnapshotId, &Snapshot> =
             h.iter().map(|(i, s)| (*i, s)).collect();
         apply(h, p)
             .into_iter()
@@ -420,9 +426,12 @@ mod tests {
     #[test]
     fn keep_tag_and_groups() {
         let h = vec![
-            (Id([1; 32]), snap("2026-01-01T00:00:00Z", &["keep"])),
-            (Id([2; 32]), snap("2026-01-02T00:00:00Z", &[])),
-            (Id([3; 32]), snap("2026-01-03T00:00:00Z", &[])),
+            (
+                SnapshotId(Id([1; 32])),
+                snap("2026-01-01T00:00:00Z", &["keep"]),
+            ),
+            (SnapshotId(Id([2; 32])), snap("2026-01-02T00:00:00Z", &[])),
+            (SnapshotId(Id([3; 32])), snap("2026-01-03T00:00:00Z", &[])),
         ];
         let d = apply(
             &h,
@@ -432,8 +441,8 @@ mod tests {
                 ..Default::default()
             },
         );
-        let kept: Vec<Id> = d.iter().filter(|d| d.keep).map(|d| d.id).collect();
-        assert_eq!(kept, vec![Id([3; 32]), Id([1; 32])]);
+        let kept: Vec<SnapshotId> = d.iter().filter(|d| d.keep).map(|d| d.id).collect();
+        assert_eq!(kept, vec![SnapshotId(Id([3; 32])), SnapshotId(Id([1; 32]))]);
         assert_eq!(
             GroupBy::parse("host,tags"),
             Some(GroupBy {

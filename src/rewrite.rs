@@ -2,13 +2,12 @@
 //! rewrite, then prune, and the bytes are gone from storage).
 
 use crate::archiver::Excludes;
-use crate::backend::FileKind;
 use crate::error::Result;
 use crate::format::{IndexFile, Node, Snapshot, Tree};
-use crate::id::Id;
-use crate::index::Index;
+use crate::id::{Id, SnapshotId, TreeId};
 use crate::packer::{self, Indexing, PackerParts, PACKS_PER_INDEX};
-use crate::repository::Repository;
+use crate::repository::IndexedRepository;
+use crate::session::IndexedWriteSession;
 use crate::walker::Walker;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -16,25 +15,42 @@ use std::path::{Path, PathBuf};
 
 /// Result of rewriting one snapshot.
 pub struct Rewritten {
-    pub old: Id,
-    pub new: Option<Id>,
+    pub old: SnapshotId,
+    pub new: Option<SnapshotId>,
     pub removed_paths: Vec<String>,
 }
 
-/// Rewrites `snaps` without excluded paths; the originals are forgotten (deleted) unless
-/// `dry_run`. Snapshots with nothing to exclude are left as they are.
+/// Rewrites `snaps` without excluded paths; the originals are forgotten (deleted).
+/// Snapshots with nothing to exclude are left as they are. New trees dedup against the live
+/// index of the session, whose marker a concurrent prune respects (§11a).
 pub fn rewrite(
-    repo: &Repository,
-    snaps: &[(Id, Snapshot)],
+    session: &IndexedWriteSession,
+    snaps: &[(SnapshotId, Snapshot)],
     patterns: &[String],
-    dry_run: bool,
+) -> Result<Vec<Rewritten>> {
+    rewrite_in(session.repo(), Some(session), snaps, patterns)
+}
+
+/// What [`rewrite`] would remove, changing nothing (no tree is stored).
+pub fn rewrite_dry_run(
+    repo: &IndexedRepository,
+    snaps: &[(SnapshotId, Snapshot)],
+    patterns: &[String],
+) -> Result<Vec<Rewritten>> {
+    rewrite_in(repo, None, snaps, patterns)
+}
+
+fn rewrite_in(
+    repo: &IndexedRepository,
+    session: Option<&IndexedWriteSession>,
+    snaps: &[(SnapshotId, Snapshot)],
+    patterns: &[String],
 ) -> Result<Vec<Rewritten>> {
     let excludes = Excludes::new(patterns)?;
-    if dry_run {
-        // Trees are only named, never stored.
-        let name = |t: &Tree| Ok(repo.keys.blob_id(&crate::format::to_postcard(t)));
-        let indexes = repo.load_indexes()?;
-        let (changed, unchanged) = plan(repo, indexes.read(), snaps, patterns, &excludes, &name)?;
+    let Some(session) = session else {
+        // A dry run: trees are only named, never stored.
+        let name = |t: &Tree| Ok(repo.keys().blob_id(&crate::format::to_postcard(t)));
+        let (changed, unchanged) = plan(repo, snaps, patterns, &excludes, &name)?;
         return Ok(changed
             .into_iter()
             .chain(unchanged)
@@ -44,23 +60,11 @@ pub fn rewrite(
                 removed_paths: removed,
             })
             .collect());
-    }
-    // New trees dedup against the live index: announce the write before loading it, so a
-    // concurrent prune keeps what they may point to (§11a).
-    let _session = crate::locks::MarkerGuard::acquire(repo)?;
-    let indexes = repo.load_indexes()?;
-    let save_index = |f: &IndexFile| repo.save_index(f);
-    let parts = PackerParts::new(
-        &repo.keys,
-        &repo.backend,
-        &repo.config,
-        &indexes.live,
-        Indexing::Every(PACKS_PER_INDEX, &save_index),
-    );
+    };
+    let save_index = |f: &IndexFile| session.save_file(f).map(Id::from);
+    let parts = PackerParts::new(session, Indexing::Every(PACKS_PER_INDEX, &save_index));
     let (planned, packed) = packer::run(parts, |p| {
-        plan(repo, indexes.read(), snaps, patterns, &excludes, &|t| {
-            p.store_tree(t)
-        })
+        plan(repo, snaps, patterns, &excludes, &|t| p.store_tree(t))
     });
     // Trees first, then the new snapshots, then the old ones go.
     let (changed, unchanged) = planned?;
@@ -71,8 +75,8 @@ pub fn rewrite(
     for (old, s, removed) in unchanged.into_iter().chain(changed) {
         let new = match s {
             Some(s) => {
-                let new = repo.save_snapshot(&s)?;
-                repo.backend.delete(&FileKind::Snapshot.path(&old))?;
+                let new = session.save_file(&s)?;
+                session.delete_file::<Snapshot>(&old)?;
                 Some(new)
             }
             None => None,
@@ -89,15 +93,14 @@ pub fn rewrite(
 /// Per snapshot: its id, the snapshot to save instead (none when nothing is excluded) and
 /// the paths left out; the snapshots to rewrite, then the others, each in the order given.
 type Planned = (
-    Vec<(Id, Option<Snapshot>, Vec<String>)>,
-    Vec<(Id, Option<Snapshot>, Vec<String>)>,
+    Vec<(SnapshotId, Option<Snapshot>, Vec<String>)>,
+    Vec<(SnapshotId, Option<Snapshot>, Vec<String>)>,
 );
 
 /// Walks each snapshot, storing the trees that change through `save_tree`.
 fn plan(
-    repo: &Repository,
-    index: &Index,
-    snaps: &[(Id, Snapshot)],
+    repo: &IndexedRepository,
+    snaps: &[(SnapshotId, Snapshot)],
     patterns: &[String],
     excludes: &Excludes,
     save_tree: &dyn Fn(&Tree) -> Result<Id>,
@@ -105,7 +108,7 @@ fn plan(
     let (mut changed, mut unchanged) = (Vec::new(), Vec::new());
     for (id, snap) in snaps {
         crate::interrupt::check()?;
-        let (root, removed) = rewrite_snapshot(repo, index, snap, excludes, save_tree)?;
+        let (root, removed) = rewrite_snapshot(repo, snap, excludes, save_tree)?;
         if removed.is_empty() {
             unchanged.push((*id, None, removed));
             continue;
@@ -131,12 +134,11 @@ struct Open {
 /// directory; a tree with nothing removed below it keeps its id. Returns the new root and the
 /// paths removed.
 fn rewrite_snapshot(
-    repo: &Repository,
-    index: &Index,
+    repo: &IndexedRepository,
     snap: &Snapshot,
     excludes: &Excludes,
     save_tree: &dyn Fn(&Tree) -> Result<Id>,
-) -> Result<(Id, Vec<String>)> {
+) -> Result<(TreeId, Vec<String>)> {
     let mut removed = Vec::new();
     let mut root = Vec::new();
     let mut open: Vec<Open> = Vec::new();
@@ -144,7 +146,7 @@ fn rewrite_snapshot(
     let close = |open: &mut Vec<Open>, root: &mut Vec<Node>, removed: &[String]| -> Result<()> {
         let mut dir = open.pop().expect("an open directory");
         if removed.len() > dir.removed_before {
-            dir.node.subtree = Some(save_tree(&Tree { nodes: dir.kept })?);
+            dir.node.subtree = Some(TreeId(save_tree(&Tree { nodes: dir.kept })?));
         }
         match open.last_mut() {
             Some(parent) => parent.kept.push(dir.node),
@@ -152,8 +154,8 @@ fn rewrite_snapshot(
         }
         Ok(())
     };
-    let load = |id: &Id| repo.load_tree(index, id);
-    let mut walk = Walker::new(&load, snap.tree);
+    let load = |id: &Id| repo.load_tree(&TreeId(*id));
+    let mut walk = Walker::new(&load, snap.tree.0);
     while let Some(entry) = walk.next() {
         let entry = entry?;
         while open.len() > entry.depth {
@@ -194,5 +196,5 @@ fn rewrite_snapshot(
     if removed.is_empty() {
         return Ok((snap.tree, removed));
     }
-    Ok((save_tree(&Tree { nodes: root })?, removed))
+    Ok((TreeId(save_tree(&Tree { nodes: root })?), removed))
 }

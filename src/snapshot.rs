@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::Snapshot;
-use crate::id::Id;
+use crate::id::SnapshotId;
 
 pub fn format_time(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns)
@@ -26,7 +26,10 @@ pub fn parse_time(s: &str) -> Result<i64> {
 }
 
 /// Resolves `latest` or a unique hex prefix among `snaps` (oldest first).
-pub fn resolve<'a>(snaps: &'a [(Id, Snapshot)], spec: &str) -> Result<&'a (Id, Snapshot)> {
+pub fn resolve<'a>(
+    snaps: &'a [(SnapshotId, Snapshot)],
+    spec: &str,
+) -> Result<&'a (SnapshotId, Snapshot)> {
     if spec == "latest" {
         return snaps
             .last()
@@ -63,7 +66,7 @@ impl SnapshotFilter {
     }
 
     /// The snapshots of `snaps` that match, in their order.
-    pub fn apply(&self, snaps: &[(Id, Snapshot)]) -> Vec<(Id, Snapshot)> {
+    pub fn apply(&self, snaps: &[(SnapshotId, Snapshot)]) -> Vec<(SnapshotId, Snapshot)> {
         snaps
             .iter()
             .filter(|(_, s)| self.matches(s))
@@ -80,10 +83,10 @@ impl SnapshotFilter {
 
 /// The parent for a new snapshot: the latest one of the same host and the same paths.
 pub fn find_parent<'a>(
-    snaps: &'a [(Id, Snapshot)],
+    snaps: &'a [(SnapshotId, Snapshot)],
     host: &str,
     paths: &[String],
-) -> Option<&'a (Id, Snapshot)> {
+) -> Option<&'a (SnapshotId, Snapshot)> {
     let mut want: Vec<&String> = paths.iter().collect();
     want.sort();
     snaps.iter().rev().find(|(_, s)| {

@@ -3,9 +3,8 @@
 use crate::error::{Error, Result};
 use crate::format::{Node, NodeKind, Tree};
 use crate::host::NameCache;
-use crate::id::Id;
-use crate::index::Index;
-use crate::repository::Repository;
+use crate::id::TreeId;
+use crate::repository::IndexedRepository;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -111,7 +110,7 @@ impl Tree {
 }
 
 /// Finds the node at `path` (components separated by '/') below the root tree.
-pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Result<Node> {
+pub fn find_node(repo: &IndexedRepository, root: &TreeId, path: &str) -> Result<Node> {
     let comps: Vec<&str> = path
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
@@ -119,7 +118,7 @@ pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Res
     if comps.is_empty() {
         return Err(Error::usage("a path inside the snapshot is needed"));
     }
-    let mut tree = repo.load_tree(index, root)?;
+    let mut tree = repo.load_tree(root)?;
     for (i, c) in comps.iter().enumerate() {
         let node = tree
             .find(c.as_bytes())
@@ -131,7 +130,7 @@ pub fn find_node(repo: &Repository, index: &Index, root: &Id, path: &str) -> Res
         let sub = node
             .subtree
             .ok_or_else(|| Error::usage(format!("{path}: {c} is not a directory")))?;
-        tree = repo.load_tree(index, &sub)?;
+        tree = repo.load_tree(&sub)?;
     }
     unreachable!()
 }

@@ -3,8 +3,8 @@
 //! sibling), loading each tree only when the walk enters it.
 //!
 //! ```ignore
-//! let load = |id: &Id| repo.load_tree(&index, id);
-//! let mut walk = Walker::new(&load, snapshot.tree);
+//! let load = |id: &Id| repo.load_tree(&TreeId(*id));
+//! let mut walk = Walker::new(&load, *snapshot.tree);
 //! while let Some(entry) = walk.next() {
 //!     let entry = entry?; // or note the subtree that could not be read, and go on
 //!     if skip(&entry) {
@@ -38,7 +38,7 @@ impl WalkNode for Node {
     }
 
     fn subtree(&self) -> Option<Id> {
-        self.subtree
+        self.subtree.map(Id::from)
     }
 }
 
@@ -193,7 +193,7 @@ mod tests {
             xattrs: Vec::new(),
             link_target: Vec::new(),
             content: Vec::new(),
-            subtree,
+            subtree: subtree.map(crate::id::TreeId),
         }
     }
 

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use ocvault::backend::{Backend, FileKind};
+use ocvault::backend::Backend;
 use ocvault::format::{BlobType, IndexFile};
 use ocvault::repository::Repository;
 use std::path::{Path, PathBuf};
@@ -58,7 +58,8 @@ fn snapshot_dir(repo: &TestRepo, dir: &Path, extra: &[&str]) -> Written {
         .success();
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let lib = open_lib(repo);
-    let index = lib.load_index().unwrap();
+    let indexed = lib.load_index().unwrap();
+    let index = indexed.index();
     let mut w = Written {
         snapshot: v["snapshot_id"].as_str().unwrap().to_string(),
         ..Default::default()
@@ -282,18 +283,17 @@ fn index_entry_past_pack_end_and_unknown_file_are_found() {
     let f = fixture();
     let lib = open_lib(&f.repo);
     let old = &f.a.index_files[0];
-    let old_id = ocvault::Id::from_hex(old.file_name().unwrap().to_str().unwrap()).unwrap();
-    let mut file: IndexFile = lib
-        .load_file(FileKind::Index, ocvault::crypto::SealKind::Index, &old_id)
-        .unwrap();
+    let old_id =
+        ocvault::IndexFileId::from_hex(old.file_name().unwrap().to_str().unwrap()).unwrap();
+    let mut file: IndexFile = lib.load_file::<IndexFile>(&old_id).unwrap();
     let pack = file
         .packs
         .iter_mut()
         .find(|p| p.blob_type == BlobType::Data)
         .unwrap();
     pack.blobs[0].offset = pack.size as u32 + 1000;
-    let session = ocvault::locks::MarkerGuard::acquire(&lib).unwrap();
-    lib.save_index(&file).unwrap();
+    let session = lib.write_session().unwrap();
+    session.save_file(&file).unwrap();
     drop(session);
     std::fs::remove_file(old).unwrap();
     let (code, v) = check(&f.repo, &[]);
@@ -433,17 +433,16 @@ fn flipped_byte_in_every_kind_of_stored_file_is_found() {
         .assert()
         .success();
     let lib = open_lib(repo);
-    lib.save_file(
-        FileKind::Lock,
-        ocvault::crypto::SealKind::Lock,
-        &ocvault::format::BackupMarker {
+    // Another session's marker, left behind.
+    lib.write_session()
+        .unwrap()
+        .save_file(&ocvault::format::BackupMarker {
             hostname: "h".into(),
             pid: 1,
             started_unix_ns: 1,
             heartbeat_unix_ns: 1,
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     drop(lib);
     assert_check_passes(repo, &["--read-data"]);
     let first = |dir: &str| {

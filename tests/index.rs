@@ -7,7 +7,7 @@
 
 use ocvault::format::{BlobType, IndexFile, IndexPack, PackedBlob};
 use ocvault::index::Index;
-use ocvault::Id;
+use ocvault::{BlobId, Id, IndexFileId, PackId};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -92,7 +92,7 @@ fn synthetic_packs(blobs: usize, per_pack: usize) -> Vec<IndexPack> {
             let id = rng.id();
             let length = 200_000 + (rng.next() % 100_000) as u32;
             list.push(PackedBlob {
-                id,
+                id: BlobId(id),
                 offset,
                 length,
                 raw_length: length + 1000,
@@ -100,7 +100,7 @@ fn synthetic_packs(blobs: usize, per_pack: usize) -> Vec<IndexPack> {
             offset += length;
         }
         packs.push(IndexPack {
-            id: rng.id(),
+            id: PackId(rng.id()),
             blob_type: BlobType::Data,
             size: offset as u64 + 4096,
             blobs: list,
@@ -119,7 +119,7 @@ fn measure(blobs: usize) -> f64 {
     let probe: Vec<(Id, u32)> = packs
         .iter()
         .step_by(97)
-        .map(|p| (p.blobs[1].id, p.blobs[1].offset))
+        .map(|p| (p.blobs[1].id.0, p.blobs[1].offset))
         .collect();
     let input_bytes = LIVE.load(Relaxed);
     let before = input_bytes - packs_heap_bytes(&packs);
@@ -200,26 +200,26 @@ proptest! {
             x[31] = c % 8;
             Id(x)
         };
-        let mut model: HashMap<Id, (Id, u32)> = HashMap::new();
+        let mut model: HashMap<Id, (PackId, u32)> = HashMap::new();
         let mut index_packs = Vec::new();
         for (n, blobs) in packs.iter().enumerate() {
-            let pid = Id([n as u8 + 1; 32]);
+            let pid = PackId(Id([n as u8 + 1; 32]));
             let list: Vec<PackedBlob> = blobs
                 .iter()
                 .map(|&(a, b, c, off)| PackedBlob {
-                    id: id(a, b, c),
+                    id: BlobId(id(a, b, c)),
                     offset: off,
                     length: off / 2,
                     raw_length: off / 3,
                 })
                 .collect();
             for b in &list {
-                model.entry(b.id).or_insert((pid, b.offset));
+                model.entry(b.id.0).or_insert((pid, b.offset));
             }
             index_packs.push(IndexPack { id: pid, blob_type: BlobType::Data, size: 1, blobs: list });
         }
         let index = Index::from_files(vec![(
-            Id::default(),
+            IndexFileId::default(),
             IndexFile { supersedes: vec![], packs: index_packs },
         )]);
         prop_assert_eq!(index.len(), model.len());
@@ -228,11 +228,11 @@ proptest! {
             let got = index.get(&i).map(|l| (index.pack(l.pack).id, l.offset));
             prop_assert_eq!(got, model.get(&i).copied());
         }
-        let listed: Vec<(Id, (Id, u32))> = index
+        let listed: Vec<(Id, (PackId, u32))> = index
             .iter()
             .map(|(i, l)| (i, (index.pack(l.pack).id, l.offset)))
             .collect();
-        let mut expected: Vec<(Id, (Id, u32))> = model.into_iter().collect();
+        let mut expected: Vec<(Id, (PackId, u32))> = model.into_iter().collect();
         expected.sort();
         prop_assert_eq!(listed, expected);
     }

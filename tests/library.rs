@@ -36,12 +36,12 @@ fn memory_backend_snapshot_restore_and_dedup() {
         paths: vec![src.clone()],
         ..SnapshotOptions::default()
     };
-    let first = archiver::snapshot(&repo, opts(), &Progress::default()).unwrap();
+    let first = backup(&repo, opts());
     assert!(first.warnings.is_empty(), "{:?}", first.warnings);
     assert!(!first.snapshot.incomplete);
     assert!(first.snapshot.summary.files_new > 500);
 
-    let second = archiver::snapshot(&repo, opts(), &Progress::default()).unwrap();
+    let second = backup(&repo, opts());
     assert_eq!(second.snapshot.parent, Some(first.id));
     assert_eq!(second.snapshot.summary.bytes_read, 0);
     assert_eq!(
@@ -52,7 +52,6 @@ fn memory_backend_snapshot_restore_and_dedup() {
     let index = repo.load_index().unwrap();
     let target = tmp.path().join("out");
     restorer::restore(
-        &repo,
         &index,
         &second.snapshot.tree,
         &target,
@@ -63,10 +62,10 @@ fn memory_backend_snapshot_restore_and_dedup() {
     assert_trees_equal(&src, &target.join("src"));
 
     // The wrong password cannot open the same storage.
-    let again = Repository::open(repo.backend.clone(), b"nope");
+    let again = Repository::open(repo.backend().clone(), b"nope");
     assert!(matches!(again, Err(ocvault::Error::WrongPassword)));
-    let ok = Repository::open(repo.backend.clone(), b"pw").unwrap();
-    assert_eq!(ok.config, repo.config);
+    let ok = Repository::open(repo.backend().clone(), b"pw").unwrap();
+    assert_eq!(ok.config(), repo.config());
 }
 
 #[test]
@@ -78,7 +77,7 @@ fn stream_source_is_always_read_in_full() {
     day2[1_500_000] ^= 0xff;
     let mut ids = Vec::new();
     for data in [&day1, &day2] {
-        let out = archiver::snapshot(
+        let out = backup(
             &repo,
             SnapshotOptions {
                 stream: Some(StreamSource {
@@ -89,19 +88,24 @@ fn stream_source_is_always_read_in_full() {
                 parent: ParentChoice::Auto,
                 ..SnapshotOptions::default()
             },
-            &Progress::default(),
-        )
-        .unwrap();
+        );
         assert_eq!(out.snapshot.summary.bytes_read, data.len() as u64);
         ids.push(out);
     }
     let index = repo.load_index().unwrap();
     for (out, data) in ids.iter().zip([&day1, &day2]) {
-        let node = ocvault::tree::find_node(&repo, &index, &out.snapshot.tree, "db.sql").unwrap();
+        let node = ocvault::tree::find_node(&index, &out.snapshot.tree, "db.sql").unwrap();
         let mut buf = Vec::new();
-        ocvault::dump::dump(&repo, &index, &node, &mut buf).unwrap();
+        ocvault::dump::dump(&index, &node, &mut buf).unwrap();
         assert_eq!(&buf, data);
     }
+}
+
+/// One snapshot through the library, as the CLI makes it: index, write session, archiver.
+fn backup(repo: &Repository, opts: SnapshotOptions) -> archiver::SnapshotOutcome {
+    let mut indexed = repo.load_index().unwrap();
+    let session = indexed.write_session().unwrap();
+    archiver::snapshot(&session, opts, &Progress::default()).unwrap()
 }
 
 /// The commands' logic through the library: snapshot selection by host, tag, stats, diff,
@@ -127,9 +131,7 @@ fn commands_work_without_the_cli() {
             time_unix_ns: Some(time),
             ..SnapshotOptions::default()
         };
-        archiver::snapshot(&repo, opts, &Progress::default())
-            .unwrap()
-            .id
+        backup(&repo, opts).id
     };
     let day = 86_400_000_000_000i64;
     let first = snap("db", day);

@@ -12,7 +12,7 @@ use ocvault::format::{
 use ocvault::index::Index;
 use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
 use ocvault::repository::{decode_key_file, read_config_version, try_key_file};
-use ocvault::{Error, Id, Result};
+use ocvault::{BlobId, DataId, Error, Id, IndexFileId, PackId, Result, SnapshotId, TreeId};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index as Pos;
@@ -178,7 +178,7 @@ fn blob_type() -> impl Strategy<Value = BlobType> {
 fn packed_blob() -> impl Strategy<Value = PackedBlob> {
     (id(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(id, offset, length, raw_length)| {
         PackedBlob {
-            id,
+            id: BlobId(id),
             offset,
             length,
             raw_length,
@@ -194,7 +194,7 @@ fn pack_header() -> impl Strategy<Value = PackHeader> {
 fn index_pack() -> impl Strategy<Value = IndexPack> {
     (id(), blob_type(), any::<u64>(), vec(packed_blob(), 0..16)).prop_map(
         |(id, blob_type, size, blobs)| IndexPack {
-            id,
+            id: PackId(id),
             blob_type,
             size,
             blobs,
@@ -203,7 +203,10 @@ fn index_pack() -> impl Strategy<Value = IndexPack> {
 }
 
 fn index_file() -> impl Strategy<Value = IndexFile> {
-    (vec(id(), 0..3), vec(index_pack(), 0..6))
+    (
+        vec(id().prop_map(IndexFileId), 0..3),
+        vec(index_pack(), 0..6),
+    )
         .prop_map(|(supersedes, packs)| IndexFile { supersedes, packs })
 }
 
@@ -268,8 +271,8 @@ fn node() -> impl Strategy<Value = Node> {
             rdev,
             xattrs,
             link_target,
-            content,
-            subtree,
+            content: content.into_iter().map(DataId).collect(),
+            subtree: subtree.map(TreeId),
         },
     )
 }
@@ -302,7 +305,11 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
             vec(text(), 0..4),
             vec(text(), 0..3),
         ),
-        (id(), proptest::option::of(id()), vec(text(), 0..3)),
+        (
+            id(),
+            proptest::option::of(id().prop_map(SnapshotId)),
+            vec(text(), 0..3),
+        ),
         (any::<bool>(), summary(), text()),
     )
         .prop_map(
@@ -316,7 +323,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 username,
                 paths,
                 tags,
-                tree,
+                tree: TreeId(tree),
                 parent,
                 excludes,
                 incomplete,
@@ -329,7 +336,11 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
 fn log_entry() -> impl Strategy<Value = LogEntry> {
     (
         (any::<i64>(), text(), text(), text()),
-        (vec(text(), 0..6), text(), vec(id(), 0..4)),
+        (
+            vec(text(), 0..6),
+            text(),
+            vec(id().prop_map(SnapshotId), 0..4),
+        ),
     )
         .prop_map(
             |((time_unix_ns, hostname, username, operation), (arguments, result, snapshots))| {
@@ -495,7 +506,7 @@ proptest! {
         let sealed = seal_file(keys(), SealKind::Index, &f, level);
         prop_assert_eq!(decode_sealed::<IndexFile>(keys(), SealKind::Index, &sealed).unwrap(), f.clone());
         // Every blob of the file is found in the index built from it.
-        let index = Index::from_files(vec![(Id::default(), f.clone())]);
+        let index = Index::from_files(vec![(IndexFileId::default(), f.clone())]);
         for p in &f.packs {
             for b in &p.blobs {
                 let loc = index.get(&b.id).unwrap();
@@ -622,7 +633,7 @@ proptest! {
         }
         let (pack, entry) = builder.finish(keys());
         prop_assert_eq!(entry.size, pack.len() as u64);
-        prop_assert_eq!(entry.id, Id::of_stored_bytes(&pack));
+        prop_assert_eq!(*entry.id, Id::of_stored_bytes(&pack));
         let size = pack.len() as u64;
         let h = parse_header_from_tail(keys(), &pack, size).unwrap().unwrap();
         prop_assert_eq!(h.blob_type, t);
@@ -732,7 +743,7 @@ proptest! {
         check_sealed_mutations(SealKind::Index, &f, &ms);
         // Whatever a mutated (unsealed) index file decodes to, the index builds from it.
         if let Ok(g) = format::from_postcard::<IndexFile>(&apply(&format::to_postcard(&f), &ms), "i") {
-            let index = Index::from_files(vec![(Id::default(), g)]);
+            let index = Index::from_files(vec![(IndexFileId::default(), g)]);
             let _ = index.len();
         }
     }
@@ -967,8 +978,10 @@ fn fuzz_seeds_from_a_real_repository() {
         ..InitOptions::default()
     };
     let repo = Repository::init(backend, b"password", &opts).unwrap();
+    let mut indexed = repo.load_index().unwrap();
+    let session = indexed.write_session().unwrap();
     let out = archiver::snapshot(
-        &repo,
+        &session,
         SnapshotOptions {
             paths: vec![src.clone()],
             tags: vec!["daily".into()],
@@ -978,17 +991,18 @@ fn fuzz_seeds_from_a_real_repository() {
     )
     .unwrap();
     ocvault::oplog::record(
-        &repo,
+        &session,
         &ocvault::oplog::CommandLine::new(["snapshot", "/src"]),
         "snapshot",
         "ok",
         vec![out.id],
     )
     .unwrap();
+    drop(session);
 
     let mut seeds: Vec<(&str, String, Vec<u8>)> = Vec::new();
-    let b = &repo.backend;
-    let k = &repo.keys;
+    let b = repo.backend();
+    let k = repo.keys();
     let stored = |kind: FileKind| -> Vec<(Id, Vec<u8>)> {
         b.list_ids(kind)
             .unwrap()
@@ -1012,7 +1026,7 @@ fn fuzz_seeds_from_a_real_repository() {
     assert_eq!(
         format::from_postcard::<Config>(&format::unframe(&framed, 1 << 20, "c").unwrap(), "c")
             .unwrap(),
-        repo.config
+        repo.config().clone()
     );
     seeds.push(("config", "stored".into(), config.clone()));
     seeds.push(("config", "plain".into(), framed));
@@ -1090,7 +1104,7 @@ fn fuzz_seeds_from_a_real_repository() {
                 let sealed = &bytes[blob.offset as usize..(blob.offset + blob.length) as usize];
                 let raw = open_blob(k, BlobType::Tree, &blob.id, sealed, blob.raw_length).unwrap();
                 assert!(format::from_postcard::<Tree>(&raw, "tree").is_ok());
-                let framed = k.open(SealKind::TreeBlob, &blob.id.0, sealed).unwrap();
+                let framed = k.open(SealKind::TreeBlob, &blob.id.0 .0, sealed).unwrap();
                 seeds.push(("tree", blob.id.to_hex(), raw));
                 seeds.push(("tree", format!("{}-framed", blob.id.to_hex()), framed));
                 seeds.push(("unseal", blob.id.to_hex(), sealed.to_vec()));

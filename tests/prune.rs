@@ -117,15 +117,15 @@ fn all_plaintexts(repo: &TestRepo) -> Vec<Vec<u8>> {
     )
     .unwrap();
     let mut out = Vec::new();
-    for (id, size) in lib.backend.list_ids(FileKind::Pack).unwrap() {
-        let bytes = lib.backend.read(&FileKind::Pack.path(&id)).unwrap();
-        let header = ocvault::pack::parse_header_from_tail(&lib.keys, &bytes, size)
+    for (id, size) in lib.backend().list_ids(FileKind::Pack).unwrap() {
+        let bytes = lib.backend().read(&FileKind::Pack.path(&id)).unwrap();
+        let header = ocvault::pack::parse_header_from_tail(lib.keys(), &bytes, size)
             .unwrap()
             .unwrap();
         for b in header.blobs {
             let sealed = &bytes[b.offset as usize..(b.offset + b.length) as usize];
             out.push(
-                ocvault::pack::open_blob(&lib.keys, header.blob_type, &b.id, sealed, b.raw_length)
+                ocvault::pack::open_blob(lib.keys(), header.blob_type, &b.id, sealed, b.raw_length)
                     .unwrap(),
             );
         }
@@ -340,9 +340,9 @@ fn assert_no_blob_stored_twice_in_a_pack(repo: &TestRepo) {
         repo.password.as_bytes(),
     )
     .unwrap();
-    for (id, size) in lib.backend.list_ids(FileKind::Pack).unwrap() {
-        let bytes = lib.backend.read(&FileKind::Pack.path(&id)).unwrap();
-        let header = ocvault::pack::parse_header_from_tail(&lib.keys, &bytes, size)
+    for (id, size) in lib.backend().list_ids(FileKind::Pack).unwrap() {
+        let bytes = lib.backend().read(&FileKind::Pack.path(&id)).unwrap();
+        let header = ocvault::pack::parse_header_from_tail(lib.keys(), &bytes, size)
             .unwrap()
             .unwrap();
         let mut ids: Vec<_> = header.blobs.iter().map(|b| b.id).collect();
@@ -437,33 +437,36 @@ fn prune_heals_a_pack_holding_a_blob_twice() {
         .iter_mut()
         .find(|p| p.blob_type == ocvault::format::BlobType::Data)
         .unwrap();
-    let bytes = lib.backend.read(&FileKind::Pack.path(&data.id)).unwrap();
+    let bytes = lib.backend().read(&FileKind::Pack.path(&data.id)).unwrap();
     let mut builder = PackBuilder::new(data.blob_type, bytes.len() * 2);
     for _ in 0..2 {
         for b in &data.blobs {
             let sealed = &bytes[b.offset as usize..(b.offset + b.length) as usize];
-            builder.add(b.id, b.raw_length, sealed);
+            builder.add(b.id.0, b.raw_length, sealed);
         }
     }
-    let (doubled, entry) = builder.finish(&lib.keys);
-    lib.backend
+    let (doubled, entry) = builder.finish(lib.keys());
+    lib.backend()
         .write(&FileKind::Pack.path(&entry.id), doubled)
         .unwrap();
-    lib.backend.delete(&FileKind::Pack.path(&data.id)).unwrap();
-    let stored = lib.backend.read(&FileKind::Pack.path(&entry.id)).unwrap();
-    let header: PackHeader = ocvault::pack::parse_header_from_tail(&lib.keys, &stored, entry.size)
+    lib.backend()
+        .delete(&FileKind::Pack.path(&data.id))
+        .unwrap();
+    let stored = lib.backend().read(&FileKind::Pack.path(&entry.id)).unwrap();
+    let header: PackHeader = ocvault::pack::parse_header_from_tail(lib.keys(), &stored, entry.size)
         .unwrap()
         .unwrap();
     assert_eq!(header.blobs.len(), 2 * data.blobs.len());
     *data = entry;
-    let session = ocvault::locks::MarkerGuard::acquire(&lib).unwrap();
-    lib.save_index(&IndexFile {
-        supersedes: vec![*old_index],
-        packs,
-    })
-    .unwrap();
+    let session = lib.write_session().unwrap();
+    session
+        .save_file(&IndexFile {
+            supersedes: vec![*old_index],
+            packs,
+        })
+        .unwrap();
     drop(session);
-    lib.backend
+    lib.backend()
         .delete(&FileKind::Index.path(old_index))
         .unwrap();
     drop(lib);

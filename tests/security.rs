@@ -133,7 +133,14 @@ fn two_repositories_with_the_same_data_share_no_blob_id_or_pack_name() {
             repo.password.as_bytes(),
         )
         .unwrap();
-        ids.push(lib.load_index().unwrap().iter().map(|(id, _)| id).collect());
+        ids.push(
+            lib.load_index()
+                .unwrap()
+                .live_index()
+                .iter()
+                .map(|(id, _)| id)
+                .collect(),
+        );
         names.push(
             stored_files(&repo.repo)
                 .iter()
@@ -219,8 +226,8 @@ fn key_file_resists_a_wrong_password_in_constant_time() {
         ..InitOptions::default()
     };
     let repo = Repository::init(backend, b"the right password", &opts).unwrap();
-    let (id, _) = repo.backend.list_ids(FileKind::Key).unwrap()[0];
-    let key = repo.backend.read(&FileKind::Key.path(&id)).unwrap();
+    let (id, _) = repo.backend().list_ids(FileKind::Key).unwrap()[0];
+    let key = repo.backend().read(&FileKind::Key.path(&id)).unwrap();
     let time = |pw: &[u8]| {
         let t = std::time::Instant::now();
         let opened = try_key_file(&key, pw).unwrap().is_some();

@@ -485,21 +485,21 @@ fn make_full_vectors() {
 /// the prune mark lists: the case §14 of the spec makes readers load marks for.
 fn assert_late_snapshot_needs_the_mark(repo_dir: &Path) {
     let (_copy, repo) = open_copy(repo_dir);
-    let indexes = repo.load_indexes().unwrap();
+    let indexed = repo.load_index().unwrap();
     let snaps = repo.list_snapshots().unwrap();
     let late = &snaps
         .iter()
         .find(|(_, s)| s.paths.iter().any(|p| p == "stdin:late.sql"))
         .unwrap()
         .1;
-    let read = indexes.read();
-    let root = repo.load_tree(read, &late.tree).unwrap();
+    let read = indexed.index();
+    let root = indexed.load_tree(&late.tree).unwrap();
     let gone = root.find(b"gone").unwrap();
-    let tree = repo.load_tree(read, &gone.subtree.unwrap()).unwrap();
+    let tree = indexed.load_tree(&gone.subtree.unwrap()).unwrap();
     let file = tree.find(b"unique.bin").unwrap();
     assert!(!file.content.is_empty());
     for id in &file.content {
-        assert!(!indexes.live.contains(id), "blob in the live index");
+        assert!(!indexed.live_index().contains(id), "blob in the live index");
         assert!(read.contains(id), "blob not in a marked pack");
     }
 }
@@ -523,15 +523,14 @@ fn open_copy(repo_dir: &Path) -> (tempfile::TempDir, ocvault::repository::Reposi
 
 /// One manifest entry per node of a snapshot, read from the stored trees, in tree order.
 fn manifest_entries(
-    repo: &ocvault::repository::Repository,
-    index: &ocvault::index::Index,
-    tree: &ocvault::Id,
+    repo: &ocvault::repository::IndexedRepository,
+    tree: &ocvault::TreeId,
     prefix: &[u8],
     out: &mut Vec<serde_json::Value>,
     links: &mut std::collections::HashMap<(u64, u64), String>,
 ) {
     use ocvault::format::NodeKind;
-    for node in repo.load_tree(index, tree).unwrap().nodes {
+    for node in repo.load_tree(tree).unwrap().nodes {
         let mut path = prefix.to_vec();
         if !path.is_empty() {
             path.push(b'/');
@@ -554,7 +553,7 @@ fn manifest_entries(
             NodeKind::File => {
                 let mut h = blake3::Hasher::new();
                 for id in &node.content {
-                    h.update(&repo.read_blob(index, id).unwrap());
+                    h.update(&repo.read_blob(id).unwrap());
                 }
                 m.insert("blake3".into(), h.finalize().to_hex().to_string().into());
                 m.insert("blobs".into(), node.content.len().into());
@@ -585,7 +584,7 @@ fn manifest_entries(
         }
         out.push(e);
         if let Some(sub) = node.subtree {
-            manifest_entries(repo, index, &sub, &path, out, links);
+            manifest_entries(repo, &sub, &path, out, links);
         }
     }
 }
@@ -601,13 +600,12 @@ fn write_manifest() {
     for name in VECTOR_REPOS {
         let dir = vectors_dir().join(name);
         let (_tmp, repo) = open_copy(&dir);
-        let index = repo.load_read_index().unwrap();
+        let indexed = repo.load_index().unwrap();
         let mut snapshots = Vec::new();
         for (id, s) in repo.list_snapshots().unwrap() {
             let mut entries = Vec::new();
             manifest_entries(
-                &repo,
-                &index,
+                &indexed,
                 &s.tree,
                 b"",
                 &mut entries,
@@ -674,7 +672,7 @@ fn write_manifest() {
             }));
         }
         keys.sort_by_key(|k| k["memory_kib"].as_u64());
-        let c = &repo.config;
+        let c = repo.config();
         repos.insert(
             name.into(),
             serde_json::json!({

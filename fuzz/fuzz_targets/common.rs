@@ -4,8 +4,7 @@
 
 use ocvault::crypto::{Keys, MasterKey, SealKind};
 use ocvault::format::{self, Config};
-use ocvault::repository::read_config_version;
-use ocvault::{Error, Result};
+use ocvault::Result;
 use serde::de::DeserializeOwned;
 use std::sync::OnceLock;
 
@@ -15,18 +14,9 @@ pub fn keys() -> &'static Keys {
     KEYS.get_or_init(|| MasterKey::from_bytes([7; 32]).derive())
 }
 
-/// The `config` file as `Repository::open` reads it once the master key is known.
+/// The `config` file as `Repository::open` (and `check`) reads it once the master key is known.
 pub fn decode_config(keys: &Keys, bytes: &[u8]) -> Result<Config> {
-    let version = read_config_version(bytes)?;
-    let framed = keys.open(SealKind::Config, &version.to_le_bytes(), &bytes[12..])?;
-    let config = config_plain(&framed)?;
-    if config.version != version {
-        return Err(Error::corrupt(
-            "config",
-            "sealed version differs from the clear one",
-        ));
-    }
-    Ok(config)
+    ocvault::repository::decode_config(keys, bytes)
 }
 
 /// The config parser after unsealing.

@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use ocvault::crypto::SealKind;
 use ocvault::format::IndexFile;
 use ocvault::index::Index;
-use ocvault::Id;
+use ocvault::{BlobId, Id, IndexFileId};
 
 #[path = "common.rs"]
 mod common;
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         // A pack listed twice counts once, by its first listing (Index::from_files skips the
         // others; a real index never lists a pack twice).
         let mut seen = std::collections::HashSet::new();
-        let ids: Vec<Id> = file
+        let ids: Vec<BlobId> = file
             .packs
             .iter()
             .filter(|p| seen.insert(p.id))
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         // Named by the hash of its bytes, as stored index files are: a file can never list
         // itself among the files it supersedes (that would take a hash preimage).
-        let index = Index::from_files(vec![(Id::of_stored_bytes(data), file)]);
+        let index = Index::from_files(vec![(IndexFileId(Id::of_stored_bytes(data)), file)]);
         for id in &ids {
             let loc = index.get(id).expect("an indexed blob is found");
             let _ = index.pack(loc.pack);

@@ -12,10 +12,10 @@ pub struct Args {
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
-    let index = repo.load_read_index()?;
-    let node = ocvault::tree::find_node(&repo, &index, &snap.tree, &a.path)?;
+    let repo = repo.load_index()?;
+    let node = ocvault::tree::find_node(&repo, &snap.tree, &a.path)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    ocvault::dump::dump(&repo, &index, &node, &mut out)?;
+    ocvault::dump::dump(&repo, &node, &mut out)?;
     Ok(Outcome::Success)
 }

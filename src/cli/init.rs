@@ -50,15 +50,15 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     super::warn_all(warning);
     if g.json {
         super::print_json(&serde_json::json!({
-            "repository": repo.backend.location(),
-            "repository_id": repo.config.repository_id.to_hex(),
-            "key_id": repo.key_id.to_hex(),
+            "repository": repo.backend().location(),
+            "repository_id": repo.config().repository_id.to_hex(),
+            "key_id": repo.key_id().to_hex(),
         }));
     } else {
         println!(
             "created repository {} at {}",
-            repo.config.repository_id.short(),
-            repo.backend.location()
+            repo.config().repository_id.short(),
+            repo.backend().location()
         );
     }
     Ok(Outcome::Success)

@@ -7,7 +7,7 @@ pub struct Args {}
 pub fn run(g: &GlobalOptions, _a: Args) -> Result<Outcome> {
     let repo = g.open()?;
     // Every intact entry is listed; each damaged one is named on standard error.
-    let entries = ocvault::oplog::list(&repo)?.skip_damaged(ocvault::backend::FileKind::Log);
+    let entries = ocvault::oplog::list(&repo)?.skip_damaged();
     if g.json {
         let v: Vec<_> = entries
             .iter()

@@ -13,7 +13,8 @@ pub struct Args {
 /// A marker removed from a live writer makes that writer fail before it saves anything.
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let repo = g.open()?;
-    let removed = ocvault::locks::unlock(&repo, a.remove_all)?;
+    let session = repo.write_session()?;
+    let removed = ocvault::session::unlock(&session, a.remove_all)?;
     if g.json {
         super::print_json(&serde_json::json!({"removed": removed}));
     } else {

@@ -20,19 +20,22 @@ pub fn copy(
 ) -> Result<(CopyReport, Option<String>)> {
     opts.selection.validate("copy", true)?;
     let selected = opts.selection.select(&src.list_snapshots()?)?;
-    let report = match crate::copy::copy(src, dst, &selected) {
+    let src = src.load_index()?;
+    let mut dst = dst.load_index()?;
+    let session = dst.write_session()?;
+    let report = match crate::copy::copy(&src, &session, &selected) {
         Ok(r) => r,
         Err(e) => {
             // As for any failed operation, a failure to log it is not reported.
-            let _ = crate::oplog::record(dst, command_line, "copy", "failed", vec![]);
+            let _ = crate::oplog::record(&session, command_line, "copy", "failed", vec![]);
             return Err(e);
         }
     };
     let new_ids = report
         .copied
         .iter()
-        .filter_map(|(_, d)| crate::id::Id::from_hex(d))
+        .filter_map(|(_, d)| crate::id::SnapshotId::from_hex(d))
         .collect();
-    let warning = crate::oplog::record_or_warn(dst, command_line, "copy", "ok", new_ids);
+    let warning = crate::oplog::record_or_warn(&session, command_line, "copy", "ok", new_ids);
     Ok((report, warning))
 }

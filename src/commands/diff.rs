@@ -3,9 +3,8 @@
 
 use crate::error::Result;
 use crate::format::{Node, NodeKind, Tree};
-use crate::id::Id;
-use crate::index::Index;
-use crate::repository::Repository;
+use crate::id::TreeId;
+use crate::repository::{IndexedRepository, Repository};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -41,11 +40,10 @@ pub fn diff(repo: &Repository, opts: &DiffOptions) -> Result<Vec<Change>> {
     let snaps = repo.list_snapshots()?;
     let (_, s1) = crate::snapshot::resolve(&snaps, &opts.first)?;
     let (_, s2) = crate::snapshot::resolve(&snaps, &opts.second)?;
-    let index = repo.load_read_index()?;
+    let repo = repo.load_index()?;
     let mut out = Vec::new();
     TreeDiff {
-        repo,
-        index: &index,
+        repo: &repo,
         out: &mut out,
     }
     .trees(Some(&s1.tree), Some(&s2.tree), "")?;
@@ -54,15 +52,14 @@ pub fn diff(repo: &Repository, opts: &DiffOptions) -> Result<Vec<Change>> {
 
 /// The walk of both snapshots' trees side by side.
 struct TreeDiff<'a> {
-    repo: &'a Repository,
-    index: &'a Index,
+    repo: &'a IndexedRepository<'a>,
     out: &'a mut Vec<Change>,
 }
 
 impl TreeDiff<'_> {
-    fn load(&self, id: Option<&Id>) -> Result<Tree> {
+    fn load(&self, id: Option<&TreeId>) -> Result<Tree> {
         match id {
-            Some(id) => self.repo.load_tree(self.index, id),
+            Some(id) => self.repo.load_tree(id),
             None => Ok(Tree::default()),
         }
     }
@@ -81,14 +78,14 @@ impl TreeDiff<'_> {
             new_size,
         });
         if let Some(sub) = &node.subtree {
-            for n in self.repo.load_tree(self.index, sub)?.nodes {
+            for n in self.repo.load_tree(sub)?.nodes {
                 self.all_below(&n, &format!("{path}/{}", n.name_lossy()), change)?;
             }
         }
         Ok(())
     }
 
-    fn trees(&mut self, a: Option<&Id>, b: Option<&Id>, dir: &str) -> Result<()> {
+    fn trees(&mut self, a: Option<&TreeId>, b: Option<&TreeId>, dir: &str) -> Result<()> {
         if a == b {
             return Ok(());
         }

@@ -3,9 +3,8 @@
 use super::select::Selection;
 use crate::error::{Error, Result};
 use crate::format::Node;
-use crate::id::Id;
-use crate::index::Index;
-use crate::repository::Repository;
+use crate::id::{SnapshotId, TreeId};
+use crate::repository::{IndexedRepository, Repository};
 
 #[derive(Clone, Debug, Default)]
 pub struct FindOptions {
@@ -18,7 +17,7 @@ pub struct FindOptions {
 /// One matching path in one snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Match {
-    pub snapshot: Id,
+    pub snapshot: SnapshotId,
     pub snapshot_time_unix_ns: i64,
     /// Starts with `/`.
     pub path: String,
@@ -47,10 +46,10 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Match>> {
     opts.validate()?;
     let by_path = opts.pattern.contains('/');
     let glob = opts.matcher()?;
-    let index = repo.load_read_index()?;
+    let repo = repo.load_index()?;
     let mut found = Vec::new();
     for (id, snap) in opts.selection.select(&repo.list_snapshots()?)? {
-        walk(repo, &index, snap.tree, &mut |path, n| {
+        walk(&repo, snap.tree, &mut |path, n| {
             let hit = if by_path {
                 glob.is_match(path) || glob.is_match(path.trim_start_matches('/'))
             } else {
@@ -71,15 +70,10 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Match>> {
 }
 
 /// Every node below `root` with its path. The one tree walk of `find`.
-fn walk(
-    repo: &Repository,
-    index: &Index,
-    root: Id,
-    visit: &mut dyn FnMut(&str, &Node),
-) -> Result<()> {
-    let mut stack: Vec<(Id, String)> = vec![(root, String::new())];
+fn walk(repo: &IndexedRepository, root: TreeId, visit: &mut dyn FnMut(&str, &Node)) -> Result<()> {
+    let mut stack: Vec<(TreeId, String)> = vec![(root, String::new())];
     while let Some((t, dir)) = stack.pop() {
-        for n in repo.load_tree(index, &t)?.nodes {
+        for n in repo.load_tree(&t)?.nodes {
             let path = format!("{dir}/{}", n.name_lossy());
             visit(&path, &n);
             if let Some(s) = n.subtree {

@@ -1,10 +1,9 @@
 //! `forget`: removes snapshots named by id, or those a keep policy lets go, group by group.
 
 use super::select::Selection;
-use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::format::Snapshot;
-use crate::id::Id;
+use crate::id::SnapshotId;
 use crate::oplog::CommandLine;
 use crate::repository::Repository;
 use crate::retention::{self, Decision, GroupBy, Policy};
@@ -35,7 +34,7 @@ pub struct ForgetResult {
     /// Empty when snapshots were named by id.
     pub groups: Vec<GroupReport>,
     /// Removed (or, with `dry_run`, to be removed).
-    pub removed: Vec<Id>,
+    pub removed: Vec<SnapshotId>,
     pub warnings: Vec<String>,
 }
 
@@ -85,11 +84,12 @@ pub fn forget(
     if opts.dry_run {
         return Ok(result);
     }
+    let session = repo.write_session()?;
     for id in &result.removed {
-        repo.backend.delete(&FileKind::Snapshot.path(id))?;
+        session.delete_file::<Snapshot>(id)?;
     }
     result.warnings.extend(crate::oplog::record_or_warn(
-        repo,
+        &session,
         command_line,
         "forget",
         "ok",
@@ -99,8 +99,8 @@ pub fn forget(
 }
 
 /// The policy's decisions for each group of `snaps`; refuses to empty a group unless allowed.
-fn decide(snaps: &[(Id, Snapshot)], opts: &ForgetOptions) -> Result<Vec<GroupReport>> {
-    let mut groups: BTreeMap<String, Vec<(Id, Snapshot)>> = BTreeMap::new();
+fn decide(snaps: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Result<Vec<GroupReport>> {
+    let mut groups: BTreeMap<String, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
     for s in snaps {
         groups
             .entry(opts.group_by.key(&s.1))
@@ -115,7 +115,8 @@ fn decide(snaps: &[(Id, Snapshot)], opts: &ForgetOptions) -> Result<Vec<GroupRep
                 "the policy would remove every snapshot of group [{key}]; pass --allow-empty-group if that is intended"
             )));
         }
-        let times: HashMap<Id, i64> = group.iter().map(|(i, s)| (*i, s.time_unix_ns)).collect();
+        let times: HashMap<SnapshotId, i64> =
+            group.iter().map(|(i, s)| (*i, s.time_unix_ns)).collect();
         let decisions = decisions
             .into_iter()
             .map(|d| {

@@ -43,6 +43,9 @@ pub fn init(
     check_settings(opts)?;
     check_password(password)?;
     let repo = Repository::init(backend, password, opts)?;
-    let warning = crate::oplog::record_or_warn(&repo, command_line, "init", "ok", vec![]);
+    let warning = match repo.write_session() {
+        Ok(session) => crate::oplog::record_or_warn(&session, command_line, "init", "ok", vec![]),
+        Err(e) => Some(format!("cannot write the operations log: {e}")),
+    };
     Ok((repo, warning))
 }

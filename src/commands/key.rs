@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::oplog::CommandLine;
 use crate::repository::{self, Repository};
+use crate::session::WriteSession;
 
 /// One key file, as `key list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,11 +36,11 @@ pub struct KeyChange {
 
 pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>> {
     let mut out = Vec::new();
-    for (id, _) in repo.backend.list_ids(FileKind::Key)? {
-        let kf = repository::decode_key_file(&repo.backend.read(&FileKind::Key.path(&id))?)?;
+    for (id, _) in repo.backend().list_ids(FileKind::Key)? {
+        let kf = repository::decode_key_file(&repo.backend().read(&FileKind::Key.path(&id))?)?;
         out.push(KeyInfo {
             id,
-            current: id == repo.key_id,
+            current: id == repo.key_id(),
             memory_kib: kf.kdf.memory_kib,
             iterations: kf.kdf.iterations,
             parallelism: kf.kdf.parallelism,
@@ -50,17 +51,17 @@ pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>> {
 
 /// Adds a key file for the same master key under a new password.
 pub fn add(repo: &Repository, new: &NewKey, command_line: &CommandLine) -> Result<KeyChange> {
-    let id = write(repo, new)?;
+    let (session, id) = write(repo, new)?;
     Ok(KeyChange {
         added: Some(id),
         removed: None,
-        warnings: log(repo, command_line, "key add"),
+        warnings: log(&session, command_line, "key add"),
     })
 }
 
 /// Removes the key whose id starts with `prefix`: not the last key, not the one in use.
 pub fn remove(repo: &Repository, prefix: &str, command_line: &CommandLine) -> Result<KeyChange> {
-    let keys = repo.backend.list_ids(FileKind::Key)?;
+    let keys = repo.backend().list_ids(FileKind::Key)?;
     let want = prefix.to_ascii_lowercase();
     let matches: Vec<Id> = keys
         .iter()
@@ -77,44 +78,42 @@ pub fn remove(repo: &Repository, prefix: &str, command_line: &CommandLine) -> Re
             "refusing to remove the last key: the repository could never be opened again",
         ));
     }
-    if id == repo.key_id {
+    if id == repo.key_id() {
         return Err(Error::usage("refusing to remove the key in use; open the repository with another password to remove it"));
     }
-    repo.backend.delete(&FileKind::Key.path(&id))?;
+    let session = repo.write_session()?;
+    session.delete_key(&id)?;
     Ok(KeyChange {
         added: None,
         removed: Some(id),
-        warnings: log(repo, command_line, "key remove"),
+        warnings: log(&session, command_line, "key remove"),
     })
 }
 
 /// Replaces the key in use by one under a new password (added first, so a failure in between
 /// leaves both).
 pub fn passwd(repo: &Repository, new: &NewKey, command_line: &CommandLine) -> Result<KeyChange> {
-    let id = write(repo, new)?;
-    repo.backend.delete(&FileKind::Key.path(&repo.key_id))?;
+    let (session, id) = write(repo, new)?;
+    session.delete_key(&repo.key_id())?;
     Ok(KeyChange {
         added: Some(id),
-        removed: Some(repo.key_id),
-        warnings: log(repo, command_line, "key passwd"),
+        removed: Some(repo.key_id()),
+        warnings: log(&session, command_line, "key passwd"),
     })
 }
 
-fn write(repo: &Repository, new: &NewKey) -> Result<Id> {
+/// Adds the key file in a write session, which the caller goes on with.
+fn write<'r>(repo: &'r Repository, new: &NewKey) -> Result<(WriteSession<'r>, Id)> {
     if new.password.is_empty() {
         return Err(Error::usage("the new password is empty"));
     }
-    repository::write_key_file(
-        &repo.backend,
-        &repo.master,
-        new.password,
-        new.kdf_memory_kib,
-        new.kdf_iterations,
-    )
+    let session = repo.write_session()?;
+    let id = session.add_key(new.password, new.kdf_memory_kib, new.kdf_iterations)?;
+    Ok((session, id))
 }
 
-fn log(repo: &Repository, command_line: &CommandLine, operation: &str) -> Vec<String> {
-    crate::oplog::record_or_warn(repo, command_line, operation, "ok", vec![])
+fn log(session: &WriteSession, command_line: &CommandLine, operation: &str) -> Vec<String> {
+    crate::oplog::record_or_warn(session, command_line, operation, "ok", vec![])
         .into_iter()
         .collect()
 }

@@ -4,9 +4,8 @@
 
 use crate::error::Result;
 use crate::format::{Node, Snapshot};
-use crate::id::Id;
-use crate::index::Index;
-use crate::repository::Repository;
+use crate::id::{SnapshotId, TreeId};
+use crate::repository::{IndexedRepository, Repository};
 
 #[derive(Clone, Debug)]
 pub struct LsOptions {
@@ -21,9 +20,9 @@ pub fn ls(
     repo: &Repository,
     opts: &LsOptions,
     mut visit: impl FnMut(&str, &Node),
-) -> Result<(Id, Snapshot)> {
+) -> Result<(SnapshotId, Snapshot)> {
     let (id, snap) = repo.find_snapshot(&opts.snapshot)?;
-    let index = repo.load_read_index()?;
+    let repo = repo.load_index()?;
     let inside = opts
         .path
         .as_deref()
@@ -32,7 +31,7 @@ pub fn ls(
     let (start, prefix) = match inside {
         None => (snap.tree, String::new()),
         Some(p) => {
-            let node = crate::tree::find_node(repo, &index, &snap.tree, p)?;
+            let node = crate::tree::find_node(&repo, &snap.tree, p)?;
             match node.subtree {
                 Some(t) => (t, format!("/{p}")),
                 None => {
@@ -42,22 +41,21 @@ pub fn ls(
             }
         }
     };
-    walk(repo, &index, start, prefix, &mut visit)?;
+    walk(&repo, start, prefix, &mut visit)?;
     Ok((id, snap))
 }
 
 /// Depth first, each folder's entries in name order before what is below them. The one tree
 /// walk of `ls`.
 fn walk(
-    repo: &Repository,
-    index: &Index,
-    start: Id,
+    repo: &IndexedRepository,
+    start: TreeId,
     prefix: String,
     visit: &mut impl FnMut(&str, &Node),
 ) -> Result<()> {
-    let mut stack: Vec<(Id, String)> = vec![(start, prefix)];
+    let mut stack: Vec<(TreeId, String)> = vec![(start, prefix)];
     while let Some((tid, dir)) = stack.pop() {
-        let tree = repo.load_tree(index, &tid)?;
+        let tree = repo.load_tree(&tid)?;
         let mut subdirs = Vec::new();
         for n in &tree.nodes {
             let path = format!("{dir}/{}", n.name_lossy());

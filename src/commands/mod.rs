@@ -4,9 +4,9 @@
 //! arguments into these options, prints the results and maps them to exit codes.
 //!
 //! Commands whose logic is one library call (`restore`, `dump`, `check`, `unlock`, `log`)
-//! call [`crate::restorer`], [`crate::checker`], [`crate::locks`] and [`crate::oplog`]
-//! directly; the modules here add what a command does around such a call (selection, the log
-//! entry) or hold the logic that used to live in the CLI.
+//! call [`crate::restorer`], [`crate::dump`], [`crate::checker`], [`crate::session`] and
+//! [`crate::oplog`] directly; the modules here add what a command does around such a call
+//! (selection, the log entry) or hold the logic that used to live in the CLI.
 
 pub mod copy;
 pub mod diff;

@@ -12,22 +12,28 @@ pub fn prune(
     opts: &PruneOptions,
     command_line: &CommandLine,
 ) -> Result<(PruneReport, Option<String>)> {
-    let r = crate::prune::prune(repo, opts);
     if opts.dry_run {
-        return r.map(|r| (r, None));
+        return crate::prune::prune_dry_run(repo, opts).map(|r| (r, None));
     }
-    match r {
+    let session = match repo.write_session() {
+        Ok(s) => s,
+        Err(e) => {
+            crate::oplog::record_failure_unindexed(repo, command_line, "prune", &e);
+            return Err(e);
+        }
+    };
+    match crate::prune::prune(&session, opts) {
         Ok(r) => {
             let result = format!(
                 "ok: deleted {} packs, freed {} bytes",
                 r.packs_deleted, r.bytes_deleted
             );
             let warning =
-                crate::oplog::record_or_warn(repo, command_line, "prune", &result, vec![]);
+                crate::oplog::record_or_warn(&session, command_line, "prune", &result, vec![]);
             Ok((r, warning))
         }
         Err(e) => {
-            crate::oplog::record_failure(repo, command_line, "prune", &e);
+            crate::oplog::record_failure(&session, command_line, "prune", &e);
             Err(e)
         }
     }

@@ -27,18 +27,23 @@ pub fn rewrite(
 ) -> Result<RewriteResult> {
     opts.selection.validate("rewrite", true)?;
     let chosen = opts.selection.select(&repo.list_snapshots()?)?;
-    let rewritten = crate::rewrite::rewrite(repo, &chosen, &opts.excludes, opts.dry_run)?;
+    let mut indexed = repo.load_index()?;
     let mut warnings = Vec::new();
-    if !opts.dry_run {
+    let rewritten = if opts.dry_run {
+        crate::rewrite::rewrite_dry_run(&indexed, &chosen, &opts.excludes)?
+    } else {
+        let session = indexed.write_session()?;
+        let rewritten = crate::rewrite::rewrite(&session, &chosen, &opts.excludes)?;
         let new_ids = rewritten.iter().filter_map(|r| r.new).collect();
         warnings.extend(crate::oplog::record_or_warn(
-            repo,
+            &session,
             command_line,
             "rewrite",
             "ok",
             new_ids,
         ));
-    }
+        rewritten
+    };
     Ok(RewriteResult {
         rewritten,
         warnings,

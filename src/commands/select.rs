@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::Snapshot;
-use crate::id::Id;
+use crate::id::SnapshotId;
 pub use crate::snapshot::SnapshotFilter;
 
 /// `ID... | --all`, with `--host/--tag/--path` narrowing the snapshots `--all` (or a default of
@@ -47,7 +47,7 @@ impl Selection {
 
     /// The chosen snapshots from `snaps` (oldest first): the ids in the order given, or
     /// every snapshot the filter lets through. Unknown or ambiguous ids are usage errors.
-    pub fn select(&self, snaps: &[(Id, Snapshot)]) -> Result<Vec<(Id, Snapshot)>> {
+    pub fn select(&self, snaps: &[(SnapshotId, Snapshot)]) -> Result<Vec<(SnapshotId, Snapshot)>> {
         if self.ids.is_empty() {
             return Ok(self.filter.apply(snaps));
         }
@@ -69,7 +69,7 @@ mod tests {
             username: String::new(),
             paths: vec!["/srv".into()],
             tags: vec![tag.into()],
-            tree: Id::default(),
+            tree: Default::default(),
             parent: None,
             excludes: Vec::new(),
             incomplete: false,
@@ -78,12 +78,15 @@ mod tests {
         }
     }
 
-    fn repo_snaps() -> Vec<(Id, Snapshot)> {
+    fn repo_snaps() -> Vec<(SnapshotId, Snapshot)> {
         (0u8..3)
             .map(|i| {
                 let mut b = [0u8; 32];
                 b[0] = 0x10 * (i + 1);
-                (Id(b), snap(if i == 1 { "b" } else { "a" }, "daily"))
+                (
+                    SnapshotId(crate::id::Id(b)),
+                    snap(if i == 1 { "b" } else { "a" }, "daily"),
+                )
             })
             .collect()
     }
@@ -97,7 +100,7 @@ mod tests {
         };
         let got = by_id.select(&snaps).unwrap();
         assert_eq!(
-            got.iter().map(|s| s.0 .0[0]).collect::<Vec<_>>(),
+            got.iter().map(|s| s.0 .0 .0[0]).collect::<Vec<_>>(),
             [0x20, 0x30]
         );
         let host_a = Selection::all(SnapshotFilter {

@@ -15,7 +15,11 @@ pub fn snapshot(
     progress: &Progress,
     command_line: &CommandLine,
 ) -> Result<SnapshotOutcome> {
-    match archiver::snapshot(repo, opts, progress) {
+    let log_failure =
+        |e: &Error| crate::oplog::record_failure_unindexed(repo, command_line, "snapshot", e);
+    let mut indexed = repo.load_index().inspect_err(log_failure)?;
+    let session = indexed.write_session().inspect_err(log_failure)?;
+    match archiver::snapshot(&session, opts, progress) {
         Ok(mut out) => {
             let result = if out.snapshot.incomplete {
                 "incomplete"
@@ -23,7 +27,7 @@ pub fn snapshot(
                 "ok"
             };
             out.warnings.extend(crate::oplog::record_or_warn(
-                repo,
+                &session,
                 command_line,
                 "snapshot",
                 result,
@@ -33,7 +37,7 @@ pub fn snapshot(
         }
         Err(e) => {
             if !matches!(e, Error::Usage(_)) {
-                crate::oplog::record_failure(repo, command_line, "snapshot", &e);
+                crate::oplog::record_failure(&session, command_line, "snapshot", &e);
             }
             Err(e)
         }

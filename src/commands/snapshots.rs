@@ -4,7 +4,7 @@
 use super::select::SnapshotFilter;
 use crate::error::Result;
 use crate::format::Snapshot;
-use crate::id::Id;
+use crate::id::SnapshotId;
 use crate::repository::Repository;
 use std::collections::HashMap;
 
@@ -16,7 +16,7 @@ pub struct ListOptions {
 }
 
 /// The matching snapshots, oldest first.
-pub fn list(repo: &Repository, opts: &ListOptions) -> Result<Vec<(Id, Snapshot)>> {
+pub fn list(repo: &Repository, opts: &ListOptions) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let snaps = opts.filter.apply(&repo.list_snapshots()?);
     Ok(match opts.latest {
         Some(n) => latest_per_group(snaps, n),
@@ -26,7 +26,10 @@ pub fn list(repo: &Repository, opts: &ListOptions) -> Result<Vec<(Id, Snapshot)>
 
 /// Keeps the newest `n` snapshots of each host and set of paths (`snaps` oldest first), in
 /// their order.
-pub fn latest_per_group(snaps: Vec<(Id, Snapshot)>, n: usize) -> Vec<(Id, Snapshot)> {
+pub fn latest_per_group(
+    snaps: Vec<(SnapshotId, Snapshot)>,
+    n: usize,
+) -> Vec<(SnapshotId, Snapshot)> {
     let mut counts: HashMap<(String, Vec<String>), usize> = HashMap::new();
     let mut keep = vec![false; snaps.len()];
     for (i, (_, s)) in snaps.iter().enumerate().rev() {

@@ -3,9 +3,8 @@
 use super::select::Selection;
 use crate::error::Result;
 use crate::format::NodeKind;
-use crate::id::Id;
-use crate::index::Index;
-use crate::repository::Repository;
+use crate::id::{DataId, TreeId};
+use crate::repository::{IndexedRepository, Repository};
 use std::collections::HashSet;
 
 #[derive(Clone, Debug, Default)]
@@ -40,15 +39,16 @@ pub struct Stats {
 struct Walked {
     files: u64,
     logical: u64,
-    blobs: HashSet<Id>,
-    trees: HashSet<Id>,
+    blobs: HashSet<DataId>,
+    trees: HashSet<TreeId>,
 }
 
 pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
     let chosen = opts.selection.select(&repo.list_snapshots()?)?;
-    let index = repo.load_read_index()?;
-    let roots: Vec<Id> = chosen.iter().map(|(_, s)| s.tree).collect();
-    let walked = walk(repo, &index, &roots)?;
+    let repo = repo.load_index()?;
+    let index = repo.index();
+    let roots: Vec<TreeId> = chosen.iter().map(|(_, s)| s.tree).collect();
+    let walked = walk(&repo, &roots)?;
     // Ratios are over file data; tree blobs are counted in packs and stored size.
     let (mut raw, mut stored) = (0u64, 0u64);
     let mut packs = HashSet::new();
@@ -68,7 +68,7 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
     );
     let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
     let repository_pack_bytes = repo
-        .backend
+        .backend()
         .list(crate::backend::FileKind::Pack)?
         .iter()
         .map(|(_, s)| s)
@@ -92,13 +92,13 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
 
 /// Every file of every root (a file in two snapshots counts twice in the logical size: trees
 /// are walked once per snapshot). The one tree walk of `stats`.
-fn walk(repo: &Repository, index: &Index, roots: &[Id]) -> Result<Walked> {
+fn walk(repo: &IndexedRepository, roots: &[TreeId]) -> Result<Walked> {
     let mut w = Walked::default();
     for root in roots {
         let mut stack = vec![*root];
         while let Some(t) = stack.pop() {
             w.trees.insert(t);
-            for n in repo.load_tree(index, &t)?.nodes {
+            for n in repo.load_tree(&t)?.nodes {
                 if n.kind == NodeKind::File {
                     w.logical += n.size;
                     w.files += 1;

@@ -2,9 +2,9 @@
 //! saved anew (a new id) and the old file removed, under a backup marker like any writer.
 
 use super::select::Selection;
-use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::format::Snapshot;
+use crate::id::SnapshotId;
 use crate::oplog::CommandLine;
 use crate::repository::Repository;
 
@@ -18,7 +18,7 @@ pub struct TagOptions {
 #[derive(Clone, Debug, Default)]
 pub struct TagResult {
     /// (old id, new id) of each snapshot whose tags changed; unchanged ones are left alone.
-    pub changed: Vec<(Id, Id)>,
+    pub changed: Vec<(SnapshotId, SnapshotId)>,
     pub warnings: Vec<String>,
 }
 
@@ -33,7 +33,7 @@ impl TagOptions {
 
 pub fn tag(repo: &Repository, opts: &TagOptions, command_line: &CommandLine) -> Result<TagResult> {
     opts.validate()?;
-    let _session = crate::locks::MarkerGuard::acquire(repo)?;
+    let session = repo.write_session()?;
     let mut result = TagResult::default();
     for (old, snap) in opts.selection.select(&repo.list_snapshots()?)? {
         let mut s = snap.clone();
@@ -44,13 +44,13 @@ pub fn tag(repo: &Repository, opts: &TagOptions, command_line: &CommandLine) -> 
         if s.tags == snap.tags {
             continue;
         }
-        let new = repo.save_snapshot(&s)?;
-        repo.backend.delete(&FileKind::Snapshot.path(&old))?;
+        let new = session.save_file(&s)?;
+        session.delete_file::<Snapshot>(&old)?;
         result.changed.push((old, new));
     }
     let new_ids = result.changed.iter().map(|(_, n)| *n).collect();
     result.warnings.extend(crate::oplog::record_or_warn(
-        repo,
+        &session,
         command_line,
         "tag",
         "ok",

@@ -1,0 +1,61 @@
+//! Stored files as one trait: each type stored as a sealed, hash-named file says which folder
+//! it lives in, how it is sealed, what names it, and whether a write of it must be fenced by
+//! a write session's marker. `Repository::load_file`/`load_all` and
+//! `WriteSession::save_file`/`delete_file` take the type, not those facts one by one.
+//!
+//! `config` and key files do not implement it: the config lives at a fixed name behind a
+//! clear header and its seal binds the format version (one decoder,
+//! `repository::decode_config`); key files are wrapped under a password, not sealed under the
+//! master key (`WriteSession::add_key`, `repository::decode_key_file`).
+
+use crate::backend::FileKind;
+use crate::crypto::SealKind;
+use crate::format::{BackupMarker, IndexFile, LogEntry, PruneMark, Snapshot};
+use crate::id::{FileId, Id, IndexFileId, SnapshotId};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A structured file: postcard, framed, sealed with `SEAL`, stored as `KIND`/<hash>.
+pub trait RepoFile: Serialize + DeserializeOwned + Send {
+    const KIND: FileKind;
+    const SEAL: SealKind;
+    /// Points at packs a prune could delete (snapshots, index files): stored only while the
+    /// session's marker is held, checked before and after the write (format-spec §11a).
+    const FENCED: bool;
+    /// What names a file of this type.
+    type Id: FileId;
+}
+
+impl RepoFile for Snapshot {
+    const KIND: FileKind = FileKind::Snapshot;
+    const SEAL: SealKind = SealKind::Snapshot;
+    const FENCED: bool = true;
+    type Id = SnapshotId;
+}
+
+impl RepoFile for IndexFile {
+    const KIND: FileKind = FileKind::Index;
+    const SEAL: SealKind = SealKind::Index;
+    const FENCED: bool = true;
+    type Id = IndexFileId;
+}
+
+impl RepoFile for LogEntry {
+    const KIND: FileKind = FileKind::Log;
+    const SEAL: SealKind = SealKind::Log;
+    const FENCED: bool = false;
+    type Id = Id;
+}
+
+impl RepoFile for BackupMarker {
+    const KIND: FileKind = FileKind::Lock;
+    const SEAL: SealKind = SealKind::Lock;
+    const FENCED: bool = false;
+    type Id = Id;
+}
+
+impl RepoFile for PruneMark {
+    const KIND: FileKind = FileKind::PruneMark;
+    const SEAL: SealKind = SealKind::PruneMark;
+    const FENCED: bool = false;
+    type Id = Id;
+}
