@@ -7,12 +7,12 @@
 //!
 //! Two kinds, by what they may store:
 //! - [`IndexedWriteSession`], from an [`IndexedRepository`]: the only way to get a packer for
-//!   new blobs ([`crate::packer::PackerParts::new`]), whose dedup uses the live index loaded
+//!   new blobs (`packer::PackerParts::new`), whose dedup uses the live index loaded
 //!   under the session's marker. `snapshot`, `copy` and `rewrite` use it.
 //! - [`WriteSession`], from an open [`Repository`]: snapshots, index files, prune marks, log
 //!   entries and key files, and deletions, but no new blobs (prune's repack, which stores blobs
 //!   it already holds sealed against its own strictly loaded index, is the one exception:
-//!   [`crate::packer::PackerParts::for_repack`]). That is enough for writes that add nothing
+//!   `packer::PackerParts::for_repack`). That is enough for writes that add nothing
 //!   new for a snapshot to point at: `tag` (a snapshot anew, same tree), `forget`, `prune`,
 //!   `unlock`, key changes and log entries. Loading the index for them would cost time for
 //!   nothing; holding the marker anyway keeps one rule for every write and lets prune see
