@@ -4,12 +4,13 @@
 use std::path::PathBuf;
 
 /// The one folder under which every test writes (repositories, sources, restores, servers'
-/// data): `$OCVAULT_TEST_TMP` if set, else `target/tmp/ocvault-tests` of this build. Each test
+/// data): `$OCVAULT_TEST_TMP` if set, else `ocvault-tests` in the temporary folder (`$TMPDIR`
+/// or /tmp: open to the users some tests switch to, wherever the checkout is). Each test
 /// takes its own folder inside ([`scratch_dir`]), removed when the test ends, pass or fail.
 pub fn scratch_root() -> PathBuf {
     let root = std::env::var_os("OCVAULT_TEST_TMP")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ocvault-tests"));
+        .unwrap_or_else(|| std::env::temp_dir().join("ocvault-tests"));
     std::fs::create_dir_all(&root)
         .unwrap_or_else(|e| panic!("cannot create the test scratch folder {root:?}: {e}"));
     root
