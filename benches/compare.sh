@@ -136,6 +136,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# Both ocvault builds run from fresh copies made now: how recently an executable was written
+# changes its peak RSS by about 2 MiB on this kernel (a freshly written file's page cache is
+# mapped in larger pieces), which would otherwise show as a difference between builds.
+mkdir -p "$SCRATCH/bin"
+cp "$OCVAULT" "$SCRATCH/bin/ocvault" && OCVAULT=$SCRATCH/bin/ocvault
+if [[ -n $OCVAULT_BASE ]]; then cp "$OCVAULT_BASE" "$SCRATCH/bin/ocvault-base" && OCVAULT_BASE=$SCRATCH/bin/ocvault-base; fi
 export RESTIC_CACHE_DIR=$SCRATCH/restic-cache
 export RUSTIC_CACHE_DIR=$SCRATCH/rustic-cache
 export BORG_BASE_DIR=$SCRATCH/borg-base

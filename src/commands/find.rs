@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::format::Node;
 use crate::id::{SnapshotId, TreeId};
 use crate::repository::{IndexedRepository, Repository};
+use crate::walker::Walker;
 
 #[derive(Clone, Debug, Default)]
 pub struct FindOptions {
@@ -69,17 +70,13 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Match>> {
     Ok(found)
 }
 
-/// Every node below `root` with its path. The one tree walk of `find`.
+/// Every node below `root` with its path (`/dir/name`), depth first in stored order.
 fn walk(repo: &IndexedRepository, root: TreeId, visit: &mut dyn FnMut(&str, &Node)) -> Result<()> {
-    let mut stack: Vec<(TreeId, String)> = vec![(root, String::new())];
-    while let Some((t, dir)) = stack.pop() {
-        for n in repo.load_tree(&t)?.nodes {
-            let path = format!("{dir}/{}", n.name_lossy());
-            visit(&path, &n);
-            if let Some(s) = n.subtree {
-                stack.push((s, path));
-            }
-        }
+    let load = |id: &crate::id::Id| repo.load_tree(&TreeId(*id));
+    for entry in Walker::new(&load, root.0) {
+        let entry = entry?;
+        let path = format!("/{}", entry.path().to_string_lossy());
+        visit(&path, &entry.node);
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ use crate::error::Result;
 use crate::format::NodeKind;
 use crate::id::{DataId, TreeId};
 use crate::repository::{IndexedRepository, Repository};
+use crate::walker::Walker;
 use std::collections::HashSet;
 
 #[derive(Clone, Debug, Default)]
@@ -91,24 +92,24 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
 }
 
 /// Every file of every root (a file in two snapshots counts twice in the logical size: trees
-/// are walked once per snapshot). The one tree walk of `stats`.
+/// are walked once per snapshot), and every tree loaded on the way.
 fn walk(repo: &IndexedRepository, roots: &[TreeId]) -> Result<Walked> {
     let mut w = Walked::default();
+    let trees = std::cell::RefCell::new(HashSet::new());
+    let load = |id: &crate::id::Id| {
+        trees.borrow_mut().insert(TreeId(*id));
+        repo.load_tree(&TreeId(*id))
+    };
     for root in roots {
-        let mut stack = vec![*root];
-        while let Some(t) = stack.pop() {
-            w.trees.insert(t);
-            for n in repo.load_tree(&t)?.nodes {
-                if n.kind == NodeKind::File {
-                    w.logical += n.size;
-                    w.files += 1;
-                    w.blobs.extend(n.content.iter().copied());
-                }
-                if let Some(sub) = n.subtree {
-                    stack.push(sub);
-                }
+        for entry in Walker::new(&load, root.0) {
+            let n = entry?.node;
+            if n.kind == NodeKind::File {
+                w.logical += n.size;
+                w.files += 1;
+                w.blobs.extend(n.content.iter().copied());
             }
         }
     }
+    w.trees = trees.into_inner();
     Ok(w)
 }
