@@ -6,7 +6,9 @@
 
 use crate::chunker::{ChunkStream, Chunker};
 use crate::error::{Error, Result};
-use crate::format::{BlobType, IndexFile, Node, NodeKind, Snapshot, SnapshotSummary, Tree};
+use crate::format::{
+    BlobType, IndexFile, Node, NodeKind, PgBaseBackup, Snapshot, SnapshotSummary, Tree,
+};
 use crate::host::NameCache;
 use crate::id::Id;
 use crate::id::{DataId, SnapshotId, TreeId};
@@ -15,6 +17,7 @@ use crate::packer::{self, Indexing, Packed, Packer, PackerParts, PACKS_PER_INDEX
 use crate::repository::IndexedRepository;
 use crate::session::IndexedWriteSession;
 use crate::tree;
+use crate::wal::basebackup::LabelSniffer;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 use std::io::Read;
@@ -486,7 +489,15 @@ pub fn snapshot(
         time_unix_ns,
         progress,
     };
-    let (root, mut summary, warnings, packed) = store_sources(&input, opts.stream);
+    let (stream, sniffed) = match opts.stream {
+        Some(s) => {
+            let (reader, sniffed) = LabelSniffer::new(s.reader);
+            let reader: Box<dyn Read + Send> = Box::new(reader);
+            (Some(StreamSource { reader, ..s }), Some(sniffed))
+        }
+        None => (None, None),
+    };
+    let (root, mut summary, mut warnings, packed) = store_sources(&input, stream);
     // A write that failed because a prune judged this backup stale (a swept temporary file, a
     // refused index) is reported as that, in words that say what to do.
     let (packed, root) = match (packed, root) {
@@ -501,6 +512,13 @@ pub fn snapshot(
     summary.blobs_added = packed.blobs_added;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     let mut tags = opts.tags;
+    let postgres = match sniffed.and_then(|s| s.label()) {
+        Some(label) => base_backup(repo, &label, &mut warnings)?,
+        None => None,
+    };
+    if postgres.is_some() {
+        tags.push(BASE_BACKUP_TAG.to_string());
+    }
     tags.sort();
     tags.dedup();
     let snapshot = Snapshot {
@@ -515,6 +533,7 @@ pub fn snapshot(
         incomplete: summary.errors > 0,
         summary,
         program_version: format!("ocvault {}", env!("CARGO_PKG_VERSION")),
+        postgres,
     };
     let id = session.save_file(&snapshot)?;
     Ok(SnapshotOutcome {
@@ -522,6 +541,34 @@ pub fn snapshot(
         snapshot,
         warnings,
     })
+}
+
+/// The tag of snapshots that hold a PostgreSQL base backup.
+pub const BASE_BACKUP_TAG: &str = "pg-base-backup";
+
+/// What a stream whose tar starts with a `backup_label` records as a base backup: its start,
+/// and its stop from the WAL archive when the backup history file is there (PostgreSQL
+/// archives it before `pg_basebackup` returns, so after the command ends it is).
+fn base_backup(
+    repo: &IndexedRepository,
+    label: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<PgBaseBackup>> {
+    let Some(mut pg) = crate::wal::basebackup::parse_backup_label(label) else {
+        warnings.push("the stream starts with a backup_label this ocvault cannot read; not recorded as a base backup".into());
+        return Ok(None);
+    };
+    if crate::wal::catalog::require_wal_support(repo.repository()).is_err() {
+        warnings.push("a PostgreSQL base backup in a format version 1 repository is stored as a plain file, without its WAL positions (`pitr` needs a version 2 repository)".into());
+        return Ok(None);
+    }
+    if !crate::wal::basebackup::fill_stop(repo, &mut pg)? {
+        warnings.push(format!(
+            "no backup history file for the base backup starting at {} in this repository's WAL archive: is archive_command set to `ocvault wal-push %p` for this repository?",
+            crate::wal::name::Lsn(pg.start_lsn)
+        ));
+    }
+    Ok(Some(pg))
 }
 
 /// What the pipeline reads from besides the sources' bytes.

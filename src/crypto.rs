@@ -30,11 +30,13 @@ pub enum SealKind {
     Log = 7,
     Lock = 8,
     PruneMark = 9,
+    /// Format version 2: `wal/` records.
+    Wal = 10,
 }
 
 impl SealKind {
     /// Every kind, so tests and fuzz targets cover each one.
-    pub const ALL: [SealKind; 9] = [
+    pub const ALL: [SealKind; 10] = [
         SealKind::Config,
         SealKind::Index,
         SealKind::Snapshot,
@@ -44,6 +46,7 @@ impl SealKind {
         SealKind::Log,
         SealKind::Lock,
         SealKind::PruneMark,
+        SealKind::Wal,
     ];
 
     fn context(self) -> &'static str {
@@ -57,12 +60,14 @@ impl SealKind {
             SealKind::Log => "ocvault v1 seal log",
             SealKind::Lock => "ocvault v1 seal lock",
             SealKind::PruneMark => "ocvault v1 seal prune mark",
+            SealKind::Wal => "ocvault v2 seal wal",
         }
     }
 }
 
 const CONTEXT_BLOB_ID: &str = "ocvault v1 blob id";
 const CONTEXT_CHUNKER_SEED: &str = "ocvault v1 chunker seed";
+const CONTEXT_WAL_NAME: &str = "ocvault v2 wal name";
 
 /// The repository's master key: 32 random bytes, zeroized on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -84,7 +89,7 @@ impl MasterKey {
     }
 
     pub fn derive(&self) -> Keys {
-        let mut seal = [[0u8; 32]; 9];
+        let mut seal = [[0u8; 32]; SealKind::ALL.len()];
         for kind in SealKind::ALL {
             seal[kind as usize - 1] = blake3::derive_key(kind.context(), &self.0);
         }
@@ -93,6 +98,7 @@ impl MasterKey {
         seed.copy_from_slice(&seed_bytes[..8]);
         Keys {
             blob_id: blake3::derive_key(CONTEXT_BLOB_ID, &self.0),
+            wal_name: blake3::derive_key(CONTEXT_WAL_NAME, &self.0),
             seal,
             chunker_seed: u64::from_le_bytes(seed),
         }
@@ -103,7 +109,8 @@ impl MasterKey {
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Keys {
     blob_id: [u8; 32],
-    seal: [[u8; 32]; 9],
+    wal_name: [u8; 32],
+    seal: [[u8; 32]; SealKind::ALL.len()],
     chunker_seed: u64,
 }
 
@@ -112,6 +119,12 @@ impl Keys {
     /// cannot test for a known file.
     pub fn blob_id(&self, plaintext: &[u8]) -> Id {
         Id(*blake3::keyed_hash(&self.blob_id, plaintext).as_bytes())
+    }
+
+    /// The name of a `wal/` record: keyed BLAKE3 of the WAL file's name, so a reader finds
+    /// one name with one read and the storage holder learns nothing from the listing.
+    pub fn wal_record_id(&self, wal_name: &str) -> Id {
+        Id(*blake3::keyed_hash(&self.wal_name, wal_name.as_bytes()).as_bytes())
     }
 
     pub fn chunker_seed(&self) -> u64 {

@@ -17,6 +17,9 @@ pub mod exit {
     /// SIGINT (128 + 2) and SIGTERM (128 + 15), as shells report a process they ended.
     pub const INTERRUPTED_SIGINT: i32 = 130;
     pub const INTERRUPTED_SIGTERM: i32 = 143;
+    /// `wal-fetch` could not fetch a file for a reason other than "never archived": above 125,
+    /// so PostgreSQL stops recovery instead of ending it on an incomplete archive.
+    pub const WAL_FETCH_FAILED: i32 = 200;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +30,17 @@ pub enum Error {
     RepositoryExists(String),
     #[error("wrong password: no key in the repository opens with it")]
     WrongPassword,
-    #[error("repository format version {found} is not supported (this ocvault reads version {supported})")]
+    #[error("repository format version {found} is not supported (this ocvault reads versions 1 to {supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
+    /// A repository of an older format version cannot hold what this command stores.
+    #[error("{0}")]
+    NeedsNewerFormat(String),
+    /// `wal-fetch`: the repository holds no record of this WAL file.
+    #[error("WAL file {0} is not archived in this repository")]
+    WalNotArchived(String),
+    /// `wal-fetch`: any other failure, after retrying (exit 200).
+    #[error("cannot fetch WAL file {name}: {why}")]
+    WalFetchFailed { name: String, why: String },
     #[error("{0}")]
     Usage(String),
     #[error("corrupt {what}: {why}")]

@@ -7,8 +7,13 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, DataId, Id, IndexFileId, PackId, SnapshotId, TreeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-/// The repository format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format this build writes (`init`); it reads every version from 1 to this.
+/// Version 2 added `wal/` (PostgreSQL WAL archive) and `Snapshot::postgres`.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads (and writes, in repositories of that version).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+/// The version of the key file layout (unchanged since format version 1).
+pub const KEY_FILE_VERSION: u32 = 1;
 /// First bytes of the `config` file, before the version.
 pub const CONFIG_MAGIC: &[u8; 8] = b"OCVAULT\0";
 /// First bytes of a key file.
@@ -190,7 +195,108 @@ pub struct Snapshot {
     pub incomplete: bool,
     pub summary: SnapshotSummary,
     pub program_version: String,
+    /// A PostgreSQL base backup (format version 2 and later; v1 snapshots have none).
+    pub postgres: Option<PgBaseBackup>,
 }
+
+/// A snapshot as format version 1 stores it: [`Snapshot`] without `postgres`.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    time_unix_ns: i64,
+    hostname: String,
+    username: String,
+    paths: Vec<String>,
+    tags: Vec<String>,
+    tree: TreeId,
+    parent: Option<SnapshotId>,
+    excludes: Vec<String>,
+    incomplete: bool,
+    summary: SnapshotSummary,
+    program_version: String,
+}
+
+impl Snapshot {
+    /// The stored encoding in a repository of format `version`. A v1 repository cannot hold
+    /// `postgres` (writers refuse base backups there before they get this far).
+    pub fn encode(&self, version: u32) -> Vec<u8> {
+        if version >= 2 {
+            return to_postcard(self);
+        }
+        let s = self.clone();
+        to_postcard(&SnapshotV1 {
+            time_unix_ns: s.time_unix_ns,
+            hostname: s.hostname,
+            username: s.username,
+            paths: s.paths,
+            tags: s.tags,
+            tree: s.tree,
+            parent: s.parent,
+            excludes: s.excludes,
+            incomplete: s.incomplete,
+            summary: s.summary,
+            program_version: s.program_version,
+        })
+    }
+
+    /// Decodes a snapshot stored in a repository of format `version`.
+    pub fn decode(bytes: &[u8], version: u32, what: &str) -> Result<Snapshot> {
+        if version >= 2 {
+            return from_postcard(bytes, what);
+        }
+        let s: SnapshotV1 = from_postcard(bytes, what)?;
+        Ok(Snapshot {
+            time_unix_ns: s.time_unix_ns,
+            hostname: s.hostname,
+            username: s.username,
+            paths: s.paths,
+            tags: s.tags,
+            tree: s.tree,
+            parent: s.parent,
+            excludes: s.excludes,
+            incomplete: s.incomplete,
+            summary: s.summary,
+            program_version: s.program_version,
+            postgres: None,
+        })
+    }
+}
+
+/// What a snapshot of a PostgreSQL base backup records about it: from its `backup_label`
+/// (start) and from the backup history file PostgreSQL archived when it ended (stop).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PgBaseBackup {
+    pub label: String,
+    /// Timeline the backup started on.
+    pub timeline: u32,
+    pub start_lsn: u64,
+    /// The WAL segment the backup starts in (the first one recovery needs).
+    pub start_wal: String,
+    pub start_unix_ns: i64,
+    /// From the backup history file; none when it was not archived in this repository.
+    pub stop_lsn: Option<u64>,
+    pub stop_unix_ns: Option<i64>,
+    pub stop_timeline: Option<u32>,
+}
+
+/// `wal/<id>` (format version 2): one file PostgreSQL archived (a WAL segment, a `.history`,
+/// `.backup` or `.partial` file). Named by the keyed hash of `name`, not of its bytes, so one
+/// name is found with one read.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WalRecord {
+    /// The file name PostgreSQL gave it (`%f`).
+    pub name: String,
+    pub size: u64,
+    /// Plain BLAKE3 of the whole file: a second push of the name is compared by it.
+    pub hash: [u8; 32],
+    /// Data blobs in order: fixed-size blocks of `WAL_BLOCK_SIZE`, the last one shorter.
+    pub content: Vec<DataId>,
+    pub archived_unix_ns: i64,
+    pub hostname: String,
+}
+
+/// WAL files are cut into blocks of this size (not content-defined chunks: WAL hardly
+/// dedups, and a 16 MiB segment as 16 blobs costs 1/16 of the index entries of 64 KiB chunks).
+pub const WAL_BLOCK_SIZE: usize = 1 << 20;
 
 /// `locks/<id>`: a backup in progress. Prune never deletes packs marked after such a backup
 /// started while its heartbeat is fresh. Refreshed by writing a new file and deleting the old.

@@ -45,6 +45,7 @@ pub mod session;
 pub mod snapshot;
 pub mod sparse;
 pub mod tree;
+pub mod wal;
 pub mod walker;
 
 pub use error::{Error, Result};

@@ -90,6 +90,15 @@ impl<'a> PackerParts<'a> {
         }
     }
 
+    /// Compresses at most at `level` (WAL: zstd 1, for speed); never turns compression on
+    /// in a repository created without it.
+    pub fn with_compression_level_at_most(self, level: i32) -> Self {
+        PackerParts {
+            compression_level: self.compression_level.min(level),
+            ..self
+        }
+    }
+
     /// Counts the bytes of packs started into `progress`.
     pub fn with_progress(self, progress: &'a AtomicU64) -> Self {
         PackerParts {

@@ -23,6 +23,17 @@ pub trait RepoFile: Serialize + DeserializeOwned + Send {
     const FENCED: bool;
     /// What names a file of this type.
     type Id: FileId;
+
+    /// The stored encoding in a repository of format `version` (postcard; a type whose
+    /// layout changed between versions writes the one its repository's version has).
+    fn encode(&self, _version: u32) -> Vec<u8> {
+        crate::format::to_postcard(self)
+    }
+
+    /// Decodes a file stored in a repository of format `version`.
+    fn decode(bytes: &[u8], _version: u32, what: &str) -> crate::error::Result<Self> {
+        crate::format::from_postcard(bytes, what)
+    }
 }
 
 impl RepoFile for Snapshot {
@@ -30,6 +41,14 @@ impl RepoFile for Snapshot {
     const SEAL: SealKind = SealKind::Snapshot;
     const FENCED: bool = true;
     type Id = SnapshotId;
+
+    fn encode(&self, version: u32) -> Vec<u8> {
+        Snapshot::encode(self, version)
+    }
+
+    fn decode(bytes: &[u8], version: u32, what: &str) -> crate::error::Result<Self> {
+        Snapshot::decode(bytes, version, what)
+    }
 }
 
 impl RepoFile for IndexFile {

@@ -5,7 +5,7 @@ use crate::crypto::{self, Keys, MasterKey, SealKind};
 use crate::error::{Error, Result};
 use crate::format::{
     self, BlobType, ChunkerParams, Config, IndexFile, KdfParams, KeyFile, KeyPayload, Snapshot,
-    Tree, CONFIG_MAGIC, FORMAT_VERSION, KEY_MAGIC,
+    Tree, CONFIG_MAGIC, FORMAT_VERSION, KEY_FILE_VERSION, KEY_MAGIC, OLDEST_FORMAT_VERSION,
 };
 use crate::id::{Id, IndexFileId, PackId, SnapshotId, TreeId};
 use crate::index::Index;
@@ -204,7 +204,10 @@ impl Repository {
         let sealed = self.keys.seal(
             F::SEAL,
             &[],
-            &format::frame(&format::to_postcard(value), self.config.compression_level),
+            &format::frame(
+                &value.encode(self.config.version),
+                self.config.compression_level,
+            ),
         );
         let id = Id::of_stored_bytes(&sealed);
         self.backend.write(&F::KIND.path(&id), sealed)?;
@@ -228,8 +231,9 @@ impl Repository {
             .keys
             .open(F::SEAL, &[], bytes)
             .map_err(|_| Error::corrupt(&what, "authentication failed"))?;
-        format::from_postcard(
+        F::decode(
             &format::unframe(&framed, format::MAX_OBJECT_SIZE, &what)?,
+            self.config.version,
             &what,
         )
     }
@@ -238,10 +242,23 @@ impl Repository {
     /// runtime, each file decoded (verified, opened, parsed) on rayon as it arrives. One
     /// result per id, in the order of `ids`.
     pub fn load_files<F: RepoFile>(&self, ids: &[F::Id]) -> Vec<Result<F>> {
+        let paths: Vec<String> = ids.iter().map(|id| F::KIND.path(&(*id).into())).collect();
+        self.read_each(paths, |i, bytes| {
+            bytes.and_then(|b| self.decode_file(&ids[i], &b))
+        })
+    }
+
+    /// Reads files at `paths`, up to `READS_IN_FLIGHT` at once on the I/O runtime, and hands
+    /// each (its position in `paths`, its bytes) to `decode` on rayon as it arrives. One
+    /// result per path, in the order of `paths`.
+    pub(crate) fn read_each<T: Send>(
+        &self,
+        paths: Vec<String>,
+        decode: impl Fn(usize, Result<Vec<u8>>) -> T + Sync,
+    ) -> Vec<T> {
         use futures::StreamExt;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Result<Vec<u8>>)>(READS_IN_FLIGHT);
         let backend = self.backend.clone();
-        let paths: Vec<String> = ids.iter().map(|id| F::KIND.path(&(*id).into())).collect();
         self.backend.runtime().spawn(async move {
             let mut reads = futures::stream::iter(paths.into_iter().enumerate())
                 .map(move |(i, path)| {
@@ -255,9 +272,9 @@ impl Repository {
                 }
             }
         });
-        let mut out: Vec<(usize, Result<F>)> = std::iter::from_fn(|| rx.blocking_recv())
+        let mut out: Vec<(usize, T)> = std::iter::from_fn(|| rx.blocking_recv())
             .par_bridge()
-            .map(|(i, bytes)| (i, bytes.and_then(|b| self.decode_file(&ids[i], &b))))
+            .map(|(i, bytes)| (i, decode(i, bytes)))
             .collect();
         out.sort_by_key(|(i, _)| *i);
         out.into_iter().map(|(_, r)| r).collect()
@@ -640,7 +657,7 @@ pub fn read_config_version(bytes: &[u8]) -> Result<u32> {
         return Err(Error::corrupt("config", "not an ocvault config file"));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion {
             found: version,
             supported: FORMAT_VERSION,
@@ -679,7 +696,7 @@ pub(crate) fn write_key_file(
     };
     let plain = Zeroizing::new(format::to_postcard(&payload));
     let file = KeyFile {
-        version: FORMAT_VERSION,
+        version: KEY_FILE_VERSION,
         kdf,
         sealed_payload: crypto::wrap_with_password_key(&wrap, &plain),
     };
@@ -695,7 +712,7 @@ pub fn decode_key_file(bytes: &[u8]) -> Result<KeyFile> {
         return Err(Error::corrupt("key file", "not an ocvault key file"));
     }
     let kf: KeyFile = format::from_postcard(&bytes[8..], "key file")?;
-    if kf.version != FORMAT_VERSION {
+    if kf.version != KEY_FILE_VERSION {
         return Err(Error::UnsupportedVersion {
             found: kf.version,
             supported: FORMAT_VERSION,

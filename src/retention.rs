@@ -244,6 +244,7 @@ mod tests {
             incomplete: false,
             summary: SnapshotSummary::default(),
             program_version: String::new(),
+            postgres: None,
         }
     }
 

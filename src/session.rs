@@ -108,6 +108,27 @@ impl<'r> WriteSession<'r> {
         Ok(id)
     }
 
+    /// Stores a `wal/` record; like every file that names blobs, only under the marker, and
+    /// withdrawn if the marker turns out lost right after the write.
+    pub fn save_wal_record(&self, record: &crate::format::WalRecord) -> Result<Id> {
+        let repo = self.repo;
+        let (id, bytes) =
+            crate::wal::catalog::encode(repo.keys(), repo.config().compression_level, record);
+        let path = FileKind::Wal.path(&id);
+        self.marker.ensure_held()?;
+        repo.backend().write(&path, bytes)?;
+        if let Err(e) = self.marker.ensure_held() {
+            let _ = repo.backend().delete(&path);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Deletes one `wal/` record (`forget --keep-wal-within`; `prune` reclaims its blocks).
+    pub fn delete_wal_record(&self, id: &Id) -> Result<()> {
+        self.repo.backend().delete(&FileKind::Wal.path(id))
+    }
+
     /// Deletes one stored file.
     pub fn delete_file<F: RepoFile>(&self, id: &F::Id) -> Result<()> {
         self.repo.backend().delete(&F::KIND.path(&(*id).into()))

@@ -30,7 +30,7 @@ fn keys() -> &'static Keys {
     KEYS.get_or_init(|| MasterKey::from_bytes([7; 32]).derive())
 }
 
-const KINDS: [SealKind; 9] = SealKind::ALL;
+const KINDS: [SealKind; 10] = SealKind::ALL;
 
 // ---------------------------------------------------------------------------------------------
 // Decode paths, as `Repository::open` and `Repository::decode_file` run them.
@@ -329,6 +329,7 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 incomplete,
                 summary,
                 program_version,
+                postgres: None,
             },
         )
 }

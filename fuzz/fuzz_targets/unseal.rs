@@ -11,7 +11,7 @@ use ocvault::Id;
 #[path = "common.rs"]
 mod common;
 
-const KINDS: [SealKind; 9] = SealKind::ALL;
+const KINDS: [SealKind; 10] = SealKind::ALL;
 
 fuzz_target!(|data: &[u8]| {
     let keys = common::keys();

@@ -40,6 +40,8 @@ pub enum FileKind {
     Log,
     Lock,
     PruneMark,
+    /// Format version 2: PostgreSQL WAL records, named by their WAL file name's keyed hash.
+    Wal,
 }
 
 impl FileKind {
@@ -52,6 +54,7 @@ impl FileKind {
             FileKind::Log => "log/",
             FileKind::Lock => "locks/",
             FileKind::PruneMark => "prune/",
+            FileKind::Wal => "wal/",
         }
     }
 

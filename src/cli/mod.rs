@@ -24,6 +24,8 @@ mod snapshots;
 mod stats;
 mod tag;
 mod unlock;
+mod wal_fetch;
+mod wal_push;
 
 use clap::{Parser, Subcommand};
 use ocvault::backend::{Backend, BackendSettings};
@@ -124,6 +126,10 @@ pub enum Command {
     Stats(stats::Args),
     /// Add or remove snapshot tags
     Tag(tag::Args),
+    /// Archive a PostgreSQL WAL file (archive_command = 'ocvault wal-push %p')
+    WalPush(wal_push::Args),
+    /// Fetch an archived WAL file (restore_command = 'ocvault wal-fetch %f %p')
+    WalFetch(wal_fetch::Args),
 }
 
 /// Runs the command line of this process; returns its exit code.
@@ -132,7 +138,15 @@ pub fn main() -> i32 {
         Ok(cli) => run(cli),
         Err(e) => outcome::from_clap(e),
     };
-    let code = outcome::report(&result);
+    let mut code = outcome::report(&result);
+    if code != ocvault::error::exit::OK && wal_fetch::is_wal_fetch() {
+        // PostgreSQL takes any status up to 125 for "not archived" and ends recovery: only
+        // a proven absence may say so; anything else (bad arguments too) stops recovery.
+        let not_archived = matches!(result, Err(Error::WalNotArchived(_)));
+        if !not_archived {
+            code = ocvault::error::exit::WAL_FETCH_FAILED;
+        }
+    }
     let faults = Backend::injected_faults();
     if faults > 0 {
         eprintln!("ocvault: {faults} faults injected");
@@ -164,6 +178,8 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Find(a) => find::run(&g, a),
         Command::Stats(a) => stats::run(&g, a),
         Command::Tag(a) => tag::run(&g, a),
+        Command::WalPush(a) => wal_push::run(&g, a),
+        Command::WalFetch(a) => wal_fetch::run(&g, a),
     }
 }
 

@@ -75,6 +75,7 @@ mod tests {
             incomplete: false,
             summary: Default::default(),
             program_version: String::new(),
+            postgres: None,
         }
     }
 

@@ -1,0 +1,100 @@
+//! `wal/` records (format-spec §10b): one per file PostgreSQL archived, named by the keyed
+//! hash of the WAL file's name so that one name is found (or proved absent) with one read.
+
+use crate::backend::{is_not_found, FileKind};
+use crate::crypto::{Keys, SealKind};
+use crate::error::{Error, Result};
+use crate::format::{self, WalRecord};
+use crate::id::Id;
+use crate::repository::Repository;
+
+/// Where the record of `name` lives.
+pub fn record_path(keys: &Keys, name: &str) -> String {
+    FileKind::Wal.path(&keys.wal_record_id(name))
+}
+
+/// Refuses repositories of format version 1, which have no `wal/` (an older ocvault's prune
+/// would delete what the records name).
+pub fn require_wal_support(repo: &Repository) -> Result<()> {
+    if repo.config().version < 2 {
+        return Err(Error::NeedsNewerFormat(
+            "repository format version 1 cannot hold PostgreSQL WAL or base backups: create a \
+             version 2 repository (`ocvault init`) and `ocvault copy` the snapshots into it"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The stored bytes of a record: sealed with its file id as associated data, so a record
+/// cannot be passed off under another name.
+pub fn encode(keys: &Keys, level: i32, record: &WalRecord) -> (Id, Vec<u8>) {
+    let id = keys.wal_record_id(&record.name);
+    let sealed = keys.seal(
+        SealKind::Wal,
+        &id.0,
+        &format::frame(&format::to_postcard(record), level),
+    );
+    (id, sealed)
+}
+
+/// Opens a record stored as `wal/<id>` and checks it names itself.
+pub fn decode(keys: &Keys, id: &Id, bytes: &[u8]) -> Result<WalRecord> {
+    let what = FileKind::Wal.path(id);
+    let framed = keys
+        .open(SealKind::Wal, &id.0, bytes)
+        .map_err(|_| Error::corrupt(&what, "authentication failed"))?;
+    let record: WalRecord = format::from_postcard(
+        &format::unframe(&framed, format::MAX_OBJECT_SIZE, &what)?,
+        &what,
+    )?;
+    if keys.wal_record_id(&record.name) != *id {
+        return Err(Error::corrupt(&what, "record names another WAL file"));
+    }
+    Ok(record)
+}
+
+/// The record of `name`, or `None` when the repository holds none: the proof `wal-fetch`
+/// needs before it tells PostgreSQL a file was never archived.
+pub fn load(repo: &Repository, name: &str) -> Result<Option<WalRecord>> {
+    let id = repo.keys().wal_record_id(name);
+    match repo.backend().read(&FileKind::Wal.path(&id)) {
+        Ok(bytes) => decode(repo.keys(), &id, &bytes).map(Some),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every record: the intact ones, and the damaged ones with what is wrong. A storage error
+/// stops the listing; a record deleted since the listing (by `forget`) is left out.
+pub struct Catalog {
+    pub records: Vec<(Id, WalRecord)>,
+    pub damaged: Vec<(Id, Error)>,
+}
+
+pub fn list(repo: &Repository) -> Result<Catalog> {
+    let ids: Vec<Id> = repo
+        .backend()
+        .list_ids(FileKind::Wal)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let paths = ids.iter().map(|id| FileKind::Wal.path(id)).collect();
+    let loaded = repo.read_each(paths, |i, bytes| {
+        bytes.and_then(|b| decode(repo.keys(), &ids[i], &b))
+    });
+    let mut catalog = Catalog {
+        records: Vec::new(),
+        damaged: Vec::new(),
+    };
+    for (id, r) in ids.into_iter().zip(loaded) {
+        match r {
+            Ok(rec) => catalog.records.push((id, rec)),
+            Err(e) if is_not_found(&e) => {}
+            Err(e @ Error::Corrupt { .. }) => catalog.damaged.push((id, e)),
+            Err(e) => return Err(e),
+        }
+    }
+    catalog.records.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+    Ok(catalog)
+}
