@@ -562,7 +562,11 @@ fn base_backup(
         warnings.push("a PostgreSQL base backup in a format version 1 repository is stored as a plain file, without its WAL positions (`pitr` needs a version 2 repository)".into());
         return Ok(None);
     }
-    if !crate::wal::basebackup::fill_stop(repo, &mut pg)? {
+    let found = crate::wal::basebackup::fill_stop(repo.repository(), &mut pg).unwrap_or_else(|e| {
+        warnings.push(format!("cannot read the base backup's history file: {e}"));
+        false
+    });
+    if !found {
         warnings.push(format!(
             "no backup history file for the base backup starting at {} in this repository's WAL archive: is archive_command set to `ocvault wal-push %p` for this repository?",
             crate::wal::name::Lsn(pg.start_lsn)

@@ -16,6 +16,7 @@ mod log;
 mod ls;
 mod outcome;
 mod password_command;
+mod pitr;
 mod prune;
 mod restore;
 mod rewrite;
@@ -126,6 +127,8 @@ pub enum Command {
     Stats(stats::Args),
     /// Add or remove snapshot tags
     Tag(tag::Args),
+    /// Point-in-time recovery of PostgreSQL into a new data folder
+    Pitr(pitr::Args),
     /// Archive a PostgreSQL WAL file (archive_command = 'ocvault wal-push %p')
     WalPush(wal_push::Args),
     /// Fetch an archived WAL file (restore_command = 'ocvault wal-fetch %f %p')
@@ -178,6 +181,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Find(a) => find::run(&g, a),
         Command::Stats(a) => stats::run(&g, a),
         Command::Tag(a) => tag::run(&g, a),
+        Command::Pitr(a) => pitr::run(&g, a),
         Command::WalPush(a) => wal_push::run(&g, a),
         Command::WalFetch(a) => wal_fetch::run(&g, a),
     }

@@ -15,6 +15,7 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod pitr;
 pub mod prune;
 pub mod rewrite;
 pub mod select;

@@ -5,7 +5,7 @@
 //! snapshot (`Snapshot::postgres`) so `pitr` knows which base backup serves which moment.
 
 use crate::format::PgBaseBackup;
-use crate::repository::IndexedRepository;
+use crate::repository::Repository;
 use crate::wal::catalog;
 use crate::wal::name::{Lsn, Segment, WalName};
 use std::io::Read;
@@ -134,7 +134,7 @@ pub fn parse_backup_label(text: &str) -> Option<PgBaseBackup> {
 /// segment's name is tried. The stop time is the file's STOP TIME, or when that cannot be
 /// read, the time it was archived (a little later than the stop, so never too early).
 /// Returns whether the history file was found.
-pub fn fill_stop(repo: &IndexedRepository, pg: &mut PgBaseBackup) -> crate::error::Result<bool> {
+pub fn fill_stop(repo: &Repository, pg: &mut PgBaseBackup) -> crate::error::Result<bool> {
     let Some(WalName::Segment(start)) = WalName::parse(&pg.start_wal) else {
         return Ok(false);
     };
@@ -145,13 +145,15 @@ pub fn fill_stop(repo: &IndexedRepository, pg: &mut PgBaseBackup) -> crate::erro
         }
         let offset = pg.start_lsn - start.start_lsn(seg_size).0;
         let name = format!("{}.{:08X}.backup", start.file_name(), offset);
-        let Some(rec) = catalog::load(repo.repository(), &name)? else {
+        let Some(rec) = catalog::load(repo, &name)? else {
             continue;
         };
+        // Archived while the backup ran: newer than any index loaded before it.
+        let indexed = repo.load_index()?;
         let blocks: Vec<u8> = rec
             .content
             .iter()
-            .map(|id| repo.read_blob(id))
+            .map(|id| indexed.read_blob(id))
             .collect::<crate::error::Result<Vec<_>>>()?
             .concat();
         let text = String::from_utf8_lossy(&blocks);
