@@ -49,10 +49,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         return Err(failed("not a WAL file name".into()));
     }
     let spool = Spool::for_destination(&dest);
-    if spool
-        .take(&name, &dest)
-        .map_err(|e| failed(e.to_string()))?
-    {
+    if spool.take(&name, &dest) {
         if spool.ahead_of(&name) < a.prefetch / 2 {
             start_prefetch(g, &name, &spool, a.prefetch);
         }

@@ -5,7 +5,6 @@
 //! repository and the same file content; a prefetched file was verified before it was renamed
 //! into the spool.
 
-use crate::error::{Error, Result};
 use crate::wal::name::WalName;
 use std::path::{Path, PathBuf};
 
@@ -95,14 +94,10 @@ impl Spool {
         &self.dir
     }
 
-    /// Moves a prefetched `name` to `dest`; false when it is not in the spool.
-    pub fn take(&self, name: &str, dest: &Path) -> Result<bool> {
-        let src = self.dir.join(name);
-        match std::fs::rename(&src, dest) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(&src, e)),
-        }
+    /// Moves a prefetched `name` to `dest`; false when it is not in the spool (or the spool
+    /// cannot be used: it only saves work, the repository is asked instead).
+    pub fn take(&self, name: &str, dest: &Path) -> bool {
+        std::fs::rename(self.dir.join(name), dest).is_ok()
     }
 
     /// Segments in the spool after `name` on its timeline; removes those before it, which
