@@ -108,20 +108,49 @@ impl<'r> WriteSession<'r> {
         Ok(id)
     }
 
-    /// Stores a `wal/` record; like every file that names blobs, only under the marker, and
-    /// withdrawn if the marker turns out lost right after the write.
-    pub fn save_wal_record(&self, record: &crate::format::WalRecord) -> Result<Id> {
+    /// Stores `wal/` records, all at once (each a write of its own: on local disk an fsync,
+    /// on S3 a round trip). Like every file that names blobs, only under the marker, and
+    /// withdrawn if the marker turns out lost right after the writes. One result per record.
+    pub fn save_wal_records(
+        &self,
+        records: &[crate::format::WalRecord],
+    ) -> Result<Vec<Result<Id>>> {
+        const IN_FLIGHT: usize = 16;
         let repo = self.repo;
-        let (id, bytes) =
-            crate::wal::catalog::encode(repo.keys(), repo.config().compression_level, record);
-        let path = FileKind::Wal.path(&id);
         self.marker.ensure_held()?;
-        repo.backend().write(&path, bytes)?;
+        let mut results = Vec::with_capacity(records.len());
+        for batch in records.chunks(IN_FLIGHT) {
+            let writes: Vec<(Id, _)> = batch
+                .iter()
+                .map(|r| {
+                    let (id, bytes) = crate::wal::catalog::encode(
+                        repo.keys(),
+                        repo.config().compression_level,
+                        r,
+                    );
+                    (
+                        id,
+                        repo.backend().spawn_write(FileKind::Wal.path(&id), bytes),
+                    )
+                })
+                .collect();
+            for (id, handle) in writes {
+                let done = repo.backend().runtime().block_on(handle);
+                results.push(match done {
+                    Ok(r) => r.map(|_| id),
+                    Err(e) => Err(crate::error::Error::other(format!(
+                        "write task failed: {e}"
+                    ))),
+                });
+            }
+        }
         if let Err(e) = self.marker.ensure_held() {
-            let _ = repo.backend().delete(&path);
+            for id in results.iter().flatten() {
+                let _ = repo.backend().delete(&FileKind::Wal.path(id));
+            }
             return Err(e);
         }
-        Ok(id)
+        Ok(results)
     }
 
     /// Deletes one `wal/` record (`forget --keep-wal-within`; `prune` reclaims its blocks).

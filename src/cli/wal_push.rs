@@ -56,16 +56,14 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     };
     let mut outcome = Ok(Outcome::Success);
     let mut archived = 0;
-    for ((file_name, result), file) in report.results.into_iter().zip(&files) {
+    for (file_name, result) in report.results {
         match result {
-            Ok(pushed) => {
+            Ok((pushed, hash)) => {
                 archived += 1;
                 if pushed == Pushed::Stored && !g.quiet && !g.json {
                     eprintln!("ocvault: archived {file_name}");
                 }
-                if let Ok(h) = push::file_hash(&file.path) {
-                    marks.record(&file_name, &h);
-                }
+                marks.record(&file_name, &hash);
             }
             Err(e) if file_name == name => outcome = Err(e),
             Err(e) => super::warn_all([e]),

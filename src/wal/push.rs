@@ -32,9 +32,13 @@ pub enum Pushed {
     AlreadyArchived,
 }
 
+/// What became of one file: archived (now or before), with the BLAKE3 of its content, or
+/// refused.
+pub type PushResult = Result<(Pushed, [u8; 32])>;
+
 /// One result per file pushed, in the order given, and what the repository grew by.
 pub struct PushReport {
-    pub results: Vec<(String, Result<Pushed>)>,
+    pub results: Vec<(String, PushResult)>,
     pub bytes_added: u64,
     pub blobs_added: u64,
 }
@@ -54,24 +58,23 @@ pub fn file_hash(path: &Path) -> Result<[u8; 32]> {
 pub fn push(session: &IndexedWriteSession, files: &[WalFile]) -> Result<PushReport> {
     let repo = session.repo().repository();
     catalog::require_wal_support(repo)?;
-    // Which files are archived already, and with what content.
-    let existing: Vec<Result<Option<Pushed>>> = files
+    // Which files are archived already, and with what content; `None`: to store.
+    let mut results: Vec<Option<PushResult>> = files
         .par_iter()
-        .map(|f| match catalog::load(repo, &f.name)? {
-            None => Ok(None),
-            Some(rec) if rec.hash == file_hash(&f.path)? => Ok(Some(Pushed::AlreadyArchived)),
-            Some(_) => Err(Error::other(format!(
-                "WAL file {} is already archived with different content; refusing to replace it",
-                f.name
-            ))),
+        .map(|f| match catalog::load(repo, &f.name) {
+            Err(e) => Some(Err(e)),
+            Ok(None) => None,
+            Ok(Some(rec)) => Some(match file_hash(&f.path) {
+                Ok(h) if h == rec.hash => Ok((Pushed::AlreadyArchived, h)),
+                Ok(_) => Err(Error::other(format!(
+                    "WAL file {} is already archived with different content; refusing to replace it",
+                    f.name
+                ))),
+                Err(e) => Err(e),
+            }),
         })
         .collect();
-    let to_store: Vec<&WalFile> = files
-        .iter()
-        .zip(&existing)
-        .filter(|(_, e)| matches!(e, Ok(None)))
-        .map(|(f, _)| f)
-        .collect();
+    let to_store: Vec<usize> = (0..files.len()).filter(|&i| results[i].is_none()).collect();
 
     let save_index = |f: &IndexFile| session.save_file(f).map(Id::from);
     let parts = PackerParts::new(session, Indexing::Every(PACKS_PER_INDEX, &save_index))
@@ -79,30 +82,23 @@ pub fn push(session: &IndexedWriteSession, files: &[WalFile]) -> Result<PushRepo
     let (stored, packed) = packer::run(parts, |p| {
         to_store
             .par_iter()
-            .map(|f| store_file(p, f))
+            .map(|&i| store_file(p, &files[i]))
             .collect::<Vec<Result<WalRecord>>>()
     });
     let packed = packed?;
     // Records last: each names blobs that are now in packs and index files.
-    let saved: Vec<Result<()>> = stored
-        .into_par_iter()
-        .map(|r| r.and_then(|rec| session.save_wal_record(&rec).map(|_| ())))
-        .collect();
-    let mut saved = saved.into_iter();
+    let records: Vec<WalRecord> = stored.iter().flatten().cloned().collect();
+    let mut written = session.save_wal_records(&records)?.into_iter();
+    for (i, r) in to_store.into_iter().zip(stored) {
+        results[i] = Some(r.and_then(|rec| {
+            let saved = written.next().expect("one result per record");
+            saved.map(|_| (Pushed::Stored, rec.hash))
+        }));
+    }
     let results = files
         .iter()
-        .zip(existing)
-        .map(|(f, e)| {
-            let r = match e {
-                Ok(None) => saved
-                    .next()
-                    .expect("one result per stored file")
-                    .map(|_| Pushed::Stored),
-                Ok(Some(p)) => Ok(p),
-                Err(e) => Err(e),
-            };
-            (f.name.clone(), r)
-        })
+        .zip(results)
+        .map(|(f, r)| (f.name.clone(), r.expect("every file has a result")))
         .collect();
     Ok(PushReport {
         results,
