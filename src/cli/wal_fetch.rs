@@ -14,7 +14,7 @@ pub struct Args {
     /// Where to write it (`%p`)
     #[arg(value_name = "DEST", required_unless_present = "prefetch_after")]
     dest: Option<PathBuf>,
-    /// Segments to fetch ahead into pg_wal/ocvault/prefetch while PostgreSQL replays (0: none)
+    /// Segments to keep fetched ahead in pg_wal/ocvault/prefetch while PostgreSQL replays (0: none)
     #[arg(long, value_name = "N", default_value_t = 16)]
     prefetch: usize,
     /// Keep retrying a failing repository this long before stopping recovery (exit 200)
@@ -27,6 +27,9 @@ pub struct Args {
     spool: Option<PathBuf>,
 }
 
+/// How long the fetch-ahead process waits for recovery to take a segment before it exits.
+const PREFETCH_IDLE_LIMIT: Duration = Duration::from_secs(30);
+
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     if let (Some(after), Some(spool)) = (&a.prefetch_after, &a.spool) {
         // One fetch-ahead process at a time; it holds the lock until it exits.
@@ -35,7 +38,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         };
         let repo = g.open()?;
         let indexed = repo.load_index()?;
-        fetch::prefetch(&indexed, after, a.prefetch, spool)?;
+        fetch::prefetch(&indexed, after, a.prefetch, spool, PREFETCH_IDLE_LIMIT)?;
         return Ok(Outcome::Success);
     }
     let (Some(name), Some(dest)) = (a.name.clone(), a.dest.clone()) else {
@@ -50,7 +53,8 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     }
     let spool = Spool::for_destination(&dest);
     if spool.take(&name, &dest) {
-        if spool.ahead_of(&name) < a.prefetch / 2 {
+        // Drops the segments recovery has passed; starts a fetch-ahead process if none runs.
+        if spool.ahead_of(&name) < a.prefetch {
             start_prefetch(g, &name, &spool, a.prefetch);
         }
         return Ok(Outcome::Success);

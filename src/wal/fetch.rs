@@ -69,13 +69,16 @@ pub fn write_record(repo: &IndexedRepository, rec: &WalRecord, dest: &Path) -> R
     Ok(())
 }
 
-/// Fetches up to `count` segments after `after` on its timeline into `spool` (those not there
-/// yet), stopping at the first one not archived. Returns how many it wrote.
+/// Keeps up to `window` segments after `after` (on its timeline) fetched into `spool`, as
+/// recovery takes them away, until the archive ends or nothing was taken for `idle_limit`.
+/// One process with the repository open serves the whole recovery: no key derivation or
+/// index load per segment. Returns how many segments it wrote.
 pub fn prefetch(
     repo: &IndexedRepository,
     after: &str,
-    count: usize,
+    window: usize,
     spool: &Path,
+    idle_limit: std::time::Duration,
 ) -> Result<usize> {
     let Some(WalName::Segment(first)) = WalName::parse(after) else {
         return Ok(0);
@@ -88,23 +91,29 @@ pub fn prefetch(
         return Ok(0);
     }
     std::fs::create_dir_all(spool).map_err(|e| Error::io(spool, e))?;
-    let mut names = Vec::with_capacity(count);
-    let mut seg = first;
-    for _ in 0..count {
-        seg = seg.next(seg_size);
-        names.push(seg.file_name());
-    }
-    // In order, two at a time: the nearest segments are the ones PostgreSQL asks for next.
+    let mut next = first.next(seg_size);
     let mut written = 0;
-    for pair in names.chunks(2) {
+    let mut last_progress = std::time::Instant::now();
+    loop {
+        if segments_in(spool) >= window {
+            if last_progress.elapsed() > idle_limit {
+                return Ok(written);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
+        last_progress = std::time::Instant::now();
+        // Two at a time, nearest first: those are the ones PostgreSQL asks for next.
+        let pair = [next, next.next(seg_size)];
         let got: Vec<Result<bool>> = pair
             .par_iter()
-            .map(|name| {
-                let dest = spool.join(name);
+            .map(|seg| {
+                let name = seg.file_name();
+                let dest = spool.join(&name);
                 if dest.exists() {
                     return Ok(true);
                 }
-                match catalog::load(repo.repository(), name)? {
+                match catalog::load(repo.repository(), &name)? {
                     None => Ok(false),
                     Some(rec) => write_record(repo, &rec, &dest).map(|_| true),
                 }
@@ -116,6 +125,19 @@ pub fn prefetch(
             }
             written += 1;
         }
+        next = pair[1].next(seg_size);
     }
-    Ok(written)
+}
+
+/// WAL segments waiting in the spool.
+fn segments_in(spool: &Path) -> usize {
+    std::fs::read_dir(spool).map_or(0, |rd| {
+        rd.flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| matches!(WalName::parse(n), Some(WalName::Segment(_))))
+            })
+            .count()
+    })
 }
