@@ -284,7 +284,10 @@ fi
 # archive_cmd TOOL [single]: the archive_command of TOOL (into its main or single-call repository)
 archive_cmd() {
     case $1 in
-    ocvault) echo "$OCV -q -r ${2:+$REPO_O1}${2:-$REPO_O} --password-file $S/ocvault.pw wal-push --batch $OCVAULT_BATCH %p" ;;
+    ocvault)
+        local repo=$REPO_O
+        [[ -z ${2:-} ]] || repo=$REPO_O1
+        echo "$OCV -q -r $repo --password-file $S/ocvault.pw wal-push --batch $OCVAULT_BATCH %p" ;;
     pgbackrest)
         if [[ -n ${2:-} ]]; then
             echo "pgbackrest --config=$PGBR_CONF1 --stanza=bench --pg1-path=$S/single/data archive-push %p"
