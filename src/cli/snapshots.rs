@@ -62,5 +62,6 @@ fn snapshot_json(id: &ocvault::Id, s: &ocvault::format::Snapshot) -> serde_json:
         "parent": s.parent.map(|p| p.to_hex()),
         "incomplete": s.incomplete,
         "summary": s.summary,
+        "postgres": s.postgres,
     })
 }
