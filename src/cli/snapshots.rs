@@ -50,7 +50,21 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
 }
 
 fn snapshot_json(id: &ocvault::Id, s: &ocvault::format::Snapshot) -> serde_json::Value {
+    let postgres = s.postgres.as_ref().map(|pg| {
+        use ocvault::wal::name::Lsn;
+        serde_json::json!({
+            "label": pg.label,
+            "timeline": pg.timeline,
+            "start_lsn": Lsn(pg.start_lsn).to_string(),
+            "start_wal": pg.start_wal,
+            "start_time": rfc3339(pg.start_unix_ns),
+            "stop_lsn": pg.stop_lsn.map(|l| Lsn(l).to_string()),
+            "stop_time": pg.stop_unix_ns.map(rfc3339),
+            "stop_timeline": pg.stop_timeline,
+        })
+    });
     serde_json::json!({
+        "postgres": postgres,
         "id": id.to_hex(),
         "short_id": id.short(),
         "time": rfc3339(s.time_unix_ns),
@@ -62,6 +76,5 @@ fn snapshot_json(id: &ocvault::Id, s: &ocvault::format::Snapshot) -> serde_json:
         "parent": s.parent.map(|p| p.to_hex()),
         "incomplete": s.incomplete,
         "summary": s.summary,
-        "postgres": s.postgres,
     })
 }
