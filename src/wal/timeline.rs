@@ -260,7 +260,7 @@ fn required_on_path(
             None => end + 1,
         };
         required.extend((from..to).map(|n| (timeline, n)));
-        from = from.max(to);
+        // The next timeline starts with its copy of the switch segment.
         if let Some(u) = until {
             from = u.0 / seg_size;
         }
