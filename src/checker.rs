@@ -39,6 +39,8 @@ pub struct CheckOptions {
     pub read_data: ReadData,
     /// Fail when the newest snapshot of a host/paths group is older than this.
     pub max_age: Option<std::time::Duration>,
+    /// Fail when the newest archived PostgreSQL WAL file is older than this (or none is).
+    pub max_wal_age: Option<std::time::Duration>,
 }
 
 /// One damaged object.
@@ -91,6 +93,9 @@ pub struct CheckReport {
     pub damage: Vec<Damage>,
     pub affected: Vec<Affected>,
     pub too_old: Vec<TooOld>,
+    /// The PostgreSQL WAL archive (format version 2 repositories only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal: Option<WalReport>,
     pub reclaimable: Reclaimable,
     /// What the check saw that is not damage: files a prune beside it deleted, passes made
     /// again because the repository changed.
@@ -101,6 +106,44 @@ impl CheckReport {
     pub fn is_intact(&self) -> bool {
         self.damage.is_empty()
     }
+
+    /// Whether `--max-age` or `--max-wal-age` found the newest backup too old.
+    pub fn is_too_old(&self) -> bool {
+        !self.too_old.is_empty() || self.wal.as_ref().is_some_and(|w| w.too_old.is_some())
+    }
+}
+
+/// What check saw of the WAL archive. Its damage (unreadable records, blocks that cannot be
+/// read, gaps) is in [`CheckReport::damage`] like all damage.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WalReport {
+    /// `wal/` records that open.
+    pub files: u64,
+    /// The most recently archived file and when.
+    pub newest: Option<String>,
+    pub newest_time: Option<String>,
+    /// Runs of missing WAL that are damage: inside a base backup's start..stop, or between
+    /// the newest base backup and the newest archived segment.
+    pub gaps: Vec<WalGap>,
+    /// Runs of missing WAL between older base backups and the newest one, where
+    /// `forget --keep-wal-within` deletes: not damage, but moments PITR cannot reach.
+    pub gaps_between_base_backups: Vec<WalGap>,
+    /// Set with `--max-wal-age` when the newest archived file is older (or there is none).
+    pub too_old: Option<WalTooOld>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WalGap {
+    pub timeline: u32,
+    pub first_missing: String,
+    pub missing: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WalTooOld {
+    /// Seconds since the newest file was archived; none when nothing is archived.
+    pub age_seconds: Option<u64>,
+    pub max_age_seconds: u64,
 }
 
 #[derive(Default)]
@@ -173,11 +216,12 @@ pub fn check(
     };
     let mut carry = Carry::default();
     let mut notes = Vec::new();
+    let wal = repo.config().version >= 2;
     for pass in 1..=PASSES {
-        let before = generation(backend)?;
+        let before = generation(backend, wal)?;
         let findings = Findings::default();
         let mut report = check_pass(&repo, opts, progress, &findings, &mut carry)?;
-        let changed = generation(backend)? != before;
+        let changed = generation(backend, wal)? != before;
         let mut damage = findings.damage.into_inner().unwrap();
         let vanished = findings.vanished.into_inner().unwrap();
         if changed && pass < PASSES && !(damage.is_empty() && vanished.is_empty()) {
@@ -210,8 +254,9 @@ pub fn check(
     unreachable!("the last pass returns")
 }
 
-/// The index files and prune marks present: any prune that deletes anything changes them.
-fn generation(backend: &Backend) -> Result<(Vec<Id>, Vec<Id>)> {
+/// The index files and prune marks present: any prune that deletes anything changes them;
+/// and the `wal/` records (with `wal`), which `forget --keep-wal-within` deletes.
+fn generation(backend: &Backend, wal: bool) -> Result<(Vec<Id>, Vec<Id>, Vec<Id>)> {
     let ids = |kind| -> Result<Vec<Id>> {
         let mut v: Vec<Id> = backend
             .list_ids(kind)?
@@ -221,7 +266,8 @@ fn generation(backend: &Backend) -> Result<(Vec<Id>, Vec<Id>)> {
         v.sort();
         Ok(v)
     };
-    Ok((ids(FileKind::Index)?, ids(FileKind::PruneMark)?))
+    let wal = if wal { ids(FileKind::Wal)? } else { Vec::new() };
+    Ok((ids(FileKind::Index)?, ids(FileKind::PruneMark)?, wal))
 }
 
 /// The repository and the damaged key files, or the damage that keeps anything else from
@@ -321,6 +367,24 @@ fn check_pass(
         missing: HashMap::new(),
     };
     report.affected = check_snapshots(&mut walker, &loaded.snapshots, findings);
+    report.wal = match &loaded.wal {
+        Some(records) => Some(check_wal(
+            repo,
+            &mut walker,
+            records,
+            &loaded.snapshots,
+            opts.max_wal_age,
+            findings,
+        )),
+        // A version 1 repository holds no WAL: asked about its age, it has none.
+        None => opts.max_wal_age.map(|max| WalReport {
+            too_old: Some(WalTooOld {
+                age_seconds: None,
+                max_age_seconds: max.as_secs(),
+            }),
+            ..Default::default()
+        }),
+    };
     unused_blobs(index, &walker.used, &mut report.reclaimable);
     if let Some(max) = opts.max_age {
         report.too_old = too_old(&loaded.snapshots, max);
@@ -336,6 +400,8 @@ struct LoadedIndex {
     index: Index,
     /// Every file in `data/`, with its size.
     listed: HashMap<String, u64>,
+    /// The `wal/` records that open (format version 2; `None` in version 1).
+    wal: Option<Vec<(Id, crate::format::WalRecord)>>,
 }
 
 /// Loads (and so checks) every snapshot, index file, log entry, backup marker and prune mark,
@@ -351,6 +417,8 @@ fn load_index(
         load_checked(repo, findings, "this snapshot is lost")?;
     snapshots.sort_by_key(|(id, s)| (s.time_unix_ns, *id));
     report.snapshots = snapshots.len() as u64;
+    // WAL records too: a push saves them after its index files.
+    let wal = load_wal_records(repo, findings)?;
     let index_files: Vec<(IndexFileId, IndexFile)> =
         load_checked(repo, findings, "the packs it lists are no longer indexed")?;
     report.index_files = index_files.len() as u64;
@@ -374,7 +442,116 @@ fn load_index(
         snapshots,
         index,
         listed,
+        wal,
     })
+}
+
+/// Opens every `wal/` record; a damaged one is damage (the WAL file it holds is lost).
+fn load_wal_records(
+    repo: &Repository,
+    findings: &Findings,
+) -> Result<Option<Vec<(Id, crate::format::WalRecord)>>> {
+    if repo.config().version < 2 {
+        return Ok(None);
+    }
+    let catalog = crate::wal::catalog::list(repo)?;
+    for (id, e) in catalog.damaged {
+        findings.add(
+            FileKind::Wal.path(&id),
+            format!("{e}; the WAL file it records is lost"),
+            0,
+        );
+    }
+    Ok(Some(catalog.records))
+}
+
+/// The WAL archive: every record's blocks readable (indexed, in an intact pack, and intact
+/// when `--read-data` read them), no gap from the base backups to the newest archived
+/// segment, and with `max_age`, the newest file archived recently enough.
+fn check_wal(
+    repo: &Repository,
+    walker: &mut TreeWalker,
+    records: &[(Id, crate::format::WalRecord)],
+    snapshots: &[(SnapshotId, Snapshot)],
+    max_age: Option<std::time::Duration>,
+    findings: &Findings,
+) -> WalReport {
+    use crate::wal::name::WalName;
+    use crate::wal::timeline;
+    let mut histories = HashMap::new();
+    for (id, rec) in records {
+        let problems: Vec<String> = rec
+            .content
+            .iter()
+            .enumerate()
+            .filter_map(|(n, b)| walker.blob_problem(b).map(|p| format!("block {n}: {p}")))
+            .collect();
+        if let Some(first) = problems.first() {
+            findings.add(
+                format!("{} (WAL file {})", FileKind::Wal.path(id), rec.name),
+                format!("cannot be fetched: {first}"),
+                problems.len(),
+            );
+            continue;
+        }
+        if let Some(WalName::History { timeline }) = WalName::parse(&rec.name) {
+            let text: Result<Vec<Vec<u8>>> = rec
+                .content
+                .iter()
+                .map(|b| repo.read_blob_in(walker.index, b))
+                .collect();
+            match text {
+                Ok(t) => {
+                    let text = String::from_utf8_lossy(&t.concat()).into_owned();
+                    histories.insert(timeline, timeline::parse_history(&text));
+                }
+                Err(e) => findings.read_failed(format!("WAL file {}", rec.name), &e, 0),
+            }
+        }
+    }
+    let names: Vec<&str> = records.iter().map(|(_, r)| r.name.as_str()).collect();
+    let seg_size = timeline::segment_size(records.iter().map(|(_, r)| (r.name.as_str(), r.size)));
+    let base_backups: Vec<_> = snapshots
+        .iter()
+        .filter_map(|(_, s)| s.postgres.clone())
+        .collect();
+    let gaps = timeline::archive_gaps(&names, &histories, &base_backups, seg_size);
+    for g in &gaps.broken {
+        findings.add(
+            format!("WAL file {}", g.first_missing),
+            format!(
+                "missing: the WAL archive of timeline {} has a gap of {} files from here; \
+                 recovery from the base backups before it cannot pass it",
+                g.timeline, g.missing
+            ),
+            0,
+        );
+    }
+    let wal_gaps = |gaps: Vec<timeline::Gap>| -> Vec<WalGap> {
+        gaps.into_iter()
+            .map(|g| WalGap {
+                timeline: g.timeline,
+                first_missing: g.first_missing,
+                missing: g.missing,
+            })
+            .collect()
+    };
+    let newest = records.iter().max_by_key(|(_, r)| r.archived_unix_ns);
+    let now = crate::host::now_ns();
+    let age = newest.map(|(_, r)| (now - r.archived_unix_ns).max(0) as u64 / 1_000_000_000);
+    WalReport {
+        files: records.len() as u64,
+        newest: newest.map(|(_, r)| r.name.clone()),
+        newest_time: newest.map(|(_, r)| crate::snapshot::rfc3339(r.archived_unix_ns)),
+        gaps: wal_gaps(gaps.broken),
+        gaps_between_base_backups: wal_gaps(gaps.between_base_backups),
+        too_old: max_age
+            .filter(|max| age.is_none_or(|a| a > max.as_secs()))
+            .map(|max| WalTooOld {
+                age_seconds: age,
+                max_age_seconds: max.as_secs(),
+            }),
+    }
 }
 
 /// The index of every pack still readable: the live index files' packs, then packs a prune

@@ -38,6 +38,22 @@ pub struct CopyReport {
     pub blobs_copied: u64,
     /// Pack bytes the destination grew by.
     pub bytes_copied: u64,
+    /// The PostgreSQL WAL archive (see [`copy_wal`]).
+    pub wal: WalCopyReport,
+}
+
+/// What copying the WAL archive did.
+#[derive(Debug, Default, Serialize)]
+pub struct WalCopyReport {
+    /// WAL files copied.
+    pub copied: u64,
+    /// WAL files the destination held already (by name).
+    pub present: u64,
+    /// Names the destination holds with other content: left as they are.
+    pub conflicts: Vec<String>,
+    /// Blobs stored in the destination for them, and their pack bytes.
+    pub blobs_copied: u64,
+    pub bytes_copied: u64,
 }
 
 /// What makes two snapshots the same backup, whatever repository holds them.
@@ -348,4 +364,66 @@ fn copy_tree(
     let did = packer.store_tree(&out)?;
     map.insert(*id, did);
     Ok(did)
+}
+
+/// Copies the `wal/` records the destination lacks (by name) with their blocks: each block is
+/// read, re-keyed for the destination (blob ids are keyed per repository) and stored through
+/// the packer; the records are saved once their packs and index files are. A name the
+/// destination holds with other content is left alone and reported. The caller refuses a
+/// destination of format version 1 beforehand ([`crate::wal::catalog::require_wal_support`]).
+pub fn copy_wal(
+    src: &IndexedRepository,
+    dst_session: &IndexedWriteSession,
+) -> Result<WalCopyReport> {
+    let mut report = WalCopyReport::default();
+    if src.config().version < 2 {
+        return Ok(report);
+    }
+    let source = crate::wal::catalog::list(src.repository())?;
+    if let Some((_, e)) = source.damaged.into_iter().next() {
+        return Err(Error::other(format!(
+            "{e}; copy stops rather than leave a WAL file out (run `ocvault check`)"
+        )));
+    }
+    if source.records.is_empty() {
+        return Ok(report);
+    }
+    let dst = dst_session.repo().repository();
+    crate::wal::catalog::require_wal_support(dst)?;
+    let present: HashMap<String, [u8; 32]> = crate::wal::catalog::list(dst)?
+        .records
+        .into_iter()
+        .map(|(_, r)| (r.name, r.hash))
+        .collect();
+    let mut todo = Vec::new();
+    for (_, rec) in source.records {
+        match present.get(&rec.name) {
+            None => todo.push(rec),
+            Some(hash) if *hash == rec.hash => report.present += 1,
+            Some(_) => report.conflicts.push(rec.name),
+        }
+    }
+    let save_index = |f: &IndexFile| dst_session.save_file(f).map(Id::from);
+    let parts = PackerParts::new(dst_session, Indexing::Every(PACKS_PER_INDEX, &save_index));
+    let (records, packed) = packer::run(parts, |packer| {
+        todo.into_par_iter()
+            .map(|mut rec| {
+                crate::interrupt::check()?;
+                for block in rec.content.iter_mut() {
+                    let raw = src.read_blob(block)?;
+                    *block = DataId(packer.store(BlobType::Data, &raw)?);
+                }
+                Ok(rec)
+            })
+            .collect::<Result<Vec<_>>>()
+    });
+    let packed = packed?;
+    // Records last: each names blobs that are now in packs and index files.
+    for rec in records? {
+        dst_session.save_wal_record(&rec)?;
+        report.copied += 1;
+    }
+    report.blobs_copied = packed.blobs_added;
+    report.bytes_copied = packed.bytes_added;
+    Ok(report)
 }

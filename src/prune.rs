@@ -1,5 +1,5 @@
-//! Prune: reclaims the space of blobs no snapshot uses, safely beside running backups, with
-//! lock-free two-phase deletion.
+//! Prune: reclaims the space of blobs no snapshot and no `wal/` record uses, safely beside
+//! running backups and WAL pushes, with lock-free two-phase deletion.
 //!
 //! Phase 1 finds the used blobs, repacks packs that are mostly unused, writes one consolidated
 //! index without the packs to drop (superseding the index files it read), and only then records
@@ -151,6 +151,25 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[TreeId]) -> Result<
     Ok(used)
 }
 
+/// The blobs every `wal/` record names (format version 2): a WAL file's blocks are live as
+/// long as its record exists. Strict like the snapshots: a record prune cannot read could
+/// name any blob, so prune stops.
+fn wal_blobs(repo: &Repository) -> Result<Vec<BlobId>> {
+    if repo.config().version < 2 {
+        return Ok(Vec::new());
+    }
+    let catalog = crate::wal::catalog::list(repo)?;
+    if let Some((_, e)) = catalog.damaged.into_iter().next() {
+        return Err(refuse(e));
+    }
+    Ok(catalog
+        .records
+        .into_iter()
+        .flat_map(|(_, r)| r.content)
+        .map(BlobId::from)
+        .collect())
+}
+
 /// Prunes under `session`'s marker: a prune writes packs and index files like a backup, and
 /// holds a marker like one, so a second prune running at the same time treats it as a running
 /// backup (§11a).
@@ -180,7 +199,8 @@ fn prune_in(
         ..Default::default()
     };
     let view = View::read(repo)?;
-    let used = used_blobs(repo, &view.readable, &view.roots)?;
+    let mut used = used_blobs(repo, &view.readable, &view.roots)?;
+    used.extend(view.wal_blobs.iter().copied());
     let index_packs = view.index_packs();
     let plan = Plan::make(repo, &view, &index_packs, &used, opts, &mut report)?;
     let Some(session) = session.filter(|_| !opts.dry_run) else {
@@ -205,6 +225,8 @@ fn prune_in(
 /// indexes made of them.
 struct View {
     roots: Vec<TreeId>,
+    /// The blocks the `wal/` records name: live like the snapshots' blobs.
+    wal_blobs: Vec<BlobId>,
     /// Index files as loaded, with ids, so the consolidated index can supersede exactly them.
     files: Vec<(IndexFileId, IndexFile)>,
     marks: Vec<(Id, PruneMark)>,
@@ -227,6 +249,8 @@ impl View {
         // index file it cannot read lists, so it stops rather than delete them.
         let snaps = repo.list_snapshots_strict().map_err(refuse)?;
         let roots: Vec<TreeId> = snaps.iter().map(|(_, s)| s.tree).collect();
+        // WAL records likewise: a push saves its records after its index files.
+        let wal_blobs = wal_blobs(repo)?;
         let (files, marks) =
             repo.load_consistent(|r| r.load_index_files_strict().map_err(refuse), load_marks)?;
         let live = Index::build(&files, &[]);
@@ -241,6 +265,7 @@ impl View {
         let readable = Index::build(&files, &marked_list);
         Ok(View {
             roots,
+            wal_blobs,
             files,
             marks,
             live,
@@ -328,7 +353,7 @@ fn recovered_packs(view: &View, used: &HashSet<BlobId>) -> Result<Vec<IndexPack>
         }
         let loc = view.readable.get(id).ok_or_else(|| {
             Error::other(format!(
-                "blob {} is used by a snapshot but stored nowhere; run `ocvault check`",
+                "blob {} is used by a snapshot or WAL record but stored nowhere; run `ocvault check`",
                 id.short()
             ))
         })?;
@@ -603,10 +628,13 @@ fn delete_marked(
         .into_iter()
         .map(|(_, s)| s.tree)
         .collect();
+    // And the WAL archived meanwhile (a wal-push holds a marker like a backup).
+    let wal = wal_blobs(repo)?;
     let indexed = repo.load_index()?;
     let live = indexed.live_index();
     let live_packs: HashSet<PackId> = live.packs().iter().map(|p| p.id).collect();
-    let used = used_blobs(repo, indexed.index(), &roots)?;
+    let mut used = used_blobs(repo, indexed.index(), &roots)?;
+    used.extend(wal);
 
     // A marked pack a snapshot uses (a backup finished during the prune) goes back into the
     // index; the others are deleted.

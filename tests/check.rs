@@ -529,6 +529,7 @@ fn check_beside_prune_reports_no_damage() {
         &ocvault::checker::CheckOptions {
             read_data: ocvault::checker::ReadData::All,
             max_age: None,
+            max_wal_age: None,
         },
         &ocvault::checker::CheckProgress::default(),
     )

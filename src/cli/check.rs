@@ -18,6 +18,10 @@ pub struct Args {
     /// Fail (exit code 5) when the newest snapshot of any host and paths is older than this, e.g. 25h
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     max_age: Option<Duration>,
+    /// Fail (exit code 5) when the newest archived PostgreSQL WAL file is older than this
+    /// (or none is), e.g. 30m: the "archiving has stalled" alert
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    max_wal_age: Option<Duration>,
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
@@ -38,13 +42,17 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let report = checker::check(
         &backend,
         &pw,
-        &CheckOptions { read_data, max_age },
+        &CheckOptions {
+            read_data,
+            max_age,
+            max_wal_age: a.max_wal_age,
+        },
         &progress,
     )?;
     drop(ticker);
     let outcome = if !report.is_intact() {
         Outcome::Damage
-    } else if !report.too_old.is_empty() {
+    } else if report.is_too_old() {
         Outcome::TooOld
     } else {
         Outcome::Success
@@ -76,6 +84,9 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
             r.unused_blobs,
             HumanBytes(r.unused_blob_bytes)
         );
+    }
+    if let Some(w) = &report.wal {
+        print_wal(w);
     }
     for n in &report.notes {
         println!("note: {n}");
@@ -121,4 +132,33 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         );
     }
     Ok(outcome)
+}
+
+fn print_wal(w: &ocvault::checker::WalReport) {
+    if w.files > 0 {
+        println!(
+            "checked {} WAL files; newest {} archived {}",
+            w.files,
+            w.newest.as_deref().unwrap_or("-"),
+            w.newest_time.as_deref().unwrap_or("-")
+        );
+    }
+    for g in &w.gaps_between_base_backups {
+        println!(
+            "note: {} WAL files from {} (timeline {}) are not archived: point-in-time recovery \
+             cannot reach the moments between the base backups around them (forget \
+             --keep-wal-within deletes such WAL)",
+            g.missing, g.first_missing, g.timeline
+        );
+    }
+    if let Some(t) = &w.too_old {
+        let max = humantime::format_duration(Duration::from_secs(t.max_age_seconds));
+        match t.age_seconds {
+            Some(age) => println!(
+                "too old: the newest WAL file was archived {} ago (limit {max})",
+                humantime::format_duration(Duration::from_secs(age))
+            ),
+            None => println!("too old: no WAL file is archived (limit {max})"),
+        }
+    }
 }

@@ -47,6 +47,21 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
             report.blobs_copied,
             HumanBytes(report.bytes_copied)
         );
+        let w = &report.wal;
+        if w.copied + w.present > 0 || !w.conflicts.is_empty() {
+            println!(
+                "{} WAL files copied, {} already there; {} blobs ({}) stored",
+                w.copied,
+                w.present,
+                w.blobs_copied,
+                HumanBytes(w.bytes_copied)
+            );
+        }
+        for name in &w.conflicts {
+            eprintln!(
+                "ocvault: warning: WAL file {name} is in the destination with other content; left as it is"
+            );
+        }
     }
     Ok(Outcome::Success)
 }

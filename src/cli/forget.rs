@@ -38,6 +38,10 @@ pub struct Args {
     keep_within_monthly: Option<Duration>,
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     keep_within_yearly: Option<Duration>,
+    /// Then delete the archived PostgreSQL WAL that neither the kept base backups nor
+    /// point-in-time recovery over this window (e.g. 7d) need
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    keep_wal_within: Option<Duration>,
     /// Keep snapshots with this tag (repeatable)
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
@@ -83,6 +87,7 @@ impl Args {
             group_by: self.group_by,
             allow_empty_group: self.allow_empty_group,
             dry_run: self.dry_run,
+            keep_wal_within: self.keep_wal_within,
         }
     }
 }
@@ -105,6 +110,9 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     }
     if !g.json {
         println!("forgot {} snapshots", result.removed.len());
+        if let Some(w) = &result.wal {
+            println!("deleted {} WAL files", w.deleted.len());
+        }
     }
     if prune {
         super::prune::run_prune(g, &repo, &prune_opts)?;
@@ -129,6 +137,13 @@ fn print_json(r: &ForgetResult, dry_run: bool) {
         "dry_run": dry_run,
         "groups": groups,
         "removed": r.removed.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+        "wal": r.wal.as_ref().map(|w| serde_json::json!({
+            "deleted": w.deleted.len(),
+            "deleted_files": w.deleted,
+            "kept": w.kept,
+            "oldest_kept": w.oldest_kept,
+            "base_backups": w.base_backups,
+        })),
     }));
 }
 
@@ -153,5 +168,14 @@ fn print_text(r: &ForgetResult) {
         for id in &r.removed {
             println!("remove  {}", id.short());
         }
+    }
+    if let Some(w) = &r.wal {
+        println!(
+            "WAL: {} base backups kept; remove {} WAL files, keep {} (oldest kept: {})",
+            w.base_backups,
+            w.deleted.len(),
+            w.kept,
+            w.oldest_kept.as_deref().unwrap_or("none")
+        );
     }
 }

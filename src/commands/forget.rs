@@ -2,12 +2,15 @@
 
 use super::select::Selection;
 use crate::error::{Error, Result};
-use crate::format::Snapshot;
-use crate::id::SnapshotId;
+use crate::format::{PgBaseBackup, Snapshot};
+use crate::id::{Id, SnapshotId};
 use crate::oplog::CommandLine;
 use crate::repository::Repository;
 use crate::retention::{self, Decision, GroupBy, Policy};
-use std::collections::{BTreeMap, HashMap};
+use crate::wal::name::WalName;
+use crate::wal::timeline;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
 
 #[derive(Clone, Debug, Default)]
 pub struct ForgetOptions {
@@ -20,6 +23,22 @@ pub struct ForgetOptions {
     pub allow_empty_group: bool,
     /// Decide and report; remove nothing.
     pub dry_run: bool,
+    /// Delete the archived WAL files the kept base backups and this recovery window do not
+    /// need (`wal::timeline::to_delete`); `None` deletes no WAL.
+    pub keep_wal_within: Option<Duration>,
+}
+
+/// What WAL retention decided.
+#[derive(Clone, Debug, Default)]
+pub struct WalForgotten {
+    /// Names of the WAL files deleted (or, with `dry_run`, to be deleted), in order.
+    pub deleted: Vec<String>,
+    /// WAL files left in the archive.
+    pub kept: usize,
+    /// The oldest WAL segment left, if any.
+    pub oldest_kept: Option<String>,
+    /// The base backups of the snapshots kept, which retention went by.
+    pub base_backups: usize,
 }
 
 /// One group's decisions, newest first, with each snapshot's time.
@@ -36,15 +55,18 @@ pub struct ForgetResult {
     /// Removed (or, with `dry_run`, to be removed).
     pub removed: Vec<SnapshotId>,
     pub warnings: Vec<String>,
+    /// With `keep_wal_within`.
+    pub wal: Option<WalForgotten>,
 }
 
 impl ForgetOptions {
     /// The usage errors found without the repository.
     pub fn validate(&self) -> Result<()> {
         let by_id = !self.selection.ids.is_empty();
-        if !by_id && self.policy.is_empty() {
+        if !by_id && self.policy.is_empty() && self.keep_wal_within.is_none() {
             return Err(Error::usage(
-                "forget needs snapshot ids or a keep policy (--keep-last, --keep-daily, ...)",
+                "forget needs snapshot ids, a keep policy (--keep-last, --keep-daily, ...) or \
+                 --keep-wal-within",
             ));
         }
         if by_id && !self.policy.is_empty() {
@@ -64,7 +86,9 @@ pub fn forget(
     opts.validate()?;
     let snaps = repo.list_snapshots()?;
     let mut result = ForgetResult::default();
-    if opts.selection.ids.is_empty() {
+    if opts.selection.ids.is_empty() && opts.policy.is_empty() {
+        // WAL retention alone: every snapshot stays.
+    } else if opts.selection.ids.is_empty() {
         result.groups = decide(&opts.selection.filter.apply(&snaps), opts)?;
         result.removed = result
             .groups
@@ -81,21 +105,82 @@ pub fn forget(
             .map(|(id, _)| id)
             .collect();
     }
+    let wal = match opts.keep_wal_within {
+        Some(window) => Some(wal_retention(repo, &snaps, &result.removed, window)?),
+        None => None,
+    };
     if opts.dry_run {
+        result.wal = wal.map(|(w, _)| w);
         return Ok(result);
     }
     let session = repo.write_session()?;
     for id in &result.removed {
         session.delete_file::<Snapshot>(id)?;
     }
+    let mut outcome = "ok".to_string();
+    if let Some((w, ids)) = wal {
+        for id in &ids {
+            session.delete_wal_record(id)?;
+        }
+        outcome = format!("ok: {} WAL files deleted", w.deleted.len());
+        result.wal = Some(w);
+    }
     result.warnings.extend(crate::oplog::record_or_warn(
         &session,
         command_line,
         "forget",
-        "ok",
+        &outcome,
         result.removed.clone(),
     ));
     Ok(result)
+}
+
+/// Which WAL records retention deletes once `removed` are gone, and their ids. A record that
+/// cannot be read is left alone (its name is unknown; `check` reports it).
+fn wal_retention(
+    repo: &Repository,
+    snaps: &[(SnapshotId, Snapshot)],
+    removed: &[SnapshotId],
+    window: Duration,
+) -> Result<(WalForgotten, Vec<Id>)> {
+    if repo.config().version < 2 {
+        return Ok((WalForgotten::default(), Vec::new()));
+    }
+    let removed: HashSet<&SnapshotId> = removed.iter().collect();
+    let base_backups: Vec<PgBaseBackup> = snaps
+        .iter()
+        .filter(|(id, _)| !removed.contains(id))
+        .filter_map(|(_, s)| s.postgres.clone())
+        .collect();
+    let records = crate::wal::catalog::list(repo)?.records;
+    let names: Vec<&str> = records.iter().map(|(_, r)| r.name.as_str()).collect();
+    let seg_size = timeline::segment_size(records.iter().map(|(_, r)| (r.name.as_str(), r.size)));
+    let deleted = timeline::to_delete(
+        &names,
+        seg_size,
+        &base_backups,
+        crate::host::now_ns(),
+        window,
+    );
+    let doomed: HashSet<&str> = deleted.iter().map(String::as_str).collect();
+    let ids = records
+        .iter()
+        .filter(|(_, r)| doomed.contains(r.name.as_str()))
+        .map(|(id, _)| *id)
+        .collect();
+    let left: Vec<&str> = names.into_iter().filter(|n| !doomed.contains(n)).collect();
+    let oldest_kept = left
+        .iter()
+        .filter(|n| matches!(WalName::parse(n), Some(WalName::Segment(_))))
+        .min()
+        .map(|n| n.to_string());
+    let forgotten = WalForgotten {
+        deleted,
+        kept: left.len(),
+        oldest_kept,
+        base_backups: base_backups.len(),
+    };
+    Ok((forgotten, ids))
 }
 
 /// The policy's decisions for each group of `snaps`; refuses to empty a group unless allowed.

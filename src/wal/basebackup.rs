@@ -108,7 +108,7 @@ pub fn parse_pg_time(value: &str) -> Option<i64> {
         }
     };
     let utc = naive.and_utc().timestamp() - offset_secs;
-    Some(utc.checked_mul(1_000_000_000)?)
+    utc.checked_mul(1_000_000_000)
 }
 
 /// The start of a base backup, from its `backup_label`.

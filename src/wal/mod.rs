@@ -9,3 +9,4 @@ pub mod fetch;
 pub mod name;
 pub mod push;
 pub mod spool;
+pub mod timeline;
