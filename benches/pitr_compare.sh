@@ -410,6 +410,9 @@ CK_T=$(psql_at "$PORT" "$CHECKSUM_SQL")
 sleep 1.2
 T=$(date -u '+%Y-%m-%d %H:%M:%S+00')
 sleep 1.5
+# At least one round after T, even when the first loop overshot: recovery to T needs a commit
+# after T in the archive, or PostgreSQL ends it with "recovery ended before ... target".
+as_pg "$PGBIN/pgbench" -n -c "$PG_CLIENTS" -j "$PG_CLIENTS" -T 2 "${WORKLOAD[@]}" >>"$S/logs/pgbench.log" 2>&1
 pgbench_until "$SEGMENTS"
 CK_END=$(psql_at "$PORT" "$CHECKSUM_SQL")
 psql_at "$PORT" 'SELECT pg_switch_wal()' >/dev/null

@@ -404,7 +404,8 @@ pub fn copy_wal(
         }
     }
     let save_index = |f: &IndexFile| dst_session.save_file(f).map(Id::from);
-    let parts = PackerParts::new(dst_session, Indexing::Every(PACKS_PER_INDEX, &save_index));
+    let parts = PackerParts::new(dst_session, Indexing::Every(PACKS_PER_INDEX, &save_index))
+        .with_compression_level(crate::wal::push::WAL_COMPRESSION_LEVEL);
     let (records, packed) = packer::run(parts, |packer| {
         todo.into_par_iter()
             .map(|mut rec| {
@@ -419,8 +420,8 @@ pub fn copy_wal(
     });
     let packed = packed?;
     // Records last: each names blobs that are now in packs and index files.
-    for rec in records? {
-        dst_session.save_wal_record(&rec)?;
+    for saved in dst_session.save_wal_records(&records?)? {
+        saved?;
         report.copied += 1;
     }
     report.blobs_copied = packed.blobs_added;

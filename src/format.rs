@@ -356,7 +356,8 @@ pub fn frame_into(raw: &[u8], level: i32, out: &mut Vec<u8>) {
     thread_local! {
         static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
     }
-    let compressed = if level > 0 && raw.len() >= 64 && looks_compressible(raw) {
+    // Negative levels are zstd's fast modes (WAL uses one); 0 stores without compressing.
+    let compressed = if level != 0 && raw.len() >= 64 && looks_compressible(raw) {
         COMPRESSOR.with(|c| {
             let mut c = c.borrow_mut();
             if c.as_ref().map(|(l, _)| *l) != Some(level) {

@@ -90,11 +90,15 @@ impl<'a> PackerParts<'a> {
         }
     }
 
-    /// Compresses at most at `level` (WAL: zstd 1, for speed); never turns compression on
-    /// in a repository created without it.
-    pub fn with_compression_level_at_most(self, level: i32) -> Self {
+    /// Compresses at `level` instead of the repository's level (WAL: a fast zstd level),
+    /// unless the repository was created without compression.
+    pub fn with_compression_level(self, level: i32) -> Self {
         PackerParts {
-            compression_level: self.compression_level.min(level),
+            compression_level: if self.compression_level == 0 {
+                0
+            } else {
+                level
+            },
             ..self
         }
     }

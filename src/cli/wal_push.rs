@@ -31,8 +31,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let marks = PushedMarks::new(&pg_wal, g.repo_url()?);
-    let hash = push::file_hash(&a.path)?;
-    if marks.pushed(&name, &hash) {
+    if marks.pushed_unchanged(&name, &a.path) {
         // Pushed in an earlier call's batch: PostgreSQL only needs to hear it is safe.
         return Ok(Outcome::Success);
     }
@@ -56,14 +55,14 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     };
     let mut outcome = Ok(Outcome::Success);
     let mut archived = 0;
-    for (file_name, result) in report.results {
+    for ((file_name, result), file) in report.results.into_iter().zip(&files) {
         match result {
             Ok((pushed, hash)) => {
                 archived += 1;
                 if pushed == Pushed::Stored && !g.quiet && !g.json {
                     eprintln!("ocvault: archived {file_name}");
                 }
-                marks.record(&file_name, &hash);
+                marks.record(&file_name, &file.path, &hash);
             }
             Err(e) if file_name == name => outcome = Err(e),
             Err(e) => super::warn_all([e]),

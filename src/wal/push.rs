@@ -14,8 +14,9 @@ use rayon::prelude::*;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// zstd level for WAL: fast enough to keep up with a busy server on one core.
-const WAL_COMPRESSION_LEVEL: i32 = 1;
+/// zstd level for WAL: its first fast mode. On pgbench WAL (one run, one core): 714 MB/s
+/// and 7.2x, against 534 MB/s and 7.6x at level 1, and lz4's 946 MB/s and 4.1x.
+pub const WAL_COMPRESSION_LEVEL: i32 = -1;
 
 /// A file PostgreSQL asks to archive: its name (`%f`) and where it is.
 #[derive(Clone, Debug)]
@@ -78,7 +79,7 @@ pub fn push(session: &IndexedWriteSession, files: &[WalFile]) -> Result<PushRepo
 
     let save_index = |f: &IndexFile| session.save_file(f).map(Id::from);
     let parts = PackerParts::new(session, Indexing::Every(PACKS_PER_INDEX, &save_index))
-        .with_compression_level_at_most(WAL_COMPRESSION_LEVEL);
+        .with_compression_level(WAL_COMPRESSION_LEVEL);
     let (stored, packed) = packer::run(parts, |p| {
         to_store
             .par_iter()

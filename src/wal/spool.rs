@@ -8,8 +8,11 @@
 use crate::wal::name::WalName;
 use std::path::{Path, PathBuf};
 
-/// `pg_wal/ocvault/pushed/<name>`: "<BLAKE3 of the file> <repository>", written once the file
-/// is durably archived.
+/// `pg_wal/ocvault/pushed/<name>`: "<BLAKE3 of the file> <repository> <size> <mtime ns>
+/// <ctime ns> <inode>", written once the file is durably archived. PostgreSQL never rewrites
+/// a file it marked ready (it recycles segments by renaming them to a new name), so a file
+/// whose name, size, times and inode match its mark is the content that was archived; that
+/// check is a `stat`, where hashing the file costs about 10 ms a segment.
 pub struct PushedMarks {
     dir: PathBuf,
     repository: String,
@@ -20,6 +23,19 @@ fn repository_tag(location: &str) -> String {
     blake3::hash(location.as_bytes()).to_hex()[..16].to_string()
 }
 
+fn identity(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+    Some(format!(
+        "{} {} {} {}",
+        m.size(),
+        ns(m.mtime(), m.mtime_nsec()),
+        ns(m.ctime(), m.ctime_nsec()),
+        m.ino()
+    ))
+}
+
 impl PushedMarks {
     pub fn new(pg_wal: &Path, location: &str) -> PushedMarks {
         PushedMarks {
@@ -28,29 +44,36 @@ impl PushedMarks {
         }
     }
 
-    fn line(&self, hash: &[u8; 32]) -> String {
-        format!("{} {}\n", hex::encode(hash), self.repository)
-    }
-
-    /// Whether `name` with this content was pushed to this repository by this host.
-    pub fn pushed(&self, name: &str, hash: &[u8; 32]) -> bool {
-        std::fs::read_to_string(self.dir.join(name)).is_ok_and(|s| s == self.line(hash))
+    /// Whether the file at `path`, unchanged since, was pushed as `name` to this repository.
+    pub fn pushed_unchanged(&self, name: &str, path: &Path) -> bool {
+        let Some(now) = identity(path) else {
+            return false;
+        };
+        std::fs::read_to_string(self.dir.join(name)).is_ok_and(|mark| {
+            let mut words = mark.trim_end().splitn(3, ' ');
+            let (_hash, repo, id) = (words.next(), words.next(), words.next());
+            repo == Some(self.repository.as_str()) && id == Some(now.as_str())
+        })
     }
 
     /// Whether a mark for `name` exists, whatever it says (choosing a batch: PostgreSQL's own
-    /// call for that file checks the content).
+    /// call for that file checks it).
     pub fn has(&self, name: &str) -> bool {
         self.dir.join(name).exists()
     }
 
-    /// Notes that `name` is archived. A mark that cannot be written only costs a later
-    /// call opening the repository.
-    pub fn record(&self, name: &str, hash: &[u8; 32]) {
+    /// Notes that the file at `path`, with this content hash, is archived as `name`. A mark
+    /// that cannot be written only costs a later call opening the repository.
+    pub fn record(&self, name: &str, path: &Path, hash: &[u8; 32]) {
+        let Some(id) = identity(path) else {
+            return;
+        };
         if std::fs::create_dir_all(&self.dir).is_err() {
             return;
         }
         let tmp = self.dir.join(format!(".{name}.tmp"));
-        if std::fs::write(&tmp, self.line(hash)).is_ok() {
+        let line = format!("{} {} {id}\n", hex::encode(hash), self.repository);
+        if std::fs::write(&tmp, line).is_ok() {
             let _ = std::fs::rename(&tmp, self.dir.join(name));
         }
     }
