@@ -44,7 +44,7 @@ fn archiving(scratch: &PgScratch, archive_timeout: &str) -> PgConfig {
 /// id, after checking it was recorded as a base backup.
 fn base_backup(scratch: &PgScratch, pg: &Postgres) -> String {
     let command = format!(
-        "{} -h 127.0.0.1 -p {} -U postgres -D - -Ft -X none",
+        "{} -h 127.0.0.1 -p {} -U postgres -D - -Ft -X none -c fast",
         pg.bin.join("pg_basebackup").display(),
         pg.port
     );
@@ -114,6 +114,17 @@ fn pitr(scratch: &PgScratch, args: &[&str], name: &str) -> PathBuf {
         "{auto}"
     );
     data
+}
+
+/// The value of the last `name = 'value'` line in `postgresql.auto.conf` (the one
+/// PostgreSQL uses).
+fn recovery_setting(data: &Path, name: &str) -> Option<String> {
+    let text = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    text.lines()
+        .rev()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim().trim_matches('\'').replace("''", "'"))
 }
 
 /// Appends a `restore_command` to the recovered server's settings (the last one counts).
@@ -187,8 +198,7 @@ fn recover_dropped_table(scratch: &PgScratch, restore_options: &[&str]) -> Postg
     drop(pg);
 
     let data = pitr(scratch, &["--time", &t], "restored");
-    let auto = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
-    assert!(auto.contains("recovery_target_time"), "{auto}");
+    assert!(recovery_setting(&data, "recovery_target_time").is_some());
     if !restore_options.is_empty() {
         let command = format!(
             "{} -r {} --password-file {} {} wal-fetch %f %p",
@@ -280,8 +290,7 @@ fn latest_after_sigkill_has_every_archived_commit() {
     drop(pg);
 
     let data = pitr(&scratch, &["--latest"], "restored");
-    let auto = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
-    assert!(!auto.contains("recovery_target_time"), "{auto}");
+    assert_eq!(recovery_setting(&data, "recovery_target_time"), None);
     let mut restored = Postgres::start_on(&data, &PgConfig::new());
     restored.wait_promoted(SERVER_LIMIT);
     let row = restored.psql(
@@ -337,20 +346,20 @@ fn real_segments(scratch: &PgScratch, count: usize) -> (PathBuf, Vec<String>) {
     (dir, names)
 }
 
-/// Every file under `repo/wal/` with its bytes.
-fn wal_folder(repo: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(repo.join("wal"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| {
-                    (
-                        e.file_name().to_string_lossy().into_owned(),
-                        fs::read(e.path()).unwrap(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// Every file under `repo/wal/` (at any depth) with its bytes.
+fn wal_folder(repo: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut folders = vec![repo.join("wal")];
+    while let Some(folder) = folders.pop() {
+        for e in fs::read_dir(&folder).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                folders.push(e.path());
+            } else {
+                files.insert(e.path(), fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    files
 }
 
 /// `wal-fetch NAME <dest>/NAME --prefetch 0`; returns the exit code and the fetched bytes.
@@ -574,10 +583,14 @@ fn wal_fetch_against_unreachable_storage_stops_recovery() {
     }
     let mut restored = Postgres::start_on(&data, &config);
     let log = restored.wait_recovery_failed(SERVER_LIMIT);
+    // PostgreSQL stops on a restore_command status above 125 with this FATAL line, then
+    // shuts down ("startup process failure"); an exit 1 would have ended recovery instead.
     assert!(
-        log.contains("FATAL") && log.contains("could not restore file"),
+        log.lines()
+            .any(|l| l.contains("FATAL") && l.contains("could not restore file")),
         "{log}"
     );
+    assert!(log.contains("startup process failure"), "{log}");
     assert!(
         data.join("recovery.signal").exists(),
         "recovery must not have ended"
