@@ -43,6 +43,10 @@ fn archiving(scratch: &PgScratch, archive_timeout: &str) -> PgConfig {
 /// A base backup through `ocvault snapshot --command pg_basebackup`: returns the snapshot
 /// id, after checking it was recorded as a base backup.
 fn base_backup(scratch: &PgScratch, pg: &Postgres) -> String {
+    // pg_basebackup -X none waits for its WAL to be archived: check archiving works first,
+    // so that a broken archive_command fails here with the server's log, not as a timeout.
+    let segment = pg.switch_wal();
+    pg.wait_archived(&segment, SERVER_LIMIT);
     let command = format!(
         "{} -h 127.0.0.1 -p {} -U postgres -D - -Ft -X none -c fast",
         pg.bin.join("pg_basebackup").display(),

@@ -458,7 +458,7 @@ impl Postgres {
     }
 
     /// Waits until the segment `name` (or a later one: PostgreSQL archives in order) is
-    /// archived.
+    /// archived; fails the test once archive_command has failed 3 times.
     pub fn wait_archived(&self, name: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
@@ -466,10 +466,13 @@ impl Postgres {
             if last.len() >= 24 && last[..24] >= name[..24] {
                 return;
             }
-            if Instant::now() > deadline {
+            // PostgreSQL retries a failed archive_command 3 times, then only every 60 s:
+            // a broken one shows here at once, with its error in the log.
+            if Instant::now() > deadline || failed >= 3 {
                 self.fail(&format!(
-                    "{name} not archived within {limit:?}: last archived {last:?}, \
-                     {failed} failures, last failed {last_failed:?}"
+                    "{name} not archived after {:?}: last archived {last:?}, \
+                     {failed} failures of archive_command, last failed {last_failed:?}",
+                    limit - deadline.saturating_duration_since(Instant::now())
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
