@@ -3,9 +3,10 @@
 
 mod common;
 
+use common::postgres::Postgres;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 fn init_small(repo: &TestRepo) {
     repo.cmd()
@@ -380,94 +381,6 @@ fn listing_commands_give_json() {
             .unwrap(),
     );
     assert_eq!(list[0]["id"], new);
-}
-
-/// A private PostgreSQL on 127.0.0.1, stopped on drop.
-struct Postgres {
-    dir: PathBuf,
-    bin: PathBuf,
-    port: u16,
-}
-
-impl Postgres {
-    fn start(root: &Path) -> Postgres {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()
-            .and_then(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).find(|b| b.join("initdb").exists()))
-            .expect("PostgreSQL server binaries not found under /usr/lib/postgresql (install Debian's postgresql; .ci/run does)");
-        let dir = root.join("pg");
-        std::fs::create_dir_all(&dir).unwrap();
-        run(Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir));
-        run(Command::new("chmod").args(["755"]).arg(root));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let as_pg = |prog: &str| {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(bin.join(prog));
-            c
-        };
-        run(as_pg("initdb")
-            .args(["-A", "trust", "-U", "postgres", "-D"])
-            .arg(dir.join("data"))
-            .stdout(Stdio::null()));
-        run(as_pg("pg_ctl")
-            .arg("-D")
-            .arg(dir.join("data"))
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1",
-                dir.display()
-            ))
-            .arg("-l")
-            .arg(dir.join("log"))
-            .args(["-w", "start"]));
-        Postgres { dir, bin, port }
-    }
-
-    fn psql(&self, db: &str, sql: &str) -> String {
-        run(Command::new(self.bin.join("psql")).args([
-            "-X",
-            "-q",
-            "-t",
-            "-A",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-p",
-            &self.port.to_string(),
-            "-d",
-            db,
-            "-c",
-            sql,
-        ]))
-    }
-
-    fn checksums(&self, db: &str) -> Vec<String> {
-        ["accounts", "history", "notes"]
-            .iter()
-            .map(|t| self.psql(db, &format!("select count(*) || ' ' || md5(coalesce(string_agg(x::text, ',' order by x::text), '')) from {t} x")))
-            .collect()
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
 }
 
 #[test]

@@ -9,6 +9,9 @@
 //! * [`sql`]: [`sql_dump`], pg_dump-like SQL text with controlled day-to-day changes.
 //! * [`rng`]: the deterministic generator behind them.
 //! * [`servers`]: S3, SFTP and WebDAV servers for the backend tests.
+//! * [`postgres`]: a private PostgreSQL server run as `postgres`, and the scratch folder it
+//!   shares with ocvault (archive and restore commands).
+//! * [`process`]: commands run under a time limit.
 //!
 //! Everything is deterministic for a given seed (no wall-clock or random state leaks into
 //! contents, names, modes or mtimes).
@@ -27,6 +30,8 @@ pub mod cli;
 pub mod compare;
 pub mod env;
 pub mod json;
+pub mod postgres;
+pub mod process;
 pub mod rng;
 pub mod servers;
 pub mod sql;
