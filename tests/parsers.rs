@@ -1360,3 +1360,90 @@ fn fuzz_seeds_from_a_real_repository() {
         eprintln!("wrote {} seeds to {}", seeds.len(), dir.to_string_lossy());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The worked example of format-spec §16 for format version 2 (master key 00 × 32).
+
+#[test]
+fn spec_worked_example_v2() {
+    let master = [0u8; 32];
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let seal_wal = blake3::derive_key("ocvault v2 seal wal", &master);
+    let wal_name = blake3::derive_key("ocvault v2 wal name", &master);
+    let keys = MasterKey::from_bytes(master).derive();
+    let id = keys.wal_record_id("000000010000000000000001");
+    assert_eq!(
+        id.0,
+        *blake3::keyed_hash(&wal_name, b"000000010000000000000001").as_bytes()
+    );
+    let record = WalRecord {
+        name: "000000010000000000000001".into(),
+        size: 16 << 20,
+        hash: [0x11; 32],
+        content: vec![DataId(Id([0x22; 32]))],
+        archived_unix_ns: 1_800_000_000_000_000_000,
+        hostname: "db1".into(),
+    };
+    let pg = PgBaseBackup {
+        label: "nightly".into(),
+        timeline: 1,
+        start_lsn: 0x2000028,
+        start_wal: "000000010000000000000002".into(),
+        start_unix_ns: 1_796_183_401_000_000_000,
+        stop_lsn: Some(0x2000138),
+        stop_unix_ns: Some(1_796_183_402_000_000_000),
+        stop_timeline: Some(1),
+    };
+    assert_eq!(
+        hex(&seal_wal),
+        "9b1ee40eb8dd1eb29d8911f40ae7e20e21d0a6a86449fddd5a0b3aa026df397b"
+    );
+    assert_eq!(
+        hex(&wal_name),
+        "8df3dc3d33cf7877131c2b0d87714a7f2230149e95c369d06f0da4d5ae4875f4"
+    );
+    assert_eq!(
+        id.to_hex(),
+        "80947f2dce1730a259029d187fb9bbbfa95ada1b684ab912ba261e3110d34587"
+    );
+    let record_bytes = format::to_postcard(&record);
+    assert_eq!(record_bytes.len(), 107);
+    assert_eq!(
+        hex(&record_bytes),
+        format!(
+            "18{}80808008{}01{}8080a0bbd29df1fa3103646231",
+            hex(b"000000010000000000000001"),
+            "11".repeat(32),
+            "22".repeat(32)
+        )
+    );
+    let pg_bytes = format::to_postcard(&pg);
+    assert_eq!(pg_bytes.len(), 64);
+    assert_eq!(
+        hex(&pg_bytes),
+        format!(
+            "076e696768746c7901a880801018{}80e8f680acd2a9ed3101b882801001\
+             8090cdbab3d2a9ed310101",
+            hex(b"000000010000000000000002")
+        )
+    );
+    // A v2 snapshot is the v1 bytes, then `01` and these 64 bytes.
+    let snapshot = Snapshot {
+        time_unix_ns: 0,
+        hostname: String::new(),
+        username: String::new(),
+        paths: vec![],
+        tags: vec![],
+        tree: TreeId(Id([0; 32])),
+        parent: None,
+        excludes: vec![],
+        incomplete: false,
+        summary: SnapshotSummary::default(),
+        program_version: String::new(),
+        postgres: Some(pg),
+    };
+    let mut v2 = snapshot.encode(1);
+    v2.push(1);
+    v2.extend_from_slice(&pg_bytes);
+    assert_eq!(snapshot.encode(2), v2);
+}
