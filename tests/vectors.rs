@@ -1359,3 +1359,44 @@ fn v2_vector_holds_a_base_backup_and_its_wal() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(!dest.exists());
 }
+
+/// A format version this build does not know is refused at `config`, before any key work,
+/// with exit 11; so is a key file of a version other than 1.
+#[test]
+fn unknown_versions_are_refused_with_exit_11() {
+    let (copy, _) = open_copy(&vectors_dir().join("repo-v2-wal"));
+    let repo = copy.path().join("repo");
+    let run = || {
+        ocvault()
+            .arg("--repo")
+            .arg(&repo)
+            .env("OCVAULT_PASSWORD", password())
+            .arg("snapshots")
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap()
+    };
+    let config = std::fs::read(repo.join("config")).unwrap();
+    let mut v3 = config.clone();
+    v3[8] = 3;
+    std::fs::write(repo.join("config"), &v3).unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(11), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ocvault: repository format version 3 is not supported (this ocvault reads versions 1 to 2)\n"
+    );
+    std::fs::write(repo.join("config"), &config).unwrap();
+    let key = std::fs::read_dir(repo.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&key).unwrap();
+    assert_eq!(bytes[8], 1, "KeyFile.version");
+    bytes[8] = 2;
+    std::fs::write(&key, &bytes).unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(11), "{out:?}");
+}
