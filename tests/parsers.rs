@@ -6,12 +6,14 @@
 use ocvault::crypto::{self, Keys, MasterKey, SealKind};
 use ocvault::format::{
     self, BackupMarker, BlobType, ChunkerParams, Config, IndexFile, IndexPack, KdfParams, KeyFile,
-    KeyPayload, LogEntry, Node, NodeKind, PackHeader, PackedBlob, PruneMark, Snapshot,
-    SnapshotSummary, Tree, CONFIG_MAGIC, FORMAT_VERSION, KEY_MAGIC,
+    KeyPayload, LogEntry, Node, NodeKind, PackHeader, PackedBlob, PgBaseBackup, PruneMark,
+    Snapshot, SnapshotSummary, Tree, WalRecord, CONFIG_MAGIC, FORMAT_VERSION, KEY_FILE_VERSION,
+    KEY_MAGIC, OLDEST_FORMAT_VERSION,
 };
 use ocvault::index::Index;
 use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
 use ocvault::repository::{decode_key_file, read_config_version, try_key_file};
+use ocvault::wal::catalog;
 use ocvault::{BlobId, DataId, Error, Id, IndexFileId, PackId, Result, SnapshotId, TreeId};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -41,6 +43,18 @@ fn config_file(keys: &Keys, config: &Config) -> Vec<u8> {
     bytes.extend_from_slice(&keys.seal(
         SealKind::Config,
         &FORMAT_VERSION.to_le_bytes(),
+        &format::frame(&format::to_postcard(config), 0),
+    ));
+    bytes
+}
+
+/// A config file whose clear header says `version` (its AAD binds that version).
+fn config_file_of_version(keys: &Keys, config: &Config, version: u32) -> Vec<u8> {
+    let mut bytes = CONFIG_MAGIC.to_vec();
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes.extend_from_slice(&keys.seal(
+        SealKind::Config,
+        &version.to_le_bytes(),
         &format::frame(&format::to_postcard(config), 0),
     ));
     bytes
@@ -310,13 +324,18 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
             proptest::option::of(id().prop_map(SnapshotId)),
             vec(text(), 0..3),
         ),
-        (any::<bool>(), summary(), text()),
+        (
+            any::<bool>(),
+            summary(),
+            text(),
+            proptest::option::of(pg_base_backup()),
+        ),
     )
         .prop_map(
             |(
                 (time_unix_ns, hostname, username, paths, tags),
                 (tree, parent, excludes),
-                (incomplete, summary, program_version),
+                (incomplete, summary, program_version, postgres),
             )| Snapshot {
                 time_unix_ns,
                 hostname,
@@ -329,7 +348,62 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 incomplete,
                 summary,
                 program_version,
-                postgres: None,
+                postgres,
+            },
+        )
+}
+
+/// A snapshot as a format version 1 repository holds it: no `postgres`.
+fn snapshot_v1() -> impl Strategy<Value = Snapshot> {
+    snapshot().prop_map(|s| Snapshot {
+        postgres: None,
+        ..s
+    })
+}
+
+fn pg_base_backup() -> impl Strategy<Value = PgBaseBackup> {
+    (
+        (text(), any::<u32>(), any::<u64>(), text(), any::<i64>()),
+        (
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<i64>()),
+            proptest::option::of(any::<u32>()),
+        ),
+    )
+        .prop_map(
+            |(
+                (label, timeline, start_lsn, start_wal, start_unix_ns),
+                (stop_lsn, stop_unix_ns, stop_timeline),
+            )| PgBaseBackup {
+                label,
+                timeline,
+                start_lsn,
+                start_wal,
+                start_unix_ns,
+                stop_lsn,
+                stop_unix_ns,
+                stop_timeline,
+            },
+        )
+}
+
+fn wal_record() -> impl Strategy<Value = WalRecord> {
+    (
+        text(),
+        any::<u64>(),
+        any::<[u8; 32]>(),
+        vec(id().prop_map(DataId), 0..20),
+        any::<i64>(),
+        text(),
+    )
+        .prop_map(
+            |(name, size, hash, content, archived_unix_ns, hostname)| WalRecord {
+                name,
+                size,
+                hash,
+                content,
+                archived_unix_ns,
+                hostname,
             },
         )
 }
@@ -427,7 +501,7 @@ fn make_key_file(master: &[u8; 32], password: &[u8], salt: [u8; 32]) -> (KeyFile
         username: "user".into(),
     };
     let kf = KeyFile {
-        version: FORMAT_VERSION,
+        version: KEY_FILE_VERSION,
         kdf,
         sealed_payload: crypto::wrap_with_password_key(&wrap, &format::to_postcard(&payload)),
     };
@@ -461,7 +535,7 @@ proptest! {
 
     #[test]
     fn key_file_roundtrip(kdf in kdf(4 * 1024 * 1024, 100, 64), payload in raw_bytes(120)) {
-        let kf = KeyFile { version: FORMAT_VERSION, kdf, sealed_payload: payload };
+        let kf = KeyFile { version: KEY_FILE_VERSION, kdf, sealed_payload: payload };
         // Parameters beyond what `init` writes are refused, the others read back.
         let decoded = decode_key_file(&key_file_bytes(&kf));
         prop_assert_eq!(decoded.is_ok(), ocvault::repository::kdf_within_limits(&kf.kdf));
@@ -472,13 +546,16 @@ proptest! {
         let mut big = kf.clone();
         big.kdf.memory_kib = ocvault::repository::MAX_KDF_MEMORY_KIB + 1;
         prop_assert!(decode_key_file(&key_file_bytes(&big)).is_err());
-        let mut v2 = kf;
-        v2.version = FORMAT_VERSION + 1;
-        let is_unsupported = matches!(
-            decode_key_file(&key_file_bytes(&v2)),
-            Err(Error::UnsupportedVersion { .. })
-        );
-        prop_assert!(is_unsupported);
+        // Key files are version 1 in repositories of format 1 and 2 alike.
+        for version in [0, KEY_FILE_VERSION + 1, FORMAT_VERSION + 1] {
+            let mut other = kf.clone();
+            other.version = version;
+            let is_unsupported = matches!(
+                decode_key_file(&key_file_bytes(&other)),
+                Err(Error::UnsupportedVersion { .. })
+            );
+            prop_assert!(is_unsupported);
+        }
     }
 
     #[test]
@@ -490,6 +567,30 @@ proptest! {
         // Another master key does not open it.
         let other = MasterKey::from_bytes([8; 32]).derive();
         prop_assert!(decode_config(&other, &bytes).is_err());
+    }
+
+    /// Every version from the oldest to this build's reads, with the sealed version equal to
+    /// the clear one; others are refused before any key work.
+    #[test]
+    fn config_versions(c in config()) {
+        for version in OLDEST_FORMAT_VERSION..=FORMAT_VERSION {
+            let c = Config { version, ..c.clone() };
+            let bytes = config_file_of_version(keys(), &c, version);
+            prop_assert_eq!(read_config_version(&bytes).unwrap(), version);
+            prop_assert_eq!(decode_config(keys(), &bytes).unwrap(), c.clone());
+            // A sealed version that differs from the clear one is damage.
+            let other = if version == 1 { 2 } else { 1 };
+            let mixed = config_file_of_version(keys(), &Config { version: other, ..c.clone() }, version);
+            prop_assert!(decode_config(keys(), &mixed).is_err());
+        }
+        for version in [0, FORMAT_VERSION + 1, u32::MAX] {
+            let bytes = config_file_of_version(keys(), &Config { version, ..c.clone() }, version);
+            let is_unsupported = matches!(
+                read_config_version(&bytes),
+                Err(Error::UnsupportedVersion { found, .. }) if found == version
+            );
+            prop_assert!(is_unsupported);
+        }
     }
 
     #[test]
@@ -537,6 +638,66 @@ proptest! {
         prop_assert_eq!(format::from_postcard::<Snapshot>(&enc, "s").unwrap(), s.clone());
         let sealed = seal_file(keys(), SealKind::Snapshot, &s, level);
         prop_assert_eq!(decode_sealed::<Snapshot>(keys(), SealKind::Snapshot, &sealed).unwrap(), s);
+    }
+
+    /// Each format version's layout reads back what it wrote; v1 cannot hold `postgres`.
+    #[test]
+    fn snapshot_roundtrip_in_both_versions(s in snapshot(), v1 in snapshot_v1()) {
+        prop_assert_eq!(Snapshot::decode(&s.encode(2), 2, "s").unwrap(), s.clone());
+        prop_assert_eq!(s.encode(2), format::to_postcard(&s));
+        prop_assert_eq!(Snapshot::decode(&v1.encode(1), 1, "s").unwrap(), v1.clone());
+        // A v1 repository stores no `postgres` (writers refuse base backups there first).
+        let dropped = Snapshot::decode(&s.encode(1), 1, "s").unwrap();
+        prop_assert_eq!(dropped, Snapshot { postgres: None, ..s.clone() });
+        // The v2 layout is the v1 layout followed by the Option: `00` for none.
+        let mut v1_then_none = v1.encode(1);
+        v1_then_none.push(0);
+        prop_assert_eq!(v1.encode(2), v1_then_none);
+    }
+
+    /// Neither layout decodes as the other: v1 bytes end before v2's last field (postcard
+    /// needs its Option byte), v2 bytes have at least that byte left over for a v1 reader.
+    #[test]
+    fn snapshot_layouts_do_not_decode_as_each_other(s in snapshot(), v1 in snapshot_v1()) {
+        let err = Snapshot::decode(&v1.encode(1), 2, "s").unwrap_err().to_string();
+        prop_assert!(err.contains("cannot decode"), "{}", err);
+        for v2 in [&s, &v1] {
+            let err = Snapshot::decode(&v2.encode(2), 1, "s").unwrap_err().to_string();
+            prop_assert!(err.contains("trailing bytes"), "{}", err);
+        }
+    }
+
+    #[test]
+    fn wal_record_roundtrip(r in wal_record(), level in 0..10i32) {
+        let enc = format::to_postcard(&r);
+        prop_assert_eq!(format::from_postcard::<WalRecord>(&enc, "w").unwrap(), r.clone());
+        let (id, sealed) = catalog::encode(keys(), level, &r);
+        prop_assert_eq!(id, keys().wal_record_id(&r.name));
+        prop_assert_eq!(catalog::decode(keys(), &id, &sealed).unwrap(), r);
+    }
+
+    /// A record is bound to its name twice: by the AAD (a record copied to another name's
+    /// file does not open) and by the name inside (a record sealed for another name's file
+    /// names the wrong WAL file).
+    #[test]
+    fn wal_record_under_another_name_is_refused(r in wal_record(), other in text()) {
+        prop_assume!(other != r.name);
+        let (_, sealed) = catalog::encode(keys(), 3, &r);
+        let elsewhere = keys().wal_record_id(&other);
+        let err = catalog::decode(keys(), &elsewhere, &sealed).unwrap_err().to_string();
+        prop_assert!(err.contains("authentication failed"), "{}", err);
+        let resealed = keys().seal(
+            SealKind::Wal,
+            &elsewhere.0,
+            &format::frame(&format::to_postcard(&r), 3),
+        );
+        let err = catalog::decode(keys(), &elsewhere, &resealed).unwrap_err().to_string();
+        prop_assert!(err.contains("names another WAL file"), "{}", err);
+        // Sealed as another kind, or without its id as AAD: refused too.
+        let plain = format::frame(&format::to_postcard(&r), 3);
+        let own = keys().wal_record_id(&r.name);
+        prop_assert!(catalog::decode(keys(), &own, &keys().seal(SealKind::Wal, &[], &plain)).is_err());
+        prop_assert!(catalog::decode(keys(), &own, &keys().seal(SealKind::Snapshot, &own.0, &plain)).is_err());
     }
 
     #[test]
@@ -768,6 +929,27 @@ proptest! {
         check_sealed_mutations(SealKind::Snapshot, &s, &ms);
     }
 
+    /// Both snapshot layouts, mutated, through their own decoder and the other version's.
+    #[test]
+    fn snapshot_version_mutations(s in snapshot(), ms in mutations()) {
+        for version in [1, 2] {
+            let bad = apply(&s.encode(version), &ms);
+            let _ = Snapshot::decode(&bad, 1, "mutated");
+            let _ = Snapshot::decode(&bad, 2, "mutated");
+        }
+    }
+
+    #[test]
+    fn wal_record_mutations(r in wal_record(), ms in mutations(), level in 0..6i32) {
+        check_postcard_mutations(&r, &ms);
+        let (id, sealed) = catalog::encode(keys(), level, &r);
+        let bad = apply(&sealed, &ms);
+        if bad != sealed {
+            let got = catalog::decode(keys(), &id, &bad);
+            prop_assert!(got.is_err(), "a changed wal record opened: {:?}", got);
+        }
+    }
+
     #[test]
     fn log_entry_mutations(e in log_entry(), ms in mutations()) {
         check_postcard_mutations(&e, &ms);
@@ -905,6 +1087,11 @@ proptest! {
         let _ = decode_framed::<PruneMark>(&bytes);
         let _ = decode_framed::<Snapshot>(&bytes);
         let _ = decode_framed::<LogEntry>(&bytes);
+        let _ = decode_framed::<WalRecord>(&bytes);
+        let _ = format::from_postcard::<WalRecord>(&bytes, "w");
+        let _ = Snapshot::decode(&bytes, 1, "s");
+        let _ = Snapshot::decode(&bytes, 2, "s");
+        prop_assert!(catalog::decode(keys(), &Id([0; 32]), &bytes).is_err());
         for kind in KINDS {
             prop_assert!(keys().open(kind, &[], &bytes).is_err());
         }
@@ -999,6 +1186,23 @@ fn fuzz_seeds_from_a_real_repository() {
         vec![out.id],
     )
     .unwrap();
+    // Two WAL files: a segment of two blocks and a history file (format version 2).
+    let segment = src.join("000000010000000000000001");
+    let mut seg_bytes = b"WAL segment ".repeat(1000);
+    seg_bytes.resize(2 << 20, 0);
+    std::fs::write(&segment, &seg_bytes).unwrap();
+    let history = src.join("00000002.history");
+    std::fs::write(&history, b"1\t0/3000000\tno recovery target specified\n").unwrap();
+    let files = [
+        ("000000010000000000000001", segment),
+        ("00000002.history", history),
+    ]
+    .map(|(name, path)| ocvault::wal::push::WalFile {
+        name: name.into(),
+        path,
+    });
+    let pushed = ocvault::wal::push::push(&session, &files).unwrap();
+    assert!(pushed.results.iter().all(|(_, r)| r.is_ok()));
     drop(session);
 
     let mut seeds: Vec<(&str, String, Vec<u8>)> = Vec::new();
@@ -1046,6 +1250,23 @@ fn fuzz_seeds_from_a_real_repository() {
             seeds.push((target, id.to_hex(), framed));
             seeds.push(("unseal", id.to_hex(), bytes));
         }
+    }
+    // Snapshots in the v1 layout too: the snapshot target decodes its input as both.
+    for (id, bytes) in stored(FileKind::Snapshot) {
+        let snap: Snapshot = decode_sealed(k, SealKind::Snapshot, &bytes).unwrap();
+        let framed = format::frame(&snap.encode(1), 3);
+        seeds.push(("snapshot", format!("{}-v1", id.to_hex()), framed));
+    }
+    // WAL records: the framed plaintext for wal_record, the stored bytes for unseal.
+    let wal = stored(FileKind::Wal);
+    assert_eq!(wal.len(), 2);
+    for (id, bytes) in wal {
+        let record = catalog::decode(k, &id, &bytes).unwrap();
+        assert_eq!(id, k.wal_record_id(&record.name));
+        let framed = k.open(SealKind::Wal, &id.0, &bytes).unwrap();
+        assert_eq!(decode_framed::<WalRecord>(&framed).unwrap(), record);
+        seeds.push(("wal_record", id.to_hex(), framed));
+        seeds.push(("unseal", id.to_hex(), bytes));
     }
     // A backup marker (first and heartbeat) and a prune mark holding the index's packs, as
     // locks.rs and prune.rs write them: none is left in a repository after the commands end.
@@ -1123,6 +1344,7 @@ fn fuzz_seeds_from_a_real_repository() {
         "log_entry",
         "backup_marker",
         "prune_mark",
+        "wal_record",
     ] {
         assert!(
             seeds.iter().any(|(t, _, _)| *t == target),
@@ -1137,4 +1359,91 @@ fn fuzz_seeds_from_a_real_repository() {
         }
         eprintln!("wrote {} seeds to {}", seeds.len(), dir.to_string_lossy());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worked example of format-spec §16 for format version 2 (master key 00 × 32).
+
+#[test]
+fn spec_worked_example_v2() {
+    let master = [0u8; 32];
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let seal_wal = blake3::derive_key("ocvault v2 seal wal", &master);
+    let wal_name = blake3::derive_key("ocvault v2 wal name", &master);
+    let keys = MasterKey::from_bytes(master).derive();
+    let id = keys.wal_record_id("000000010000000000000001");
+    assert_eq!(
+        id.0,
+        *blake3::keyed_hash(&wal_name, b"000000010000000000000001").as_bytes()
+    );
+    let record = WalRecord {
+        name: "000000010000000000000001".into(),
+        size: 16 << 20,
+        hash: [0x11; 32],
+        content: vec![DataId(Id([0x22; 32]))],
+        archived_unix_ns: 1_800_000_000_000_000_000,
+        hostname: "db1".into(),
+    };
+    let pg = PgBaseBackup {
+        label: "nightly".into(),
+        timeline: 1,
+        start_lsn: 0x2000028,
+        start_wal: "000000010000000000000002".into(),
+        start_unix_ns: 1_796_183_401_000_000_000,
+        stop_lsn: Some(0x2000138),
+        stop_unix_ns: Some(1_796_183_402_000_000_000),
+        stop_timeline: Some(1),
+    };
+    assert_eq!(
+        hex(&seal_wal),
+        "9b1ee40eb8dd1eb29d8911f40ae7e20e21d0a6a86449fddd5a0b3aa026df397b"
+    );
+    assert_eq!(
+        hex(&wal_name),
+        "8df3dc3d33cf7877131c2b0d87714a7f2230149e95c369d06f0da4d5ae4875f4"
+    );
+    assert_eq!(
+        id.to_hex(),
+        "80947f2dce1730a259029d187fb9bbbfa95ada1b684ab912ba261e3110d34587"
+    );
+    let record_bytes = format::to_postcard(&record);
+    assert_eq!(record_bytes.len(), 107);
+    assert_eq!(
+        hex(&record_bytes),
+        format!(
+            "18{}80808008{}01{}8080a0bbd29df1fa3103646231",
+            hex(b"000000010000000000000001"),
+            "11".repeat(32),
+            "22".repeat(32)
+        )
+    );
+    let pg_bytes = format::to_postcard(&pg);
+    assert_eq!(pg_bytes.len(), 64);
+    assert_eq!(
+        hex(&pg_bytes),
+        format!(
+            "076e696768746c7901a880801018{}80e8f680acd2a9ed3101b882801001\
+             8090cdbab3d2a9ed310101",
+            hex(b"000000010000000000000002")
+        )
+    );
+    // A v2 snapshot is the v1 bytes, then `01` and these 64 bytes.
+    let snapshot = Snapshot {
+        time_unix_ns: 0,
+        hostname: String::new(),
+        username: String::new(),
+        paths: vec![],
+        tags: vec![],
+        tree: TreeId(Id([0; 32])),
+        parent: None,
+        excludes: vec![],
+        incomplete: false,
+        summary: SnapshotSummary::default(),
+        program_version: String::new(),
+        postgres: Some(pg),
+    };
+    let mut v2 = snapshot.encode(1);
+    v2.push(1);
+    v2.extend_from_slice(&pg_bytes);
+    assert_eq!(snapshot.encode(2), v2);
 }

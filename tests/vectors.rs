@@ -185,7 +185,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
 /// The vector repositories the manifest describes.
-const VECTOR_REPOS: [&str; 3] = ["repo-v1", "repo-v1-full", "repo-v1-nocompress"];
+const VECTOR_REPOS: [&str; 4] = [
+    "repo-v1",
+    "repo-v1-full",
+    "repo-v1-nocompress",
+    "repo-v2-wal",
+];
 
 fn password2() -> String {
     std::fs::read_to_string(vectors_dir().join("password2"))
@@ -598,94 +603,9 @@ fn hex(b: &[u8]) -> String {
 fn write_manifest() {
     let mut repos = serde_json::Map::new();
     for name in VECTOR_REPOS {
-        let dir = vectors_dir().join(name);
-        let (_tmp, repo) = open_copy(&dir);
-        let indexed = repo.load_index().unwrap();
-        let mut snapshots = Vec::new();
-        for (id, s) in repo.list_snapshots().unwrap() {
-            let mut entries = Vec::new();
-            manifest_entries(
-                &indexed,
-                &s.tree,
-                b"",
-                &mut entries,
-                &mut Default::default(),
-            );
-            snapshots.push(serde_json::json!({
-                "id": id.to_hex(),
-                "time": ocvault::snapshot::rfc3339(s.time_unix_ns),
-                "time_unix_ns": s.time_unix_ns,
-                "hostname": s.hostname, "username": s.username,
-                "paths": s.paths, "tags": s.tags,
-                "parent": s.parent.map(|p| p.to_hex()),
-                "incomplete": s.incomplete,
-                "entries": entries,
-            }));
+        if vectors_dir().join(name).exists() {
+            repos.insert(name.into(), manifest_repository(name));
         }
-        let mut files = serde_json::Map::new();
-        for folder in [
-            "keys",
-            "snapshots",
-            "index",
-            "data",
-            "log",
-            "locks",
-            "prune",
-        ] {
-            let folder_dir = dir.join(folder);
-            if !folder_dir.exists() {
-                files.insert(folder.into(), 0.into());
-                continue;
-            }
-            let n = walk(&folder_dir)
-                .iter()
-                .filter(|p| dir.join(folder).join(p).is_file())
-                .count();
-            files.insert(folder.into(), n.into());
-        }
-        let index_files = repo.load_index_files().unwrap();
-        let superseded: std::collections::HashSet<_> = index_files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
-        let live = index_files
-            .iter()
-            .filter(|(id, _)| !superseded.contains(id));
-        files.insert("index_live".into(), live.count().into());
-        files.insert("index_superseded".into(), superseded.len().into());
-        let mut keys = Vec::new();
-        for e in std::fs::read_dir(dir.join("keys")).unwrap() {
-            let bytes = std::fs::read(e.unwrap().path()).unwrap();
-            let kf = ocvault::repository::decode_key_file(&bytes).unwrap();
-            let opens = [("password", password()), ("password2", password2())]
-                .into_iter()
-                .find(|(_, pw)| {
-                    ocvault::repository::try_key_file(&bytes, pw.as_bytes())
-                        .unwrap()
-                        .is_some()
-                })
-                .map(|(f, _)| f)
-                .unwrap();
-            keys.push(serde_json::json!({
-                "memory_kib": kf.kdf.memory_kib, "iterations": kf.kdf.iterations,
-                "parallelism": kf.kdf.parallelism, "password_file": opens,
-            }));
-        }
-        keys.sort_by_key(|k| k["memory_kib"].as_u64());
-        let c = repo.config();
-        repos.insert(
-            name.into(),
-            serde_json::json!({
-                "config": {
-                    "chunker": [c.chunker.min_size, c.chunker.avg_size, c.chunker.max_size],
-                    "compression_level": c.compression_level,
-                    "pack_target_size": c.pack_target_size,
-                },
-                "files": files,
-                "keys": keys,
-                "snapshots": snapshots,
-            }),
-        );
     }
     let manifest = serde_json::json!({
         "about": "Expected content of the test vectors (format-spec/README.md, section 17). \
@@ -700,6 +620,110 @@ fn write_manifest() {
         serde_json::to_string_pretty(&manifest).unwrap() + "\n",
     )
     .unwrap();
+}
+
+/// One repository's manifest entry. Format version 2 entries also have `format_version`,
+/// each snapshot's `postgres` (when it has one), `files.wal` and the `wal` records.
+fn manifest_repository(name: &str) -> serde_json::Value {
+    let dir = vectors_dir().join(name);
+    let (_tmp, repo) = open_copy(&dir);
+    let v2 = repo.config().version >= 2;
+    let indexed = repo.load_index().unwrap();
+    let mut snapshots = Vec::new();
+    for (id, s) in repo.list_snapshots().unwrap() {
+        let mut entries = Vec::new();
+        manifest_entries(
+            &indexed,
+            &s.tree,
+            b"",
+            &mut entries,
+            &mut Default::default(),
+        );
+        let mut snapshot = serde_json::json!({
+            "id": id.to_hex(),
+            "time": ocvault::snapshot::rfc3339(s.time_unix_ns),
+            "time_unix_ns": s.time_unix_ns,
+            "hostname": s.hostname, "username": s.username,
+            "paths": s.paths, "tags": s.tags,
+            "parent": s.parent.map(|p| p.to_hex()),
+            "incomplete": s.incomplete,
+            "entries": entries,
+        });
+        if let Some(pg) = &s.postgres {
+            snapshot["postgres"] = serde_json::to_value(pg).unwrap();
+        }
+        snapshots.push(snapshot);
+    }
+    let mut files = serde_json::Map::new();
+    for folder in [
+        "keys",
+        "snapshots",
+        "index",
+        "data",
+        "log",
+        "locks",
+        "prune",
+        "wal",
+    ] {
+        if folder == "wal" && !v2 {
+            continue;
+        }
+        let folder_dir = dir.join(folder);
+        if !folder_dir.exists() {
+            files.insert(folder.into(), 0.into());
+            continue;
+        }
+        let n = walk(&folder_dir)
+            .iter()
+            .filter(|p| dir.join(folder).join(p).is_file())
+            .count();
+        files.insert(folder.into(), n.into());
+    }
+    let index_files = repo.load_index_files().unwrap();
+    let superseded: std::collections::HashSet<_> = index_files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    let live = index_files
+        .iter()
+        .filter(|(id, _)| !superseded.contains(id));
+    files.insert("index_live".into(), live.count().into());
+    files.insert("index_superseded".into(), superseded.len().into());
+    let mut keys = Vec::new();
+    for e in std::fs::read_dir(dir.join("keys")).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        let kf = ocvault::repository::decode_key_file(&bytes).unwrap();
+        let opens = [("password", password()), ("password2", password2())]
+            .into_iter()
+            .find(|(_, pw)| {
+                ocvault::repository::try_key_file(&bytes, pw.as_bytes())
+                    .unwrap()
+                    .is_some()
+            })
+            .map(|(f, _)| f)
+            .unwrap();
+        keys.push(serde_json::json!({
+            "memory_kib": kf.kdf.memory_kib, "iterations": kf.kdf.iterations,
+            "parallelism": kf.kdf.parallelism, "password_file": opens,
+        }));
+    }
+    keys.sort_by_key(|k| k["memory_kib"].as_u64());
+    let c = repo.config();
+    let mut entry = serde_json::json!({
+        "config": {
+            "chunker": [c.chunker.min_size, c.chunker.avg_size, c.chunker.max_size],
+            "compression_level": c.compression_level,
+            "pack_target_size": c.pack_target_size,
+        },
+        "files": files,
+        "keys": keys,
+        "snapshots": snapshots,
+    });
+    if v2 {
+        entry["format_version"] = c.version.into();
+        entry["wal"] = manifest_wal(&indexed).into();
+    }
+    entry
 }
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -962,4 +986,417 @@ fn compare_restore(repo: &str, entries: &[serde_json::Value], target: &Path) {
         "restore differs from the manifest:\n{}",
         errs.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format version 2: `repo-v2-wal`, a repository holding a PostgreSQL base backup (a snapshot
+// with `postgres`) and WAL files in `wal/`. Made once by `make_v2_vectors` (ignored):
+// `cargo test --release --test vectors make_v2_vectors -- --ignored --test-threads 1`
+// It writes `repo-v2-wal/` and adds its entry to `manifest.json` (the v1 entries are read
+// back and written unchanged). Never regenerate it: a change that breaks it is a format change.
+// ---------------------------------------------------------------------------------------------
+
+/// WAL segment size of the fake server: 2 MiB (a size PostgreSQL allows), so a segment is
+/// two 1 MiB blocks.
+const V2_SEGMENT_SIZE: usize = 2 << 20;
+
+/// The `backup_label` the base backup's tar starts with (PostgreSQL's layout).
+const V2_BACKUP_LABEL: &str = "START WAL LOCATION: 0/200028 (file 000000010000000000000001)\n\
+CHECKPOINT LOCATION: 0/200060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\n\
+START TIME: 2027-03-01 00:00:00 UTC\nLABEL: vectors base backup\nSTART TIMELINE: 1\n";
+
+/// The backup history file PostgreSQL archives when that backup ends.
+const V2_BACKUP_HISTORY: &str = "START WAL LOCATION: 0/200028 (file 000000010000000000000001)\n\
+STOP WAL LOCATION: 0/400100 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/200060\n\
+BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2027-03-01 00:00:00 UTC\n\
+LABEL: vectors base backup\nSTART TIMELINE: 1\nSTOP TIME: 2027-03-01 00:00:05 UTC\n\
+STOP TIMELINE: 1\n";
+
+/// A segment of the fake server: every 8 KiB page starts with a line naming the segment and
+/// the page, the rest is zero; the second MiB is all zero (so that block is one blob, shared
+/// by every segment).
+fn v2_segment(name: &str) -> Vec<u8> {
+    let mut seg = vec![0u8; V2_SEGMENT_SIZE];
+    for page in 0..(1 << 20) / 8192 {
+        let line = format!("ocvault vector WAL segment {name} page {page:03}\n");
+        seg[page * 8192..page * 8192 + line.len()].copy_from_slice(line.as_bytes());
+    }
+    seg
+}
+
+/// The WAL files of `repo-v2-wal`, in the order they are pushed: two segments of timeline 1,
+/// the backup history file, the history file of timeline 2, and a segment of timeline 2.
+fn v2_wal_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "000000010000000000000001",
+            v2_segment("000000010000000000000001"),
+        ),
+        (
+            "000000010000000000000002",
+            v2_segment("000000010000000000000002"),
+        ),
+        (
+            "000000010000000000000001.00000028.backup",
+            V2_BACKUP_HISTORY.as_bytes().to_vec(),
+        ),
+        (
+            "00000002.history",
+            b"1\t0/600000\tno recovery target specified\n".to_vec(),
+        ),
+        (
+            "000000020000000000000003",
+            v2_segment("000000020000000000000003"),
+        ),
+    ]
+}
+
+/// One ustar member: header (with its checksum) and content padded to 512 bytes.
+fn tar_member(out: &mut Vec<u8>, name: &str, mode: u32, body: &[u8]) {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    for (at, len, value) in [
+        (100, 8, mode as u64),
+        (108, 8, 26),
+        (116, 8, 26),
+        (124, 12, body.len() as u64),
+        (136, 12, 1_803_859_200),
+    ] {
+        let field = format!("{value:0width$o}\0", width = len - 1);
+        h[at..at + len].copy_from_slice(field.as_bytes());
+    }
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(body);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+/// The base backup's tar as `pg_basebackup -Ft -D -` sends it: `backup_label` first.
+fn v2_base_tar() -> Vec<u8> {
+    let mut tar = Vec::new();
+    tar_member(&mut tar, "backup_label", 0o600, V2_BACKUP_LABEL.as_bytes());
+    tar_member(&mut tar, "PG_VERSION", 0o600, b"15\n");
+    let relation: Vec<u8> = (0..8192u32).map(|i| (i % 7 + i / 1024) as u8).collect();
+    tar_member(&mut tar, "base/1/1259", 0o600, &relation);
+    tar_member(
+        &mut tar,
+        "postgresql.auto.conf",
+        0o600,
+        b"# Do not edit this file manually!\n",
+    );
+    tar.extend_from_slice(&[0u8; 1024]);
+    tar
+}
+
+#[test]
+#[ignore]
+fn make_v2_vectors() {
+    let out = vectors_dir().join("repo-v2-wal");
+    assert!(
+        !out.exists(),
+        "{} exists: vectors are made once",
+        out.display()
+    );
+    let tmp = scratch_dir("ocvault-vectors-");
+    let cmd = || {
+        let mut c = ocvault();
+        c.arg("--repo")
+            .arg(&out)
+            .env("OCVAULT_PASSWORD", password())
+            .timeout(std::time::Duration::from_secs(120));
+        c
+    };
+    cmd()
+        .args(["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+        .args([
+            "--chunk-min",
+            "256",
+            "--chunk-avg",
+            "1024",
+            "--chunk-max",
+            "4096",
+        ])
+        .args(["--pack-size", "65536"])
+        .assert()
+        .success();
+    // A fake pg_wal: the files PostgreSQL would hand to archive_command.
+    let pg_wal = tmp.path().join("pg_wal");
+    std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+    for (name, bytes) in v2_wal_files() {
+        std::fs::write(pg_wal.join(name), bytes).unwrap();
+    }
+    // Under faketime, so that archive times fall where a real server's would: the first
+    // segments and the backup history file just after the backup stopped, timeline 2 later.
+    let push = |name: &str, at: &str| {
+        let status = std::process::Command::new("faketime")
+            .arg(at)
+            .arg(assert_cmd::cargo::cargo_bin("ocvault"))
+            .arg("--repo")
+            .arg(&out)
+            .arg("wal-push")
+            .arg(pg_wal.join(name))
+            .env("TZ", "UTC")
+            .env("OCVAULT_PASSWORD", password())
+            .status()
+            .unwrap();
+        assert!(status.success(), "wal-push {name}");
+    };
+    // The first call pushes the files marked ready with it in one batch.
+    for name in [
+        "000000010000000000000002",
+        "000000010000000000000001.00000028.backup",
+    ] {
+        std::fs::write(pg_wal.join(format!("archive_status/{name}.ready")), "").unwrap();
+    }
+    push("000000010000000000000001", "2027-03-01 00:00:05");
+    // The base backup, after its history file is archived (so its stop is known).
+    cmd()
+        .args([
+            "snapshot",
+            "--host",
+            "vectors",
+            "--time",
+            "2027-03-01T00:00:06Z",
+        ])
+        .args(["--stdin", "--stdin-filename", "base.tar"])
+        .write_stdin(v2_base_tar())
+        .assert()
+        .success();
+    // The switch to timeline 2, pushed one call each.
+    push("00000002.history", "2027-03-01 00:01:00");
+    push("000000020000000000000003", "2027-03-01 00:02:00");
+    let _ = std::fs::remove_dir_all(out.join("tmp"));
+
+    // Add this repository's entry to the manifest; the v1 entries stay as they are.
+    let path = vectors_dir().join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["repositories"]["repo-v2-wal"] = manifest_repository("repo-v2-wal");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&manifest).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+/// The manifest's `wal` list: every record, by name, with its file id and the BLAKE3 of the
+/// bytes `wal-fetch` must write.
+fn manifest_wal(repo: &ocvault::repository::IndexedRepository) -> Vec<serde_json::Value> {
+    let catalog = ocvault::wal::catalog::list(repo.repository()).unwrap();
+    assert!(catalog.damaged.is_empty());
+    catalog
+        .records
+        .iter()
+        .map(|(id, r)| {
+            let mut h = blake3::Hasher::new();
+            for blob in &r.content {
+                h.update(&repo.read_blob(blob).unwrap());
+            }
+            assert_eq!(h.finalize().as_bytes(), &r.hash);
+            serde_json::json!({
+                "name": r.name,
+                "id": id.to_hex(),
+                "size": r.size,
+                "blake3": hex(&r.hash),
+                "blobs": r.content.iter().map(|b| b.to_hex()).collect::<Vec<_>>(),
+                "hostname": r.hostname,
+                "archived_unix_ns": r.archived_unix_ns,
+            })
+        })
+        .collect()
+}
+
+/// `init` writes format version 2: in the clear header and in the sealed config, while key
+/// files keep their own version 1.
+#[test]
+fn init_writes_format_version_2() {
+    let tmp = scratch_dir("ocvault-vectors-");
+    let repo = tmp.path().join("repo");
+    ocvault()
+        .arg("--repo")
+        .arg(&repo)
+        .env("OCVAULT_PASSWORD", password())
+        .args(["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"])
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .success();
+    let config = std::fs::read(repo.join("config")).unwrap();
+    assert_eq!(&config[..12], b"OCVAULT\0\x02\0\0\0");
+    assert_eq!(ocvault::format::FORMAT_VERSION, 2);
+    for key in std::fs::read_dir(repo.join("keys")).unwrap() {
+        let bytes = std::fs::read(key.unwrap().path()).unwrap();
+        assert_eq!(
+            ocvault::repository::decode_key_file(&bytes)
+                .unwrap()
+                .version,
+            1
+        );
+    }
+    let (_copy, opened) = open_copy(&repo);
+    assert_eq!(opened.config().version, 2);
+}
+
+/// The clear format version of every vector: 1 for the `repo-v1*` ones, which this build
+/// reads without changing (it must never rewrite their config), 2 for `repo-v2-wal`.
+#[test]
+fn vectors_keep_their_format_version() {
+    for name in VECTOR_REPOS {
+        let config = std::fs::read(vectors_dir().join(name).join("config")).unwrap();
+        let want: u32 = if name.starts_with("repo-v1") { 1 } else { 2 };
+        assert_eq!(config[8..12], want.to_le_bytes(), "{name}");
+        let (_copy, repo) = open_copy(&vectors_dir().join(name));
+        assert_eq!(repo.config().version, want, "{name}");
+    }
+}
+
+/// `repo-v2-wal`: its snapshot is a base backup whose `postgres` field holds what the
+/// backup_label and the archived backup history file say, the restored tar is the one that
+/// was piped in, and `wal-fetch` writes every archived WAL file byte for byte (a name never
+/// archived exits 1 and writes nothing).
+#[test]
+fn v2_vector_holds_a_base_backup_and_its_wal() {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vectors_dir().join("manifest.json")).unwrap())
+            .unwrap();
+    let want = &manifest["repositories"]["repo-v2-wal"];
+    assert_eq!(want["format_version"], 2);
+    let (copy, repo) = open_copy(&vectors_dir().join("repo-v2-wal"));
+    let repo_dir = copy.path().join("repo");
+
+    let snaps = repo.list_snapshots().unwrap();
+    assert_eq!(snaps.len(), 1);
+    let (id, snap) = &snaps[0];
+    let start_ns = 1_803_859_200 * 1_000_000_000;
+    let expected = ocvault::format::PgBaseBackup {
+        label: "vectors base backup".into(),
+        timeline: 1,
+        start_lsn: 0x200028,
+        start_wal: "000000010000000000000001".into(),
+        start_unix_ns: start_ns,
+        stop_lsn: Some(0x400100),
+        stop_unix_ns: Some(start_ns + 5_000_000_000),
+        stop_timeline: Some(1),
+    };
+    assert_eq!(snap.postgres.as_ref(), Some(&expected));
+    assert_eq!(
+        serde_json::to_value(&expected).unwrap(),
+        want["snapshots"][0]["postgres"]
+    );
+    assert_eq!(snap.tags, ["pg-base-backup"]);
+    assert_eq!(snap.paths, ["stdin:base.tar"]);
+
+    let cmd = || {
+        let mut c = ocvault();
+        c.arg("--repo")
+            .arg(&repo_dir)
+            .env("OCVAULT_PASSWORD", password())
+            .timeout(std::time::Duration::from_secs(120));
+        c
+    };
+    let out = cmd()
+        .args(["dump", &id.to_hex(), "base.tar"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout == v2_base_tar(), "base.tar differs");
+
+    // Every record is stored under the keyed hash of its name, and fetches byte for byte.
+    let files = v2_wal_files();
+    let listed = want["wal"].as_array().unwrap();
+    assert_eq!(listed.len(), files.len());
+    let fetched = copy.path().join("pg_wal");
+    std::fs::create_dir_all(&fetched).unwrap();
+    for (name, bytes) in &files {
+        let entry = listed.iter().find(|e| e["name"] == *name).unwrap();
+        let file_id = repo.keys().wal_record_id(name);
+        assert_eq!(entry["id"], file_id.to_hex(), "{name}");
+        assert!(
+            repo_dir.join("wal").join(file_id.to_hex()).is_file(),
+            "{name}"
+        );
+        assert_eq!(
+            entry["blake3"],
+            blake3::hash(bytes).to_hex().as_str(),
+            "{name}"
+        );
+        assert_eq!(entry["size"], bytes.len(), "{name}");
+        assert_eq!(
+            entry["blobs"].as_array().unwrap().len(),
+            bytes.len().div_ceil(1 << 20),
+            "{name}: one blob per MiB"
+        );
+        let dest = fetched.join(format!("RECOVERYXLOG-{name}"));
+        let out = cmd()
+            .args(["wal-fetch", name])
+            .arg(&dest)
+            .args(["--prefetch", "0", "--retry-for", "0s"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
+        let got = std::fs::read(&dest).unwrap();
+        assert!(got == *bytes, "{name}: fetched bytes differ");
+    }
+    // The zero second MiB of every segment is one blob.
+    let zero_blocks: std::collections::HashSet<&serde_json::Value> = listed
+        .iter()
+        .filter(|e| e["size"] == V2_SEGMENT_SIZE)
+        .map(|e| &e["blobs"][1])
+        .collect();
+    assert_eq!(zero_blocks.len(), 1);
+
+    let dest = fetched.join("RECOVERYXLOG");
+    let out = cmd()
+        .args(["wal-fetch", "000000010000000000000009"])
+        .arg(&dest)
+        .args(["--prefetch", "0", "--retry-for", "0s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!dest.exists());
+}
+
+/// A format version this build does not know is refused at `config`, before any key work,
+/// with exit 11; so is a key file of a version other than 1.
+#[test]
+fn unknown_versions_are_refused_with_exit_11() {
+    let (copy, _) = open_copy(&vectors_dir().join("repo-v2-wal"));
+    let repo = copy.path().join("repo");
+    let run = || {
+        ocvault()
+            .arg("--repo")
+            .arg(&repo)
+            .env("OCVAULT_PASSWORD", password())
+            .arg("snapshots")
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap()
+    };
+    let config = std::fs::read(repo.join("config")).unwrap();
+    let mut v3 = config.clone();
+    v3[8] = 3;
+    std::fs::write(repo.join("config"), &v3).unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(11), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ocvault: repository format version 3 is not supported (this ocvault reads versions 1 to 2)\n"
+    );
+    std::fs::write(repo.join("config"), &config).unwrap();
+    let key = std::fs::read_dir(repo.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&key).unwrap();
+    assert_eq!(bytes[8], 1, "KeyFile.version");
+    bytes[8] = 2;
+    std::fs::write(&key, &bytes).unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(11), "{out:?}");
 }
