@@ -32,6 +32,10 @@ pub enum Error {
     WrongPassword,
     #[error("repository format version {found} is not supported (this ocvault reads versions 1 to {supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
+    #[error(
+        "key file format version {found} is not supported (this ocvault reads key file version 1)"
+    )]
+    UnsupportedKeyFileVersion { found: u32 },
     /// A repository of an older format version cannot hold what this command stores.
     #[error("{0}")]
     NeedsNewerFormat(String),

@@ -713,10 +713,7 @@ pub fn decode_key_file(bytes: &[u8]) -> Result<KeyFile> {
     }
     let kf: KeyFile = format::from_postcard(&bytes[8..], "key file")?;
     if kf.version != KEY_FILE_VERSION {
-        return Err(Error::UnsupportedVersion {
-            found: kf.version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(Error::UnsupportedKeyFileVersion { found: kf.version });
     }
     // Refuse parameters that would make a hostile key file eat all memory or time.
     if !kdf_within_limits(&kf.kdf) {
@@ -816,7 +813,9 @@ pub fn scan_key_files(backend: &Backend, password: &[u8], check_all: bool) -> Re
         }
         match decode_key_file(&bytes) {
             Ok(kf) => candidates.push((kdf_cost(&kf.kdf), id, kf)),
-            Err(e @ Error::UnsupportedVersion { .. }) if !check_all => return Err(e),
+            Err(
+                e @ (Error::UnsupportedVersion { .. } | Error::UnsupportedKeyFileVersion { .. }),
+            ) if !check_all => return Err(e),
             Err(e) => scan.problems.push(KeyProblem::Invalid(path, e)),
         }
     }

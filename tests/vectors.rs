@@ -1399,4 +1399,8 @@ fn unknown_versions_are_refused_with_exit_11() {
     std::fs::write(&key, &bytes).unwrap();
     let out = run();
     assert_eq!(out.status.code(), Some(11), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ocvault: key file format version 2 is not supported (this ocvault reads key file version 1)\n"
+    );
 }

@@ -25,9 +25,9 @@ pub fn exit_code(result: &Result<Outcome>) -> i32 {
         Err(e) => match e {
             Error::NoRepository(_) | Error::NotOcvault { .. } => exit::NO_REPOSITORY,
             Error::WrongPassword => exit::WRONG_PASSWORD,
-            Error::UnsupportedVersion { .. } | Error::NeedsNewerFormat(_) => {
-                exit::UNSUPPORTED_VERSION
-            }
+            Error::UnsupportedVersion { .. }
+            | Error::UnsupportedKeyFileVersion { .. }
+            | Error::NeedsNewerFormat(_) => exit::UNSUPPORTED_VERSION,
             Error::Usage(_) => exit::USAGE,
             Error::WalFetchFailed { .. } => exit::WAL_FETCH_FAILED,
             Error::Interrupted("SIGINT") => exit::INTERRUPTED_SIGINT,

@@ -68,10 +68,19 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
                 return Ok(Outcome::Success);
             }
             Ok(Fetched::NotArchived) => return Err(Error::WalNotArchived(name)),
-            Err(e) if Instant::now() + delay > deadline => return Err(failed(e.to_string())),
+            // Permanent: no retry can change the repository's format.
+            Err(e @ (Error::NeedsNewerFormat(_) | Error::UnsupportedVersion { .. })) => {
+                return Err(failed(e.to_string()))
+            }
             Err(e) => {
-                eprintln!("ocvault: warning: fetching {name}: {e}; retrying in {delay:?}");
-                std::thread::sleep(delay);
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(failed(e.to_string()));
+                }
+                // The last wait ends at the deadline, for one more try there.
+                let wait = delay.min(deadline - now);
+                eprintln!("ocvault: warning: fetching {name}: {e}; retrying in {wait:?}");
+                std::thread::sleep(wait);
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
         }

@@ -12,7 +12,7 @@ pub struct Args {
     path: PathBuf,
     /// Archive up to this many files per call: PATH and the oldest others PostgreSQL has
     /// marked ready (archive_status/*.ready), so a busy server pays the start-up once
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
     batch: u32,
 }
 
