@@ -9,8 +9,8 @@
 //! master key (`WriteSession::add_key`, `repository::decode_key_file`).
 
 use crate::backend::FileKind;
-use crate::crypto::SealKind;
-use crate::format::{BackupMarker, IndexFile, LogEntry, PruneMark, Snapshot};
+use crate::crypto::{Keys, SealKind};
+use crate::format::{BackupMarker, IndexFile, LogEntry, PruneMark, Snapshot, WalRecord};
 use crate::id::{FileId, Id, IndexFileId, SnapshotId};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -77,4 +77,37 @@ impl RepoFile for PruneMark {
     const SEAL: SealKind = SealKind::PruneMark;
     const FENCED: bool = false;
     type Id = Id;
+}
+
+/// `wal/` records are not `RepoFile`s: they are named by the keyed hash of the WAL file's
+/// name, not by the hash of their bytes (format-spec §10b).
+/// The stored bytes of a record: sealed with its file id as associated data, so a record
+/// cannot be passed off under another name.
+pub fn encode_wal_record(keys: &Keys, level: i32, record: &WalRecord) -> (Id, Vec<u8>) {
+    let id = keys.wal_record_id(&record.name);
+    let sealed = keys.seal(
+        SealKind::Wal,
+        &id.0,
+        &crate::format::frame(&crate::format::to_postcard(record), level),
+    );
+    (id, sealed)
+}
+
+/// Opens a record stored as `wal/<id>` and checks it names itself.
+pub fn decode_wal_record(keys: &Keys, id: &Id, bytes: &[u8]) -> crate::error::Result<WalRecord> {
+    let what = crate::backend::FileKind::Wal.path(id);
+    let framed = keys
+        .open(SealKind::Wal, &id.0, bytes)
+        .map_err(|_| crate::error::Error::corrupt(&what, "authentication failed"))?;
+    let record: WalRecord = crate::format::from_postcard(
+        &crate::format::unframe(&framed, crate::format::MAX_OBJECT_SIZE, &what)?,
+        &what,
+    )?;
+    if keys.wal_record_id(&record.name) != *id {
+        return Err(crate::error::Error::corrupt(
+            &what,
+            "record names another WAL file",
+        ));
+    }
+    Ok(record)
 }

@@ -123,7 +123,7 @@ impl<'r> WriteSession<'r> {
             let writes: Vec<(Id, _)> = batch
                 .iter()
                 .map(|r| {
-                    let (id, bytes) = crate::wal::catalog::encode(
+                    let (id, bytes) = crate::repofile::encode_wal_record(
                         repo.keys(),
                         repo.config().compression_level,
                         r,

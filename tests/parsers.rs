@@ -552,7 +552,7 @@ proptest! {
             other.version = version;
             let is_unsupported = matches!(
                 decode_key_file(&key_file_bytes(&other)),
-                Err(Error::UnsupportedVersion { .. })
+                Err(Error::UnsupportedKeyFileVersion { .. })
             );
             prop_assert!(is_unsupported);
         }

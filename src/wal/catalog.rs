@@ -2,9 +2,9 @@
 //! hash of the WAL file's name so that one name is found (or proved absent) with one read.
 
 use crate::backend::{is_not_found, FileKind};
-use crate::crypto::{Keys, SealKind};
+use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::format::{self, WalRecord};
+use crate::format::WalRecord;
 use crate::id::Id;
 use crate::repository::Repository;
 
@@ -26,33 +26,7 @@ pub fn require_wal_support(repo: &Repository) -> Result<()> {
     Ok(())
 }
 
-/// The stored bytes of a record: sealed with its file id as associated data, so a record
-/// cannot be passed off under another name.
-pub fn encode(keys: &Keys, level: i32, record: &WalRecord) -> (Id, Vec<u8>) {
-    let id = keys.wal_record_id(&record.name);
-    let sealed = keys.seal(
-        SealKind::Wal,
-        &id.0,
-        &format::frame(&format::to_postcard(record), level),
-    );
-    (id, sealed)
-}
-
-/// Opens a record stored as `wal/<id>` and checks it names itself.
-pub fn decode(keys: &Keys, id: &Id, bytes: &[u8]) -> Result<WalRecord> {
-    let what = FileKind::Wal.path(id);
-    let framed = keys
-        .open(SealKind::Wal, &id.0, bytes)
-        .map_err(|_| Error::corrupt(&what, "authentication failed"))?;
-    let record: WalRecord = format::from_postcard(
-        &format::unframe(&framed, format::MAX_OBJECT_SIZE, &what)?,
-        &what,
-    )?;
-    if keys.wal_record_id(&record.name) != *id {
-        return Err(Error::corrupt(&what, "record names another WAL file"));
-    }
-    Ok(record)
-}
+pub use crate::repofile::{decode_wal_record as decode, encode_wal_record as encode};
 
 /// The record of `name`, or `None` when the repository holds none: the proof `wal-fetch`
 /// needs before it tells PostgreSQL a file was never archived.
