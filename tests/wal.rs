@@ -577,3 +577,44 @@ fn copy_brings_wal_and_base_backups_across_and_refuses_a_version_1_destination()
         "the version 1 repository changed"
     );
 }
+
+/// `pitr` refuses to start a recovery that a gap in the archive would cut short (PostgreSQL
+/// would take the missing file as the end of the archive and promote there), writing
+/// nothing; with the archive whole, it unpacks the base backup and the recovery settings.
+#[test]
+fn pitr_refuses_a_gap_on_the_way_and_recovers_from_a_whole_archive() {
+    let repo = new_repo();
+    let pushed: Vec<Pushed> = (1..=6).map(|n| push_segment(&repo, n)).collect();
+    base_backup(&repo, "b", 2, 2, Duration::from_secs(60));
+    let hold = repo.path("held");
+    std::fs::rename(&pushed[3].record, &hold).unwrap();
+    let target = repo.path("recovered");
+    let out = repo
+        .cmd()
+        .args(["pitr", "--latest", "--target"])
+        .arg(&target)
+        .timeout(TIMEOUT)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(err.contains(&format!("{} is missing", seg(4))), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| !l.contains("warning:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(!target.exists(), "nothing unpacked");
+
+    std::fs::rename(&hold, &pushed[3].record).unwrap();
+    let out = repo
+        .cmd()
+        .args(["pitr", "--latest", "--target"])
+        .arg(&target)
+        .timeout(TIMEOUT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(target.join("base/1/1234")).unwrap(), b"b");
+    assert!(target.join("recovery.signal").exists());
+    let conf = std::fs::read_to_string(target.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains("wal-fetch %f %p'"), "{conf}");
+    assert!(!conf.contains("recovery_target_time"), "{conf}");
+}

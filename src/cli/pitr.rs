@@ -35,8 +35,8 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         base: a.base,
     };
     let repo = g.open()?;
-    let plan = pitr::plan(&repo, &opts)?;
     let indexed = repo.load_index()?;
+    let plan = pitr::plan(&indexed, &opts)?;
     let bytes = pitr::unpack_base(&indexed, &plan, &a.target)?;
     pitr::write_recovery_settings(&a.target, &restore_command, &target, &plan.base_id)?;
     if g.json {

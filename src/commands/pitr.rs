@@ -7,8 +7,8 @@ use crate::format::{PgBaseBackup, Snapshot, WalRecord};
 use crate::id::SnapshotId;
 use crate::repository::{IndexedRepository, Repository};
 use crate::snapshot::rfc3339;
-use crate::wal::catalog;
 use crate::wal::name::{Lsn, WalName};
+use crate::wal::{catalog, timeline};
 use std::io::Write;
 use std::path::Path;
 
@@ -72,7 +72,8 @@ fn newest_segment(records: &[(crate::id::Id, WalRecord)]) -> Option<(String, i64
 
 /// Chooses the base backup: the one given, or the newest that had stopped by the target.
 /// Refuses a target no base backup and archived WAL can reach, naming what can be reached.
-pub fn plan(repo: &Repository, opts: &PitrOptions) -> Result<PitrPlan> {
+pub fn plan(indexed: &IndexedRepository, opts: &PitrOptions) -> Result<PitrPlan> {
+    let repo: &Repository = indexed;
     catalog::require_wal_support(repo)?;
     let catalog = catalog::list(repo)?;
     let newest_wal = newest_segment(&catalog.records);
@@ -128,18 +129,66 @@ pub fn plan(repo: &Repository, opts: &PitrOptions) -> Result<PitrPlan> {
             )));
         }
     }
-    if catalog::load(repo, &chosen.1.start_wal)?.is_none() {
-        return Err(Error::other(format!(
-            "WAL file {} where base backup {} starts is not archived: it cannot become consistent",
-            chosen.1.start_wal,
-            chosen.0.short()
-        )));
-    }
+    refuse_gaps(indexed, &catalog.records, &chosen, &opts.target)?;
     Ok(PitrPlan {
         base_id: chosen.0,
         base: chosen.1,
         newest_wal,
     })
+}
+
+/// Refuses a recovery that a gap in the archive would cut short: PostgreSQL takes a missing
+/// file as the end of the archive and promotes there, without the transactions after it.
+/// A gap after the target (the first segment archived after it) does not matter.
+fn refuse_gaps(
+    indexed: &IndexedRepository,
+    records: &[(crate::id::Id, WalRecord)],
+    base: &(SnapshotId, PgBaseBackup),
+    target: &PitrTarget,
+) -> Result<()> {
+    let mut histories = std::collections::HashMap::new();
+    for (_, rec) in records {
+        if let Some(WalName::History { timeline }) = WalName::parse(&rec.name) {
+            let blocks: Vec<Vec<u8>> = rec
+                .content
+                .iter()
+                .map(|b| indexed.read_blob(b))
+                .collect::<Result<_>>()?;
+            let text = String::from_utf8_lossy(&blocks.concat()).into_owned();
+            histories.insert(timeline, timeline::parse_history(&text));
+        }
+    }
+    let names: Vec<&str> = records.iter().map(|(_, r)| r.name.as_str()).collect();
+    let seg_size = timeline::segment_size(records.iter().map(|(_, r)| (r.name.as_str(), r.size)));
+    let position = |name: &str| match WalName::parse(name) {
+        Some(WalName::Segment(s)) => Some(s.number(seg_size)),
+        _ => None,
+    };
+    // Segments from here on are past the target: a gap there is never reached.
+    let past_target = match target {
+        PitrTarget::Latest => None,
+        PitrTarget::Time(t, _) => records
+            .iter()
+            .filter(|(_, r)| r.archived_unix_ns >= *t)
+            .filter_map(|(_, r)| position(&r.name))
+            .min(),
+    };
+    let gaps = timeline::gaps(&names, &histories, std::slice::from_ref(&base.1), seg_size);
+    let blocking = gaps
+        .iter()
+        .find(|g| match (position(&g.first_missing), past_target) {
+            (Some(p), Some(limit)) => p <= limit,
+            _ => true,
+        });
+    match blocking {
+        None => Ok(()),
+        Some(g) => Err(Error::other(format!(
+            "the WAL archive has a gap after base backup {}: {} is missing ({} missing in a row); recovery would stop there and promote without what follows",
+            base.0.short(),
+            g.first_missing,
+            g.missing
+        ))),
+    }
 }
 
 /// Unpacks the base backup's tar into `dir` (which must be empty or absent; made 0700, as
