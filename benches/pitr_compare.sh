@@ -41,7 +41,7 @@
 #   RUNS=3           single-segment pushes per tool (median)
 #   RESTORE_RUNS=1   restores per tool (median)
 #   TARGET=time      time: recover to T (a few segments before the end); latest: to the end
-#   OCVAULT_BATCH=32 wal-push --batch
+#   OCVAULT_BATCH=64 wal-push --batch (the default)
 #   PGBR_ASYNC=y PGBR_PROCESS_MAX=3 PGBR_COMPRESS=lz4 PGBR_CIPHER=none
 #                    pgBackRest's archive-async, process-max, compress-type and
 #                    repo1-cipher-type (aes-256-cbc: encrypted like ocvault). The defaults
@@ -67,7 +67,7 @@ PG_RANGE_ROWS=${PG_RANGE_ROWS:-1000}
 RUNS=${RUNS:-3}
 RESTORE_RUNS=${RESTORE_RUNS:-1}
 TARGET=${TARGET:-time}
-OCVAULT_BATCH=${OCVAULT_BATCH:-32}
+OCVAULT_BATCH=${OCVAULT_BATCH:-64}
 PGBR_ASYNC=${PGBR_ASYNC:-y}
 PGBR_PROCESS_MAX=${PGBR_PROCESS_MAX:-3}
 PGBR_COMPRESS=${PGBR_COMPRESS:-lz4}
