@@ -665,3 +665,72 @@ fn wal_fetch_prefetches_ahead() {
         "the prefetched file must be moved, not copied"
     );
 }
+
+/// A recovery that must follow a timeline switch: a PITR to T promotes a server on timeline 2
+/// (archiving into the same repository, so `00000002.history` and its segments are archived),
+/// which commits more; then `pitr --latest` from the same base backup on timeline 1 must
+/// fetch the history file, switch timelines where timeline 2 branched off, and end with
+/// timeline 2's commit, not timeline 1's commit after T. `check` sees an unbroken archive
+/// across the switch.
+#[test]
+fn recovery_follows_a_timeline_switch() {
+    let scratch = PgScratch::new();
+    let pg = archived_app_server(&scratch);
+    pg.psql(
+        "app",
+        "create table marks (v text); insert into marks values ('tl1 before T')",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = pg.now_to_the_second();
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.psql("app", "insert into marks values ('tl1 after T')");
+    let last = pg.switch_wal();
+    pg.wait_archived(&last, SERVER_LIMIT);
+    drop(pg);
+
+    let data = pitr(&scratch, &["--time", &t], "timeline2");
+    let mut tl2 = Postgres::start_on(&data, &archiving(&scratch, "60s"));
+    tl2.wait_promoted(SERVER_LIMIT);
+    let timeline = tl2.psql(
+        "postgres",
+        "select timeline_id from pg_control_checkpoint()",
+    );
+    tl2.psql("app", "insert into marks values ('tl2')");
+    let last = tl2.switch_wal();
+    assert!(last.starts_with("00000002"), "{last} (timeline {timeline})");
+    tl2.wait_archived(&last, SERVER_LIMIT);
+    drop(tl2);
+    let history = fetch_to_file(&scratch, "00000002.history");
+    assert!(
+        String::from_utf8_lossy(&history).starts_with("1\t"),
+        "timeline 2's history names timeline 1"
+    );
+    scratch.ocvault_ok(&["check"], SERVER_LIMIT);
+
+    let data = pitr(&scratch, &["--latest"], "latest");
+    let mut latest = Postgres::start_on(&data, &PgConfig::new());
+    latest.wait_promoted(SERVER_LIMIT);
+    assert_eq!(
+        latest.psql("app", "select string_agg(v, ',' order by v) from marks"),
+        "tl1 before T,tl2"
+    );
+    let log = latest.log_text();
+    assert!(
+        log.contains("restored log file \"00000002.history\""),
+        "{log}"
+    );
+}
+
+/// `wal-fetch NAME` into a scratch file, as `postgres`; returns the bytes.
+fn fetch_to_file(scratch: &PgScratch, name: &str) -> Vec<u8> {
+    let dest = scratch.postgres_dir("fetched").join(name);
+    let out = output_within(
+        scratch
+            .ocvault()
+            .args(["wal-fetch", "--prefetch", "0", name])
+            .arg(&dest),
+        COMMAND_LIMIT,
+    );
+    assert!(out.status.success(), "wal-fetch {name}: {out:?}");
+    fs::read(&dest).unwrap()
+}
