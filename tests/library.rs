@@ -250,3 +250,83 @@ fn commands_work_without_the_cli() {
     .unwrap();
     assert_eq!(removed.removed, added.added);
 }
+
+/// A WAL push racing a prune, in the order that matters: the push loads its index and holds
+/// its marker; a prune then finds the blocks of forgotten WAL records unused and marks their
+/// packs; the push then stores the same contents under new names, deduplicating against those
+/// packs, and writes its records. The next prune must see the records (written after its
+/// mark) and keep the packs: every file fetches whole.
+#[test]
+fn wal_push_racing_prune_keeps_the_blocks_it_deduplicated_against() {
+    use ocvault::commands::prune::prune;
+    use ocvault::oplog::CommandLine;
+    use ocvault::prune::PruneOptions;
+    use ocvault::wal::fetch::{fetch, Fetched};
+    use ocvault::wal::push::{push, WalFile};
+
+    let tmp = scratch_dir("ocvault-library-");
+    let repo =
+        Repository::init(Backend::open("memory:", true).unwrap(), b"pw", &small_kdf()).unwrap();
+    let wal_file = |name: String, seed: u64| {
+        let path = tmp.path().join(&name);
+        random_file(&path, 2 << 20, seed);
+        WalFile { name, path }
+    };
+    let first: Vec<WalFile> = (1..=4)
+        .map(|n| wal_file(format!("0000000100000000000000{n:02X}"), n))
+        .collect();
+    {
+        let mut indexed = repo.load_index().unwrap();
+        let session = indexed.write_session().unwrap();
+        push(&session, &first).unwrap();
+    }
+    // Forgotten, as `forget --keep-wal-within` does: their blocks are now unused.
+    {
+        let catalog = ocvault::wal::catalog::list(&repo).unwrap();
+        assert_eq!(catalog.records.len(), 4);
+        let session = repo.write_session().unwrap();
+        for (id, _) in &catalog.records {
+            session.delete_wal_record(id).unwrap();
+        }
+    }
+    let later: Vec<WalFile> = (1..=4)
+        .map(|n| wal_file(format!("0000000100000000000000{:02X}", n + 16), n))
+        .collect();
+
+    let command_line = CommandLine::new(["prune"]);
+    let mut indexed = repo.load_index().unwrap();
+    let session = indexed.write_session().unwrap();
+    let (marked, _) = prune(&repo, &PruneOptions::default(), &command_line).unwrap();
+    assert!(
+        marked.packs_to_remove > 0,
+        "the first prune marks the unused packs: {marked:?}"
+    );
+    assert_eq!(
+        marked.packs_deleted, 0,
+        "a running push protects them: {marked:?}"
+    );
+    let pushed = push(&session, &later).unwrap();
+    assert_eq!(
+        pushed.bytes_added, 0,
+        "deduplicated against the marked packs"
+    );
+    drop(session);
+    drop(indexed);
+    // The next prune puts the marked packs back (a push may have used them); the one after
+    // judges them afresh, and only the records keep them.
+    let (second, _) = prune(&repo, &PruneOptions::default(), &command_line).unwrap();
+    let (third, _) = prune(&repo, &PruneOptions::default(), &command_line).unwrap();
+    assert_eq!(third.packs_to_remove, 0, "{third:?}");
+
+    let indexed = repo.load_index().unwrap();
+    for f in &later {
+        let dest = tmp.path().join(format!("fetched-{}", f.name));
+        assert_eq!(
+            fetch(&indexed, &f.name, &dest).unwrap(),
+            Fetched::Written { size: 2 << 20 },
+            "{} after the prunes: {second:?} {third:?}",
+            f.name
+        );
+        assert!(std::fs::read(&dest).unwrap() == std::fs::read(&f.path).unwrap());
+    }
+}
