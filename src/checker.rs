@@ -495,14 +495,8 @@ fn check_wal(
             continue;
         }
         if let Some(WalName::History { timeline }) = WalName::parse(&rec.name) {
-            let text: Result<Vec<Vec<u8>>> = rec
-                .content
-                .iter()
-                .map(|b| repo.read_blob_in(walker.index, b))
-                .collect();
-            match text {
-                Ok(t) => {
-                    let text = String::from_utf8_lossy(&t.concat()).into_owned();
+            match crate::wal::catalog::read_text(rec, |b| repo.read_blob_in(walker.index, b)) {
+                Ok(text) => {
                     histories.insert(timeline, timeline::parse_history(&text));
                 }
                 Err(e) => findings.read_failed(format!("WAL file {}", rec.name), &e, 0),

@@ -137,12 +137,15 @@ pub enum Command {
 
 /// Runs the command line of this process; returns its exit code.
 pub fn main() -> i32 {
-    let result = match Cli::try_parse() {
-        Ok(cli) => run(cli),
-        Err(e) => outcome::from_clap(e),
+    let (result, is_wal_fetch) = match Cli::try_parse() {
+        Ok(cli) => {
+            let is_wal_fetch = matches!(cli.command, Command::WalFetch(_));
+            (run(cli), is_wal_fetch)
+        }
+        Err(e) => (outcome::from_clap(e), wal_fetch::invoked()),
     };
     let mut code = outcome::report(&result);
-    if code != ocvault::error::exit::OK && wal_fetch::is_wal_fetch() {
+    if code != ocvault::error::exit::OK && is_wal_fetch {
         // PostgreSQL takes any status up to 125 for "not archived" and ends recovery: only
         // a proven absence may say so; anything else (bad arguments too) stops recovery.
         let not_archived = matches!(result, Err(Error::WalNotArchived(_)));

@@ -130,8 +130,13 @@ fn start_prefetch(g: &GlobalOptions, name: &str, spool: &Spool, count: usize) {
     let _ = cmd.spawn();
 }
 
-/// Whether this process runs `wal-fetch` (decided from the arguments, so that even arguments
-/// clap refuses give wal-fetch's exit status).
-pub fn is_wal_fetch() -> bool {
-    std::env::args_os().skip(1).any(|a| a == "wal-fetch")
+/// Whether the arguments clap refused name `wal-fetch` as the command (parsed leniently, so
+/// that bad arguments to it still give wal-fetch's exit status, and a path named `wal-fetch`
+/// given to another command does not).
+pub fn invoked() -> bool {
+    use clap::CommandFactory;
+    super::Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(std::env::args_os())
+        .is_ok_and(|m| m.subcommand_name() == Some("wal-fetch"))
 }

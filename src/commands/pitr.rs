@@ -149,12 +149,7 @@ fn refuse_gaps(
     let mut histories = std::collections::HashMap::new();
     for (_, rec) in records {
         if let Some(WalName::History { timeline }) = WalName::parse(&rec.name) {
-            let blocks: Vec<Vec<u8>> = rec
-                .content
-                .iter()
-                .map(|b| indexed.read_blob(b))
-                .collect::<Result<_>>()?;
-            let text = String::from_utf8_lossy(&blocks.concat()).into_owned();
+            let text = catalog::read_text(rec, |b| indexed.read_blob(b))?;
             histories.insert(timeline, timeline::parse_history(&text));
         }
     }
@@ -206,7 +201,7 @@ pub fn unpack_base(repo: &IndexedRepository, plan: &PitrPlan, dir: &Path) -> Res
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io(dir, e))?;
-    let (_, snap) = repo.find_snapshot(&plan.base_id.to_hex())?;
+    let snap: Snapshot = repo.load_file(&plan.base_id)?;
     let node = the_tar_file(repo, &snap)?;
     let (reader, mut writer) = std::io::pipe().map_err(|e| Error::io(dir, e))?;
     let written = std::thread::scope(|s| {

@@ -150,13 +150,7 @@ pub fn fill_stop(repo: &Repository, pg: &mut PgBaseBackup) -> crate::error::Resu
         };
         // Archived while the backup ran: newer than any index loaded before it.
         let indexed = repo.load_index()?;
-        let blocks: Vec<u8> = rec
-            .content
-            .iter()
-            .map(|id| indexed.read_blob(id))
-            .collect::<crate::error::Result<Vec<_>>>()?
-            .concat();
-        let text = String::from_utf8_lossy(&blocks);
+        let text = catalog::read_text(&rec, |id| indexed.read_blob(id))?;
         let Some((stop, _)) = field(&text, "STOP WAL LOCATION").and_then(location) else {
             continue;
         };

@@ -39,6 +39,20 @@ pub fn load(repo: &Repository, name: &str) -> Result<Option<WalRecord>> {
     }
 }
 
+/// The text of a small archived file (a `.history` or `.backup` file), its blocks read with
+/// `read_blob` (each verified against its id) and joined.
+pub fn read_text(
+    record: &WalRecord,
+    read_blob: impl Fn(&crate::id::DataId) -> Result<Vec<u8>>,
+) -> Result<String> {
+    let blocks: Vec<Vec<u8>> = record
+        .content
+        .iter()
+        .map(read_blob)
+        .collect::<Result<_>>()?;
+    Ok(String::from_utf8_lossy(&blocks.concat()).into_owned())
+}
+
 /// Every record: the intact ones, and the damaged ones with what is wrong. A storage error
 /// stops the listing; a record deleted since the listing (by `forget`) is left out.
 pub struct Catalog {
