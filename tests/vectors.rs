@@ -185,11 +185,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
 /// The vector repositories the manifest describes.
-const VECTOR_REPOS: [&str; 4] = [
+const VECTOR_REPOS: [&str; 5] = [
     "repo-v1",
     "repo-v1-full",
     "repo-v1-nocompress",
     "repo-v2-wal",
+    "repo-v3-storage",
 ];
 
 fn password2() -> String {
@@ -724,7 +725,21 @@ fn manifest_repository(name: &str) -> serde_json::Value {
         entry["format_version"] = c.version.into();
         entry["wal"] = manifest_wal(&indexed).into();
     }
+    if c.version >= 3 {
+        entry["storage"] = manifest_storage(&c.storage);
+    }
     entry
+}
+
+/// The manifest's `storage`: `Config.storage` of a format version 3 repository.
+fn manifest_storage(p: &ocvault::format::StoragePolicy) -> serde_json::Value {
+    serde_json::json!({
+        "lock": p.lock.map(|l| serde_json::json!({
+            "mode": format!("{:?}", l.mode).to_lowercase(),
+            "days": l.days,
+        })),
+        "data_storage_class": p.data_storage_class,
+    })
 }
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -1244,12 +1259,13 @@ fn init_writes_format_version_3() {
 }
 
 /// The clear format version of every vector: 1 for the `repo-v1*` ones, which this build
-/// reads without changing (it must never rewrite their config), 2 for `repo-v2-wal`.
+/// reads without changing (it must never rewrite their config), 2 for `repo-v2-wal`, 3 for
+/// `repo-v3-storage`.
 #[test]
 fn vectors_keep_their_format_version() {
     for name in VECTOR_REPOS {
         let config = std::fs::read(vectors_dir().join(name).join("config")).unwrap();
-        let want: u32 = if name.starts_with("repo-v1") { 1 } else { 2 };
+        let want: u32 = name[6..7].parse().unwrap();
         assert_eq!(config[8..12], want.to_le_bytes(), "{name}");
         let (_copy, repo) = open_copy(&vectors_dir().join(name));
         assert_eq!(repo.config().version, want, "{name}");
@@ -1404,5 +1420,141 @@ fn unknown_versions_are_refused_with_exit_11() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "ocvault: key file format version 2 is not supported (this ocvault reads key file version 1)\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format version 3: `repo-v3-storage`, a repository whose config holds a storage policy
+// (Object Lock in compliance mode for 2555 days, data packs in DEEP_ARCHIVE). On local disk
+// neither applies; a reader must decode the v3 config and restore as from any repository.
+// Made once by `make_v3_vectors` (ignored):
+// `cargo test --release --test vectors make_v3_vectors -- --ignored --test-threads 1`
+// It writes `repo-v3-storage/` and adds its entry to `manifest.json` (the others unchanged).
+// ---------------------------------------------------------------------------------------------
+
+/// The policy `repo-v3-storage` was made with.
+fn v3_policy() -> ocvault::format::StoragePolicy {
+    ocvault::format::StoragePolicy {
+        lock: Some(ocvault::format::ObjectLock {
+            mode: ocvault::format::LockMode::Compliance,
+            days: 2555,
+        }),
+        data_storage_class: Some("DEEP_ARCHIVE".into()),
+    }
+}
+
+#[test]
+#[ignore]
+fn make_v3_vectors() {
+    let out = vectors_dir().join("repo-v3-storage");
+    assert!(
+        !out.exists(),
+        "{} exists: vectors are made once",
+        out.display()
+    );
+    // The CLI accepts a lock only on S3; the library writes the same config anywhere.
+    let backend = ocvault::backend::Backend::open(out.to_str().unwrap(), true).unwrap();
+    let opts = ocvault::repository::InitOptions {
+        chunker: ocvault::format::ChunkerParams {
+            min_size: 256,
+            avg_size: 1024,
+            max_size: 4096,
+        },
+        compression_level: 3,
+        pack_target_size: 65536,
+        kdf_memory_kib: 64,
+        kdf_iterations: 1,
+        storage: v3_policy(),
+    };
+    ocvault::repository::Repository::init(backend, password().as_bytes(), &opts).unwrap();
+    // A fixed path, as the snapshot records it.
+    let base = std::path::PathBuf::from("/tmp/ocvault-v3-vector");
+    let _ = std::fs::remove_dir_all(&base);
+    let src = base.join("etc-app");
+    std::fs::create_dir_all(src.join("certs")).unwrap();
+    std::fs::write(src.join(".env"), "DATABASE_URL=postgres://app@db/app\n").unwrap();
+    std::fs::write(
+        src.join("certs/ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIB\n",
+    )
+    .unwrap();
+    let big: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| (i * 2654435761).to_le_bytes())
+        .collect();
+    std::fs::write(src.join("ledger.bin"), big).unwrap();
+    set_times(&src.join(".env"), (1_800_000_000, 0), (1_800_000_000, 0));
+    set_times(
+        &src.join("certs/ca.pem"),
+        (1_800_000_000, 0),
+        (1_800_000_000, 0),
+    );
+    set_times(
+        &src.join("ledger.bin"),
+        (1_800_000_000, 0),
+        (1_800_000_000, 0),
+    );
+    set_times(&src.join("certs"), (1_800_000_000, 0), (1_800_000_000, 0));
+    set_times(&src, (1_800_000_000, 0), (1_800_000_000, 0));
+    ocvault()
+        .arg("--repo")
+        .arg(&out)
+        .env("OCVAULT_PASSWORD", password())
+        .current_dir(&base)
+        .args([
+            "snapshot",
+            "--host",
+            "vectors",
+            "--time",
+            "2027-01-15T02:00:00Z",
+            "etc-app",
+        ])
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .success();
+    let _ = std::fs::remove_dir_all(out.join("tmp"));
+    let _ = std::fs::remove_dir_all(&base);
+    let path = vectors_dir().join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["repositories"]["repo-v3-storage"] = manifest_repository("repo-v3-storage");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&manifest).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+/// `repo-v3-storage`: its config decodes to the policy it was made with (and the manifest
+/// says the same), and its snapshot restores byte for byte on local disk, where neither the
+/// lock nor the storage class applies.
+#[test]
+fn v3_vector_holds_its_storage_policy() {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vectors_dir().join("manifest.json")).unwrap())
+            .unwrap();
+    let want = &manifest["repositories"]["repo-v3-storage"];
+    assert_eq!(want["format_version"], 3);
+    assert_eq!(want["storage"], manifest_storage(&v3_policy()));
+    let (copy, repo) = open_copy(&vectors_dir().join("repo-v3-storage"));
+    assert_eq!(repo.config().version, 3);
+    assert_eq!(repo.config().storage, v3_policy());
+    let target = scratch_dir("ocvault-vectors-");
+    ocvault()
+        .arg("--repo")
+        .arg(copy.path().join("repo"))
+        .env("OCVAULT_PASSWORD", password())
+        .args(["restore", "latest", "--target"])
+        .arg(target.path())
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .success();
+    let ledger: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| (i * 2654435761).to_le_bytes())
+        .collect();
+    let restored = target.path().join("etc-app");
+    assert_eq!(std::fs::read(restored.join("ledger.bin")).unwrap(), ledger);
+    assert_eq!(
+        std::fs::read_to_string(restored.join(".env")).unwrap(),
+        "DATABASE_URL=postgres://app@db/app\n"
     );
 }
