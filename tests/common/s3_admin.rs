@@ -32,7 +32,10 @@ impl S3Credentials {
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("AWS_ACCESS_KEY_ID".into(), self.access_key_id.clone()),
-            ("AWS_SECRET_ACCESS_KEY".into(), self.secret_access_key.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                self.secret_access_key.clone(),
+            ),
             ("AWS_REGION".into(), "us-east-1".into()),
         ]
     }
@@ -159,6 +162,25 @@ impl S3Admin {
         args: &[&str],
         targets: Option<serde_json::Value>,
     ) -> serde_json::Value {
+        let out = self.try_run(action, args, targets);
+        let what = format!("s3_admin.py {action} {args:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{what} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
+    }
+
+    /// [`S3Admin::run`] without judging the outcome: the finished process.
+    pub fn try_run(
+        &self,
+        action: &str,
+        args: &[&str],
+        targets: Option<serde_json::Value>,
+    ) -> std::process::Output {
         let python = super::servers::require("python3", &[], "apt-get install python3");
         let scratch = super::env::scratch_dir("ocvault-s3-admin-");
         let mut cmd = Command::new(python);
@@ -177,16 +199,7 @@ impl S3Admin {
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN")
             .envs(self.credentials.env());
-        let what = format!("s3_admin.py {action} {args:?}");
-        let out = output_within(&mut cmd, ADMIN_LIMIT);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{what} failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("{what} printed no JSON ({e}): {stdout}"))
+        output_within(&mut cmd, ADMIN_LIMIT)
     }
 
     /// CreateBucket (with Object Lock, which turns versioning on; or versioning alone).
@@ -228,6 +241,13 @@ impl S3Admin {
     pub fn overwrite(&self, keys: &[String]) -> Vec<Outcome> {
         let t = targets(keys.iter().map(|k| (k.as_str(), None)));
         parse(self.run("overwrite", &[], Some(t)))
+    }
+
+    /// PUT a small object at each key with COMPLIANCE retention for `days` days.
+    pub fn put_locked(&self, keys: &[String], days: u32) -> Vec<Outcome> {
+        let t = targets(keys.iter().map(|k| (k.as_str(), None)));
+        let days = days.to_string();
+        parse(self.run("put-locked", &["--days", &days], Some(t)))
     }
 
     /// CopyObject of each key onto itself with storage class `class`: a lifecycle transition.
