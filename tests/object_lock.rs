@@ -416,6 +416,26 @@ fn moto_harness_enforces_iam_for_a_backup_host_without_delete_rights() {
     assert!(!out.status.success(), "moto let an unknown key list");
     // The admin may delete.
     assert!(admin.delete(&keys)[0].ok);
+
+    // ocvault signs its requests as moto checks them: the backup host snapshots, checks
+    // and restores a repository the operator created (no Object Lock needed for this).
+    let operator = moto.repo("iam-harness");
+    run_ok(
+        &operator,
+        &["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"],
+    );
+    let host = moto.repo_as("iam-harness", &creds.backup_host);
+    let src = host.dir.path().join("src");
+    tree(&src, 3);
+    let id = snapshot(&host, &src);
+    run_ok(&host, &["check", "--read-data"]);
+    restore_equals(&host, &[], &id, &src);
+    let denied = moto
+        .requests()
+        .iter()
+        .filter(|r| r.status == 403 && r.method != "DELETE")
+        .count();
+    assert_eq!(denied, 1, "only the stranger's listing is refused");
 }
 
 #[test]

@@ -52,22 +52,13 @@ def create_bucket(s3, a):
     return {"bucket": a.bucket, "versioning": status, "object_lock": a.object_lock}
 
 
-def server_prefix(prefix):
-    """The listing prefix sent to the server: without its '/' parts. moto 5.2.1 with
-    authentication on computes a wrong signature for a query holding '/' (SignatureDoesNotMatch
-    for Prefix=repo/), so the helper asks for the first path segment and filters itself."""
-    return prefix.split("/", 1)[0]
-
-
 def list_keys(s3, a):
     out = []
     pages = s3.get_paginator("list_objects_v2").paginate(
-        Bucket=a.bucket, Prefix=server_prefix(a.prefix)
+        Bucket=a.bucket, Prefix=a.prefix
     )
     for page in pages:
         for o in page.get("Contents", []):
-            if not o["Key"].startswith(a.prefix):
-                continue
             out.append(
                 {
                     "key": o["Key"],
@@ -82,12 +73,10 @@ def list_keys(s3, a):
 def list_versions(s3, a):
     out = []
     pages = s3.get_paginator("list_object_versions").paginate(
-        Bucket=a.bucket, Prefix=server_prefix(a.prefix)
+        Bucket=a.bucket, Prefix=a.prefix
     )
     for page in pages:
         for v in page.get("Versions", []):
-            if not v["Key"].startswith(a.prefix):
-                continue
             out.append(
                 {
                     "key": v["Key"],
@@ -100,8 +89,6 @@ def list_versions(s3, a):
                 }
             )
         for m in page.get("DeleteMarkers", []):
-            if not m["Key"].startswith(a.prefix):
-                continue
             out.append(
                 {
                     "key": m["Key"],
