@@ -93,9 +93,10 @@ pub struct HeadInfo {
     /// ISO 8601, none without retention.
     #[serde(default)]
     pub retain_until: Option<String>,
-    /// The object's tags (`ocvault-pack=data` on data packs).
+    /// The object's tags (`ocvault-pack=data` on data packs); none when moto will not say
+    /// (it refuses GetObjectTagging of a GLACIER object).
     #[serde(default)]
-    pub tags: std::collections::BTreeMap<String, String>,
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
     /// The `x-amz-restore` header: `ongoing-request="false", expiry-date=...` once thawed.
     #[serde(default)]
     pub restore: Option<String>,
@@ -119,7 +120,11 @@ impl HeadInfo {
 impl HeadInfo {
     /// Tagged as a data pack (`ocvault-pack=data`), what a lifecycle rule filters on.
     pub fn is_data_pack(&self) -> bool {
-        self.tags.get("ocvault-pack").map(String::as_str) == Some("data")
+        let tags = self
+            .tags
+            .as_ref()
+            .unwrap_or_else(|| panic!("tags unknown: {self:?}"));
+        tags.get("ocvault-pack").map(String::as_str) == Some("data")
     }
 }
 
