@@ -8,7 +8,10 @@
 //! * [`compare`]: [`assert_trees_equal`] / [`tree_digest`], exact comparison of a restore.
 //! * [`sql`]: [`sql_dump`], pg_dump-like SQL text with controlled day-to-day changes.
 //! * [`rng`]: the deterministic generator behind them.
-//! * [`servers`]: S3, SFTP and WebDAV servers for the backend tests.
+//! * [`servers`]: S3 (s3s-fs, and moto for Object Lock and storage classes), SFTP and WebDAV
+//!   servers for the backend tests.
+//! * [`s3_admin`]: S3 administration outside ocvault (the attacker, a lifecycle transition,
+//!   listings with storage classes and versions), through `s3_admin.py` and boto3.
 //! * [`postgres`]: a private PostgreSQL server run as `postgres`, and the scratch folder it
 //!   shares with ocvault (archive and restore commands).
 //! * [`process`]: commands run under a time limit.
@@ -33,6 +36,7 @@ pub mod json;
 pub mod postgres;
 pub mod process;
 pub mod rng;
+pub mod s3_admin;
 pub mod servers;
 pub mod sql;
 pub mod trees;

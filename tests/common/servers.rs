@@ -294,3 +294,208 @@ pub fn webdav() -> Server {
         options: vec![],
     }
 }
+
+/// moto in server mode: an in-memory S3 (and IAM) that implements Object Lock (it refuses
+/// to delete a locked version) and archive storage classes (`InvalidObjectState` on a GLACIER
+/// object until it is restored; moto finishes a restore at once). Buckets are made through
+/// [`Moto::create_bucket`] and friends; [`Moto::repo`] gives a [`Server`] for ocvault.
+/// Its process group is killed on drop.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Holds moto's log (`moto.log`: its request log, see [`Moto::requests`]).
+    pub dir: tempfile::TempDir,
+    /// What ocvault and the admin helper sign with: any key while moto's authentication is
+    /// off, the admin user's after [`Moto::enforce_iam`].
+    credentials: super::s3_admin::S3Credentials,
+}
+
+/// Starts `moto_server` on a free port of 127.0.0.1 and waits until it answers.
+pub fn moto() -> Moto {
+    use std::os::unix::process::CommandExt;
+    // Installed with moto[server]; the tests run it through moto_server.py (the same
+    // server with its signature check fixed for authenticated listings, see there).
+    require("moto_server", &[], "pip install 'moto[server]==5.2.1'");
+    let python = require("python3", &[], "apt-get install python3");
+    let wrapper = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/common/moto_server.py");
+    let dir = tempdir("ocvault-moto-");
+    let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
+    let port = free_port();
+    let mut child = Command::new(python)
+        .arg(wrapper)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // moto reads no credentials, but boto3 inside it must not pick up a real profile.
+        .env_remove("AWS_PROFILE")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        // Its own process group, so that drop kills whatever it started too.
+        .process_group(0)
+        .spawn()
+        .expect("start moto_server");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "moto_server exited early ({status}): {}",
+                std::fs::read_to_string(dir.path().join("moto.log")).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not listen on 127.0.0.1:{port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Moto {
+        child,
+        port,
+        endpoint: format!("http://127.0.0.1:{port}"),
+        dir,
+        credentials: super::s3_admin::S3Credentials::test_default(),
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a negative pid signals the process group, which is moto's own.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// One request in moto's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub method: String,
+    /// Path and query, as sent (`/BUCKET/KEY?QUERY`).
+    pub path: String,
+    pub status: u16,
+}
+
+impl Moto {
+    /// Every request moto has answered so far, oldest first, from its log (werkzeug's lines
+    /// `... "GET /bucket/key HTTP/1.1" 200 -`). Slice by the length at a mark to count the
+    /// requests of one command.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        let text = std::fs::read_to_string(self.dir.path().join("moto.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let (_, rest) = line.split_once(" \"")?;
+                let (request, after) = rest.split_once("\" ")?;
+                let mut parts = request.split(' ');
+                let method = parts.next()?.to_string();
+                let path = parts.next()?.to_string();
+                let status = after.split(' ').next()?.parse().ok()?;
+                Some(LoggedRequest {
+                    method,
+                    path,
+                    status,
+                })
+            })
+            .collect()
+    }
+
+    /// The admin helper for `bucket`, signing as the admin (see [`Moto::enforce_iam`]).
+    pub fn admin(&self, bucket: &str) -> super::s3_admin::S3Admin {
+        self.admin_as(bucket, &self.credentials)
+    }
+
+    /// The admin helper for `bucket` signing with `credentials` (e.g. the backup host's).
+    pub fn admin_as(
+        &self,
+        bucket: &str,
+        credentials: &super::s3_admin::S3Credentials,
+    ) -> super::s3_admin::S3Admin {
+        super::s3_admin::S3Admin {
+            endpoint: self.endpoint.clone(),
+            bucket: bucket.into(),
+            credentials: credentials.clone(),
+        }
+    }
+
+    /// A bucket with Object Lock enabled (versioning comes with it); asserts versioning is on.
+    pub fn create_lock_bucket(&self, bucket: &str) {
+        let r = self.admin(bucket).create_bucket(true, false);
+        assert_eq!(r["versioning"], "Enabled", "{r}");
+    }
+
+    /// A bucket without versioning or Object Lock.
+    pub fn create_bucket(&self, bucket: &str) {
+        self.admin(bucket).create_bucket(false, false);
+    }
+
+    /// A bucket with versioning but without Object Lock.
+    pub fn create_versioned_bucket(&self, bucket: &str) {
+        let r = self.admin(bucket).create_bucket(false, true);
+        assert_eq!(r["versioning"], "Enabled", "{r}");
+    }
+
+    /// The repository `s3://BUCKET/repo` on this server, as a [`Server`] for the CLI (it owns
+    /// a scratch folder for sources and restores; dropping it leaves moto running).
+    pub fn repo(&self, bucket: &str) -> Server {
+        self.repo_as(bucket, &self.credentials)
+    }
+
+    /// [`Moto::repo`] signing with `credentials`.
+    pub fn repo_as(&self, bucket: &str, credentials: &super::s3_admin::S3Credentials) -> Server {
+        assert_valid_bucket_name(bucket);
+        Server {
+            child: None,
+            port: self.port,
+            dir: tempdir("ocvault-moto-repo-"),
+            url: format!("s3://{bucket}/repo"),
+            env: credentials.env(),
+            options: vec![format!("s3.endpoint={}", self.endpoint)],
+        }
+    }
+
+    /// Creates an admin user (everything allowed) and a backup-host user (S3 without
+    /// DeleteObject, DeleteObjectVersion or retention bypass) through moto's IAM API, then
+    /// switches authentication on: from then on every request must be signed by one of them
+    /// and moto applies its policy. [`Moto::admin`] and [`Moto::repo`] sign as the admin
+    /// afterwards. Once per server, before anything else uses its IAM.
+    pub fn enforce_iam(&mut self) -> BackupHostCredentials {
+        let r = super::s3_admin::S3Admin {
+            endpoint: self.endpoint.clone(),
+            bucket: String::new(),
+            credentials: self.credentials.clone(),
+        }
+        .run("iam-setup", &[], None);
+        let creds = |v: &serde_json::Value| super::s3_admin::S3Credentials {
+            access_key_id: v["access_key_id"].as_str().unwrap().into(),
+            secret_access_key: v["secret_access_key"].as_str().unwrap().into(),
+        };
+        let out = BackupHostCredentials {
+            admin: creds(&r["admin"]),
+            backup_host: creds(&r["backup"]),
+        };
+        self.credentials = out.admin.clone();
+        out
+    }
+}
+
+/// The two users [`Moto::enforce_iam`] creates.
+pub struct BackupHostCredentials {
+    /// Allowed everything.
+    pub admin: super::s3_admin::S3Credentials,
+    /// Allowed S3 reads and writes, denied every delete and retention bypass.
+    pub backup_host: super::s3_admin::S3Credentials,
+}
+
+/// S3 bucket names are DNS names: 3 to 63 of a-z, 0-9, '-' and '.', starting and ending
+/// with a letter or digit. moto refuses others with InvalidBucketName.
+pub fn assert_valid_bucket_name(bucket: &str) {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && bucket.as_bytes()[0].is_ascii_alphanumeric()
+        && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric();
+    assert!(ok, "{bucket:?} is not a valid S3 bucket name");
+}
