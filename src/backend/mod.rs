@@ -20,6 +20,7 @@ mod local;
 pub mod location;
 mod opendal_storage;
 mod retry;
+pub mod s3api;
 pub mod storage;
 
 use crate::error::{Error, Result};
