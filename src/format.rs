@@ -8,8 +8,9 @@ use crate::id::{BlobId, DataId, Id, IndexFileId, PackId, SnapshotId, TreeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The repository format this build writes (`init`); it reads every version from 1 to this.
-/// Version 2 added `wal/` (PostgreSQL WAL archive) and `Snapshot::postgres`.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 2 added `wal/` (PostgreSQL WAL archive) and `Snapshot::postgres`; version 3 added
+/// `Config::storage` (S3 Object Lock retention, the data packs' storage class) and `retention/`.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build reads (and writes, in repositories of that version).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// The version of the key file layout (unchanged since format version 1).
@@ -68,6 +69,89 @@ pub struct Config {
     pub chunker: ChunkerParams,
     pub compression_level: i32,
     pub pack_target_size: u32,
+    /// Format version 3: how the storage keeps files. Fixed at `init` (under Object Lock the
+    /// config itself can never be rewritten).
+    pub storage: StoragePolicy,
+}
+
+/// `Config` as format versions 1 and 2 store it: without `storage`.
+#[derive(Serialize, Deserialize)]
+struct ConfigV2 {
+    version: u32,
+    repository_id: Id,
+    chunker: ChunkerParams,
+    compression_level: i32,
+    pack_target_size: u32,
+}
+
+impl Config {
+    /// The stored encoding in a repository of `self.version`.
+    pub fn encode(&self) -> Vec<u8> {
+        if self.version >= 3 {
+            return to_postcard(self);
+        }
+        to_postcard(&ConfigV2 {
+            version: self.version,
+            repository_id: self.repository_id,
+            chunker: self.chunker,
+            compression_level: self.compression_level,
+            pack_target_size: self.pack_target_size,
+        })
+    }
+
+    /// Decodes a config stored by a repository of format `version` (the clear one).
+    pub fn decode(bytes: &[u8], version: u32) -> Result<Config> {
+        if version >= 3 {
+            return from_postcard(bytes, "config");
+        }
+        let c: ConfigV2 = from_postcard(bytes, "config")?;
+        Ok(Config {
+            version: c.version,
+            repository_id: c.repository_id,
+            chunker: c.chunker,
+            compression_level: c.compression_level,
+            pack_target_size: c.pack_target_size,
+            storage: StoragePolicy::default(),
+        })
+    }
+}
+
+/// How a repository's storage keeps its files (format version 3). Both parts apply to S3;
+/// other storage has neither retention nor classes and ignores them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoragePolicy {
+    /// Object Lock retention for every file a restore needs.
+    pub lock: Option<ObjectLock>,
+    /// The storage class data packs are written in (metadata always stays in the standard
+    /// class), e.g. "GLACIER".
+    pub data_storage_class: Option<String>,
+}
+
+/// Object Lock retention: each file a restore needs is written locked for `days` days, and
+/// kept locked longer while a kept snapshot needs it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub days: u32,
+}
+
+/// S3's two Object Lock modes: in compliance mode nobody can shorten or remove a retention;
+/// in governance mode a user with the bypass permission can.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LockMode {
+    Governance = 0,
+    Compliance = 1,
+}
+
+impl LockMode {
+    /// The name S3 uses in headers and XML.
+    pub fn s3_name(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]

@@ -87,7 +87,8 @@ impl Session {
         });
         let id = Id::of_stored_bytes(&sealed);
         let path = BackupMarker::KIND.path(&id);
-        self.backend.write(&path, sealed)?;
+        self.backend
+            .write(&path, sealed, BackupMarker::KIND.object_class())?;
         let old = self.heartbeat.lock().unwrap().replace(id);
         if let Some(old) = old {
             let _ = self.backend.delete(&BackupMarker::KIND.path(&old));
@@ -157,7 +158,11 @@ impl MarkerGuard {
         };
         let sealed = session.sealed(&session.marker);
         let first = Id::of_stored_bytes(&sealed);
-        backend.write(&BackupMarker::KIND.path(&first), sealed)?;
+        backend.write(
+            &BackupMarker::KIND.path(&first),
+            sealed,
+            BackupMarker::KIND.object_class(),
+        )?;
         session.first = first;
         let session = Arc::new(session);
         let s = session.clone();

@@ -1,7 +1,7 @@
 //! Packs: many sealed blobs of one type, then a sealed header listing them, then the header's
 //! length (u32 LE). A pack's name is the BLAKE3 hash of all its bytes.
 
-use crate::backend::{Backend, FileKind};
+use crate::backend::{Backend, FileKind, ObjectClass};
 use crate::crypto::{Keys, SealKind};
 use crate::error::{Error, Result};
 use crate::format::{self, BlobType, IndexPack, PackHeader, PackedBlob};
@@ -128,7 +128,11 @@ impl PackBuilder {
         let Some(mut spill) = self.spill.take() else {
             let (bytes, entry) = self.finish(keys);
             return (
-                backend.spawn_write(FileKind::Pack.path(&entry.id), bytes),
+                backend.spawn_write(
+                    FileKind::Pack.path(&entry.id),
+                    bytes,
+                    pack_class(entry.blob_type),
+                ),
                 entry,
             );
         };
@@ -148,7 +152,9 @@ impl PackBuilder {
             f.append(&trailer)?;
             Ok(f)
         }) {
-            Ok(f) => backend.spawn_finish_local(f, FileKind::Pack.path(&id)),
+            Ok(f) => {
+                backend.spawn_finish_local(f, FileKind::Pack.path(&id), pack_class(entry.blob_type))
+            }
             Err(e) => backend.failed_write(e),
         };
         (handle, entry)
@@ -306,6 +312,15 @@ pub fn open_blob(
         ));
     }
     Ok(raw)
+}
+
+/// How storage keeps a pack of this type: data packs may go to a colder storage class, tree
+/// packs are read by every listing and stay with the metadata.
+pub fn pack_class(blob_type: BlobType) -> ObjectClass {
+    match blob_type {
+        BlobType::Data => ObjectClass::DataPack,
+        BlobType::Tree => ObjectClass::Metadata,
+    }
 }
 
 /// Frames (compressing when it helps) and seals one blob.

@@ -1,6 +1,7 @@
 //! A repository: its storage, its keys and config, and typed access to the files in it.
 
-use crate::backend::{is_not_found, Backend, FileKind, CONFIG_PATH};
+use crate::backend::lifecycle::{RetentionMode, WritePolicy};
+use crate::backend::{is_not_found, Backend, FileKind, ObjectClass, CONFIG_PATH};
 use crate::crypto::{self, Keys, MasterKey, SealKind};
 use crate::error::{Error, Result};
 use crate::format::{
@@ -66,6 +67,8 @@ pub struct InitOptions {
     pub pack_target_size: u32,
     pub kdf_memory_kib: u32,
     pub kdf_iterations: u32,
+    /// Object Lock and the data packs' storage class (S3 only).
+    pub storage: format::StoragePolicy,
 }
 
 impl Default for InitOptions {
@@ -83,6 +86,7 @@ impl Default for InitOptions {
             // (256 against 192 MiB), a quarter of its memory; README.md, "Memory".
             kdf_memory_kib: 16 * 1024,
             kdf_iterations: 16,
+            storage: format::StoragePolicy::default(),
         }
     }
 }
@@ -108,6 +112,7 @@ impl Repository {
         key_id: Id,
         master: MasterKey,
     ) -> Repository {
+        backend.apply_policy(write_policy(&config.storage));
         Repository {
             backend,
             keys,
@@ -151,6 +156,7 @@ impl Repository {
             chunker: opts.chunker,
             compression_level: opts.compression_level,
             pack_target_size: opts.pack_target_size,
+            storage: opts.storage.clone(),
         };
         let key_id = write_key_file(
             &backend,
@@ -164,9 +170,9 @@ impl Repository {
         bytes.extend_from_slice(&keys.seal(
             SealKind::Config,
             &FORMAT_VERSION.to_le_bytes(),
-            &format::frame(&format::to_postcard(&config), 0),
+            &format::frame(&config.encode(), 0),
         ));
-        backend.write(CONFIG_PATH, bytes)?;
+        backend.write(CONFIG_PATH, bytes, ObjectClass::Metadata)?;
         Ok(Repository::new(backend, keys, config, key_id, master))
     }
 
@@ -195,6 +201,19 @@ impl Repository {
         let (master, key_id) = open_master_key(&backend, password)?;
         let keys = master.derive();
         let config = decode_config(&keys, &config_bytes)?;
+        if let Some(asked) = &backend.s3_settings().data_storage_class {
+            if config.storage.data_storage_class.as_ref() != Some(asked) {
+                return Err(Error::usage(format!(
+                    "s3.data_storage_class is fixed at init ({}); this repository's is {}",
+                    asked,
+                    config
+                        .storage
+                        .data_storage_class
+                        .as_deref()
+                        .unwrap_or("the standard class")
+                )));
+            }
+        }
         Ok(Repository::new(backend, keys, config, key_id, master))
     }
 
@@ -210,7 +229,8 @@ impl Repository {
             ),
         );
         let id = Id::of_stored_bytes(&sealed);
-        self.backend.write(&F::KIND.path(&id), sealed)?;
+        self.backend
+            .write(&F::KIND.path(&id), sealed, F::KIND.object_class())?;
         Ok(id.into())
     }
 
@@ -633,6 +653,20 @@ fn foreign_repository_hint(backend: &Backend) -> String {
     String::new()
 }
 
+/// How the storage is to write this repository's files.
+pub fn write_policy(p: &format::StoragePolicy) -> WritePolicy {
+    WritePolicy {
+        lock: p.lock.map(|l| {
+            let mode = match l.mode {
+                format::LockMode::Governance => RetentionMode::Governance,
+                format::LockMode::Compliance => RetentionMode::Compliance,
+            };
+            (mode, l.days)
+        }),
+        data_storage_class: p.data_storage_class.clone(),
+    }
+}
+
 /// Decodes the `config` file with the repository's keys: the clear format version (refusing
 /// unknown ones), then the sealed settings, which must name the same version. The one decoder
 /// behind `open`, `check` and the fuzz targets.
@@ -641,8 +675,7 @@ pub fn decode_config(keys: &Keys, bytes: &[u8]) -> Result<Config> {
     let framed = keys
         .open(SealKind::Config, &version.to_le_bytes(), &bytes[12..])
         .map_err(|_| Error::corrupt("config", "authentication failed"))?;
-    let config: Config =
-        format::from_postcard(&format::unframe(&framed, 1 << 20, "config")?, "config")?;
+    let config = Config::decode(&format::unframe(&framed, 1 << 20, "config")?, version)?;
     if config.version != version {
         return Err(Error::corrupt(
             "config",
@@ -703,7 +736,7 @@ pub(crate) fn write_key_file(
     let mut bytes = KEY_MAGIC.to_vec();
     bytes.extend_from_slice(&format::to_postcard(&file));
     let id = Id::of_stored_bytes(&bytes);
-    backend.write(&FileKind::Key.path(&id), bytes)?;
+    backend.write(&FileKind::Key.path(&id), bytes, ObjectClass::Metadata)?;
     Ok(id)
 }
 

@@ -130,7 +130,11 @@ impl<'r> WriteSession<'r> {
                     );
                     (
                         id,
-                        repo.backend().spawn_write(FileKind::Wal.path(&id), bytes),
+                        repo.backend().spawn_write(
+                            FileKind::Wal.path(&id),
+                            bytes,
+                            FileKind::Wal.object_class(),
+                        ),
                     )
                 })
                 .collect();
@@ -161,11 +165,6 @@ impl<'r> WriteSession<'r> {
     /// Deletes one stored file.
     pub fn delete_file<F: RepoFile>(&self, id: &F::Id) -> Result<()> {
         self.repo.backend().delete(&F::KIND.path(&(*id).into()))
-    }
-
-    /// Stores a pack assembled whole in memory (prune's repack).
-    pub fn write_pack(&self, id: &PackId, bytes: Vec<u8>) -> Result<()> {
-        self.repo.backend().write(&FileKind::Pack.path(id), bytes)
     }
 
     /// Deletes one pack.

@@ -6,9 +6,9 @@
 use ocvault::crypto::{self, Keys, MasterKey, SealKind};
 use ocvault::format::{
     self, BackupMarker, BlobType, ChunkerParams, Config, IndexFile, IndexPack, KdfParams, KeyFile,
-    KeyPayload, LogEntry, Node, NodeKind, PackHeader, PackedBlob, PgBaseBackup, PruneMark,
-    Snapshot, SnapshotSummary, Tree, WalRecord, CONFIG_MAGIC, FORMAT_VERSION, KEY_FILE_VERSION,
-    KEY_MAGIC, OLDEST_FORMAT_VERSION,
+    KeyPayload, LockMode, LogEntry, Node, NodeKind, ObjectLock, PackHeader, PackedBlob,
+    PgBaseBackup, PruneMark, Snapshot, SnapshotSummary, StoragePolicy, Tree, WalRecord,
+    CONFIG_MAGIC, FORMAT_VERSION, KEY_FILE_VERSION, KEY_MAGIC, OLDEST_FORMAT_VERSION,
 };
 use ocvault::index::Index;
 use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
@@ -16,6 +16,7 @@ use ocvault::repository::{decode_key_file, read_config_version, try_key_file};
 use ocvault::wal::catalog;
 use ocvault::{BlobId, DataId, Error, Id, IndexFileId, PackId, Result, SnapshotId, TreeId};
 use proptest::collection::vec;
+use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::Index as Pos;
 use serde::{de::DeserializeOwned, Serialize};
@@ -43,7 +44,7 @@ fn config_file(keys: &Keys, config: &Config) -> Vec<u8> {
     bytes.extend_from_slice(&keys.seal(
         SealKind::Config,
         &FORMAT_VERSION.to_le_bytes(),
-        &format::frame(&format::to_postcard(config), 0),
+        &format::frame(&config.encode(), 0),
     ));
     bytes
 }
@@ -55,7 +56,7 @@ fn config_file_of_version(keys: &Keys, config: &Config, version: u32) -> Vec<u8>
     bytes.extend_from_slice(&keys.seal(
         SealKind::Config,
         &version.to_le_bytes(),
-        &format::frame(&format::to_postcard(config), 0),
+        &format::frame(&config.encode(), 0),
     ));
     bytes
 }
@@ -63,8 +64,7 @@ fn config_file_of_version(keys: &Keys, config: &Config, version: u32) -> Vec<u8>
 fn decode_config(keys: &Keys, bytes: &[u8]) -> Result<Config> {
     let version = read_config_version(bytes)?;
     let framed = keys.open(SealKind::Config, &version.to_le_bytes(), &bytes[12..])?;
-    let config: Config =
-        format::from_postcard(&format::unframe(&framed, 1 << 20, "config")?, "config")?;
+    let config = Config::decode(&format::unframe(&framed, 1 << 20, "config")?, version)?;
     if config.version != version {
         return Err(Error::corrupt("config", "sealed version differs"));
     }
@@ -453,19 +453,45 @@ fn prune_mark() -> impl Strategy<Value = PruneMark> {
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    (id(), any::<[u32; 3]>(), any::<i32>(), any::<u32>()).prop_map(
-        |(repository_id, c, compression_level, pack_target_size)| Config {
-            version: FORMAT_VERSION,
-            repository_id,
-            chunker: ChunkerParams {
-                min_size: c[0],
-                avg_size: c[1],
-                max_size: c[2],
-            },
-            compression_level,
-            pack_target_size,
-        },
+    (
+        id(),
+        any::<[u32; 3]>(),
+        any::<i32>(),
+        any::<u32>(),
+        storage_policy(),
     )
+        .prop_map(
+            |(repository_id, c, compression_level, pack_target_size, storage)| Config {
+                version: FORMAT_VERSION,
+                repository_id,
+                chunker: ChunkerParams {
+                    min_size: c[0],
+                    avg_size: c[1],
+                    max_size: c[2],
+                },
+                compression_level,
+                pack_target_size,
+                storage,
+            },
+        )
+}
+
+fn storage_policy() -> impl Strategy<Value = StoragePolicy> {
+    (
+        option::of((any::<bool>(), any::<u32>())),
+        option::of("[A-Z_]{0,20}"),
+    )
+        .prop_map(|(lock, data_storage_class)| StoragePolicy {
+            lock: lock.map(|(compliance, days)| ObjectLock {
+                mode: if compliance {
+                    LockMode::Compliance
+                } else {
+                    LockMode::Governance
+                },
+                days,
+            }),
+            data_storage_class,
+        })
 }
 
 fn kdf(max_memory: u32, max_iter: u32, max_par: u32) -> impl Strategy<Value = KdfParams> {
@@ -574,7 +600,9 @@ proptest! {
     #[test]
     fn config_versions(c in config()) {
         for version in OLDEST_FORMAT_VERSION..=FORMAT_VERSION {
-            let c = Config { version, ..c.clone() };
+            // Versions before 3 store no storage policy.
+            let storage = if version >= 3 { c.storage.clone() } else { StoragePolicy::default() };
+            let c = Config { version, storage, ..c.clone() };
             let bytes = config_file_of_version(keys(), &c, version);
             prop_assert_eq!(read_config_version(&bytes).unwrap(), version);
             prop_assert_eq!(decode_config(keys(), &bytes).unwrap(), c.clone());

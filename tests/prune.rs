@@ -447,7 +447,11 @@ fn prune_heals_a_pack_holding_a_blob_twice() {
     }
     let (doubled, entry) = builder.finish(lib.keys());
     lib.backend()
-        .write(&FileKind::Pack.path(&entry.id), doubled)
+        .write(
+            &FileKind::Pack.path(&entry.id),
+            doubled,
+            ocvault::pack::pack_class(entry.blob_type),
+        )
         .unwrap();
     lib.backend()
         .delete(&FileKind::Pack.path(&data.id))

@@ -346,6 +346,7 @@ fn make_full_vectors() {
         pack_target_size: 4096,
         kdf_memory_kib: 64,
         kdf_iterations: 1,
+        storage: Default::default(),
     };
     ocvault::repository::Repository::init(backend, password().as_bytes(), &opts).unwrap();
     // A second key with other Argon2id settings.
@@ -1211,10 +1212,10 @@ fn manifest_wal(repo: &ocvault::repository::IndexedRepository) -> Vec<serde_json
         .collect()
 }
 
-/// `init` writes format version 2: in the clear header and in the sealed config, while key
+/// `init` writes format version 3: in the clear header and in the sealed config, while key
 /// files keep their own version 1.
 #[test]
-fn init_writes_format_version_2() {
+fn init_writes_format_version_3() {
     let tmp = scratch_dir("ocvault-vectors-");
     let repo = tmp.path().join("repo");
     ocvault()
@@ -1226,8 +1227,8 @@ fn init_writes_format_version_2() {
         .assert()
         .success();
     let config = std::fs::read(repo.join("config")).unwrap();
-    assert_eq!(&config[..12], b"OCVAULT\0\x02\0\0\0");
-    assert_eq!(ocvault::format::FORMAT_VERSION, 2);
+    assert_eq!(&config[..12], b"OCVAULT\0\x03\0\0\0");
+    assert_eq!(ocvault::format::FORMAT_VERSION, 3);
     for key in std::fs::read_dir(repo.join("keys")).unwrap() {
         let bytes = std::fs::read(key.unwrap().path()).unwrap();
         assert_eq!(
@@ -1238,7 +1239,8 @@ fn init_writes_format_version_2() {
         );
     }
     let (_copy, opened) = open_copy(&repo);
-    assert_eq!(opened.config().version, 2);
+    assert_eq!(opened.config().version, 3);
+    assert_eq!(opened.config().storage, Default::default());
 }
 
 /// The clear format version of every vector: 1 for the `repo-v1*` ones, which this build
@@ -1377,14 +1379,14 @@ fn unknown_versions_are_refused_with_exit_11() {
             .unwrap()
     };
     let config = std::fs::read(repo.join("config")).unwrap();
-    let mut v3 = config.clone();
-    v3[8] = 3;
-    std::fs::write(repo.join("config"), &v3).unwrap();
+    let mut v4 = config.clone();
+    v4[8] = 4;
+    std::fs::write(repo.join("config"), &v4).unwrap();
     let out = run();
     assert_eq!(out.status.code(), Some(11), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "ocvault: repository format version 3 is not supported (this ocvault reads versions 1 to 2)\n"
+        "ocvault: repository format version 4 is not supported (this ocvault reads versions 1 to 3)\n"
     );
     std::fs::write(repo.join("config"), &config).unwrap();
     let key = std::fs::read_dir(repo.join("keys"))

@@ -2,7 +2,7 @@
 //! thousands of tree blobs one by one, so `read_nearby` fetches the whole (small) pack once
 //! and keeps the most recently used ones up to a byte budget.
 
-use super::storage::{DynStorage, Meta, SpillFile, Storage, StorageResult};
+use super::storage::{DynStorage, Meta, ObjectClass, SpillFile, Storage, StorageResult};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::ops::Range;
@@ -69,16 +69,21 @@ impl Storage for TreePackCache {
         Ok(whole[range.start as usize..range.end as usize].to_vec())
     }
 
-    async fn write(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
-        self.inner.write(path, bytes).await
+    async fn write(&self, path: &str, bytes: Bytes, class: ObjectClass) -> StorageResult<()> {
+        self.inner.write(path, bytes, class).await
     }
 
     fn spill_file(&self, name: &str) -> Option<std::io::Result<SpillFile>> {
         self.inner.spill_file(name)
     }
 
-    async fn write_spilled(&self, path: &str, file: Arc<SpillFile>) -> StorageResult<()> {
-        self.inner.write_spilled(path, file).await
+    async fn write_spilled(
+        &self,
+        path: &str,
+        file: Arc<SpillFile>,
+        class: ObjectClass,
+    ) -> StorageResult<()> {
+        self.inner.write_spilled(path, file, class).await
     }
 
     async fn delete(&self, path: &str) -> StorageResult<()> {

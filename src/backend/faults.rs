@@ -4,7 +4,7 @@
 //! uses, spilled packs included.
 
 use super::location::Options;
-use super::storage::{DynStorage, Meta, SpillFile, Storage, StorageResult};
+use super::storage::{DynStorage, Meta, ObjectClass, SpillFile, Storage, StorageResult};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -179,10 +179,10 @@ impl Faults {
         }
     }
 
-    async fn cut(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
+    async fn cut(&self, path: &str, bytes: Bytes, class: ObjectClass) -> StorageResult<()> {
         let _ = self
             .inner
-            .write(path, bytes.slice(0..bytes.len() / 2))
+            .write(path, bytes.slice(0..bytes.len() / 2), class)
             .await;
         Err(cut_error())
     }
@@ -209,23 +209,28 @@ impl Storage for Faults {
         self.inner.read_nearby(path, size, range).await
     }
 
-    async fn write(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
+    async fn write(&self, path: &str, bytes: Bytes, class: ObjectClass) -> StorageResult<()> {
         if self.check_write().await? {
-            return self.cut(path, bytes).await;
+            return self.cut(path, bytes, class).await;
         }
-        self.inner.write(path, bytes).await
+        self.inner.write(path, bytes, class).await
     }
 
     fn spill_file(&self, name: &str) -> Option<std::io::Result<SpillFile>> {
         self.inner.spill_file(name)
     }
 
-    async fn write_spilled(&self, path: &str, file: Arc<SpillFile>) -> StorageResult<()> {
+    async fn write_spilled(
+        &self,
+        path: &str,
+        file: Arc<SpillFile>,
+        class: ObjectClass,
+    ) -> StorageResult<()> {
         if self.check_write().await? {
             let bytes = tokio::fs::read(file.path()).await.unwrap_or_default();
-            return self.cut(path, Bytes::from(bytes)).await;
+            return self.cut(path, Bytes::from(bytes), class).await;
         }
-        self.inner.write_spilled(path, file).await
+        self.inner.write_spilled(path, file, class).await
     }
 
     async fn delete(&self, path: &str) -> StorageResult<()> {

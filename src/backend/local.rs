@@ -3,7 +3,7 @@
 //! its temporary file. Reads, listings and deletes go through OpenDAL's fs service.
 
 use super::opendal_storage::OpenDalStorage;
-use super::storage::{Meta, SpillFile, Storage, StorageResult};
+use super::storage::{Meta, ObjectClass, SpillFile, Storage, StorageResult};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::ops::Range;
@@ -36,7 +36,7 @@ impl Storage for LocalStorage {
         self.files.read(path, range).await
     }
 
-    async fn write(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
+    async fn write(&self, path: &str, bytes: Bytes, class: ObjectClass) -> StorageResult<()> {
         let name = path.rsplit('/').next().unwrap_or(path).to_string();
         let root = self.root.clone();
         let file = blocking(move || {
@@ -45,7 +45,7 @@ impl Storage for LocalStorage {
             Ok(file)
         })
         .await?;
-        self.write_spilled(path, Arc::new(file)).await
+        self.write_spilled(path, Arc::new(file), class).await
     }
 
     fn spill_file(&self, name: &str) -> Option<std::io::Result<SpillFile>> {
@@ -53,7 +53,12 @@ impl Storage for LocalStorage {
     }
 
     /// The fsync can wait on the disk for long: it runs on the runtime's blocking threads.
-    async fn write_spilled(&self, path: &str, file: Arc<SpillFile>) -> StorageResult<()> {
+    async fn write_spilled(
+        &self,
+        path: &str,
+        file: Arc<SpillFile>,
+        _class: ObjectClass,
+    ) -> StorageResult<()> {
         let target = self.root.join(path);
         blocking(move || file.finish(&target)).await?;
         SPILLED_WRITES.fetch_add(1, Ordering::Relaxed);

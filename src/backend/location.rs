@@ -20,6 +20,18 @@ pub struct Location {
     /// Whether a write must go to a temporary name and be renamed: the service may leave a
     /// half-written object under its final name when a connection drops mid-upload.
     pub rename_writes: bool,
+    /// S3 settings beyond OpenDAL's service config.
+    pub s3: S3Settings,
+}
+
+/// What an s3:// location asks for beyond OpenDAL's config.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `-o s3.data_storage_class=CLASS`: the storage class of data packs, recorded by `init`.
+    pub data_storage_class: Option<String>,
+    /// `-o s3.original_versions=true`: read every file as first written, past later versions
+    /// and delete markers (recovery after an attack on a locked bucket).
+    pub original_versions: bool,
 }
 
 /// The `-o` options not consumed by the URL's service: retry, timeout and fault settings.
@@ -68,6 +80,7 @@ pub fn parse(url: &str, opts: &mut Options) -> Result<Location> {
             display: "memory:".into(),
             local_root: None,
             rename_writes: false,
+            s3: S3Settings::default(),
         });
     }
     if let Some(rest) = url.strip_prefix("s3://") {
@@ -108,6 +121,7 @@ pub fn parse(url: &str, opts: &mut Options) -> Result<Location> {
         display: root_s,
         local_root: Some(root),
         rename_writes: true,
+        s3: S3Settings::default(),
     })
 }
 
@@ -151,6 +165,18 @@ fn parse_s3(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
     if let Some(v) = take(opts, "s3.storage_class") {
         config.push(("default_storage_class".into(), v));
     }
+    let s3 = S3Settings {
+        data_storage_class: take(opts, "s3.data_storage_class"),
+        original_versions: match take(opts, "s3.original_versions").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => {
+                return Err(Error::usage(format!(
+                    "s3.original_versions must be true or false, not {v:?}"
+                )))
+            }
+        },
+    };
     if take(opts, "s3.virtual_host").as_deref() == Some("true") {
         config.push(("enable_virtual_host_style".into(), "true".into()));
     }
@@ -181,6 +207,7 @@ fn parse_s3(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
         local_root: None,
         // A PUT is atomic: an object appears whole or not at all.
         rename_writes: false,
+        s3,
     })
 }
 
@@ -234,6 +261,7 @@ fn parse_sftp(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
         display: url.to_string(),
         local_root: None,
         rename_writes: true,
+        s3: S3Settings::default(),
     })
 }
 
@@ -260,6 +288,7 @@ fn parse_webdav(url: &str, rest: &str, http: &str, _opts: &mut Options) -> Resul
         display: url.to_string(),
         local_root: None,
         rename_writes: true,
+        s3: S3Settings::default(),
     })
 }
 
@@ -302,6 +331,7 @@ fn parse_opendal(url: &str, scheme: &str, opts: &mut Options) -> Result<Location
         display: url.to_string(),
         local_root,
         rename_writes: matches!(scheme, "sftp" | "webdav"),
+        s3: S3Settings::default(),
     })
 }
 

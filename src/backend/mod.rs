@@ -16,6 +16,7 @@
 
 mod cache;
 mod faults;
+pub mod lifecycle;
 mod local;
 pub mod location;
 mod opendal_storage;
@@ -29,7 +30,7 @@ use bytes::Bytes;
 use opendal::{ErrorKind, Operator};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
-pub use storage::{DynStorage, Meta, SpillFile, Storage, StorageError, StorageResult};
+pub use storage::{DynStorage, Meta, ObjectClass, SpillFile, Storage, StorageError, StorageResult};
 
 /// The kinds of files a repository holds, each under its own prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,6 +57,15 @@ impl FileKind {
             FileKind::Lock => "locks/",
             FileKind::PruneMark => "prune/",
             FileKind::Wal => "wal/",
+        }
+    }
+
+    /// How storage keeps files of this kind (Object Lock, storage class). A pack of tree
+    /// blobs is metadata; data packs are written as `ObjectClass::DataPack` by the packer.
+    pub fn object_class(self) -> ObjectClass {
+        match self {
+            FileKind::Lock | FileKind::PruneMark => ObjectClass::Transient,
+            _ => ObjectClass::Metadata,
         }
     }
 
@@ -98,6 +108,13 @@ pub struct Backend {
     local_root: Option<Arc<std::path::PathBuf>>,
     /// See `read_pool`: built on first use, shared by clones.
     read_pool: Arc<OnceLock<Option<rayon::ThreadPool>>>,
+    /// Retention, storage classes, thawing and versions, where the storage has them (S3).
+    lifecycle: Option<Arc<dyn lifecycle::Lifecycle>>,
+    /// How files are written (Object Lock, data storage class): set from the repository's
+    /// config by `apply_policy`, read by the storage layer that applies it.
+    policy: Arc<std::sync::RwLock<lifecycle::WritePolicy>>,
+    /// What the location asked for (`-o s3.data_storage_class`, `-o s3.original_versions`).
+    s3: location::S3Settings,
     /// Tests: called with the prefix after each listing, to act between a listing and the
     /// reads that follow it (another process deleting what was listed) deterministically.
     list_hook: Option<ListHook>,
@@ -180,6 +197,10 @@ impl Backend {
             )
             .layer(opendal::layers::ConcurrentLimitLayer::new(connections));
         let files = opendal_storage::OpenDalStorage::new(op, loc.rename_writes);
+        let policy = Arc::new(std::sync::RwLock::new(lifecycle::WritePolicy::default()));
+        // TODO(H1): for scheme "s3", wrap `files` in the S3 layer (writes with lock headers
+        // and the data class from `policy`, `loc.s3.original_versions`) and set `lifecycle`.
+        let lifecycle: Option<Arc<dyn lifecycle::Lifecycle>> = None;
         let mut storage: DynStorage = match &loc.local_root {
             Some(root) => Arc::new(local::LocalStorage::new(root.clone(), files)),
             None => Arc::new(files),
@@ -199,6 +220,9 @@ impl Backend {
             connections,
             local_root: loc.local_root.map(Arc::new),
             read_pool: Arc::new(OnceLock::new()),
+            lifecycle,
+            policy,
+            s3: loc.s3,
             list_hook: None,
         })
     }
@@ -212,6 +236,29 @@ impl Backend {
     /// clones made afterwards) makes.
     pub fn set_list_hook(&mut self, hook: ListHook) {
         self.list_hook = Some(hook);
+    }
+
+    /// Retention, storage classes, thawing and versions: `Some` on S3.
+    pub fn lifecycle(&self) -> Option<&Arc<dyn lifecycle::Lifecycle>> {
+        self.lifecycle.as_ref()
+    }
+
+    /// Sets how files are written from here on (the repository's config, once read).
+    pub fn apply_policy(&self, policy: lifecycle::WritePolicy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
+    /// The write policy in force.
+    pub fn policy(&self) -> lifecycle::WritePolicy {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// What the location asked for beyond the service (`-o s3.*` settings).
+    pub fn s3_settings(&self) -> &location::S3Settings {
+        &self.s3
     }
 
     pub fn location(&self) -> &str {
@@ -322,15 +369,20 @@ impl Backend {
             .map_err(|e| map_err(e, path))
     }
 
-    pub fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        self.rt.block_on(self.store(path.to_string(), bytes))
+    pub fn write(&self, path: &str, bytes: Vec<u8>, class: ObjectClass) -> Result<()> {
+        self.rt.block_on(self.store(path.to_string(), bytes, class))
     }
 
     /// Starts a write on the I/O runtime; the caller bounds how many run at once. On local
     /// disk the bytes are written to the page cache before this returns, so the caller's
     /// buffer is freed at once and only the fsync and rename run in the background.
-    pub fn spawn_write(&self, path: String, bytes: Vec<u8>) -> tokio::task::JoinHandle<Result<()>> {
-        self.rt.spawn(self.store(path, bytes))
+    pub fn spawn_write(
+        &self,
+        path: String,
+        bytes: Vec<u8>,
+        class: ObjectClass,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        self.rt.spawn(self.store(path, bytes, class))
     }
 
     /// A write of `bytes` to `path`. Where the storage spills (local disk), the bytes go to
@@ -339,6 +391,7 @@ impl Backend {
         &self,
         path: String,
         bytes: Vec<u8>,
+        class: ObjectClass,
     ) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
         let storage = self.storage.clone();
         let name = path.rsplit('/').next().unwrap_or(&path);
@@ -354,9 +407,9 @@ impl Backend {
         };
         async move {
             match spilled {
-                Some(Ok(file)) => storage.write_spilled(&path, Arc::new(file)).await,
+                Some(Ok(file)) => storage.write_spilled(&path, Arc::new(file), class).await,
                 Some(Err(e)) => Err(local_error(e)),
-                None => storage.write(&path, bytes).await,
+                None => storage.write(&path, bytes, class).await,
             }
             .map_err(|e| write_err(e, &path))
         }
@@ -375,11 +428,12 @@ impl Backend {
         &self,
         file: LocalWrite,
         path: String,
+        class: ObjectClass,
     ) -> tokio::task::JoinHandle<Result<()>> {
         let storage = self.storage.clone();
         self.rt.spawn(async move {
             storage
-                .write_spilled(&path, Arc::new(file))
+                .write_spilled(&path, Arc::new(file), class)
                 .await
                 .map_err(|e| write_err(e, &path))
         })

@@ -1,7 +1,7 @@
 //! Storage through an OpenDAL operator: every service (s3, sftp, webdav, memory, and the
 //! reads and listings of local folders).
 
-use super::storage::{Meta, SpillFile, Storage, StorageResult};
+use super::storage::{Meta, ObjectClass, SpillFile, Storage, StorageResult};
 use async_trait::async_trait;
 use bytes::Bytes;
 use opendal::{ErrorKind, Operator};
@@ -33,7 +33,7 @@ impl Storage for OpenDalStorage {
 
     /// Where the service could leave half an object under its final name, the bytes go to
     /// tmp/ first and are renamed into place.
-    async fn write(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
+    async fn write(&self, path: &str, bytes: Bytes, _class: ObjectClass) -> StorageResult<()> {
         if !self.rename_writes {
             return self.op.write(path, bytes).await.map(|_| ());
         }
@@ -54,11 +54,16 @@ impl Storage for OpenDalStorage {
     }
 
     /// Uploads a spilled file's bytes (layers above may hand one over from a local storage).
-    async fn write_spilled(&self, path: &str, file: Arc<SpillFile>) -> StorageResult<()> {
+    async fn write_spilled(
+        &self,
+        path: &str,
+        file: Arc<SpillFile>,
+        class: ObjectClass,
+    ) -> StorageResult<()> {
         let bytes = tokio::fs::read(file.path())
             .await
             .map_err(super::local_error)?;
-        self.write(path, Bytes::from(bytes)).await
+        self.write(path, Bytes::from(bytes), class).await
     }
 
     async fn delete(&self, path: &str) -> StorageResult<()> {

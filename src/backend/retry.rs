@@ -1,7 +1,9 @@
 //! The retry layer: repeats an operation that failed with a temporary error, with exponential
 //! backoff and jitter (backon), over any storage.
 
-use super::storage::{DynStorage, Meta, SpillFile, Storage, StorageError, StorageResult};
+use super::storage::{
+    DynStorage, Meta, ObjectClass, SpillFile, Storage, StorageError, StorageResult,
+};
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
@@ -70,16 +72,22 @@ impl Storage for Retry {
             .await
     }
 
-    async fn write(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
-        self.run(|| self.inner.write(path, bytes.clone())).await
+    async fn write(&self, path: &str, bytes: Bytes, class: ObjectClass) -> StorageResult<()> {
+        self.run(|| self.inner.write(path, bytes.clone(), class))
+            .await
     }
 
     fn spill_file(&self, name: &str) -> Option<std::io::Result<SpillFile>> {
         self.inner.spill_file(name)
     }
 
-    async fn write_spilled(&self, path: &str, file: Arc<SpillFile>) -> StorageResult<()> {
-        self.run(|| self.inner.write_spilled(path, file.clone()))
+    async fn write_spilled(
+        &self,
+        path: &str,
+        file: Arc<SpillFile>,
+        class: ObjectClass,
+    ) -> StorageResult<()> {
+        self.run(|| self.inner.write_spilled(path, file.clone(), class))
             .await
     }
 

@@ -41,7 +41,7 @@ pub trait Storage: Send + Sync {
 
     /// Stores a file whole; it is never visible half written under `path` where the service
     /// allows that.
-    async fn write(&self, path: &str, bytes: Bytes) -> StorageResult<()>;
+    async fn write(&self, path: &str, bytes: Bytes, class: ObjectClass) -> StorageResult<()>;
 
     /// Where files live on local disk: a new temporary file to fill piece by piece and then
     /// store with `write_spilled` (a pack being built holds ~1 MiB, not the whole pack).
@@ -51,7 +51,12 @@ pub trait Storage: Send + Sync {
     /// Stores a file from `spill_file` under `path` (fsynced, then renamed into place). The
     /// temporary file stays until the last handle is dropped, so a failed attempt can be
     /// retried.
-    async fn write_spilled(&self, path: &str, file: Arc<SpillFile>) -> StorageResult<()>;
+    async fn write_spilled(
+        &self,
+        path: &str,
+        file: Arc<SpillFile>,
+        class: ObjectClass,
+    ) -> StorageResult<()>;
 
     async fn delete(&self, path: &str) -> StorageResult<()>;
 
@@ -59,6 +64,20 @@ pub trait Storage: Send + Sync {
     async fn list(&self, prefix: &str) -> StorageResult<Vec<(String, u64)>>;
 
     async fn stat(&self, path: &str) -> StorageResult<Meta>;
+}
+
+/// What a stored file is to storage that treats files differently: S3 Object Lock retention
+/// and storage classes. Other storage ignores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectClass {
+    /// Needed to restore (config, keys, snapshots, index files, tree packs, the operations
+    /// log, WAL records): locked under Object Lock, always in the standard storage class.
+    Metadata,
+    /// A data pack: locked under Object Lock, and written in the data storage class.
+    DataPack,
+    /// Must stay deletable (backup markers, prune marks, temporary files, retention ledgers):
+    /// never locked.
+    Transient,
 }
 
 /// A storage stack, shared by the clones of a `Backend`.

@@ -1,7 +1,7 @@
 //! The layers, alone and stacked: retry semantics, the tree-pack cache, faults over the local
 //! spilling writer, and `NotFound`.
 
-use super::storage::{DynStorage, Meta, SpillFile, Storage, StorageResult};
+use super::storage::{DynStorage, Meta, ObjectClass, SpillFile, Storage, StorageResult};
 use super::*;
 use async_trait::async_trait;
 use std::ops::Range;
@@ -39,16 +39,21 @@ impl Storage for Flaky {
         self.count()?;
         self.inner.read(path, range).await
     }
-    async fn write(&self, path: &str, bytes: Bytes) -> StorageResult<()> {
+    async fn write(&self, path: &str, bytes: Bytes, class: ObjectClass) -> StorageResult<()> {
         self.count()?;
-        self.inner.write(path, bytes).await
+        self.inner.write(path, bytes, class).await
     }
     fn spill_file(&self, name: &str) -> Option<std::io::Result<SpillFile>> {
         self.inner.spill_file(name)
     }
-    async fn write_spilled(&self, path: &str, file: Arc<SpillFile>) -> StorageResult<()> {
+    async fn write_spilled(
+        &self,
+        path: &str,
+        file: Arc<SpillFile>,
+        class: ObjectClass,
+    ) -> StorageResult<()> {
         self.count()?;
-        self.inner.write_spilled(path, file).await
+        self.inner.write_spilled(path, file, class).await
     }
     async fn delete(&self, path: &str) -> StorageResult<()> {
         self.count()?;
@@ -96,7 +101,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn retry_repeats_temporary_errors_up_to_its_limit() {
     let flaky = Flaky::new(memory(), 3, temporary);
     let s = retry::Retry::wrap(flaky.clone(), fast_retries(6));
-    block_on(s.write("a", Bytes::from_static(b"x"))).unwrap();
+    block_on(s.write("a", Bytes::from_static(b"x"), ObjectClass::Metadata)).unwrap();
     assert_eq!(
         flaky.calls.load(Ordering::SeqCst),
         4,
@@ -105,7 +110,7 @@ fn retry_repeats_temporary_errors_up_to_its_limit() {
 
     let flaky = Flaky::new(memory(), 3, temporary);
     let s = retry::Retry::wrap(flaky.clone(), fast_retries(2));
-    assert!(block_on(s.write("a", Bytes::from_static(b"x"))).is_err());
+    assert!(block_on(s.write("a", Bytes::from_static(b"x"), ObjectClass::Metadata)).is_err());
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 3, "1 try + 2 retries");
 }
 
@@ -113,7 +118,7 @@ fn retry_repeats_temporary_errors_up_to_its_limit() {
 fn retry_gives_up_at_once_on_a_full_disk_and_on_permanent_errors() {
     let flaky = Flaky::new(memory(), 1, no_space);
     let s = retry::Retry::wrap(flaky.clone(), fast_retries(6));
-    let e = block_on(s.write("a", Bytes::from_static(b"x"))).unwrap_err();
+    let e = block_on(s.write("a", Bytes::from_static(b"x"), ObjectClass::Metadata)).unwrap_err();
     assert!(is_no_space(&e));
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
 
@@ -143,7 +148,7 @@ fn tree_pack_cache_reads_a_file_once_in_any_order_of_layers() {
                 fast_retries(2),
             )
         };
-        block_on(s.write("p", Bytes::from(bytes.clone()))).unwrap();
+        block_on(s.write("p", Bytes::from(bytes.clone()), ObjectClass::Metadata)).unwrap();
         for start in [0u64, 100, 5000, 9990] {
             let got = block_on(s.read_nearby("p", 10_000, start..start + 10)).unwrap();
             assert_eq!(got, bytes[start as usize..start as usize + 10]);
@@ -152,7 +157,7 @@ fn tree_pack_cache_reads_a_file_once_in_any_order_of_layers() {
         assert_eq!(counter.calls.load(Ordering::SeqCst), 2);
         // A file of another size than the caller expects is never kept: each read of it
         // reads it whole, then the range.
-        block_on(s.write("q", Bytes::from(bytes.clone()))).unwrap();
+        block_on(s.write("q", Bytes::from(bytes.clone()), ObjectClass::Metadata)).unwrap();
         for round in 1..=2 {
             let got = block_on(s.read_nearby("q", 20_000, 0..10)).unwrap();
             assert_eq!(got, bytes[..10]);
@@ -189,7 +194,7 @@ fn faults_wrap_the_local_spilling_writer() {
         let path = format!("data/0{i}/pack{i}");
         backend
             .runtime()
-            .block_on(backend.spawn_finish_local(file, path.clone()))
+            .block_on(backend.spawn_finish_local(file, path.clone(), ObjectClass::DataPack))
             .unwrap()
             .unwrap();
         assert_eq!(backend.read(&path).unwrap(), data);

@@ -1,7 +1,7 @@
 use super::{GlobalOptions, Outcome};
 use ocvault::commands::init;
 use ocvault::error::Result;
-use ocvault::format::ChunkerParams;
+use ocvault::format::{ChunkerParams, LockMode, ObjectLock, StoragePolicy};
 use ocvault::repository::InitOptions;
 
 #[derive(clap::Args)]
@@ -27,6 +27,31 @@ pub struct Args {
     /// Argon2id iterations for the key file
     #[arg(long, default_value_t = InitOptions::default().kdf_iterations, value_parser = clap::value_parser!(u32).range(1..=100))]
     kdf_iterations: u32,
+    /// S3 Object Lock: write every file a restore needs with this retention mode (the bucket
+    /// must have Object Lock enabled)
+    #[arg(long, value_enum)]
+    lock_mode: Option<LockModeArg>,
+    /// S3 Object Lock: days each file stays locked after it is written (extended while a kept
+    /// snapshot needs it)
+    #[arg(long, default_value_t = 30, requires = "lock_mode", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    lock_days: u32,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LockModeArg {
+    /// Nobody can shorten or remove a retention, not even the account's root user
+    Compliance,
+    /// Users with s3:BypassGovernanceRetention can shorten or remove a retention
+    Governance,
+}
+
+impl From<LockModeArg> for LockMode {
+    fn from(m: LockModeArg) -> LockMode {
+        match m {
+            LockModeArg::Compliance => LockMode::Compliance,
+            LockModeArg::Governance => LockMode::Governance,
+        }
+    }
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
@@ -40,6 +65,14 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         kdf_memory_kib: a.kdf_memory_kib,
         kdf_iterations: a.kdf_iterations,
         pack_target_size: a.pack_size,
+        storage: StoragePolicy {
+            lock: a.lock_mode.map(|mode| ObjectLock {
+                mode: mode.into(),
+                days: a.lock_days,
+            }),
+            // From `-o s3.data_storage_class`, read by `init::init`.
+            data_storage_class: None,
+        },
     };
     init::check_settings(&opts)?;
     let pw = g.password()?;

@@ -23,6 +23,35 @@ pub fn check_settings(opts: &InitOptions) -> Result<()> {
     Ok(())
 }
 
+/// Object Lock and storage classes need S3, and a lock needs a bucket with Object Lock
+/// enabled (else every locked write would fail).
+fn check_storage(backend: &Backend, opts: &InitOptions) -> Result<()> {
+    let Some(lock) = opts.storage.lock else {
+        return Ok(());
+    };
+    if lock.days == 0 {
+        return Err(Error::usage("--lock-days must be at least 1"));
+    }
+    let Some(lifecycle) = backend.lifecycle() else {
+        return Err(Error::usage(format!(
+            "Object Lock needs an s3:// repository; {} is not one",
+            backend.location()
+        )));
+    };
+    let enabled = backend
+        .runtime()
+        .block_on(lifecycle.object_lock_enabled())
+        .map_err(|e| Error::other(format!("cannot read the bucket's Object Lock setting: {e}")))?;
+    if !enabled {
+        return Err(Error::usage(format!(
+            "the bucket of {} does not have Object Lock enabled (it can only be enabled when \
+             the bucket is created, with versioning)",
+            backend.location()
+        )));
+    }
+    Ok(())
+}
+
 /// An empty password protects nothing.
 pub fn check_password(password: &[u8]) -> Result<()> {
     if password.is_empty() {
@@ -42,7 +71,10 @@ pub fn init(
 ) -> Result<(Repository, Option<String>)> {
     check_settings(opts)?;
     check_password(password)?;
-    let repo = Repository::init(backend, password, opts)?;
+    let mut opts = opts.clone();
+    opts.storage.data_storage_class = backend.s3_settings().data_storage_class.clone();
+    check_storage(&backend, &opts)?;
+    let repo = Repository::init(backend, password, &opts)?;
     let warning = match repo.write_session() {
         Ok(session) => crate::oplog::record_or_warn(&session, command_line, "init", "ok", vec![]),
         Err(e) => Some(format!("cannot write the operations log: {e}")),
