@@ -1,11 +1,18 @@
-//! `backend::s3api::S3Api` against a real S3 server with Object Lock and archive storage
-//! classes: moto in server mode (`moto_server`, started here on a free port and killed on
-//! drop). A missing moto_server fails the test, never skips it.
+//! `backend::s3api::S3Api`, and ocvault repositories on S3 through it, against a real S3
+//! server with Object Lock and archive storage classes: moto in server mode (`moto_server`,
+//! started here on a free port and killed on drop). A missing moto_server fails the test,
+//! never skips it.
+
+mod common;
 
 use bytes::Bytes;
+use common::compare::assert_trees_equal;
+use common::json::last_json;
+use common::trees::{generate_tree, TreeSpec};
+use ocvault::backend::s3_storage::initial_retain_until;
 use ocvault::backend::s3api::{
-    is_cold_object_error, service_error, LockMode, PutOptions, RestoreRequested, RestoreStatus,
-    RestoreTier, S3Api,
+    is_cold_object_error, service_error, PutOptions, RestoreRequested, RestoreStatus, RestoreTier,
+    RetentionMode, S3Api,
 };
 use opendal::ErrorKind;
 use std::net::{TcpListener, TcpStream};
@@ -98,6 +105,22 @@ fn operator(moto: &Moto, bucket: &str, root: &str) -> opendal::Operator {
     opendal::Operator::via_iter("s3", moto.config(bucket, root)).unwrap()
 }
 
+/// Waits for the restored copy of an archived object (moto finishes at once; S3 takes hours).
+async fn wait_restored(s3: &S3Api, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let head = s3.head_object(path, None).await.unwrap();
+        if matches!(head.restore, RestoreStatus::Available { .. }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restore never finished: {head:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Compliance lock in the PUT itself: HEAD shows it, permanent deletion of the version is
 /// refused, its extension shows on HEAD; a plain DELETE (OpenDAL's) only adds a
 /// delete marker, and the locked version still reads by its id.
@@ -116,13 +139,13 @@ fn compliance_lock_survives_deletes() {
         let until = now_s() + 86_400;
         let bytes = Bytes::from_static(b"the repository config");
         let opts = PutOptions {
-            lock: Some((LockMode::Compliance, until)),
+            lock: Some((RetentionMode::Compliance, until)),
             ..PutOptions::default()
         };
         let version = s3.put_object("config", bytes.clone(), &opts).await.unwrap();
         let version = version.expect("a lock-enabled bucket versions objects");
         let head = s3.head_object("config", None).await.unwrap();
-        assert_eq!(head.lock, Some((LockMode::Compliance, until)));
+        assert_eq!(head.lock, Some((RetentionMode::Compliance, until)));
         assert_eq!(head.size, bytes.len() as u64);
         assert_eq!(head.version_id.as_deref(), Some(version.as_str()));
         assert_eq!(head.restore, RestoreStatus::NotRequested);
@@ -137,13 +160,13 @@ fn compliance_lock_survives_deletes() {
         s3.put_retention(
             "config",
             Some(&version),
-            LockMode::Compliance,
+            RetentionMode::Compliance,
             until + 86_400,
         )
         .await
         .unwrap();
         let head = s3.head_object("config", Some(&version)).await.unwrap();
-        assert_eq!(head.lock, Some((LockMode::Compliance, until + 86_400)));
+        assert_eq!(head.lock, Some((RetentionMode::Compliance, until + 86_400)));
 
         // A plain DELETE, as forget and prune send it through OpenDAL.
         operator(&moto, "locked-bucket", "/repo")
@@ -235,19 +258,7 @@ fn glacier_object_reads_after_restore() {
             .await
             .unwrap();
         assert_eq!(first, RestoreRequested::Started);
-        // Wait for the restored copy (moto finishes at once; S3 takes hours).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let head = s3.head_object("data/ab/ab01", None).await.unwrap();
-            if matches!(head.restore, RestoreStatus::Available { .. }) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "restore never finished: {head:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_restored(&s3, "data/ab/ab01").await;
         assert_eq!(
             s3.get_object("data/ab/ab01", None, None).await.unwrap(),
             pack
@@ -262,4 +273,225 @@ fn glacier_object_reads_after_restore() {
         let missing = s3.head_object("data/ab/none", None).await.unwrap_err();
         assert_eq!(missing.kind(), ErrorKind::NotFound);
     });
+}
+
+const PW: &str = "s3 lock test password";
+
+/// `ocvault` on `s3://BUCKET/repo` of this moto, with its credentials; `opts` adds `-o`s.
+fn ocvault(moto: &Moto, bucket: &str, opts: &[&str]) -> assert_cmd::Command {
+    let mut c = common::cli::ocvault();
+    c.arg("--repo")
+        .arg(format!("s3://{bucket}/repo"))
+        .arg("-o")
+        .arg(format!("s3.endpoint={}", moto.endpoint()))
+        .env("OCVAULT_PASSWORD", PW)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .timeout(Duration::from_secs(300));
+    for o in opts {
+        c.arg("-o").arg(o);
+    }
+    c
+}
+
+fn run_ok(mut cmd: assert_cmd::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn source_tree(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("src");
+    generate_tree(
+        &src,
+        &TreeSpec {
+            small_files: 60,
+            big_file_bytes: 3 << 20,
+            sparse_file_bytes: 0,
+            deep_nesting: 4,
+            seed: 18,
+            ..TreeSpec::default()
+        },
+    );
+    src
+}
+
+fn restore_matches(moto: &Moto, bucket: &str, opts: &[&str], src: &std::path::Path) {
+    let target = src.parent().unwrap().join(format!("restored-{}", now_ns()));
+    let mut cmd = ocvault(moto, bucket, opts);
+    cmd.args(["restore", "latest", "--target"]).arg(&target);
+    run_ok(cmd);
+    assert_trees_equal(src, &target.join("src"));
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A repository created with `--lock-mode compliance --lock-days 1`: every object a restore
+/// needs is locked in its PUT until the UTC midnight after a day, markers are not; the
+/// server refuses to delete any locked version; after an "attacker" with the same
+/// credentials overwrites and deletes every object, `-o s3.original_versions=true` restores
+/// the snapshot byte for byte and `check --read-data` passes.
+#[test]
+fn locked_repository_survives_ransomware() {
+    let moto = Moto::start();
+    let rt = runtime();
+    let bucket = "locked-repo";
+    let s3 = api(&moto, bucket, "/repo");
+    rt.block_on(s3.create_bucket(true)).unwrap();
+    let scratch = common::env::scratch_dir("ocvault-s3lock-");
+    let src = source_tree(scratch.path());
+
+    let before = now_s();
+    let mut init = ocvault(&moto, bucket, &[]);
+    init.args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
+        .args(["--lock-mode", "compliance", "--lock-days", "1"]);
+    run_ok(init);
+    let mut snap = ocvault(&moto, bucket, &[]);
+    snap.args(["--json", "snapshot"]).arg(&src);
+    let id = last_json(&run_ok(snap))["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let after = now_s();
+
+    let versions = rt.block_on(s3.list_versions("")).unwrap();
+    let mut locked_prefixes = std::collections::BTreeSet::new();
+    let mut locked = Vec::new();
+    for v in versions.iter().filter(|v| !v.is_delete_marker) {
+        let head = rt
+            .block_on(s3.head_object(&v.path, Some(&v.version_id)))
+            .unwrap();
+        let transient = ["locks/", "prune/", "tmp/"]
+            .iter()
+            .any(|p| v.path.starts_with(p));
+        if transient {
+            assert_eq!(head.lock, None, "{} is locked", v.path);
+            continue;
+        }
+        let (mode, until) = head
+            .lock
+            .unwrap_or_else(|| panic!("{} is not locked", v.path));
+        assert_eq!(mode, RetentionMode::Compliance);
+        assert!(
+            (initial_retain_until(before, 1)..=initial_retain_until(after, 1)).contains(&until)
+                && until % 86_400 == 0,
+            "{}: retain until {until}",
+            v.path
+        );
+        locked_prefixes.insert(v.path.split('/').next().unwrap().to_string());
+        locked.push(v.clone());
+    }
+    for p in ["config", "keys", "snapshots", "index", "data"] {
+        assert!(
+            locked_prefixes.contains(p),
+            "nothing locked under {p}: {locked_prefixes:?}"
+        );
+    }
+    // Backup markers were written and deleted normally.
+    assert!(versions.iter().any(|v| v.path.starts_with("locks/")));
+    for v in &locked {
+        let e = rt
+            .block_on(s3.delete_version(&v.path, &v.version_id))
+            .expect_err(&v.path);
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{}: {e}", v.path);
+    }
+
+    // The attacker: overwrite some objects, then delete every current one.
+    let op = operator(&moto, bucket, "/repo");
+    rt.block_on(async {
+        for v in locked.iter().filter(|v| v.is_latest).step_by(2) {
+            op.write(&v.path, vec![0u8; 100]).await.unwrap();
+        }
+        for o in s3.list_objects("").await.unwrap() {
+            op.delete(&o.path).await.unwrap();
+        }
+        assert!(s3.list_objects("").await.unwrap().is_empty());
+    });
+    let gone = ocvault(&moto, bucket, &[])
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(10), "{gone:?}");
+
+    let view = ["s3.original_versions=true"];
+    restore_matches(&moto, bucket, &view, &src);
+    let mut restore_by_id = ocvault(&moto, bucket, &view);
+    let target = scratch.path().join("by-id");
+    restore_by_id
+        .args(["restore", &id, "--target"])
+        .arg(&target);
+    run_ok(restore_by_id);
+    assert_trees_equal(&src, &target.join("src"));
+    let mut check = ocvault(&moto, bucket, &view);
+    check.args(["check", "--read-data"]);
+    run_ok(check);
+}
+
+/// `-o s3.data_storage_class=GLACIER` at init: data packs are PUT as GLACIER, everything
+/// else STANDARD; `check` (structure) works with every data pack cold; a restore fails
+/// until the packs are restored (RestoreObject), then matches byte for byte.
+#[test]
+fn glacier_data_packs_restore_after_thaw() {
+    let moto = Moto::start();
+    let rt = runtime();
+    let bucket = "tiered-repo";
+    let s3 = api(&moto, bucket, "/repo");
+    rt.block_on(s3.create_bucket(false)).unwrap();
+    let scratch = common::env::scratch_dir("ocvault-s3tier-");
+    let src = source_tree(scratch.path());
+
+    let mut init = ocvault(&moto, bucket, &["s3.data_storage_class=GLACIER"]);
+    init.args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"]);
+    run_ok(init);
+    let mut snap = ocvault(&moto, bucket, &[]);
+    snap.arg("snapshot").arg(&src);
+    run_ok(snap);
+
+    let listed = rt.block_on(s3.list_objects("")).unwrap();
+    let mut cold = Vec::new();
+    for o in &listed {
+        let class = o.storage_class.as_deref().unwrap_or("STANDARD");
+        // Tree packs live under data/ too: only some packs there are data packs.
+        if class == "GLACIER" {
+            assert!(o.path.starts_with("data/"), "{} is GLACIER", o.path);
+            cold.push(o.path.clone());
+        } else {
+            assert_eq!(class, "STANDARD", "{}", o.path);
+        }
+    }
+    assert!(!cold.is_empty(), "no GLACIER pack in {listed:?}");
+    run_ok({
+        let mut c = ocvault(&moto, bucket, &[]);
+        c.arg("check");
+        c
+    });
+
+    let target = scratch.path().join("cold-restore");
+    let mut restore = ocvault(&moto, bucket, &[]);
+    restore.args(["restore", "latest", "--target"]).arg(&target);
+    let out = restore.output().unwrap();
+    assert!(!out.status.success(), "restore read cold packs: {out:?}");
+
+    rt.block_on(async {
+        for path in &cold {
+            let r = s3.restore_object(path, 1, RestoreTier::Bulk).await.unwrap();
+            assert_eq!(r, RestoreRequested::Started, "{path}");
+        }
+        for path in &cold {
+            wait_restored(&s3, path).await;
+        }
+    });
+    restore_matches(&moto, bucket, &[], &src);
 }

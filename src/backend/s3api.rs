@@ -10,6 +10,7 @@
 //! timeouts and broken connections, so the `Retry` layer retries them; the server's code and
 //! message travel as the error's source (`service_error`).
 
+pub use super::lifecycle::RetentionMode;
 use super::storage::{StorageError, StorageResult};
 use base64::Engine;
 use bytes::Bytes;
@@ -25,39 +26,29 @@ use std::time::Duration;
 
 mod xml;
 
-/// The Object Lock retention mode of an object version.
-// TODO(phase 0): `format::LockMode` replaces this when main has it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LockMode {
-    /// Users with `s3:BypassGovernanceRetention` may shorten or remove it.
-    Governance,
-    /// Nobody can shorten or remove it, not even the account's root user.
-    Compliance,
-}
-
 /// The mode as S3 spells it in headers and XML.
-pub fn lock_mode_name(mode: LockMode) -> &'static str {
+pub fn retention_mode_name(mode: RetentionMode) -> &'static str {
     match mode {
-        LockMode::Governance => "GOVERNANCE",
-        LockMode::Compliance => "COMPLIANCE",
+        RetentionMode::Governance => "GOVERNANCE",
+        RetentionMode::Compliance => "COMPLIANCE",
     }
 }
 
-pub fn parse_lock_mode(s: &str) -> Option<LockMode> {
+pub fn parse_retention_mode(s: &str) -> Option<RetentionMode> {
     match s.trim().to_ascii_uppercase().as_str() {
-        "GOVERNANCE" => Some(LockMode::Governance),
-        "COMPLIANCE" => Some(LockMode::Compliance),
+        "GOVERNANCE" => Some(RetentionMode::Governance),
+        "COMPLIANCE" => Some(RetentionMode::Compliance),
         _ => None,
     }
 }
 
 /// What a PUT sets besides the bytes.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PutOptions {
     /// `x-amz-storage-class`; `None` leaves the bucket's default (STANDARD).
     pub storage_class: Option<String>,
     /// Mode and retain-until (seconds since the epoch).
-    pub lock: Option<(LockMode, i64)>,
+    pub lock: Option<(RetentionMode, i64)>,
     /// `x-amz-tagging`, URL-query encoded (`key=value&key2=value2`).
     pub tagging: Option<String>,
 }
@@ -82,7 +73,7 @@ pub struct ObjectHead {
     pub storage_class: Option<String>,
     pub restore: RestoreStatus,
     /// Mode and retain-until (seconds since the epoch).
-    pub lock: Option<(LockMode, i64)>,
+    pub lock: Option<(RetentionMode, i64)>,
     pub last_modified_unix_s: Option<i64>,
     /// `None` on an unversioned bucket.
     pub version_id: Option<String>,
@@ -194,6 +185,9 @@ pub struct S3Api {
     bucket: String,
     region: String,
     virtual_host: bool,
+    /// `-o s3.storage_class` (OpenDAL's `default_storage_class`), for callers that write
+    /// through both.
+    default_storage_class: Option<String>,
     /// The key prefix of the repository: empty, or ending with '/'.
     root: String,
     /// Bounds this client's requests in flight (OpenDAL's own are bounded apart).
@@ -284,9 +278,15 @@ impl S3Api {
             bucket,
             region,
             virtual_host: flag("enable_virtual_host_style"),
+            default_storage_class: get("default_storage_class").map(str::to_string),
             root,
             permits: tokio::sync::Semaphore::new(connections.max(1)),
         })
+    }
+
+    /// The storage class OpenDAL writes in (`-o s3.storage_class`); `None`: the bucket's.
+    pub fn default_storage_class(&self) -> Option<&str> {
+        self.default_storage_class.as_deref()
     }
 
     /// The object key of a repository path.
@@ -391,7 +391,11 @@ impl S3Api {
             insert(&mut headers, "x-amz-storage-class", class)?;
         }
         if let Some((mode, until)) = opts.lock {
-            insert(&mut headers, "x-amz-object-lock-mode", lock_mode_name(mode))?;
+            insert(
+                &mut headers,
+                "x-amz-object-lock-mode",
+                retention_mode_name(mode),
+            )?;
             insert(
                 &mut headers,
                 "x-amz-object-lock-retain-until-date",
@@ -478,7 +482,7 @@ impl S3Api {
         &self,
         path: &str,
         version: Option<&str>,
-        mode: LockMode,
+        mode: RetentionMode,
         until_unix_s: i64,
     ) -> StorageResult<()> {
         let body = xml::retention(mode, &iso8601(until_unix_s));
@@ -703,7 +707,7 @@ pub fn parse_restore_header(value: Option<&str>) -> RestoreStatus {
 fn parse_head(headers: &HeaderMap) -> ObjectHead {
     let get = |name| header_str(headers, name);
     let lock = match (
-        get("x-amz-object-lock-mode").and_then(parse_lock_mode),
+        get("x-amz-object-lock-mode").and_then(parse_retention_mode),
         get("x-amz-object-lock-retain-until-date").and_then(parse_iso8601),
     ) {
         (Some(mode), Some(until)) => Some((mode, until)),
@@ -790,7 +794,7 @@ fn error_kind(status: u16, code: &str) -> (ErrorKind, bool) {
         412 => (ErrorKind::ConditionNotMatch, false),
         416 => (ErrorKind::RangeNotSatisfied, false),
         429 => (ErrorKind::RateLimited, true),
-        500..=599 | 499 => (ErrorKind::Unexpected, true),
+        499..=599 => (ErrorKind::Unexpected, true),
         _ => (ErrorKind::Unexpected, false),
     }
 }

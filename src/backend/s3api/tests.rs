@@ -130,7 +130,7 @@ fn head_headers() {
             size: 1234,
             storage_class: Some("GLACIER".into()),
             restore: RestoreStatus::InProgress,
-            lock: Some((LockMode::Compliance, 1_900_000_000)),
+            lock: Some((RetentionMode::Compliance, 1_900_000_000)),
             last_modified_unix_s: Some(1_900_000_000),
             version_id: Some("v-1".into()),
         }
@@ -147,13 +147,16 @@ fn head_headers() {
 #[test]
 fn request_bodies() {
     assert_eq!(
-        xml::retention(LockMode::Governance, "2030-03-17T17:46:40Z"),
+        xml::retention(RetentionMode::Governance, "2030-03-17T17:46:40Z"),
         "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>GOVERNANCE</Mode><RetainUntilDate>2030-03-17T17:46:40Z</RetainUntilDate></Retention>"
     );
     assert!(xml::restore_request(7, RestoreTier::Bulk)
         .contains("<Days>7</Days><GlacierJobParameters><Tier>Bulk</Tier>"));
-    assert_eq!(parse_lock_mode("compliance"), Some(LockMode::Compliance));
-    assert_eq!(parse_lock_mode("x"), None);
+    assert_eq!(
+        parse_retention_mode("compliance"),
+        Some(RetentionMode::Compliance)
+    );
+    assert_eq!(parse_retention_mode("x"), None);
 }
 
 #[test]

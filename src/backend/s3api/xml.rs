@@ -1,6 +1,6 @@
 //! The XML bodies `S3Api` sends and reads (quick-xml's serde support for reading).
 
-use super::{parse_iso8601, ListedObject, LockMode, ObjectVersion, RestoreTier};
+use super::{parse_iso8601, ListedObject, ObjectVersion, RestoreTier, RetentionMode};
 use crate::backend::storage::{StorageError, StorageResult};
 use opendal::ErrorKind;
 use serde::Deserialize;
@@ -15,10 +15,10 @@ pub fn restore_request(days: u32, tier: RestoreTier) -> String {
 }
 
 /// `until` in ISO 8601 (`iso8601`).
-pub fn retention(mode: LockMode, until: &str) -> String {
+pub fn retention(mode: RetentionMode, until: &str) -> String {
     format!(
         "<Retention xmlns=\"{NS}\"><Mode>{}</Mode><RetainUntilDate>{until}</RetainUntilDate></Retention>",
-        super::lock_mode_name(mode)
+        super::retention_mode_name(mode)
     )
 }
 
