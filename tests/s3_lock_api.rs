@@ -275,6 +275,81 @@ fn glacier_object_reads_after_restore() {
     });
 }
 
+/// Listings loop over pages: with pages of 2 keys, 5 objects take 3 ListObjectsV2 requests
+/// and 7 versions and markers 4 ListObjectVersions requests, and nothing is lost or repeated
+/// (a key's versions split across pages included). Every other call is one request.
+#[test]
+fn listings_page_and_calls_are_one_request() {
+    let moto = Moto::start();
+    let rt = runtime();
+    rt.block_on(async {
+        let s3 = api(&moto, "paged-bucket", "/repo").with_page_size(2);
+        s3.create_bucket(true).await.unwrap();
+        let sent = s3.requests_sent();
+        for i in 0..5 {
+            let path = format!("index/{i}");
+            s3.put_object(&path, Bytes::from(path.clone()), &PutOptions::default())
+                .await
+                .unwrap();
+        }
+        assert_eq!(s3.requests_sent() - sent, 5);
+        // Outside the root: never listed.
+        api(&moto, "paged-bucket", "/other")
+            .put_object("index/x", Bytes::new(), &PutOptions::default())
+            .await
+            .unwrap();
+
+        let sent = s3.requests_sent();
+        let listed = s3.list_objects("index/").await.unwrap();
+        assert_eq!(s3.requests_sent() - sent, 3);
+        let paths: Vec<&str> = listed.iter().map(|o| o.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["index/0", "index/1", "index/2", "index/3", "index/4"]
+        );
+
+        // index/1 gets a second version, index/3 a delete marker: 7 entries.
+        s3.put_object("index/1", Bytes::from_static(b"v2"), &PutOptions::default())
+            .await
+            .unwrap();
+        operator(&moto, "paged-bucket", "/repo")
+            .delete("index/3")
+            .await
+            .unwrap();
+        let sent = s3.requests_sent();
+        let versions = s3.list_versions("index/").await.unwrap();
+        assert_eq!(s3.requests_sent() - sent, 4);
+        let mut seen: Vec<(&str, bool, bool)> = versions
+            .iter()
+            .map(|v| (v.path.as_str(), v.is_latest, v.is_delete_marker))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("index/0", true, false),
+                ("index/1", false, false),
+                ("index/1", true, false),
+                ("index/2", true, false),
+                ("index/3", false, false),
+                ("index/3", true, true),
+                ("index/4", true, false),
+            ]
+        );
+        let ids: std::collections::HashSet<&str> =
+            versions.iter().map(|v| v.version_id.as_str()).collect();
+        assert_eq!(ids.len(), 7);
+
+        let sent = s3.requests_sent();
+        s3.head_object("index/0", None).await.unwrap();
+        s3.restore_object("index/0", 1, RestoreTier::Standard)
+            .await
+            .unwrap_err();
+        s3.object_lock_enabled().await.unwrap();
+        assert_eq!(s3.requests_sent() - sent, 3);
+    });
+}
+
 const PW: &str = "s3 lock test password";
 
 /// `ocvault` on `s3://BUCKET/repo` of this moto, with its credentials; `opts` adds `-o`s.

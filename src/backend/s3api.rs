@@ -192,6 +192,10 @@ pub struct S3Api {
     root: String,
     /// Bounds this client's requests in flight (OpenDAL's own are bounded apart).
     permits: tokio::sync::Semaphore,
+    /// Requests sent so far (`requests_sent`), for the cost figures of tests and reports.
+    sent: std::sync::atomic::AtomicU64,
+    /// `max-keys` of listings; `None`: the server's (1000).
+    page_size: Option<String>,
 }
 
 /// The answer to one request, read whole.
@@ -281,12 +285,25 @@ impl S3Api {
             default_storage_class: get("default_storage_class").map(str::to_string),
             root,
             permits: tokio::sync::Semaphore::new(connections.max(1)),
+            sent: std::sync::atomic::AtomicU64::new(0),
+            page_size: None,
         })
     }
 
     /// The storage class OpenDAL writes in (`-o s3.storage_class`); `None`: the bucket's.
     pub fn default_storage_class(&self) -> Option<&str> {
         self.default_storage_class.as_deref()
+    }
+
+    /// Listings ask for pages of at most `n` keys (tests of the paging, on few objects).
+    pub fn with_page_size(mut self, n: u32) -> S3Api {
+        self.page_size = Some(n.to_string());
+        self
+    }
+
+    /// Requests this client has sent (each page of a listing counts).
+    pub fn requests_sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The object key of a repository path.
@@ -354,6 +371,7 @@ impl S3Api {
         let _permit = self.permits.acquire().await.map_err(|_| {
             StorageError::new(ErrorKind::Unexpected, "s3: client closed").set_temporary()
         })?;
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let resp = self
             .http
             .request(parts.method, parts.uri.to_string())
@@ -537,6 +555,9 @@ impl S3Api {
         let mut token: Option<String> = None;
         loop {
             let mut query = vec![("list-type", "2"), ("prefix", key_prefix.as_str())];
+            if let Some(n) = &self.page_size {
+                query.push(("max-keys", n.as_str()));
+            }
             if let Some(t) = &token {
                 query.push(("continuation-token", t.as_str()));
             }
@@ -563,6 +584,9 @@ impl S3Api {
         let mut marker: Option<(String, String)> = None;
         loop {
             let mut query = vec![("versions", ""), ("prefix", key_prefix.as_str())];
+            if let Some(n) = &self.page_size {
+                query.push(("max-keys", n.as_str()));
+            }
             if let Some((key, version)) = &marker {
                 query.push(("key-marker", key.as_str()));
                 if !version.is_empty() {
