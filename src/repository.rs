@@ -158,6 +158,8 @@ impl Repository {
             pack_target_size: opts.pack_target_size,
             storage: opts.storage.clone(),
         };
+        // The key file and the config are locked (and classed) like everything after them.
+        backend.apply_policy(write_policy(&config.storage));
         let key_id = write_key_file(
             &backend,
             &master,

@@ -5,7 +5,9 @@
 //! TreePackCache (remote only)  whole tree packs kept for small ranged reads
 //!   Retry                      temporary errors retried with backoff (backon)
 //!     Faults (-o fault.*)      injected failures, latency, cut writes (tests)
-//!       LocalStorage | OpenDalStorage   the files: a local folder, or any OpenDAL service
+//!       S3Storage (s3 only)    Object Lock / storage-class PUTs and the original-versions
+//!                              view through S3Api; everything else through OpenDAL below
+//!         LocalStorage | OpenDalStorage   the files: a local folder, or any OpenDAL service
 //! ```
 //!
 //! Threads: all storage I/O runs as async tasks on one tokio runtime shared by every
@@ -21,6 +23,8 @@ mod local;
 pub mod location;
 mod opendal_storage;
 mod retry;
+pub mod s3_storage;
+pub mod s3api;
 pub mod storage;
 
 use crate::error::{Error, Result};
@@ -183,6 +187,8 @@ impl Backend {
         };
         let remote = loc.local_root.is_none() && loc.scheme != "memory";
         // The sftp service connects from inside the runtime.
+        // S3Api signs with the same config OpenDAL gets.
+        let s3_config = (loc.scheme == "s3").then(|| loc.config.clone());
         let op = {
             let _guard = rt.enter();
             Operator::via_iter(loc.scheme.as_str(), loc.config)
@@ -197,13 +203,23 @@ impl Backend {
             .layer(opendal::layers::ConcurrentLimitLayer::new(connections));
         let files = opendal_storage::OpenDalStorage::new(op, loc.rename_writes);
         let policy = Arc::new(std::sync::RwLock::new(lifecycle::WritePolicy::default()));
-        // TODO(H1): for scheme "s3", wrap `files` in the S3 layer (writes with lock headers
-        // and the data class from `policy`, `loc.s3.original_versions`) and set `lifecycle`.
-        let lifecycle: Option<Arc<dyn lifecycle::Lifecycle>> = None;
+        let mut lifecycle: Option<Arc<dyn lifecycle::Lifecycle>> = None;
         let mut storage: DynStorage = match &loc.local_root {
             Some(root) => Arc::new(local::LocalStorage::new(root.clone(), files)),
             None => Arc::new(files),
         };
+        if let Some(config) = s3_config {
+            let api = s3api::S3Api::new(&config, timeout, connections)
+                .map(Arc::new)
+                .map_err(|e| Error::usage(format!("{}: {}", loc.display, one_line(&e))))?;
+            storage = s3_storage::S3Storage::wrap(
+                storage,
+                api.clone(),
+                policy.clone(),
+                loc.s3.original_versions,
+            );
+            lifecycle = Some(Arc::new(s3_storage::S3Lifecycle::new(api, retry)));
+        }
         if let Some(plan) = faults {
             storage = faults::Faults::wrap(storage, plan);
         }

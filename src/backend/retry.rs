@@ -23,7 +23,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Each wait is drawn from [d/2, d) for the nominal delay d ("full jitter" keeps many
     /// clients from retrying in step): backon's jitter adds up to one more delay to half of it.
-    fn backoff(&self) -> ExponentialBuilder {
+    pub(super) fn backoff(&self) -> ExponentialBuilder {
         ExponentialBuilder::new()
             .with_min_delay(self.first_delay / 2)
             .with_max_delay(self.max_delay / 2)
@@ -52,7 +52,7 @@ impl Retry {
 }
 
 /// A temporary error, except a full disk: that does not empty itself within the retry window.
-fn worth_retrying(e: &StorageError) -> bool {
+pub(super) fn worth_retrying(e: &StorageError) -> bool {
     e.is_temporary() && !super::is_no_space(e)
 }
 

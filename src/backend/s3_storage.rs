@@ -1,0 +1,515 @@
+//! The S3 layer of an s3:// repository: reads, listings and deletes through OpenDAL as for any
+//! service; writes that need Object Lock headers or a storage class of their own through
+//! `S3Api` (one PUT with the lock in it, never a second call); `Lifecycle` through `S3Api`;
+//! and the `-o s3.original_versions=true` view, which reads every file as ocvault first
+//! wrote it, past versions and delete markers added since (recovery after an attack on a
+//! locked bucket).
+
+use super::lifecycle::{
+    ClassedObject, Lifecycle, RetentionMode, StoredVersion, ThawRequest, ThawState, ThawTier,
+    WritePolicy,
+};
+use super::retry::RetryPolicy;
+use super::s3api::{PutOptions, RestoreRequested, RestoreStatus, RestoreTier, S3Api};
+use super::storage::{
+    DynStorage, Meta, ObjectClass, SpillFile, Storage, StorageError, StorageResult,
+};
+use async_trait::async_trait;
+use backon::Retryable;
+use bytes::Bytes;
+use opendal::ErrorKind;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The tag data packs carry when they have a storage class of their own, so that a bucket
+/// lifecycle rule can select them (`x-amz-tagging`).
+pub const DATA_PACK_TAG: &str = "ocvault-pack=data";
+
+const DAY_S: i64 = 86_400;
+
+/// Retain-until of a file written at `now` under a lock of `days`: `now + days` rounded up to
+/// the next UTC midnight, so the files of one day share a date.
+pub fn initial_retain_until(now_unix_s: i64, days: u32) -> i64 {
+    let t = now_unix_s + i64::from(days) * DAY_S;
+    (t + DAY_S - 1).div_euclid(DAY_S) * DAY_S
+}
+
+/// Archive classes: an object in one is unreadable until restored (GLACIER_IR is not one).
+pub fn is_archive_class(class: &str) -> bool {
+    matches!(class, "GLACIER" | "DEEP_ARCHIVE")
+}
+
+/// How one write is to be sent: `None` is OpenDAL as for any service; else `S3Api::put_object`
+/// with these options.
+pub fn put_options(
+    class: ObjectClass,
+    policy: &WritePolicy,
+    default_class: Option<&str>,
+    now_unix_s: i64,
+) -> Option<PutOptions> {
+    let lock = match class {
+        ObjectClass::Transient => None,
+        ObjectClass::Metadata | ObjectClass::DataPack => policy
+            .lock
+            .map(|(mode, days)| (mode, initial_retain_until(now_unix_s, days))),
+    };
+    if lock.is_none() && policy.data_storage_class.is_none() {
+        return None;
+    }
+    let (storage_class, tagging) = match (&policy.data_storage_class, class) {
+        (Some(data), ObjectClass::DataPack) => (Some(data.clone()), Some(DATA_PACK_TAG.into())),
+        // With a data class set, everything else stays STANDARD whatever -o s3.storage_class
+        // says: metadata is read by every command.
+        (Some(_), _) => (Some("STANDARD".to_string()), None),
+        (None, _) => (default_class.map(str::to_string), None),
+    };
+    Some(PutOptions {
+        storage_class,
+        lock,
+        tagging,
+    })
+}
+
+fn now_unix_s() -> i64 {
+    super::system_time_ns(std::time::SystemTime::now()).div_euclid(1_000_000_000)
+}
+
+/// The file a path stands for in the original-versions view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Original {
+    /// The oldest version that is not a delete marker.
+    Version {
+        id: String,
+        size: u64,
+        modified_unix_s: i64,
+    },
+    /// Written (through this view) since the map was built: the current version.
+    Current,
+}
+
+/// Per path, the oldest version that is not a delete marker (ListObjectVersions lists each
+/// key's versions newest first, so the last one listed).
+fn original_versions(versions: Vec<super::s3api::ObjectVersion>) -> HashMap<String, Original> {
+    let mut map = HashMap::new();
+    for v in versions.into_iter().filter(|v| !v.is_delete_marker) {
+        map.insert(
+            v.path,
+            Original::Version {
+                id: v.version_id,
+                size: v.size,
+                modified_unix_s: v.last_modified_unix_s,
+            },
+        );
+    }
+    map
+}
+
+pub struct S3Storage {
+    /// OpenDAL's s3 service.
+    files: DynStorage,
+    api: Arc<S3Api>,
+    /// Shared with `Backend::apply_policy`.
+    policy: Arc<RwLock<WritePolicy>>,
+    /// `-o s3.original_versions=true`: built by one ListObjectVersions pass at first use.
+    originals: Option<tokio::sync::OnceCell<Mutex<HashMap<String, Original>>>>,
+}
+
+impl S3Storage {
+    pub fn wrap(
+        files: DynStorage,
+        api: Arc<S3Api>,
+        policy: Arc<RwLock<WritePolicy>>,
+        original_versions: bool,
+    ) -> DynStorage {
+        Arc::new(S3Storage {
+            files,
+            api,
+            policy,
+            originals: original_versions.then(tokio::sync::OnceCell::new),
+        })
+    }
+
+    /// The original-versions map, listed on first use; `None` outside that view.
+    async fn originals(&self) -> StorageResult<Option<&Mutex<HashMap<String, Original>>>> {
+        let Some(cell) = &self.originals else {
+            return Ok(None);
+        };
+        let map = cell
+            .get_or_try_init(|| async {
+                let versions = self.api.list_versions("").await?;
+                Ok::<_, StorageError>(Mutex::new(original_versions(versions)))
+            })
+            .await?;
+        Ok(Some(map))
+    }
+
+    /// In the original-versions view, what `path` stands for (`Err` NotFound when nothing).
+    async fn original(&self, path: &str) -> StorageResult<Option<Original>> {
+        let Some(map) = self.originals().await? else {
+            return Ok(None);
+        };
+        let found = map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned();
+        match found {
+            Some(o) => Ok(Some(o)),
+            None => Err(StorageError::new(
+                ErrorKind::NotFound,
+                format!("{path}: no original version"),
+            )),
+        }
+    }
+
+    async fn note_written(&self, path: &str) -> StorageResult<()> {
+        if let Some(map) = self.originals().await? {
+            map.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(path.to_string(), Original::Current);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    async fn read(&self, path: &str, range: Option<Range<u64>>) -> StorageResult<Vec<u8>> {
+        match self.original(path).await? {
+            Some(Original::Version { id, .. }) => {
+                let bytes = self.api.get_object(path, Some(&id), range).await?;
+                Ok(bytes.to_vec())
+            }
+            Some(Original::Current) | None => self.files.read(path, range).await,
+        }
+    }
+
+    async fn write(&self, path: &str, bytes: Bytes, class: ObjectClass) -> StorageResult<()> {
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match put_options(
+            class,
+            &policy,
+            self.api.default_storage_class(),
+            now_unix_s(),
+        ) {
+            Some(opts) => self.api.put_object(path, bytes, &opts).await.map(|_| ())?,
+            None => self.files.write(path, bytes, class).await?,
+        }
+        self.note_written(path).await
+    }
+
+    fn spill_file(&self, _name: &str) -> Option<std::io::Result<SpillFile>> {
+        None
+    }
+
+    async fn write_spilled(
+        &self,
+        path: &str,
+        file: Arc<SpillFile>,
+        class: ObjectClass,
+    ) -> StorageResult<()> {
+        let bytes = tokio::fs::read(file.path())
+            .await
+            .map_err(super::local_error)?;
+        self.write(path, Bytes::from(bytes), class).await
+    }
+
+    /// A plain DELETE: on a versioned bucket a delete marker, which never fails on a locked
+    /// version.
+    async fn delete(&self, path: &str) -> StorageResult<()> {
+        self.files.delete(path).await?;
+        if let Some(map) = self.originals().await? {
+            map.lock().unwrap_or_else(|e| e.into_inner()).remove(path);
+        }
+        Ok(())
+    }
+
+    /// In the original-versions view, the paths the map holds (files written through the
+    /// view since: their current size).
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<(String, u64)>> {
+        let Some(map) = self.originals().await? else {
+            return self.files.list(prefix).await;
+        };
+        let (mut out, written) = {
+            let map = map.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            let mut written = Vec::new();
+            for (path, o) in map.iter().filter(|(p, _)| p.starts_with(prefix)) {
+                match o {
+                    Original::Version { size, .. } => out.push((path.clone(), *size)),
+                    Original::Current => written.push(path.clone()),
+                }
+            }
+            (out, written)
+        };
+        for path in written {
+            let size = self.files.stat(&path).await?.size;
+            out.push((path, size));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn stat(&self, path: &str) -> StorageResult<Meta> {
+        match self.original(path).await? {
+            Some(Original::Version {
+                size,
+                modified_unix_s,
+                ..
+            }) => Ok(Meta {
+                size,
+                modified_ns: Some(modified_unix_s.saturating_mul(1_000_000_000)),
+            }),
+            Some(Original::Current) | None => self.files.stat(path).await,
+        }
+    }
+}
+
+/// `Lifecycle` through `S3Api`, each request retried like the storage stack's (temporary
+/// errors, with backoff).
+pub struct S3Lifecycle {
+    api: Arc<S3Api>,
+    retry: RetryPolicy,
+}
+
+impl S3Lifecycle {
+    pub fn new(api: Arc<S3Api>, retry: RetryPolicy) -> S3Lifecycle {
+        S3Lifecycle { api, retry }
+    }
+
+    async fn run<T, Fut>(&self, f: impl FnMut() -> Fut) -> StorageResult<T>
+    where
+        Fut: std::future::Future<Output = StorageResult<T>>,
+    {
+        f.retry(self.retry.backoff())
+            .when(super::retry::worth_retrying)
+            .await
+    }
+}
+
+/// Whether an object of `class` in `restore` state can be read now.
+pub fn thaw_state(class: Option<&str>, restore: RestoreStatus) -> ThawState {
+    if !class.is_some_and(is_archive_class) {
+        return ThawState::Hot;
+    }
+    match restore {
+        RestoreStatus::NotRequested => ThawState::Cold,
+        RestoreStatus::InProgress => ThawState::Thawing,
+        RestoreStatus::Available { expiry_unix_s } => ThawState::Thawed {
+            until_unix_s: expiry_unix_s.unwrap_or(i64::MAX),
+        },
+    }
+}
+
+#[async_trait]
+impl Lifecycle for S3Lifecycle {
+    async fn object_lock_enabled(&self) -> StorageResult<bool> {
+        self.run(|| self.api.object_lock_enabled()).await
+    }
+
+    async fn list_classes(&self, prefix: &str) -> StorageResult<Vec<ClassedObject>> {
+        let listed = self.run(|| self.api.list_objects(prefix)).await?;
+        Ok(listed
+            .into_iter()
+            .map(|o| ClassedObject {
+                path: o.path,
+                size: o.size,
+                storage_class: o.storage_class.filter(|c| c != "STANDARD"),
+                modified_unix_s: o.last_modified_unix_s,
+            })
+            .collect())
+    }
+
+    async fn thaw_state(&self, path: &str) -> StorageResult<ThawState> {
+        let head = self.run(|| self.api.head_object(path, None)).await?;
+        Ok(thaw_state(head.storage_class.as_deref(), head.restore))
+    }
+
+    async fn request_thaw(
+        &self,
+        path: &str,
+        days: u32,
+        tier: ThawTier,
+    ) -> StorageResult<ThawRequest> {
+        let tier = match tier {
+            ThawTier::Expedited => RestoreTier::Expedited,
+            ThawTier::Standard => RestoreTier::Standard,
+            ThawTier::Bulk => RestoreTier::Bulk,
+        };
+        let done = self
+            .run(|| self.api.restore_object(path, days, tier))
+            .await?;
+        Ok(match done {
+            RestoreRequested::Started => ThawRequest::Started,
+            RestoreRequested::AlreadyInProgress => ThawRequest::AlreadyInProgress,
+            RestoreRequested::AlreadyRestored => ThawRequest::AlreadyReadable,
+        })
+    }
+
+    async fn retention(&self, path: &str) -> StorageResult<Option<(RetentionMode, i64)>> {
+        Ok(self.run(|| self.api.head_object(path, None)).await?.lock)
+    }
+
+    async fn extend_retention(
+        &self,
+        path: &str,
+        mode: RetentionMode,
+        until_unix_s: i64,
+    ) -> StorageResult<()> {
+        self.run(|| self.api.put_retention(path, None, mode, until_unix_s))
+            .await
+    }
+
+    async fn list_versions(&self, prefix: &str) -> StorageResult<Vec<StoredVersion>> {
+        let versions = self.run(|| self.api.list_versions(prefix)).await?;
+        Ok(versions
+            .into_iter()
+            .map(|v| StoredVersion {
+                path: v.path,
+                version_id: v.version_id,
+                is_latest: v.is_latest,
+                is_delete_marker: v.is_delete_marker,
+                size: v.size,
+                modified_unix_s: v.last_modified_unix_s,
+            })
+            .collect())
+    }
+
+    async fn version_retention(&self, path: &str, version_id: &str) -> StorageResult<Option<i64>> {
+        let head = self
+            .run(|| self.api.head_object(path, Some(version_id)))
+            .await?;
+        Ok(head.lock.map(|(_, until)| until))
+    }
+
+    async fn delete_version(&self, path: &str, version_id: &str) -> StorageResult<()> {
+        self.run(|| self.api.delete_version(path, version_id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retain_until_is_next_utc_midnight() {
+        // 2030-03-17T17:46:40Z + 1 day -> 2030-03-19T00:00:00Z.
+        assert_eq!(initial_retain_until(1_900_000_000, 1), 1_900_108_800);
+        // Exactly midnight stays.
+        assert_eq!(
+            initial_retain_until(1_900_108_800 - DAY_S, 1),
+            1_900_108_800
+        );
+        assert_eq!(
+            initial_retain_until(1_900_108_800 - DAY_S + 1, 1),
+            1_900_108_800 + DAY_S
+        );
+    }
+
+    #[test]
+    fn which_writes_carry_headers() {
+        let none = WritePolicy::default();
+        assert_eq!(
+            put_options(ObjectClass::DataPack, &none, Some("STANDARD_IA"), 0),
+            None
+        );
+
+        let locked = WritePolicy {
+            lock: Some((RetentionMode::Compliance, 30)),
+            data_storage_class: None,
+        };
+        let meta = put_options(ObjectClass::Metadata, &locked, None, 1_900_000_000).unwrap();
+        assert_eq!(
+            meta.lock,
+            Some((
+                RetentionMode::Compliance,
+                initial_retain_until(1_900_000_000, 30)
+            ))
+        );
+        assert_eq!(meta.storage_class, None);
+        assert_eq!(meta.tagging, None);
+        // -o s3.storage_class still applies when only a lock is set.
+        let data = put_options(ObjectClass::DataPack, &locked, Some("STANDARD_IA"), 0).unwrap();
+        assert_eq!(data.storage_class.as_deref(), Some("STANDARD_IA"));
+        // Transient files are never locked: OpenDAL writes them.
+        assert_eq!(put_options(ObjectClass::Transient, &locked, None, 0), None);
+
+        let tiered = WritePolicy {
+            lock: None,
+            data_storage_class: Some("GLACIER".into()),
+        };
+        let data = put_options(ObjectClass::DataPack, &tiered, Some("STANDARD_IA"), 0).unwrap();
+        assert_eq!(data.storage_class.as_deref(), Some("GLACIER"));
+        assert_eq!(data.tagging.as_deref(), Some(DATA_PACK_TAG));
+        assert_eq!(data.lock, None);
+        let meta = put_options(ObjectClass::Metadata, &tiered, Some("STANDARD_IA"), 0).unwrap();
+        assert_eq!(meta.storage_class.as_deref(), Some("STANDARD"));
+        let transient = put_options(ObjectClass::Transient, &tiered, None, 0).unwrap();
+        assert_eq!(transient.storage_class.as_deref(), Some("STANDARD"));
+        assert_eq!(transient.lock, None);
+    }
+
+    #[test]
+    fn thaw_states() {
+        assert_eq!(
+            thaw_state(None, RestoreStatus::NotRequested),
+            ThawState::Hot
+        );
+        assert_eq!(
+            thaw_state(Some("GLACIER_IR"), RestoreStatus::NotRequested),
+            ThawState::Hot
+        );
+        assert_eq!(
+            thaw_state(Some("DEEP_ARCHIVE"), RestoreStatus::NotRequested),
+            ThawState::Cold
+        );
+        assert_eq!(
+            thaw_state(Some("GLACIER"), RestoreStatus::InProgress),
+            ThawState::Thawing
+        );
+        assert_eq!(
+            thaw_state(
+                Some("GLACIER"),
+                RestoreStatus::Available {
+                    expiry_unix_s: Some(5)
+                }
+            ),
+            ThawState::Thawed { until_unix_s: 5 }
+        );
+    }
+
+    #[test]
+    fn original_is_oldest_non_marker() {
+        let v = |path: &str, id: &str, marker: bool, t: i64| super::super::s3api::ObjectVersion {
+            path: path.into(),
+            version_id: id.into(),
+            is_latest: false,
+            is_delete_marker: marker,
+            size: if marker { 0 } else { t as u64 },
+            last_modified_unix_s: t,
+        };
+        // Listing order: per key, newest first.
+        let map = original_versions(vec![
+            v("a", "a-marker", true, 30),
+            v("a", "a-overwrite", false, 20),
+            v("a", "a-ocvault", false, 10),
+            v("b", "b-marker", true, 5),
+            v("c", "c-only", false, 7),
+        ]);
+        assert_eq!(
+            map.get("a"),
+            Some(&Original::Version {
+                id: "a-ocvault".into(),
+                size: 10,
+                modified_unix_s: 10
+            })
+        );
+        assert_eq!(map.get("b"), None);
+        assert!(matches!(map.get("c"), Some(Original::Version { id, .. }) if id == "c-only"));
+    }
+}
