@@ -167,6 +167,18 @@ impl<'r> WriteSession<'r> {
         self.repo.backend().delete(&F::KIND.path(&(*id).into()))
     }
 
+    /// Deletes one transient file (a backup marker, a prune mark, a retention ledger). A
+    /// refusal (credentials without delete rights) is a warning, not an error: such a file
+    /// only holds prunes back or is read again, and a later prune or `unlock` with delete
+    /// rights removes it.
+    pub fn delete_transient<F: RepoFile>(&self, id: &F::Id) -> Result<()> {
+        let path = F::KIND.path(&(*id).into());
+        if !self.repo.backend().delete_transient(&path)? {
+            warn_refused_delete(&path);
+        }
+        Ok(())
+    }
+
     /// Deletes one pack.
     pub fn delete_pack(&self, id: &PackId) -> Result<()> {
         self.repo.backend().delete(&FileKind::Pack.path(id))
@@ -208,7 +220,7 @@ impl<'r> WriteSession<'r> {
     pub fn remove_marker_session(&self, s: &MarkerSession) -> Result<()> {
         let heartbeats = s.files.iter().filter(|id| Some(**id) != s.first);
         for id in heartbeats.chain(s.first.iter()) {
-            match self.delete_file::<BackupMarker>(id) {
+            match self.delete_transient::<BackupMarker>(id) {
                 Ok(()) => {}
                 Err(e) if crate::backend::is_not_found(&e) => {}
                 Err(e) => return Err(e),
@@ -239,6 +251,18 @@ impl<'r> WriteSession<'r> {
             }
         }
         removed
+    }
+}
+
+/// One warning line for a transient file the storage refused to delete; later refusals in
+/// the same process are counted in it, not repeated.
+fn warn_refused_delete(path: &str) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "ocvault: warning: the storage refused to delete {path} (no delete permission?); \
+             left in place for a later prune or `ocvault unlock`"
+        );
     }
 }
 
