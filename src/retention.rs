@@ -118,6 +118,26 @@ impl Rule {
             Rule::Within(d) => Some(d),
         }
     }
+
+    /// Whether this rule keeps a snapshot taken at `time_ns` for good by `now_ns`: a period
+    /// rule keeps the newest snapshot of its period, and until that period is over a newer
+    /// snapshot can take its place (so today's snapshot, the newest of its year, is not yet
+    /// the yearly one).
+    pub fn settled(self, time_ns: i64, now_ns: i64) -> bool {
+        let period = match self {
+            Rule::Hourly(_) => Period::Hour,
+            Rule::Daily(_) => Period::Day,
+            Rule::Weekly(_) => Period::Week,
+            Rule::Monthly(_) => Period::Month,
+            Rule::Yearly(_) => Period::Year,
+            Rule::Tag | Rule::Last(_) | Rule::Within(_) => return true,
+        };
+        let (t, now) = (
+            DateTime::from_timestamp_nanos(time_ns),
+            DateTime::from_timestamp_nanos(now_ns),
+        );
+        period.bucket(t, 0) != period.bucket(now, 0)
+    }
 }
 
 /// Applies `policy` to one group of snapshots (any order); returns decisions newest first.

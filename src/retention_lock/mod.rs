@@ -43,13 +43,18 @@ pub fn initial_retention(modified_s: i64, lock_days: u32) -> i64 {
 }
 
 /// How long a kept snapshot stays locked: from the longest of the rules that keep it (a rule
-/// without a time bound, or none, keeps it `lock_days` from now), rounded up to a generation,
-/// at least `now + lock_days`.
+/// without a time bound, one whose period is not over yet, or none, keeps it `lock_days` from
+/// now), rounded up to a generation, at least `now + lock_days`.
 pub fn keep_until(rules: &[Rule], time_s: i64, now_s: i64, lock_days: u32) -> i64 {
     let floor = now_s + lock_days as i64 * DAY_S;
+    let settled = |r: &Rule| r.settled(time_s * 1_000_000_000, now_s * 1_000_000_000);
     let by_rules = rules
         .iter()
-        .map(|r| r.keeps_for().map_or(floor, |d| time_s + d.as_secs() as i64))
+        .map(|r| {
+            r.keeps_for()
+                .filter(|_| settled(r))
+                .map_or(floor, |d| time_s + d.as_secs() as i64)
+        })
         .max()
         .unwrap_or(floor);
     ceil_to(by_rules.max(floor), LOCK_GENERATION_S)
@@ -182,23 +187,18 @@ pub async fn execute(
     in_flight: usize,
 ) -> ExtendReport {
     use futures::StreamExt;
-    let results: Vec<(usize, std::result::Result<(), String>)> =
+    let results: Vec<(usize, std::result::Result<u64, String>)> =
         futures::stream::iter(extensions.iter().enumerate())
-            .map(|(i, e)| async move {
-                let r = lc.extend_retention(&e.path, mode, e.until_s).await;
-                (i, r.map_err(|err| format!("{}: {}", e.path, err)))
-            })
+            .map(|(i, e)| async move { (i, extend_one(lc, mode, e).await) })
             .buffer_unordered(in_flight.max(1))
             .collect()
             .await;
-    let mut report = ExtendReport {
-        requests: extensions.len() as u64,
-        ..Default::default()
-    };
+    let mut report = ExtendReport::default();
     for (i, r) in results {
         let e = &extensions[i];
         match r {
-            Ok(()) => {
+            Ok(requests) => {
+                report.requests += requests;
                 report.objects_extended += 1;
                 report.bytes_extended += e.size;
                 report.earliest_until_unix_s = Some(
@@ -213,12 +213,33 @@ pub async fn execute(
                 );
             }
             Err(msg) => {
+                report.requests += 1;
                 report.failed += 1;
                 report.first_error.get_or_insert(msg);
             }
         }
     }
     report
+}
+
+/// One extension; returns the requests it took. The known retention is a lower bound: an
+/// object may already be locked longer (a snapshot that needed it longer before, now kept by
+/// a shorter rule), and S3 refuses to shorten a retention; then the object's retention is
+/// read, and a date at least as late as the one asked for is success.
+async fn extend_one(
+    lc: &dyn Lifecycle,
+    mode: RetentionMode,
+    e: &Extension,
+) -> std::result::Result<u64, String> {
+    let refused = match lc.extend_retention(&e.path, mode, e.until_s).await {
+        Ok(()) => return Ok(1),
+        Err(err) if err.kind() == opendal::ErrorKind::PermissionDenied => err,
+        Err(err) => return Err(format!("{}: {}", e.path, err)),
+    };
+    match lc.retention(&e.path).await {
+        Ok(Some((_, until))) if until >= e.until_s => Ok(2),
+        _ => Err(format!("{}: {}", e.path, refused)),
+    }
 }
 
 /// The ledger that records `needs` as extended by a run that listed at `listed_at_s`.
