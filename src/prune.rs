@@ -153,23 +153,10 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[TreeId]) -> Result<
     Ok(used)
 }
 
-/// The blobs every `wal/` record names (format version 2): a WAL file's blocks are live as
-/// long as its record exists. Strict like the snapshots: a record prune cannot read could
-/// name any blob, so prune stops.
-pub(crate) fn wal_blobs(repo: &Repository) -> Result<Vec<BlobId>> {
-    if repo.config().version < 2 {
-        return Ok(Vec::new());
-    }
-    let catalog = crate::wal::catalog::list(repo)?;
-    if let Some((_, e)) = catalog.damaged.into_iter().next() {
-        return Err(refuse(e));
-    }
-    Ok(catalog
-        .records
-        .into_iter()
-        .flat_map(|(_, r)| r.content)
-        .map(BlobId::from)
-        .collect())
+/// The blobs every `wal/` record names (`wal::catalog::blobs`), strictly: prune stops on a
+/// record it cannot read.
+fn wal_blobs(repo: &Repository) -> Result<Vec<BlobId>> {
+    crate::wal::catalog::blobs(repo).map_err(refuse)
 }
 
 /// Prunes under `session`'s marker: a prune writes packs and index files like a backup, and

@@ -408,7 +408,7 @@ fn needs(repo: &Repository, kept: &[Kept], now_s: i64, lock_days: u32) -> Result
         })
         .collect();
     let wal_until_s = keep_until(&[], now_s, now_s, lock_days);
-    let wal_blobs = crate::prune::wal_blobs(repo)?;
+    let wal_blobs = crate::wal::catalog::blobs(repo)?;
     let indexed = repo.load_index()?;
     let objects = attribute(repo, indexed.index(), &dated, &wal_blobs, wal_until_s)?;
     Ok(Needs {

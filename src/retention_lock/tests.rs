@@ -479,12 +479,25 @@ fn a_year_of_dailies_under_30_12_12_7_costs_few_requests_per_gib() {
         sim.next_day();
     }
     let first_year: usize = sim.requests_per_run.iter().sum();
+    let extends_before = sim.fake.0.lock().unwrap().extends.len();
     for _ in 0..365 {
         sim.next_day();
     }
     let second_year: usize = sim.requests_per_run[365..].iter().sum();
     let gib = sim.pack_bytes() as f64 / (1u64 << 30) as f64;
     let objects = sim.fake.0.lock().unwrap().objects.len();
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    for (p, _) in &sim.fake.0.lock().unwrap().extends[extends_before..] {
+        let kind = match p.split_once('/') {
+            Some(("data", name)) => format!("data/{}", &name[..1]),
+            Some((dir, _)) => dir.to_string(),
+            None => p.clone(),
+        };
+        *by_kind.entry(kind).or_default() += 1;
+    }
+    println!(
+        "simulation, year 2 requests by kind (data/b base, g growth, c churn, t tree): {by_kind:?}"
+    );
     println!(
         "simulation: year 1 {first_year} requests, year 2 {second_year} requests; \
          {gib:.1} GiB of packs, {objects} objects at the end: {:.0} requests per GiB-year",
