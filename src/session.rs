@@ -174,7 +174,7 @@ impl<'r> WriteSession<'r> {
     pub fn delete_transient<F: RepoFile>(&self, id: &F::Id) -> Result<()> {
         let path = F::KIND.path(&(*id).into());
         if !self.repo.backend().delete_transient(&path)? {
-            warn_refused_delete(&path);
+            crate::locks::warn_refused_delete(&path);
         }
         Ok(())
     }
@@ -251,18 +251,6 @@ impl<'r> WriteSession<'r> {
             }
         }
         removed
-    }
-}
-
-/// One warning line for a transient file the storage refused to delete; later refusals in
-/// the same process are counted in it, not repeated.
-fn warn_refused_delete(path: &str) {
-    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        eprintln!(
-            "ocvault: warning: the storage refused to delete {path} (no delete permission?); \
-             left in place for a later prune or `ocvault unlock`"
-        );
     }
 }
 

@@ -245,6 +245,12 @@ impl Backend {
         self.lifecycle = Some(lc);
     }
 
+    /// For tests: wraps the layer stack (a layer that refuses some requests).
+    #[cfg(test)]
+    pub(crate) fn wrap_storage_for_tests(&mut self, wrap: impl FnOnce(DynStorage) -> DynStorage) {
+        self.storage = wrap(self.storage.clone());
+    }
+
     /// Requests in flight at once (`--connections`).
     pub fn connections(&self) -> usize {
         self.connections

@@ -720,3 +720,80 @@ fn extend_on_a_repository_locks_what_kept_snapshots_need_and_writes_one_ledger()
     assert_eq!((again.requests, fake.requests()), (0, before));
     assert_eq!(repo.backend().list(FileKind::Retention).unwrap().len(), 1);
 }
+
+/// Storage whose credentials may not delete (a backup-only key on a locked bucket).
+struct NoDelete(DynStorage);
+
+#[async_trait]
+impl crate::backend::Storage for NoDelete {
+    async fn read(
+        &self,
+        path: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> StorageResult<Vec<u8>> {
+        self.0.read(path, range).await
+    }
+    async fn write(
+        &self,
+        path: &str,
+        bytes: bytes::Bytes,
+        class: crate::backend::ObjectClass,
+    ) -> StorageResult<()> {
+        self.0.write(path, bytes, class).await
+    }
+    fn spill_file(&self, name: &str) -> Option<std::io::Result<crate::backend::SpillFile>> {
+        self.0.spill_file(name)
+    }
+    async fn write_spilled(
+        &self,
+        path: &str,
+        file: Arc<crate::backend::SpillFile>,
+        class: crate::backend::ObjectClass,
+    ) -> StorageResult<()> {
+        self.0.write_spilled(path, file, class).await
+    }
+    async fn delete(&self, _: &str) -> StorageResult<()> {
+        Err(denied())
+    }
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<(String, u64)>> {
+        self.0.list(prefix).await
+    }
+    async fn stat(&self, path: &str) -> StorageResult<crate::backend::Meta> {
+        self.0.stat(path).await
+    }
+}
+
+/// With credentials that may not delete, a write session (what `snapshot` holds) saves a
+/// fenced file and ends without an error though its markers stay; prune (with nothing to delete
+/// but the stale markers and its own) and unlock finish too.
+#[test]
+fn refused_deletes_of_markers_are_no_error() {
+    use crate::backend::{Backend, FileKind};
+    use crate::repository::{InitOptions, Repository};
+    let opts = InitOptions {
+        kdf_memory_kib: 1024,
+        kdf_iterations: 1,
+        ..InitOptions::default()
+    };
+    let mut backend = Backend::open("memory:", true).unwrap();
+    backend.wrap_storage_for_tests(|s| Arc::new(NoDelete(s)));
+    let repo = Repository::init(backend, b"pw", &opts).unwrap();
+    {
+        let session = repo.write_session().unwrap();
+        // A file fenced by the marker, as a snapshot is.
+        session
+            .save_file(&crate::format::IndexFile::default())
+            .unwrap();
+        // A heartbeat replaces the previous one: the refused delete is only a warning.
+        session.storage_now().unwrap();
+        session.storage_now().unwrap();
+    }
+    assert_eq!(repo.load_index_files().unwrap().len(), 1);
+    assert!(
+        repo.backend().list(FileKind::Lock).unwrap().len() >= 2,
+        "markers stay"
+    );
+    let session = repo.write_session().unwrap();
+    crate::prune::prune(&session, &crate::prune::PruneOptions::default()).unwrap();
+    crate::session::unlock(&session, true).unwrap();
+}
