@@ -128,6 +128,13 @@ pub fn forget(
         result.wal = Some(w);
     }
     result.retention = extend_retention(&session, &snaps, &result)?;
+    if repo.config().storage.lock.is_some() && result.retention.is_none() {
+        result.warnings.push(
+            "this repository has Object Lock, but its storage here cannot extend retention \
+             (not S3?): no retention was extended"
+                .to_string(),
+        );
+    }
     if let Some(r) = &result.retention {
         outcome = format!(
             "{outcome}; retention of {} objects extended, {} failed",
