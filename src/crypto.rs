@@ -32,11 +32,13 @@ pub enum SealKind {
     PruneMark = 9,
     /// Format version 2: `wal/` records.
     Wal = 10,
+    /// Format version 3: `retention/` ledgers of Object Lock extensions.
+    Retention = 11,
 }
 
 impl SealKind {
     /// Every kind, so tests and fuzz targets cover each one.
-    pub const ALL: [SealKind; 10] = [
+    pub const ALL: [SealKind; 11] = [
         SealKind::Config,
         SealKind::Index,
         SealKind::Snapshot,
@@ -47,6 +49,7 @@ impl SealKind {
         SealKind::Lock,
         SealKind::PruneMark,
         SealKind::Wal,
+        SealKind::Retention,
     ];
 
     fn context(self) -> &'static str {
@@ -61,6 +64,7 @@ impl SealKind {
             SealKind::Lock => "ocvault v1 seal lock",
             SealKind::PruneMark => "ocvault v1 seal prune mark",
             SealKind::Wal => "ocvault v2 seal wal",
+            SealKind::Retention => "ocvault v3 seal retention",
         }
     }
 }

@@ -401,6 +401,30 @@ pub struct PruneMark {
     pub packs: Vec<IndexPack>,
 }
 
+/// `retention/<id>` (format version 3, repositories with Object Lock): how far `forget`
+/// extended the retention of what each kept snapshot needs, so the next run asks S3 only for
+/// what is not yet locked long enough. A statement about objects that existed at
+/// `extended_at_unix_s`; an object written later is not covered.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetentionLedger {
+    pub entries: Vec<RetentionEntry>,
+    /// Index files, keys, config, log entries and WAL records: locked until at least this.
+    pub metadata_locked_until_unix_s: i64,
+    pub metadata_extended_at_unix_s: i64,
+    /// `wal/` records and the packs only they need (a rolling lock, see format-spec).
+    pub wal_locked_until_unix_s: i64,
+    pub wal_extended_at_unix_s: i64,
+}
+
+/// Every object `snapshot` needs (its snapshot file, tree and data packs) that was stored by
+/// `extended_at_unix_s` is locked until at least `locked_until_unix_s`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetentionEntry {
+    pub snapshot: SnapshotId,
+    pub locked_until_unix_s: i64,
+    pub extended_at_unix_s: i64,
+}
+
 /// `log/<id>`: one operation that changed the repository.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LogEntry {

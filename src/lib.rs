@@ -40,6 +40,7 @@ pub mod repofile;
 pub mod repository;
 pub mod restorer;
 pub mod retention;
+pub mod retention_lock;
 pub mod rewrite;
 pub mod session;
 pub mod snapshot;

@@ -91,7 +91,7 @@ impl Session {
             .write(&path, sealed, BackupMarker::KIND.object_class())?;
         let old = self.heartbeat.lock().unwrap().replace(id);
         if let Some(old) = old {
-            let _ = self.backend.delete(&BackupMarker::KIND.path(&old));
+            delete_marker(&self.backend, &old);
         }
         self.backend.modified_ns(&path)
     }
@@ -199,9 +199,31 @@ impl Drop for MarkerGuard {
         let backend = &self.session.backend;
         // Heartbeat first: a heartbeat left without its first marker holds prunes back.
         if let Some(id) = self.session.heartbeat.lock().unwrap().take() {
-            let _ = backend.delete(&BackupMarker::KIND.path(&id));
+            delete_marker(backend, &id);
         }
-        let _ = backend.delete(&BackupMarker::KIND.path(&self.session.first));
+        delete_marker(backend, &self.session.first);
+    }
+}
+
+/// Deletes a marker file of this session; a failure is never an error (a stale marker is
+/// removed by a later prune or `unlock`), and a refusal (credentials that may not delete, as
+/// a backup-only key on a locked bucket) is a warning.
+fn delete_marker(backend: &crate::backend::Backend, id: &Id) {
+    let path = BackupMarker::KIND.path(id);
+    if let Ok(false) = backend.delete_transient(&path) {
+        warn_refused_delete(&path);
+    }
+}
+
+/// One warning line for a transient file the storage refused to delete; later refusals in
+/// the same process are not repeated.
+pub(crate) fn warn_refused_delete(path: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "ocvault: warning: the storage refused to delete {path} (no delete permission?); \
+             left in place for a later prune or `ocvault unlock`"
+        );
     }
 }
 

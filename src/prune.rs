@@ -59,6 +59,8 @@ pub struct PruneReport {
     pub marks_pending: u64,
     pub index_files_replaced: u64,
     pub dry_run: bool,
+    /// Object Lock (S3): old versions of deleted files reclaimed, and those still locked.
+    pub versions: Option<crate::retention_lock::reclaim::ReclaimReport>,
 }
 
 /// The storage time of each mark (`None` where the service reports none).
@@ -151,23 +153,10 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[TreeId]) -> Result<
     Ok(used)
 }
 
-/// The blobs every `wal/` record names (format version 2): a WAL file's blocks are live as
-/// long as its record exists. Strict like the snapshots: a record prune cannot read could
-/// name any blob, so prune stops.
+/// The blobs every `wal/` record names (`wal::catalog::blobs`), strictly: prune stops on a
+/// record it cannot read.
 fn wal_blobs(repo: &Repository) -> Result<Vec<BlobId>> {
-    if repo.config().version < 2 {
-        return Ok(Vec::new());
-    }
-    let catalog = crate::wal::catalog::list(repo)?;
-    if let Some((_, e)) = catalog.damaged.into_iter().next() {
-        return Err(refuse(e));
-    }
-    Ok(catalog
-        .records
-        .into_iter()
-        .flat_map(|(_, r)| r.content)
-        .map(BlobId::from)
-        .collect())
+    crate::wal::catalog::blobs(repo).map_err(refuse)
 }
 
 /// Prunes under `session`'s marker: a prune writes packs and index files like a backup, and
@@ -218,7 +207,32 @@ fn prune_in(
     report.bytes_deleted = bytes;
     report.marks_pending = pending;
     session.remove_stale_temp_files(now);
+    report.versions = reclaim_versions(repo, now)?;
     Ok(report)
+}
+
+/// On a repository with Object Lock: deletes the versions of deleted files whose retention
+/// is over (`retention_lock::reclaim`), by the storage's clock `now` (ns).
+fn reclaim_versions(
+    repo: &Repository,
+    now: Option<i64>,
+) -> Result<Option<crate::retention_lock::reclaim::ReclaimReport>> {
+    let backend = repo.backend();
+    let (Some(_), Some(lc)) = (repo.config().storage.lock, backend.lifecycle()) else {
+        return Ok(None);
+    };
+    let now_s = now
+        .unwrap_or_else(crate::host::now_ns)
+        .div_euclid(1_000_000_000);
+    let reclaimed = backend
+        .runtime()
+        .block_on(crate::retention_lock::reclaim::reclaim(
+            lc.as_ref(),
+            now_s,
+            false,
+            backend.connections(),
+        ))?;
+    Ok(Some(reclaimed))
 }
 
 /// What phase 1 reads: the snapshots' root trees, the index files and prune marks, and the
@@ -692,7 +706,7 @@ fn delete_marked(
         }
     }
     for (mark_id, _) in &ready {
-        session.delete_file::<PruneMark>(mark_id)?;
+        session.delete_transient::<PruneMark>(mark_id)?;
     }
     Ok((deleted, bytes, pending))
 }

@@ -10,7 +10,9 @@
 
 use crate::backend::FileKind;
 use crate::crypto::{Keys, SealKind};
-use crate::format::{BackupMarker, IndexFile, LogEntry, PruneMark, Snapshot, WalRecord};
+use crate::format::{
+    BackupMarker, IndexFile, LogEntry, PruneMark, RetentionLedger, Snapshot, WalRecord,
+};
 use crate::id::{FileId, Id, IndexFileId, SnapshotId};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -75,6 +77,13 @@ impl RepoFile for BackupMarker {
 impl RepoFile for PruneMark {
     const KIND: FileKind = FileKind::PruneMark;
     const SEAL: SealKind = SealKind::PruneMark;
+    const FENCED: bool = false;
+    type Id = Id;
+}
+
+impl RepoFile for RetentionLedger {
+    const KIND: FileKind = FileKind::Retention;
+    const SEAL: SealKind = SealKind::Retention;
     const FENCED: bool = false;
     type Id = Id;
 }

@@ -55,6 +55,17 @@ impl Period {
         }
     }
 
+    fn rule(self, n: u32) -> Rule {
+        match self {
+            Period::Last => Rule::Last(n),
+            Period::Hour => Rule::Hourly(n),
+            Period::Day => Rule::Daily(n),
+            Period::Week => Rule::Weekly(n),
+            Period::Month => Rule::Monthly(n),
+            Period::Year => Rule::Yearly(n),
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Period::Last => "last",
@@ -73,6 +84,60 @@ pub struct Decision {
     pub id: SnapshotId,
     pub keep: bool,
     pub reasons: Vec<String>,
+    /// The rules behind `reasons`, in the same order.
+    pub rules: Vec<Rule>,
+}
+
+/// A rule of a policy that keeps a snapshot (what `Decision::reasons` names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    Tag,
+    Last(u32),
+    Hourly(u32),
+    Daily(u32),
+    Weekly(u32),
+    Monthly(u32),
+    Yearly(u32),
+    /// `--keep-within` and `--keep-within-{hourly,...}`: while this close to the newest.
+    Within(Duration),
+}
+
+impl Rule {
+    /// How long after its time this rule can keep a snapshot, at most (a month counted as
+    /// 31 days, a year as 366); `None` where no time bounds it (`--keep-last`, `--keep-tag`).
+    pub fn keeps_for(self) -> Option<Duration> {
+        const DAY: u64 = 86_400;
+        let days = |n: u32, per: u64| Some(Duration::from_secs(n as u64 * per * DAY));
+        match self {
+            Rule::Tag | Rule::Last(_) => None,
+            Rule::Hourly(n) => Some(Duration::from_secs(n as u64 * 3600)),
+            Rule::Daily(n) => days(n, 1),
+            Rule::Weekly(n) => days(n, 7),
+            Rule::Monthly(n) => days(n, 31),
+            Rule::Yearly(n) => days(n, 366),
+            Rule::Within(d) => Some(d),
+        }
+    }
+
+    /// Whether this rule keeps a snapshot taken at `time_ns` for good by `now_ns`: a period
+    /// rule keeps the newest snapshot of its period, and until that period is over a newer
+    /// snapshot can take its place (so today's snapshot, the newest of its year, is not yet
+    /// the yearly one).
+    pub fn settled(self, time_ns: i64, now_ns: i64) -> bool {
+        let period = match self {
+            Rule::Hourly(_) => Period::Hour,
+            Rule::Daily(_) => Period::Day,
+            Rule::Weekly(_) => Period::Week,
+            Rule::Monthly(_) => Period::Month,
+            Rule::Yearly(_) => Period::Year,
+            Rule::Tag | Rule::Last(_) | Rule::Within(_) => return true,
+        };
+        let (t, now) = (
+            DateTime::from_timestamp_nanos(time_ns),
+            DateTime::from_timestamp_nanos(now_ns),
+        );
+        period.bucket(t, 0) != period.bucket(now, 0)
+    }
 }
 
 /// Applies `policy` to one group of snapshots (any order); returns decisions newest first.
@@ -85,6 +150,7 @@ pub fn apply(group: &[(SnapshotId, Snapshot)], policy: &Policy) -> Vec<Decision>
 
     struct Counter {
         period: Period,
+        n: u32,
         left: u32,
         last: Option<i64>,
         label: String,
@@ -101,6 +167,7 @@ pub fn apply(group: &[(SnapshotId, Snapshot)], policy: &Policy) -> Vec<Decision>
     .filter_map(|(p, n)| {
         n.filter(|n| *n > 0).map(|n| Counter {
             period: p,
+            n,
             left: n,
             last: None,
             label: format!("{} {n}", p.name()),
@@ -132,12 +199,15 @@ pub fn apply(group: &[(SnapshotId, Snapshot)], policy: &Policy) -> Vec<Decision>
         let t = DateTime::from_timestamp_nanos(s.time_unix_ns);
         let age = Duration::from_nanos((latest - s.time_unix_ns).max(0) as u64);
         let mut reasons = Vec::new();
+        let mut rules = Vec::new();
         if policy.tags.iter().any(|tag| s.tags.contains(tag)) {
             reasons.push(format!("tag {}", policy.tags.join(",")));
+            rules.push(Rule::Tag);
         }
         if let Some(d) = policy.within {
             if age <= d {
                 reasons.push(format!("within {}", humantime::format_duration(d)));
+                rules.push(Rule::Within(d));
             }
         }
         for c in counters.iter_mut() {
@@ -149,6 +219,7 @@ pub fn apply(group: &[(SnapshotId, Snapshot)], policy: &Policy) -> Vec<Decision>
                 c.last = Some(b);
                 c.left -= 1;
                 reasons.push(c.label.clone());
+                rules.push(c.period.rule(c.n));
             }
         }
         for (p, d, last, label) in within.iter_mut() {
@@ -159,12 +230,14 @@ pub fn apply(group: &[(SnapshotId, Snapshot)], policy: &Policy) -> Vec<Decision>
             if *last != Some(b) {
                 *last = Some(b);
                 reasons.push(label.clone());
+                rules.push(Rule::Within(*d));
             }
         }
         out.push(Decision {
             id: *id,
             keep: !reasons.is_empty(),
             reasons,
+            rules,
         });
     }
     out

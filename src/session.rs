@@ -167,6 +167,18 @@ impl<'r> WriteSession<'r> {
         self.repo.backend().delete(&F::KIND.path(&(*id).into()))
     }
 
+    /// Deletes one transient file (a backup marker, a prune mark, a retention ledger). A
+    /// refusal (credentials without delete rights) is a warning, not an error: such a file
+    /// only holds prunes back or is read again, and a later prune or `unlock` with delete
+    /// rights removes it.
+    pub fn delete_transient<F: RepoFile>(&self, id: &F::Id) -> Result<()> {
+        let path = F::KIND.path(&(*id).into());
+        if !self.repo.backend().delete_transient(&path)? {
+            crate::locks::warn_refused_delete(&path);
+        }
+        Ok(())
+    }
+
     /// Deletes one pack.
     pub fn delete_pack(&self, id: &PackId) -> Result<()> {
         self.repo.backend().delete(&FileKind::Pack.path(id))
@@ -208,7 +220,7 @@ impl<'r> WriteSession<'r> {
     pub fn remove_marker_session(&self, s: &MarkerSession) -> Result<()> {
         let heartbeats = s.files.iter().filter(|id| Some(**id) != s.first);
         for id in heartbeats.chain(s.first.iter()) {
-            match self.delete_file::<BackupMarker>(id) {
+            match self.delete_transient::<BackupMarker>(id) {
                 Ok(()) => {}
                 Err(e) if crate::backend::is_not_found(&e) => {}
                 Err(e) => return Err(e),

@@ -33,7 +33,7 @@ fn keys() -> &'static Keys {
     KEYS.get_or_init(|| MasterKey::from_bytes([7; 32]).derive())
 }
 
-const KINDS: [SealKind; 10] = SealKind::ALL;
+const KINDS: [SealKind; 11] = SealKind::ALL;
 
 // ---------------------------------------------------------------------------------------------
 // Decode paths, as `Repository::open` and `Repository::decode_file` run them.

@@ -47,6 +47,8 @@ pub enum FileKind {
     PruneMark,
     /// Format version 2: PostgreSQL WAL records, named by their WAL file name's keyed hash.
     Wal,
+    /// Format version 3: ledgers of the Object Lock retention `forget` extended.
+    Retention,
 }
 
 impl FileKind {
@@ -60,6 +62,7 @@ impl FileKind {
             FileKind::Lock => "locks/",
             FileKind::PruneMark => "prune/",
             FileKind::Wal => "wal/",
+            FileKind::Retention => "retention/",
         }
     }
 
@@ -67,7 +70,7 @@ impl FileKind {
     /// blobs is metadata; data packs are written as `ObjectClass::DataPack` by the packer.
     pub fn object_class(self) -> ObjectClass {
         match self {
-            FileKind::Lock | FileKind::PruneMark => ObjectClass::Transient,
+            FileKind::Lock | FileKind::PruneMark | FileKind::Retention => ObjectClass::Transient,
             _ => ObjectClass::Metadata,
         }
     }
@@ -251,6 +254,22 @@ impl Backend {
     /// clones made afterwards) makes.
     pub fn set_list_hook(&mut self, hook: ListHook) {
         self.list_hook = Some(hook);
+    }
+
+    /// For tests: storage that has retention, classes and versions (a fake `Lifecycle`).
+    pub fn set_lifecycle_for_tests(&mut self, lc: Arc<dyn lifecycle::Lifecycle>) {
+        self.lifecycle = Some(lc);
+    }
+
+    /// For tests: wraps the layer stack (a layer that refuses some requests).
+    #[cfg(test)]
+    pub(crate) fn wrap_storage_for_tests(&mut self, wrap: impl FnOnce(DynStorage) -> DynStorage) {
+        self.storage = wrap(self.storage.clone());
+    }
+
+    /// Requests in flight at once (`--connections`).
+    pub fn connections(&self) -> usize {
+        self.connections
     }
 
     /// Retention, storage classes, thawing and versions: `Some` on S3.
@@ -473,6 +492,17 @@ impl Backend {
         }
     }
 
+    /// Deletes a transient file (a backup marker, a prune mark): `Ok(false)` when the storage
+    /// refuses (credentials without delete rights), which callers report as a warning; a
+    /// later prune or `unlock` with delete rights removes the file.
+    pub fn delete_transient(&self, path: &str) -> Result<bool> {
+        match self.rt.block_on(self.storage.delete(path)) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+            Err(e) if e.kind() == ErrorKind::PermissionDenied || is_access_denied(&e) => Ok(false),
+            r => r.map(|_| true).map_err(|e| change_err(e, path, "delete")),
+        }
+    }
+
     /// Lists the files (never folders) under a prefix, with sizes.
     pub fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let out = self
@@ -570,6 +600,13 @@ fn io_source(e: &opendal::Error) -> Option<&std::io::Error> {
         source = s.source();
     }
     None
+}
+
+/// A local file system's refusal (read-only, no permission) under an OpenDAL error.
+fn is_access_denied(e: &opendal::Error) -> bool {
+    io_source(e)
+        .and_then(|io| io.raw_os_error())
+        .is_some_and(|c| c == libc::EROFS || c == libc::EACCES || c == libc::EPERM)
 }
 
 fn is_no_space(e: &opendal::Error) -> bool {

@@ -1,8 +1,9 @@
 use super::args::{duration, SelectionArgs};
 use super::{GlobalOptions, Outcome};
 use ocvault::commands::forget::{self, ForgetOptions, ForgetResult};
-use ocvault::error::Result;
+use ocvault::error::{Error, Result};
 use ocvault::retention::{GroupBy, Policy};
+use ocvault::retention_lock::ExtendReport;
 use ocvault::snapshot::{format_time, rfc3339};
 use std::time::Duration;
 
@@ -113,11 +114,41 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         if let Some(w) = &result.wal {
             println!("deleted {} WAL files", w.deleted.len());
         }
+        if let Some(r) = &result.retention {
+            print_retention(r);
+        }
     }
     if prune {
         super::prune::run_prune(g, &repo, &prune_opts)?;
     }
-    Ok(Outcome::Success)
+    match result.retention.filter(|r| r.failed > 0) {
+        Some(r) => Err(Error::Backend(format!(
+            "could not extend the Object Lock retention of {} objects ({}); run forget again \
+             to retry",
+            r.failed,
+            r.first_error.unwrap_or_default()
+        ))),
+        None => Ok(Outcome::Success),
+    }
+}
+
+fn print_retention(r: &ExtendReport) {
+    let date = |t: Option<i64>| t.map(utc_date).unwrap_or_default();
+    println!(
+        "extended retention of {} objects ({}) to {}..{} in {} requests",
+        r.objects_extended,
+        indicatif::HumanBytes(r.bytes_extended),
+        date(r.earliest_until_unix_s),
+        date(r.latest_until_unix_s),
+        r.requests
+    );
+}
+
+/// A date (UTC) from seconds since the epoch.
+pub fn utc_date(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| t.to_string())
 }
 
 fn print_json(r: &ForgetResult, dry_run: bool) {
@@ -137,6 +168,7 @@ fn print_json(r: &ForgetResult, dry_run: bool) {
         "dry_run": dry_run,
         "groups": groups,
         "removed": r.removed.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+        "retention": r.retention,
         "wal": r.wal.as_ref().map(|w| serde_json::json!({
             "deleted": w.deleted.len(),
             "deleted_files": w.deleted,

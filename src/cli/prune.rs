@@ -93,7 +93,42 @@ fn print_report(r: &PruneReport) {
         r.packs_deleted,
         h(r.bytes_deleted)
     );
+    if let Some(v) = &r.versions {
+        print_versions(v);
+    }
     if r.marks_pending > 0 {
         println!("{} prune marks wait for running backups or the grace period; a later prune deletes their packs", r.marks_pending);
+    }
+}
+
+/// Object Lock: what prune reclaimed of deleted files' versions and what stays locked.
+fn print_versions(v: &ocvault::retention_lock::reclaim::ReclaimReport) {
+    let h = HumanBytes;
+    let date = |t: Option<i64>| {
+        t.map(super::forget::utc_date)
+            .unwrap_or_else(|| "an unknown date".into())
+    };
+    if v.versions_deleted > 0 || v.delete_markers_removed > 0 {
+        println!(
+            "deleted {} old versions of deleted files ({}) and {} delete markers",
+            v.versions_deleted,
+            h(v.version_bytes_deleted),
+            v.delete_markers_removed
+        );
+    }
+    if v.versions_retained > 0 {
+        println!(
+            "{} deleted objects ({}) are retained by Object Lock until {} (the latest); a later prune removes them",
+            v.versions_retained,
+            h(v.version_bytes_retained),
+            date(v.retained_until_unix_s)
+        );
+    }
+    if v.packs_retained > 0 {
+        println!(
+            "{} packs holding data removed from snapshots stay readable in locked versions until {}",
+            v.packs_retained,
+            date(v.packs_retained_until_unix_s)
+        );
     }
 }

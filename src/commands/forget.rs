@@ -57,6 +57,8 @@ pub struct ForgetResult {
     pub warnings: Vec<String>,
     /// With `keep_wal_within`.
     pub wal: Option<WalForgotten>,
+    /// On a repository with Object Lock: the retention extended for the kept snapshots.
+    pub retention: Option<crate::retention_lock::ExtendReport>,
 }
 
 impl ForgetOptions {
@@ -125,6 +127,20 @@ pub fn forget(
         outcome = format!("ok: {} WAL files deleted", w.deleted.len());
         result.wal = Some(w);
     }
+    result.retention = extend_retention(&session, &snaps, &result)?;
+    if repo.config().storage.lock.is_some() && result.retention.is_none() {
+        result.warnings.push(
+            "this repository has Object Lock, but its storage here cannot extend retention \
+             (not S3?): no retention was extended"
+                .to_string(),
+        );
+    }
+    if let Some(r) = &result.retention {
+        outcome = format!(
+            "{outcome}; retention of {} objects extended, {} failed",
+            r.objects_extended, r.failed
+        );
+    }
     result.warnings.extend(crate::oplog::record_or_warn(
         &session,
         command_line,
@@ -133,6 +149,36 @@ pub fn forget(
         result.removed.clone(),
     ));
     Ok(result)
+}
+
+/// Object Lock: extends the retention of what the snapshots left need, each by the rule
+/// that keeps it (`retention_lock`).
+fn extend_retention(
+    session: &crate::session::WriteSession,
+    snaps: &[(SnapshotId, Snapshot)],
+    result: &ForgetResult,
+) -> Result<Option<crate::retention_lock::ExtendReport>> {
+    if session.repo().config().storage.lock.is_none() {
+        return Ok(None);
+    }
+    let removed: HashSet<&SnapshotId> = result.removed.iter().collect();
+    let rules: HashMap<SnapshotId, &[retention::Rule]> = result
+        .groups
+        .iter()
+        .flat_map(|g| g.decisions.iter())
+        .filter(|(d, _)| d.keep)
+        .map(|(d, _)| (d.id, d.rules.as_slice()))
+        .collect();
+    let kept: Vec<crate::retention_lock::Kept> = snaps
+        .iter()
+        .filter(|(id, _)| !removed.contains(id))
+        .map(|(id, s)| crate::retention_lock::Kept {
+            id: *id,
+            snapshot: s,
+            rules: rules.get(id).copied().unwrap_or(&[]),
+        })
+        .collect();
+    crate::retention_lock::extend(session, &kept)
 }
 
 /// Which WAL records retention deletes once `removed` are gone, and their ids. A record that

@@ -86,3 +86,22 @@ pub fn list(repo: &Repository) -> Result<Catalog> {
     catalog.records.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     Ok(catalog)
 }
+
+/// The blobs every `wal/` record names (format version 2): a WAL file's blocks are live as
+/// long as its record exists. Strict: a record that cannot be read could name any blob, so
+/// its damage is the error.
+pub fn blobs(repo: &Repository) -> Result<Vec<crate::id::BlobId>> {
+    if repo.config().version < 2 {
+        return Ok(Vec::new());
+    }
+    let catalog = list(repo)?;
+    if let Some((_, e)) = catalog.damaged.into_iter().next() {
+        return Err(e);
+    }
+    Ok(catalog
+        .records
+        .into_iter()
+        .flat_map(|(_, r)| r.content)
+        .map(crate::id::BlobId::from)
+        .collect())
+}
