@@ -60,6 +60,9 @@ pub struct PackInfo {
     pub id: PackId,
     pub blob_type: BlobType,
     pub size: u64,
+    /// Stored in an archive storage class (S3 Glacier, Deep Archive): not readable without
+    /// a thaw. Only set when the index was built with the storage's classes (`crate::cold`).
+    pub archived: bool,
 }
 
 /// Where one blob is.
@@ -92,6 +95,17 @@ impl Index {
     /// Builds the index from index files (superseded ones left out) followed by `extra` packs,
     /// so a blob both in a file and in an extra pack resolves to the file's pack.
     pub fn build(files: &[(IndexFileId, IndexFile)], extra: &[IndexPack]) -> Index {
+        Index::build_tiered(files, extra, &|_| false)
+    }
+
+    /// [`Index::build`] knowing which packs are in an archive class: those are numbered after
+    /// every other pack, so a blob stored both in an archived pack and elsewhere (a snapshot
+    /// stored it again, see `crate::cold`) resolves to the readable copy.
+    pub fn build_tiered(
+        files: &[(IndexFileId, IndexFile)],
+        extra: &[IndexPack],
+        archived: &dyn Fn(&PackId) -> bool,
+    ) -> Index {
         let superseded: std::collections::HashSet<IndexFileId> = files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
@@ -106,15 +120,24 @@ impl Index {
         }
         for p in live.flat_map(|(_, f)| f.packs.iter()).chain(extra) {
             if seen_packs.insert(p.id) {
-                idx.packs.push(PackInfo {
-                    id: p.id,
-                    blob_type: p.blob_type,
-                    size: p.size,
-                });
                 chosen.push(p);
             }
         }
         drop(seen_packs);
+        // Stable: otherwise the first-listed pack still wins among equals.
+        let mut chosen: Vec<(&IndexPack, bool)> =
+            chosen.into_iter().map(|p| (p, archived(&p.id))).collect();
+        chosen.sort_by_key(|(_, a)| *a);
+        idx.packs = chosen
+            .iter()
+            .map(|(p, archived)| PackInfo {
+                id: p.id,
+                blob_type: p.blob_type,
+                size: p.size,
+                archived: *archived,
+            })
+            .collect();
+        let chosen: Vec<&IndexPack> = chosen.into_iter().map(|(p, _)| p).collect();
         idx.packs.shrink_to_fit();
         idx.build_entries(&chosen);
         idx
@@ -189,6 +212,13 @@ impl Index {
 
     pub fn contains(&self, id: &Id) -> bool {
         self.find(id).is_some()
+    }
+
+    /// Whether the blob is stored in a pack that is not in an archive class: what a new
+    /// snapshot may deduplicate against (a blob only in archived packs is stored again).
+    pub fn contains_hot(&self, id: &Id) -> bool {
+        self.find(id)
+            .is_some_and(|e| !self.packs[e.pack() as usize].archived)
     }
 
     pub fn get(&self, id: &Id) -> Option<BlobLocation> {

@@ -237,6 +237,23 @@ impl Backend {
         self.list_hook = Some(hook);
     }
 
+    /// For tests: storage classes and thawing from `lifecycle` (a fake over local storage,
+    /// `cold::testing`), and the layer stack wrapped by `wrap` (which refuses reads of
+    /// archived packs as S3 does), for this backend and clones made afterwards.
+    pub fn set_lifecycle(
+        &mut self,
+        lifecycle: Arc<dyn lifecycle::Lifecycle>,
+        wrap: impl FnOnce(DynStorage) -> DynStorage,
+    ) {
+        self.lifecycle = Some(lifecycle);
+        self.storage = wrap(self.storage.clone());
+    }
+
+    /// Requests in flight at once (`--backend-connections`).
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
     /// Retention, storage classes, thawing and versions: `Some` on S3.
     pub fn lifecycle(&self) -> Option<&Arc<dyn lifecycle::Lifecycle>> {
         self.lifecycle.as_ref()

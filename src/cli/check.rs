@@ -52,6 +52,8 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     drop(ticker);
     let outcome = if !report.is_intact() {
         Outcome::Damage
+    } else if report.has_cold() {
+        Outcome::Cold
     } else if report.is_too_old() {
         Outcome::TooOld
     } else {
@@ -122,6 +124,18 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
             t.newest_time,
             humantime::format_duration(std::time::Duration::from_secs(t.age_seconds))
         );
+    }
+    if report.has_cold() {
+        let bytes: u64 = report.cold_packs.iter().map(|p| p.size).sum();
+        eprintln!(
+            "ocvault: {} data packs ({} MiB) are in cold storage and were not read: run \
+             `ocvault thaw ID` for the snapshots that use them, then check again",
+            report.cold_packs.len(),
+            ocvault::cold::mib(bytes)
+        );
+        for p in &report.cold_packs {
+            eprintln!("  {p}");
+        }
     }
     if report.is_intact() {
         println!("no damage found");

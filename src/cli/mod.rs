@@ -274,6 +274,20 @@ fn first_line(bytes: Vec<u8>) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(line.to_vec())
 }
 
+/// With --json, a cold-storage refusal (exit 13) also lists its packs on standard output.
+pub fn cold_json(g: &GlobalOptions, e: Error) -> Error {
+    if let (true, Error::Cold { snapshot, packs }) = (g.json, &e) {
+        print_json(&serde_json::json!({
+            "error": e.to_string(),
+            "exit_code": ocvault::error::exit::COLD,
+            "snapshot_id": snapshot,
+            "cold_packs": packs,
+            "cold_bytes": packs.iter().map(|p| p.size).sum::<u64>(),
+        }));
+    }
+    e
+}
+
 pub fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string(v).expect("JSON"));
 }

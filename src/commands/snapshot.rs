@@ -17,7 +17,7 @@ pub fn snapshot(
 ) -> Result<SnapshotOutcome> {
     let log_failure =
         |e: &Error| crate::oplog::record_failure_unindexed(repo, command_line, "snapshot", e);
-    let mut indexed = repo.load_index().inspect_err(log_failure)?;
+    let mut indexed = repo.load_index_tiered().inspect_err(log_failure)?;
     let session = indexed.write_session().inspect_err(log_failure)?;
     match archiver::snapshot(&session, opts, progress) {
         Ok(mut out) => {
