@@ -24,6 +24,7 @@ mod snapshot;
 mod snapshots;
 mod stats;
 mod tag;
+mod thaw;
 mod unlock;
 mod wal_fetch;
 mod wal_push;
@@ -127,6 +128,8 @@ pub enum Command {
     Stats(stats::Args),
     /// Add or remove snapshot tags
     Tag(tag::Args),
+    /// Make a snapshot's packs in S3 archive storage classes readable (restore requests)
+    Thaw(thaw::Args),
     /// Point-in-time recovery of PostgreSQL into a new data folder
     Pitr(pitr::Args),
     /// Archive a PostgreSQL WAL file (archive_command = 'ocvault wal-push %p')
@@ -184,6 +187,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Find(a) => find::run(&g, a),
         Command::Stats(a) => stats::run(&g, a),
         Command::Tag(a) => tag::run(&g, a),
+        Command::Thaw(a) => thaw::run(&g, a),
         Command::Pitr(a) => pitr::run(&g, a),
         Command::WalPush(a) => wal_push::run(&g, a),
         Command::WalFetch(a) => wal_fetch::run(&g, a),
