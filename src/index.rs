@@ -442,4 +442,40 @@ mod tests {
         assert!(!idx.contains(&Id([5; 32])));
         assert_eq!(idx.iter().count(), 0);
     }
+
+    #[test]
+    fn archived_packs_lose_to_any_other_copy() {
+        let (x, y) = (Id([3; 32]), Id([4; 32]));
+        let cold = IndexPack {
+            id: PackId(Id([1; 32])),
+            blob_type: BlobType::Data,
+            size: 100,
+            blobs: vec![blob(x, 0), blob(y, 10)],
+        };
+        let hot = IndexPack {
+            id: PackId(Id([2; 32])),
+            blob_type: BlobType::Data,
+            size: 100,
+            blobs: vec![blob(x, 50)],
+        };
+        // The archived pack is listed first: without tiers it would win.
+        let files = vec![(
+            IndexFileId(Id([10; 32])),
+            IndexFile {
+                supersedes: vec![],
+                packs: vec![cold.clone(), hot],
+            },
+        )];
+        let plain = Index::build(&files, &[]);
+        assert_eq!(plain.get(&x).unwrap().offset, 0);
+        assert!(plain.contains_hot(&x) && plain.contains_hot(&y));
+        let tiered = Index::build_tiered(&files, &[], &|id| *id == cold.id);
+        let loc = tiered.get(&x).unwrap();
+        assert_eq!((tiered.pack(loc.pack).id, loc.offset), (PackId(Id([2; 32])), 50));
+        assert!(tiered.contains_hot(&x));
+        // Only in the archived pack: known, but not for dedup.
+        assert!(tiered.contains(&y) && !tiered.contains_hot(&y));
+        assert!(tiered.pack(tiered.get(&y).unwrap().pack).archived);
+        assert_eq!(tiered.len(), 2);
+    }
 }

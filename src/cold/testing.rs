@@ -59,14 +59,20 @@ impl FakeTiers {
         fake
     }
 
-    /// Puts a file in `class` (archived, no thaw), uploaded at `modified_unix_s`.
+    /// Puts a file in `class`, uploaded at `modified_unix_s`: in an archive class it is cold
+    /// (no thaw requested); other classes read as usual.
     pub fn archive(&self, path: &str, class: &str, modified_unix_s: i64) {
+        let state = if super::is_archive_class(class) {
+            ThawState::Cold
+        } else {
+            ThawState::Hot
+        };
         self.archived.lock().unwrap().insert(
             path.to_string(),
             Archived {
                 class: class.to_string(),
                 modified_unix_s,
-                state: ThawState::Cold,
+                state,
                 polls_left: 0,
             },
         );

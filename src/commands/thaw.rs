@@ -146,7 +146,10 @@ fn thaw_packs(
         .into_iter()
         .zip(&replies)
         .filter(|(_, r)| **r != ThawRequest::AlreadyReadable)
-        .map(|(p, _)| p)
+        .map(|(p, _)| ColdPack {
+            state: "thawing",
+            ..p
+        })
         .collect();
     if opts.wait {
         wait(repo, opts, &mut report, &mut pending, started, on_poll)?;
