@@ -364,7 +364,9 @@ fn check_pass(
     let index = &loaded.index;
     let tiers = loaded.tiers.as_ref();
     let bad_packs = check_pack_files(repo, &loaded, findings, &mut report);
-    let bad_blobs = read_packs(repo, index, tiers, &bad_packs, opts, progress, findings, carry)?;
+    let bad_blobs = read_packs(
+        repo, index, tiers, &bad_packs, opts, progress, findings, carry,
+    )?;
     report.tree_packs = (0..index.packs().len() as u32)
         .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
         .count() as u64;
@@ -459,7 +461,10 @@ fn load_index(
             let listed = objects.into_iter().map(|o| (o.path, o.size)).collect();
             (listed, Some(tiers))
         }
-        None => (repo.backend().list(FileKind::Pack)?.into_iter().collect(), None),
+        None => (
+            repo.backend().list(FileKind::Pack)?.into_iter().collect(),
+            None,
+        ),
     };
     let index = readable_index(&index_files, &marks, &listed, tiers.as_ref());
     report.blobs = index.len() as u64;
@@ -706,7 +711,11 @@ fn check_pack_files(
         };
         // A pack in cold storage cannot be read (and check makes no data request without
         // --read-data): counted by its name alone.
-        if loaded.tiers.as_ref().is_some_and(|t| t.is_archived(&PackId(id))) {
+        if loaded
+            .tiers
+            .as_ref()
+            .is_some_and(|t| t.is_archived(&PackId(id)))
+        {
             report.reclaimable.unreferenced_packs += 1;
             report.reclaimable.unreferenced_pack_bytes += size;
             continue;

@@ -8,10 +8,10 @@
 
 use crate::backend::lifecycle::{ClassedObject, Lifecycle, ThawRequest, ThawState, ThawTier};
 use crate::backend::{Backend, FileKind};
+pub use crate::error::{mib, ColdPack};
 use crate::error::{Error, Result};
 use crate::id::{Id, PackId};
 use futures::stream::{self, StreamExt};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -117,37 +117,6 @@ fn pack_id_of(path: &str) -> Option<PackId> {
     (FileKind::Pack.path(&id) == path).then_some(PackId(id))
 }
 
-/// A pack that cannot be read now.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ColdPack {
-    pub path: String,
-    pub size: u64,
-    pub storage_class: String,
-    /// "cold" (no restore requested) or "thawing" (requested, not finished).
-    pub state: &'static str,
-}
-
-impl std::fmt::Display for ColdPack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match self.state {
-            "thawing" => "thaw in progress",
-            s => s,
-        };
-        write!(
-            f,
-            "{} ({}, {} MiB, {state})",
-            self.path,
-            self.storage_class,
-            mib(self.size)
-        )
-    }
-}
-
-/// Bytes in MiB with one decimal, as the messages print them.
-pub fn mib(bytes: u64) -> String {
-    format!("{:.1}", bytes as f64 / (1u64 << 20) as f64)
-}
-
 /// Of `packs` (ids and sizes), the ones that cannot be read now: one HEAD for each pack the
 /// listing put in an archive class, `backend.connections()` at once; none for the others.
 pub fn find_cold(
@@ -199,10 +168,7 @@ pub fn thaw_states(
             .buffered(backend.connections().max(1))
             .collect(),
     );
-    states
-        .into_iter()
-        .map(|s| s.map_err(Error::from))
-        .collect()
+    states.into_iter().map(|s| s.map_err(Error::from)).collect()
 }
 
 /// One restore request per path (in order), `backend.connections()` at once.

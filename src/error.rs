@@ -74,7 +74,7 @@ pub enum Error {
     Cold {
         /// The snapshot the packs belong to, when the command knows it.
         snapshot: Option<String>,
-        packs: Vec<crate::cold::ColdPack>,
+        packs: Vec<ColdPack>,
     },
     /// SIGINT or SIGTERM arrived; the command stopped and cleaned up.
     #[error("interrupted by {0}; stopped without saving")]
@@ -116,7 +116,7 @@ impl Error {
     }
 }
 
-fn cold_message(snapshot: Option<&str>, packs: &[crate::cold::ColdPack]) -> String {
+fn cold_message(snapshot: Option<&str>, packs: &[ColdPack]) -> String {
     let bytes: u64 = packs.iter().map(|p| p.size).sum();
     let (of, id) = match snapshot {
         Some(s) => (format!("snapshot {s}"), s),
@@ -125,7 +125,7 @@ fn cold_message(snapshot: Option<&str>, packs: &[crate::cold::ColdPack]) -> Stri
     format!(
         "{} packs ({} MiB) of {of} are in cold storage: run `ocvault thaw {id}` (then retry)",
         packs.len(),
-        crate::cold::mib(bytes)
+        mib(bytes)
     )
 }
 
@@ -137,3 +137,34 @@ impl From<opendal::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A pack that cannot be read now.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ColdPack {
+    pub path: String,
+    pub size: u64,
+    pub storage_class: String,
+    /// "cold" (no restore requested) or "thawing" (requested, not finished).
+    pub state: &'static str,
+}
+
+impl std::fmt::Display for ColdPack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            "thawing" => "thaw in progress",
+            s => s,
+        };
+        write!(
+            f,
+            "{} ({}, {} MiB, {state})",
+            self.path,
+            self.storage_class,
+            mib(self.size)
+        )
+    }
+}
+
+/// Bytes in MiB with one decimal, as the messages print them.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1u64 << 20) as f64)
+}

@@ -471,7 +471,10 @@ mod tests {
         assert!(plain.contains_hot(&x) && plain.contains_hot(&y));
         let tiered = Index::build_tiered(&files, &[], &|id| *id == cold.id);
         let loc = tiered.get(&x).unwrap();
-        assert_eq!((tiered.pack(loc.pack).id, loc.offset), (PackId(Id([2; 32])), 50));
+        assert_eq!(
+            (tiered.pack(loc.pack).id, loc.offset),
+            (PackId(Id([2; 32])), 50)
+        );
         assert!(tiered.contains_hot(&x));
         // Only in the archived pack: known, but not for dedup.
         assert!(tiered.contains(&y) && !tiered.contains_hot(&y));

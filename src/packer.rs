@@ -221,8 +221,7 @@ impl Packer<'_> {
         self.blobs_added.fetch_add(1, Relaxed);
         if self.index.contains(&id) {
             self.restored_blobs.fetch_add(1, Relaxed);
-            self.restored_bytes
-                .fetch_add(sealed.len() as u64, Relaxed);
+            self.restored_bytes.fetch_add(sealed.len() as u64, Relaxed);
         }
         self.send(PackItem {
             blob_type,

@@ -597,7 +597,10 @@ impl<'r> IndexedRepository<'r> {
 
     /// Of the read index's packs numbered `packs`, the ones that cannot be read now (HEAD
     /// requests only for archived ones; none without tiers).
-    pub fn cold_packs(&self, packs: impl IntoIterator<Item = u32>) -> Result<Vec<crate::cold::ColdPack>> {
+    pub fn cold_packs(
+        &self,
+        packs: impl IntoIterator<Item = u32>,
+    ) -> Result<Vec<crate::cold::ColdPack>> {
         let Some(tiers) = self.tiers() else {
             return Ok(Vec::new());
         };

@@ -125,7 +125,10 @@ fn thaw_opts(snapshot: &str, wait: bool) -> ThawOptions {
 fn restore_and_dump_refuse_cold_packs_before_reading_and_list_them() {
     let tmp = scratch_dir("ocvault-tiers-");
     let src = tmp.path().join("src");
-    write_files(&src, &[("a", 1, 3 << 20), ("b", 2, 2 << 20), ("c", 3, 1000)]);
+    write_files(
+        &src,
+        &[("a", 1, 3 << 20), ("b", 2, 2 << 20), ("c", 3, 1000)],
+    );
     let (repo, fake) = fixture(1);
     let snap = snapshot(&repo, &src);
     let packs = data_packs(&repo);
@@ -140,8 +143,16 @@ fn restore_and_dump_refuse_cold_packs_before_reading_and_list_them() {
     let err = restore(&repo, &snap.snapshot.tree, &target).unwrap_err();
     let (lists, heads, requests, refused) = fake.counts();
     assert_eq!(lists - before.0, 1, "one listing of data/ with classes");
-    assert_eq!(heads - before.1, glacier.len() as u64, "HEAD for GLACIER packs only");
-    assert_eq!((requests, refused), (0, 0), "nothing read, nothing requested");
+    assert_eq!(
+        heads - before.1,
+        glacier.len() as u64,
+        "HEAD for GLACIER packs only"
+    );
+    assert_eq!(
+        (requests, refused),
+        (0, 0),
+        "nothing read, nothing requested"
+    );
     let ocvault::Error::Cold { packs: cold, .. } = &err else {
         panic!("not a cold-storage error: {err}");
     };
@@ -153,7 +164,9 @@ fn restore_and_dump_refuse_cold_packs_before_reading_and_list_them() {
         .collect();
     expected.sort();
     assert_eq!(listed, expected);
-    assert!(cold.iter().all(|p| p.state == "cold" && p.storage_class == "GLACIER"));
+    assert!(cold
+        .iter()
+        .all(|p| p.state == "cold" && p.storage_class == "GLACIER"));
     let bytes: u64 = glacier.iter().map(|(_, s)| s).sum();
     let msg = err.for_snapshot(&snap.id.short()).to_string();
     assert_eq!(
@@ -194,7 +207,10 @@ fn restore_and_dump_refuse_cold_packs_before_reading_and_list_them() {
             Err(e) => panic!("{name}: {e}"),
         }
     }
-    assert!(refused >= 1, "the 3 MiB file spans several packs, every other one cold");
+    assert!(
+        refused >= 1,
+        "the 3 MiB file spans several packs, every other one cold"
+    );
     assert_eq!(fake.counts().3, 0, "dump read a cold pack");
 }
 
@@ -211,8 +227,8 @@ fn thaw_requests_each_cold_pack_once_and_polls_until_readable() {
     let cmd = CommandLine::new(["thaw"]);
 
     // Without --wait: one request per cold pack, all accepted.
-    let r = ocvault::commands::thaw::thaw(&repo, &thaw_opts(&id, false), &cmd, &mut |_| {})
-        .unwrap();
+    let r =
+        ocvault::commands::thaw::thaw(&repo, &thaw_opts(&id, false), &cmd, &mut |_| {}).unwrap();
     assert!(r.complete && r.storage_classes);
     assert_eq!(r.packs_needed, packs.len() as u64);
     assert_eq!(r.packs_cold, packs.len() as u64);
@@ -223,10 +239,9 @@ fn thaw_requests_each_cold_pack_once_and_polls_until_readable() {
     // With --wait: the requests are "already in progress"; the fake finishes each thaw at
     // its third poll after the request, and one HEAD (the finder's) is already counted.
     let mut seen: Vec<ThawProgress> = Vec::new();
-    let r = ocvault::commands::thaw::thaw(&repo, &thaw_opts(&id, true), &cmd, &mut |p| {
-        seen.push(*p)
-    })
-    .unwrap();
+    let r =
+        ocvault::commands::thaw::thaw(&repo, &thaw_opts(&id, true), &cmd, &mut |p| seen.push(*p))
+            .unwrap();
     assert!(r.complete, "{r:?}");
     assert_eq!(r.requests_in_progress, packs.len() as u64);
     assert_eq!(r.requests_started, 0);
@@ -236,7 +251,10 @@ fn thaw_requests_each_cold_pack_once_and_polls_until_readable() {
     assert_eq!(r.bytes_thawed, packs.iter().map(|(_, s)| s).sum::<u64>());
     assert!(r.still_cold.is_empty());
     let last = seen.last().expect("progress once a poll");
-    assert_eq!((last.packs_thawed, last.packs), (r.packs_cold, r.packs_cold));
+    assert_eq!(
+        (last.packs_thawed, last.packs),
+        (r.packs_cold, r.packs_cold)
+    );
     assert_eq!(seen.len() as u64, r.polls);
 
     // Readable now: restore gives the bytes back, no read was refused.
@@ -247,8 +265,7 @@ fn thaw_requests_each_cold_pack_once_and_polls_until_readable() {
 
     // Thawed already: nothing to request.
     let requests = fake.counts().2;
-    let r = ocvault::commands::thaw::thaw(&repo, &thaw_opts(&id, true), &cmd, &mut |_| {})
-        .unwrap();
+    let r = ocvault::commands::thaw::thaw(&repo, &thaw_opts(&id, true), &cmd, &mut |_| {}).unwrap();
     assert!(r.complete);
     assert_eq!((r.packs_cold, r.packs_archived), (0, packs.len() as u64));
     assert_eq!(fake.counts().2, requests);
@@ -304,7 +321,11 @@ fn check_reads_hot_packs_reports_cold_ones_and_structure_needs_no_data_request()
     let r = check(ocvault::checker::ReadData::None);
     assert!(r.is_intact() && !r.has_cold(), "{:?}", r.damage);
     let after = fake.counts();
-    assert_eq!((after.1, after.3), (before.1, before.3), "no HEAD, no data read");
+    assert_eq!(
+        (after.1, after.3),
+        (before.1, before.3),
+        "no HEAD, no data read"
+    );
 
     let r = check(ocvault::checker::ReadData::All);
     assert!(r.is_intact(), "{:?}", r.damage);
@@ -319,7 +340,10 @@ fn check_reads_hot_packs_reports_cold_ones_and_structure_needs_no_data_request()
 fn snapshot_stores_blobs_of_cold_packs_again_and_reads_use_the_hot_copy() {
     let tmp = scratch_dir("ocvault-tiers-");
     let src = tmp.path().join("src");
-    write_files(&src, &[("a", 41, 3 << 20), ("b", 42, 1 << 20), ("c", 43, 100)]);
+    write_files(
+        &src,
+        &[("a", 41, 3 << 20), ("b", 42, 1 << 20), ("c", 43, 100)],
+    );
     let (repo, fake) = fixture(1);
     let first = snapshot(&repo, &src);
     assert_eq!(first.restored_blobs, 0);
@@ -338,7 +362,11 @@ fn snapshot_stores_blobs_of_cold_packs_again_and_reads_use_the_hot_copy() {
     let before = fake.counts();
     let second = snapshot(&repo, &src);
     let after = fake.counts();
-    assert_eq!(after.0 - before.0, 1, "one listing with classes for the snapshot");
+    assert_eq!(
+        after.0 - before.0,
+        1,
+        "one listing with classes for the snapshot"
+    );
     assert_eq!(after.1 - before.1, 0, "no HEAD for a snapshot");
     assert_eq!(after.3, 0, "the snapshot read a cold pack");
     let s = &second.snapshot.summary;
@@ -371,7 +399,10 @@ fn prune_never_repacks_cold_packs_and_keeps_young_unused_ones() {
     let tmp = scratch_dir("ocvault-tiers-");
     let (src1, src2) = (tmp.path().join("one"), tmp.path().join("two"));
     // 200 KiB files: both in one pack (target 1 MiB), then one of them forgotten.
-    write_files(&src1, &[("kept", 51, 200 << 10), ("dropped", 52, 200 << 10)]);
+    write_files(
+        &src1,
+        &[("kept", 51, 200 << 10), ("dropped", 52, 200 << 10)],
+    );
     let (repo, fake) = fixture(1);
     let both = snapshot(&repo, &src1);
     let shared_packs = data_packs(&repo);
@@ -416,7 +447,11 @@ fn prune_never_repacks_cold_packs_and_keeps_young_unused_ones() {
     // 91 days later (by the packs' upload time) the unused one goes.
     archive_all(&fake, &gone_packs, "GLACIER", now_s() - 91 * 86_400);
     let r = prune(&repo);
-    assert_eq!((r.cold_packs_kept, r.cold_packs_not_repacked), (0, 1), "{r:?}");
+    assert_eq!(
+        (r.cold_packs_kept, r.cold_packs_not_repacked),
+        (0, 1),
+        "{r:?}"
+    );
     assert_eq!(data_packs(&repo), shared_packs);
     assert!(!repo
         .backend()
@@ -425,7 +460,10 @@ fn prune_never_repacks_cold_packs_and_keeps_young_unused_ones() {
     // What stays restores once thawed.
     let target = tmp.path().join("out");
     let refused = restore(&repo, &only_kept.snapshot.tree, &target);
-    assert!(matches!(refused, Err(ocvault::Error::Cold { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(ocvault::Error::Cold { .. })),
+        "{refused:?}"
+    );
     let mut opts = thaw_opts(&only_kept.id.to_hex(), true);
     opts.timeout = None;
     ocvault::commands::thaw::thaw(&repo, &opts, &CommandLine::new(["thaw"]), &mut |_| {}).unwrap();

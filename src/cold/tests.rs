@@ -30,7 +30,10 @@ fn only_glacier_and_deep_archive_packs_are_archived() {
     assert!(!tiers.is_archived(&id(6)), "a pack under the wrong folder");
     let deep = tiers.get(&id(2)).unwrap();
     assert_eq!(deep.min_storage_until(), 1_000 + 180 * 86_400);
-    assert_eq!(tiers.get(&id(1)).unwrap().min_storage_until(), 1_000 + 90 * 86_400);
+    assert_eq!(
+        tiers.get(&id(1)).unwrap().min_storage_until(),
+        1_000 + 90 * 86_400
+    );
 }
 
 #[test]

@@ -85,15 +85,13 @@ pub fn thaw(
             // The session is started only now: a wait can last hours.
             let mut report = report;
             match repo.write_session() {
-                Ok(session) => {
-                    report.warnings.extend(crate::oplog::record_or_warn(
-                        &session,
-                        command_line,
-                        "thaw",
-                        &result,
-                        vec![id],
-                    ))
-                }
+                Ok(session) => report.warnings.extend(crate::oplog::record_or_warn(
+                    &session,
+                    command_line,
+                    "thaw",
+                    &result,
+                    vec![id],
+                )),
                 Err(e) => report
                     .warnings
                     .push(format!("cannot write the operations log: {e}")),
