@@ -38,7 +38,8 @@ pub fn min_storage_days(class: &str) -> u32 {
 /// A pack in an archive class, as the listing shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArchivedPack {
-    pub storage_class: String,
+    /// One of [`ARCHIVE_CLASSES`] (no allocation per pack).
+    pub storage_class: &'static str,
     pub size: u64,
     /// Upload time by the server's clock, seconds since the epoch.
     pub modified_unix_s: i64,
@@ -47,7 +48,7 @@ pub struct ArchivedPack {
 impl ArchivedPack {
     /// When deleting the pack stops costing an early-deletion charge (seconds since the epoch).
     pub fn min_storage_until(&self) -> i64 {
-        self.modified_unix_s + min_storage_days(&self.storage_class) as i64 * 86_400
+        self.modified_unix_s + min_storage_days(self.storage_class) as i64 * 86_400
     }
 }
 
@@ -75,12 +76,13 @@ impl Tiers {
         let archived = objects
             .iter()
             .filter_map(|o| {
-                let class = o.storage_class.as_deref().filter(|c| is_archive_class(c))?;
+                let class = o.storage_class.as_deref()?;
+                let class = *ARCHIVE_CLASSES.iter().find(|c| **c == class)?;
                 let id = pack_id_of(&o.path)?;
                 Some((
                     id,
                     ArchivedPack {
-                        storage_class: class.to_string(),
+                        storage_class: class,
                         size: o.size,
                         modified_unix_s: o.modified_unix_s,
                     },
@@ -146,7 +148,7 @@ pub fn find_cold(
         .map(|(((_, a), path), s)| ColdPack {
             path,
             size: a.size,
-            storage_class: a.storage_class.clone(),
+            storage_class: a.storage_class.to_string(),
             state: if s == ThawState::Thawing {
                 "thawing"
             } else {
