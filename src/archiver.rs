@@ -76,6 +76,10 @@ pub struct SnapshotOutcome {
     pub id: SnapshotId,
     pub snapshot: Snapshot,
     pub warnings: Vec<String>,
+    /// Blobs stored again because the index had them only in packs of an archive storage
+    /// class (S3 Glacier, Deep Archive), and their stored bytes.
+    pub restored_blobs: u64,
+    pub restored_bytes: u64,
 }
 
 struct Shared<'a> {
@@ -540,6 +544,8 @@ pub fn snapshot(
         id,
         snapshot,
         warnings,
+        restored_blobs: packed.restored_blobs,
+        restored_bytes: packed.restored_bytes,
     })
 }
 
@@ -818,7 +824,7 @@ impl<'a> Walker<'a> {
                 self.shared.bytes_total.fetch_add(node.size, Relaxed);
                 self.shared.progress.files.fetch_add(1, Relaxed);
                 if let Some(p) = prev.as_ref().filter(|p| tree::unchanged(p, &node)) {
-                    if p.content.iter().all(|id| self.index.contains(id)) {
+                    if p.content.iter().all(|id| self.index.contains_hot(id)) {
                         node.content = p.content.clone();
                         self.shared.files_unmodified.fetch_add(1, Relaxed);
                         self.shared.progress.bytes.fetch_add(node.size, Relaxed);

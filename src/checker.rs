@@ -100,6 +100,9 @@ pub struct CheckReport {
     /// What the check saw that is not damage: files a prune beside it deleted, passes made
     /// again because the repository changed.
     pub notes: Vec<String>,
+    /// Data packs `--read-data` selected that are in cold storage (an S3 archive class, not
+    /// thawed): not read, and not damage; the command exits 13 when there is no damage.
+    pub cold_packs: Vec<crate::cold::ColdPack>,
 }
 
 impl CheckReport {
@@ -110,6 +113,11 @@ impl CheckReport {
     /// Whether `--max-age` or `--max-wal-age` found the newest backup too old.
     pub fn is_too_old(&self) -> bool {
         !self.too_old.is_empty() || self.wal.as_ref().is_some_and(|w| w.too_old.is_some())
+    }
+
+    /// Whether data packs selected for reading were in cold storage.
+    pub fn has_cold(&self) -> bool {
+        !self.cold_packs.is_empty()
     }
 }
 
@@ -192,6 +200,8 @@ struct Carry {
     data_packs_read: u64,
     data_bytes_read: u64,
     packs_read: Vec<String>,
+    /// The last pass's selected data packs that were cold.
+    cold: Vec<crate::cold::ColdPack>,
 }
 
 /// Passes `check` makes at most: a pass that found damage or vanished files while the
@@ -249,6 +259,7 @@ pub fn check(
         report.data_packs_read = carry.data_packs_read;
         report.data_bytes_read = carry.data_bytes_read;
         report.packs_read = std::mem::take(&mut carry.packs_read);
+        report.cold_packs = std::mem::take(&mut carry.cold);
         return Ok(report);
     }
     unreachable!("the last pass returns")
@@ -351,8 +362,11 @@ fn check_pass(
     let mut report = CheckReport::default();
     let loaded = load_index(repo, findings, &mut report)?;
     let index = &loaded.index;
-    let bad_packs = check_pack_files(repo, index, &loaded.listed, findings, &mut report);
-    let bad_blobs = read_packs(repo, index, &bad_packs, opts, progress, findings, carry);
+    let tiers = loaded.tiers.as_ref();
+    let bad_packs = check_pack_files(repo, &loaded, findings, &mut report);
+    let bad_blobs = read_packs(
+        repo, index, tiers, &bad_packs, opts, progress, findings, carry,
+    )?;
     report.tree_packs = (0..index.packs().len() as u32)
         .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
         .count() as u64;
@@ -400,6 +414,8 @@ struct LoadedIndex {
     index: Index,
     /// Every file in `data/`, with its size.
     listed: HashMap<String, u64>,
+    /// On storage with classes (S3): the packs in an archive class, from the same listing.
+    tiers: Option<crate::cold::Tiers>,
     /// The `wal/` records that open (format version 2; `None` in version 1).
     wal: Option<Vec<(Id, crate::format::WalRecord)>>,
 }
@@ -434,14 +450,30 @@ fn load_index(
         findings,
         "the packs it lists are neither indexed nor deleted",
     )?;
-    let listed: HashMap<String, u64> = repo.backend().list(FileKind::Pack)?.into_iter().collect();
-    let index = readable_index(&index_files, &marks, &listed);
+    // One listing of data/; on storage with classes, the listing that shows them.
+    let (listed, tiers): (HashMap<String, u64>, _) = match repo.backend().lifecycle() {
+        Some(lc) => {
+            let objects = repo
+                .backend()
+                .runtime()
+                .block_on(lc.list_classes(FileKind::Pack.prefix()))?;
+            let tiers = crate::cold::Tiers::from_listing(&objects);
+            let listed = objects.into_iter().map(|o| (o.path, o.size)).collect();
+            (listed, Some(tiers))
+        }
+        None => (
+            repo.backend().list(FileKind::Pack)?.into_iter().collect(),
+            None,
+        ),
+    };
+    let index = readable_index(&index_files, &marks, &listed, tiers.as_ref());
     report.blobs = index.len() as u64;
     report.packs = index.packs().len() as u64;
     Ok(LoadedIndex {
         snapshots,
         index,
         listed,
+        tiers,
         wal,
     })
 }
@@ -556,6 +588,7 @@ fn readable_index(
     index_files: &[(IndexFileId, IndexFile)],
     marks: &[(Id, crate::format::PruneMark)],
     listed: &HashMap<String, u64>,
+    tiers: Option<&crate::cold::Tiers>,
 ) -> Index {
     let superseded: HashSet<IndexFileId> = index_files
         .iter()
@@ -576,7 +609,10 @@ fn readable_index(
         })
         .collect();
     drop(indexed);
-    Index::build(index_files, &marked)
+    // Archived packs last: a blob also stored elsewhere resolves to the readable copy.
+    Index::build_tiered(index_files, &marked, &|id| {
+        tiers.is_some_and(|t| t.is_archived(id))
+    })
 }
 
 /// Walks every snapshot's trees, recording used blobs and the paths that cannot be restored.
@@ -621,11 +657,11 @@ fn unused_blobs(index: &Index, used: &[u64], out: &mut Reclaimable) {
 /// the indexed packs that are missing or the wrong size.
 fn check_pack_files(
     repo: &Repository,
-    index: &Index,
-    listed: &HashMap<String, u64>,
+    loaded: &LoadedIndex,
     findings: &Findings,
     report: &mut CheckReport,
 ) -> HashSet<u32> {
+    let (index, listed) = (&loaded.index, &loaded.listed);
     let mut bad_packs: HashSet<u32> = HashSet::new();
     let mut indexed_paths = HashSet::new();
     let mut blobs_per_pack: HashMap<u32, usize> = HashMap::new();
@@ -673,6 +709,17 @@ fn check_pack_files(
             findings.add(path.clone(), "unknown file: not a pack name".into(), 0);
             continue;
         };
+        // A pack in cold storage cannot be read (and check makes no data request without
+        // --read-data): counted by its name alone.
+        if loaded
+            .tiers
+            .as_ref()
+            .is_some_and(|t| t.is_archived(&PackId(id)))
+        {
+            report.reclaimable.unreferenced_packs += 1;
+            report.reclaimable.unreferenced_pack_bytes += size;
+            continue;
+        }
         // A pack in no index: reclaimable if it is a real pack of this repository.
         match crate::pack::read_header(repo.backend(), repo.keys(), &id, *size, max_header) {
             Ok(_) => {
@@ -689,15 +736,17 @@ fn check_pack_files(
 /// Reads tree packs whole (hash against name, header against index, every blob opened, every
 /// tree kept for the walk) and the data packs `--read-data` selects. Packs an earlier pass
 /// verified are skipped. Returns the blobs found damaged.
+#[allow(clippy::too_many_arguments)]
 fn read_packs(
     repo: &Repository,
     index: &Index,
+    tiers: Option<&crate::cold::Tiers>,
     bad_packs: &HashSet<u32>,
     opts: &CheckOptions,
     progress: &CheckProgress,
     findings: &Findings,
     carry: &mut Carry,
-) -> HashSet<Id> {
+) -> Result<HashSet<Id>> {
     // Each pack's blobs, as positions in the index (4 bytes a blob).
     let mut by_pack: Vec<Vec<u32>> = vec![Vec::new(); index.packs().len()];
     for (pos, (_, loc)) in index.iter().enumerate() {
@@ -715,7 +764,20 @@ fn read_packs(
     let data_packs: Vec<u32> = (0..index.packs().len() as u32)
         .filter(|n| fresh(n, BlobType::Data))
         .collect();
-    let selected = select_packs(index, &data_packs, &opts.read_data);
+    let mut selected = select_packs(index, &data_packs, &opts.read_data);
+    // Selected packs in cold storage are left out (one HEAD each for archived ones) and
+    // reported after the others are read.
+    carry.cold = match tiers {
+        Some(t) => {
+            let archived = selected.iter().map(|n| index.pack(*n).id);
+            crate::cold::find_cold(repo.backend(), t, archived)?
+        }
+        None => Vec::new(),
+    };
+    if !carry.cold.is_empty() {
+        let cold: HashSet<&str> = carry.cold.iter().map(|c| c.path.as_str()).collect();
+        selected.retain(|n| !cold.contains(FileKind::Pack.path(&index.pack(*n).id).as_str()));
+    }
     let ctx = PackCheck {
         repo,
         index,
@@ -755,7 +817,7 @@ fn read_packs(
     carry
         .packs_read
         .extend(selected.iter().map(|n| index.pack(*n).id.to_hex()));
-    bad_blobs.into_inner().unwrap()
+    Ok(bad_blobs.into_inner().unwrap())
 }
 
 /// What verifying a pack needs besides the pack.

@@ -32,6 +32,7 @@ pub fn dump(indexed: &IndexedRepository, node: &Node, out: &mut dyn std::io::Wri
             .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
         locs.push((**id, loc));
     }
+    indexed.refuse_cold(locs.iter().map(|(_, l)| l.pack))?;
     let runs = read_runs(&locs);
     // windows: ranges of runs of about DUMP_WINDOW raw bytes each
     let mut windows = Vec::new();

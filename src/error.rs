@@ -14,6 +14,8 @@ pub mod exit {
     pub const NO_REPOSITORY: i32 = 10;
     pub const UNSUPPORTED_VERSION: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;
+    /// Packs the command needs are in an archive storage class: `ocvault thaw` first.
+    pub const COLD: i32 = 13;
     /// SIGINT (128 + 2) and SIGTERM (128 + 15), as shells report a process they ended.
     pub const INTERRUPTED_SIGINT: i32 = 130;
     pub const INTERRUPTED_SIGTERM: i32 = 143;
@@ -66,6 +68,14 @@ pub enum Error {
     /// whose `config` is not ocvault's.
     #[error("{location} is not an ocvault repository{hint}")]
     NotOcvault { location: String, hint: String },
+    /// Packs a command must read are in an archive storage class and not thawed (exit 13).
+    /// The message is the first line; the CLI prints one line per pack after it.
+    #[error("{}", cold_message(snapshot.as_deref(), packs))]
+    Cold {
+        /// The snapshot the packs belong to, when the command knows it.
+        snapshot: Option<String>,
+        packs: Vec<ColdPack>,
+    },
     /// SIGINT or SIGTERM arrived; the command stopped and cleaned up.
     #[error("interrupted by {0}; stopped without saving")]
     Interrupted(&'static str),
@@ -93,6 +103,30 @@ impl Error {
     pub fn other(msg: impl fmt::Display) -> Self {
         Error::Other(msg.to_string())
     }
+
+    /// Names the snapshot in a [`Error::Cold`] (other errors pass unchanged).
+    pub fn for_snapshot(self, snapshot: &str) -> Self {
+        match self {
+            Error::Cold { packs, .. } => Error::Cold {
+                snapshot: Some(snapshot.to_string()),
+                packs,
+            },
+            e => e,
+        }
+    }
+}
+
+fn cold_message(snapshot: Option<&str>, packs: &[ColdPack]) -> String {
+    let bytes: u64 = packs.iter().map(|p| p.size).sum();
+    let (of, id) = match snapshot {
+        Some(s) => (format!("snapshot {s}"), s),
+        None => ("this snapshot".to_string(), "ID"),
+    };
+    format!(
+        "{} packs ({} MiB) of {of} are in cold storage: run `ocvault thaw {id}` (then retry)",
+        packs.len(),
+        mib(bytes)
+    )
 }
 
 impl From<opendal::Error> for Error {
@@ -103,3 +137,34 @@ impl From<opendal::Error> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A pack that cannot be read now.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ColdPack {
+    pub path: String,
+    pub size: u64,
+    pub storage_class: String,
+    /// "cold" (no restore requested) or "thawing" (requested, not finished).
+    pub state: &'static str,
+}
+
+impl std::fmt::Display for ColdPack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            "thawing" => "thaw in progress",
+            s => s,
+        };
+        write!(
+            f,
+            "{} ({}, {} MiB, {state})",
+            self.path,
+            self.storage_class,
+            mib(self.size)
+        )
+    }
+}
+
+/// Bytes in MiB with one decimal, as the messages print them.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1u64 << 20) as f64)
+}

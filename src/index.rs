@@ -60,6 +60,9 @@ pub struct PackInfo {
     pub id: PackId,
     pub blob_type: BlobType,
     pub size: u64,
+    /// Stored in an archive storage class (S3 Glacier, Deep Archive): not readable without
+    /// a thaw. Only set when the index was built with the storage's classes (`crate::cold`).
+    pub archived: bool,
 }
 
 /// Where one blob is.
@@ -92,6 +95,17 @@ impl Index {
     /// Builds the index from index files (superseded ones left out) followed by `extra` packs,
     /// so a blob both in a file and in an extra pack resolves to the file's pack.
     pub fn build(files: &[(IndexFileId, IndexFile)], extra: &[IndexPack]) -> Index {
+        Index::build_tiered(files, extra, &|_| false)
+    }
+
+    /// [`Index::build`] knowing which packs are in an archive class: those are numbered after
+    /// every other pack, so a blob stored both in an archived pack and elsewhere (a snapshot
+    /// stored it again, see `crate::cold`) resolves to the readable copy.
+    pub fn build_tiered(
+        files: &[(IndexFileId, IndexFile)],
+        extra: &[IndexPack],
+        archived: &dyn Fn(&PackId) -> bool,
+    ) -> Index {
         let superseded: std::collections::HashSet<IndexFileId> = files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
@@ -106,15 +120,24 @@ impl Index {
         }
         for p in live.flat_map(|(_, f)| f.packs.iter()).chain(extra) {
             if seen_packs.insert(p.id) {
-                idx.packs.push(PackInfo {
-                    id: p.id,
-                    blob_type: p.blob_type,
-                    size: p.size,
-                });
                 chosen.push(p);
             }
         }
         drop(seen_packs);
+        // Stable: otherwise the first-listed pack still wins among equals.
+        let mut chosen: Vec<(&IndexPack, bool)> =
+            chosen.into_iter().map(|p| (p, archived(&p.id))).collect();
+        chosen.sort_by_key(|(_, a)| *a);
+        idx.packs = chosen
+            .iter()
+            .map(|(p, archived)| PackInfo {
+                id: p.id,
+                blob_type: p.blob_type,
+                size: p.size,
+                archived: *archived,
+            })
+            .collect();
+        let chosen: Vec<&IndexPack> = chosen.into_iter().map(|(p, _)| p).collect();
         idx.packs.shrink_to_fit();
         idx.build_entries(&chosen);
         idx
@@ -189,6 +212,13 @@ impl Index {
 
     pub fn contains(&self, id: &Id) -> bool {
         self.find(id).is_some()
+    }
+
+    /// Whether the blob is stored in a pack that is not in an archive class: what a new
+    /// snapshot may deduplicate against (a blob only in archived packs is stored again).
+    pub fn contains_hot(&self, id: &Id) -> bool {
+        self.find(id)
+            .is_some_and(|e| !self.packs[e.pack() as usize].archived)
     }
 
     pub fn get(&self, id: &Id) -> Option<BlobLocation> {
@@ -411,5 +441,44 @@ mod tests {
         assert_eq!(idx.files, vec![IndexFileId(Id([11; 32]))]);
         assert!(!idx.contains(&Id([5; 32])));
         assert_eq!(idx.iter().count(), 0);
+    }
+
+    #[test]
+    fn archived_packs_lose_to_any_other_copy() {
+        let (x, y) = (Id([3; 32]), Id([4; 32]));
+        let cold = IndexPack {
+            id: PackId(Id([1; 32])),
+            blob_type: BlobType::Data,
+            size: 100,
+            blobs: vec![blob(x, 0), blob(y, 10)],
+        };
+        let hot = IndexPack {
+            id: PackId(Id([2; 32])),
+            blob_type: BlobType::Data,
+            size: 100,
+            blobs: vec![blob(x, 50)],
+        };
+        // The archived pack is listed first: without tiers it would win.
+        let files = vec![(
+            IndexFileId(Id([10; 32])),
+            IndexFile {
+                supersedes: vec![],
+                packs: vec![cold.clone(), hot],
+            },
+        )];
+        let plain = Index::build(&files, &[]);
+        assert_eq!(plain.get(&x).unwrap().offset, 0);
+        assert!(plain.contains_hot(&x) && plain.contains_hot(&y));
+        let tiered = Index::build_tiered(&files, &[], &|id| *id == cold.id);
+        let loc = tiered.get(&x).unwrap();
+        assert_eq!(
+            (tiered.pack(loc.pack).id, loc.offset),
+            (PackId(Id([2; 32])), 50)
+        );
+        assert!(tiered.contains_hot(&x));
+        // Only in the archived pack: known, but not for dedup.
+        assert!(tiered.contains(&y) && !tiered.contains_hot(&y));
+        assert!(tiered.pack(tiered.get(&y).unwrap().pack).archived);
+        assert_eq!(tiered.len(), 2);
     }
 }

@@ -20,6 +20,7 @@ pub mod archiver;
 pub mod backend;
 pub mod checker;
 pub mod chunker;
+pub mod cold;
 pub mod commands;
 pub mod copy;
 pub mod crypto;

@@ -119,6 +119,10 @@ pub struct Packed {
     pub bytes_added: u64,
     /// Blobs stored.
     pub blobs_added: u64,
+    /// Of those, blobs the index had only in packs of an archive class (stored again so
+    /// that reads need no thaw), and their stored bytes.
+    pub restored_blobs: u64,
+    pub restored_bytes: u64,
     /// The packs uploaded and not yet indexed ([`Indexing::Returned`]), in upload order.
     pub packs: Vec<IndexPack>,
     /// Most uploads left running while the next pack was filled (at most
@@ -142,6 +146,8 @@ pub struct Packer<'a> {
     pending: Vec<Mutex<HashSet<Id>>>,
     tx: Sender<PackItem>,
     blobs_added: AtomicU64,
+    restored_blobs: AtomicU64,
+    restored_bytes: AtomicU64,
 }
 
 /// Runs `work` with a packer, then uploads the last packs, waits for every upload and indexes
@@ -156,32 +162,43 @@ pub fn run<R>(parts: PackerParts<'_>, work: impl FnOnce(&Packer) -> R) -> (R, Re
         pending: (0..SHARDS).map(|_| Mutex::new(HashSet::new())).collect(),
         tx,
         blobs_added: AtomicU64::new(0),
+        restored_blobs: AtomicU64::new(0),
+        restored_bytes: AtomicU64::new(0),
     };
     std::thread::scope(|s| {
         let writer = PackWriter::new(&parts);
         let handle = s.spawn(move || writer.run(rx));
         let out = work(&packer);
         let blobs_added = packer.blobs_added.load(Relaxed);
+        let restored_blobs = packer.restored_blobs.load(Relaxed);
+        let restored_bytes = packer.restored_bytes.load(Relaxed);
         // Dropping the last sender lets the writer flush and finish.
         drop(packer);
         let packed = handle.join().expect("pack writer thread");
-        (out, packed.map(|p| Packed { blobs_added, ..p }))
+        let packed = packed.map(|p| Packed {
+            blobs_added,
+            restored_blobs,
+            restored_bytes,
+            ..p
+        });
+        (out, packed)
     })
 }
 
 impl Packer<'_> {
-    /// Whether the repository has, or this packer took, the blob.
+    /// Whether the repository has (outside archived packs), or this packer took, the blob.
     pub fn has(&self, id: &Id) -> bool {
-        self.index.contains(id) || self.shard(id).lock().unwrap().contains(id)
+        self.index.contains_hot(id) || self.shard(id).lock().unwrap().contains(id)
     }
 
     fn shard(&self, id: &Id) -> &Mutex<HashSet<Id>> {
         &self.pending[id.0[0] as usize % self.pending.len()]
     }
 
-    /// Takes a blob for storing; false when it is already stored or taken.
+    /// Takes a blob for storing; false when it is already stored or taken. A blob stored only
+    /// in archived packs (S3 Glacier) is stored again: reads of it then need no thaw.
     fn claim(&self, id: &Id) -> bool {
-        if self.index.contains(id) {
+        if self.index.contains_hot(id) {
             return false;
         }
         self.shard(id).lock().unwrap().insert(*id)
@@ -202,6 +219,10 @@ impl Packer<'_> {
         }
         let sealed = pack::seal_blob(self.keys, blob_type, &id, raw, self.level);
         self.blobs_added.fetch_add(1, Relaxed);
+        if self.index.contains(&id) {
+            self.restored_blobs.fetch_add(1, Relaxed);
+            self.restored_bytes.fetch_add(sealed.len() as u64, Relaxed);
+        }
         self.send(PackItem {
             blob_type,
             id,

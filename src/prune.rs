@@ -61,6 +61,14 @@ pub struct PruneReport {
     pub dry_run: bool,
     /// Object Lock (S3): old versions of deleted files reclaimed, and those still locked.
     pub versions: Option<crate::retention_lock::reclaim::ReclaimReport>,
+    /// Packs in an archive storage class (S3 Glacier, Deep Archive) that no snapshot uses,
+    /// kept until their class's minimum storage duration is over (deleting earlier is
+    /// charged as if kept), their bytes, and the latest such date (UTC, YYYY-MM-DD).
+    pub cold_packs_kept: u64,
+    pub cold_bytes_kept: u64,
+    pub cold_kept_until: Option<String>,
+    /// Partly used packs in an archive class, never repacked (reading them needs a thaw).
+    pub cold_packs_not_repacked: u64,
 }
 
 /// The storage time of each mark (`None` where the service reports none).
@@ -252,6 +260,8 @@ struct View {
     marked: HashMap<PackId, IndexPack>,
     /// Everything readable, for finding what snapshots use.
     readable: Index,
+    /// Packs in an archive storage class, on storage with classes (S3).
+    tiers: Option<std::sync::Arc<crate::cold::Tiers>>,
 }
 
 impl View {
@@ -267,7 +277,11 @@ impl View {
         let wal_blobs = wal_blobs(repo)?;
         let (files, marks) =
             repo.load_consistent(|r| r.load_index_files_strict().map_err(refuse), load_marks)?;
-        let live = Index::build(&files, &[]);
+        // Archived packs resolve last: a blob a snapshot stored again (hot) is used there,
+        // and its archived copy counts as unused.
+        let tiers = crate::cold::Tiers::list(repo.backend())?;
+        let archived = |id: &PackId| tiers.as_ref().is_some_and(|t| t.is_archived(id));
+        let live = Index::build_tiered(&files, &[], &archived);
         let live_pack_ids: HashSet<PackId> = live.packs().iter().map(|p| p.id).collect();
         let marked: HashMap<PackId, IndexPack> = Repository::marked_packs(&marks)
             .into_iter()
@@ -276,7 +290,7 @@ impl View {
             .map(|p| (p.id, p))
             .collect();
         let marked_list: Vec<IndexPack> = marked.values().cloned().collect();
-        let readable = Index::build(&files, &marked_list);
+        let readable = Index::build_tiered(&files, &marked_list, &archived);
         Ok(View {
             roots,
             wal_blobs,
@@ -286,6 +300,7 @@ impl View {
             live_pack_ids,
             marked,
             readable,
+            tiers,
         })
     }
 
@@ -334,11 +349,15 @@ impl Plan {
     ) -> Result<Plan> {
         let recovered = recovered_packs(view, used)?;
         report.recovered_packs = recovered.len() as u64;
-        let (remove, repack) = choose_packs(&view.live, index_packs, used, opts, report);
+        let cold = ColdRule::new(view.tiers.as_deref());
+        let (remove, repack) = choose_packs(&view.live, index_packs, used, opts, &cold, report);
         let mut unindexed = Vec::new();
         for (id, size) in repo.backend().list_ids(FileKind::Pack)? {
             let id = PackId(id);
-            if !view.live_pack_ids.contains(&id) && !view.marked.contains_key(&id) {
+            if !view.live_pack_ids.contains(&id)
+                && !view.marked.contains_key(&id)
+                && cold.may_delete(&id, report)
+            {
                 unindexed.push(IndexPack {
                     id,
                     blob_type: BlobType::Data,
@@ -386,6 +405,7 @@ fn choose_packs(
     index_packs: &HashMap<PackId, &IndexPack>,
     used: &HashSet<BlobId>,
     opts: &PruneOptions,
+    cold: &ColdRule,
     report: &mut PruneReport,
 ) -> (Vec<IndexPack>, Vec<(u32, f64)>) {
     let per_pack = usage_per_pack(live, index_packs, used);
@@ -396,8 +416,12 @@ fn choose_packs(
         report.used_blobs += un;
         report.unused_blobs += nn;
         if un == 0 {
-            remove.push((*index_packs[&p.id]).clone());
-            report.bytes_to_remove += p.size;
+            if cold.may_delete(&p.id, report) {
+                remove.push((*index_packs[&p.id]).clone());
+                report.bytes_to_remove += p.size;
+            }
+        } else if nn > 0 && p.archived {
+            report.cold_packs_not_repacked += 1;
         } else if nn > 0 {
             let share = nb as f64 * 100.0 / (ub + nb) as f64;
             if share > opts.max_unused_percent {
@@ -417,6 +441,42 @@ fn choose_packs(
     report.packs_to_repack = repack.len() as u64;
     report.bytes_to_repack = repack.iter().map(|(n, _)| live.pack(*n).size).sum();
     (remove, repack)
+}
+
+/// When prune may delete a pack in an archive class: once its class's minimum storage
+/// duration is over (S3 charges the rest of it on an earlier delete).
+struct ColdRule<'a> {
+    tiers: Option<&'a crate::cold::Tiers>,
+    now_unix_s: i64,
+}
+
+impl<'a> ColdRule<'a> {
+    fn new(tiers: Option<&'a crate::cold::Tiers>) -> Self {
+        ColdRule {
+            tiers,
+            now_unix_s: crate::host::now_ns() / 1_000_000_000,
+        }
+    }
+
+    /// Whether an unused pack may be deleted now; a kept one is counted in `report`.
+    fn may_delete(&self, id: &PackId, report: &mut PruneReport) -> bool {
+        let Some(a) = self.tiers.and_then(|t| t.get(id)) else {
+            return true;
+        };
+        let until = a.min_storage_until();
+        if until <= self.now_unix_s {
+            return true;
+        }
+        report.cold_packs_kept += 1;
+        report.cold_bytes_kept += a.size;
+        let date = chrono::DateTime::from_timestamp(until, 0)
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        if report.cold_kept_until.as_ref().is_none_or(|d| *d < date) {
+            report.cold_kept_until = Some(date);
+        }
+        false
+    }
 }
 
 /// Repacks, writes one consolidated index of what stays (superseding every index file read),

@@ -26,12 +26,15 @@ pub(crate) struct Indexes {
 }
 
 impl Indexes {
-    /// Builds both from the same index files and marks.
+    /// Builds both from the same index files and marks; with `tiers`, packs in an archive
+    /// class are known as such and lose to any other copy of a blob (`Index::build_tiered`).
     pub fn build(
         files: Vec<(IndexFileId, IndexFile)>,
         marks: &[(Id, crate::format::PruneMark)],
+        tiers: Option<&crate::cold::Tiers>,
     ) -> Indexes {
-        let live = Index::build(&files, &[]);
+        let archived = |id: &PackId| tiers.is_some_and(|t| t.is_archived(id));
+        let live = Index::build_tiered(&files, &[], &archived);
         let live_packs: std::collections::HashSet<PackId> =
             live.packs().iter().map(|p| p.id).collect();
         let extra: Vec<crate::format::IndexPack> = Repository::marked_packs(marks)
@@ -43,7 +46,7 @@ impl Indexes {
             return Indexes { live, marked: None };
         }
         // Listed last, so a blob in both a live and a marked pack resolves to the live one.
-        let marked = Index::build(&files, &extra);
+        let marked = Index::build_tiered(&files, &extra, &archived);
         Indexes {
             live,
             marked: Some(marked),
@@ -517,12 +520,28 @@ impl Repository {
     /// during the prune stays readable until a later prune puts those packs back. It is never
     /// for dedup: new snapshots must not come to depend on marked packs.
     pub fn load_index(&self) -> Result<IndexedRepository<'_>> {
+        self.load_index_with(None)
+    }
+
+    /// [`Self::load_index`] for commands that read data packs or store blobs (restore, dump,
+    /// snapshot, thaw): on storage with classes (S3), one listing of `data/` first tells which
+    /// packs are in an archive class (`crate::cold`); the index then resolves blobs to other
+    /// copies where there are any, and new blobs are not deduplicated against archived ones.
+    pub fn load_index_tiered(&self) -> Result<IndexedRepository<'_>> {
+        self.load_index_with(crate::cold::Tiers::list(&self.backend)?)
+    }
+
+    pub(crate) fn load_index_with(
+        &self,
+        tiers: Option<std::sync::Arc<crate::cold::Tiers>>,
+    ) -> Result<IndexedRepository<'_>> {
         let (files, marks, listing) =
             self.load_consistent_listing(|r| r.load_index_files(), |r| r.load_prune_marks())?;
         Ok(IndexedRepository {
             repo: self,
-            indexes: Indexes::build(files, &marks),
+            indexes: Indexes::build(files, &marks, tiers.as_deref()),
             marks_listed: listing,
+            tiers,
         })
     }
 }
@@ -536,6 +555,9 @@ pub struct IndexedRepository<'r> {
     /// The prune marks listed when the index was loaded (`prune/` ids and sizes, sorted):
     /// a write session compares them with a listing made after its marker is stored.
     pub(crate) marks_listed: MarkListing,
+    /// Which packs are in an archive class, when loaded with `load_index_tiered` on storage
+    /// that has classes.
+    pub(crate) tiers: Option<std::sync::Arc<crate::cold::Tiers>>,
 }
 
 impl std::ops::Deref for IndexedRepository<'_> {
@@ -568,6 +590,38 @@ impl<'r> IndexedRepository<'r> {
 
     pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
         self.repo.load_tree_in(self.index(), id)
+    }
+
+    /// The packs in archive classes (see [`Repository::load_index_tiered`]).
+    pub fn tiers(&self) -> Option<&crate::cold::Tiers> {
+        self.tiers.as_deref()
+    }
+
+    /// Of the read index's packs numbered `packs`, the ones that cannot be read now (HEAD
+    /// requests only for archived ones; none without tiers).
+    pub fn cold_packs(
+        &self,
+        packs: impl IntoIterator<Item = u32>,
+    ) -> Result<Vec<crate::cold::ColdPack>> {
+        let Some(tiers) = self.tiers() else {
+            return Ok(Vec::new());
+        };
+        let index = self.index();
+        let archived = packs
+            .into_iter()
+            .map(|n| index.pack(n))
+            .filter(|p| p.archived)
+            .map(|p| p.id);
+        crate::cold::find_cold(self.backend(), tiers, archived)
+    }
+
+    /// Stops with [`Error::Cold`] (exit 13) when any of these packs cannot be read now.
+    pub fn refuse_cold(&self, packs: impl IntoIterator<Item = u32>) -> Result<()> {
+        let cold = self.cold_packs(packs)?;
+        if cold.is_empty() {
+            return Ok(());
+        }
+        Err(crate::cold::cold_error(cold))
     }
 }
 

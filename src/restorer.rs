@@ -205,10 +205,12 @@ pub fn restore(
             )));
         }
     }
-    std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
     let (repo, index): (&Repository, &Index) = (indexed, indexed.index());
     let includes = build_globs(&opts.includes)?;
     let plan = make_plan(repo, index, root, target, includes.as_ref())?;
+    // Before anything is written: packs in cold storage stop the restore (exit 13).
+    indexed.refuse_cold(plan_packs(index, &plan))?;
+    std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
 
     let mut failures = Failures::new(plan.files.len());
     create_dirs(&plan, opts, &mut failures)?;
@@ -241,6 +243,28 @@ pub fn restore(
         not_restored: failures.count.load(Relaxed),
         warnings: failures.warnings.into_inner().unwrap(),
     })
+}
+
+/// The packs (numbers in `index`) holding the content of the planned files.
+fn plan_packs(index: &Index, plan: &Plan) -> std::collections::HashSet<u32> {
+    plan.files
+        .iter()
+        .flat_map(|f| f.content.iter())
+        .filter_map(|id| index.get(id).map(|l| l.pack))
+        .collect()
+}
+
+/// The data packs a restore of `root` (only paths matching `includes`, when given) reads:
+/// numbers in `indexed.index()`. What `thaw` asks to be made readable.
+pub fn needed_packs(
+    indexed: &IndexedRepository,
+    root: &TreeId,
+    includes: &[String],
+) -> Result<std::collections::HashSet<u32>> {
+    let index = indexed.index();
+    let globs = build_globs(includes)?;
+    let plan = make_plan(indexed, index, root, Path::new(""), globs.as_ref())?;
+    Ok(plan_packs(index, &plan))
 }
 
 /// Creates the snapshot's folders, parents first; a folder that cannot be created (a path

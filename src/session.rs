@@ -350,7 +350,7 @@ impl<'a> IndexedRepository<'a> {
         let marker =
             MarkerGuard::acquire(repo.backend(), repo.keys(), repo.config().compression_level)?;
         if repo.list_prune_marks()? != self.marks_listed {
-            let fresh = repo.load_index()?;
+            let fresh = repo.load_index_with(self.tiers.clone())?;
             self.indexes = fresh.indexes;
             self.marks_listed = fresh.marks_listed;
         }

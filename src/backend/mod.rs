@@ -258,7 +258,7 @@ impl Backend {
 
     /// For tests: storage that has retention, classes and versions (a fake `Lifecycle`).
     pub fn set_lifecycle_for_tests(&mut self, lc: Arc<dyn lifecycle::Lifecycle>) {
-        self.lifecycle = Some(lc);
+        self.set_lifecycle(lc, |s| s);
     }
 
     /// For tests: wraps the layer stack (a layer that refuses some requests).
@@ -267,7 +267,19 @@ impl Backend {
         self.storage = wrap(self.storage.clone());
     }
 
-    /// Requests in flight at once (`--connections`).
+    /// For tests: storage classes and thawing from `lifecycle` (a fake over local storage,
+    /// `cold::testing`), and the layer stack wrapped by `wrap` (which refuses reads of
+    /// archived packs as S3 does), for this backend and clones made afterwards.
+    pub fn set_lifecycle(
+        &mut self,
+        lifecycle: Arc<dyn lifecycle::Lifecycle>,
+        wrap: impl FnOnce(DynStorage) -> DynStorage,
+    ) {
+        self.lifecycle = Some(lifecycle);
+        self.storage = wrap(self.storage.clone());
+    }
+
+    /// Requests in flight at once (`--backend-connections`).
     pub fn connections(&self) -> usize {
         self.connections
     }

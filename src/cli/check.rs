@@ -52,6 +52,8 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     drop(ticker);
     let outcome = if !report.is_intact() {
         Outcome::Damage
+    } else if report.has_cold() {
+        Outcome::Cold
     } else if report.is_too_old() {
         Outcome::TooOld
     } else {
@@ -123,6 +125,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
             humantime::format_duration(std::time::Duration::from_secs(t.age_seconds))
         );
     }
+    print_cold(&report.cold_packs);
     if report.is_intact() {
         println!("no damage found");
     } else {
@@ -132,6 +135,23 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         );
     }
     Ok(outcome)
+}
+
+/// Data packs `--read-data` could not read because they are in cold storage (exit 13).
+fn print_cold(packs: &[ocvault::cold::ColdPack]) {
+    if packs.is_empty() {
+        return;
+    }
+    let bytes: u64 = packs.iter().map(|p| p.size).sum();
+    eprintln!(
+        "ocvault: {} data packs ({} MiB) are in cold storage and were not read: run \
+         `ocvault thaw ID` for the snapshots that use them, then check again",
+        packs.len(),
+        ocvault::cold::mib(bytes)
+    );
+    for p in packs {
+        eprintln!("  {p}");
+    }
 }
 
 fn print_wal(w: &ocvault::checker::WalReport) {

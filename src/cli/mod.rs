@@ -24,6 +24,7 @@ mod snapshot;
 mod snapshots;
 mod stats;
 mod tag;
+mod thaw;
 mod unlock;
 mod wal_fetch;
 mod wal_push;
@@ -127,6 +128,8 @@ pub enum Command {
     Stats(stats::Args),
     /// Add or remove snapshot tags
     Tag(tag::Args),
+    /// Make a snapshot's packs in S3 archive storage classes readable (restore requests)
+    Thaw(thaw::Args),
     /// Point-in-time recovery of PostgreSQL into a new data folder
     Pitr(pitr::Args),
     /// Archive a PostgreSQL WAL file (archive_command = 'ocvault wal-push %p')
@@ -184,6 +187,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Find(a) => find::run(&g, a),
         Command::Stats(a) => stats::run(&g, a),
         Command::Tag(a) => tag::run(&g, a),
+        Command::Thaw(a) => thaw::run(&g, a),
         Command::Pitr(a) => pitr::run(&g, a),
         Command::WalPush(a) => wal_push::run(&g, a),
         Command::WalFetch(a) => wal_fetch::run(&g, a),
@@ -272,6 +276,20 @@ fn first_line(bytes: Vec<u8>) -> Zeroizing<Vec<u8>> {
         line = &line[..line.len() - 1];
     }
     Zeroizing::new(line.to_vec())
+}
+
+/// With --json, a cold-storage refusal (exit 13) also lists its packs on standard output.
+pub fn cold_json(g: &GlobalOptions, e: Error) -> Error {
+    if let (true, Error::Cold { snapshot, packs }) = (g.json, &e) {
+        print_json(&serde_json::json!({
+            "error": e.to_string(),
+            "exit_code": ocvault::error::exit::COLD,
+            "snapshot_id": snapshot,
+            "cold_packs": packs,
+            "cold_bytes": packs.iter().map(|p| p.size).sum::<u64>(),
+        }));
+    }
+    e
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) {

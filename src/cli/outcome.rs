@@ -13,6 +13,8 @@ pub enum Outcome {
     Damage,
     /// `check --max-age`: a newest snapshot is too old (no damage).
     TooOld,
+    /// `check --read-data`: data packs in cold storage were not read (no damage).
+    Cold,
 }
 
 /// The exit code of a command's result: the only place outcomes and errors become codes.
@@ -22,6 +24,7 @@ pub fn exit_code(result: &Result<Outcome>) -> i32 {
         Ok(Outcome::Incomplete) => exit::INCOMPLETE,
         Ok(Outcome::Damage) => exit::DAMAGE,
         Ok(Outcome::TooOld) => exit::TOO_OLD,
+        Ok(Outcome::Cold) => exit::COLD,
         Err(e) => match e {
             Error::NoRepository(_) | Error::NotOcvault { .. } => exit::NO_REPOSITORY,
             Error::WrongPassword => exit::WRONG_PASSWORD,
@@ -29,6 +32,7 @@ pub fn exit_code(result: &Result<Outcome>) -> i32 {
             | Error::UnsupportedKeyFileVersion { .. }
             | Error::NeedsNewerFormat(_) => exit::UNSUPPORTED_VERSION,
             Error::Usage(_) => exit::USAGE,
+            Error::Cold { .. } => exit::COLD,
             Error::WalFetchFailed { .. } => exit::WAL_FETCH_FAILED,
             Error::Interrupted("SIGINT") => exit::INTERRUPTED_SIGINT,
             Error::Interrupted(_) => exit::INTERRUPTED_SIGTERM,
@@ -54,6 +58,11 @@ pub fn report(result: &Result<Outcome>) -> i32 {
         return exit_code(result);
     }
     eprintln!("ocvault: {}", one_line(&e.to_string()));
+    if let Error::Cold { packs, .. } = e {
+        for p in packs {
+            eprintln!("  {p}");
+        }
+    }
     exit_code(result)
 }
 
@@ -78,4 +87,26 @@ pub fn from_clap(e: clap::Error) -> Result<Outcome> {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cold_packs_exit_13() {
+        let pack = ocvault::cold::ColdPack {
+            path: "data/ab/ab".into(),
+            size: 3 << 20,
+            storage_class: "GLACIER".into(),
+            state: "cold",
+        };
+        let e = ocvault::cold::cold_error(vec![pack.clone(), pack]).for_snapshot("1234abcd");
+        assert_eq!(
+            e.to_string(),
+            "2 packs (6.0 MiB) of snapshot 1234abcd are in cold storage: run `ocvault thaw 1234abcd` (then retry)"
+        );
+        assert_eq!(exit_code(&Err(e)), 13);
+        assert_eq!(exit_code(&Ok(Outcome::Cold)), 13);
+    }
 }

@@ -74,6 +74,20 @@ fn print_report(r: &PruneReport) {
         h(r.bytes_to_repack),
         r.unindexed_packs
     );
+    if r.cold_packs_kept > 0 {
+        println!(
+            "{} unused cold packs ({} MiB) kept until {} to avoid early-deletion charges",
+            r.cold_packs_kept,
+            ocvault::cold::mib(r.cold_bytes_kept),
+            r.cold_kept_until.as_deref().unwrap_or("-")
+        );
+    }
+    if r.cold_packs_not_repacked > 0 {
+        println!(
+            "{} partly used cold packs left as they are (repacking would need a thaw)",
+            r.cold_packs_not_repacked
+        );
+    }
     if r.dry_run {
         return;
     }

@@ -27,7 +27,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let repo = g.open()?;
     ocvault::interrupt::install()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
-    let repo = repo.load_index()?;
+    let repo = repo.load_index_tiered()?;
     let progress = Arc::new(RestoreProgress::default());
     let p = progress.clone();
     let ticker = super::Ticker::start(
@@ -41,7 +41,8 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         verify: a.verify,
     };
     let started = std::time::Instant::now();
-    let summary = restorer::restore(&repo, &snap.tree, &a.target, &opts, &progress)?;
+    let summary = restorer::restore(&repo, &snap.tree, &a.target, &opts, &progress)
+        .map_err(|e| super::cold_json(g, e.for_snapshot(&id.short())))?;
     drop(ticker);
     for w in &summary.warnings {
         eprintln!("ocvault: warning: {w}");

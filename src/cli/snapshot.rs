@@ -180,6 +180,8 @@ fn print_summary(json: bool, out: &SnapshotOutcome) {
             "bytes_added": s.bytes_added,
             "errors": s.errors,
             "incomplete": out.snapshot.incomplete,
+            "restored_from_cold_blobs": out.restored_blobs,
+            "restored_from_cold_bytes": out.restored_bytes,
             "duration_seconds": s.duration_ms as f64 / 1000.0,
         }));
         return;
@@ -197,6 +199,12 @@ fn print_summary(json: bool, out: &SnapshotOutcome) {
         HumanBytes(s.bytes_added),
         s.blobs_added
     );
+    if out.restored_blobs > 0 {
+        println!(
+            "re-stored from cold packs: {} blobs, {} bytes",
+            out.restored_blobs, out.restored_bytes
+        );
+    }
     println!(
         "snapshot {} saved in {:.2}s",
         out.id.short(),

@@ -23,3 +23,4 @@ pub mod snapshot;
 pub mod snapshots;
 pub mod stats;
 pub mod tag;
+pub mod thaw;

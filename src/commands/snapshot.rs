@@ -17,7 +17,16 @@ pub fn snapshot(
 ) -> Result<SnapshotOutcome> {
     let log_failure =
         |e: &Error| crate::oplog::record_failure_unindexed(repo, command_line, "snapshot", e);
-    let mut indexed = repo.load_index().inspect_err(log_failure)?;
+    // Blobs only in archived packs are stored again, hot; unless new data packs go to an
+    // archive class themselves, where that would store them again every time.
+    let archive_data_class = (repo.config().storage.data_storage_class.as_deref())
+        .is_some_and(crate::cold::is_archive_class);
+    let loaded = if archive_data_class {
+        repo.load_index()
+    } else {
+        repo.load_index_tiered()
+    };
+    let mut indexed = loaded.inspect_err(log_failure)?;
     let session = indexed.write_session().inspect_err(log_failure)?;
     match archiver::snapshot(&session, opts, progress) {
         Ok(mut out) => {
