@@ -269,10 +269,14 @@ fn compliance_lock_survives_deletes_and_prune_reports_retained() {
     // forget + prune on a locked repository succeed and say what stays until when.
     let out = run_ok(&s, &["forget", "--keep-last", "1", "--prune"]);
     let said = text(&out);
-    assert!(said.contains("retained until"), "{said}");
+    assert!(said.contains("retained by Object Lock until"), "{said}");
     // A second prune finds the same locked objects and succeeds too.
     let out = run_ok(&s, &["prune"]);
-    assert!(text(&out).contains("retained until"), "{}", text(&out));
+    assert!(
+        text(&out).contains("retained by Object Lock until"),
+        "{}",
+        text(&out)
+    );
 
     let out = run_ok(&s, &["--json", "snapshots"]);
     let listed = last_json(&out);

@@ -221,7 +221,12 @@ impl Backend {
                 policy.clone(),
                 loc.s3.original_versions,
             );
-            lifecycle = Some(Arc::new(s3_storage::S3Lifecycle::new(api, retry)));
+            // The original-versions view reads past what the current versions say; the
+            // lifecycle's listings, thaws and retention calls act on current versions, so
+            // the view goes without them (a cold pack then fails on its read).
+            if !loc.s3.original_versions {
+                lifecycle = Some(Arc::new(s3_storage::S3Lifecycle::new(api, retry)));
+            }
         }
         if let Some(plan) = faults {
             storage = faults::Faults::wrap(storage, plan);

@@ -201,8 +201,9 @@ fn print_summary(json: bool, out: &SnapshotOutcome) {
     );
     if out.restored_blobs > 0 {
         println!(
-            "re-stored from cold packs: {} blobs, {} bytes",
-            out.restored_blobs, out.restored_bytes
+            "re-stored from cold packs: {} blobs, {} MiB",
+            out.restored_blobs,
+            ocvault::error::mib(out.restored_bytes)
         );
     }
     println!(
