@@ -28,6 +28,10 @@ pub const DAY_S: i64 = 86_400;
 /// Keep-until dates are rounded up to multiples of this (since the epoch), so what many
 /// snapshots share moves to a new date once per generation.
 pub const LOCK_GENERATION_S: i64 = 30 * DAY_S;
+/// The date metadata (index files, keys, config, log entries) is locked to is rounded up to
+/// multiples of this: their number grows with every run, and each move of that date extends
+/// every one of them, so it moves once per 360 days rather than once per generation.
+pub const METADATA_GENERATION_S: i64 = 12 * LOCK_GENERATION_S;
 /// Modification times of S3 have a resolution of one second: a ledger covers what was stored
 /// this long before the listing that it is made from.
 const LISTING_SLACK_S: i64 = 2;
@@ -58,6 +62,18 @@ pub fn keep_until(rules: &[Rule], time_s: i64, now_s: i64, lock_days: u32) -> i6
         .max()
         .unwrap_or(floor);
     ceil_to(by_rules.max(floor), LOCK_GENERATION_S)
+}
+
+/// The date metadata is locked to: the latest of the kept snapshots' dates and the WAL
+/// archive's, rounded up to a metadata generation.
+pub fn metadata_until(snapshot_untils: impl Iterator<Item = i64>, wal_until_s: i64) -> i64 {
+    ceil_to(
+        snapshot_untils
+            .max()
+            .unwrap_or(wal_until_s)
+            .max(wal_until_s),
+        METADATA_GENERATION_S,
+    )
 }
 
 /// What an object is locked for: a snapshot that needs it, the repository's metadata (index
@@ -417,12 +433,7 @@ fn needs(repo: &Repository, kept: &[Kept], now_s: i64, lock_days: u32) -> Result
             .iter()
             .map(|(id, _, until, _)| (*id, *until))
             .collect(),
-        metadata_until_s: dated
-            .iter()
-            .map(|d| d.2)
-            .max()
-            .unwrap_or(wal_until_s)
-            .max(wal_until_s),
+        metadata_until_s: metadata_until(dated.iter().map(|d| d.2), wal_until_s),
         wal_until_s,
     })
 }

@@ -342,7 +342,7 @@ impl Sim {
         Needs {
             objects,
             snapshots: dated.iter().map(|(id, _, u)| (*id, *u)).collect(),
-            metadata_until_s: dated.iter().map(|d| d.2).max().unwrap_or(wal_until_s),
+            metadata_until_s: metadata_until(dated.iter().map(|d| d.2), wal_until_s),
             wal_until_s,
         }
     }
@@ -693,7 +693,10 @@ fn extend_on_a_repository_locks_what_kept_snapshots_need_and_writes_one_ledger()
     let report = extend(&session, &kept).unwrap().unwrap();
     assert_eq!(report.failed, 0);
     let yearly_until = keep_until(&rules_old, now_s - 400 * DAY_S, now_s, 10);
-    assert_eq!(report.latest_until_unix_s, Some(yearly_until));
+    // Metadata goes to the latest snapshot date rounded up to a metadata generation.
+    let metadata = metadata_until([yearly_until].into_iter(), 0);
+    assert!(metadata >= yearly_until && metadata < yearly_until + METADATA_GENERATION_S);
+    assert_eq!(report.latest_until_unix_s, Some(metadata));
     let floor = keep_until(&[], now_s, now_s, 10);
     assert!(floor <= now_s + 10 * DAY_S + LOCK_GENERATION_S + 1);
     // Each object is extended once: snapshot files, 2 data + 2 tree packs, index, keys,
@@ -705,7 +708,7 @@ fn extend_on_a_repository_locks_what_kept_snapshots_need_and_writes_one_ledger()
         Some(yearly_until)
     );
     assert!(until_of(&FileKind::Snapshot.path(&ids[1].0)).unwrap() >= floor - 60);
-    assert_eq!(until_of("config"), Some(yearly_until));
+    assert_eq!(until_of("config"), Some(metadata));
     let packs: Vec<&(String, i64)> = extends
         .iter()
         .filter(|(p, _)| p.starts_with("data/"))
