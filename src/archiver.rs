@@ -62,6 +62,9 @@ pub struct SnapshotOptions {
     pub time_unix_ns: Option<i64>,
     pub excludes: Vec<String>,
     pub parent: ParentChoice,
+    /// Deduplicate against packs in an archive storage class instead of storing their blobs
+    /// again (restoring the snapshot may then need a thaw).
+    pub reuse_cold_packs: bool,
 }
 
 /// Live counters, read by the progress display.

@@ -394,6 +394,42 @@ fn snapshot_stores_blobs_of_cold_packs_again_and_reads_use_the_hot_copy() {
     assert_eq!(third.snapshot.summary.files_unmodified, 3);
 }
 
+/// `snapshot --reuse-cold-packs`: the user allows references to archived packs, so nothing
+/// is stored again and no listing with classes is made; the new snapshot then needs a thaw.
+#[test]
+fn snapshot_reusing_cold_packs_stores_nothing_again_and_its_restore_needs_a_thaw() {
+    let tmp = scratch_dir("ocvault-tiers-");
+    let src = tmp.path().join("src");
+    write_files(&src, &[("a", 51, 2 << 20), ("b", 52, 100)]);
+    let (repo, fake) = fixture(1);
+    snapshot(&repo, &src);
+    archive_all(&fake, &data_packs(&repo), "DEEP_ARCHIVE", now_s());
+    let before = fake.counts();
+    let opts = SnapshotOptions {
+        paths: vec![src.clone()],
+        reuse_cold_packs: true,
+        ..SnapshotOptions::default()
+    };
+    let second = ocvault::commands::snapshot::snapshot(
+        &repo,
+        opts,
+        &Progress::default(),
+        &CommandLine::new(["snapshot"]),
+    )
+    .unwrap();
+    let after = fake.counts();
+    assert_eq!(second.restored_blobs, 0);
+    assert_eq!(second.snapshot.summary.bytes_added, 0);
+    assert_eq!(second.snapshot.summary.files_unmodified, 2);
+    assert_eq!(after.0 - before.0, 0, "no listing with classes");
+    let target = tmp.path().join("out");
+    let refused = restore(&repo, &second.snapshot.tree, &target);
+    assert!(
+        matches!(refused, Err(ocvault::Error::Cold { .. })),
+        "{refused:?}"
+    );
+}
+
 #[test]
 fn prune_never_repacks_cold_packs_and_keeps_young_unused_ones() {
     let tmp = scratch_dir("ocvault-tiers-");

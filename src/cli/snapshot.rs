@@ -33,6 +33,10 @@ pub struct Args {
     /// Read every file again, comparing against no parent
     #[arg(long, conflicts_with = "parent")]
     force: bool,
+    /// S3: deduplicate against data packs in an archive class (Glacier, Deep Archive) rather
+    /// than storing their blobs again; restoring this snapshot may then need `thaw`
+    #[arg(long)]
+    reuse_cold_packs: bool,
     /// Back up standard input as one file
     #[arg(long)]
     stdin: bool,
@@ -66,6 +70,7 @@ impl Args {
             .map(ocvault::snapshot::parse_time)
             .transpose()?;
         Ok(SnapshotOptions {
+            reuse_cold_packs: self.reuse_cold_packs,
             paths: self.paths,
             // The source is opened (the command started) only once the repository is open.
             stream: None,

@@ -17,11 +17,12 @@ pub fn snapshot(
 ) -> Result<SnapshotOutcome> {
     let log_failure =
         |e: &Error| crate::oplog::record_failure_unindexed(repo, command_line, "snapshot", e);
-    // Blobs only in archived packs are stored again, hot; unless new data packs go to an
-    // archive class themselves, where that would store them again every time.
+    // Blobs only in archived packs are stored again, hot; unless the user allows references
+    // to them, or new data packs go to an archive class themselves, where that would store
+    // them again every time.
     let archive_data_class = (repo.config().storage.data_storage_class.as_deref())
         .is_some_and(crate::cold::is_archive_class);
-    let loaded = if archive_data_class {
+    let loaded = if archive_data_class || opts.reuse_cold_packs {
         repo.load_index()
     } else {
         repo.load_index_tiered()
