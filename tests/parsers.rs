@@ -7,8 +7,9 @@ use ocvault::crypto::{self, Keys, MasterKey, SealKind};
 use ocvault::format::{
     self, BackupMarker, BlobType, ChunkerParams, Config, IndexFile, IndexPack, KdfParams, KeyFile,
     KeyPayload, LockMode, LogEntry, Node, NodeKind, ObjectLock, PackHeader, PackedBlob,
-    PgBaseBackup, PruneMark, Snapshot, SnapshotSummary, StoragePolicy, Tree, WalRecord,
-    CONFIG_MAGIC, FORMAT_VERSION, KEY_FILE_VERSION, KEY_MAGIC, OLDEST_FORMAT_VERSION,
+    PgBaseBackup, PruneMark, RetentionEntry, RetentionLedger, Snapshot, SnapshotSummary,
+    StoragePolicy, Tree, WalRecord, CONFIG_MAGIC, FORMAT_VERSION, KEY_FILE_VERSION, KEY_MAGIC,
+    OLDEST_FORMAT_VERSION,
 };
 use ocvault::index::Index;
 use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
@@ -444,6 +445,28 @@ fn backup_marker() -> impl Strategy<Value = BackupMarker> {
     )
 }
 
+/// `retention/<id>` (format v3): what Object Lock extensions covered, and since when.
+fn retention_ledger() -> impl Strategy<Value = RetentionLedger> {
+    (
+        vec((id(), any::<i64>(), any::<i64>()), 0..5),
+        any::<[i64; 4]>(),
+    )
+        .prop_map(|(entries, t)| RetentionLedger {
+            entries: entries
+                .into_iter()
+                .map(|(id, until, at)| RetentionEntry {
+                    snapshot: SnapshotId(id),
+                    locked_until_unix_s: until,
+                    extended_at_unix_s: at,
+                })
+                .collect(),
+            metadata_locked_until_unix_s: t[0],
+            metadata_extended_at_unix_s: t[1],
+            wal_locked_until_unix_s: t[2],
+            wal_extended_at_unix_s: t[3],
+        })
+}
+
 /// `prune/<id>`: the packs a prune took out of the index.
 fn prune_mark() -> impl Strategy<Value = PruneMark> {
     (any::<i64>(), vec(index_pack(), 0..5)).prop_map(|(marked_unix_ns, packs)| PruneMark {
@@ -750,6 +773,15 @@ proptest! {
     }
 
     #[test]
+    fn retention_ledger_roundtrip(l in retention_ledger(), level in 0..10i32) {
+        let enc = format::to_postcard(&l);
+        prop_assert_eq!(format::from_postcard::<RetentionLedger>(&enc, "r").unwrap(), l.clone());
+        let sealed = seal_file(keys(), SealKind::Retention, &l, level);
+        prop_assert_eq!(decode_sealed::<RetentionLedger>(keys(), SealKind::Retention, &sealed).unwrap(), l.clone());
+        prop_assert!(decode_sealed::<RetentionLedger>(keys(), SealKind::PruneMark, &sealed).is_err());
+    }
+
+    #[test]
     fn prune_mark_roundtrip(m in prune_mark(), level in 0..10i32) {
         let enc = format::to_postcard(&m);
         prop_assert_eq!(format::from_postcard::<PruneMark>(&enc, "p").unwrap(), m.clone());
@@ -988,6 +1020,12 @@ proptest! {
     fn backup_marker_mutations(m in backup_marker(), ms in mutations()) {
         check_postcard_mutations(&m, &ms);
         check_sealed_mutations(SealKind::Lock, &m, &ms);
+    }
+
+    #[test]
+    fn retention_ledger_mutations(l in retention_ledger(), ms in mutations()) {
+        check_postcard_mutations(&l, &ms);
+        check_sealed_mutations(SealKind::Retention, &l, &ms);
     }
 
     #[test]

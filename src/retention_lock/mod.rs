@@ -37,27 +37,38 @@ pub const METADATA_GENERATION_S: i64 = 12 * LOCK_GENERATION_S;
 const LISTING_SLACK_S: i64 = 2;
 
 /// `t` rounded up to a multiple of `step`.
+/// Saturates at the ends of `i64` (dates from storage or a ledger may be anything).
 pub fn ceil_to(t: i64, step: i64) -> i64 {
-    t.div_euclid(step) * step + if t.rem_euclid(step) == 0 { 0 } else { step }
+    let floor = t.div_euclid(step).saturating_mul(step);
+    if t.rem_euclid(step) == 0 {
+        floor
+    } else {
+        floor.saturating_add(step)
+    }
 }
 
 /// The retain-until an object stored at `modified_s` was written with.
 pub fn initial_retention(modified_s: i64, lock_days: u32) -> i64 {
-    ceil_to(modified_s + lock_days as i64 * DAY_S, DAY_S)
+    ceil_to(modified_s.saturating_add(lock_days as i64 * DAY_S), DAY_S)
 }
 
 /// How long a kept snapshot stays locked: from the longest of the rules that keep it (a rule
 /// without a time bound, one whose period is not over yet, or none, keeps it `lock_days` from
 /// now), rounded up to a generation, at least `now + lock_days`.
 pub fn keep_until(rules: &[Rule], time_s: i64, now_s: i64, lock_days: u32) -> i64 {
-    let floor = now_s + lock_days as i64 * DAY_S;
-    let settled = |r: &Rule| r.settled(time_s * 1_000_000_000, now_s * 1_000_000_000);
+    let floor = now_s.saturating_add(lock_days as i64 * DAY_S);
+    let settled = |r: &Rule| {
+        r.settled(
+            time_s.saturating_mul(1_000_000_000),
+            now_s.saturating_mul(1_000_000_000),
+        )
+    };
     let by_rules = rules
         .iter()
         .map(|r| {
             r.keeps_for()
                 .filter(|_| settled(r))
-                .map_or(floor, |d| time_s + d.as_secs() as i64)
+                .map_or(floor, |d| time_s.saturating_add(d.as_secs() as i64))
         })
         .max()
         .unwrap_or(floor);
