@@ -76,6 +76,10 @@ pub enum Error {
         snapshot: Option<String>,
         packs: Vec<ColdPack>,
     },
+    /// A read met a file in an archive storage class that no check before it caught (`copy`,
+    /// `wal-fetch`, `pitr` over archived packs).
+    #[error("{0} is in cold storage (an S3 archive class): thaw it first (`ocvault thaw`, or S3's restore for WAL), then retry")]
+    ColdRead(String),
     /// SIGINT or SIGTERM arrived; the command stopped and cleaned up.
     #[error("interrupted by {0}; stopped without saving")]
     Interrupted(&'static str),

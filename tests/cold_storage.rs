@@ -236,6 +236,29 @@ fn glacier_data_packs_restore_after_thaw() {
     // check --read-data reads the hot packs and reports the cold ones, no damage.
     let out = run(&s, &["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(EXIT_COLD), "{}", text(&out));
+    // copy has no check before it reads: its first read of a cold pack stops it, exit 13.
+    let pw_file = s.dir.path().join("copy-pw");
+    std::fs::write(&pw_file, PW).unwrap();
+    let dst = s.dir.path().join("copy-dst");
+    let init = std::process::Command::new(assert_cmd::cargo::cargo_bin("ocvault"))
+        .arg("--repo")
+        .arg(&dst)
+        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
+        .env("OCVAULT_PASSWORD", PW)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init));
+    let out = s
+        .cmd(PW)
+        .args(["copy", "--all", "--to"])
+        .arg(&dst)
+        .arg("--to-password-file")
+        .arg(&pw_file)
+        .timeout(LIMIT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_COLD), "{}", text(&out));
+    assert!(text(&out).contains("is in cold storage"), "{}", text(&out));
 
     let before = moto.requests().len();
     run_ok(

@@ -664,6 +664,9 @@ fn change_err(e: opendal::Error, path: &str, verb: &str) -> Error {
 
 /// A storage error as the library's: a missing file is `Error::NotFound`.
 fn map_err(e: opendal::Error, path: &str) -> Error {
+    if s3api::is_cold_object_error(&e) {
+        return Error::ColdRead(path.to_string());
+    }
     match e.kind() {
         ErrorKind::NotFound => Error::NotFound(path.to_string()),
         ErrorKind::PermissionDenied => Error::Backend(format!("{path}: permission denied")),

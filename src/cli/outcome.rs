@@ -32,7 +32,7 @@ pub fn exit_code(result: &Result<Outcome>) -> i32 {
             | Error::UnsupportedKeyFileVersion { .. }
             | Error::NeedsNewerFormat(_) => exit::UNSUPPORTED_VERSION,
             Error::Usage(_) => exit::USAGE,
-            Error::Cold { .. } => exit::COLD,
+            Error::Cold { .. } | Error::ColdRead(_) => exit::COLD,
             Error::WalFetchFailed { .. } => exit::WAL_FETCH_FAILED,
             Error::Interrupted("SIGINT") => exit::INTERRUPTED_SIGINT,
             Error::Interrupted(_) => exit::INTERRUPTED_SIGTERM,
