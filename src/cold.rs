@@ -19,11 +19,7 @@ pub mod testing;
 
 /// Storage classes whose objects cannot be read without a restore request. Glacier Instant
 /// Retrieval (GLACIER_IR) reads like STANDARD and is not one of them.
-pub const ARCHIVE_CLASSES: [&str; 2] = ["GLACIER", "DEEP_ARCHIVE"];
-
-pub fn is_archive_class(class: &str) -> bool {
-    ARCHIVE_CLASSES.contains(&class)
-}
+pub use crate::backend::lifecycle::{is_archive_class, ARCHIVE_CLASSES};
 
 /// Days S3 charges an object of this class for at least, deleted earlier or not.
 pub fn min_storage_days(class: &str) -> u32 {

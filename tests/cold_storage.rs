@@ -23,64 +23,27 @@ use common::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
 
 const PW: &str = "cold storage test password";
-const LIMIT: Duration = Duration::from_secs(300);
+use common::s3_cli::{self, text, tree, LIMIT};
 /// `restore`, `dump`, `check --read-data`: packs this snapshot needs are in cold storage.
 const EXIT_COLD: i32 = 13;
 
 fn run(s: &Server, args: &[&str]) -> Output {
-    s.cmd(PW).args(args).timeout(LIMIT).output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    s3_cli::run(s, PW, args)
 }
 
 fn run_ok(s: &Server, args: &[&str]) -> Output {
-    let out = run(s, args);
-    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
-    out
+    s3_cli::run_ok(s, PW, args)
 }
 
 /// `init` with small packs (several data packs from a few MiB); `options` go before it.
 fn init(s: &Server, options: &[&str]) {
-    let mut args: Vec<&str> = options.to_vec();
-    args.extend([
-        "init",
-        "--kdf-memory-kib",
-        "1024",
-        "--kdf-iterations",
-        "1",
-        "--pack-size",
-        "524288",
-    ]);
-    run_ok(s, &args);
-}
-
-fn tree(root: &Path, seed: u64) {
-    std::fs::create_dir_all(root).unwrap();
-    generate_tree(
-        root,
-        &TreeSpec {
-            small_files: 60,
-            big_file_bytes: 3 << 20,
-            sparse_file_bytes: 2 << 20,
-            deep_nesting: 6,
-            seed,
-            ..TreeSpec::default()
-        },
-    );
+    s3_cli::init(s, PW, options, &[]);
 }
 
 fn snapshot(s: &Server, src: &Path) -> String {
-    let out = run_ok(s, &["--json", "snapshot", src.to_str().unwrap()]);
-    last_json(&out)["snapshot_id"].as_str().unwrap().to_string()
+    s3_cli::snapshot(s, PW, src)
 }
 
 fn restore_target(s: &Server, name: &str) -> String {

@@ -26,10 +26,9 @@ use common::servers::{self, Server};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
 const PW: &str = "object lock test password";
-const LIMIT: Duration = Duration::from_secs(300);
+use common::s3_cli::{self, text, tree};
 
 /// The kinds of object ocvault must lock: everything a restore needs.
 const LOCKED_KINDS: [&str; 6] = ["config", "keys", "snapshots", "index", "log", "data"];
@@ -42,63 +41,25 @@ fn kind(key: &str) -> &str {
     rest.split('/').next().unwrap_or(rest)
 }
 
-/// Runs ocvault on `s` with `args`, within [`LIMIT`].
 fn run(s: &Server, args: &[&str]) -> Output {
-    s.cmd(PW).args(args).timeout(LIMIT).output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    s3_cli::run(s, PW, args)
 }
 
 fn run_ok(s: &Server, args: &[&str]) -> Output {
-    let out = run(s, args);
-    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
-    out
+    s3_cli::run_ok(s, PW, args)
 }
 
 fn init_locked(s: &Server, days: &str) {
-    run_ok(
+    s3_cli::init(
         s,
-        &[
-            "init",
-            "--kdf-memory-kib",
-            "1024",
-            "--kdf-iterations",
-            "1",
-            "--pack-size",
-            "524288",
-            "--lock-mode",
-            "compliance",
-            "--lock-days",
-            days,
-        ],
+        PW,
+        &[],
+        &["--lock-mode", "compliance", "--lock-days", days],
     );
 }
 
-fn tree(root: &Path, seed: u64) {
-    std::fs::create_dir_all(root).unwrap();
-    generate_tree(
-        root,
-        &TreeSpec {
-            small_files: 60,
-            big_file_bytes: 3 << 20,
-            sparse_file_bytes: 2 << 20,
-            deep_nesting: 6,
-            seed,
-            ..TreeSpec::default()
-        },
-    );
-}
-
-/// `snapshot` of `src`; returns the snapshot id.
 fn snapshot(s: &Server, src: &Path) -> String {
-    let out = run_ok(s, &["--json", "snapshot", src.to_str().unwrap()]);
-    last_json(&out)["snapshot_id"].as_str().unwrap().to_string()
+    s3_cli::snapshot(s, PW, src)
 }
 
 /// Three snapshots of a changing tree under `s.dir`; returns (id, copy of the tree as it

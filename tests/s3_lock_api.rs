@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::compare::assert_trees_equal;
 use common::json::last_json;
 use common::trees::{generate_tree, TreeSpec};
-use ocvault::backend::s3_storage::initial_retain_until;
+use ocvault::backend::lifecycle::initial_retain_until;
 use ocvault::backend::s3api::{
     is_cold_object_error, service_error, PutOptions, RestoreRequested, RestoreStatus, RestoreTier,
     RetentionMode, S3Api,

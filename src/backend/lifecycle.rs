@@ -6,6 +6,29 @@
 use super::storage::StorageResult;
 use async_trait::async_trait;
 
+/// S3's archive classes: an object in one cannot be read until a restore request makes a
+/// readable copy (Glacier Instant Retrieval, `GLACIER_IR`, reads like the standard class).
+pub const ARCHIVE_CLASSES: [&str; 2] = ["GLACIER", "DEEP_ARCHIVE"];
+
+pub fn is_archive_class(class: &str) -> bool {
+    ARCHIVE_CLASSES.contains(&class)
+}
+
+const DAY_S: i64 = 86_400;
+
+/// The retain-until a file written at `written_unix_s` gets under a lock of `days`: that time
+/// plus the days, rounded up to the next UTC midnight, so the files of one day share a date.
+/// Saturates (times from storage may be anything).
+pub fn initial_retain_until(written_unix_s: i64, days: u32) -> i64 {
+    let t = written_unix_s.saturating_add(i64::from(days) * DAY_S);
+    let floor = t.div_euclid(DAY_S).saturating_mul(DAY_S);
+    if floor == t {
+        t
+    } else {
+        floor.saturating_add(DAY_S)
+    }
+}
+
 /// Object Lock mode, as S3 names it (the repository's `format::LockMode` maps onto it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RetentionMode {

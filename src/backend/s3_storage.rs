@@ -6,8 +6,8 @@
 //! locked bucket).
 
 use super::lifecycle::{
-    ClassedObject, Lifecycle, RetentionMode, StoredVersion, ThawRequest, ThawState, ThawTier,
-    WritePolicy,
+    initial_retain_until, is_archive_class, ClassedObject, Lifecycle, RetentionMode, StoredVersion,
+    ThawRequest, ThawState, ThawTier, WritePolicy,
 };
 use super::retry::RetryPolicy;
 use super::s3api::{PutOptions, RestoreRequested, RestoreStatus, RestoreTier, S3Api};
@@ -25,20 +25,6 @@ use std::sync::{Arc, Mutex, RwLock};
 /// The tag data packs carry when they have a storage class of their own, so that a bucket
 /// lifecycle rule can select them (`x-amz-tagging`).
 pub const DATA_PACK_TAG: &str = "ocvault-pack=data";
-
-const DAY_S: i64 = 86_400;
-
-/// Retain-until of a file written at `now` under a lock of `days`: `now + days` rounded up to
-/// the next UTC midnight, so the files of one day share a date.
-pub fn initial_retain_until(now_unix_s: i64, days: u32) -> i64 {
-    let t = now_unix_s + i64::from(days) * DAY_S;
-    (t + DAY_S - 1).div_euclid(DAY_S) * DAY_S
-}
-
-/// Archive classes: an object in one is unreadable until restored (GLACIER_IR is not one).
-pub fn is_archive_class(class: &str) -> bool {
-    matches!(class, "GLACIER" | "DEEP_ARCHIVE")
-}
 
 /// How one write is to be sent: `None` is OpenDAL as for any service; else `S3Api::put_object`
 /// with these options.
@@ -396,6 +382,8 @@ impl Lifecycle for S3Lifecycle {
 mod tests {
     use super::*;
 
+    const DAY_S: i64 = 86_400;
+
     #[test]
     fn retain_until_is_next_utc_midnight() {
         // 2030-03-17T17:46:40Z + 1 day -> 2030-03-19T00:00:00Z.
@@ -409,6 +397,9 @@ mod tests {
             initial_retain_until(1_900_108_800 - DAY_S + 1, 1),
             1_900_108_800 + DAY_S
         );
+        // Times from storage may be anything: no overflow.
+        assert_eq!(initial_retain_until(i64::MAX, 36_500), i64::MAX);
+        assert!(initial_retain_until(i64::MIN, 1) < 0);
     }
 
     #[test]

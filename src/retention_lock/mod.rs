@@ -49,7 +49,7 @@ pub fn ceil_to(t: i64, step: i64) -> i64 {
 
 /// The retain-until an object stored at `modified_s` was written with.
 pub fn initial_retention(modified_s: i64, lock_days: u32) -> i64 {
-    ceil_to(modified_s.saturating_add(lock_days as i64 * DAY_S), DAY_S)
+    crate::backend::lifecycle::initial_retain_until(modified_s, lock_days)
 }
 
 /// How long a kept snapshot stays locked: from the longest of the rules that keep it (a rule

@@ -12,6 +12,7 @@
 //!   servers for the backend tests.
 //! * [`s3_admin`]: S3 administration outside ocvault (the attacker, a lifecycle transition,
 //!   listings with storage classes and versions), through `s3_admin.py` and boto3.
+//! * [`s3_cli`]: the CLI against moto (run, init with small packs, a tree, a snapshot).
 //! * [`postgres`]: a private PostgreSQL server run as `postgres`, and the scratch folder it
 //!   shares with ocvault (archive and restore commands).
 //! * [`process`]: commands run under a time limit.
@@ -37,6 +38,7 @@ pub mod postgres;
 pub mod process;
 pub mod rng;
 pub mod s3_admin;
+pub mod s3_cli;
 pub mod servers;
 pub mod sql;
 pub mod trees;
