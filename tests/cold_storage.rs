@@ -38,8 +38,8 @@ fn run_ok(s: &Server, args: &[&str]) -> Output {
 }
 
 /// `init` with small packs (several data packs from a few MiB); `options` go before it.
-fn init(s: &Server, options: &[&str]) {
-    s3_cli::init(s, PW, options, &[]);
+fn init(s: &Server, options: &[&str]) -> Output {
+    s3_cli::init(s, PW, options, &[])
 }
 
 fn snapshot(s: &Server, src: &Path) -> String {
@@ -112,7 +112,7 @@ fn moto_harness_glacier_objects_are_unreadable_until_restored() {
     moto.create_bucket("harness-cold");
     let s = moto.repo("harness-cold");
     let admin = moto.admin("harness-cold");
-    init(&s, &[]);
+    let _ = init(&s, &[]);
     let src = s.dir.path().join("src");
     tree(&src, 1);
     snapshot(&s, &src);
@@ -155,7 +155,13 @@ fn glacier_data_packs_restore_after_thaw() {
     moto.create_bucket("ocvault-glacier");
     let s = moto.repo("ocvault-glacier");
     let admin = moto.admin("ocvault-glacier");
-    init(&s, &["-o", "s3.data_storage_class=GLACIER"]);
+    let out = init(&s, &["-o", "s3.data_storage_class=GLACIER"]);
+    // Straight into an archive class: init says what that means for restores.
+    assert!(
+        text(&out).contains("every restore will need `ocvault thaw` first"),
+        "{}",
+        text(&out)
+    );
     let src = s.dir.path().join("src");
     tree(&src, 13);
     let id = snapshot(&s, &src);
@@ -274,7 +280,7 @@ fn snapshot_after_a_transition_writes_cold_blobs_again() {
     let admin = moto.admin("ocvault-lifecycle");
     // A data class, even the standard one, makes data packs carry the tag a lifecycle rule
     // filters on.
-    init(&s, &["-o", "s3.data_storage_class=STANDARD"]);
+    let _ = init(&s, &["-o", "s3.data_storage_class=STANDARD"]);
     let src = s.dir.path().join("src");
     tree(&src, 17);
     let a = snapshot(&s, &src);

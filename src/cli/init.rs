@@ -79,8 +79,8 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     // Refused before anything is created.
     init::check_password(&pw)?;
     let backend = g.backend(true)?;
-    let (repo, warning) = init::init(backend, &pw, &opts, &super::command_line())?;
-    super::warn_all(warning);
+    let (repo, warnings) = init::init(backend, &pw, &opts, &super::command_line())?;
+    super::warn_all(warnings);
     if g.json {
         super::print_json(&serde_json::json!({
             "repository": repo.backend().location(),

@@ -52,6 +52,17 @@ fn check_storage(backend: &Backend, opts: &InitOptions) -> Result<()> {
     Ok(())
 }
 
+/// Data packs written straight into an archive class: every restore then waits for a thaw.
+fn archive_class_warning(opts: &InitOptions) -> Option<String> {
+    let class = opts.storage.data_storage_class.as_deref()?;
+    crate::cold::is_archive_class(class).then(|| {
+        format!(
+            "data packs go straight to {class}: every restore will need `ocvault thaw` first \
+             (hours); a lifecycle rule on the tag ocvault-pack=data keeps recent data readable"
+        )
+    })
+}
+
 /// An empty password protects nothing.
 pub fn check_password(password: &[u8]) -> Result<()> {
     if password.is_empty() {
@@ -62,22 +73,24 @@ pub fn check_password(password: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Creates the repository; a failure to log its creation is the second value.
+/// Creates the repository; warnings (a failure to log its creation, data packs written
+/// straight into an archive class) are the second value.
 pub fn init(
     backend: Backend,
     password: &[u8],
     opts: &InitOptions,
     command_line: &CommandLine,
-) -> Result<(Repository, Option<String>)> {
+) -> Result<(Repository, Vec<String>)> {
     check_settings(opts)?;
     check_password(password)?;
     let mut opts = opts.clone();
     opts.storage.data_storage_class = backend.s3_settings().data_storage_class.clone();
     check_storage(&backend, &opts)?;
     let repo = Repository::init(backend, password, &opts)?;
-    let warning = match repo.write_session() {
+    let mut warnings: Vec<String> = archive_class_warning(&opts).into_iter().collect();
+    warnings.extend(match repo.write_session() {
         Ok(session) => crate::oplog::record_or_warn(&session, command_line, "init", "ok", vec![]),
         Err(e) => Some(format!("cannot write the operations log: {e}")),
-    };
-    Ok((repo, warning))
+    });
+    Ok((repo, warnings))
 }

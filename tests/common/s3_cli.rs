@@ -32,7 +32,7 @@ pub fn run_ok(s: &Server, pw: &str, args: &[&str]) -> Output {
 
 /// `init` with a cheap key and 512 KiB packs (several data packs from a few MiB);
 /// `before` goes before the command (`-o ...`), `after` after it (`--lock-mode ...`).
-pub fn init(s: &Server, pw: &str, before: &[&str], after: &[&str]) {
+pub fn init(s: &Server, pw: &str, before: &[&str], after: &[&str]) -> Output {
     let mut args: Vec<&str> = before.to_vec();
     args.extend([
         "init",
@@ -44,7 +44,7 @@ pub fn init(s: &Server, pw: &str, before: &[&str], after: &[&str]) {
         "524288",
     ]);
     args.extend(after);
-    run_ok(s, pw, &args);
+    run_ok(s, pw, &args)
 }
 
 /// A source tree of a few MiB: small files, a big and a sparse file, deep folders.
