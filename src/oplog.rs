@@ -159,7 +159,7 @@ pub fn list(repo: &Repository) -> Result<crate::repository::Loaded<LogEntry>> {
     }
     all.intact
         .sort_by(|a, b| a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0)));
-    all.damaged.sort_by(|a, b| a.0.cmp(&b.0));
+    all.damaged.sort_by_key(|d| d.0);
     Ok(all)
 }
 
