@@ -86,6 +86,8 @@ pub struct CheckReport {
     pub packs: u64,
     pub tree_packs: u64,
     pub blobs: u64,
+    /// Entries of the operations log (`log/`) that match their name and open.
+    pub log_entries: u64,
     pub data_packs_read: u64,
     pub data_bytes_read: u64,
     /// Ids of the data packs read (for subset coverage tests and audits).
@@ -439,7 +441,9 @@ fn load_index(
         load_checked(repo, findings, "the packs it lists are no longer indexed")?;
     report.index_files = index_files.len() as u64;
     // Every entry of the operations log and every backup marker opens and matches its name.
-    load_checked::<crate::format::LogEntry>(repo, findings, "this log entry is lost")?;
+    report.log_entries =
+        load_checked::<crate::format::LogEntry>(repo, findings, "this log entry is lost")?.len()
+            as u64;
     load_checked::<crate::format::BackupMarker>(
         repo,
         findings,

@@ -133,12 +133,42 @@ pub fn record_failure_unindexed(
     }
 }
 
-/// Every intact entry, oldest first, and the damaged entries with what is wrong with each.
+/// Every intact entry, oldest first, and the damaged or unreadable entries (by id) with what
+/// is wrong with each. Unlike other files, an entry that cannot be read at all (a permission
+/// error, an I/O error) is listed as damaged too: the log must show every entry it can and
+/// name the rest, not stop at the first. An entry deleted between listing and reading is left
+/// out (a prune of the log does not exist, so only an outside hand does that).
 pub fn list(repo: &Repository) -> Result<crate::repository::Loaded<LogEntry>> {
-    let mut all = repo.load_all::<LogEntry>()?;
+    let ids: Vec<crate::id::Id> = repo
+        .backend()
+        .list_ids(crate::backend::FileKind::Log)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let loaded = repo.load_files::<LogEntry>(&ids);
+    let mut all = crate::repository::Loaded {
+        intact: Vec::new(),
+        damaged: Vec::new(),
+    };
+    for (id, res) in ids.into_iter().zip(loaded) {
+        match res {
+            Ok(entry) => all.intact.push((id, entry)),
+            Err(e) if crate::backend::is_not_found(&e) => {}
+            Err(e) => all.damaged.push((id, e)),
+        }
+    }
     all.intact
         .sort_by(|a, b| a.1.time_unix_ns.cmp(&b.1.time_unix_ns).then(a.0.cmp(&b.0)));
+    all.damaged.sort_by_key(|d| d.0);
     Ok(all)
+}
+
+/// What is wrong with a damaged entry, without the file name the caller shows beside it.
+pub fn damage_reason(e: &crate::Error) -> String {
+    match e {
+        crate::Error::Corrupt { why, .. } => why.clone(),
+        e => format!("cannot read: {e}"),
+    }
 }
 
 #[cfg(test)]

@@ -547,8 +547,8 @@ fn check_beside_prune_reports_no_damage() {
     assert_check_passes(&repo, &["--read-data"]);
 }
 
-/// `ocvault log` lists every intact entry and names each damaged one on standard error
-/// (exit 0), instead of stopping at the first damaged entry.
+/// `ocvault log` lists every intact entry and names each damaged one (one `DAMAGED` line in
+/// text, `damaged[]` in JSON, exit code 4), instead of stopping at the first damaged entry.
 #[test]
 fn log_lists_intact_entries_and_names_damaged_ones() {
     let f = fixture();
@@ -559,15 +559,35 @@ fn log_lists_intact_entries_and_names_damaged_ones() {
         flip(e, Some(10), None);
     }
     let out = repo.cmd().args(["--json", "log"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.status.code(), Some(DAMAGE), "{out:?}");
     let listed = last_json(&out);
-    assert_eq!(listed.as_array().unwrap().len(), entries.len() - 2);
-    let err = String::from_utf8_lossy(&out.stderr);
-    for e in &entries[..2] {
-        let name = e.file_name().unwrap().to_str().unwrap();
-        let lines: Vec<_> = err.lines().filter(|l| l.contains(name)).collect();
-        assert_eq!(lines.len(), 1, "{name}: {err}");
-        assert!(lines[0].starts_with("ocvault: warning: "), "{err}");
+    assert_eq!(
+        listed["entries"].as_array().unwrap().len(),
+        entries.len() - 2
+    );
+    let mut damaged: Vec<&str> = listed["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    damaged.sort();
+    let mut names: Vec<&str> = entries[..2]
+        .iter()
+        .map(|e| e.file_name().unwrap().to_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(damaged, names, "{listed:#}");
+    let text = repo.cmd().arg("log").output().unwrap();
+    assert_eq!(text.status.code(), Some(DAMAGE), "{text:?}");
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    for name in &names {
+        let lines: Vec<_> = stdout.lines().filter(|l| l.contains(name)).collect();
+        assert_eq!(lines.len(), 1, "{name}: {stdout}");
+        assert!(
+            lines[0].starts_with(&format!("{name}  DAMAGED: ")),
+            "{stdout}"
+        );
     }
     let (code, v) = check(repo, &[]);
     assert_eq!(code, DAMAGE);
@@ -577,4 +597,117 @@ fn log_lists_intact_entries_and_names_damaged_ones() {
             e.file_name().unwrap().to_str().unwrap()
         ));
     }
+}
+
+/// One `log/` entry damaged in place (a byte flipped, or cut short): `check` (with and
+/// without `--read-data`) exits 4 naming exactly that entry and nothing else, and
+/// `ocvault log` lists every other entry and marks that one. On an intact copy `check`
+/// counts every entry and exits 0.
+#[test]
+fn damaged_log_entry_is_named_by_check_and_marked_by_log() {
+    let f = fixture();
+    let repo = &f.repo;
+    let entries = files_under(&repo.repo.join("log"));
+    // init and two snapshots.
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    for args in [&[][..], &["--read-data"][..]] {
+        let (code, v) = check(repo, args);
+        assert_eq!(code, 0, "{v:#}");
+        assert_eq!(v["log_entries"], 3, "{v:#}");
+    }
+    let text = repo.cmd().arg("check").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains(", 3 log entries"),
+        "{text:?}"
+    );
+    type Damager = fn(&Path);
+    let damagers: [(&str, Damager); 2] = [
+        ("flipped byte", |p| {
+            let len = std::fs::metadata(p).unwrap().len();
+            flip(p, Some(len / 2), None)
+        }),
+        ("truncated", |p| {
+            let len = std::fs::metadata(p).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap()
+        }),
+    ];
+    for (how, damage) in damagers {
+        let copy = repo.path(&format!("copy-{}", how.replace(' ', "-")));
+        copy_tree(&repo.repo, &copy);
+        let victim = copy.join(entries[1].strip_prefix(&repo.repo).unwrap());
+        let name = victim.file_name().unwrap().to_str().unwrap().to_string();
+        damage(&victim);
+        let copy_cmd = || {
+            let mut c = ocvault();
+            c.arg("--repo")
+                .arg(&copy)
+                .env("OCVAULT_PASSWORD", &repo.password);
+            c
+        };
+        for args in [&["check"][..], &["check", "--read-data"][..]] {
+            let out = copy_cmd().arg("--json").args(args).output().unwrap();
+            let v = last_json(&out);
+            assert_eq!(out.status.code(), Some(DAMAGE), "{how} {args:?}: {v:#}");
+            let damage = v["damage"].as_array().unwrap();
+            assert_eq!(damage.len(), 1, "{how} {args:?}: {v:#}");
+            assert_eq!(damage[0]["object"], format!("log/{name}"), "{how}: {v:#}");
+            assert_eq!(v["log_entries"], 2, "{how}: {v:#}");
+            assert_eq!(v["affected"], serde_json::json!([]), "{how}: {v:#}");
+        }
+        let text = copy_cmd().arg("check").output().unwrap();
+        assert_eq!(text.status.code(), Some(DAMAGE), "{how}: {text:?}");
+        let stdout = String::from_utf8_lossy(&text.stdout);
+        let lines: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("damage: "))
+            .collect();
+        assert_eq!(lines.len(), 1, "{how}: {stdout}");
+        assert!(
+            lines[0].starts_with(&format!("damage: log/{name}: ")),
+            "{how}: {stdout}"
+        );
+
+        let out = copy_cmd().args(["--json", "log"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(DAMAGE), "{how}: {out:?}");
+        let listed = last_json(&out);
+        let ops: Vec<&str> = listed["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["operation"].as_str().unwrap())
+            .collect();
+        assert_eq!(ops.len(), 2, "{how}: {listed:#}");
+        assert!(
+            ops.iter().all(|o| ["init", "snapshot"].contains(o)),
+            "{ops:?}"
+        );
+        let damaged = listed["damaged"].as_array().unwrap();
+        assert_eq!(damaged.len(), 1, "{how}: {listed:#}");
+        assert_eq!(damaged[0]["id"], name.as_str(), "{how}: {listed:#}");
+        assert_eq!(damaged[0]["file"], format!("log/{name}"), "{how}");
+        assert!(
+            !listed["entries"].to_string().contains(&name),
+            "{how}: the damaged entry is listed as intact: {listed:#}"
+        );
+        let text = copy_cmd().arg("log").output().unwrap();
+        assert_eq!(text.status.code(), Some(DAMAGE), "{how}: {text:?}");
+        let stdout = String::from_utf8_lossy(&text.stdout);
+        assert_eq!(stdout.lines().count(), 3, "{how}: {stdout}");
+        let marked: Vec<&str> = stdout.lines().filter(|l| l.contains("DAMAGED")).collect();
+        assert_eq!(marked.len(), 1, "{how}: {stdout}");
+        assert!(
+            marked[0].starts_with(&format!("{name}  DAMAGED: ")),
+            "{how}: {stdout}"
+        );
+        let stderr = String::from_utf8_lossy(&text.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{how}: {stderr}");
+        // Nothing else was touched: the original still passes.
+        assert_eq!(files_under(&copy.join("log")).len(), 3);
+    }
+    assert_check_passes(repo, &["--read-data"]);
 }

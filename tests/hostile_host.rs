@@ -344,3 +344,123 @@ fn huge_sparse_file_snapshots_fast_and_restores_identical() {
     }
     assert_check_passes(&repo, &["--read-data"]);
 }
+
+/// Writes an executable fake of a secrets manager's CLI into `bin`: it prints `secret` (and a
+/// newline, as the real ones do) only for exactly `want` as its arguments; otherwise it says
+/// what the real one says on standard error and exits 2.
+fn fake_secrets_cli(bin: &Path, name: &str, want: &[&str], secret: &str) {
+    let script = format!(
+        "#!/bin/sh\nif [ \"$*\" = '{}' ] && [ $# -eq {} ]; then printf '%s\\n' '{secret}'; exit 0; fi\n\
+         echo \"{name}: no secret at: $*\" >&2\nexit 2\n",
+        want.join(" "),
+        want.len()
+    );
+    let path = bin.join(name);
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The password from a secrets manager, called as in a runbook: `vault kv get -field=...`
+/// (HashiCorp Vault) and `aws secretsmanager get-secret-value ... --output text` (a cloud
+/// KMS), fakes of both on PATH. init, snapshot and restore run with it and the restore gives
+/// the bytes back; the password is in no argument ocvault gets; a failing command stops the
+/// run with one `ocvault:` line and exit code 1, and the secret is never echoed, not even
+/// when the command printed it before failing.
+#[test]
+fn password_from_vault_and_a_cloud_secrets_manager() {
+    let repo = TestRepo::new();
+    let secret = "vault-held-Pa55word";
+    let bin = repo.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let vault_args = ["kv", "get", "-field=password", "secret/ocvault/prod"];
+    let aws_args = [
+        "secretsmanager",
+        "get-secret-value",
+        "--secret-id",
+        "ocvault/prod",
+        "--query",
+        "SecretString",
+        "--output",
+        "text",
+    ];
+    fake_secrets_cli(&bin, "vault", &vault_args, secret);
+    fake_secrets_cli(&bin, "aws", &aws_args, secret);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let with_command = |command: &str| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("ocvault"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("OCVAULT_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("PATH", &path)
+            .env("OCVAULT_PASSWORD_COMMAND", command)
+            .env("OCVAULT_PASSWORD_COMMAND_TIMEOUT", "20")
+            .arg("--repo")
+            .arg(&repo.repo);
+        c
+    };
+    let vault = "vault kv get -field=password secret/ocvault/prod";
+    let aws = "aws secretsmanager get-secret-value --secret-id ocvault/prod \
+               --query SecretString --output text";
+    let run = |c: std::process::Command| {
+        assert!(
+            c.get_args().all(|a| !a.to_string_lossy().contains(secret)),
+            "the password is in ocvault's argv: {c:?}"
+        );
+        let out = assert_cmd::Command::from_std(c)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains(secret), "the password is echoed: {all}");
+        out
+    };
+    let src = repo.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("payroll.csv"), b"alice,100\nbob,200\n").unwrap();
+    let mut init = with_command(vault);
+    init.args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"]);
+    let out = run(init);
+    assert!(out.status.success(), "init: {out:?}");
+    let mut snap = with_command(vault);
+    snap.arg("snapshot").arg(&src);
+    let out = run(snap);
+    assert!(out.status.success(), "snapshot: {out:?}");
+    let target = repo.path("restored");
+    let mut restore = with_command(aws);
+    restore.args(["restore", "latest", "--target"]).arg(&target);
+    let out = run(restore);
+    assert!(out.status.success(), "restore: {out:?}");
+    let restored = walk(&target)
+        .into_iter()
+        .find(|p| p.ends_with("payroll.csv"))
+        .expect("payroll.csv restored");
+    assert_eq!(
+        std::fs::read(target.join(restored)).unwrap(),
+        b"alice,100\nbob,200\n"
+    );
+
+    // A secret that is not there; a command that prints the secret and then fails.
+    for command in [
+        "vault kv get -field=password secret/ocvault/staging".to_string(),
+        format!("{vault}; exit 3"),
+    ] {
+        let mut snapshots = with_command(&command);
+        snapshots.arg("snapshots");
+        let out = run(snapshots);
+        assert_eq!(out.status.code(), Some(1), "{command}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("ocvault")).collect();
+        assert_eq!(ours.len(), 1, "{command}: {err}");
+        assert!(
+            ours[0].starts_with("ocvault: OCVAULT_PASSWORD_COMMAND failed"),
+            "{command}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{command}: {out:?}");
+    }
+}

@@ -296,7 +296,8 @@ fn operations_log_lists_every_change_in_order_without_secrets() {
         .success();
     let out = repo.cmd().args(["--json", "log"]).output().unwrap();
     let log = last_json(&out);
-    let ops: Vec<&str> = log
+    assert_eq!(log["damaged"], serde_json::json!([]), "{log:#}");
+    let ops: Vec<&str> = log["entries"]
         .as_array()
         .unwrap()
         .iter()

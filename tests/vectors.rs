@@ -809,7 +809,7 @@ fn vectors_restore_as_the_manifest_says() {
         let out = cmd(password()).args(["--json", "log"]).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
         assert_eq!(
-            last_json(&out).as_array().unwrap().len() as u64,
+            last_json(&out)["entries"].as_array().unwrap().len() as u64,
             want["files"]["log"].as_u64().unwrap(),
             "{name}: log entries"
         );

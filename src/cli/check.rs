@@ -67,8 +67,14 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         return Ok(outcome);
     }
     println!(
-        "checked {} snapshots, {} index files, {} packs ({} tree packs read), {} blobs",
-        report.snapshots, report.index_files, report.packs, report.tree_packs, report.blobs
+        "checked {} snapshots, {} index files, {} packs ({} tree packs read), {} blobs, \
+         {} log entries",
+        report.snapshots,
+        report.index_files,
+        report.packs,
+        report.tree_packs,
+        report.blobs,
+        report.log_entries
     );
     if report.data_packs_read > 0 {
         println!(
