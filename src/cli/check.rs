@@ -33,15 +33,26 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let max_age = a.max_age;
     let backend = g.backend(false)?;
     ocvault::repository::Repository::probe(&backend)?;
-    let pw = g.password()?;
+    let key = if g.shares.is_empty() {
+        None
+    } else {
+        Some(g.share_master_key(&backend)?)
+    };
+    let pw = match key {
+        Some(_) => zeroize::Zeroizing::new(Vec::new()),
+        None => g.password()?,
+    };
     let progress = Arc::new(CheckProgress::default());
     let p = progress.clone();
     let ticker = super::Ticker::start(g.show_progress(), None, move || {
         (p.bytes.load(Relaxed), "checking".into())
     });
-    let report = checker::check(
+    let report = checker::check_with(
         &backend,
-        &pw,
+        match key {
+            Some(master) => checker::CheckKey::Master(master),
+            None => checker::CheckKey::Password(&pw),
+        },
         &CheckOptions {
             read_data,
             max_age,
