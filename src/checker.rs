@@ -215,13 +215,14 @@ pub fn check(
     opts: &CheckOptions,
     progress: &CheckProgress,
 ) -> Result<CheckReport> {
+    let password = zeroize::Zeroizing::new(password.to_vec());
     check_with(backend, CheckKey::Password(password), opts, progress)
 }
 
 /// What opens the repository for `check`: a password, or the master key itself (combined
 /// from key shares; the key files are then checked for damage but none is opened).
-pub enum CheckKey<'a> {
-    Password(&'a [u8]),
+pub enum CheckKey {
+    Password(zeroize::Zeroizing<Vec<u8>>),
     Master(crate::crypto::MasterKey),
 }
 
@@ -316,7 +317,7 @@ fn open_for_check(backend: &Backend, key: CheckKey) -> Result<Opened> {
     // Config and keys: the clear version first, then each key against its name and the password.
     let config_bytes = Repository::probe(backend)?;
     let password = match &key {
-        CheckKey::Password(p) => Some(*p),
+        CheckKey::Password(p) => Some(p.as_slice()),
         CheckKey::Master(_) => None,
     };
     let mut scan = repository::scan_key_files(backend, password, true)?;

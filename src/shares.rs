@@ -81,7 +81,7 @@ fn tables() -> &'static Tables {
             t.log[x as usize] = i as u8;
             // x * 3 = x * 2 + x, reducing by 0x11b when x * 2 overflows.
             let double = (x << 1) ^ if x & 0x80 != 0 { 0x1b } else { 0 };
-            x = double ^ x;
+            x ^= double;
         }
         t
     })

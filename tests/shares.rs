@@ -70,6 +70,11 @@ fn split_repository() -> Split {
         let bytes = std::fs::read(s).unwrap();
         assert_eq!(&bytes[..8], b"OCVSHARE", "{}", s.display());
     }
+    let log = repo.cmd().arg("log").timeout(LIMIT).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&log.stdout).contains("key split"),
+        "{log:?}"
+    );
     Split {
         repo,
         src,

@@ -33,14 +33,11 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let max_age = a.max_age;
     let backend = g.backend(false)?;
     ocvault::repository::Repository::probe(&backend)?;
+    // With --share no password is asked: the shares give the master key.
     let key = if g.shares.is_empty() {
-        None
+        checker::CheckKey::Password(g.password()?)
     } else {
-        Some(g.share_master_key(&backend)?)
-    };
-    let pw = match key {
-        Some(_) => zeroize::Zeroizing::new(Vec::new()),
-        None => g.password()?,
+        checker::CheckKey::Master(g.share_master_key(&backend)?)
     };
     let progress = Arc::new(CheckProgress::default());
     let p = progress.clone();
@@ -49,10 +46,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     });
     let report = checker::check_with(
         &backend,
-        match key {
-            Some(master) => checker::CheckKey::Master(master),
-            None => checker::CheckKey::Password(&pw),
-        },
+        key,
         &CheckOptions {
             read_data,
             max_age,

@@ -159,7 +159,7 @@ fn split(g: &GlobalOptions, a: SplitArgs) -> Result<Outcome> {
     let passwords = g.share_passwords(count as usize, "key split --shares")?;
     let in_use = key::list(&repo)?.into_iter().find(|k| k.current);
     let defaults = InitOptions::default();
-    let paths = ocvault::shares::split(
+    let (paths, warnings) = key::split(
         &repo,
         &ocvault::shares::SplitOptions {
             threshold,
@@ -175,7 +175,9 @@ fn split(g: &GlobalOptions, a: SplitArgs) -> Result<Outcome> {
                 .unwrap_or(defaults.kdf_iterations),
             out_dir: &a.out_dir,
         },
+        &super::command_line(),
     )?;
+    super::warn_all(&warnings);
     if g.json {
         super::print_json(&serde_json::json!({"threshold": threshold, "shares": paths}));
     } else {

@@ -129,3 +129,19 @@ fn log(session: &WriteSession, command_line: &CommandLine, operation: &str) -> V
 fn opened_with_shares(repo: &Repository) -> bool {
     repo.key_id() == Id::default()
 }
+
+/// `key split`: writes the share files (outside the repository) and logs the split.
+pub fn split(
+    repo: &Repository,
+    opts: &crate::shares::SplitOptions,
+    command_line: &CommandLine,
+) -> Result<(Vec<std::path::PathBuf>, Vec<String>)> {
+    let paths = crate::shares::split(repo, opts)?;
+    let session = repo.write_session()?;
+    let result = format!("ok: {} of {} shares", opts.threshold, opts.count);
+    let warnings =
+        crate::oplog::record_or_warn(&session, command_line, "key split", &result, vec![])
+            .into_iter()
+            .collect();
+    Ok((paths, warnings))
+}
