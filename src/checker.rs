@@ -217,7 +217,25 @@ pub fn check(
     opts: &CheckOptions,
     progress: &CheckProgress,
 ) -> Result<CheckReport> {
-    let (repo, key_damage) = match open_for_check(backend, password)? {
+    let password = zeroize::Zeroizing::new(password.to_vec());
+    check_with(backend, CheckKey::Password(password), opts, progress)
+}
+
+/// What opens the repository for `check`: a password, or the master key itself (combined
+/// from key shares; the key files are then checked for damage but none is opened).
+pub enum CheckKey {
+    Password(zeroize::Zeroizing<Vec<u8>>),
+    Master(crate::crypto::MasterKey),
+}
+
+/// [`check`] with a password or a master key.
+pub fn check_with(
+    backend: &Backend,
+    key: CheckKey,
+    opts: &CheckOptions,
+    progress: &CheckProgress,
+) -> Result<CheckReport> {
+    let (repo, key_damage) = match open_for_check(backend, key)? {
         Ok(opened) => opened,
         Err(damage) => {
             return Ok(CheckReport {
@@ -289,7 +307,7 @@ type Opened = std::result::Result<(Repository, Vec<Damage>), Vec<Damage>>;
 
 /// Opens config and keys for checking: the repository and the damaged key files, or (inner
 /// `Err`) the damage that keeps anything else from being checked.
-fn open_for_check(backend: &Backend, password: &[u8]) -> Result<Opened> {
+fn open_for_check(backend: &Backend, key: CheckKey) -> Result<Opened> {
     let mut damage = Vec::new();
     let mut add = |object: String, problem: String| {
         damage.push(Damage {
@@ -300,7 +318,14 @@ fn open_for_check(backend: &Backend, password: &[u8]) -> Result<Opened> {
     };
     // Config and keys: the clear version first, then each key against its name and the password.
     let config_bytes = Repository::probe(backend)?;
-    let scan = repository::scan_key_files(backend, password, true)?;
+    let password = match &key {
+        CheckKey::Password(p) => Some(p.as_slice()),
+        CheckKey::Master(_) => None,
+    };
+    let mut scan = repository::scan_key_files(backend, password, true)?;
+    if let CheckKey::Master(m) = key {
+        scan.master = Some((m, Id::default()));
+    }
     // Unreadable and misnamed key files first, then those that did not decode.
     let (invalid, other): (Vec<_>, Vec<_>) = scan
         .problems

@@ -32,6 +32,10 @@ pub enum Error {
     RepositoryExists(String),
     #[error("wrong password: no key in the repository opens with it")]
     WrongPassword,
+    /// Key shares that cannot open the repository: too few, a wrong share password, shares
+    /// of another split (exit 12, like a wrong password).
+    #[error("{0}")]
+    ShareRefused(String),
     #[error("repository format version {found} is not supported (this ocvault reads versions 1 to {supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
     #[error(

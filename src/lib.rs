@@ -44,6 +44,7 @@ pub mod retention;
 pub mod retention_lock;
 pub mod rewrite;
 pub mod session;
+pub mod shares;
 pub mod snapshot;
 pub mod sparse;
 pub mod tree;

@@ -202,8 +202,20 @@ impl Repository {
 
     /// Opens a repository: checks the format version, then finds a key the password opens.
     pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
-        let config_bytes = Self::probe(&backend)?;
+        Self::probe(&backend)?;
         let (master, key_id) = open_master_key(&backend, password)?;
+        Self::open_with_master_key(backend, master, key_id)
+    }
+
+    /// Opens a repository with its master key itself (combined from key shares): no key
+    /// file is used, so [`Repository::key_id`] is all zeros. A wrong key fails to open the
+    /// config (a corrupt-config error).
+    pub fn open_with_master(backend: Backend, master: MasterKey) -> Result<Repository> {
+        Self::open_with_master_key(backend, master, Id::default())
+    }
+
+    fn open_with_master_key(backend: Backend, master: MasterKey, key_id: Id) -> Result<Repository> {
+        let config_bytes = Self::probe(&backend)?;
         let keys = master.derive();
         let config = decode_config(&keys, &config_bytes)?;
         if let Some(asked) = &backend.s3_settings().data_storage_class {
@@ -874,7 +886,12 @@ pub struct KeyScan {
 /// With `check_all` (check) every key file is also compared with its name and every problem
 /// is reported; otherwise (open) a key file of an unknown version stops the scan with that
 /// error, a read error is returned when no key opens, and problems only matter then.
-pub fn scan_key_files(backend: &Backend, password: &[u8], check_all: bool) -> Result<KeyScan> {
+/// Without a password (`check` with key shares) the key files are only read and decoded.
+pub fn scan_key_files(
+    backend: &Backend,
+    password: Option<&[u8]>,
+    check_all: bool,
+) -> Result<KeyScan> {
     let keys = backend.list_ids(FileKind::Key)?;
     let mut scan = KeyScan {
         master: None,
@@ -909,6 +926,12 @@ pub fn scan_key_files(backend: &Backend, password: &[u8], check_all: bool) -> Re
         }
     }
     candidates.sort_by_key(|(cost, id, _)| (*cost, *id));
+    let Some(password) = password else {
+        return match read_error {
+            Some(e) => Err(e),
+            None => Ok(scan),
+        };
+    };
     for (_, id, kf) in candidates {
         match open_key_file(&kf, password) {
             Ok(Some((m, _))) => {
@@ -928,9 +951,13 @@ pub fn scan_key_files(backend: &Backend, password: &[u8], check_all: bool) -> Re
 }
 
 fn open_master_key(backend: &Backend, password: &[u8]) -> Result<(MasterKey, Id)> {
-    let mut scan = scan_key_files(backend, password, false)?;
+    let mut scan = scan_key_files(backend, Some(password), false)?;
     if scan.listed == 0 {
-        return Err(Error::corrupt("repository", "no key files"));
+        // `key remove` with key shares open may remove the last key file on purpose.
+        return Err(Error::ShareRefused(
+            "no key file in the repository: no password opens it (key shares do, with --share, if it was split)"
+                .into(),
+        ));
     }
     if let Some(found) = scan.master {
         return Ok(found);

@@ -33,15 +33,20 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let max_age = a.max_age;
     let backend = g.backend(false)?;
     ocvault::repository::Repository::probe(&backend)?;
-    let pw = g.password()?;
+    // With --share no password is asked: the shares give the master key.
+    let key = if g.shares.is_empty() {
+        checker::CheckKey::Password(g.password()?)
+    } else {
+        checker::CheckKey::Master(g.share_master_key(&backend)?)
+    };
     let progress = Arc::new(CheckProgress::default());
     let p = progress.clone();
     let ticker = super::Ticker::start(g.show_progress(), None, move || {
         (p.bytes.load(Relaxed), "checking".into())
     });
-    let report = checker::check(
+    let report = checker::check_with(
         &backend,
-        &pw,
+        key,
         &CheckOptions {
             read_data,
             max_age,

@@ -23,6 +23,28 @@ enum Action {
     },
     /// Change the password in use: add a key with the new password, remove the current one
     Passwd(NewPassword),
+    /// Split the master key into N share files, any M of which open the repository
+    /// (passwords from --share-password-file, one per share in order, or prompts)
+    Split(SplitArgs),
+}
+
+#[derive(clap::Args)]
+struct SplitArgs {
+    /// Number of share files (N, at most 255)
+    #[arg(long = "shares", value_name = "N")]
+    count: u32,
+    /// Shares needed to open the repository (M, 2..=N)
+    #[arg(long, value_name = "M")]
+    threshold: u32,
+    /// Folder for the share files share-<i>-of-<N>.ocvshare (existing files are not overwritten)
+    #[arg(long, value_name = "DIR")]
+    out_dir: std::path::PathBuf,
+    /// Argon2id memory in KiB for each share file; default: that of the key in use
+    #[arg(long)]
+    kdf_memory_kib: Option<u32>,
+    /// Argon2id iterations for each share file; default: those of the key in use
+    #[arg(long)]
+    kdf_iterations: Option<u32>,
 }
 
 #[derive(clap::Args)]
@@ -73,6 +95,9 @@ impl NewPassword {
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    if let Action::Split(s) = a.action {
+        return split(g, s);
+    }
     let repo = g.open()?;
     let log = super::command_line();
     let change = match a.action {
@@ -83,6 +108,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         Action::Add(np) => key::add(&repo, &np.new_key(&np.read()?), &log)?,
         Action::Remove { id } => key::remove(&repo, &id, &log)?,
         Action::Passwd(np) => key::passwd(&repo, &np.new_key(&np.read()?), &log)?,
+        Action::Split(_) => unreachable!("handled above"),
     };
     super::warn_all(&change.warnings);
     match (change.added, change.removed) {
@@ -119,4 +145,46 @@ fn print_list(json: bool, keys: &[KeyInfo]) {
             k.parallelism
         );
     }
+}
+
+/// `key split`: the counts are checked before any password is asked for.
+fn split(g: &GlobalOptions, a: SplitArgs) -> Result<Outcome> {
+    let (threshold, count) = ocvault::shares::check_split_counts(a.threshold, a.count)?;
+    if !g.shares.is_empty() {
+        return Err(Error::usage(
+            "key split opens the repository with a password, not with shares",
+        ));
+    }
+    let repo = g.open()?;
+    let passwords = g.share_passwords(count as usize, "key split --shares")?;
+    let in_use = key::list(&repo)?.into_iter().find(|k| k.current);
+    let defaults = InitOptions::default();
+    let (paths, warnings) = key::split(
+        &repo,
+        &ocvault::shares::SplitOptions {
+            threshold,
+            count,
+            passwords: &passwords,
+            kdf_memory_kib: a
+                .kdf_memory_kib
+                .or(in_use.as_ref().map(|k| k.memory_kib))
+                .unwrap_or(defaults.kdf_memory_kib),
+            kdf_iterations: a
+                .kdf_iterations
+                .or(in_use.as_ref().map(|k| k.iterations))
+                .unwrap_or(defaults.kdf_iterations),
+            out_dir: &a.out_dir,
+        },
+        &super::command_line(),
+    )?;
+    super::warn_all(&warnings);
+    if g.json {
+        super::print_json(&serde_json::json!({"threshold": threshold, "shares": paths}));
+    } else {
+        for p in &paths {
+            println!("wrote {}", p.display());
+        }
+        println!("any {threshold} of these {count} shares open the repository");
+    }
+    Ok(Outcome::Success)
 }

@@ -68,6 +68,14 @@ pub struct GlobalOptions {
         value_name = "FILE"
     )]
     pub password_file: Option<PathBuf>,
+    /// Open the repository with this key share instead of a password, repeatable (M of the
+    /// shares `key split` wrote)
+    #[arg(long = "share", global = true, value_name = "FILE")]
+    pub shares: Vec<PathBuf>,
+    /// A share's password from this file (first line), repeatable, in the order of --share
+    /// (and of the shares `key split` writes); otherwise a prompt per share on a terminal
+    #[arg(long = "share-password-file", global = true, value_name = "FILE")]
+    pub share_password_files: Vec<PathBuf>,
     /// Backend option KEY=VALUE, repeatable: s3.endpoint, s3.region, sftp.key, sftp.known_hosts,
     /// retry.max, retry.delay_ms, timeout (seconds), or an OpenDAL key with opendal:SCHEME.
     /// Secrets are refused here: give them in the environment
@@ -247,11 +255,63 @@ impl GlobalOptions {
         )
     }
 
+    /// Opens --repo with the password, or with the key shares when --share is given.
     pub fn open(&self) -> Result<Repository> {
         let backend = self.backend(false)?;
         Repository::probe(&backend)?;
+        if !self.shares.is_empty() {
+            return self.open_with_shares(backend);
+        }
         let pw = self.password()?;
         Repository::open(backend, &pw)
+    }
+
+    fn open_with_shares(&self, backend: Backend) -> Result<Repository> {
+        ocvault::shares::open_with_shares(backend, &self.opened_shares()?)
+    }
+
+    /// The master key the --share files combine to, verified against the repository.
+    pub fn share_master_key(&self, backend: &Backend) -> Result<ocvault::crypto::MasterKey> {
+        ocvault::shares::master_key_for(backend, &self.opened_shares()?)
+    }
+
+    fn opened_shares(&self) -> Result<Vec<ocvault::shares::OpenedShare>> {
+        let passwords = self.share_passwords(self.shares.len(), "--share")?;
+        self.shares
+            .iter()
+            .zip(&passwords)
+            .map(|(path, pw)| ocvault::shares::open_share_file(path, pw))
+            .collect()
+    }
+
+    /// `count` share passwords: from --share-password-file (exactly `count`, in order), else
+    /// one prompt each on a terminal.
+    pub fn share_passwords(&self, count: usize, what: &str) -> Result<Vec<Zeroizing<Vec<u8>>>> {
+        if !self.share_password_files.is_empty() {
+            if self.share_password_files.len() != count {
+                return Err(Error::usage(format!(
+                    "{} --share-password-file given for {count} shares ({what})",
+                    self.share_password_files.len()
+                )));
+            }
+            return self
+                .share_password_files
+                .iter()
+                .map(|f| read_password_file(f))
+                .collect();
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::usage(
+                "give each share's password with --share-password-file (no terminal to prompt on)",
+            ));
+        }
+        (1..=count)
+            .map(|i| {
+                rpassword::prompt_password(format!("password of share {i}: "))
+                    .map(|p| Zeroizing::new(p.into_bytes()))
+                    .map_err(|e| Error::other(format!("cannot read password: {e}")))
+            })
+            .collect()
     }
 
     /// Progress bars only on a terminal, never under cron or with --json.

@@ -27,7 +27,7 @@ pub fn exit_code(result: &Result<Outcome>) -> i32 {
         Ok(Outcome::Cold) => exit::COLD,
         Err(e) => match e {
             Error::NoRepository(_) | Error::NotOcvault { .. } => exit::NO_REPOSITORY,
-            Error::WrongPassword => exit::WRONG_PASSWORD,
+            Error::WrongPassword | Error::ShareRefused(_) => exit::WRONG_PASSWORD,
             Error::UnsupportedVersion { .. }
             | Error::UnsupportedKeyFileVersion { .. }
             | Error::NeedsNewerFormat(_) => exit::UNSUPPORTED_VERSION,

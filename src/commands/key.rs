@@ -73,7 +73,9 @@ pub fn remove(repo: &Repository, prefix: &str, command_line: &CommandLine) -> Re
         [] => return Err(Error::usage(format!("no key with id {prefix}"))),
         _ => return Err(Error::usage(format!("key id prefix {prefix} is ambiguous"))),
     };
-    if keys.len() == 1 {
+    // Opened with key shares, the last key file may go: the shares just opened the
+    // repository and keep doing so (the full key removed from day-to-day use).
+    if keys.len() == 1 && !opened_with_shares(repo) {
         return Err(Error::usage(
             "refusing to remove the last key: the repository could never be opened again",
         ));
@@ -93,6 +95,11 @@ pub fn remove(repo: &Repository, prefix: &str, command_line: &CommandLine) -> Re
 /// Replaces the key in use by one under a new password (added first, so a failure in between
 /// leaves both).
 pub fn passwd(repo: &Repository, new: &NewKey, command_line: &CommandLine) -> Result<KeyChange> {
+    if opened_with_shares(repo) {
+        return Err(Error::usage(
+            "key passwd replaces the password in use, and key shares opened the repository: use key add",
+        ));
+    }
     let (session, id) = write(repo, new)?;
     session.delete_key(&repo.key_id())?;
     Ok(KeyChange {
@@ -116,4 +123,25 @@ fn log(session: &WriteSession, command_line: &CommandLine, operation: &str) -> V
     crate::oplog::record_or_warn(session, command_line, operation, "ok", vec![])
         .into_iter()
         .collect()
+}
+
+/// Whether key shares opened the repository (no key file did).
+fn opened_with_shares(repo: &Repository) -> bool {
+    repo.key_id() == Id::default()
+}
+
+/// `key split`: writes the share files (outside the repository) and logs the split.
+pub fn split(
+    repo: &Repository,
+    opts: &crate::shares::SplitOptions,
+    command_line: &CommandLine,
+) -> Result<(Vec<std::path::PathBuf>, Vec<String>)> {
+    let paths = crate::shares::split(repo, opts)?;
+    let session = repo.write_session()?;
+    let result = format!("ok: {} of {} shares", opts.threshold, opts.count);
+    let warnings =
+        crate::oplog::record_or_warn(&session, command_line, "key split", &result, vec![])
+            .into_iter()
+            .collect();
+    Ok((paths, warnings))
 }
