@@ -71,6 +71,13 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         super::print_json(&v);
         return Ok(outcome);
     }
+    print_report(&report);
+    Ok(outcome)
+}
+
+/// The report as text: counts, reclaimable space, notes, damage with what it affects,
+/// snapshots too old, cold packs, and the verdict.
+fn print_report(report: &checker::CheckReport) {
     println!(
         "checked {} snapshots, {} index files, {} packs ({} tree packs read), {} blobs, \
          {} log entries",
@@ -145,7 +152,6 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
             report.damage.len()
         );
     }
-    Ok(outcome)
 }
 
 /// Data packs `--read-data` could not read because they are in cold storage (exit 13).
