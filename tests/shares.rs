@@ -111,28 +111,27 @@ fn restore_with(split: &Split, which: &[(usize, &Path)], target: &Path) -> std::
         .unwrap()
 }
 
+/// Restores the snapshot with shares `a` and `b` into a new folder `name` and compares it
+/// with the source.
+fn assert_pair_restores(split: &Split, a: usize, b: usize, name: &str) {
+    let target = split.repo.path(name);
+    let out = restore_with(split, &pair(split, a, b), &target);
+    assert!(
+        out.status.success(),
+        "shares {a},{b}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_trees_equal(&split.src, &target.join("src"));
+}
+
 #[test]
 fn any_two_of_three_shares_restore_byte_for_byte() {
     let split = split_repository();
     for (a, b) in [(0, 1), (0, 2), (1, 2)] {
-        let target = split.repo.path(&format!("restore-{a}{b}"));
-        let out = restore_with(&split, &pair(&split, a, b), &target);
-        assert!(
-            out.status.success(),
-            "shares {a},{b}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_trees_equal(&split.src, &target.join("src"));
+        assert_pair_restores(&split, a, b, &format!("restore-{a}{b}"));
     }
     // The order of the shares does not matter.
-    let target = split.repo.path("restore-reversed");
-    let out = restore_with(&split, &pair(&split, 2, 0), &target);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_trees_equal(&split.src, &target.join("src"));
+    assert_pair_restores(&split, 2, 0, "restore-reversed");
     // Other commands take the shares too.
     let out = with_shares(&split, &pair(&split, 1, 2))
         .args(["--json", "snapshots"])
@@ -214,55 +213,22 @@ fn split_refuses_bad_counts_and_missing_passwords() {
     init_small(&repo, &[]);
     let pw = repo.path("pw");
     std::fs::write(&pw, "x\n").unwrap();
+    // `key split --shares N --threshold M --out-dir OUT` with these password files.
+    let split = |n: &str, m: &str, password_files: usize| {
+        let mut cmd = repo.cmd();
+        cmd.args(["key", "split", "--shares", n, "--threshold", m, "--out-dir"])
+            .arg(repo.path("out"));
+        for _ in 0..password_files {
+            cmd.arg("--share-password-file").arg(&pw);
+        }
+        cmd.timeout(LIMIT).output().unwrap()
+    };
     for (n, m) in [("3", "1"), ("2", "3"), ("256", "2")] {
-        let out = repo
-            .cmd()
-            .args(["key", "split", "--shares", n, "--threshold", m, "--out-dir"])
-            .arg(repo.path("out"))
-            .arg("--share-password-file")
-            .arg(&pw)
-            .timeout(LIMIT)
-            .output()
-            .unwrap();
-        assert_one_line_error(&out, 2, "--");
+        assert_one_line_error(&split(n, m, 1), 2, "--");
     }
     // Two password files for three shares, and none at all without a terminal.
-    let out = repo
-        .cmd()
-        .args([
-            "key",
-            "split",
-            "--shares",
-            "3",
-            "--threshold",
-            "2",
-            "--out-dir",
-        ])
-        .arg(repo.path("out"))
-        .args(["--share-password-file"])
-        .arg(&pw)
-        .args(["--share-password-file"])
-        .arg(&pw)
-        .timeout(LIMIT)
-        .output()
-        .unwrap();
-    assert_one_line_error(&out, 2, "--share-password-file");
-    let out = repo
-        .cmd()
-        .args([
-            "key",
-            "split",
-            "--shares",
-            "3",
-            "--threshold",
-            "2",
-            "--out-dir",
-        ])
-        .arg(repo.path("out"))
-        .timeout(LIMIT)
-        .output()
-        .unwrap();
-    assert_one_line_error(&out, 2, "--share-password-file");
+    assert_one_line_error(&split("3", "2", 2), 2, "--share-password-file");
+    assert_one_line_error(&split("3", "2", 0), 2, "--share-password-file");
     assert!(!repo.path("out").join("share-1-of-3.ocvshare").exists());
 }
 
@@ -314,12 +280,5 @@ fn restore_with_two_shares_after_the_password_key_is_removed() {
         "the old password still opens"
     );
 
-    let target = split.repo.path("restore-after-remove");
-    let out = restore_with(&split, &pair(&split, 0, 2), &target);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_trees_equal(&split.src, &target.join("src"));
+    assert_pair_restores(&split, 0, 2, "restore-after-remove");
 }
