@@ -1189,10 +1189,16 @@ fn make_v2_vectors() {
     let _ = std::fs::remove_dir_all(out.join("tmp"));
 
     // Add this repository's entry to the manifest; the v1 entries stay as they are.
+    add_manifest_entry("repo-v2-wal");
+}
+
+/// Adds (or replaces) one repository's entry in `manifest.json`, leaving the others as they
+/// are.
+fn add_manifest_entry(name: &str) {
     let path = vectors_dir().join("manifest.json");
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    manifest["repositories"]["repo-v2-wal"] = manifest_repository("repo-v2-wal");
+    manifest["repositories"][name] = manifest_repository(name);
     std::fs::write(
         &path,
         serde_json::to_string_pretty(&manifest).unwrap() + "\n",
@@ -1513,15 +1519,7 @@ fn make_v3_vectors() {
         .success();
     let _ = std::fs::remove_dir_all(out.join("tmp"));
     let _ = std::fs::remove_dir_all(&base);
-    let path = vectors_dir().join("manifest.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    manifest["repositories"]["repo-v3-storage"] = manifest_repository("repo-v3-storage");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&manifest).unwrap() + "\n",
-    )
-    .unwrap();
+    add_manifest_entry("repo-v3-storage");
 }
 
 /// `repo-v3-storage`: its config decodes to the policy it was made with (and the manifest

@@ -60,10 +60,7 @@ impl Storage for OpenDalStorage {
         file: Arc<SpillFile>,
         class: ObjectClass,
     ) -> StorageResult<()> {
-        let bytes = tokio::fs::read(file.path())
-            .await
-            .map_err(super::local_error)?;
-        self.write(path, Bytes::from(bytes), class).await
+        self.write(path, file.read_all().await?, class).await
     }
 
     async fn delete(&self, path: &str) -> StorageResult<()> {

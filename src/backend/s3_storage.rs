@@ -199,10 +199,7 @@ impl Storage for S3Storage {
         file: Arc<SpillFile>,
         class: ObjectClass,
     ) -> StorageResult<()> {
-        let bytes = tokio::fs::read(file.path())
-            .await
-            .map_err(super::local_error)?;
-        self.write(path, Bytes::from(bytes), class).await
+        self.write(path, file.read_all().await?, class).await
     }
 
     /// A plain DELETE: on a versioned bucket a delete marker, which never fails on a locked

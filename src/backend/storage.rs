@@ -117,6 +117,15 @@ impl SpillFile {
         &self.tmp
     }
 
+    /// Its bytes, for storage that can only upload whole files (remote services handed a
+    /// file a local layer spilled).
+    pub async fn read_all(&self) -> StorageResult<Bytes> {
+        tokio::fs::read(&self.tmp)
+            .await
+            .map(Bytes::from)
+            .map_err(super::local_error)
+    }
+
     /// Marks the file as in use for `locks::remove_stale_temp_files`, which removes temporary
     /// files no write has touched for a while.
     /// The kernel's clock, not this process's: a prune on this host compares the time with its
