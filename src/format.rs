@@ -9,8 +9,10 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The repository format this build writes (`init`); it reads every version from 1 to this.
 /// Version 2 added `wal/` (PostgreSQL WAL archive) and `Snapshot::postgres`; version 3 added
-/// `Config::storage` (S3 Object Lock retention, the data packs' storage class) and `retention/`.
-pub const FORMAT_VERSION: u32 = 3;
+/// `Config::storage` (S3 Object Lock retention, the data packs' storage class) and `retention/`;
+/// version 4 added write-only keys (key file version 2, blobs sealed to the repository's public
+/// key) and the operations log's hash chain (`LogEntry::parents`, `Snapshot::log_heads`).
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build reads (and writes, in repositories of that version).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// The version of the key file layout (unchanged since format version 1).

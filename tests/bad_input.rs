@@ -105,20 +105,20 @@ fn wrong_password_missing_repository_and_newer_format() {
     let config = repo.repo.join("config");
     let original = std::fs::read(&config).unwrap();
     let mut bytes = original.clone();
-    bytes[8..12].copy_from_slice(&4u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&5u32.to_le_bytes());
     std::fs::write(&config, &bytes).unwrap();
     let before = fingerprint(&repo.repo);
     let out = repo.cmd().arg("snapshot").arg(&src).output().unwrap();
-    assert_one_line_error(&out, 11, "format version 4");
+    assert_one_line_error(&out, 11, "format version 5");
     let out = repo
         .cmd()
         .env("OCVAULT_PASSWORD", "wrong")
         .arg("snapshots")
         .output()
         .unwrap();
-    assert_one_line_error(&out, 11, "format version 4");
+    assert_one_line_error(&out, 11, "format version 5");
     let out = repo.cmd().arg("check").output().unwrap();
-    assert_one_line_error(&out, 11, "format version 4");
+    assert_one_line_error(&out, 11, "format version 5");
     assert_eq!(fingerprint(&repo.repo), before);
 
     std::fs::write(&config, &original).unwrap();

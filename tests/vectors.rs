@@ -1233,10 +1233,10 @@ fn manifest_wal(repo: &ocvault::repository::IndexedRepository) -> Vec<serde_json
         .collect()
 }
 
-/// `init` writes format version 3: in the clear header and in the sealed config, while key
-/// files keep their own version 1.
+/// `init` writes format version 4: in the clear header and in the sealed config, while key
+/// files keep their own version 1 (only write-only keys use key file version 2).
 #[test]
-fn init_writes_format_version_3() {
+fn init_writes_format_version_4() {
     let tmp = scratch_dir("ocvault-vectors-");
     let repo = tmp.path().join("repo");
     ocvault()
@@ -1248,8 +1248,8 @@ fn init_writes_format_version_3() {
         .assert()
         .success();
     let config = std::fs::read(repo.join("config")).unwrap();
-    assert_eq!(&config[..12], b"OCVAULT\0\x03\0\0\0");
-    assert_eq!(ocvault::format::FORMAT_VERSION, 3);
+    assert_eq!(&config[..12], b"OCVAULT\0\x04\0\0\0");
+    assert_eq!(ocvault::format::FORMAT_VERSION, 4);
     for key in std::fs::read_dir(repo.join("keys")).unwrap() {
         let bytes = std::fs::read(key.unwrap().path()).unwrap();
         assert_eq!(
@@ -1401,14 +1401,14 @@ fn unknown_versions_are_refused_with_exit_11() {
             .unwrap()
     };
     let config = std::fs::read(repo.join("config")).unwrap();
-    let mut v4 = config.clone();
-    v4[8] = 4;
-    std::fs::write(repo.join("config"), &v4).unwrap();
+    let mut v5 = config.clone();
+    v5[8] = 5;
+    std::fs::write(repo.join("config"), &v5).unwrap();
     let out = run();
     assert_eq!(out.status.code(), Some(11), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "ocvault: repository format version 4 is not supported (this ocvault reads versions 1 to 3)\n"
+        "ocvault: repository format version 5 is not supported (this ocvault reads versions 1 to 4)\n"
     );
     std::fs::write(repo.join("config"), &config).unwrap();
     let key = std::fs::read_dir(repo.join("keys"))
