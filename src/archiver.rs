@@ -97,6 +97,9 @@ struct Shared<'a> {
     bytes_read: AtomicU64,
     bytes_total: AtomicU64,
     errors: AtomicU64,
+    /// A write-only key's local tree store, and the trees this snapshot stored in it.
+    own_trees: Option<&'a crate::own_trees::OwnTrees>,
+    own_tree_ids: Mutex<Vec<Id>>,
 }
 
 impl Shared<'_> {
@@ -106,7 +109,12 @@ impl Shared<'_> {
     }
 
     fn store_blob(&self, blob_type: BlobType, data: &[u8]) -> Result<Id> {
-        self.packer.store(blob_type, data)
+        let id = self.packer.store(blob_type, data)?;
+        if let (BlobType::Tree, Some(own)) = (blob_type, self.own_trees) {
+            own.put(&id, data);
+            self.own_tree_ids.lock().unwrap().push(id);
+        }
+        Ok(id)
     }
 
     /// Chunks and stores a whole stream; returns content ids and bytes read.
@@ -504,7 +512,7 @@ pub fn snapshot(
         }
         None => (None, None),
     };
-    let (root, mut summary, mut warnings, packed) = store_sources(&input, stream);
+    let (root, mut summary, (mut warnings, own_trees), packed) = store_sources(&input, stream);
     // A write that failed because a prune judged this backup stale (a swept temporary file, a
     // refused index) is reported as that, in words that say what to do.
     let (packed, root) = match (packed, root) {
@@ -543,6 +551,9 @@ pub fn snapshot(
         postgres,
     };
     let id = session.save_file(&snapshot)?;
+    if let Some(store) = repo.own_trees() {
+        store.record_snapshot(&id.into(), &snapshot.paths, time_unix_ns, own_trees);
+    }
     Ok(SnapshotOutcome {
         id,
         snapshot,
@@ -602,10 +613,16 @@ struct Input<'a> {
 
 /// Runs the pipeline over every source: returns the root tree's id, the counts, the
 /// warnings and what the packer stored.
+/// The warnings come with the trees stored in a write-only key's local store.
 fn store_sources(
     input: &Input,
     stream: Option<StreamSource>,
-) -> (Result<Id>, SnapshotSummary, Vec<String>, Result<Packed>) {
+) -> (
+    Result<Id>,
+    SnapshotSummary,
+    (Vec<String>, Vec<Id>),
+    Result<Packed>,
+) {
     let repo = input.repo;
     let save_index = |f: &IndexFile| input.session.save_file(f).map(Id::from);
     let parts = PackerParts::new(input.session, Indexing::Every(PACKS_PER_INDEX, &save_index))
@@ -623,6 +640,8 @@ fn store_sources(
             bytes_read: AtomicU64::new(0),
             bytes_total: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            own_trees: repo.own_trees(),
+            own_tree_ids: Mutex::new(Vec::new()),
         };
         let root = walk_sources(input, &shared, stream);
         let counts = SnapshotSummary {
@@ -635,7 +654,8 @@ fn store_sources(
             errors: shared.errors.load(Relaxed),
             ..Default::default()
         };
-        (root, counts, shared.warnings.into_inner().unwrap())
+        let trees = shared.own_tree_ids.into_inner().unwrap();
+        (root, counts, (shared.warnings.into_inner().unwrap(), trees))
     });
     (root, counts, warnings, packed)
 }

@@ -1,18 +1,26 @@
 //! Keys and sealing: Argon2id key files wrap a random master key; sub-keys come from the master
-//! key by BLAKE3 `derive_key`; every stored object is sealed with XChaCha20-Poly1305.
+//! key by BLAKE3 `derive_key`; every stored object is sealed with XChaCha20-Poly1305. A
+//! write-only key (format version 4) holds the sub-keys it needs instead of the master key,
+//! and seals blobs to the repository's X25519 public key, so it cannot open any blob.
 
 use crate::error::{Error, Result};
-use crate::format::KdfParams;
+use crate::format::{KdfParams, WriteOnlyKeys};
 use crate::id::Id;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// The only sealing scheme of format v1: symmetric, sub-keys of the master key.
 pub const SCHEME_SYMMETRIC_V1: u8 = 1;
+/// Format v4, blobs only: sealed to the repository's X25519 public key with an ephemeral key
+/// (`scheme ‖ ephemeral public key ‖ nonce ‖ ciphertext ‖ tag`).
+pub const SCHEME_PUBLIC_V4: u8 = 2;
 pub const NONCE_LEN: usize = 24;
 pub const TAG_LEN: usize = 16;
+pub const X25519_LEN: usize = 32;
 /// Bytes a sealed object adds to its plaintext: scheme id, nonce, tag.
 pub const SEAL_OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
 
@@ -52,6 +60,15 @@ impl SealKind {
         SealKind::Retention,
     ];
 
+    /// Blobs: the kinds a write-only key can seal (to the public key) but never open.
+    pub fn is_blob(self) -> bool {
+        matches!(self, SealKind::DataBlob | SealKind::TreeBlob)
+    }
+
+    fn from_u8(b: u8) -> Option<SealKind> {
+        SealKind::ALL.into_iter().find(|k| *k as u8 == b)
+    }
+
     fn context(self) -> &'static str {
         match self {
             SealKind::Config => "ocvault v1 seal config",
@@ -72,6 +89,8 @@ impl SealKind {
 const CONTEXT_BLOB_ID: &str = "ocvault v1 blob id";
 const CONTEXT_CHUNKER_SEED: &str = "ocvault v1 chunker seed";
 const CONTEXT_WAL_NAME: &str = "ocvault v2 wal name";
+const CONTEXT_BLOB_PRIVATE_KEY: &str = "ocvault v4 blob private key";
+const CONTEXT_PUBLIC_SEAL: &str = "ocvault v4 blob sealed to public key";
 
 /// The repository's master key: 32 random bytes, zeroized on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -100,22 +119,134 @@ impl MasterKey {
         let seed_bytes = blake3::derive_key(CONTEXT_CHUNKER_SEED, &self.0);
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&seed_bytes[..8]);
+        let blob_secret = blake3::derive_key(CONTEXT_BLOB_PRIVATE_KEY, &self.0);
+        let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(blob_secret));
         Keys {
             blob_id: blake3::derive_key(CONTEXT_BLOB_ID, &self.0),
             wal_name: blake3::derive_key(CONTEXT_WAL_NAME, &self.0),
             seal,
             chunker_seed: u64::from_le_bytes(seed),
+            blob_secret: Some(blob_secret),
+            blob_public: public.to_bytes(),
+            public_sealer: None,
+            opened_senders: Arc::default(),
+        }
+    }
+
+    /// The sub-keys a write-only key holds (`key add --write-only`): everything but the two
+    /// blob keys and the blob private key; `local_key` seals the host's own tree store.
+    pub fn write_only_keys(&self) -> WriteOnlyKeys {
+        let full = self.derive();
+        WriteOnlyKeys {
+            blob_id: full.blob_id,
+            wal_name: full.wal_name,
+            chunker_seed: full.chunker_seed,
+            seal: SealKind::ALL
+                .into_iter()
+                .filter(|k| !k.is_blob())
+                .map(|k| (k as u8, full.seal[k as usize - 1]))
+                .collect(),
+            blob_public_key: full.blob_public,
+            local_key: random_bytes(),
         }
     }
 }
 
-/// Sub-keys derived from the master key; zeroized on drop.
+impl Keys {
+    /// A write-only key's keys; refuses a payload that lacks a kind or carries a blob key.
+    pub fn from_write_only(w: &WriteOnlyKeys) -> Result<Keys> {
+        let bad = |why: &str| Error::corrupt("write-only key", why.to_string());
+        let mut seal = [[0u8; 32]; SealKind::ALL.len()];
+        let mut have = [false; SealKind::ALL.len()];
+        for (kind, key) in &w.seal {
+            let kind = SealKind::from_u8(*kind).ok_or_else(|| bad("unknown sub-key kind"))?;
+            if kind.is_blob() {
+                return Err(bad("holds a blob key"));
+            }
+            seal[kind as usize - 1] = *key;
+            have[kind as usize - 1] = true;
+        }
+        if SealKind::ALL
+            .into_iter()
+            .any(|k| !k.is_blob() && !have[k as usize - 1])
+        {
+            return Err(bad("lacks a sub-key"));
+        }
+        Ok(Keys {
+            blob_id: w.blob_id,
+            wal_name: w.wal_name,
+            seal,
+            chunker_seed: w.chunker_seed,
+            blob_secret: None,
+            blob_public: w.blob_public_key,
+            public_sealer: Some(Arc::new(PublicSealer::new(&w.blob_public_key)?)),
+            opened_senders: Arc::default(),
+        })
+    }
+}
+
+/// A write-only key's sealing state: one ephemeral X25519 key per process, and the
+/// XChaCha20-Poly1305 key it agrees with the repository's public key. Blobs sealed with it
+/// carry the ephemeral public key; only the repository's private key opens them.
+struct PublicSealer {
+    ephemeral_public: [u8; 32],
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl PublicSealer {
+    fn new(recipient: &[u8; 32]) -> Result<PublicSealer> {
+        let ephemeral = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+        let ephemeral_public = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
+        let key = agreed_key(&ephemeral, recipient, &ephemeral_public, recipient)
+            .ok_or_else(|| Error::corrupt("write-only key", "invalid repository public key"))?;
+        Ok(PublicSealer {
+            ephemeral_public,
+            key,
+        })
+    }
+}
+
+/// The sealing key both sides agree on (format-spec §4b): X25519 of `secret` (the writer's
+/// ephemeral key, or the repository's private key) and the other side's public key, hashed
+/// with both public keys. `None` for a low-order point.
+fn agreed_key(
+    secret: &x25519_dalek::StaticSecret,
+    peer_public: &[u8; 32],
+    ephemeral_public: &[u8; 32],
+    recipient_public: &[u8; 32],
+) -> Option<Zeroizing<[u8; 32]>> {
+    let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*peer_public));
+    if !shared.was_contributory() {
+        return None;
+    }
+    let mut material = Zeroizing::new([0u8; 96]);
+    material[..32].copy_from_slice(shared.as_bytes());
+    material[32..64].copy_from_slice(ephemeral_public);
+    material[64..].copy_from_slice(recipient_public);
+    Some(Zeroizing::new(blake3::derive_key(
+        CONTEXT_PUBLIC_SEAL,
+        &*material,
+    )))
+}
+
+/// Sub-keys derived from the master key (or held by a write-only key); zeroized on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Keys {
     blob_id: [u8; 32],
     wal_name: [u8; 32],
+    /// A write-only key's entries for the blob kinds are zero and never used.
     seal: [[u8; 32]; SealKind::ALL.len()],
     chunker_seed: u64,
+    /// The X25519 private key blobs sealed to the public key open with; `None` for a
+    /// write-only key.
+    blob_secret: Option<[u8; 32]>,
+    blob_public: [u8; 32],
+    /// Write-only keys: how blobs are sealed.
+    #[zeroize(skip)]
+    public_sealer: Option<Arc<PublicSealer>>,
+    /// Full keys: agreed keys by ephemeral public key, so each writer's key is derived once.
+    #[zeroize(skip)]
+    opened_senders: Arc<Mutex<HashMap<[u8; 32], Zeroizing<[u8; 32]>>>>,
 }
 
 impl Keys {
@@ -133,6 +264,91 @@ impl Keys {
 
     pub fn chunker_seed(&self) -> u64 {
         self.chunker_seed
+    }
+
+    /// Whether these are a write-only key's: blobs can be sealed but not opened.
+    pub fn is_write_only(&self) -> bool {
+        self.blob_secret.is_none()
+    }
+
+    /// The repository's X25519 public key (format version 4; derived in every repository).
+    pub fn blob_public_key(&self) -> [u8; 32] {
+        self.blob_public
+    }
+
+    /// Bytes a sealed blob has before its ciphertext: scheme and nonce, and for a write-only
+    /// key the ephemeral public key between them.
+    pub fn blob_prefix_len(&self) -> usize {
+        match self.public_sealer {
+            Some(_) => 1 + X25519_LEN + NONCE_LEN,
+            None => 1 + NONCE_LEN,
+        }
+    }
+
+    /// Seals a blob laid out as `[prefix space of blob_prefix_len()][plaintext]` in place:
+    /// symmetric (scheme 1) with a full key, to the public key (scheme 2) with a write-only
+    /// one. The AAD is the same in both schemes: kind, then `aad_extra` (the blob id).
+    pub fn seal_blob_in_place(&self, kind: SealKind, aad_extra: &[u8], buf: &mut Vec<u8>) {
+        debug_assert!(kind.is_blob());
+        let Some(sealer) = &self.public_sealer else {
+            return self.seal_in_place(kind, aad_extra, buf);
+        };
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        buf[0] = SCHEME_PUBLIC_V4;
+        buf[1..1 + X25519_LEN].copy_from_slice(&sealer.ephemeral_public);
+        let body = 1 + X25519_LEN;
+        buf[body..body + NONCE_LEN].copy_from_slice(&nonce);
+        let tag = XChaCha20Poly1305::new((&*sealer.key).into())
+            .encrypt_in_place_detached(
+                XNonce::from_slice(&nonce),
+                &aad(kind, aad_extra),
+                &mut buf[body + NONCE_LEN..],
+            )
+            .expect("XChaCha20-Poly1305 encrypts any length below 256 GiB");
+        buf.extend_from_slice(&tag);
+    }
+
+    /// Opens a blob sealed to the public key (scheme 2).
+    fn open_public(&self, kind: SealKind, aad_extra: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        let Some(secret) = &self.blob_secret else {
+            return Err(Error::WriteOnly("read file contents or names".into()));
+        };
+        let bad = || Error::corrupt(format!("{kind:?}"), "authentication failed");
+        if sealed.len() < 1 + X25519_LEN + NONCE_LEN + TAG_LEN {
+            return Err(Error::corrupt("sealed object", "too short"));
+        }
+        let mut ephemeral = [0u8; X25519_LEN];
+        ephemeral.copy_from_slice(&sealed[1..1 + X25519_LEN]);
+        let key = {
+            let mut cache = self.opened_senders.lock().unwrap();
+            match cache.get(&ephemeral) {
+                Some(k) => k.clone(),
+                None => {
+                    let secret = x25519_dalek::StaticSecret::from(*secret);
+                    let k = agreed_key(&secret, &ephemeral, &ephemeral, &self.blob_public)
+                        .ok_or_else(bad)?;
+                    // Writers use one ephemeral key per process: few distinct ones per read.
+                    if cache.len() >= 4096 {
+                        cache.clear();
+                    }
+                    cache.insert(ephemeral, k.clone());
+                    k
+                }
+            }
+        };
+        let body = 1 + X25519_LEN;
+        let nonce = &sealed[body..body + NONCE_LEN];
+        let mut buf = sealed[body + NONCE_LEN..sealed.len() - TAG_LEN].to_vec();
+        XChaCha20Poly1305::new((&*key).into())
+            .decrypt_in_place_detached(
+                XNonce::from_slice(nonce),
+                &aad(kind, aad_extra),
+                &mut buf,
+                Tag::from_slice(&sealed[sealed.len() - TAG_LEN..]),
+            )
+            .map_err(|_| bad())?;
+        Ok(buf)
     }
 
     fn cipher(&self, kind: SealKind) -> XChaCha20Poly1305 {
@@ -154,6 +370,10 @@ impl Keys {
     /// Seals a buffer laid out as `[scheme][nonce space][plaintext]`: fills in nonce and
     /// scheme, encrypts the plaintext in place and appends the tag. Saves a copy per blob.
     pub fn seal_in_place(&self, kind: SealKind, aad_extra: &[u8], buf: &mut Vec<u8>) {
+        assert!(
+            !(kind.is_blob() && self.is_write_only()),
+            "a write-only key seals blobs with seal_blob_in_place"
+        );
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         buf[0] = SCHEME_SYMMETRIC_V1;
@@ -166,8 +386,17 @@ impl Keys {
         buf.extend_from_slice(&tag);
     }
 
-    /// Opens a sealed object; fails on any tampering, wrong key or wrong kind.
+    /// Opens a sealed object; fails on any tampering, wrong key or wrong kind. A blob may be
+    /// sealed either way (scheme 1 or 2); a write-only key opens neither.
     pub fn open(&self, kind: SealKind, aad_extra: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        if kind.is_blob() {
+            if sealed.first() == Some(&SCHEME_PUBLIC_V4) {
+                return self.open_public(kind, aad_extra, sealed);
+            }
+            if self.is_write_only() {
+                return Err(Error::WriteOnly("read file contents or names".into()));
+            }
+        }
         let (nonce, body, tag) = split_sealed(sealed)?;
         let mut buf = body.to_vec();
         self.cipher(kind)

@@ -16,6 +16,9 @@ pub mod exit {
     pub const WRONG_PASSWORD: i32 = 12;
     /// Packs the command needs are in an archive storage class: `ocvault thaw` first.
     pub const COLD: i32 = 13;
+    /// The repository was opened with a write-only key, and the command must read what such
+    /// a key cannot (file contents, names, trees) or would delete backups.
+    pub const WRITE_ONLY: i32 = 14;
     /// SIGINT (128 + 2) and SIGTERM (128 + 15), as shells report a process they ended.
     pub const INTERRUPTED_SIGINT: i32 = 130;
     pub const INTERRUPTED_SIGTERM: i32 = 143;
@@ -39,7 +42,7 @@ pub enum Error {
     #[error("repository format version {found} is not supported (this ocvault reads versions 1 to {supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
     #[error(
-        "key file format version {found} is not supported (this ocvault reads key file version 1)"
+        "key file format version {found} is not supported (this ocvault reads key file versions 1 and 2)"
     )]
     UnsupportedKeyFileVersion { found: u32 },
     /// A repository of an older format version cannot hold what this command stores.
@@ -84,6 +87,9 @@ pub enum Error {
     /// `wal-fetch`, `pitr` over archived packs).
     #[error("{0} is in cold storage (an S3 archive class): thaw it first (`ocvault thaw`, or S3's restore for WAL), then retry")]
     ColdRead(String),
+    /// A write-only key cannot do this (exit 14): the operation is named.
+    #[error("this key is write-only: it cannot {0} (use a full key or key shares)")]
+    WriteOnly(String),
     /// SIGINT or SIGTERM arrived; the command stopped and cleaned up.
     #[error("interrupted by {0}; stopped without saving")]
     Interrupted(&'static str),

@@ -15,8 +15,10 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build reads (and writes, in repositories of that version).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
-/// The version of the key file layout (unchanged since format version 1).
+/// The version of a full key's key file (unchanged since format version 1).
 pub const KEY_FILE_VERSION: u32 = 1;
+/// Key file version 2 (format version 4): a write-only key ([`WriteOnlyKeyPayload`]).
+pub const KEY_FILE_VERSION_WRITE_ONLY: u32 = 2;
 /// First bytes of the `config` file, before the version.
 pub const CONFIG_MAGIC: &[u8; 8] = b"OCVAULT\0";
 /// First bytes of a key file.
@@ -53,6 +55,30 @@ pub struct KeyPayload {
     pub created_unix_ns: i64,
     pub hostname: String,
     pub username: String,
+}
+
+/// The secret part of a write-only key file (key file version 2).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WriteOnlyKeyPayload {
+    pub keys: WriteOnlyKeys,
+    pub created_unix_ns: i64,
+    pub hostname: String,
+    pub username: String,
+}
+
+/// The secret part of a write-only key file (key file version 2): the sub-keys of every kind
+/// but blobs, and the repository's public key that blobs are sealed to.
+#[derive(Clone, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct WriteOnlyKeys {
+    pub blob_id: [u8; 32],
+    pub wal_name: [u8; 32],
+    pub chunker_seed: u64,
+    /// `(SealKind as u8, sub-key)` for every kind but `DataBlob` and `TreeBlob`, ascending.
+    pub seal: Vec<(u8, [u8; 32])>,
+    pub blob_public_key: [u8; 32],
+    /// Seals the host's local store of the trees it wrote (for change detection); never
+    /// used in the repository.
+    pub local_key: [u8; 32],
 }
 
 /// FastCDC parameters, fixed at `init`.

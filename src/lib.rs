@@ -33,6 +33,7 @@ pub mod index;
 pub mod interrupt;
 pub mod locks;
 pub mod oplog;
+pub mod own_trees;
 pub mod pack;
 pub mod packer;
 pub mod periodic;

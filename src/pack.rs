@@ -297,9 +297,10 @@ pub fn open_blob(
         BlobType::Data => SealKind::DataBlob,
         BlobType::Tree => SealKind::TreeBlob,
     };
-    let framed = keys
-        .open(kind, &id.0, sealed)
-        .map_err(|_| Error::corrupt(format!("blob {}", id.short()), "authentication failed"))?;
+    let framed = keys.open(kind, &id.0, sealed).map_err(|e| match e {
+        e @ Error::WriteOnly(_) => e,
+        _ => Error::corrupt(format!("blob {}", id.short()), "authentication failed"),
+    })?;
     let raw = format::unframe(
         &framed,
         raw_length as usize,
@@ -329,11 +330,12 @@ pub fn seal_blob(keys: &Keys, blob_type: BlobType, id: &Id, raw: &[u8], level: i
         BlobType::Data => SealKind::DataBlob,
         BlobType::Tree => SealKind::TreeBlob,
     };
-    // [scheme][nonce] prefix first, framed plaintext after it, sealed in place.
-    let mut buf = Vec::with_capacity(raw.len() / 2 + 64);
-    buf.resize(1 + crate::crypto::NONCE_LEN, 0);
+    // [scheme][nonce] prefix first (a write-only key's is longer), framed plaintext after
+    // it, sealed in place.
+    let mut buf = Vec::with_capacity(raw.len() / 2 + 96);
+    buf.resize(keys.blob_prefix_len(), 0);
     format::frame_into(raw, level, &mut buf);
-    keys.seal_in_place(kind, &id.0, &mut buf);
+    keys.seal_blob_in_place(kind, &id.0, &mut buf);
     buf
 }
 

@@ -6,7 +6,8 @@ use crate::crypto::{self, Keys, MasterKey, SealKind};
 use crate::error::{Error, Result};
 use crate::format::{
     self, BlobType, ChunkerParams, Config, IndexFile, KdfParams, KeyFile, KeyPayload, Snapshot,
-    Tree, CONFIG_MAGIC, FORMAT_VERSION, KEY_FILE_VERSION, KEY_MAGIC, OLDEST_FORMAT_VERSION,
+    Tree, WriteOnlyKeyPayload, WriteOnlyKeys, CONFIG_MAGIC, FORMAT_VERSION, KEY_FILE_VERSION,
+    KEY_FILE_VERSION_WRITE_ONLY, KEY_MAGIC, OLDEST_FORMAT_VERSION,
 };
 use crate::id::{Id, IndexFileId, PackId, SnapshotId, TreeId};
 use crate::index::Index;
@@ -103,8 +104,35 @@ pub struct Repository {
     config: Config,
     /// The key file that opened the repository.
     key_id: Id,
-    /// Kept for adding keys; zeroized on drop.
-    master: MasterKey,
+    /// Kept for adding keys; zeroized on drop. `None` when a write-only key opened it.
+    master: Option<MasterKey>,
+    /// A write-only key's local store of the trees it wrote, for change detection.
+    own_trees: Option<crate::own_trees::OwnTrees>,
+}
+
+/// What a key file opens to.
+pub enum KeySecret {
+    Master(MasterKey),
+    /// Key file version 2: the sub-keys of a write-only key.
+    WriteOnly(WriteOnlyKeys),
+}
+
+/// An opened key file: its secret and who made it.
+pub struct OpenedKey {
+    pub secret: KeySecret,
+    pub created_unix_ns: i64,
+    pub hostname: String,
+    pub username: String,
+}
+
+impl OpenedKey {
+    /// The master key, unless this is a write-only key.
+    pub fn master(&self) -> Option<&MasterKey> {
+        match &self.secret {
+            KeySecret::Master(m) => Some(m),
+            KeySecret::WriteOnly(_) => None,
+        }
+    }
 }
 
 impl Repository {
@@ -113,7 +141,7 @@ impl Repository {
         keys: Keys,
         config: Config,
         key_id: Id,
-        master: MasterKey,
+        master: Option<MasterKey>,
     ) -> Repository {
         backend.apply_policy(write_policy(&config.storage));
         Repository {
@@ -122,6 +150,7 @@ impl Repository {
             config,
             key_id,
             master,
+            own_trees: None,
         }
     }
 
@@ -142,8 +171,30 @@ impl Repository {
         self.key_id
     }
 
-    pub(crate) fn master(&self) -> &MasterKey {
-        &self.master
+    /// The master key; a write-only key has none, and cannot do what needs it (`what`).
+    pub(crate) fn master(&self, what: &str) -> Result<&MasterKey> {
+        self.master
+            .as_ref()
+            .ok_or_else(|| Error::WriteOnly(what.to_string()))
+    }
+
+    /// Whether a write-only key opened the repository.
+    pub fn is_write_only(&self) -> bool {
+        self.keys.is_write_only()
+    }
+
+    /// Fails with exit 14 when a write-only key opened the repository: `what` names the
+    /// operation ("restore snapshots").
+    pub fn require_full_key(&self, what: &str) -> Result<()> {
+        match self.is_write_only() {
+            true => Err(Error::WriteOnly(what.to_string())),
+            false => Ok(()),
+        }
+    }
+
+    /// A write-only key's local store of the trees it wrote (see `crate::own_trees`).
+    pub fn own_trees(&self) -> Option<&crate::own_trees::OwnTrees> {
+        self.own_trees.as_ref()
     }
 
     /// Creates a new repository; refuses when one is already there.
@@ -166,6 +217,7 @@ impl Repository {
         let key_id = write_key_file(
             &backend,
             &master,
+            false,
             password,
             opts.kdf_memory_kib,
             opts.kdf_iterations,
@@ -178,7 +230,7 @@ impl Repository {
             &format::frame(&config.encode(), 0),
         ));
         backend.write(CONFIG_PATH, bytes, ObjectClass::Metadata)?;
-        Ok(Repository::new(backend, keys, config, key_id, master))
+        Ok(Repository::new(backend, keys, config, key_id, Some(master)))
     }
 
     /// Checks that a repository of a known format is there, before any password is asked for.
@@ -203,8 +255,24 @@ impl Repository {
     /// Opens a repository: checks the format version, then finds a key the password opens.
     pub fn open(backend: Backend, password: &[u8]) -> Result<Repository> {
         Self::probe(&backend)?;
-        let (master, key_id) = open_master_key(&backend, password)?;
-        Self::open_with_master_key(backend, master, key_id)
+        match open_key(&backend, password)? {
+            (KeySecret::Master(master), key_id) => {
+                Self::open_with_master_key(backend, master, key_id)
+            }
+            (KeySecret::WriteOnly(w), key_id) => Self::open_write_only(backend, &w, key_id),
+        }
+    }
+
+    /// Opens a repository with a write-only key: it can store snapshots, WAL and log entries
+    /// and read the metadata around them, never a blob (format-spec §4b).
+    fn open_write_only(backend: Backend, w: &WriteOnlyKeys, key_id: Id) -> Result<Repository> {
+        let config_bytes = Self::probe(&backend)?;
+        let keys = Keys::from_write_only(w)?;
+        let config = decode_config(&keys, &config_bytes)?;
+        let own_trees = crate::own_trees::OwnTrees::open(&config.repository_id, &key_id, w);
+        let mut repo = Repository::new(backend, keys, config, key_id, None);
+        repo.own_trees = own_trees;
+        Ok(repo)
     }
 
     /// Opens a repository with its master key itself (combined from key shares): no key
@@ -231,7 +299,7 @@ impl Repository {
                 )));
             }
         }
-        Ok(Repository::new(backend, keys, config, key_id, master))
+        Ok(Repository::new(backend, keys, config, key_id, Some(master)))
     }
 
     /// Seals and stores a structured file; its name is the hash of the stored bytes. Only
@@ -498,6 +566,14 @@ impl Repository {
     /// For `prune` and `check`, which build their own index; everything else reads through
     /// an [`IndexedRepository`].
     pub fn read_blob_in(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
+        if self.keys.is_write_only() {
+            // A write-only key reads back only the trees it stored, from its local store.
+            return self
+                .own_trees
+                .as_ref()
+                .and_then(|t| t.get(&self.keys, id))
+                .ok_or_else(|| Error::WriteOnly("read file contents or names".into()));
+        }
         let loc = index
             .get(id)
             .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
@@ -768,9 +844,12 @@ pub fn read_config_version(bytes: &[u8]) -> Result<u32> {
 }
 
 /// Wraps the master key under a password into a new key file; returns its id.
+/// Writes a key file for `master` under `password`: a full key (key file version 1), or with
+/// `write_only` a write-only key (version 2) holding the sub-keys derived from it.
 pub(crate) fn write_key_file(
     backend: &Backend,
     master: &MasterKey,
+    write_only: bool,
     password: &[u8],
     memory_kib: u32,
     iterations: u32,
@@ -788,16 +867,30 @@ pub(crate) fn write_key_file(
              {MAX_KDF_COST_KIB} KiB"
         )));
     }
-    let wrap = crypto::password_key(password, &kdf)?;
-    let payload = KeyPayload {
-        master_key: *master.as_bytes(),
-        created_unix_ns: crate::host::now_ns(),
-        hostname: crate::host::hostname(),
-        username: crate::host::username(),
+    let (version, plain) = match write_only {
+        false => {
+            let payload = KeyPayload {
+                master_key: *master.as_bytes(),
+                created_unix_ns: crate::host::now_ns(),
+                hostname: crate::host::hostname(),
+                username: crate::host::username(),
+            };
+            (KEY_FILE_VERSION, format::to_postcard(&payload))
+        }
+        true => {
+            let payload = WriteOnlyKeyPayload {
+                keys: master.write_only_keys(),
+                created_unix_ns: crate::host::now_ns(),
+                hostname: crate::host::hostname(),
+                username: crate::host::username(),
+            };
+            (KEY_FILE_VERSION_WRITE_ONLY, format::to_postcard(&payload))
+        }
     };
-    let plain = Zeroizing::new(format::to_postcard(&payload));
+    let plain = Zeroizing::new(plain);
+    let wrap = crypto::password_key(password, &kdf)?;
     let file = KeyFile {
-        version: KEY_FILE_VERSION,
+        version,
         kdf,
         sealed_payload: crypto::wrap_with_password_key(&wrap, &plain),
     };
@@ -813,7 +906,7 @@ pub fn decode_key_file(bytes: &[u8]) -> Result<KeyFile> {
         return Err(Error::corrupt("key file", "not an ocvault key file"));
     }
     let kf: KeyFile = format::from_postcard(&bytes[8..], "key file")?;
-    if kf.version != KEY_FILE_VERSION {
+    if kf.version != KEY_FILE_VERSION && kf.version != KEY_FILE_VERSION_WRITE_ONLY {
         return Err(Error::UnsupportedKeyFileVersion { found: kf.version });
     }
     // Refuse parameters that would make a hostile key file eat all memory or time.
@@ -848,18 +941,34 @@ fn kdf_cost(kdf: &KdfParams) -> u64 {
 }
 
 /// Tries the password against one key file; `Ok(None)` when it does not fit.
-pub fn try_key_file(bytes: &[u8], password: &[u8]) -> Result<Option<(MasterKey, KeyPayload)>> {
+pub fn try_key_file(bytes: &[u8], password: &[u8]) -> Result<Option<OpenedKey>> {
     open_key_file(&decode_key_file(bytes)?, password)
 }
 
 /// Tries the password against one decoded key file; `Ok(None)` when it does not fit.
-fn open_key_file(kf: &KeyFile, password: &[u8]) -> Result<Option<(MasterKey, KeyPayload)>> {
+fn open_key_file(kf: &KeyFile, password: &[u8]) -> Result<Option<OpenedKey>> {
     let wrap = crypto::password_key(password, &kf.kdf)?;
     let Some(plain) = crypto::unwrap_with_password_key(&wrap, &kf.sealed_payload)? else {
         return Ok(None);
     };
-    let payload: KeyPayload = format::from_postcard(&plain, "key payload")?;
-    Ok(Some((MasterKey::from_bytes(payload.master_key), payload)))
+    if kf.version == KEY_FILE_VERSION_WRITE_ONLY {
+        let p: WriteOnlyKeyPayload = format::from_postcard(&plain, "key payload")?;
+        // Refuse a malformed payload here, so `check` reports it as a damaged key file.
+        Keys::from_write_only(&p.keys)?;
+        return Ok(Some(OpenedKey {
+            secret: KeySecret::WriteOnly(p.keys.clone()),
+            created_unix_ns: p.created_unix_ns,
+            hostname: p.hostname.clone(),
+            username: p.username.clone(),
+        }));
+    }
+    let p: KeyPayload = format::from_postcard(&plain, "key payload")?;
+    Ok(Some(OpenedKey {
+        secret: KeySecret::Master(MasterKey::from_bytes(p.master_key)),
+        created_unix_ns: p.created_unix_ns,
+        hostname: p.hostname.clone(),
+        username: p.username.clone(),
+    }))
 }
 
 /// A key file that could not be used (its path), and why.
@@ -873,7 +982,7 @@ pub enum KeyProblem {
 /// What trying the password on the key files found.
 pub struct KeyScan {
     /// The first key file the password opens.
-    pub master: Option<(MasterKey, Id)>,
+    pub opened: Option<(KeySecret, Id)>,
     pub problems: Vec<KeyProblem>,
     /// Key files listed.
     pub listed: usize,
@@ -894,7 +1003,7 @@ pub fn scan_key_files(
 ) -> Result<KeyScan> {
     let keys = backend.list_ids(FileKind::Key)?;
     let mut scan = KeyScan {
-        master: None,
+        opened: None,
         problems: Vec::new(),
         listed: keys.len(),
     };
@@ -934,8 +1043,8 @@ pub fn scan_key_files(
     };
     for (_, id, kf) in candidates {
         match open_key_file(&kf, password) {
-            Ok(Some((m, _))) => {
-                scan.master = Some((m, id));
+            Ok(Some(k)) => {
+                scan.opened = Some((k.secret, id));
                 break;
             }
             Ok(None) => {}
@@ -945,12 +1054,12 @@ pub fn scan_key_files(
         }
     }
     match read_error {
-        Some(e) if scan.master.is_none() => Err(e),
+        Some(e) if scan.opened.is_none() => Err(e),
         _ => Ok(scan),
     }
 }
 
-fn open_master_key(backend: &Backend, password: &[u8]) -> Result<(MasterKey, Id)> {
+fn open_key(backend: &Backend, password: &[u8]) -> Result<(KeySecret, Id)> {
     let mut scan = scan_key_files(backend, Some(password), false)?;
     if scan.listed == 0 {
         // `key remove` with key shares open may remove the last key file on purpose.
@@ -959,7 +1068,7 @@ fn open_master_key(backend: &Backend, password: &[u8]) -> Result<(MasterKey, Id)
                 .into(),
         ));
     }
-    if let Some(found) = scan.master {
+    if let Some(found) = scan.opened {
         return Ok(found);
     }
     // A damaged key file must not be reported as a wrong password when it is the only one.

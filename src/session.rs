@@ -189,11 +189,19 @@ impl<'r> WriteSession<'r> {
         self.repo.backend().delete(&FileKind::Key.path(id))
     }
 
-    /// Wraps the master key under a new password into a new key file; returns its id.
-    pub fn add_key(&self, password: &[u8], memory_kib: u32, iterations: u32) -> Result<Id> {
+    /// Wraps the master key under a new password into a new key file (with `write_only`, the
+    /// sub-keys of a write-only key instead); returns its id.
+    pub fn add_key(
+        &self,
+        write_only: bool,
+        password: &[u8],
+        memory_kib: u32,
+        iterations: u32,
+    ) -> Result<Id> {
         crate::repository::write_key_file(
             self.repo.backend(),
-            self.repo.master(),
+            self.repo.master("add keys")?,
+            write_only,
             password,
             memory_kib,
             iterations,

@@ -203,7 +203,7 @@ pub fn split(repo: &Repository, opts: &SplitOptions) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(opts.out_dir).map_err(|e| Error::io(opts.out_dir, e))?;
     let repository_id = repo.config().repository_id;
     let shares = split_secret(
-        repo.master().as_bytes(),
+        repo.master("split the key into shares")?.as_bytes(),
         opts.threshold,
         opts.count,
         &mut rand::rngs::OsRng,
@@ -401,7 +401,7 @@ pub fn master_key_for(
     shares: &[OpenedShare],
 ) -> Result<MasterKey> {
     let repo = open_with_shares(backend.clone(), shares)?;
-    Ok(repo.master().clone())
+    Ok(repo.master("combine key shares")?.clone())
 }
 
 #[cfg(test)]

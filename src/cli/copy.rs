@@ -28,7 +28,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         selection: a.selection.selection(),
     };
     opts.selection.validate("copy", true)?;
-    let src = g.open()?;
+    let src = g.open_full("read snapshots to copy them")?;
     ocvault::interrupt::install()?;
     let dst = open_destination(g, &a.to, &a.to_options, a.to_password_file.as_deref())?;
     let (report, warning) = copy::copy(&src, &dst, &opts, &super::command_line())?;

@@ -11,7 +11,7 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
-    let repo = g.open()?;
+    let repo = g.open_full("read snapshots' trees")?;
     let out = diff::diff(
         &repo,
         &DiffOptions {

@@ -10,7 +10,7 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
-    let repo = g.open()?;
+    let repo = g.open_full("read file contents")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let repo = repo.load_index_tiered()?;
     let node = ocvault::tree::find_node(&repo, &snap.tree, &a.path)?;

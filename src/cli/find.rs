@@ -19,7 +19,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         selection: a.selection.selection(),
     };
     opts.validate()?;
-    let repo = g.open()?;
+    let repo = g.open_full("read file names")?;
     let found = find::find(&repo, &opts)?;
     if g.json {
         let v: Vec<_> = found

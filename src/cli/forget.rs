@@ -98,7 +98,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let prune_opts = a.prune_args.options(dry_run);
     let opts = a.options();
     opts.validate()?;
-    let repo = g.open()?;
+    let repo = g.open_full("forget snapshots")?;
     let result = forget::forget(&repo, &opts, &super::command_line())?;
     super::warn_all(&result.warnings);
     if g.json {

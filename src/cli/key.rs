@@ -58,6 +58,10 @@ struct NewPassword {
     /// Argon2id iterations for the new key file
     #[arg(long, default_value_t = InitOptions::default().kdf_iterations)]
     kdf_iterations: u32,
+    /// A write-only key, for backup hosts: it can run snapshot, wal-push and check (without
+    /// --read-data) but never read file contents, file names or trees back
+    #[arg(long)]
+    write_only: bool,
 }
 
 impl NewPassword {
@@ -90,6 +94,7 @@ impl NewPassword {
             password,
             kdf_memory_kib: self.kdf_memory_kib,
             kdf_iterations: self.kdf_iterations,
+            write_only: self.write_only,
         }
     }
 }
@@ -117,7 +122,11 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
             new.short(),
             old.short()
         ),
-        (Some(new), None) => println!("added key {}", new.short()),
+        (Some(new), None) => println!(
+            "added {}key {}",
+            if change.write_only { "write-only " } else { "" },
+            new.short()
+        ),
         (None, Some(old)) => println!("removed key {}", old.short()),
         (None, None) => {}
     }
@@ -129,7 +138,7 @@ fn print_list(json: bool, keys: &[KeyInfo]) {
         let v: Vec<_> = keys
             .iter()
             .map(|k| {
-                serde_json::json!({"id": k.id.to_hex(), "current": k.current, "kdf": "argon2id", "memory_kib": k.memory_kib, "iterations": k.iterations, "parallelism": k.parallelism})
+                serde_json::json!({"id": k.id.to_hex(), "current": k.current, "kdf": "argon2id", "memory_kib": k.memory_kib, "iterations": k.iterations, "parallelism": k.parallelism, "write_only": k.write_only})
             })
             .collect();
         super::print_json(&v);
@@ -137,12 +146,13 @@ fn print_list(json: bool, keys: &[KeyInfo]) {
     }
     for k in keys {
         println!(
-            "{} {}  argon2id m={} KiB t={} p={}",
+            "{} {}  argon2id m={} KiB t={} p={}{}",
             if k.current { "*" } else { " " },
             k.id.short(),
             k.memory_kib,
             k.iterations,
-            k.parallelism
+            k.parallelism,
+            if k.write_only { "  write-only" } else { "" }
         );
     }
 }
@@ -155,7 +165,7 @@ fn split(g: &GlobalOptions, a: SplitArgs) -> Result<Outcome> {
             "key split opens the repository with a password, not with shares",
         ));
     }
-    let repo = g.open()?;
+    let repo = g.open_full("split the key into shares")?;
     let passwords = g.share_passwords(count as usize, "key split --shares")?;
     let in_use = key::list(&repo)?.into_iter().find(|k| k.current);
     let defaults = InitOptions::default();

@@ -13,7 +13,7 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
-    let repo = g.open()?;
+    let repo = g.open_full("read file names")?;
     let opts = LsOptions {
         snapshot: a.snapshot,
         path: a.path,

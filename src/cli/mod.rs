@@ -266,6 +266,14 @@ impl GlobalOptions {
         Repository::open(backend, &pw)
     }
 
+    /// Opens the repository for a command a write-only key cannot run (exit 14): `what` says
+    /// what it would have had to do ("restore snapshots").
+    pub fn open_full(&self, what: &str) -> Result<Repository> {
+        let repo = self.open()?;
+        repo.require_full_key(what)?;
+        Ok(repo)
+    }
+
     fn open_with_shares(&self, backend: Backend) -> Result<Repository> {
         ocvault::shares::open_with_shares(backend, &self.opened_shares()?)
     }

@@ -33,6 +33,7 @@ pub fn exit_code(result: &Result<Outcome>) -> i32 {
             | Error::NeedsNewerFormat(_) => exit::UNSUPPORTED_VERSION,
             Error::Usage(_) => exit::USAGE,
             Error::Cold { .. } | Error::ColdRead(_) => exit::COLD,
+            Error::WriteOnly(_) => exit::WRITE_ONLY,
             Error::WalFetchFailed { .. } => exit::WAL_FETCH_FAILED,
             Error::Interrupted("SIGINT") => exit::INTERRUPTED_SIGINT,
             Error::Interrupted(_) => exit::INTERRUPTED_SIGTERM,

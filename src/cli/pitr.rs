@@ -34,7 +34,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         target: target.clone(),
         base: a.base,
     };
-    let repo = g.open()?;
+    let repo = g.open_full("restore a database")?;
     let indexed = repo.load_index()?;
     let plan = pitr::plan(&indexed, &opts)?;
     let bytes = pitr::unpack_base(&indexed, &plan, &a.target)?;

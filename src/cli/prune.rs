@@ -41,7 +41,7 @@ impl PruneArgs {
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let opts = a.prune.options(a.dry_run);
-    let repo = g.open()?;
+    let repo = g.open_full("prune")?;
     run_prune(g, &repo, &opts)?;
     Ok(Outcome::Success)
 }

@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
-    let repo = g.open()?;
+    let repo = g.open_full("restore snapshots")?;
     ocvault::interrupt::install()?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let repo = repo.load_index_tiered()?;

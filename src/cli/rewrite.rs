@@ -23,7 +23,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         dry_run: a.dry_run,
     };
     opts.selection.validate("rewrite", true)?;
-    let repo = g.open()?;
+    let repo = g.open_full("rewrite snapshots")?;
     ocvault::interrupt::install()?;
     let r = rewrite::rewrite(&repo, &opts, &super::command_line())?;
     super::warn_all(&r.warnings);

@@ -16,7 +16,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         selection: a.selection.selection(),
     };
     opts.selection.validate("stats", false)?;
-    let repo = g.open()?;
+    let repo = g.open_full("read snapshots' trees")?;
     let s = stats::stats(&repo, &opts)?;
     if g.json {
         super::print_json(&serde_json::json!({

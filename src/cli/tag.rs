@@ -23,7 +23,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         remove: a.remove,
     };
     opts.validate()?;
-    let repo = g.open()?;
+    let repo = g.open_full("change snapshots")?;
     let r = tag::tag(&repo, &opts, &super::command_line())?;
     super::warn_all(&r.warnings);
     if g.json {

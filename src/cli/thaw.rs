@@ -34,7 +34,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     if a.days == 0 {
         return Err(ocvault::Error::usage("--days must be at least 1"));
     }
-    let repo = g.open()?;
+    let repo = g.open_full("read snapshots' trees")?;
     ocvault::interrupt::install()?;
     let opts = ThawOptions {
         snapshot: a.snapshot,

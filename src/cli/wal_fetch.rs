@@ -36,7 +36,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         let Some(_lock) = Spool::at(spool.clone()).try_lock() else {
             return Ok(Outcome::Success);
         };
-        let repo = g.open()?;
+        let repo = g.open_full("fetch WAL")?;
         let indexed = repo.load_index()?;
         fetch::prefetch(&indexed, after, a.prefetch, spool, PREFETCH_IDLE_LIMIT)?;
         return Ok(Outcome::Success);
@@ -88,7 +88,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
 }
 
 fn fetch_once(g: &GlobalOptions, name: &str, dest: &std::path::Path) -> Result<Fetched> {
-    let repo = g.open()?;
+    let repo = g.open_full("fetch WAL")?;
     let indexed = repo.load_index()?;
     fetch::fetch(&indexed, name, dest)
 }

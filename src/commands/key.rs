@@ -17,6 +17,8 @@ pub struct KeyInfo {
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
+    /// A write-only key (key file version 2): can back up, cannot read back.
+    pub write_only: bool,
 }
 
 /// A new password and the Argon2id cost of its key file.
@@ -24,6 +26,8 @@ pub struct NewKey<'a> {
     pub password: &'a [u8],
     pub kdf_memory_kib: u32,
     pub kdf_iterations: u32,
+    /// A write-only key: it can store snapshots but never read file contents or names.
+    pub write_only: bool,
 }
 
 /// What a key change did.
@@ -31,6 +35,8 @@ pub struct NewKey<'a> {
 pub struct KeyChange {
     pub added: Option<Id>,
     pub removed: Option<Id>,
+    /// The added key is write-only.
+    pub write_only: bool,
     pub warnings: Vec<String>,
 }
 
@@ -44,6 +50,7 @@ pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>> {
             memory_kib: kf.kdf.memory_kib,
             iterations: kf.kdf.iterations,
             parallelism: kf.kdf.parallelism,
+            write_only: kf.version == crate::format::KEY_FILE_VERSION_WRITE_ONLY,
         });
     }
     Ok(out)
@@ -55,12 +62,22 @@ pub fn add(repo: &Repository, new: &NewKey, command_line: &CommandLine) -> Resul
     Ok(KeyChange {
         added: Some(id),
         removed: None,
-        warnings: log(&session, command_line, "key add"),
+        write_only: new.write_only,
+        warnings: log(
+            &session,
+            command_line,
+            if new.write_only {
+                "key add --write-only"
+            } else {
+                "key add"
+            },
+        ),
     })
 }
 
 /// Removes the key whose id starts with `prefix`: not the last key, not the one in use.
 pub fn remove(repo: &Repository, prefix: &str, command_line: &CommandLine) -> Result<KeyChange> {
+    repo.require_full_key("manage keys")?;
     let keys = repo.backend().list_ids(FileKind::Key)?;
     let want = prefix.to_ascii_lowercase();
     let matches: Vec<Id> = keys
@@ -88,6 +105,7 @@ pub fn remove(repo: &Repository, prefix: &str, command_line: &CommandLine) -> Re
     Ok(KeyChange {
         added: None,
         removed: Some(id),
+        write_only: false,
         warnings: log(&session, command_line, "key remove"),
     })
 }
@@ -100,11 +118,17 @@ pub fn passwd(repo: &Repository, new: &NewKey, command_line: &CommandLine) -> Re
             "key passwd replaces the password in use, and key shares opened the repository: use key add",
         ));
     }
+    if new.write_only {
+        return Err(Error::usage(
+            "key passwd keeps the kind of the key in use; add a write-only key with key add --write-only",
+        ));
+    }
     let (session, id) = write(repo, new)?;
     session.delete_key(&repo.key_id())?;
     Ok(KeyChange {
         added: Some(id),
         removed: Some(repo.key_id()),
+        write_only: false,
         warnings: log(&session, command_line, "key passwd"),
     })
 }
@@ -114,8 +138,21 @@ fn write<'r>(repo: &'r Repository, new: &NewKey) -> Result<(WriteSession<'r>, Id
     if new.password.is_empty() {
         return Err(Error::usage("the new password is empty"));
     }
+    repo.require_full_key("manage keys")?;
+    if new.write_only && repo.config().version < 4 {
+        return Err(Error::NeedsNewerFormat(format!(
+            "write-only keys need repository format version 4; this repository is version {} \
+             (make a new one with `ocvault init` and `copy` into it)",
+            repo.config().version
+        )));
+    }
     let session = repo.write_session()?;
-    let id = session.add_key(new.password, new.kdf_memory_kib, new.kdf_iterations)?;
+    let id = session.add_key(
+        new.write_only,
+        new.password,
+        new.kdf_memory_kib,
+        new.kdf_iterations,
+    )?;
     Ok((session, id))
 }
 
