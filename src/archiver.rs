@@ -582,6 +582,10 @@ fn base_backup(
         warnings.push("a PostgreSQL base backup in a format version 1 repository is stored as a plain file, without its WAL positions (`pitr` needs a version 2 repository)".into());
         return Ok(None);
     }
+    // A write-only key cannot read the history file: `pitr` looks the stop up itself.
+    if repo.is_write_only() {
+        return Ok(Some(pg));
+    }
     let found = crate::wal::basebackup::fill_stop(repo.repository(), &mut pg).unwrap_or_else(|e| {
         warnings.push(format!("cannot read the base backup's history file: {e}"));
         false

@@ -68,10 +68,12 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
                 return Ok(Outcome::Success);
             }
             Ok(Fetched::NotArchived) => return Err(Error::WalNotArchived(name)),
-            // Permanent: no retry can change the repository's format.
-            Err(e @ (Error::NeedsNewerFormat(_) | Error::UnsupportedVersion { .. })) => {
-                return Err(failed(e.to_string()))
-            }
+            // Permanent: no retry can change the repository's format or the key's kind.
+            Err(
+                e @ (Error::NeedsNewerFormat(_)
+                | Error::UnsupportedVersion { .. }
+                | Error::WriteOnly(_)),
+            ) => return Err(failed(e.to_string())),
             Err(e) => {
                 let now = Instant::now();
                 if now >= deadline {

@@ -54,11 +54,21 @@ pub fn parse_target_time(s: &str) -> Result<i64> {
         .ok_or_else(|| Error::usage(format!("--time {s:?} is out of range")))
 }
 
-fn base_backups(snaps: Vec<(SnapshotId, Snapshot)>) -> Vec<(SnapshotId, PgBaseBackup)> {
+/// The base backups whose stop is known. A backup host with a write-only key cannot read the
+/// backup history file when it saves the snapshot, so the stop is looked up here instead.
+fn base_backups(
+    repo: &Repository,
+    snaps: Vec<(SnapshotId, Snapshot)>,
+) -> Vec<(SnapshotId, PgBaseBackup)> {
     snaps
         .into_iter()
         .filter_map(|(id, s)| Some((id, s.postgres?)))
-        .filter(|(_, pg)| pg.stop_unix_ns.is_some() && pg.stop_lsn.is_some())
+        .filter_map(|(id, mut pg)| {
+            if pg.stop_lsn.is_none() {
+                let _ = crate::wal::basebackup::fill_stop(repo, &mut pg);
+            }
+            (pg.stop_unix_ns.is_some() && pg.stop_lsn.is_some()).then_some((id, pg))
+        })
         .collect()
 }
 
@@ -77,7 +87,7 @@ pub fn plan(indexed: &IndexedRepository, opts: &PitrOptions) -> Result<PitrPlan>
     catalog::require_wal_support(repo)?;
     let catalog = catalog::list(repo)?;
     let newest_wal = newest_segment(&catalog.records);
-    let bases = base_backups(repo.list_snapshots()?);
+    let bases = base_backups(repo, repo.list_snapshots()?);
     let reachable = || {
         match (bases.iter().filter_map(|(_, b)| b.stop_unix_ns).min(), &newest_wal) {
         (Some(oldest), Some((name, at))) => format!(
