@@ -464,3 +464,105 @@ fn password_from_vault_and_a_cloud_secrets_manager() {
         assert!(out.stdout.is_empty(), "{command}: {out:?}");
     }
 }
+
+/// Key share passwords from a secrets manager: `key split` and a two-share restore take each
+/// custodian's password from `--share-password-command` (fake `vault` on PATH, one secret per
+/// custodian); the restore gives the bytes back, no password is in ocvault's argv, and a
+/// command for the wrong secret stops the restore with one line naming which command failed.
+#[test]
+fn share_passwords_from_a_secrets_manager() {
+    let repo = TestRepo::new();
+    let bin = repo.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let secrets = ["alice-Secret-1", "bob-Secret-2", "carol-Secret-3"];
+    let fields = ["alice", "bob", "carol"];
+    // One fake CLI per custodian (each answers one path), under distinct names.
+    for (field, secret) in fields.iter().zip(secrets) {
+        let args = [
+            "kv",
+            "get",
+            &format!("-field={field}"),
+            "secret/ocvault/shares",
+        ];
+        fake_secrets_cli(&bin, &format!("vault-{field}"), &args, secret);
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let command =
+        |field: &str| format!("vault-{field} kv get -field={field} secret/ocvault/shares");
+    let src = repo.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("ledger.txt"), b"approved twice\n").unwrap();
+    repo.init();
+    repo.cmd().arg("snapshot").arg(&src).assert().success();
+    let shares = repo.path("shares");
+    let mut split = repo.cmd();
+    split.env("PATH", &path).args([
+        "key",
+        "split",
+        "--shares",
+        "3",
+        "--threshold",
+        "2",
+        "--kdf-memory-kib",
+        "1024",
+        "--kdf-iterations",
+        "1",
+        "--out-dir",
+    ]);
+    split.arg(&shares);
+    for f in fields {
+        split.arg("--share-password-command").arg(command(f));
+    }
+    let out = split.timeout(Duration::from_secs(120)).output().unwrap();
+    assert!(out.status.success(), "split: {out:?}");
+    let restore = |second: &str, target: &Path| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("ocvault"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("OCVAULT_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("PATH", &path).arg("--repo").arg(&repo.repo);
+        c.arg("--share").arg(shares.join("share-1-of-3.ocvshare"));
+        c.arg("--share-password-command").arg(command("alice"));
+        c.arg("--share").arg(shares.join("share-3-of-3.ocvshare"));
+        c.arg("--share-password-command").arg(command(second));
+        c.args(["restore", "latest", "--target"]).arg(target);
+        assert!(
+            c.get_args()
+                .all(|a| secrets.iter().all(|s| !a.to_string_lossy().contains(s))),
+            "a share password is in ocvault's argv: {c:?}"
+        );
+        assert_cmd::Command::from_std(c)
+            .timeout(Duration::from_secs(120))
+            .output()
+            .unwrap()
+    };
+    let target = repo.path("restored");
+    let out = restore("carol", &target);
+    assert!(out.status.success(), "restore: {out:?}");
+    let restored = walk(&target)
+        .into_iter()
+        .find(|p| p.ends_with("ledger.txt"))
+        .expect("ledger.txt restored");
+    assert_eq!(
+        std::fs::read(target.join(restored)).unwrap(),
+        b"approved twice\n"
+    );
+    // Bob's secret for Carol's share: the share does not open (exit 12, naming the file).
+    let out = restore("bob", &repo.path("restored2"));
+    assert_eq!(out.status.code(), Some(12), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("share-3-of-3"), "{err}");
+    // A secret that is not there: one line naming the second command, exit 1.
+    let out = restore("dave", &repo.path("restored3"));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = err.lines().filter(|l| l.starts_with("ocvault")).collect();
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(
+        ours[0].starts_with("ocvault: --share-password-command 2 "),
+        "{err}"
+    );
+    assert!(!repo.path("restored3").exists() || walk(&repo.path("restored3")).is_empty());
+}

@@ -76,6 +76,16 @@ pub struct GlobalOptions {
     /// (and of the shares `key split` writes); otherwise a prompt per share on a terminal
     #[arg(long = "share-password-file", global = true, value_name = "FILE")]
     pub share_password_files: Vec<PathBuf>,
+    /// A share's password from this shell command's first output line (a secrets manager:
+    /// `vault kv get -field=share1 secret/ocvault`), repeatable, in the order of --share;
+    /// run like OCVAULT_PASSWORD_COMMAND, under OCVAULT_PASSWORD_COMMAND_TIMEOUT
+    #[arg(
+        long = "share-password-command",
+        global = true,
+        value_name = "CMD",
+        conflicts_with = "share_password_files"
+    )]
+    pub share_password_commands: Vec<String>,
     /// Backend option KEY=VALUE, repeatable: s3.endpoint, s3.region, sftp.key, sftp.known_hosts,
     /// retry.max, retry.delay_ms, timeout (seconds), or an OpenDAL key with opendal:SCHEME.
     /// Secrets are refused here: give them in the environment
@@ -292,9 +302,26 @@ impl GlobalOptions {
             .collect()
     }
 
-    /// `count` share passwords: from --share-password-file (exactly `count`, in order), else
-    /// one prompt each on a terminal.
+    /// `count` share passwords: from --share-password-file or --share-password-command
+    /// (exactly `count`, in order), else one prompt each on a terminal.
     pub fn share_passwords(&self, count: usize, what: &str) -> Result<Vec<Zeroizing<Vec<u8>>>> {
+        if !self.share_password_commands.is_empty() {
+            if self.share_password_commands.len() != count {
+                return Err(Error::usage(format!(
+                    "{} --share-password-command given for {count} shares ({what})",
+                    self.share_password_commands.len()
+                )));
+            }
+            return self
+                .share_password_commands
+                .iter()
+                .enumerate()
+                .map(|(i, cmd)| {
+                    let what = format!("--share-password-command {}", i + 1);
+                    password_command::run_named(cmd, &what).map(|out| first_line(out.to_vec()))
+                })
+                .collect();
+        }
         if !self.share_password_files.is_empty() {
             if self.share_password_files.len() != count {
                 return Err(Error::usage(format!(
@@ -310,7 +337,7 @@ impl GlobalOptions {
         }
         if !std::io::stdin().is_terminal() {
             return Err(Error::usage(
-                "give each share's password with --share-password-file (no terminal to prompt on)",
+                "give each share's password with --share-password-file or --share-password-command (no terminal to prompt on)",
             ));
         }
         (1..=count)

@@ -31,6 +31,11 @@ fn timeout() -> Result<Duration> {
 /// Runs `cmd` with `sh -c` in a process group of its own and returns its standard output.
 /// Past the time limit the whole group is killed (the shell and whatever it started).
 pub fn run(cmd: &str) -> Result<Zeroizing<Vec<u8>>> {
+    run_named(cmd, "OCVAULT_PASSWORD_COMMAND")
+}
+
+/// [`run`], with `what` naming the command in errors (`--share-password-command`).
+pub fn run_named(cmd: &str, what: &str) -> Result<Zeroizing<Vec<u8>>> {
     let limit = timeout()?;
     let mut child = Command::new("sh")
         .arg("-c")
@@ -39,7 +44,7 @@ pub fn run(cmd: &str) -> Result<Zeroizing<Vec<u8>>> {
         .stderr(Stdio::inherit())
         .process_group(0)
         .spawn()
-        .map_err(|e| Error::other(format!("cannot run OCVAULT_PASSWORD_COMMAND: {e}")))?;
+        .map_err(|e| Error::other(format!("cannot run {what}: {e}")))?;
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
     let mut stdout = child.stdout.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -56,24 +61,20 @@ pub fn run(cmd: &str) -> Result<Zeroizing<Vec<u8>>> {
     match (output, status) {
         (Ok(Ok(out)), Some(Ok(Some(status)))) => {
             if !status.success() {
-                return Err(Error::other(format!(
-                    "OCVAULT_PASSWORD_COMMAND failed ({status})"
-                )));
+                return Err(Error::other(format!("{what} failed ({status})")));
             }
             Ok(out)
         }
         (Ok(Err(e)), _) | (_, Some(Err(e))) => {
             let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
-            Err(Error::other(format!(
-                "cannot read OCVAULT_PASSWORD_COMMAND's output: {e}"
-            )))
+            Err(Error::other(format!("cannot read {what}'s output: {e}")))
         }
         _ => {
             let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
             Err(Error::other(format!(
-                "OCVAULT_PASSWORD_COMMAND did not finish within {} and was killed \
+                "{what} did not finish within {} and was killed \
                  (OCVAULT_PASSWORD_COMMAND_TIMEOUT sets the limit)",
                 humantime::format_duration(limit)
             )))
