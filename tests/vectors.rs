@@ -1260,7 +1260,7 @@ fn init_writes_format_version_4() {
         );
     }
     let (_copy, opened) = open_copy(&repo);
-    assert_eq!(opened.config().version, 3);
+    assert_eq!(opened.config().version, 4);
     assert_eq!(opened.config().storage, Default::default());
 }
 
