@@ -229,6 +229,9 @@ fn agreed_key(
     )))
 }
 
+/// Agreed blob-sealing keys by the writer's ephemeral public key.
+type SenderKeys = Arc<Mutex<HashMap<[u8; 32], Zeroizing<[u8; 32]>>>>;
+
 /// Sub-keys derived from the master key (or held by a write-only key); zeroized on drop.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Keys {
@@ -246,7 +249,7 @@ pub struct Keys {
     public_sealer: Option<Arc<PublicSealer>>,
     /// Full keys: agreed keys by ephemeral public key, so each writer's key is derived once.
     #[zeroize(skip)]
-    opened_senders: Arc<Mutex<HashMap<[u8; 32], Zeroizing<[u8; 32]>>>>,
+    opened_senders: SenderKeys,
 }
 
 impl Keys {

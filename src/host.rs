@@ -4,6 +4,7 @@
 
 use nix::unistd::{Gid, Group, Uid, User};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// The host clock, in nanoseconds since the Unix epoch (0 if it is out of range).
@@ -64,6 +65,19 @@ impl NameCache {
             .or_insert_with(|| group_name(gid).unwrap_or_default())
             .clone()
     }
+}
+
+/// The root of ocvault's local cache: `$OCVAULT_CACHE_DIR`, else `$XDG_CACHE_HOME/ocvault`,
+/// else `$HOME/.cache/ocvault`.
+pub fn cache_root() -> Option<PathBuf> {
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = nonempty("OCVAULT_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = nonempty("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("ocvault"));
+    }
+    nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("ocvault"))
 }
 
 #[cfg(test)]

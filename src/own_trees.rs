@@ -23,19 +23,6 @@ use zeroize::Zeroizing;
 /// running and not have recorded them yet.
 const KEEP_RECENT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// The root of ocvault's local cache: `$OCVAULT_CACHE_DIR`, else `$XDG_CACHE_HOME/ocvault`,
-/// else `$HOME/.cache/ocvault`.
-pub fn cache_root() -> Option<PathBuf> {
-    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    if let Some(d) = nonempty("OCVAULT_CACHE_DIR") {
-        return Some(PathBuf::from(d));
-    }
-    if let Some(d) = nonempty("XDG_CACHE_HOME") {
-        return Some(PathBuf::from(d).join("ocvault"));
-    }
-    nonempty("HOME").map(|h| PathBuf::from(h).join(".cache").join("ocvault"))
-}
-
 pub struct OwnTrees {
     dir: PathBuf,
     key: Zeroizing<[u8; 32]>,
@@ -50,16 +37,16 @@ struct Manifest {
 }
 
 impl OwnTrees {
-    /// The store of key `key_id` in repository `repository_id`; `None` without a cache root.
-    pub fn open(repository_id: &Id, key_id: &Id, keys: &WriteOnlyKeys) -> Option<OwnTrees> {
-        let dir = cache_root()?
+    /// The store of key `key_id` in repository `repository_id` under the cache `root`.
+    pub fn open(root: &Path, repository_id: &Id, key_id: &Id, keys: &WriteOnlyKeys) -> OwnTrees {
+        let dir = root
             .join(repository_id.to_hex())
             .join("write-only")
             .join(key_id.to_hex());
-        Some(OwnTrees {
+        OwnTrees {
             dir,
             key: Zeroizing::new(keys.local_key),
-        })
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -117,7 +104,7 @@ impl OwnTrees {
             let Some(id) = path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .and_then(|n| Id::from_hex(n))
+                .and_then(Id::from_hex)
             else {
                 continue;
             };
@@ -145,7 +132,7 @@ impl OwnTrees {
         for shard in std::fs::read_dir(self.dir.join("trees"))? {
             for entry in std::fs::read_dir(shard?.path())? {
                 let entry = entry?;
-                let id = entry.file_name().to_str().and_then(|n| Id::from_hex(n));
+                let id = entry.file_name().to_str().and_then(Id::from_hex);
                 let recent = entry
                     .metadata()
                     .and_then(|m| m.modified())

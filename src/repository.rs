@@ -144,6 +144,7 @@ impl Repository {
         master: Option<MasterKey>,
     ) -> Repository {
         backend.apply_policy(write_policy(&config.storage));
+        backend.attach_cache(&config.repository_id);
         Repository {
             backend,
             keys,
@@ -269,7 +270,9 @@ impl Repository {
         let config_bytes = Self::probe(&backend)?;
         let keys = Keys::from_write_only(w)?;
         let config = decode_config(&keys, &config_bytes)?;
-        let own_trees = crate::own_trees::OwnTrees::open(&config.repository_id, &key_id, w);
+        let own_trees = backend
+            .cache_root()
+            .map(|root| crate::own_trees::OwnTrees::open(root, &config.repository_id, &key_id, w));
         let mut repo = Repository::new(backend, keys, config, key_id, None);
         repo.own_trees = own_trees;
         Ok(repo)

@@ -475,3 +475,110 @@ fn concurrent_writers_into_one_s3_bucket() {
     }
     s3.cmd(PW).args(["check", "--read-data"]).assert().code(0);
 }
+
+/// The persistent metadata cache on S3: a snapshot after another one downloads no index file
+/// and no snapshot (the first command cached what it wrote); a fresh cache downloads them
+/// (the counters count); a cached file that was tampered with is detected and downloaded
+/// again, the restore staying byte for byte; `--no-cache` caches nothing; and a snapshot
+/// that a `forget` through another cache removed is dropped from this cache at the next
+/// listing.
+#[test]
+fn s3_metadata_cache_spares_downloads() {
+    let s = servers::s3();
+    let work = scratch_dir("ocvault-cache-");
+    let src = work.path().join("src");
+    small_tree(&src, 21);
+    let cache = work.path().join("cache");
+    let cmd = |cache: &Path| {
+        let mut c = s.cmd(PW);
+        c.env("OCVAULT_CACHE_DIR", cache)
+            .timeout(std::time::Duration::from_secs(300));
+        c
+    };
+    cmd(&cache).arg("init").assert().success();
+    let downloads = |out: &serde_json::Value, what: &str| -> u64 {
+        out["storage_downloads"][what]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no storage_downloads.{what} in {out}"))
+    };
+    let snap = |cache: &Path, extra: &[&str]| {
+        let out = cmd(cache)
+            .args(extra)
+            .args(["--json", "snapshot"])
+            .arg(&src)
+            .assert()
+            .success();
+        last_json(&out)
+    };
+    snap(&cache, &[]);
+    mutate_tree(&src, 0.05, 5);
+    let second = snap(&cache, &[]);
+    assert_eq!(downloads(&second, "index_downloads"), 0, "{second}");
+    assert_eq!(downloads(&second, "snapshot_downloads"), 0, "{second}");
+    assert!(downloads(&second, "cache_hits") >= 2, "{second}");
+    let index_files = std::fs::read_dir(
+        cache
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("metadata/index"),
+    )
+    .unwrap()
+    .count();
+    assert_eq!(index_files, 2, "one index file per snapshot, both cached");
+
+    // A fresh cache must download both index files and both snapshots.
+    let fresh = work.path().join("fresh");
+    let third = snap(&fresh, &[]);
+    assert_eq!(downloads(&third, "index_downloads"), 2, "{third}");
+    assert_eq!(downloads(&third, "snapshot_downloads"), 2, "{third}");
+    // --no-cache keeps nothing.
+    let none = work.path().join("none");
+    snap(&none, &["--no-cache"]);
+    assert!(!none.exists() || walk(&none).is_empty());
+
+    // Tamper with every cached file: each is detected by its name and downloaded again.
+    for rel in walk(&cache) {
+        let p = cache.join(&rel);
+        if p.is_file() && rel.to_string_lossy().contains("/metadata/") {
+            let mut b = std::fs::read(&p).unwrap();
+            b[0] ^= 0xff;
+            std::fs::write(&p, b).unwrap();
+        }
+    }
+    // Still two index files (the later snapshots added no data): both tampered, both
+    // downloaded again; four snapshots, two tampered and two written through other caches.
+    let fourth = snap(&cache, &[]);
+    assert_eq!(downloads(&fourth, "index_downloads"), 2, "{fourth}");
+    assert_eq!(downloads(&fourth, "snapshot_downloads"), 4, "{fourth}");
+    let target = work.path().join("restored");
+    cmd(&cache)
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_trees_equal(&src, &target.join("src"));
+
+    // forget through the fresh cache; this cache drops the snapshots it no longer lists.
+    cmd(&fresh)
+        .args(["forget", "--keep-last", "1"])
+        .assert()
+        .success();
+    cmd(&cache).arg("snapshots").assert().success();
+    let snaps = std::fs::read_dir(
+        cache
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("metadata/snapshots"),
+    )
+    .unwrap()
+    .count();
+    assert_eq!(snaps, 1, "forgotten snapshots stay in the cache");
+}

@@ -2,6 +2,8 @@
 //! through `Backend`, a facade over a stack of layers that each implement `Storage`:
 //!
 //! ```text
+//! DiskCache (remote only)      index files, snapshots, tree packs kept on local disk
+//!                              between commands (once the repository's id is known)
 //! TreePackCache (remote only)  whole tree packs kept for small ranged reads
 //!   Retry                      temporary errors retried with backoff (backon)
 //!     Faults (-o fault.*)      injected failures, latency, cut writes (tests)
@@ -17,6 +19,7 @@
 //! readers wait on `read_pool`'s threads.
 
 mod cache;
+pub mod disk_cache;
 mod faults;
 pub mod lifecycle;
 mod local;
@@ -93,6 +96,11 @@ pub struct BackendSettings {
     pub options: Vec<String>,
     /// Operations in flight at once; 0 means the default.
     pub connections: usize,
+    /// The local cache's root (`--cache-dir`); `None`: `host::cache_root()`.
+    pub cache_root: Option<std::path::PathBuf>,
+    /// `--no-cache`: remote repositories keep no index files, snapshots or tree packs on
+    /// local disk.
+    pub no_cache: bool,
 }
 
 pub const DEFAULT_CONNECTIONS: usize = 8;
@@ -124,6 +132,12 @@ pub struct Backend {
     /// Tests: called with the prefix after each listing, to act between a listing and the
     /// reads that follow it (another process deleting what was listed) deterministically.
     list_hook: Option<ListHook>,
+    /// Remote repositories: the persistent metadata cache, until `attach_cache` inactive.
+    disk_cache: Option<Arc<disk_cache::DiskCache>>,
+    cache_counters: Arc<disk_cache::CacheCounters>,
+    /// The local cache's root; `None` when there is none (no `$HOME`).
+    cache_root: Option<std::path::PathBuf>,
+    no_cache: bool,
 }
 
 /// See `Backend::set_list_hook`.
@@ -232,8 +246,13 @@ impl Backend {
             storage = faults::Faults::wrap(storage, plan);
         }
         storage = retry::Retry::wrap(storage, retry);
+        let cache_counters = Arc::new(disk_cache::CacheCounters::default());
+        let mut disk_cache = None;
         if remote {
             storage = cache::TreePackCache::wrap(storage, TREE_PACK_CACHE_BYTES);
+            let cache = disk_cache::DiskCache::wrap(storage, cache_counters.clone());
+            storage = cache.clone();
+            disk_cache = Some(cache);
         }
         Ok(Backend {
             storage,
@@ -247,7 +266,39 @@ impl Backend {
             policy,
             s3: loc.s3,
             list_hook: None,
+            disk_cache,
+            cache_counters,
+            cache_root: settings.cache_root.clone().or_else(crate::host::cache_root),
+            no_cache: settings.no_cache,
         })
+    }
+
+    /// Starts the persistent metadata cache of a remote repository whose id is now known
+    /// (unless `--no-cache`); nothing for local ones.
+    pub fn attach_cache(&self, repository_id: &Id) {
+        if let (Some(cache), Some(root), false) =
+            (&self.disk_cache, &self.cache_root, self.no_cache)
+        {
+            cache.attach(disk_cache::repository_dir(root, repository_id));
+        }
+    }
+
+    /// The local cache's root (`--cache-dir`, `$OCVAULT_CACHE_DIR`, XDG), if there is one.
+    pub fn cache_root(&self) -> Option<&std::path::Path> {
+        self.cache_root.as_deref()
+    }
+
+    /// Downloads of index files, snapshots and tree packs so far, and cache hits (remote
+    /// repositories; all zero for local ones).
+    pub fn cache_stats(&self) -> disk_cache::CacheStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.cache_counters;
+        disk_cache::CacheStats {
+            index_downloads: c.index_downloads.load(Relaxed),
+            snapshot_downloads: c.snapshot_downloads.load(Relaxed),
+            tree_pack_downloads: c.tree_pack_downloads.load(Relaxed),
+            cache_hits: c.hits.load(Relaxed),
+        }
     }
 
     /// The layer stack, to wrap it further (tests) or to use it directly.

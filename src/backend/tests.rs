@@ -181,6 +181,7 @@ fn faults_wrap_the_local_spilling_writer() {
         .map(String::from)
         .to_vec(),
         connections: 0,
+        ..Default::default()
     };
     let backend = Backend::open_with(dir.path().to_str().unwrap(), &settings, true).unwrap();
     let (faults_before, spilled_before) = (Backend::injected_faults(), Backend::spilled_writes());

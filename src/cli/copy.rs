@@ -78,6 +78,8 @@ fn open_destination(
         &BackendSettings {
             options: options.to_vec(),
             connections: g.backend_connections,
+            cache_root: g.cache_dir.clone(),
+            no_cache: g.no_cache,
         },
         false,
     )?;

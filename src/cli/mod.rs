@@ -100,6 +100,13 @@ pub struct GlobalOptions {
         default_value_t = ocvault::backend::DEFAULT_CONNECTIONS
     )]
     pub backend_connections: usize,
+    /// Local cache folder for remote repositories' index files, snapshots and tree packs
+    /// (and write-only keys' own trees); default $XDG_CACHE_HOME/ocvault or ~/.cache/ocvault
+    #[arg(long, env = "OCVAULT_CACHE_DIR", global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep no index files, snapshots or tree packs of a remote repository on local disk
+    #[arg(long, global = true)]
+    pub no_cache: bool,
     /// Machine-readable JSON output on standard output
     #[arg(long, global = true)]
     pub json: bool,
@@ -260,6 +267,8 @@ impl GlobalOptions {
             &BackendSettings {
                 options: self.options.clone(),
                 connections: self.backend_connections,
+                cache_root: self.cache_dir.clone(),
+                no_cache: self.no_cache,
             },
             create,
         )

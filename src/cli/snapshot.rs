@@ -113,7 +113,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     drop(display);
     let out = result?;
     super::warn_all(&out.warnings);
-    print_summary(g.json, &out);
+    print_summary(g.json, &out, repo.backend().cache_stats());
     if out.snapshot.incomplete {
         eprintln!(
             "ocvault: snapshot {} is incomplete: {} source(s) could not be read",
@@ -169,7 +169,11 @@ impl ProgressDisplay {
     }
 }
 
-fn print_summary(json: bool, out: &SnapshotOutcome) {
+fn print_summary(
+    json: bool,
+    out: &SnapshotOutcome,
+    cache: ocvault::backend::disk_cache::CacheStats,
+) {
     let s = &out.snapshot.summary;
     if json {
         super::print_json(&serde_json::json!({
@@ -188,6 +192,8 @@ fn print_summary(json: bool, out: &SnapshotOutcome) {
             "restored_from_cold_blobs": out.restored_blobs,
             "restored_from_cold_bytes": out.restored_bytes,
             "duration_seconds": s.duration_ms as f64 / 1000.0,
+            // Remote repositories: what had to be downloaded (the local cache serves the rest).
+            "storage_downloads": cache,
         }));
         return;
     }

@@ -18,6 +18,12 @@ pub fn ocvault() -> assert_cmd::Command {
         cmd.env_remove(k);
     }
     cmd.env_remove("OCVAULT_PASSWORD");
+    // The local cache (remote repositories' metadata, write-only keys' trees) goes under
+    // target/, never into the home folder of whoever runs the tests.
+    cmd.env(
+        "OCVAULT_CACHE_DIR",
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ocvault-cache"),
+    );
     cmd
 }
 
