@@ -23,8 +23,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// A blob read for copying: source id, destination id, plaintext.
 type ReadBlob = (Id, Id, Vec<u8>);
 
-/// Packs read at once; bounds memory to a few packs' worth of blobs.
-const PACKS_AT_ONCE: usize = 4;
+/// Packs read at once; bounds memory to a few packs' worth of blobs (two groups are held:
+/// one being stored while the next is read).
+const PACKS_AT_ONCE: usize = 2;
 
 #[derive(Debug, Default, Serialize)]
 pub struct CopyReport {
@@ -204,21 +205,40 @@ fn copy_data(
     }
     let packs: Vec<_> = by_pack.into_iter().collect();
     let mut blobs_read = 0;
-    for group in packs.chunks(PACKS_AT_ONCE) {
-        crate::interrupt::check()?;
-        let read: Vec<Result<Vec<ReadBlob>>> = group
+    let read_group = |group: &[(u32, Vec<(Id, crate::index::BlobLocation)>)]| {
+        group
             .par_iter()
             .map(|(pack_no, blobs)| {
                 read_pack_blobs(ends.src, ends.src_index, *pack_no, blobs, ends.dst)
             })
-            .collect();
-        for r in read {
-            for (sid, did, raw) in r? {
-                blobs_read += 1;
-                packer.store_as(BlobType::Data, did, &raw)?;
-                map.insert(sid, did);
-            }
+            .collect::<Result<Vec<Vec<ReadBlob>>>>()
+    };
+    // Each group's blobs are compressed and sealed on every core while the next group is
+    // read (and opened and hashed, also in parallel).
+    let mut groups = packs.chunks(PACKS_AT_ONCE);
+    let mut ready = match groups.next() {
+        Some(g) => read_group(g)?,
+        None => Vec::new(),
+    };
+    loop {
+        crate::interrupt::check()?;
+        let blobs: Vec<ReadBlob> = std::mem::take(&mut ready).into_iter().flatten().collect();
+        if blobs.is_empty() {
+            break;
         }
+        let next = groups.next();
+        let (read, stored) = rayon::join(
+            || next.map(read_group).transpose(),
+            || {
+                blobs.par_iter().try_for_each(|(_, did, raw)| {
+                    packer.store_as(BlobType::Data, *did, raw).map(drop)
+                })
+            },
+        );
+        stored?;
+        blobs_read += blobs.len() as u64;
+        map.extend(blobs.into_iter().map(|(sid, did, _)| (sid, did)));
+        ready = read?.unwrap_or_default();
     }
     Ok(blobs_read)
 }
