@@ -248,7 +248,15 @@ impl Storage for DiskCache {
         file: Arc<SpillFile>,
         class: ObjectClass,
     ) -> StorageResult<()> {
-        self.inner.write_spilled(path, file, class).await
+        self.inner.write_spilled(path, file.clone(), class).await?;
+        // A tree pack streamed from a temporary file (remote storage keeps the file until the
+        // last handle goes): kept like one written from memory.
+        if path.starts_with("data/") && class == ObjectClass::Metadata {
+            if let Ok(bytes) = tokio::fs::read(file.path()).await {
+                self.store(path, &bytes);
+            }
+        }
+        Ok(())
     }
 
     async fn delete(&self, path: &str) -> StorageResult<()> {

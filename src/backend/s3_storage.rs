@@ -189,8 +189,12 @@ impl Storage for S3Storage {
         self.note_written(path).await
     }
 
-    fn spill_file(&self, _name: &str) -> Option<std::io::Result<SpillFile>> {
-        None
+    /// Packs (the builder asks for "pack") are built in a local temporary file and streamed
+    /// from it, so a snapshot to S3 holds about what one to local disk does; other files
+    /// are small and sent from memory.
+    fn spill_file(&self, name: &str) -> Option<std::io::Result<SpillFile>> {
+        (name == "pack")
+            .then(|| SpillFile::create(&std::env::temp_dir().join("ocvault-spill"), name))
     }
 
     async fn write_spilled(
@@ -199,7 +203,23 @@ impl Storage for S3Storage {
         file: Arc<SpillFile>,
         class: ObjectClass,
     ) -> StorageResult<()> {
-        self.write(path, file.read_all().await?, class).await
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let opts = put_options(
+            class,
+            &policy,
+            self.api.default_storage_class(),
+            now_unix_s(),
+        )
+        .unwrap_or_else(|| PutOptions {
+            storage_class: self.api.default_storage_class().map(str::to_string),
+            ..PutOptions::default()
+        });
+        self.api.put_object_file(path, file.path(), &opts).await?;
+        self.note_written(path).await
     }
 
     /// A plain DELETE: on a versioned bucket a delete marker, which never fails on a locked

@@ -352,6 +352,20 @@ impl S3Api {
         body: Bytes,
         accept: &[u16],
     ) -> StorageResult<Reply> {
+        self.send_body(method, url, headers, body.into(), accept)
+            .await
+    }
+
+    /// [`Self::send`] with any body (a stream read from a file). The payload is not part of
+    /// the signature (`UNSIGNED-PAYLOAD`), so a streamed body needs no second pass to sign.
+    async fn send_body(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: reqwest::Body,
+        accept: &[u16],
+    ) -> StorageResult<Reply> {
         let mut builder = http::Request::builder().method(method).uri(url);
         if let Some(h) = builder.headers_mut() {
             *h = headers;
@@ -403,8 +417,43 @@ impl S3Api {
         bytes: Bytes,
         opts: &PutOptions,
     ) -> StorageResult<Option<String>> {
-        let mut headers = HeaderMap::new();
+        let mut headers = put_headers(opts)?;
         insert(&mut headers, "content-md5", &content_md5(&bytes))?;
+        let url = self.url(&self.key(path), &[]);
+        let reply = self.send(Method::PUT, &url, headers, bytes, &[]).await?;
+        Ok(header_str(&reply.headers, "x-amz-version-id").map(str::to_string))
+    }
+}
+
+/// Bytes of a streamed upload read from disk at a time.
+const STREAM_PIECE: usize = 64 << 10;
+
+/// The MD5 (base64, as `Content-MD5` wants it) and length of a file, read in pieces.
+async fn file_md5(file: &std::path::Path) -> std::io::Result<(String, u64)> {
+    use md5::Digest;
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(file).await?;
+    let mut hasher = md5::Md5::new();
+    let mut buf = vec![0u8; STREAM_PIECE];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((
+        base64::engine::general_purpose::STANDARD.encode(hasher.finalize()),
+        len,
+    ))
+}
+
+/// The headers of a PUT besides its body's: storage class, lock, tags.
+fn put_headers(opts: &PutOptions) -> StorageResult<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    {
         if let Some(class) = &opts.storage_class {
             insert(&mut headers, "x-amz-storage-class", class)?;
         }
@@ -423,8 +472,44 @@ impl S3Api {
         if let Some(tags) = &opts.tagging {
             insert(&mut headers, "x-amz-tagging", tags)?;
         }
+    }
+    Ok(headers)
+}
+
+impl S3Api {
+    /// PutObject of a local file, streamed from disk in pieces (never held whole), with the
+    /// same headers as [`Self::put_object`]; `Content-MD5` comes from a first pass over it.
+    pub async fn put_object_file(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+        opts: &PutOptions,
+    ) -> StorageResult<Option<String>> {
+        let io = |e: std::io::Error| {
+            StorageError::new(ErrorKind::Unexpected, "s3: cannot read a spilled pack").set_source(e)
+        };
+        let (md5, len) = file_md5(file).await.map_err(io)?;
+        let mut headers = put_headers(opts)?;
+        insert(&mut headers, "content-md5", &md5)?;
+        insert(&mut headers, "content-length", &len.to_string())?;
+        let reader = tokio::fs::File::open(file).await.map_err(io)?;
+        let stream = futures::stream::try_unfold(reader, |mut r| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; STREAM_PIECE];
+            let n = r.read(&mut buf).await?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((n > 0).then_some((Bytes::from(buf), r)))
+        });
         let url = self.url(&self.key(path), &[]);
-        let reply = self.send(Method::PUT, &url, headers, bytes, &[]).await?;
+        let reply = self
+            .send_body(
+                Method::PUT,
+                &url,
+                headers,
+                reqwest::Body::wrap_stream(stream),
+                &[],
+            )
+            .await?;
         Ok(header_str(&reply.headers, "x-amz-version-id").map(str::to_string))
     }
 
