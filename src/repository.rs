@@ -105,6 +105,8 @@ pub struct Repository {
     key_id: Id,
     /// Kept for adding keys; zeroized on drop.
     master: MasterKey,
+    /// The key shares that opened it (none when a key file did), for the operations log.
+    approvals: Vec<format::ShareApproval>,
 }
 
 impl Repository {
@@ -122,6 +124,7 @@ impl Repository {
             config,
             key_id,
             master,
+            approvals: Vec::new(),
         }
     }
 
@@ -140,6 +143,17 @@ impl Repository {
     /// The key file that opened the repository.
     pub fn key_id(&self) -> Id {
         self.key_id
+    }
+
+    /// The key shares that opened the repository, sorted by index; empty when a key file did.
+    pub fn approvals(&self) -> &[format::ShareApproval] {
+        &self.approvals
+    }
+
+    /// Remembers the key shares that opened the repository (for the operations log).
+    pub(crate) fn set_approvals(&mut self, mut approvals: Vec<format::ShareApproval>) {
+        approvals.sort();
+        self.approvals = approvals;
     }
 
     pub(crate) fn master(&self) -> &MasterKey {
