@@ -142,20 +142,22 @@ fn drill_is_logged_with_users_hosts_and_approving_shares() {
         split.arg("--share-password-file").arg(f);
     }
     assert_ok(&run(split), "key split");
-    // Restore with shares 1 and 2 and no repository password at all.
+    // `ocvault` with shares `which` and no repository password at all.
+    let with_shares = |which: [usize; 2]| {
+        let mut cmd = ocvault();
+        cmd.arg("--repo")
+            .arg(&repo.repo)
+            .env("OCVAULT_CACHE_DIR", repo.cache_dir());
+        for i in which {
+            cmd.arg("--share")
+                .arg(out_dir.join(format!("share-{i}-of-3.ocvshare")))
+                .arg("--share-password-file")
+                .arg(&passwords[i - 1]);
+        }
+        cmd
+    };
     let target = repo.path("restored");
-    let mut restore = ocvault();
-    restore
-        .arg("--repo")
-        .arg(&repo.repo)
-        .env("OCVAULT_CACHE_DIR", repo.cache_dir());
-    for i in [1, 2] {
-        restore
-            .arg("--share")
-            .arg(out_dir.join(format!("share-{i}-of-3.ocvshare")))
-            .arg("--share-password-file")
-            .arg(&passwords[i - 1]);
-    }
+    let mut restore = with_shares([1, 2]);
     restore
         .args(["restore", &snapshot, "--target"])
         .arg(&target);
@@ -168,6 +170,10 @@ fn drill_is_logged_with_users_hosts_and_approving_shares() {
     assert_eq!(dumped.stdout, std::fs::read(src.join("big.bin")).unwrap());
     let (code, out) = check(&repo, false);
     assert_eq!(code, Some(0), "{out}");
+    // `check` opens the repository its own way: with shares 3 and 2 it logs them too.
+    let mut check_with_shares = with_shares([3, 2]);
+    check_with_shares.arg("check");
+    assert_ok(&run(check_with_shares), "check with shares 3 and 2");
 
     let (code, log) = log_json(&repo);
     assert_eq!(code, Some(0), "{log:#}");
@@ -178,7 +184,15 @@ fn drill_is_logged_with_users_hosts_and_approving_shares() {
         .collect();
     assert_eq!(
         operations,
-        ["init", "snapshot", "key split", "restore", "dump", "check"],
+        [
+            "init",
+            "snapshot",
+            "key split",
+            "restore",
+            "dump",
+            "check",
+            "check"
+        ],
         "{log:#}"
     );
     let user = whoami();
@@ -188,8 +202,21 @@ fn drill_is_logged_with_users_hosts_and_approving_shares() {
         // "ok", or "ok: ..." with what it did (`key split`: "ok: 2 of 3 shares").
         assert!(e["result"].as_str().unwrap().starts_with("ok"), "{e:#}");
     }
-    let by_op: HashMap<&str, &serde_json::Value> =
-        operations.iter().copied().zip(entries.iter()).collect();
+    // (The first of two entries of one operation.)
+    let mut by_op: HashMap<&str, &serde_json::Value> = HashMap::new();
+    for (op, e) in operations.iter().zip(entries) {
+        by_op.entry(op).or_insert(e);
+    }
+    let shared_check = entries.last().unwrap();
+    assert_eq!(
+        shared_check["approvals"],
+        serde_json::json!([
+            {"index": 2, "threshold": 2, "count": 3},
+            {"index": 3, "threshold": 2, "count": 3},
+        ]),
+        "{shared_check:#}"
+    );
+    assert!(shared_check["key_id"].is_null(), "{shared_check:#}");
     let restore = by_op["restore"];
     assert_eq!(
         restore["approvals"],
