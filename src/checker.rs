@@ -256,7 +256,8 @@ pub struct CheckLog<'a> {
 }
 
 /// [`check_with`], then one operations-log entry for the check (whatever its result, once
-/// the repository opened). A failure to log is the returned warning, never an error.
+/// the repository opened). A failure to log is the returned warning, never an error (and
+/// is dropped when the check itself failed: `?` returns the check's error).
 pub fn check_logged(
     backend: &Backend,
     key: CheckKey,
@@ -288,6 +289,7 @@ pub fn check_logged(
         result.as_ref().map(String::as_str).map_err(|e| *e),
         Vec::new(),
     );
+    // After a failure its error stays the one line shown, as for every command.
     Ok((checked?, warning))
 }
 

@@ -299,6 +299,13 @@ fn read_only_commands_write_nothing_but_their_log_entry() {
         std::fs::read(target.join("nobody/src/a.txt")).unwrap(),
         b"alpha, changed"
     );
+    // A read that fails there shows its own error, one line, not the log's.
+    let out = repo
+        .cmd_as_nobody()
+        .args(["ls", "0123456789abcdef01"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 2, "no snapshot with id");
     assert_eq!(full_listing(&repo.repo), before);
     assert!(!repo.repo.join("tmp").exists());
     chmod_tree(&repo.repo, 0o755, 0o644);

@@ -210,7 +210,8 @@ pub fn command_line() -> CommandLine {
 
 /// Opens --repo, runs a command that only reads it (restore, dump, ls, find, diff), and adds
 /// its operations-log entry when it finished, whether it succeeded or failed: `body`
-/// returns the outcome and the snapshots it read. A failure to log is a warning.
+/// returns the outcome and the snapshots it read. A failure to log is a warning after a
+/// success, and dropped after a failure.
 pub fn logged_read(
     g: &GlobalOptions,
     operation: &str,
@@ -229,13 +230,13 @@ pub fn logged_read(
     };
     snapshots.sort();
     snapshots.dedup();
-    warn_all(ocvault::oplog::record_read(
-        &repo,
-        &command_line(),
-        operation,
-        result,
-        snapshots,
-    ));
+    let failed = result.is_err();
+    let warning = ocvault::oplog::record_read(&repo, &command_line(), operation, result, snapshots);
+    // After a failure its error stays the one line shown (a failure to log it most likely
+    // has the same cause), as for the commands that change the repository.
+    if !failed {
+        warn_all(warning);
+    }
     outcome
 }
 
