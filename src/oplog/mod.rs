@@ -260,7 +260,74 @@ pub fn damage_reason(e: &crate::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{redact, CommandLine};
+    use super::{missing, redact, CommandLine, Missing};
+    use crate::format::{LogEntry, Snapshot};
+    use crate::id::{Id, SnapshotId};
+
+    fn id(n: u8) -> Id {
+        Id([n; 32])
+    }
+
+    fn entry(parents: &[u8]) -> LogEntry {
+        LogEntry {
+            parents: parents.iter().map(|n| id(*n)).collect(),
+            ..LogEntry::default()
+        }
+    }
+
+    /// Named but absent ids are missing, with who names them, sorted; present ones (damaged
+    /// or not) are not.
+    #[test]
+    fn missing_entries_are_named_with_who_names_them() {
+        // 1 <- 2 <- 4 and 1 <- 3 <- 4 (a fork); 1 and 3 are gone, 5 is present but damaged.
+        let entries = vec![(id(2), entry(&[1])), (id(4), entry(&[2, 3, 5]))];
+        let snap = Snapshot {
+            log_heads: vec![id(1), id(4)],
+            ..test_snapshot()
+        };
+        let snapshots = vec![(SnapshotId(id(9)), snap)];
+        let present = [id(2), id(4), id(5)];
+        let got = missing(&present, &entries, &snapshots);
+        assert_eq!(
+            got,
+            vec![
+                Missing {
+                    id: id(1),
+                    named_by: vec![
+                        format!("log entry {}", id(2).short()),
+                        format!("snapshot {}", id(9).short()),
+                    ],
+                },
+                Missing {
+                    id: id(3),
+                    named_by: vec![format!("log entry {}", id(4).short())],
+                },
+            ]
+        );
+        assert_eq!(
+            got[1].describe(),
+            "log entry 03030303 is missing (named by log entry 04040404)"
+        );
+        assert!(missing(&[id(1), id(2), id(3), id(4), id(5)], &entries, &snapshots).is_empty());
+    }
+
+    fn test_snapshot() -> Snapshot {
+        Snapshot {
+            time_unix_ns: 0,
+            hostname: String::new(),
+            username: String::new(),
+            paths: vec![],
+            tags: vec![],
+            tree: crate::id::TreeId(id(0)),
+            parent: None,
+            excludes: vec![],
+            incomplete: false,
+            summary: Default::default(),
+            program_version: String::new(),
+            postgres: None,
+            log_heads: vec![],
+        }
+    }
 
     #[test]
     fn secrets_are_masked() {
