@@ -578,3 +578,83 @@ fn heads_of_a_long_log_cold_and_warm() {
     assert_eq!(ocvault::oplog::heads(&repo).unwrap(), want);
     std::env::remove_var("OCVAULT_CACHE_DIR");
 }
+
+/// The `log_heads` of the snapshot `id` (`snapshots --json`).
+fn snapshot_log_heads(repo: &TestRepo, id: &str) -> BTreeSet<String> {
+    let mut cmd = repo.cmd();
+    cmd.args(["--json", "snapshots"]);
+    let out = run(cmd);
+    assert_ok(&out, "snapshots");
+    let listed = last_json(&out);
+    let snap = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no snapshot {id}: {listed:#}"));
+    snap["log_heads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The heads of the log without its newest entry (the entry of the operation that just
+/// wrote a snapshot, which it wrote after the snapshot).
+fn heads_before_newest(repo: &TestRepo) -> BTreeSet<String> {
+    let (_, log) = log_json(repo);
+    let entries: Vec<&serde_json::Value> = log["entries"].as_array().unwrap().iter().collect();
+    heads_of(&entries[..entries.len() - 1])
+}
+
+/// Snapshots written by `snapshot`, `tag` and `copy` (into the destination, with its heads)
+/// name the log's heads of their time; `copy` is logged in the source too.
+#[test]
+fn every_snapshot_writer_names_the_log_heads() {
+    let (repo, src, first) = repository_with_snapshot();
+    assert_eq!(
+        snapshot_log_heads(&repo, &first),
+        heads_before_newest(&repo)
+    );
+    let mut tag = repo.cmd();
+    tag.args(["--json", "tag", &first, "--add", "audited"]);
+    let tagged = run(tag);
+    assert_ok(&tagged, "tag");
+    let tagged_id = last_json(&tagged)[0]["new"].as_str().unwrap().to_string();
+    assert_eq!(
+        snapshot_log_heads(&repo, &tagged_id),
+        heads_before_newest(&repo)
+    );
+    assert!(!snapshot_log_heads(&repo, &tagged_id).is_empty());
+
+    let dst = TestRepo::new();
+    init_small(&dst, &[]);
+    let dst_password = repo.path("dst.pw");
+    std::fs::write(&dst_password, format!("{}\n", dst.password)).unwrap();
+    let mut copy = repo.cmd();
+    copy.args(["--json", "copy", "--all", "--to"])
+        .arg(&dst.repo)
+        .arg("--to-password-file")
+        .arg(&dst_password);
+    let copied = run(copy);
+    assert_ok(&copied, "copy");
+    let copied_id = last_json(&copied)["copied"][0][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dst_heads = snapshot_log_heads(&dst, &copied_id);
+    assert_eq!(dst_heads, heads_before_newest(&dst));
+    let (_, dst_log) = log_json(&dst);
+    assert_eq!(ids(&dst_log["entries"]).intersection(&dst_heads).count(), 1);
+    // The source logged the copy as a read of the snapshot copied.
+    let (_, log) = log_json(&repo);
+    let newest = log["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(newest["operation"], "copy", "{newest:#}");
+    assert_eq!(
+        newest["snapshots"],
+        serde_json::json!([tagged_id]),
+        "{newest:#}"
+    );
+    let _ = src;
+}
