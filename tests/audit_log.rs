@@ -552,17 +552,28 @@ fn heads_of_a_long_log_cold_and_warm() {
     assert_eq!(ocvault::oplog::heads(&repo).unwrap(), want);
     let cold = started.elapsed();
     assert!(cache.is_file());
-    let started = std::time::Instant::now();
-    assert_eq!(ocvault::oplog::heads(&repo).unwrap(), want);
-    let warm = started.elapsed();
-    // What the warm call cannot avoid: listing `log/`.
-    let started = std::time::Instant::now();
-    let listed = repo
-        .backend()
-        .list_ids(ocvault::backend::FileKind::Log)
+    // The best of three warm calls (the machine may be shared).
+    let warm = (0..3)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            assert_eq!(ocvault::oplog::heads(&repo).unwrap(), want);
+            started.elapsed()
+        })
+        .min()
         .unwrap();
-    let listing = started.elapsed();
-    assert_eq!(listed.len(), n);
+    // What the warm call cannot avoid: listing `log/` (best of three too).
+    let listing = (0..3)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            let listed = repo
+                .backend()
+                .list_ids(ocvault::backend::FileKind::Log)
+                .unwrap();
+            assert_eq!(listed.len(), n);
+            started.elapsed()
+        })
+        .min()
+        .unwrap();
     eprintln!(
         "oplog::heads over {n} entries: cold {:.1} ms, warm {:.1} ms (of which listing log/ \
          {:.1} ms), cache file {} bytes",
