@@ -549,6 +549,7 @@ pub fn snapshot(
         summary,
         program_version: format!("ocvault {}", env!("CARGO_PKG_VERSION")),
         postgres,
+        log_heads: crate::oplog::heads(repo)?,
     };
     let id = session.save_file(&snapshot)?;
     if let Some(store) = repo.own_trees() {

@@ -88,6 +88,10 @@ pub struct CheckReport {
     pub blobs: u64,
     /// Entries of the operations log (`log/`) that match their name and open.
     pub log_entries: u64,
+    /// Log entries that do not open or match their name (each is in `damage`).
+    pub log_damaged: u64,
+    /// Log entries an entry or a snapshot names that are not in `log/` (each is in `damage`).
+    pub log_missing: u64,
     pub data_packs_read: u64,
     pub data_bytes_read: u64,
     /// Ids of the data packs read (for subset coverage tests and audits).
@@ -235,22 +239,75 @@ pub fn check_with(
     opts: &CheckOptions,
     progress: &CheckProgress,
 ) -> Result<CheckReport> {
-    let (repo, key_damage) = match open_for_check(backend, key)? {
+    match open_for_check(backend, key)? {
+        Ok((repo, key_damage)) => check_opened(&repo, &key_damage, opts, progress),
+        Err(damage) => Ok(CheckReport {
+            damage,
+            ..Default::default()
+        }),
+    }
+}
+
+/// Who asks for a check, for its operations-log entry: the command line, and the key
+/// shares when shares opened the repository.
+pub struct CheckLog<'a> {
+    pub command_line: &'a crate::oplog::CommandLine,
+    pub approvals: Vec<crate::format::ShareApproval>,
+}
+
+/// [`check_with`], then one operations-log entry for the check (whatever its result, once
+/// the repository opened). A failure to log is the returned warning, never an error (and
+/// is dropped when the check itself failed: `?` returns the check's error).
+pub fn check_logged(
+    backend: &Backend,
+    key: CheckKey,
+    opts: &CheckOptions,
+    progress: &CheckProgress,
+    log: CheckLog,
+) -> Result<(CheckReport, Option<String>)> {
+    let (mut repo, key_damage) = match open_for_check(backend, key)? {
         Ok(opened) => opened,
         Err(damage) => {
-            return Ok(CheckReport {
+            let report = CheckReport {
                 damage,
                 ..Default::default()
-            })
+            };
+            return Ok((report, None));
         }
     };
+    repo.set_approvals(log.approvals);
+    let checked = check_opened(&repo, &key_damage, opts, progress);
+    let result = match &checked {
+        Ok(r) if r.is_intact() => Ok("ok".to_string()),
+        Ok(r) => Ok(format!("damaged: {} problems", r.damage.len())),
+        Err(e) => Err(e),
+    };
+    let warning = crate::oplog::record_read(
+        &repo,
+        log.command_line,
+        "check",
+        result.as_ref().map(String::as_str).map_err(|e| *e),
+        Vec::new(),
+    );
+    // After a failure its error stays the one line shown, as for every command.
+    Ok((checked?, warning))
+}
+
+/// Checks an opened repository; `key_damage` is what opening it found wrong with key files.
+fn check_opened(
+    repo: &Repository,
+    key_damage: &[Damage],
+    opts: &CheckOptions,
+    progress: &CheckProgress,
+) -> Result<CheckReport> {
+    let backend = repo.backend();
     let mut carry = Carry::default();
     let mut notes = Vec::new();
     let wal = repo.config().version >= 2;
     for pass in 1..=PASSES {
         let before = generation(backend, wal)?;
         let findings = Findings::default();
-        let mut report = check_pass(&repo, opts, progress, &findings, &mut carry)?;
+        let mut report = check_pass(repo, opts, progress, &findings, &mut carry)?;
         let changed = generation(backend, wal)? != before;
         let mut damage = findings.damage.into_inner().unwrap();
         let vanished = findings.vanished.into_inner().unwrap();
@@ -481,10 +538,7 @@ fn load_index(
     let index_files: Vec<(IndexFileId, IndexFile)> =
         load_checked(repo, findings, "the packs it lists are no longer indexed")?;
     report.index_files = index_files.len() as u64;
-    // Every entry of the operations log and every backup marker opens and matches its name.
-    report.log_entries =
-        load_checked::<crate::format::LogEntry>(repo, findings, "this log entry is lost")?.len()
-            as u64;
+    check_log(repo, &snapshots, findings, report)?;
     load_checked::<crate::format::BackupMarker>(
         repo,
         findings,
@@ -521,6 +575,39 @@ fn load_index(
         tiers,
         wal,
     })
+}
+
+/// Every entry of the operations log opens and matches its name, and the chain is whole:
+/// each entry's parents and each snapshot's log heads are in `log/` (a damaged entry is
+/// there, and reported as damaged, not missing).
+fn check_log(
+    repo: &Repository,
+    snapshots: &[(SnapshotId, Snapshot)],
+    findings: &Findings,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let log = repo.load_all::<crate::format::LogEntry>()?;
+    let present: Vec<Id> = log
+        .intact
+        .iter()
+        .map(|(id, _)| *id)
+        .chain(log.damaged.iter().map(|(id, _)| *id))
+        .collect();
+    report.log_entries = log.intact.len() as u64;
+    report.log_damaged = log.damaged.len() as u64;
+    for (id, e) in &log.damaged {
+        findings.add(
+            FileKind::Log.path(id),
+            format!("{e}; this log entry is lost"),
+            0,
+        );
+    }
+    let missing = crate::oplog::missing(&present, &log.intact, snapshots);
+    report.log_missing = missing.len() as u64;
+    for m in missing {
+        findings.add(FileKind::Log.path(&m.id), m.describe(), 0);
+    }
+    Ok(())
 }
 
 /// Opens every `wal/` record; a damaged one is damage (the WAL file it holds is lost).

@@ -127,8 +127,11 @@ pub fn copy(
     report.blobs_copied = packed.blobs_added;
     report.bytes_copied = packed.bytes_added;
     let mut new_ids: HashMap<SnapshotId, SnapshotId> = HashMap::new();
+    // The destination's log, not the source's: its snapshots name its own entries.
+    let log_heads = crate::oplog::heads(dst)?;
     for ((sid, s), root) in todo.iter().zip(roots) {
         let mut d = s.clone();
+        d.log_heads = log_heads.clone();
         d.tree = TreeId(root);
         d.parent = s.parent.and_then(|p| new_ids.get(&p).copied());
         let did = dst_session.save_file(&d)?;

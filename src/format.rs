@@ -309,6 +309,9 @@ pub struct Snapshot {
     pub program_version: String,
     /// A PostgreSQL base backup (format version 2 and later; v1 snapshots have none).
     pub postgres: Option<PgBaseBackup>,
+    /// The operations log's heads when the snapshot was saved, sorted (format version 4;
+    /// empty before): `check` finds a deleted entry a snapshot names.
+    pub log_heads: Vec<Id>,
 }
 
 /// A snapshot as format version 1 stores it: [`Snapshot`] without `postgres`.
@@ -327,15 +330,23 @@ struct SnapshotV1 {
     program_version: String,
 }
 
+/// A snapshot as format versions 2 and 3 store it: [`Snapshot`] without `log_heads`.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV3 {
+    v1: SnapshotV1,
+    postgres: Option<PgBaseBackup>,
+}
+
 impl Snapshot {
     /// The stored encoding in a repository of format `version`. A v1 repository cannot hold
-    /// `postgres` (writers refuse base backups there before they get this far).
+    /// `postgres` (writers refuse base backups there before they get this far); repositories
+    /// before version 4 cannot hold `log_heads` (writers leave it empty there).
     pub fn encode(&self, version: u32) -> Vec<u8> {
-        if version >= 2 {
+        if version >= 4 {
             return to_postcard(self);
         }
         let s = self.clone();
-        to_postcard(&SnapshotV1 {
+        let v1 = SnapshotV1 {
             time_unix_ns: s.time_unix_ns,
             hostname: s.hostname,
             username: s.username,
@@ -347,15 +358,29 @@ impl Snapshot {
             incomplete: s.incomplete,
             summary: s.summary,
             program_version: s.program_version,
-        })
+        };
+        if version >= 2 {
+            // postcard encodes a struct as its fields in order, so nesting `v1` first gives
+            // exactly the flat v2/v3 layout.
+            return to_postcard(&SnapshotV3 {
+                v1,
+                postgres: s.postgres,
+            });
+        }
+        to_postcard(&v1)
     }
 
     /// Decodes a snapshot stored in a repository of format `version`.
     pub fn decode(bytes: &[u8], version: u32, what: &str) -> Result<Snapshot> {
-        if version >= 2 {
+        if version >= 4 {
             return from_postcard(bytes, what);
         }
-        let s: SnapshotV1 = from_postcard(bytes, what)?;
+        let (s, postgres) = if version >= 2 {
+            let s: SnapshotV3 = from_postcard(bytes, what)?;
+            (s.v1, s.postgres)
+        } else {
+            (from_postcard::<SnapshotV1>(bytes, what)?, None)
+        };
         Ok(Snapshot {
             time_unix_ns: s.time_unix_ns,
             hostname: s.hostname,
@@ -368,7 +393,8 @@ impl Snapshot {
             incomplete: s.incomplete,
             summary: s.summary,
             program_version: s.program_version,
-            postgres: None,
+            postgres,
+            log_heads: Vec::new(),
         })
     }
 }
@@ -453,8 +479,9 @@ pub struct RetentionEntry {
     pub extended_at_unix_s: i64,
 }
 
-/// `log/<id>`: one operation that changed the repository.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// `log/<id>`: one operation on the repository (every command that opens it with a key,
+/// reads included, adds one).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LogEntry {
     pub time_unix_ns: i64,
     pub hostname: String,
@@ -465,6 +492,73 @@ pub struct LogEntry {
     /// "ok", "incomplete", or "error: ..." with the error line.
     pub result: String,
     pub snapshots: Vec<SnapshotId>,
+    /// Format version 4: the log's heads (entries no other entry names as a parent) when
+    /// this one was written, sorted; empty in the first entry and before version 4.
+    pub parents: Vec<Id>,
+    /// Format version 4: the key file that opened the repository; all zeros when key shares
+    /// opened it (then `approvals` names them) and before version 4.
+    pub key_id: Id,
+    /// Format version 4: the key shares that opened the repository, by index.
+    pub approvals: Vec<ShareApproval>,
+}
+
+/// One key share that opened the repository for a logged operation: share `index` of
+/// `count`, of a split that needs `threshold` of them.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ShareApproval {
+    pub index: u8,
+    pub threshold: u8,
+    pub count: u8,
+}
+
+/// `LogEntry` as format versions 1 to 3 store it: without `parents`, `key_id`, `approvals`.
+#[derive(Serialize, Deserialize)]
+struct LogEntryV3 {
+    time_unix_ns: i64,
+    hostname: String,
+    username: String,
+    operation: String,
+    arguments: Vec<String>,
+    result: String,
+    snapshots: Vec<SnapshotId>,
+}
+
+impl LogEntry {
+    /// The stored encoding in a repository of format `version`; before version 4 the
+    /// chain fields are left out (the old layout).
+    pub fn encode(&self, version: u32) -> Vec<u8> {
+        if version >= 4 {
+            return to_postcard(self);
+        }
+        let e = self.clone();
+        to_postcard(&LogEntryV3 {
+            time_unix_ns: e.time_unix_ns,
+            hostname: e.hostname,
+            username: e.username,
+            operation: e.operation,
+            arguments: e.arguments,
+            result: e.result,
+            snapshots: e.snapshots,
+        })
+    }
+
+    /// Decodes an entry stored in a repository of format `version`.
+    pub fn decode(bytes: &[u8], version: u32, what: &str) -> Result<LogEntry> {
+        if version >= 4 {
+            return from_postcard(bytes, what);
+        }
+        let e: LogEntryV3 = from_postcard(bytes, what)?;
+        Ok(LogEntry {
+            time_unix_ns: e.time_unix_ns,
+            hostname: e.hostname,
+            username: e.username,
+            operation: e.operation,
+            arguments: e.arguments,
+            result: e.result,
+            snapshots: e.snapshots,
+            ..LogEntry::default()
+        })
+    }
 }
 
 pub fn to_postcard<T: Serialize>(value: &T) -> Vec<u8> {

@@ -65,6 +65,14 @@ impl RepoFile for LogEntry {
     const SEAL: SealKind = SealKind::Log;
     const FENCED: bool = false;
     type Id = Id;
+
+    fn encode(&self, version: u32) -> Vec<u8> {
+        LogEntry::encode(self, version)
+    }
+
+    fn decode(bytes: &[u8], version: u32, what: &str) -> crate::error::Result<Self> {
+        LogEntry::decode(bytes, version, what)
+    }
 }
 
 impl RepoFile for BackupMarker {

@@ -108,6 +108,8 @@ pub struct Repository {
     master: Option<MasterKey>,
     /// A write-only key's local store of the trees it wrote, for change detection.
     own_trees: Option<crate::own_trees::OwnTrees>,
+    /// The key shares that opened it (none when a key file did), for the operations log.
+    approvals: Vec<format::ShareApproval>,
 }
 
 /// What a key file opens to.
@@ -152,6 +154,7 @@ impl Repository {
             key_id,
             master,
             own_trees: None,
+            approvals: Vec::new(),
         }
     }
 
@@ -196,6 +199,17 @@ impl Repository {
     /// A write-only key's local store of the trees it wrote (see `crate::own_trees`).
     pub fn own_trees(&self) -> Option<&crate::own_trees::OwnTrees> {
         self.own_trees.as_ref()
+    }
+
+    /// The key shares that opened the repository, sorted by index; empty when a key file did.
+    pub fn approvals(&self) -> &[format::ShareApproval] {
+        &self.approvals
+    }
+
+    /// Remembers the key shares that opened the repository (for the operations log).
+    pub(crate) fn set_approvals(&mut self, mut approvals: Vec<format::ShareApproval>) {
+        approvals.sort();
+        self.approvals = approvals;
     }
 
     /// Creates a new repository; refuses when one is already there.

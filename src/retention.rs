@@ -318,6 +318,7 @@ mod tests {
             summary: SnapshotSummary::default(),
             program_version: String::new(),
             postgres: None,
+            log_heads: Vec::new(),
         }
     }
 

@@ -72,9 +72,11 @@ fn rewrite_in(
     crate::interrupt::check()?;
     // Unchanged snapshots first, then each rewritten one as it is saved.
     let mut out = Vec::new();
+    let log_heads = crate::oplog::heads(repo)?;
     for (old, s, removed) in unchanged.into_iter().chain(changed) {
         let new = match s {
-            Some(s) => {
+            Some(mut s) => {
+                s.log_heads = log_heads.clone();
                 let new = session.save_file(&s)?;
                 session.delete_file::<Snapshot>(&old)?;
                 Some(new)

@@ -377,7 +377,7 @@ pub fn open_with_shares(
     shares: &[OpenedShare],
 ) -> Result<Repository> {
     let master = combine(shares)?;
-    let repo = match Repository::open_with_master(backend, master) {
+    let mut repo = match Repository::open_with_master(backend, master) {
         Ok(r) => r,
         Err(Error::Corrupt { .. }) => {
             return Err(Error::ShareRefused(
@@ -391,7 +391,20 @@ pub fn open_with_shares(
             "the shares belong to another repository".into(),
         ));
     }
+    repo.set_approvals(approvals(shares));
     Ok(repo)
+}
+
+/// What the operations log records of the shares that opened a repository.
+pub fn approvals(shares: &[OpenedShare]) -> Vec<crate::format::ShareApproval> {
+    shares
+        .iter()
+        .map(|s| crate::format::ShareApproval {
+            index: s.index,
+            threshold: s.threshold,
+            count: s.count,
+        })
+        .collect()
 }
 
 /// The master key the shares combine to, verified to open this repository (for `check`,

@@ -184,6 +184,25 @@ fn read_only_repository_refuses_writes_and_still_reads() {
     assert_intact(&repo, &id, &src);
 }
 
+/// The names of the files in a folder (none when it does not exist).
+fn files_in(dir: &Path) -> std::collections::BTreeSet<std::ffi::OsString> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().file_name()).collect(),
+        Err(_) => Default::default(),
+    }
+}
+
+/// A [`full_listing`] without `log/`, `locks/` and `tmp/` and what is in them: the folders a
+/// logged read writes to (one log entry, through `tmp/`, under a backup marker it removes);
+/// and without the repository folder itself, whose mtime creating `tmp/` changes.
+fn outside_log(listing: Vec<(PathBuf, u64, u32, i64, i64)>) -> Vec<(PathBuf, u64, u32, i64, i64)> {
+    listing
+        .into_iter()
+        .filter(|(rel, ..)| !rel.as_os_str().is_empty())
+        .filter(|(rel, ..)| !["log", "locks", "tmp"].iter().any(|d| rel.starts_with(d)))
+        .collect()
+}
+
 /// Every file and folder of a repository with its size, mode and mtime: what a command that
 /// only reads must leave exactly as it was.
 fn full_listing(dir: &Path) -> Vec<(PathBuf, u64, u32, i64, i64)> {
@@ -198,10 +217,12 @@ fn full_listing(dir: &Path) -> Vec<(PathBuf, u64, u32, i64, i64)> {
 }
 
 /// Commands that only read (`snapshots`, `log`, `restore`, `ls`, `dump`, `check`, `diff`,
-/// `find`, `stats`, `key list`) write nothing into the repository, not even `tmp/`: they work
-/// on a repository the user may not write to, and as root they leave it unchanged.
+/// `find`, `stats`, `key list`) write nothing into the repository but, for `restore`, `ls`,
+/// `dump`, `check`, `diff` and `find`, one operations-log entry each (the audit policy); no
+/// backup marker is left behind. On a repository the user may not write to they work all
+/// the same, warn that the entry could not be written, and change nothing.
 #[test]
-fn read_only_commands_write_nothing() {
+fn read_only_commands_write_nothing_but_their_log_entry() {
     let (repo, src, first) = repo_with_snapshot(&[]);
     std::fs::write(src.join("a.txt"), b"alpha, changed").unwrap();
     let second = snapshot_id(&repo, &[], &src);
@@ -222,6 +243,8 @@ fn read_only_commands_write_nothing() {
         vec!["stats".into()],
         vec!["key".into(), "list".into()],
     ];
+    let log_before = files_in(&repo.repo.join("log"));
+    let locks_before = files_in(&repo.repo.join("locks"));
     for args in &reads {
         repo.cmd().args(args).assert().success();
     }
@@ -231,29 +254,58 @@ fn read_only_commands_write_nothing() {
         .assert()
         .success();
     assert_eq!(
-        full_listing(&repo.repo),
-        before,
+        outside_log(full_listing(&repo.repo)),
+        outside_log(before),
         "a read changed the repository"
     );
+    let log_after = files_in(&repo.repo.join("log"));
+    assert!(log_before.is_subset(&log_after));
+    // ls, dump, check, diff, find and restore.
+    assert_eq!(log_after.len(), log_before.len() + 6);
+    assert_eq!(files_in(&repo.repo.join("locks")), locks_before);
+    assert!(files_in(&repo.repo.join("tmp")).is_empty());
+    // What a finished write leaves is an empty tmp/ (see above).
+    let _ = std::fs::remove_dir(repo.repo.join("tmp"));
 
     // The same as a user who may not write there: the folder and its files are read-only.
     chown_tree(&repo.repo, NOBODY, NOBODY);
     chmod_tree(&repo.repo, 0o555, 0o444);
     chown_tree(&target, NOBODY, NOBODY);
     let before = full_listing(&repo.repo);
+    let logged = ["ls", "dump", "check", "diff", "find"];
     for args in &reads {
         let out = repo.cmd_as_nobody().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        let warned = String::from_utf8_lossy(&out.stderr)
+            .contains("warning: cannot write the operations log");
+        assert_eq!(
+            warned,
+            logged.contains(&args[0].as_str()),
+            "{args:?}: {out:?}"
+        );
     }
-    repo.cmd_as_nobody()
+    let out = repo
+        .cmd_as_nobody()
         .args(["restore", &second, "--verify", "--target"])
         .arg(target.join("nobody"))
-        .assert()
-        .success();
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: cannot write the operations log"),
+        "{out:?}"
+    );
     assert_eq!(
         std::fs::read(target.join("nobody/src/a.txt")).unwrap(),
         b"alpha, changed"
     );
+    // A read that fails there shows its own error, one line, not the log's.
+    let out = repo
+        .cmd_as_nobody()
+        .args(["ls", "0123456789abcdef01"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 2, "no snapshot with id");
     assert_eq!(full_listing(&repo.repo), before);
     assert!(!repo.repo.join("tmp").exists());
     chmod_tree(&repo.repo, 0o755, 0o644);
@@ -475,7 +527,8 @@ fn ambiguous_and_unknown_snapshot_ids_are_refused() {
         .unwrap();
     let unknown = "0123456789abcdef01";
     assert!(!ids.iter().any(|id| id.starts_with(unknown)));
-    let before = fingerprint(&repo.repo);
+    let before = fingerprint_outside_log(&repo.repo);
+    let entries_before = log_entries(&repo).len();
     let target = repo.path("t");
     for (spec, needle) in [
         (prefix.as_str(), "ambiguous"),
@@ -496,9 +549,39 @@ fn ambiguous_and_unknown_snapshot_ids_are_refused() {
         }
     }
     assert!(!target.exists());
-    assert_eq!(fingerprint(&repo.repo), before);
+    assert_eq!(fingerprint_outside_log(&repo.repo), before);
+    // Each refused read (restore, ls, dump, diff; three specs) is in the log as a failure
+    // (reads are logged, attempts too); the refused writes added nothing.
+    let entries = log_entries(&repo);
+    assert_eq!(entries.len(), entries_before + 12);
+    for e in &entries[entries_before..] {
+        assert!(
+            ["restore", "ls", "dump", "diff"].contains(&e["operation"].as_str().unwrap()),
+            "{e:#}"
+        );
+        assert!(
+            e["result"].as_str().unwrap().starts_with("error: "),
+            "{e:#}"
+        );
+    }
     assert_eq!(snapshot_ids(&repo), ids);
     assert_check_passes(&repo, &["--read-data"]);
+}
+
+/// [`fingerprint`] of every file but the operations log's.
+fn fingerprint_outside_log(repo: &Path) -> Vec<(PathBuf, blake3::Hash)> {
+    let log = repo.join("log");
+    fingerprint(repo)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(&log))
+        .collect()
+}
+
+/// The operations log's entries, oldest first (`log --json`).
+fn log_entries(repo: &TestRepo) -> Vec<serde_json::Value> {
+    let out = repo.cmd().args(["--json", "log"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    last_json(&out)["entries"].as_array().unwrap().clone()
 }
 
 /// `restore` refuses a folder that holds files (exit 2, nothing touched) unless `--overwrite`,

@@ -7,9 +7,9 @@ use ocvault::crypto::{self, Keys, MasterKey, SealKind};
 use ocvault::format::{
     self, BackupMarker, BlobType, ChunkerParams, Config, IndexFile, IndexPack, KdfParams, KeyFile,
     KeyPayload, LockMode, LogEntry, Node, NodeKind, ObjectLock, PackHeader, PackedBlob,
-    PgBaseBackup, PruneMark, RetentionEntry, RetentionLedger, Snapshot, SnapshotSummary,
-    StoragePolicy, Tree, WalRecord, CONFIG_MAGIC, FORMAT_VERSION, KEY_FILE_VERSION, KEY_MAGIC,
-    OLDEST_FORMAT_VERSION,
+    PgBaseBackup, PruneMark, RetentionEntry, RetentionLedger, ShareApproval, Snapshot,
+    SnapshotSummary, StoragePolicy, Tree, WalRecord, CONFIG_MAGIC, FORMAT_VERSION,
+    KEY_FILE_VERSION, KEY_MAGIC, OLDEST_FORMAT_VERSION,
 };
 use ocvault::index::Index;
 use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
@@ -330,13 +330,14 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
             summary(),
             text(),
             proptest::option::of(pg_base_backup()),
+            vec(id(), 0..3),
         ),
     )
         .prop_map(
             |(
                 (time_unix_ns, hostname, username, paths, tags),
                 (tree, parent, excludes),
-                (incomplete, summary, program_version, postgres),
+                (incomplete, summary, program_version, postgres, log_heads),
             )| Snapshot {
                 time_unix_ns,
                 hostname,
@@ -350,14 +351,24 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
                 summary,
                 program_version,
                 postgres,
+                log_heads,
             },
         )
 }
 
-/// A snapshot as a format version 1 repository holds it: no `postgres`.
+/// A snapshot as a format version 1 repository holds it: no `postgres`, no `log_heads`.
 fn snapshot_v1() -> impl Strategy<Value = Snapshot> {
     snapshot().prop_map(|s| Snapshot {
         postgres: None,
+        log_heads: Vec::new(),
+        ..s
+    })
+}
+
+/// A snapshot as format versions 2 and 3 hold it: no `log_heads`.
+fn snapshot_v3() -> impl Strategy<Value = Snapshot> {
+    snapshot().prop_map(|s| Snapshot {
+        log_heads: Vec::new(),
         ..s
     })
 }
@@ -417,20 +428,43 @@ fn log_entry() -> impl Strategy<Value = LogEntry> {
             text(),
             vec(id().prop_map(SnapshotId), 0..4),
         ),
+        (vec(id(), 0..3), id(), vec(any::<[u8; 3]>(), 0..4)),
     )
         .prop_map(
-            |((time_unix_ns, hostname, username, operation), (arguments, result, snapshots))| {
-                LogEntry {
-                    time_unix_ns,
-                    hostname,
-                    username,
-                    operation,
-                    arguments,
-                    result,
-                    snapshots,
-                }
+            |(
+                (time_unix_ns, hostname, username, operation),
+                (arguments, result, snapshots),
+                (parents, key_id, approvals),
+            )| LogEntry {
+                time_unix_ns,
+                hostname,
+                username,
+                operation,
+                arguments,
+                result,
+                snapshots,
+                parents,
+                key_id,
+                approvals: approvals
+                    .into_iter()
+                    .map(|[index, threshold, count]| ShareApproval {
+                        index,
+                        threshold,
+                        count,
+                    })
+                    .collect(),
             },
         )
+}
+
+/// A log entry as format versions 1 to 3 hold it: no chain, key or approvals.
+fn log_entry_v3() -> impl Strategy<Value = LogEntry> {
+    log_entry().prop_map(|e| LogEntry {
+        parents: Vec::new(),
+        key_id: Id::default(),
+        approvals: Vec::new(),
+        ..e
+    })
 }
 
 /// `locks/<id>`: what prune reads to learn which backups are running.
@@ -693,13 +727,27 @@ proptest! {
 
     /// Each format version's layout reads back what it wrote; v1 cannot hold `postgres`.
     #[test]
-    fn snapshot_roundtrip_in_both_versions(s in snapshot(), v1 in snapshot_v1()) {
-        prop_assert_eq!(Snapshot::decode(&s.encode(2), 2, "s").unwrap(), s.clone());
-        prop_assert_eq!(s.encode(2), format::to_postcard(&s));
+    fn snapshot_roundtrip_in_every_version(
+        s in snapshot(),
+        v3 in snapshot_v3(),
+        v1 in snapshot_v1(),
+    ) {
+        prop_assert_eq!(Snapshot::decode(&s.encode(4), 4, "s").unwrap(), s.clone());
+        prop_assert_eq!(s.encode(4), format::to_postcard(&s));
+        for version in [2, 3] {
+            prop_assert_eq!(Snapshot::decode(&v3.encode(version), version, "s").unwrap(), v3.clone());
+            // Before version 4 a repository stores no `log_heads`.
+            let dropped = Snapshot::decode(&s.encode(version), version, "s").unwrap();
+            prop_assert_eq!(dropped, Snapshot { log_heads: Vec::new(), ..s.clone() });
+        }
+        // The v4 layout is the v2/v3 layout followed by the heads: `00` for none.
+        let mut v3_then_none = v3.encode(3);
+        v3_then_none.push(0);
+        prop_assert_eq!(v3.encode(4), v3_then_none);
         prop_assert_eq!(Snapshot::decode(&v1.encode(1), 1, "s").unwrap(), v1.clone());
         // A v1 repository stores no `postgres` (writers refuse base backups there first).
         let dropped = Snapshot::decode(&s.encode(1), 1, "s").unwrap();
-        prop_assert_eq!(dropped, Snapshot { postgres: None, ..s.clone() });
+        prop_assert_eq!(dropped, Snapshot { postgres: None, log_heads: Vec::new(), ..s.clone() });
         // The v2 layout is the v1 layout followed by the Option: `00` for none.
         let mut v1_then_none = v1.encode(1);
         v1_then_none.push(0);
@@ -715,7 +763,12 @@ proptest! {
         for v2 in [&s, &v1] {
             let err = Snapshot::decode(&v2.encode(2), 1, "s").unwrap_err().to_string();
             prop_assert!(err.contains("trailing bytes"), "{}", err);
+            // v4 bytes carry at least the heads' length byte past the v3 layout.
+            let err = Snapshot::decode(&v2.encode(4), 3, "s").unwrap_err().to_string();
+            prop_assert!(err.contains("trailing bytes"), "{}", err);
         }
+        let err = Snapshot::decode(&s.encode(3), 4, "s").unwrap_err().to_string();
+        prop_assert!(err.contains("cannot decode"), "{}", err);
     }
 
     #[test]
@@ -749,6 +802,26 @@ proptest! {
         let own = keys().wal_record_id(&r.name);
         prop_assert!(catalog::decode(keys(), &own, &keys().seal(SealKind::Wal, &[], &plain)).is_err());
         prop_assert!(catalog::decode(keys(), &own, &keys().seal(SealKind::Snapshot, &own.0, &plain)).is_err());
+    }
+
+    /// Each format version's log entry layout reads back what it wrote; before version 4
+    /// the chain fields are not stored, and neither layout decodes as the other.
+    #[test]
+    fn log_entry_roundtrip_in_every_version(e in log_entry(), v3 in log_entry_v3()) {
+        prop_assert_eq!(LogEntry::decode(&e.encode(4), 4, "l").unwrap(), e.clone());
+        prop_assert_eq!(e.encode(4), format::to_postcard(&e));
+        for version in 1..=3 {
+            prop_assert_eq!(LogEntry::decode(&v3.encode(version), version, "l").unwrap(), v3.clone());
+            let dropped = LogEntry::decode(&e.encode(version), version, "l").unwrap();
+            prop_assert_eq!(
+                dropped,
+                LogEntry { parents: Vec::new(), key_id: Id::default(), approvals: Vec::new(), ..e.clone() }
+            );
+            let err = LogEntry::decode(&e.encode(4), version, "l").unwrap_err().to_string();
+            prop_assert!(err.contains("trailing bytes"), "{}", err);
+        }
+        let err = LogEntry::decode(&e.encode(3), 4, "l").unwrap_err().to_string();
+        prop_assert!(err.contains("cannot decode"), "{}", err);
     }
 
     #[test]
@@ -992,10 +1065,21 @@ proptest! {
     /// Both snapshot layouts, mutated, through their own decoder and the other version's.
     #[test]
     fn snapshot_version_mutations(s in snapshot(), ms in mutations()) {
-        for version in [1, 2] {
+        for version in [1, 2, 4] {
             let bad = apply(&s.encode(version), &ms);
-            let _ = Snapshot::decode(&bad, 1, "mutated");
-            let _ = Snapshot::decode(&bad, 2, "mutated");
+            for reader in [1, 2, 4] {
+                let _ = Snapshot::decode(&bad, reader, "mutated");
+            }
+        }
+    }
+
+    /// Both log entry layouts, mutated, through both decoders.
+    #[test]
+    fn log_entry_version_mutations(e in log_entry(), ms in mutations()) {
+        for version in [3, 4] {
+            let bad = apply(&e.encode(version), &ms);
+            let _ = LogEntry::decode(&bad, 3, "mutated");
+            let _ = LogEntry::decode(&bad, 4, "mutated");
         }
     }
 
@@ -1507,6 +1591,7 @@ fn spec_worked_example_v2() {
         summary: SnapshotSummary::default(),
         program_version: String::new(),
         postgres: Some(pg),
+        log_heads: vec![],
     };
     let mut v2 = snapshot.encode(1);
     v2.push(1);

@@ -1,6 +1,7 @@
 #![no_main]
-//! `snapshots/<id>`: sealed, framed postcard `Snapshot`, in both layouts: format version 1
-//! (without `postgres`) and version 2 (with it); the repository's version picks the layout.
+//! `snapshots/<id>`: sealed, framed postcard `Snapshot`, in every layout: format version 1
+//! (without `postgres`), versions 2 and 3 (with it) and version 4 (with `log_heads`); the
+//! repository's version picks the layout.
 
 use libfuzzer_sys::fuzz_target;
 use ocvault::crypto::SealKind;
@@ -14,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     // Hostile stored bytes: unsealing must fail cleanly.
     assert!(keys.open(SealKind::Snapshot, &[], data).is_err());
     let sealed = keys.seal(SealKind::Snapshot, &[], data);
-    for version in [1, 2] {
+    for version in [1, 2, 4] {
         let decode = |framed: &[u8]| {
             Snapshot::decode(
                 &format::unframe(framed, format::MAX_OBJECT_SIZE, "snapshot")?,
@@ -30,6 +31,9 @@ fuzz_target!(|data: &[u8]| {
         let Ok(snap) = plain else { continue };
         if version == 1 {
             assert!(snap.postgres.is_none());
+        }
+        if version < 4 {
+            assert!(snap.log_heads.is_empty());
         }
         // Re-encoded in its version's layout, it decodes to the same value.
         let again = Snapshot::decode(&snap.encode(version), version, "snapshot").unwrap();

@@ -34,17 +34,19 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let backend = g.backend(false)?;
     ocvault::repository::Repository::probe(&backend)?;
     // With --share no password is asked: the shares give the master key.
-    let key = if g.shares.is_empty() {
-        checker::CheckKey::Password(g.password()?)
+    let (key, approvals) = if g.shares.is_empty() {
+        (checker::CheckKey::Password(g.password()?), Vec::new())
     } else {
-        checker::CheckKey::Master(g.share_master_key(&backend)?)
+        let (master, approvals) = g.share_master_key(&backend)?;
+        (checker::CheckKey::Master(master), approvals)
     };
     let progress = Arc::new(CheckProgress::default());
     let p = progress.clone();
     let ticker = super::Ticker::start(g.show_progress(), None, move || {
         (p.bytes.load(Relaxed), "checking".into())
     });
-    let report = checker::check_with(
+    let command_line = super::command_line();
+    let (report, log_warning) = checker::check_logged(
         &backend,
         key,
         &CheckOptions {
@@ -53,8 +55,13 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
             max_wal_age: a.max_wal_age,
         },
         &progress,
+        checker::CheckLog {
+            command_line: &command_line,
+            approvals,
+        },
     )?;
     drop(ticker);
+    super::warn_all(log_warning);
     let outcome = if !report.is_intact() {
         Outcome::Damage
     } else if report.has_cold() {

@@ -28,13 +28,31 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         selection: a.selection.selection(),
     };
     opts.selection.validate("copy", true)?;
-    let src = g.open_full("read snapshots to copy them")?;
-    ocvault::interrupt::install()?;
-    let dst = open_destination(g, &a.to, &a.to_options, a.to_password_file.as_deref())?;
-    let (report, warning) = copy::copy(&src, &dst, &opts, &super::command_line())?;
-    super::warn_all(warning);
+    // Logged in the source too (a read of it); the destination logs what it gained.
+    super::logged_read(
+        g,
+        "copy",
+        "read snapshots to copy them",
+        |src, snapshots| {
+            ocvault::interrupt::install()?;
+            let dst = open_destination(g, &a.to, &a.to_options, a.to_password_file.as_deref())?;
+            let (report, warning) = copy::copy(src, &dst, &opts, &super::command_line())?;
+            super::warn_all(warning);
+            snapshots.extend(
+                report
+                    .copied
+                    .iter()
+                    .filter_map(|(s, _)| ocvault::SnapshotId::from_hex(s)),
+            );
+            print(g, &report);
+            Ok(Outcome::Success)
+        },
+    )
+}
+
+fn print(g: &GlobalOptions, report: &ocvault::copy::CopyReport) {
     if g.json {
-        super::print_json(&report);
+        super::print_json(report);
     } else {
         for (s, d) in &report.copied {
             println!("copied {} -> {}", &s[..8], &d[..8]);
@@ -63,7 +81,6 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
             );
         }
     }
-    Ok(Outcome::Success)
 }
 
 /// The destination repository, with its own options and password sources.

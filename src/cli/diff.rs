@@ -11,19 +11,28 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
-    let repo = g.open_full("read snapshots' trees")?;
-    let out = diff::diff(
-        &repo,
-        &DiffOptions {
-            first: a.first,
-            second: a.second,
-        },
-    )?;
+    super::logged_read(g, "diff", "read snapshots' trees", |repo, snapshots| {
+        for spec in [&a.first, &a.second] {
+            snapshots.push(repo.find_snapshot(spec)?.0);
+        }
+        let out = diff::diff(
+            repo,
+            &DiffOptions {
+                first: a.first,
+                second: a.second,
+            },
+        )?;
+        print(g, &out);
+        Ok(Outcome::Success)
+    })
+}
+
+fn print(g: &GlobalOptions, out: &[diff::Change]) {
     if g.json {
         super::print_json(&out);
-        return Ok(Outcome::Success);
+        return;
     }
-    for c in &out {
+    for c in out {
         let sym = match c.change {
             ChangeKind::Added => "+",
             ChangeKind::Removed => "-",
@@ -45,5 +54,4 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         count(ChangeKind::Changed),
         count(ChangeKind::Metadata)
     );
-    Ok(Outcome::Success)
 }

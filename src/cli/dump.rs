@@ -10,13 +10,15 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
-    let repo = g.open_full("read file contents")?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
-    let repo = repo.load_index_tiered()?;
-    let node = ocvault::tree::find_node(&repo, &snap.tree, &a.path)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    ocvault::dump::dump(&repo, &node, &mut out)
-        .map_err(|e| super::cold_json(g, e.for_snapshot(&id.short())))?;
-    Ok(Outcome::Success)
+    super::logged_read(g, "dump", "read file contents", |repo, snapshots| {
+        let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+        snapshots.push(id);
+        let repo = repo.load_index_tiered()?;
+        let node = ocvault::tree::find_node(&repo, &snap.tree, &a.path)?;
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        ocvault::dump::dump(&repo, &node, &mut out)
+            .map_err(|e| super::cold_json(g, e.for_snapshot(&id.short())))?;
+        Ok(Outcome::Success)
+    })
 }

@@ -19,8 +19,15 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         selection: a.selection.selection(),
     };
     opts.validate()?;
-    let repo = g.open_full("read file names")?;
-    let found = find::find(&repo, &opts)?;
+    super::logged_read(g, "find", "read file names", |repo, snapshots| {
+        let found = find::find(repo, &opts)?;
+        snapshots.extend(found.iter().map(|m| m.snapshot));
+        print(g, &found);
+        Ok(Outcome::Success)
+    })
+}
+
+fn print(g: &GlobalOptions, found: &[find::Match]) {
     if g.json {
         let v: Vec<_> = found
             .iter()
@@ -28,7 +35,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
             .collect();
         super::print_json(&v);
     } else {
-        for m in &found {
+        for m in found {
             println!(
                 "{} {}  {}  {} bytes",
                 m.snapshot.short(),
@@ -39,5 +46,4 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         }
         println!("{} matches", found.len());
     }
-    Ok(Outcome::Success)
 }

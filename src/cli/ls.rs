@@ -13,13 +13,17 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
-    let repo = g.open_full("read file names")?;
-    let opts = LsOptions {
-        snapshot: a.snapshot,
-        path: a.path,
-    };
-    ls::ls(&repo, &opts, |path, n| print_node(g.json, path, n))?;
-    Ok(Outcome::Success)
+    super::logged_read(g, "ls", "read file names", |repo, snapshots| {
+        let (id, _) = repo.find_snapshot(&a.snapshot)?;
+        snapshots.push(id);
+        let opts = LsOptions {
+            // The one resolved for the log: "latest" cannot name another by now.
+            snapshot: id.to_hex(),
+            path: a.path,
+        };
+        ls::ls(repo, &opts, |path, n| print_node(g.json, path, n))?;
+        Ok(Outcome::Success)
+    })
 }
 
 fn print_node(json: bool, path: &str, n: &Node) {

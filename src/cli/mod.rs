@@ -225,6 +225,44 @@ pub fn command_line() -> CommandLine {
     CommandLine::new(std::env::args_os().skip(1))
 }
 
+/// Opens --repo, runs a command that only reads it (restore, dump, ls, find, diff), and adds
+/// its operations-log entry when it finished, whether it succeeded or failed: `body`
+/// returns the outcome and the snapshots it read. A failure to log is a warning after a
+/// success, and dropped after a failure.
+///
+/// These commands read file names or contents, so a write-only key is refused (exit 14),
+/// and the refusal is logged like any other failure: `needs` says what the key cannot do.
+pub fn logged_read(
+    g: &GlobalOptions,
+    operation: &str,
+    needs: &str,
+    body: impl FnOnce(&Repository, &mut Vec<ocvault::SnapshotId>) -> Result<Outcome>,
+) -> Result<Outcome> {
+    let repo = g.open()?;
+    let mut snapshots = Vec::new();
+    let outcome = repo
+        .require_full_key(needs)
+        .and_then(|()| body(&repo, &mut snapshots));
+    let result = match &outcome {
+        Ok(Outcome::Success) => Ok("ok"),
+        Ok(Outcome::Incomplete) => Ok("incomplete"),
+        Ok(Outcome::Damage) => Ok("damaged"),
+        Ok(Outcome::TooOld) => Ok("too old"),
+        Ok(Outcome::Cold) => Ok("cold"),
+        Err(e) => Err(e),
+    };
+    snapshots.sort();
+    snapshots.dedup();
+    let failed = result.is_err();
+    let warning = ocvault::oplog::record_read(&repo, &command_line(), operation, result, snapshots);
+    // After a failure its error stays the one line shown (a failure to log it most likely
+    // has the same cause), as for the commands that change the repository.
+    if !failed {
+        warn_all(warning);
+    }
+    outcome
+}
+
 /// Shows the warnings a library call returned, one line each.
 pub fn warn_all<S: std::fmt::Display>(warnings: impl IntoIterator<Item = S>) {
     for w in warnings {
@@ -297,9 +335,18 @@ impl GlobalOptions {
         ocvault::shares::open_with_shares(backend, &self.opened_shares()?)
     }
 
-    /// The master key the --share files combine to, verified against the repository.
-    pub fn share_master_key(&self, backend: &Backend) -> Result<ocvault::crypto::MasterKey> {
-        ocvault::shares::master_key_for(backend, &self.opened_shares()?)
+    /// The master key the --share files combine to, verified against the repository, and
+    /// the shares as the operations log records them.
+    pub fn share_master_key(
+        &self,
+        backend: &Backend,
+    ) -> Result<(
+        ocvault::crypto::MasterKey,
+        Vec<ocvault::format::ShareApproval>,
+    )> {
+        let shares = self.opened_shares()?;
+        let master = ocvault::shares::master_key_for(backend, &shares)?;
+        Ok((master, ocvault::shares::approvals(&shares)))
     }
 
     fn opened_shares(&self) -> Result<Vec<ocvault::shares::OpenedShare>> {

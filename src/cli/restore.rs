@@ -23,10 +23,24 @@ pub struct Args {
     verify: bool,
 }
 
+/// Restores, then adds the operations-log entry (who restored which snapshot, and with
+/// which key shares).
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
-    let repo = g.open_full("restore snapshots")?;
-    ocvault::interrupt::install()?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    super::logged_read(g, "restore", "restore snapshots", |repo, snapshots| {
+        ocvault::interrupt::install()?;
+        let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+        snapshots.push(id);
+        restore(g, repo, a, id, snap)
+    })
+}
+
+fn restore(
+    g: &GlobalOptions,
+    repo: &ocvault::repository::Repository,
+    a: Args,
+    id: ocvault::SnapshotId,
+    snap: ocvault::format::Snapshot,
+) -> Result<Outcome> {
     let repo = repo.load_index_tiered()?;
     let progress = Arc::new(RestoreProgress::default());
     let p = progress.clone();

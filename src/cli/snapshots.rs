@@ -73,6 +73,7 @@ fn snapshot_json(id: &ocvault::Id, s: &ocvault::format::Snapshot) -> serde_json:
         "paths": s.paths,
         "tags": s.tags,
         "tree": s.tree.to_hex(),
+        "log_heads": s.log_heads.iter().map(|h| h.to_hex()).collect::<Vec<_>>(),
         "parent": s.parent.map(|p| p.to_hex()),
         "incomplete": s.incomplete,
         "summary": s.summary,

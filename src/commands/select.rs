@@ -76,6 +76,7 @@ mod tests {
             summary: Default::default(),
             program_version: String::new(),
             postgres: None,
+            log_heads: Vec::new(),
         }
     }
 

@@ -35,8 +35,10 @@ pub fn tag(repo: &Repository, opts: &TagOptions, command_line: &CommandLine) -> 
     opts.validate()?;
     let session = repo.write_session()?;
     let mut result = TagResult::default();
+    let log_heads = crate::oplog::heads(repo)?;
     for (old, snap) in opts.selection.select(&repo.list_snapshots()?)? {
         let mut s = snap.clone();
+        s.log_heads = log_heads.clone();
         s.tags.retain(|t| !opts.remove.contains(t));
         s.tags.extend(opts.add.iter().cloned());
         s.tags.sort();

@@ -182,6 +182,7 @@ fn snap(time_s: i64) -> Snapshot {
         summary: SnapshotSummary::default(),
         program_version: String::new(),
         postgres: None,
+        log_heads: Vec::new(),
     }
 }
 

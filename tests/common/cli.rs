@@ -57,13 +57,20 @@ impl TestRepo {
         }
     }
 
-    /// `ocvault --repo <repo>` with `OCVAULT_PASSWORD` set; add subcommand args.
+    /// `ocvault --repo <repo>` with `OCVAULT_PASSWORD` set; add subcommand args. The local
+    /// cache (the log's heads) is kept in the scratch folder, not in the user's home.
     pub fn cmd(&self) -> assert_cmd::Command {
         let mut c = ocvault();
         c.arg("--repo")
             .arg(&self.repo)
-            .env("OCVAULT_PASSWORD", &self.password);
+            .env("OCVAULT_PASSWORD", &self.password)
+            .env("OCVAULT_CACHE_DIR", self.cache_dir());
         c
+    }
+
+    /// Where [`TestRepo::cmd`] keeps ocvault's local cache (`OCVAULT_CACHE_DIR`).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.path().join("cache")
     }
 
     /// The same as [`TestRepo::cmd`] as a plain `std::process::Command`, for spawning and killing.
@@ -74,7 +81,8 @@ impl TestRepo {
         }
         c.arg("--repo")
             .arg(&self.repo)
-            .env("OCVAULT_PASSWORD", &self.password);
+            .env("OCVAULT_PASSWORD", &self.password)
+            .env("OCVAULT_CACHE_DIR", self.cache_dir());
         c
     }
 

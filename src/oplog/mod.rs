@@ -1,10 +1,16 @@
-//! The operations log: every operation that changes the repository adds one sealed, immutable
-//! entry under `log/`, named by its hash like every other file, so concurrent writers never
-//! conflict and a crash leaves either a whole entry or none.
+//! The operations log: every operation on the repository (reads included) adds one sealed,
+//! immutable entry under `log/`, named by its hash like every other file, so concurrent
+//! writers never conflict and a crash leaves either a whole entry or none. From format
+//! version 4 each entry names the log's heads when it was written ([`heads`]), so a deleted
+//! entry is found by whoever names it ([`missing`]).
+
+mod heads;
+
+pub use heads::{cache_file, heads};
 
 use crate::error::Result;
-use crate::format::LogEntry;
-use crate::id::SnapshotId;
+use crate::format::{LogEntry, Snapshot};
+use crate::id::{Id, SnapshotId};
 use crate::repository::Repository;
 use crate::session::WriteSession;
 
@@ -67,7 +73,8 @@ impl CommandLine {
     }
 }
 
-/// Adds one entry and returns its id.
+/// Adds one entry and returns its id. It names the log's current heads as its parents, and
+/// the key file or the key shares that opened the repository.
 pub fn record(
     session: &WriteSession,
     command_line: &CommandLine,
@@ -75,6 +82,7 @@ pub fn record(
     result: &str,
     snapshots: Vec<SnapshotId>,
 ) -> Result<crate::id::Id> {
+    let repo = session.repo();
     let entry = LogEntry {
         time_unix_ns: crate::host::now_ns(),
         hostname: crate::host::hostname(),
@@ -83,8 +91,33 @@ pub fn record(
         arguments: command_line.0.clone(),
         result: result.to_string(),
         snapshots,
+        parents: heads(repo)?,
+        key_id: repo.key_id(),
+        approvals: repo.approvals().to_vec(),
     };
     session.save_file(&entry)
+}
+
+/// Adds one entry for a command that only read the repository (restore, dump, ls, ...),
+/// when it finished, whether it succeeded (`outcome` is the result text: "ok",
+/// "incomplete") or failed. Returns a warning when the entry could not be written: a
+/// failure to log never fails the command.
+pub fn record_read(
+    repo: &Repository,
+    command_line: &CommandLine,
+    operation: &str,
+    outcome: std::result::Result<&str, &crate::Error>,
+    snapshots: Vec<SnapshotId>,
+) -> Option<String> {
+    let result = match outcome {
+        Ok(r) => r.to_string(),
+        Err(e) => format!("error: {e}"),
+    };
+    let session = match repo.write_session() {
+        Ok(s) => s,
+        Err(e) => return Some(format!("cannot write the operations log: {e}")),
+    };
+    record_or_warn(&session, command_line, operation, &result, snapshots)
 }
 
 /// Adds one entry for an operation that succeeded. A failure to log never fails the operation:
@@ -163,6 +196,60 @@ pub fn list(repo: &Repository) -> Result<crate::repository::Loaded<LogEntry>> {
     Ok(all)
 }
 
+/// An entry that an entry or a snapshot names but that is not in `log/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    pub id: Id,
+    /// Who names it: "log entry <short id>" or "snapshot <short id>", sorted.
+    pub named_by: Vec<String>,
+}
+
+impl Missing {
+    /// "log entry 1a2b3c4d is missing (named by log entry ... / snapshot ...)".
+    pub fn describe(&self) -> String {
+        format!(
+            "log entry {} is missing (named by {})",
+            self.id.short(),
+            self.named_by.join(" / ")
+        )
+    }
+}
+
+/// The entries named as a parent by an intact entry, or as a log head by a snapshot, that
+/// are not among `present` (every id listed in `log/`, damaged ones included: those are
+/// damaged, not missing).
+pub fn missing(
+    present: &[Id],
+    entries: &[(Id, LogEntry)],
+    snapshots: &[(SnapshotId, Snapshot)],
+) -> Vec<Missing> {
+    let present: std::collections::HashSet<&Id> = present.iter().collect();
+    let mut named: std::collections::BTreeMap<Id, Vec<String>> = Default::default();
+    let entry_names = entries.iter().flat_map(|(id, e)| {
+        e.parents
+            .iter()
+            .map(move |p| (*p, format!("log entry {}", id.short())))
+    });
+    let snapshot_names = snapshots.iter().flat_map(|(id, s)| {
+        s.log_heads
+            .iter()
+            .map(move |h| (*h, format!("snapshot {}", id.short())))
+    });
+    for (id, by) in entry_names.chain(snapshot_names) {
+        if !present.contains(&id) {
+            named.entry(id).or_default().push(by);
+        }
+    }
+    named
+        .into_iter()
+        .map(|(id, mut named_by)| {
+            named_by.sort();
+            named_by.dedup();
+            Missing { id, named_by }
+        })
+        .collect()
+}
+
 /// What is wrong with a damaged entry, without the file name the caller shows beside it.
 pub fn damage_reason(e: &crate::Error) -> String {
     match e {
@@ -173,7 +260,74 @@ pub fn damage_reason(e: &crate::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{redact, CommandLine};
+    use super::{missing, redact, CommandLine, Missing};
+    use crate::format::{LogEntry, Snapshot};
+    use crate::id::{Id, SnapshotId};
+
+    fn id(n: u8) -> Id {
+        Id([n; 32])
+    }
+
+    fn entry(parents: &[u8]) -> LogEntry {
+        LogEntry {
+            parents: parents.iter().map(|n| id(*n)).collect(),
+            ..LogEntry::default()
+        }
+    }
+
+    /// Named but absent ids are missing, with who names them, sorted; present ones (damaged
+    /// or not) are not.
+    #[test]
+    fn missing_entries_are_named_with_who_names_them() {
+        // 1 <- 2 <- 4 and 1 <- 3 <- 4 (a fork); 1 and 3 are gone, 5 is present but damaged.
+        let entries = vec![(id(2), entry(&[1])), (id(4), entry(&[2, 3, 5]))];
+        let snap = Snapshot {
+            log_heads: vec![id(1), id(4)],
+            ..test_snapshot()
+        };
+        let snapshots = vec![(SnapshotId(id(9)), snap)];
+        let present = [id(2), id(4), id(5)];
+        let got = missing(&present, &entries, &snapshots);
+        assert_eq!(
+            got,
+            vec![
+                Missing {
+                    id: id(1),
+                    named_by: vec![
+                        format!("log entry {}", id(2).short()),
+                        format!("snapshot {}", id(9).short()),
+                    ],
+                },
+                Missing {
+                    id: id(3),
+                    named_by: vec![format!("log entry {}", id(4).short())],
+                },
+            ]
+        );
+        assert_eq!(
+            got[1].describe(),
+            "log entry 03030303 is missing (named by log entry 04040404)"
+        );
+        assert!(missing(&[id(1), id(2), id(3), id(4), id(5)], &entries, &snapshots).is_empty());
+    }
+
+    fn test_snapshot() -> Snapshot {
+        Snapshot {
+            time_unix_ns: 0,
+            hostname: String::new(),
+            username: String::new(),
+            paths: vec![],
+            tags: vec![],
+            tree: crate::id::TreeId(id(0)),
+            parent: None,
+            excludes: vec![],
+            incomplete: false,
+            summary: Default::default(),
+            program_version: String::new(),
+            postgres: None,
+            log_heads: vec![],
+        }
+    }
 
     #[test]
     fn secrets_are_masked() {
