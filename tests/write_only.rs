@@ -667,3 +667,41 @@ fn write_only_host_deduplicates_like_a_full_key() {
         second["bytes_read"], second["bytes_added"], third["bytes_read"], third["bytes_added"]
     );
 }
+
+#[test]
+fn write_only_key_backs_up_standard_input_and_appends_to_the_log() {
+    let scene = Scene::new();
+    let mut rng = Rng::new(77);
+    let dump: Vec<u8> = (0..200_000).map(|_| rng.next_u64() as u8).collect();
+    let out = scene
+        .write_only()
+        .args([
+            "--json",
+            "snapshot",
+            "--host",
+            "hostB",
+            "--stdin",
+            "--stdin-filename",
+            "db.sql",
+        ])
+        .write_stdin(dump.clone())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = last_json(&out)["snapshot_id"].as_str().unwrap().to_string();
+    // Only a full key reads it back, byte for byte.
+    let out = scene
+        .write_only()
+        .args(["dump", &id, "db.sql"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, WRITE_ONLY, "this key is write-only: it cannot");
+    let out = scene.full().args(["dump", &id, "db.sql"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout == dump, "dump differs from standard input");
+    // The write-only key reads the log, which names its snapshots.
+    let out = scene.write_only().arg("log").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("snapshot") && log.contains(&id[..8]), "{log}");
+}
