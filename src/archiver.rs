@@ -611,18 +611,19 @@ struct Input<'a> {
     progress: &'a Progress,
 }
 
-/// Runs the pipeline over every source: returns the root tree's id, the counts, the
-/// warnings and what the packer stored.
-/// The warnings come with the trees stored in a write-only key's local store.
-fn store_sources(
-    input: &Input,
-    stream: Option<StreamSource>,
-) -> (
+/// What [`store_sources`] returns: root tree, counts, (warnings, trees kept for a write-only
+/// key's local store), and what the packer stored.
+type StoredSources = (
     Result<Id>,
     SnapshotSummary,
     (Vec<String>, Vec<Id>),
     Result<Packed>,
-) {
+);
+
+/// Runs the pipeline over every source: returns the root tree's id, the counts, the
+/// warnings and what the packer stored.
+/// The warnings come with the trees stored in a write-only key's local store.
+fn store_sources(input: &Input, stream: Option<StreamSource>) -> StoredSources {
     let repo = input.repo;
     let save_index = |f: &IndexFile| input.session.save_file(f).map(Id::from);
     let parts = PackerParts::new(input.session, Indexing::Every(PACKS_PER_INDEX, &save_index))

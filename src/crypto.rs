@@ -246,8 +246,11 @@ pub struct Keys {
     public_sealer: Option<Arc<PublicSealer>>,
     /// Full keys: agreed keys by ephemeral public key, so each writer's key is derived once.
     #[zeroize(skip)]
-    opened_senders: Arc<Mutex<HashMap<[u8; 32], Zeroizing<[u8; 32]>>>>,
+    opened_senders: SenderKeys,
 }
+
+/// Agreed keys by the writer's ephemeral public key.
+type SenderKeys = Arc<Mutex<HashMap<[u8; 32], Zeroizing<[u8; 32]>>>>;
 
 impl Keys {
     /// Blob id: keyed BLAKE3 of the plaintext, so equal data dedups but the storage holder

@@ -117,7 +117,7 @@ impl OwnTrees {
             let Some(id) = path
                 .file_name()
                 .and_then(|n| n.to_str())
-                .and_then(|n| Id::from_hex(n))
+                .and_then(Id::from_hex)
             else {
                 continue;
             };
@@ -145,7 +145,7 @@ impl OwnTrees {
         for shard in std::fs::read_dir(self.dir.join("trees"))? {
             for entry in std::fs::read_dir(shard?.path())? {
                 let entry = entry?;
-                let id = entry.file_name().to_str().and_then(|n| Id::from_hex(n));
+                let id = entry.file_name().to_str().and_then(Id::from_hex);
                 let recent = entry
                     .metadata()
                     .and_then(|m| m.modified())

@@ -236,6 +236,7 @@ fn commands_work_without_the_cli() {
             password: b"second",
             kdf_memory_kib: 1024,
             kdf_iterations: 1,
+            write_only: false,
         },
         &CommandLine::default(),
     )

@@ -885,9 +885,9 @@ fn key_file_with_password_roundtrip() {
         let master = [i; 32];
         let (kf, bytes) = make_key_file(&master, b"secret", [i.wrapping_mul(31); 32]);
         assert_eq!(decode_key_file(&bytes).unwrap(), kf);
-        let (m, p) = try_key_file(&bytes, b"secret").unwrap().unwrap();
-        assert_eq!(m.as_bytes(), &master);
-        assert_eq!(p.hostname, "host");
+        let opened = try_key_file(&bytes, b"secret").unwrap().unwrap();
+        assert_eq!(opened.master().expect("a full key").as_bytes(), &master);
+        assert_eq!(opened.hostname, "host");
         assert!(try_key_file(&bytes, b"Secret").unwrap().is_none());
     }
 }
@@ -911,8 +911,8 @@ proptest! {
                 if got != kf {
                     prop_assert!(!matches!(r, Ok(Some(_))), "a changed key file opened");
                 }
-                if let Ok(Some((m, _))) = r {
-                    prop_assert_eq!(m.as_bytes(), &master);
+                if let Ok(Some(opened)) = r {
+                    prop_assert_eq!(opened.master().expect("a full key").as_bytes(), &master);
                 }
             }
             Ok(_) => {}
