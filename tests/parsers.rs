@@ -8,8 +8,8 @@ use ocvault::format::{
     self, BackupMarker, BlobType, ChunkerParams, Config, IndexFile, IndexPack, KdfParams, KeyFile,
     KeyPayload, LockMode, LogEntry, Node, NodeKind, ObjectLock, PackHeader, PackedBlob,
     PgBaseBackup, PruneMark, RetentionEntry, RetentionLedger, Snapshot, SnapshotSummary,
-    StoragePolicy, Tree, WalRecord, CONFIG_MAGIC, FORMAT_VERSION, KEY_FILE_VERSION, KEY_MAGIC,
-    OLDEST_FORMAT_VERSION,
+    StoragePolicy, Tree, WalRecord, CONFIG_MAGIC, FORMAT_VERSION, KEY_FILE_VERSION,
+    KEY_FILE_VERSION_WRITE_ONLY, KEY_MAGIC, OLDEST_FORMAT_VERSION,
 };
 use ocvault::index::Index;
 use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
@@ -595,8 +595,14 @@ proptest! {
         let mut big = kf.clone();
         big.kdf.memory_kib = ocvault::repository::MAX_KDF_MEMORY_KIB + 1;
         prop_assert!(decode_key_file(&key_file_bytes(&big)).is_err());
-        // Key files are version 1 in repositories of format 1 and 2 alike.
-        for version in [0, KEY_FILE_VERSION + 1, FORMAT_VERSION + 1] {
+        // Key files are version 1 (full keys) or 2 (write-only keys, format 4); others are refused.
+        let mut write_only = kf.clone();
+        write_only.version = KEY_FILE_VERSION_WRITE_ONLY;
+        prop_assert_eq!(
+            decode_key_file(&key_file_bytes(&write_only)).is_ok(),
+            ocvault::repository::kdf_within_limits(&kf.kdf)
+        );
+        for version in [0, KEY_FILE_VERSION_WRITE_ONLY + 1, FORMAT_VERSION + 1] {
             let mut other = kf.clone();
             other.version = version;
             let is_unsupported = matches!(
