@@ -13,7 +13,7 @@ use ocvault::Id;
 #[path = "common.rs"]
 mod common;
 
-const KINDS: [SealKind; 10] = SealKind::ALL;
+const KINDS: [SealKind; SealKind::ALL.len()] = SealKind::ALL;
 
 fuzz_target!(|data: &[u8]| {
     let keys = common::keys();
