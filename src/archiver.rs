@@ -616,8 +616,8 @@ struct Input<'a> {
     progress: &'a Progress,
 }
 
-/// The root tree, the counts, the warnings with a write-only key's own trees, the packer's
-/// result.
+/// What [`store_sources`] returns: root tree, counts, (warnings, trees kept for a write-only
+/// key's local store), and what the packer stored.
 type StoredSources = (
     Result<Id>,
     SnapshotSummary,

@@ -518,4 +518,162 @@ mod tests {
         assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
         assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
     }
+
+    /// Seals `plain` as a blob the way the packer does: prefix space, then the plaintext.
+    fn seal_blob(keys: &Keys, kind: SealKind, id: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; keys.blob_prefix_len()];
+        buf.extend_from_slice(plain);
+        keys.seal_blob_in_place(kind, id, &mut buf);
+        buf
+    }
+
+    fn write_only(master: &MasterKey) -> Keys {
+        Keys::from_write_only(&master.write_only_keys()).unwrap()
+    }
+
+    #[test]
+    fn scheme_2_round_trip_full_key_opens_write_only_key_cannot() {
+        let master = MasterKey::generate();
+        let full = master.derive();
+        let wo = write_only(&master);
+        assert!(wo.is_write_only() && !full.is_write_only());
+        assert_eq!(wo.blob_public_key(), full.blob_public_key());
+        let id = [9u8; 32];
+        for kind in [SealKind::DataBlob, SealKind::TreeBlob] {
+            let sealed = seal_blob(&wo, kind, &id, b"file contents");
+            assert_eq!(sealed[0], SCHEME_PUBLIC_V4);
+            assert_eq!(sealed.len(), 13 + 1 + X25519_LEN + NONCE_LEN + TAG_LEN);
+            assert_eq!(full.open(kind, &id, &sealed).unwrap(), b"file contents");
+            assert!(matches!(
+                wo.open(kind, &id, &sealed),
+                Err(Error::WriteOnly(_))
+            ));
+            // Bound to its kind and its id (the AAD) like scheme 1.
+            let other = match kind {
+                SealKind::DataBlob => SealKind::TreeBlob,
+                _ => SealKind::DataBlob,
+            };
+            assert!(full.open(other, &id, &sealed).is_err());
+            assert!(full.open(kind, &[8u8; 32], &sealed).is_err());
+            // A full key's blobs (scheme 1) are closed to the write-only key too.
+            let symmetric = seal_blob(&full, kind, &id, b"file contents");
+            assert_eq!(symmetric[0], SCHEME_SYMMETRIC_V1);
+            assert!(matches!(
+                wo.open(kind, &id, &symmetric),
+                Err(Error::WriteOnly(_))
+            ));
+        }
+        // Everything but blobs: both keys seal and open each other's.
+        for kind in SealKind::ALL.into_iter().filter(|k| !k.is_blob()) {
+            let s = wo.seal(kind, b"", b"metadata");
+            assert_eq!(full.open(kind, b"", &s).unwrap(), b"metadata");
+            let s = full.seal(kind, b"", b"metadata");
+            assert_eq!(wo.open(kind, b"", &s).unwrap(), b"metadata");
+        }
+        // One ephemeral key per process (per `Keys`), another in the next.
+        let a = seal_blob(&wo, SealKind::DataBlob, &id, b"x");
+        let b = seal_blob(&wo, SealKind::DataBlob, &id, b"y");
+        let c = seal_blob(&write_only(&master), SealKind::DataBlob, &id, b"x");
+        assert_eq!(a[1..33], b[1..33]);
+        assert_ne!(a[1..33], c[1..33]);
+        assert_eq!(full.open(SealKind::DataBlob, &id, &c).unwrap(), b"x");
+    }
+
+    #[test]
+    fn scheme_2_any_flipped_byte_or_cut_fails() {
+        let master = MasterKey::generate();
+        let full = master.derive();
+        let id = [3u8; 32];
+        let sealed = seal_blob(
+            &write_only(&master),
+            SealKind::DataBlob,
+            &id,
+            b"sealed to the key",
+        );
+        // Ephemeral public key, nonce, ciphertext and tag: every byte, every region.
+        for pos in 1..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[pos] ^= 0x20;
+            let e = full.open(SealKind::DataBlob, &id, &bad).unwrap_err();
+            assert!(!matches!(e, Error::WriteOnly(_)), "byte {pos}: {e}");
+        }
+        for len in 0..sealed.len() {
+            assert!(full.open(SealKind::DataBlob, &id, &sealed[..len]).is_err());
+        }
+        // The scheme byte turned to 1 makes it a (failing) symmetric seal.
+        let mut bad = sealed.clone();
+        bad[0] = SCHEME_SYMMETRIC_V1;
+        assert!(full.open(SealKind::DataBlob, &id, &bad).is_err());
+        // A low-order ephemeral key (all zero) is refused, not used.
+        let mut zero = sealed.clone();
+        zero[1..1 + X25519_LEN].fill(0);
+        assert!(full.open(SealKind::DataBlob, &id, &zero).is_err());
+        assert_eq!(
+            full.open(SealKind::DataBlob, &id, &sealed).unwrap(),
+            b"sealed to the key"
+        );
+    }
+
+    #[test]
+    fn scheme_2_blob_of_another_repository_does_not_open() {
+        let ours = MasterKey::generate();
+        let theirs = MasterKey::generate();
+        let id = [5u8; 32];
+        let sealed = seal_blob(&write_only(&theirs), SealKind::TreeBlob, &id, b"their tree");
+        assert!(ours
+            .derive()
+            .open(SealKind::TreeBlob, &id, &sealed)
+            .is_err());
+        assert_eq!(
+            theirs
+                .derive()
+                .open(SealKind::TreeBlob, &id, &sealed)
+                .unwrap(),
+            b"their tree"
+        );
+    }
+
+    #[test]
+    fn write_only_payload_holds_no_blob_key_and_malformed_ones_are_refused() {
+        let master = MasterKey::generate();
+        let full = master.derive();
+        let w = master.write_only_keys();
+        // What a key file stores holds neither blob sub-key nor the blob private key.
+        let stored = crate::format::to_postcard(&w);
+        let secrets = [
+            full.seal[SealKind::DataBlob as usize - 1],
+            full.seal[SealKind::TreeBlob as usize - 1],
+            full.blob_secret.unwrap(),
+            *master.as_bytes(),
+        ];
+        for secret in secrets {
+            assert!(!stored.windows(32).any(|win| win == secret));
+        }
+        assert_eq!(w.seal.len(), SealKind::ALL.len() - 2);
+
+        // A blob key smuggled in, a kind missing, an unknown kind: each refused.
+        let mut with_blob_key = w.clone();
+        with_blob_key.seal.push((
+            SealKind::DataBlob as u8,
+            full.seal[SealKind::DataBlob as usize - 1],
+        ));
+        let mut missing = w.clone();
+        missing.seal.remove(0);
+        let mut unknown = w.clone();
+        unknown.seal.push((99, [1; 32]));
+        for (what, bad) in [
+            ("blob key", with_blob_key),
+            ("missing", missing),
+            ("unknown", unknown),
+        ] {
+            let e = Keys::from_write_only(&bad)
+                .err()
+                .unwrap_or_else(|| panic!("{what} accepted"));
+            assert!(e.to_string().contains("write-only key"), "{what}: {e}");
+        }
+        // A low-order public key cannot be sealed to.
+        let mut low = w.clone();
+        low.blob_public_key = [0; 32];
+        assert!(Keys::from_write_only(&low).is_err());
+    }
 }

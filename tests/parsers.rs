@@ -9,7 +9,7 @@ use ocvault::format::{
     KeyPayload, LockMode, LogEntry, Node, NodeKind, ObjectLock, PackHeader, PackedBlob,
     PgBaseBackup, PruneMark, RetentionEntry, RetentionLedger, ShareApproval, Snapshot,
     SnapshotSummary, StoragePolicy, Tree, WalRecord, CONFIG_MAGIC, FORMAT_VERSION,
-    KEY_FILE_VERSION, KEY_MAGIC, OLDEST_FORMAT_VERSION,
+    KEY_FILE_VERSION, KEY_FILE_VERSION_WRITE_ONLY, KEY_MAGIC, OLDEST_FORMAT_VERSION,
 };
 use ocvault::index::Index;
 use ocvault::pack::{open_blob, parse_header_from_tail, seal_blob, PackBuilder};
@@ -629,8 +629,14 @@ proptest! {
         let mut big = kf.clone();
         big.kdf.memory_kib = ocvault::repository::MAX_KDF_MEMORY_KIB + 1;
         prop_assert!(decode_key_file(&key_file_bytes(&big)).is_err());
-        // Key files are version 1 in repositories of format 1 and 2 alike.
-        for version in [0, KEY_FILE_VERSION + 1, FORMAT_VERSION + 1] {
+        // Key files are version 1 (full keys) or 2 (write-only keys, format 4); others are refused.
+        let mut write_only = kf.clone();
+        write_only.version = KEY_FILE_VERSION_WRITE_ONLY;
+        prop_assert_eq!(
+            decode_key_file(&key_file_bytes(&write_only)).is_ok(),
+            ocvault::repository::kdf_within_limits(&kf.kdf)
+        );
+        for version in [0, KEY_FILE_VERSION_WRITE_ONLY + 1, FORMAT_VERSION + 1] {
             let mut other = kf.clone();
             other.version = version;
             let is_unsupported = matches!(
@@ -958,9 +964,9 @@ fn key_file_with_password_roundtrip() {
         let master = [i; 32];
         let (kf, bytes) = make_key_file(&master, b"secret", [i.wrapping_mul(31); 32]);
         assert_eq!(decode_key_file(&bytes).unwrap(), kf);
-        let p = try_key_file(&bytes, b"secret").unwrap().unwrap();
-        assert_eq!(p.master().unwrap().as_bytes(), &master);
-        assert_eq!(p.hostname, "host");
+        let opened = try_key_file(&bytes, b"secret").unwrap().unwrap();
+        assert_eq!(opened.master().expect("a full key").as_bytes(), &master);
+        assert_eq!(opened.hostname, "host");
         assert!(try_key_file(&bytes, b"Secret").unwrap().is_none());
     }
 }
@@ -984,8 +990,8 @@ proptest! {
                 if got != kf {
                     prop_assert!(!matches!(r, Ok(Some(_))), "a changed key file opened");
                 }
-                if let Ok(Some(k)) = r {
-                    prop_assert_eq!(k.master().unwrap().as_bytes(), &master);
+                if let Ok(Some(opened)) = r {
+                    prop_assert_eq!(opened.master().expect("a full key").as_bytes(), &master);
                 }
             }
             Ok(_) => {}

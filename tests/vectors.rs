@@ -1424,13 +1424,14 @@ fn unknown_versions_are_refused_with_exit_11() {
         .path();
     let mut bytes = std::fs::read(&key).unwrap();
     assert_eq!(bytes[8], 1, "KeyFile.version");
-    bytes[8] = 2;
+    // Version 2 is a write-only key (format version 4); 3 is unknown.
+    bytes[8] = 3;
     std::fs::write(&key, &bytes).unwrap();
     let out = run();
     assert_eq!(out.status.code(), Some(11), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "ocvault: key file format version 2 is not supported (this ocvault reads key file version 1)\n"
+        "ocvault: key file format version 3 is not supported (this ocvault reads key file versions 1 and 2)\n"
     );
 }
 

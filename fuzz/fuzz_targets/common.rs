@@ -24,6 +24,14 @@ pub fn config_plain(framed: &[u8]) -> Result<Config> {
     format::from_postcard(&format::unframe(framed, 1 << 20, "config")?, "config")
 }
 
+/// A write-only key of the same repository (one ephemeral X25519 key for the process).
+pub fn write_only_keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        Keys::from_write_only(&MasterKey::from_bytes([7; 32]).write_only_keys()).unwrap()
+    })
+}
+
 /// A sealed structured file (index, snapshot) as `Repository::decode_file` reads it.
 pub fn decode_sealed<T: DeserializeOwned>(keys: &Keys, kind: SealKind, sealed: &[u8]) -> Result<T> {
     let framed = keys.open(kind, &[], sealed)?;
