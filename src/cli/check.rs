@@ -55,6 +55,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
         &progress,
     )?;
     drop(ticker);
+    super::metrics::check_done(&report);
     let outcome = if !report.is_intact() {
         Outcome::Damage
     } else if report.has_cold() {

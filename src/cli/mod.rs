@@ -5,6 +5,7 @@
 
 mod args;
 mod check;
+mod completion;
 mod copy;
 mod diff;
 mod dump;
@@ -14,6 +15,8 @@ mod init;
 mod key;
 mod log;
 mod ls;
+mod man;
+mod metrics;
 mod outcome;
 mod password_command;
 mod pitr;
@@ -106,6 +109,10 @@ pub struct GlobalOptions {
     /// No progress display
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// After snapshot, check, forget and prune: write Prometheus metrics to this file
+    /// (node_exporter's textfile collector), keeping the other commands' series in it
+    #[arg(long, env = "OCVAULT_METRICS_FILE", global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -154,13 +161,51 @@ pub enum Command {
     WalPush(wal_push::Args),
     /// Fetch an archived WAL file (restore_command = 'ocvault wal-fetch %f %p')
     WalFetch(wal_fetch::Args),
+    /// Print the shell completion script for bash, zsh or fish
+    Completion(completion::Args),
+    /// Write a man page for every command into a folder
+    Man(man::Args),
+}
+
+impl Command {
+    /// The command's name as typed (the `command` label of metrics).
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Init(_) => "init",
+            Command::Snapshot(_) => "snapshot",
+            Command::Snapshots(_) => "snapshots",
+            Command::Restore(_) => "restore",
+            Command::Ls(_) => "ls",
+            Command::Dump(_) => "dump",
+            Command::Copy(_) => "copy",
+            Command::Check(_) => "check",
+            Command::Forget(_) => "forget",
+            Command::Prune(_) => "prune",
+            Command::Rewrite(_) => "rewrite",
+            Command::Unlock(_) => "unlock",
+            Command::Key(_) => "key",
+            Command::Log(_) => "log",
+            Command::Diff(_) => "diff",
+            Command::Find(_) => "find",
+            Command::Stats(_) => "stats",
+            Command::Tag(_) => "tag",
+            Command::Thaw(_) => "thaw",
+            Command::Pitr(_) => "pitr",
+            Command::WalPush(_) => "wal-push",
+            Command::WalFetch(_) => "wal-fetch",
+            Command::Completion(_) => "completion",
+            Command::Man(_) => "man",
+        }
+    }
 }
 
 /// Runs the command line of this process; returns its exit code.
 pub fn main() -> i32 {
+    let mut metered = None;
     let (result, is_wal_fetch) = match Cli::try_parse() {
         Ok(cli) => {
             let is_wal_fetch = matches!(cli.command, Command::WalFetch(_));
+            metered = metrics::Run::start(cli.global.metrics_file.as_deref(), cli.command.name());
             (run(cli), is_wal_fetch)
         }
         Err(e) => (outcome::from_clap(e), wal_fetch::invoked()),
@@ -173,6 +218,9 @@ pub fn main() -> i32 {
         if !not_archived {
             code = ocvault::error::exit::WAL_FETCH_FAILED;
         }
+    }
+    if let Some(run) = metered {
+        run.finish(code);
     }
     let faults = Backend::injected_faults();
     if faults > 0 {
@@ -209,6 +257,8 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Pitr(a) => pitr::run(&g, a),
         Command::WalPush(a) => wal_push::run(&g, a),
         Command::WalFetch(a) => wal_fetch::run(&g, a),
+        Command::Completion(a) => completion::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
 
