@@ -506,3 +506,31 @@ fn metrics_file_holds_the_documented_series() {
         }
     }
 }
+
+#[test]
+fn metrics_record_damage_found_by_check() {
+    let job = DailyJob::new();
+    let metrics = job.metrics.to_str().unwrap();
+    let src = job.sources[0].to_str().unwrap();
+    job.repo.cmd().args(["snapshot", src]).assert().success();
+    for pack in walk(&job.repo.repo.join("data")) {
+        let path = job.repo.repo.join("data").join(pack);
+        if path.is_file() {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    let out = job
+        .repo
+        .cmd()
+        .args(["--metrics-file", metrics, "check"])
+        .timeout(LIMIT)
+        .output()
+        .unwrap();
+    assert_exit(&out, 4);
+    let m = job.metrics();
+    assert_eq!(m.get("ocvault_last_exit_code{command=check}"), 4.0);
+    assert!(m.get("ocvault_check_damage_found{}") >= 1.0);
+    assert!(!m
+        .values
+        .contains_key("ocvault_last_success_timestamp_seconds{command=check}"));
+}

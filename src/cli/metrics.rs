@@ -321,9 +321,11 @@ fn merge(
     for line in old.lines() {
         let known = |name: &str| FAMILIES.iter().find(|f| f.name == name);
         if let Some(comment) = line.strip_prefix('#') {
-            // HELP and TYPE of known families are written anew.
-            let name = comment.split_whitespace().nth(1).unwrap_or_default();
-            if known(name).is_none() && !line.trim().is_empty() {
+            // HELP and TYPE of known families are written anew; other comments are dropped.
+            let mut words = comment.split_whitespace();
+            let (keyword, name) = (words.next(), words.next().unwrap_or_default());
+            let doc = matches!(keyword, Some("HELP" | "TYPE")) && !name.is_empty();
+            if doc && known(name).is_none() {
                 unknown.push_str(line);
                 unknown.push('\n');
             }
@@ -331,11 +333,13 @@ fn merge(
         }
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         let (name, rest) = line.split_at(name_end);
+        if !is_sample(name, rest) {
+            // node_exporter rejects a whole file over one bad line: drop it.
+            continue;
+        }
         let Some(f) = known(name) else {
-            if !line.trim().is_empty() {
-                unknown.push_str(line);
-                unknown.push('\n');
-            }
+            unknown.push_str(line);
+            unknown.push('\n');
             continue;
         };
         let replaced = recorded.contains_key(f.name)
@@ -367,6 +371,21 @@ fn merge(
     }
     out.push_str(&unknown);
     out
+}
+
+/// Whether `name` and `rest` (`{labels} value`, or ` value`) look like a sample line: a valid
+/// metric name, braces around any labels, and a number. Not a full parser: enough to keep a
+/// damaged file from staying damaged.
+fn is_sample(name: &str, rest: &str) -> bool {
+    let valid_name = name.chars().enumerate().all(|(i, c)| {
+        c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+    });
+    let Some((labels, value)) = rest.trim_end().rsplit_once(' ') else {
+        return false;
+    };
+    let labels = labels.trim();
+    let labels_ok = labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}'));
+    !name.is_empty() && valid_name && labels_ok && value.parse::<f64>().is_ok()
 }
 
 #[cfg(test)]
@@ -421,5 +440,23 @@ mod tests {
             text.matches("# TYPE ocvault_last_exit_code gauge").count(),
             1
         );
+    }
+
+    #[test]
+    fn a_damaged_file_is_merged_without_panicking() {
+        let mut recorded = BTreeMap::new();
+        recorded.insert("ocvault_snapshot_errors", vec![(String::new(), 0.0)]);
+        for old in [
+            "\u{0}{{{ #\n#\n# HELP\n{}",
+            "ocvault_last_exit_code{",
+            "é{ 1\n#é",
+        ] {
+            let text = merge(old, "snapshot", &recorded);
+            assert_eq!(
+                text,
+                "# HELP ocvault_snapshot_errors Sources the last snapshot could not read.\n\
+                 # TYPE ocvault_snapshot_errors gauge\nocvault_snapshot_errors 0\n"
+            );
+        }
     }
 }
