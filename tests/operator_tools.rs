@@ -534,3 +534,58 @@ fn metrics_record_damage_found_by_check() {
         .values
         .contains_key("ocvault_last_success_timestamp_seconds{command=check}"));
 }
+
+/// contrib/ocvault-daily run over a fake ocvault that logs its arguments and exits with the
+/// code given for its command: which steps run, and the job's exit code.
+fn daily_with_fake_exits(dir: &Path, snapshot: i32, check: i32, forget: i32) -> (i32, String) {
+    let fake = dir.join("fake-ocvault");
+    let log = dir.join("calls");
+    let _ = fs::remove_file(&log);
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/bash\necho \"$*\" >> {log}\nfor a; do case $a in\n\
+             snapshot) exit {snapshot};; check) exit {check};; forget) exit {forget};;\n\
+             esac; done\nexit 99\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = output_within(
+        Command::new(need("bash", "bash"))
+            .arg(contrib("ocvault-daily"))
+            .env("OCVAULT_BIN", &fake)
+            .env("OCVAULT_REPOSITORY", "/nonexistent")
+            .env("OCVAULT_SOURCES", "/etc /srv/data")
+            .env("OCVAULT_READ_SUBSET", "3/7")
+            .env_remove("OCVAULT_FORGET_POLICY")
+            .env_remove("OCVAULT_EXCLUDE_FILE"),
+        LIMIT,
+    );
+    let calls = fs::read_to_string(&log).unwrap_or_default();
+    (out.status.code().unwrap(), calls)
+}
+
+#[test]
+fn daily_script_passes_exit_codes_through() {
+    let dir = scratch_dir("ocvault-daily-");
+    let all = "--quiet snapshot -- /etc /srv/data\n--quiet check --read-data-subset 3/7\n\
+               --quiet forget --keep-daily 30 --keep-weekly 12 --keep-monthly 12 \
+               --keep-yearly 7 --prune\n";
+    assert_eq!(daily_with_fake_exits(dir.path(), 0, 0, 0), (0, all.into()));
+    // An incomplete snapshot (3) is saved: check and forget still run, and 3 is the result.
+    assert_eq!(daily_with_fake_exits(dir.path(), 3, 0, 0), (3, all.into()));
+    // Damage (4) stops the job before forget and prune.
+    let (code, calls) = daily_with_fake_exits(dir.path(), 0, 4, 0);
+    assert_eq!((code, calls.lines().count()), (4, 2), "{calls}");
+    let (code, calls) = daily_with_fake_exits(dir.path(), 12, 0, 0);
+    assert_eq!((code, calls.lines().count()), (12, 1), "{calls}");
+    assert_eq!(daily_with_fake_exits(dir.path(), 0, 0, 1), (1, all.into()));
+    // A failing forget wins over an incomplete snapshot.
+    assert_eq!(
+        daily_with_fake_exits(dir.path(), 3, 0, 143),
+        (143, all.into())
+    );
+}
