@@ -94,9 +94,6 @@ const FAMILIES: &[Family] = &[
     ),
 ];
 
-/// The commands that write metrics.
-const METERED: &[&str] = &["snapshot", "check", "forget", "prune"];
-
 /// Samples recorded during this run: family name to (rendered labels, value). `None` when no
 /// metrics file is written, so commands skip the work of gathering them.
 static RECORDED: Mutex<Option<BTreeMap<&'static str, Vec<(String, f64)>>>> = Mutex::new(None);
@@ -109,12 +106,10 @@ pub struct Run {
 }
 
 impl Run {
-    /// Starts recording when a metrics file is given and `command` writes metrics.
-    pub fn start(path: Option<&Path>, command: &'static str) -> Option<Run> {
-        let path = path?;
-        if !METERED.contains(&command) {
-            return None;
-        }
+    /// Starts recording when a metrics file is given and the command writes metrics
+    /// (`command` is its name then).
+    pub fn start(path: Option<&Path>, command: Option<&'static str>) -> Option<Run> {
+        let (path, command) = (path?, command?);
         *RECORDED.lock().unwrap_or_else(|e| e.into_inner()) = Some(BTreeMap::new());
         Some(Run {
             path: path.to_path_buf(),

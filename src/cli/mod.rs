@@ -168,33 +168,14 @@ pub enum Command {
 }
 
 impl Command {
-    /// The command's name as typed (the `command` label of metrics).
-    fn name(&self) -> &'static str {
+    /// The name of a command that writes `--metrics-file` (its `command` label).
+    fn metered_name(&self) -> Option<&'static str> {
         match self {
-            Command::Init(_) => "init",
-            Command::Snapshot(_) => "snapshot",
-            Command::Snapshots(_) => "snapshots",
-            Command::Restore(_) => "restore",
-            Command::Ls(_) => "ls",
-            Command::Dump(_) => "dump",
-            Command::Copy(_) => "copy",
-            Command::Check(_) => "check",
-            Command::Forget(_) => "forget",
-            Command::Prune(_) => "prune",
-            Command::Rewrite(_) => "rewrite",
-            Command::Unlock(_) => "unlock",
-            Command::Key(_) => "key",
-            Command::Log(_) => "log",
-            Command::Diff(_) => "diff",
-            Command::Find(_) => "find",
-            Command::Stats(_) => "stats",
-            Command::Tag(_) => "tag",
-            Command::Thaw(_) => "thaw",
-            Command::Pitr(_) => "pitr",
-            Command::WalPush(_) => "wal-push",
-            Command::WalFetch(_) => "wal-fetch",
-            Command::Completion(_) => "completion",
-            Command::Man(_) => "man",
+            Command::Snapshot(_) => Some("snapshot"),
+            Command::Check(_) => Some("check"),
+            Command::Forget(_) => Some("forget"),
+            Command::Prune(_) => Some("prune"),
+            _ => None,
         }
     }
 }
@@ -205,7 +186,10 @@ pub fn main() -> i32 {
     let (result, is_wal_fetch) = match Cli::try_parse() {
         Ok(cli) => {
             let is_wal_fetch = matches!(cli.command, Command::WalFetch(_));
-            metered = metrics::Run::start(cli.global.metrics_file.as_deref(), cli.command.name());
+            metered = metrics::Run::start(
+                cli.global.metrics_file.as_deref(),
+                cli.command.metered_name(),
+            );
             (run(cli), is_wal_fetch)
         }
         Err(e) => (outcome::from_clap(e), wal_fetch::invoked()),
