@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::process::{output_within, run_ok};
+use common::process::{self, output_within, run_ok};
 use common::*;
 use prometheus_parse::{Scrape, Value};
 use std::collections::HashMap;
@@ -588,4 +588,38 @@ fn daily_script_passes_exit_codes_through() {
         daily_with_fake_exits(dir.path(), 3, 0, 143),
         (143, all.into())
     );
+}
+
+#[test]
+fn metrics_writers_wait_for_the_lock() {
+    let job = DailyJob::new();
+    let src = job.sources[0].to_str().unwrap();
+    let metrics = job.metrics.to_str().unwrap();
+    job.repo
+        .cmd()
+        .args(["--metrics-file", metrics, "snapshot", src])
+        .assert()
+        .success();
+    let before = fs::read_to_string(&job.metrics).unwrap();
+    // Another writer holds the lock: check must wait for it before reading the file, or the
+    // snapshot's series could be lost between its read and its rename.
+    let lock_file = fs::File::create(format!("{metrics}.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let mut cmd = job.repo.cmd_std();
+    cmd.args(["--metrics-file", metrics, "check"]);
+    let running = process::Running::spawn(&mut cmd);
+    std::thread::sleep(Duration::from_secs(3));
+    // Still running (not a zombie), and nothing written.
+    let stat = fs::read_to_string(format!("/proc/{}/stat", running.pid())).unwrap();
+    let state = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .next();
+    assert_ne!(state, Some("Z"), "check did not wait for the lock: {stat}");
+    assert_eq!(fs::read_to_string(&job.metrics).unwrap(), before);
+    drop(held);
+    let out = running.wait_within(LIMIT);
+    assert_exit(&out, 0);
+    let m = job.metrics();
+    assert_eq!(m.get("ocvault_last_exit_code{command=snapshot}"), 0.0);
+    assert_eq!(m.get("ocvault_last_exit_code{command=check}"), 0.0);
 }
