@@ -227,6 +227,18 @@ fn systemd_units_verify_and_harden() {
         "{}",
         job[0]
     );
+
+    // The example configuration reads the same in bash (cron sources it) as in systemd.
+    let example = contrib("ocvault.env.example");
+    let program = format!(
+        "set -a; . {}; set +a; printf '%s\\n' \"$OCVAULT_SOURCES\" \"$OCVAULT_METRICS_FILE\"",
+        example.display()
+    );
+    let values = stdout_of(Command::new(need("bash", "bash")).args(["-c", &program]));
+    assert_eq!(
+        values,
+        "/etc /home /var/lib/postgresql/dumps\n/var/lib/prometheus/node-exporter/ocvault.prom\n"
+    );
 }
 
 /// A repository, a source folder and the daily script's environment.
