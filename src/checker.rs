@@ -62,6 +62,16 @@ pub struct Affected {
     pub paths: Vec<String>,
 }
 
+/// The newest snapshot of one host and set of paths (for `--metrics-file`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewestSnapshot {
+    pub hostname: String,
+    /// Sorted.
+    pub paths: Vec<String>,
+    pub id: SnapshotId,
+    pub time_unix_ns: i64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct TooOld {
     pub hostname: String,
@@ -109,6 +119,9 @@ pub struct CheckReport {
     /// Data packs `--read-data` selected that are in cold storage (an S3 archive class, not
     /// thawed): not read, and not damage; the command exits 13 when there is no damage.
     pub cold_packs: Vec<crate::cold::ColdPack>,
+    /// The newest intact snapshot of each host and set of paths.
+    #[serde(skip)]
+    pub newest: Vec<NewestSnapshot>,
 }
 
 impl CheckReport {
@@ -500,8 +513,9 @@ fn check_pass(
     if !repo.is_write_only() {
         unused_blobs(index, &walker.used, &mut report.reclaimable);
     }
+    report.newest = newest_per_group(&loaded.snapshots);
     if let Some(max) = opts.max_age {
-        report.too_old = too_old(&loaded.snapshots, max);
+        report.too_old = too_old(&report.newest, max);
     }
     Ok(report)
 }
@@ -1417,7 +1431,8 @@ impl<'a> TreeWalker<'a> {
     }
 }
 
-fn too_old(snaps: &[(SnapshotId, Snapshot)], max: std::time::Duration) -> Vec<TooOld> {
+/// The newest of `snaps` for each host and set of paths, sorted by host, then paths.
+pub fn newest_per_group(snaps: &[(SnapshotId, Snapshot)]) -> Vec<NewestSnapshot> {
     let mut newest: HashMap<(String, Vec<String>), &(SnapshotId, Snapshot)> = HashMap::new();
     for s in snaps {
         let mut paths = s.1.paths.clone();
@@ -1427,22 +1442,34 @@ fn too_old(snaps: &[(SnapshotId, Snapshot)], max: std::time::Duration) -> Vec<To
             *e = s;
         }
     }
-    let now = crate::host::now_ns();
-    let mut out: Vec<TooOld> = newest
+    let mut out: Vec<NewestSnapshot> = newest
         .into_iter()
-        .filter_map(|((host, paths), (id, s))| {
-            let age = (now - s.time_unix_ns).max(0) as u64 / 1_000_000_000;
-            (age > max.as_secs()).then(|| TooOld {
-                hostname: host,
-                paths,
-                newest_snapshot: id.to_hex(),
-                newest_time: crate::snapshot::rfc3339(s.time_unix_ns),
-                age_seconds: age,
-            })
+        .map(|((hostname, paths), (id, s))| NewestSnapshot {
+            hostname,
+            paths,
+            id: *id,
+            time_unix_ns: s.time_unix_ns,
         })
         .collect();
     out.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.paths.cmp(&b.paths)));
     out
+}
+
+fn too_old(newest: &[NewestSnapshot], max: std::time::Duration) -> Vec<TooOld> {
+    let now = crate::host::now_ns();
+    newest
+        .iter()
+        .filter_map(|n| {
+            let age = (now - n.time_unix_ns).max(0) as u64 / 1_000_000_000;
+            (age > max.as_secs()).then(|| TooOld {
+                hostname: n.hostname.clone(),
+                paths: n.paths.clone(),
+                newest_snapshot: n.id.to_hex(),
+                newest_time: crate::snapshot::rfc3339(n.time_unix_ns),
+                age_seconds: age,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     )?;
     drop(ticker);
     super::warn_all(log_warning);
+    super::metrics::check_done(&report);
     let outcome = if !report.is_intact() {
         Outcome::Damage
     } else if report.has_cold() {

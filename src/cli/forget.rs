@@ -109,6 +109,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     if dry_run {
         return Ok(Outcome::Success);
     }
+    super::metrics::forget_done(&repo, &result);
     if !g.json {
         println!("forgot {} snapshots", result.removed.len());
         if let Some(w) = &result.wal {

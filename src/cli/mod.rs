@@ -5,6 +5,7 @@
 
 mod args;
 mod check;
+mod completion;
 mod copy;
 mod diff;
 mod dump;
@@ -14,6 +15,8 @@ mod init;
 mod key;
 mod log;
 mod ls;
+mod man;
+mod metrics;
 mod outcome;
 mod password_command;
 mod pitr;
@@ -113,6 +116,10 @@ pub struct GlobalOptions {
     /// No progress display
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// After snapshot, check, forget and prune: write Prometheus metrics to this file
+    /// (node_exporter's textfile collector), keeping the other commands' series in it
+    #[arg(long, env = "OCVAULT_METRICS_FILE", global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -161,13 +168,35 @@ pub enum Command {
     WalPush(wal_push::Args),
     /// Fetch an archived WAL file (restore_command = 'ocvault wal-fetch %f %p')
     WalFetch(wal_fetch::Args),
+    /// Print the shell completion script for bash, zsh or fish
+    Completion(completion::Args),
+    /// Write a man page for every command into a folder
+    Man(man::Args),
+}
+
+impl Command {
+    /// The name of a command that writes `--metrics-file` (its `command` label).
+    fn metered_name(&self) -> Option<&'static str> {
+        match self {
+            Command::Snapshot(_) => Some("snapshot"),
+            Command::Check(_) => Some("check"),
+            Command::Forget(_) => Some("forget"),
+            Command::Prune(_) => Some("prune"),
+            _ => None,
+        }
+    }
 }
 
 /// Runs the command line of this process; returns its exit code.
 pub fn main() -> i32 {
+    let mut metered = None;
     let (result, is_wal_fetch) = match Cli::try_parse() {
         Ok(cli) => {
             let is_wal_fetch = matches!(cli.command, Command::WalFetch(_));
+            metered = metrics::Run::start(
+                cli.global.metrics_file.as_deref(),
+                cli.command.metered_name(),
+            );
             (run(cli), is_wal_fetch)
         }
         Err(e) => (outcome::from_clap(e), wal_fetch::invoked()),
@@ -180,6 +209,9 @@ pub fn main() -> i32 {
         if !not_archived {
             code = ocvault::error::exit::WAL_FETCH_FAILED;
         }
+    }
+    if let Some(run) = metered {
+        run.finish(code);
     }
     let faults = Backend::injected_faults();
     if faults > 0 {
@@ -216,6 +248,8 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Pitr(a) => pitr::run(&g, a),
         Command::WalPush(a) => wal_push::run(&g, a),
         Command::WalFetch(a) => wal_fetch::run(&g, a),
+        Command::Completion(a) => completion::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
 

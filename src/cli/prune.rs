@@ -51,6 +51,7 @@ pub fn run_prune(g: &GlobalOptions, repo: &Repository, opts: &PruneOptions) -> R
     ocvault::interrupt::install()?;
     let (r, warning) = ocvault::commands::prune::prune(repo, opts, &super::command_line())?;
     super::warn_all(warning);
+    super::metrics::prune_done(&r);
     if g.json {
         super::print_json(&r);
     } else {

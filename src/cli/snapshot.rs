@@ -112,6 +112,7 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let result = snapshot::snapshot(&repo, opts, &progress, &super::command_line());
     drop(display);
     let out = result?;
+    super::metrics::snapshot_done(&repo, &out);
     super::warn_all(&out.warnings);
     print_summary(g.json, &out, repo.backend().cache_stats());
     if out.snapshot.incomplete {
