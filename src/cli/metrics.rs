@@ -96,7 +96,10 @@ const FAMILIES: &[Family] = &[
 
 /// Samples recorded during this run: family name to (rendered labels, value). `None` when no
 /// metrics file is written, so commands skip the work of gathering them.
-static RECORDED: Mutex<Option<BTreeMap<&'static str, Vec<(String, f64)>>>> = Mutex::new(None);
+static RECORDED: Mutex<Option<Recorded>> = Mutex::new(None);
+
+/// Family name to its samples: (rendered labels, value).
+type Recorded = BTreeMap<&'static str, Vec<(String, f64)>>;
 
 /// A metered command's run, from its start to [`Run::finish`].
 pub struct Run {
