@@ -185,12 +185,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
 /// The vector repositories the manifest describes.
-const VECTOR_REPOS: [&str; 5] = [
+const VECTOR_REPOS: [&str; 6] = [
     "repo-v1",
     "repo-v1-full",
     "repo-v1-nocompress",
     "repo-v2-wal",
     "repo-v3-storage",
+    "repo-v4-write-only",
 ];
 
 fn password2() -> String {
@@ -654,6 +655,9 @@ fn manifest_repository(name: &str) -> serde_json::Value {
         if let Some(pg) = &s.postgres {
             snapshot["postgres"] = serde_json::to_value(pg).unwrap();
         }
+        if repo.config().version >= 4 {
+            snapshot["log_heads"] = s.log_heads.iter().map(|h| h.to_hex()).collect();
+        }
         snapshots.push(snapshot);
     }
     let mut files = serde_json::Map::new();
@@ -704,10 +708,14 @@ fn manifest_repository(name: &str) -> serde_json::Value {
             })
             .map(|(f, _)| f)
             .unwrap();
-        keys.push(serde_json::json!({
+        let mut key = serde_json::json!({
             "memory_kib": kf.kdf.memory_kib, "iterations": kf.kdf.iterations,
             "parallelism": kf.kdf.parallelism, "password_file": opens,
-        }));
+        });
+        if kf.version == ocvault::format::KEY_FILE_VERSION_WRITE_ONLY {
+            key["write_only"] = true.into();
+        }
+        keys.push(key);
     }
     keys.sort_by_key(|k| k["memory_kib"].as_u64());
     let c = repo.config();
@@ -728,7 +736,31 @@ fn manifest_repository(name: &str) -> serde_json::Value {
     if c.version >= 3 {
         entry["storage"] = manifest_storage(&c.storage);
     }
+    if c.version >= 4 {
+        entry["log"] = manifest_log(&repo);
+    }
     entry
+}
+
+/// The manifest's `log` (format version 4): every entry, oldest first, with the heads it
+/// names, the key that wrote it and its operation.
+fn manifest_log(repo: &ocvault::repository::Repository) -> serde_json::Value {
+    let all = ocvault::oplog::list(repo).unwrap();
+    assert!(all.damaged.is_empty());
+    all.intact
+        .iter()
+        .map(|(id, e)| {
+            serde_json::json!({
+                "id": id.to_hex(),
+                "time_unix_ns": e.time_unix_ns,
+                "operation": e.operation,
+                "result": e.result,
+                "key_id": e.key_id.to_hex(),
+                "parents": e.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+                "snapshots": e.snapshots.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
 }
 
 /// The manifest's `storage`: `Config.storage` of a format version 3 repository.
@@ -1271,7 +1303,7 @@ fn init_writes_format_version_4() {
 
 /// The clear format version of every vector: 1 for the `repo-v1*` ones, which this build
 /// reads without changing (it must never rewrite their config), 2 for `repo-v2-wal`, 3 for
-/// `repo-v3-storage`.
+/// `repo-v3-storage`, 4 for `repo-v4-write-only`.
 #[test]
 fn vectors_keep_their_format_version() {
     for name in VECTOR_REPOS {
@@ -1561,4 +1593,260 @@ fn v3_vector_holds_its_storage_policy() {
         std::fs::read_to_string(restored.join(".env")).unwrap(),
         "DATABASE_URL=postgres://app@db/app\n"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Format version 4: `repo-v4-write-only`. A full key (`password`) snapshots one tree; a
+// write-only key (`password2`, key file version 2) snapshots another as host "backup-host",
+// so its blobs are sealed to the repository's public key (scheme 2, format-spec §3), and the
+// operations log is a hash chain (every entry names the heads before it, each snapshot the
+// heads at its time). Made once by `make_v4_vectors` (ignored):
+// `cargo test --release --test vectors make_v4_vectors -- --ignored --test-threads 1`
+// It writes `repo-v4-write-only/` and adds its entry to `manifest.json` (the others unchanged).
+// ---------------------------------------------------------------------------------------------
+
+/// The two trees of `repo-v4-write-only`, under `base`: `etc-app` (full key) and `spool`
+/// (write-only key), with fixed times.
+fn v4_trees(base: &Path) {
+    let app = base.join("etc-app");
+    std::fs::create_dir_all(app.join("conf.d")).unwrap();
+    std::fs::write(app.join("app.toml"), "listen = \"0.0.0.0:8443\"\n").unwrap();
+    std::fs::write(app.join("conf.d/limits.toml"), "max_conn = 512\n").unwrap();
+    let spool = base.join("spool");
+    std::fs::create_dir_all(spool.join("outgoing")).unwrap();
+    let invoices: Vec<u8> = (0..30_000u32)
+        .flat_map(|i| (i.wrapping_mul(2246822519) ^ 0x5bd1e995).to_le_bytes())
+        .collect();
+    std::fs::write(spool.join("outgoing/invoices.bin"), invoices).unwrap();
+    std::fs::write(spool.join("README"), "spooled by the backup host\n").unwrap();
+    for rel in [
+        "etc-app/app.toml",
+        "etc-app/conf.d/limits.toml",
+        "etc-app/conf.d",
+        "etc-app",
+        "spool/outgoing/invoices.bin",
+        "spool/README",
+        "spool/outgoing",
+        "spool",
+    ] {
+        set_times(&base.join(rel), (1_810_000_000, 0), (1_810_000_000, 0));
+    }
+}
+
+#[test]
+#[ignore]
+fn make_v4_vectors() {
+    let out = vectors_dir().join("repo-v4-write-only");
+    assert!(
+        !out.exists(),
+        "{} exists: vectors are made once",
+        out.display()
+    );
+    let backend = ocvault::backend::Backend::open(out.to_str().unwrap(), true).unwrap();
+    let opts = ocvault::repository::InitOptions {
+        chunker: ocvault::format::ChunkerParams {
+            min_size: 256,
+            avg_size: 1024,
+            max_size: 4096,
+        },
+        compression_level: 3,
+        pack_target_size: 65536,
+        kdf_memory_kib: 64,
+        kdf_iterations: 1,
+        storage: Default::default(),
+    };
+    ocvault::repository::Repository::init(backend, password().as_bytes(), &opts).unwrap();
+    let base = std::path::PathBuf::from("/tmp/ocvault-v4-vector");
+    let _ = std::fs::remove_dir_all(&base);
+    v4_trees(&base);
+    let cache = base.join("cache");
+    let run = |pw: String, args: &[&str]| {
+        ocvault()
+            .arg("--repo")
+            .arg(&out)
+            .env("OCVAULT_PASSWORD", pw)
+            .env("OCVAULT_CACHE_DIR", &cache)
+            .current_dir(&base)
+            .args(args)
+            .timeout(std::time::Duration::from_secs(120))
+            .assert()
+            .success();
+    };
+    run(
+        password(),
+        &[
+            "snapshot",
+            "--host",
+            "vectors",
+            "--time",
+            "2027-06-01T02:00:00Z",
+            "etc-app",
+        ],
+    );
+    let pw2 = vectors_dir().join("password2");
+    run(
+        password(),
+        &[
+            "key",
+            "add",
+            "--write-only",
+            "--kdf-memory-kib",
+            "64",
+            "--kdf-iterations",
+            "1",
+            "--new-password-file",
+            pw2.to_str().unwrap(),
+        ],
+    );
+    run(
+        password2(),
+        &[
+            "snapshot",
+            "--host",
+            "backup-host",
+            "--time",
+            "2027-06-01T02:15:00Z",
+            "spool",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(out.join("tmp"));
+    let _ = std::fs::remove_dir_all(&base);
+    add_manifest_entry("repo-v4-write-only");
+}
+
+/// `repo-v4-write-only`: the write-only key (`password2`) is a version 2 key file that opens
+/// the repository but reads no file (restore exits 14) and checks it; the snapshot it took
+/// holds only blobs sealed to the public key (scheme 2), which the full key restores byte for
+/// byte; the log is the chain the manifest records, and every snapshot names the log heads
+/// of its time.
+#[test]
+fn v4_vector_holds_write_only_blobs_and_a_log_chain() {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vectors_dir().join("manifest.json")).unwrap())
+            .unwrap();
+    let want = &manifest["repositories"]["repo-v4-write-only"];
+    assert_eq!(want["format_version"], 4);
+    let keys = want["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(
+        keys.iter().filter(|k| k["write_only"] == true).count(),
+        1,
+        "{keys:?}"
+    );
+    let (copy, repo) = open_copy(&vectors_dir().join("repo-v4-write-only"));
+    assert_eq!(repo.config().version, 4);
+    let dir = copy.path().join("repo");
+
+    // Blobs by host: the backup host's are all scheme 2, the full key's scheme 1.
+    let indexed = repo.load_index().unwrap();
+    let snaps = repo.list_snapshots().unwrap();
+    assert_eq!(snaps.len(), 2);
+    for (_, s) in &snaps {
+        let mut schemes = std::collections::BTreeSet::new();
+        let mut walk_ids = vec![s.tree.0];
+        while let Some(tree_id) = walk_ids.pop() {
+            let loc = indexed.index().get(&tree_id).unwrap();
+            schemes.insert(first_byte(&dir, &indexed, &tree_id, &loc));
+            let tree = indexed.load_tree(&ocvault::TreeId(tree_id)).unwrap();
+            for n in &tree.nodes {
+                walk_ids.extend(n.subtree.map(|t| t.0));
+                for c in &n.content {
+                    let loc = indexed.index().get(&c.0).unwrap();
+                    schemes.insert(first_byte(&dir, &indexed, &c.0, &loc));
+                }
+            }
+        }
+        let want: u8 = if s.hostname == "backup-host" { 2 } else { 1 };
+        assert_eq!(
+            schemes.into_iter().collect::<Vec<_>>(),
+            vec![want],
+            "{}",
+            s.hostname
+        );
+    }
+
+    // The log chain: entries and their parents as the manifest says; each entry names the
+    // heads of the entries before it, and each snapshot names the heads of its time.
+    let log = ocvault::oplog::list(&repo).unwrap();
+    assert!(log.damaged.is_empty());
+    let listed: Vec<(String, Vec<String>)> = log
+        .intact
+        .iter()
+        .map(|(id, e)| (id.to_hex(), e.parents.iter().map(|p| p.to_hex()).collect()))
+        .collect();
+    let recorded: Vec<(String, Vec<String>)> = want["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_string(),
+                e["parents"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, recorded);
+    for (i, (_, parents)) in listed.iter().enumerate().skip(1) {
+        assert_eq!(parents, &vec![listed[i - 1].0.clone()], "entry {i}");
+    }
+    // Made with `Repository::init` (which logs nothing): the first snapshot came before any
+    // entry; the backup host's after the first snapshot's and the key's entries.
+    let heads = |host: &str| -> Vec<String> {
+        let (_, s) = snaps.iter().find(|(_, s)| s.hostname == host).unwrap();
+        s.log_heads.iter().map(|h| h.to_hex()).collect()
+    };
+    assert_eq!(heads("vectors"), Vec::<String>::new());
+    assert_eq!(heads("backup-host"), vec![listed[1].0.clone()]);
+    assert_eq!(log.intact[1].1.operation, "key add --write-only");
+
+    // The write-only key: opens, checks, refuses to read.
+    let cmd = |pw: String| {
+        let mut c = ocvault();
+        c.arg("--repo")
+            .arg(&dir)
+            .env("OCVAULT_PASSWORD", pw)
+            .timeout(std::time::Duration::from_secs(60));
+        c
+    };
+    cmd(password2()).arg("check").assert().code(0);
+    let target = scratch_dir("ocvault-vectors-");
+    cmd(password2())
+        .args(["restore", "latest", "--target"])
+        .arg(target.path().join("wo"))
+        .assert()
+        .code(14);
+    let (backup_host, _) = snaps
+        .iter()
+        .find(|(_, s)| s.hostname == "backup-host")
+        .unwrap();
+    cmd(password())
+        .args(["restore", &backup_host.to_hex(), "--target"])
+        .arg(target.path().join("full"))
+        .assert()
+        .success();
+    let invoices: Vec<u8> = (0..30_000u32)
+        .flat_map(|i| (i.wrapping_mul(2246822519) ^ 0x5bd1e995).to_le_bytes())
+        .collect();
+    assert_eq!(
+        std::fs::read(target.path().join("full/spool/outgoing/invoices.bin")).unwrap(),
+        invoices
+    );
+}
+
+/// The scheme byte of a stored blob: the first byte at its place in its pack.
+fn first_byte(
+    dir: &Path,
+    indexed: &ocvault::repository::IndexedRepository,
+    _id: &ocvault::id::Id,
+    loc: &ocvault::index::BlobLocation,
+) -> u8 {
+    let pack = indexed.index().pack(loc.pack);
+    let path = dir.join(ocvault::backend::FileKind::Pack.path(&pack.id));
+    let bytes = std::fs::read(path).unwrap();
+    bytes[loc.offset as usize]
 }
