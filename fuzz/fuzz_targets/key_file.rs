@@ -1,8 +1,9 @@
 #![no_main]
 //! Key files: `KEY_MAGIC` then postcard `KeyFile`; the payload is sealed under a password key.
+//! Version 1 holds the master key, version 2 a write-only key's sub-keys and public key.
 
 use libfuzzer_sys::fuzz_target;
-use ocvault::format::{self, KeyPayload, KEY_MAGIC};
+use ocvault::format::{self, KeyPayload, WriteOnlyKeyPayload, KEY_MAGIC};
 use ocvault::{crypto, repository};
 
 const WRAP_KEY: [u8; 32] = [7; 32];
@@ -30,6 +31,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(Some(_))
     ));
     let _ = format::from_postcard::<KeyPayload>(data, "key payload");
+    // A write-only payload: decoding, then building keys from it (a low-order public key,
+    // a blob key or a missing kind must be refused, never panic).
+    if let Ok(p) = format::from_postcard::<WriteOnlyKeyPayload>(data, "key payload") {
+        let _ = crypto::Keys::from_write_only(&p.keys);
+    }
     // A valid wrap of the same bytes opens to them.
     let wrapped = crypto::wrap_with_password_key(&WRAP_KEY, data);
     match crypto::unwrap_with_password_key(&WRAP_KEY, &wrapped) {
