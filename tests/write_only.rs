@@ -720,3 +720,81 @@ fn write_only_key_backs_up_standard_input_and_appends_to_the_log() {
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(log.contains("snapshot") && log.contains(&id[..8]), "{log}");
 }
+
+/// The PostgreSQL path of a backup host: `wal-push` with the write-only key archives WAL
+/// segments (sealed to the public key), the full key's `wal-fetch` writes them back byte for
+/// byte, the write-only key's `wal-fetch` fails at once with exit 200 (no retrying a key that
+/// can never read), its `check` sees the archive, and `snapshot --command` works too.
+#[test]
+fn write_only_key_pushes_wal_and_runs_commands() {
+    let scene = Scene::new();
+    let wal = scene.repo.path("pg_wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    let names = ["000000010000000000000001", "000000010000000000000002"];
+    for (i, name) in names.iter().enumerate() {
+        write_random(&wal.join(name), 16 << 20, 100 + i as u64);
+        scene
+            .write_only()
+            .arg("wal-push")
+            .arg(wal.join(name))
+            .assert()
+            .success();
+    }
+    for name in names {
+        let dest = scene.repo.path(&format!("fetched-{name}"));
+        scene
+            .full()
+            .args(["wal-fetch", name])
+            .arg(&dest)
+            .assert()
+            .success();
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(wal.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    let started = std::time::Instant::now();
+    let out = scene
+        .write_only()
+        .args(["wal-fetch", names[0]])
+        .arg(scene.repo.path("refused"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(200), "{out:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "wal-fetch retried a write-only key"
+    );
+    assert!(!scene.repo.path("refused").exists());
+    let out = scene
+        .write_only()
+        .args(["--json", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(last_json(&out)["wal"]["files"], 2, "{out:?}");
+    // A dump command's output, stored by the write-only key, restored by the full key.
+    let out = scene
+        .write_only()
+        .args([
+            "--json",
+            "snapshot",
+            "--command-shell",
+            "--command",
+            "printf 'nightly dump %s\\n' 42",
+            "--stdin-filename",
+            "dump.sql",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let id = last_json(&out)["snapshot_id"].as_str().unwrap().to_string();
+    let out = scene
+        .full()
+        .args(["dump", &id, "dump.sql"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, b"nightly dump 42\n");
+}

@@ -283,9 +283,14 @@ impl Backend {
         }
     }
 
-    /// The local cache's root (`--cache-dir`, `$OCVAULT_CACHE_DIR`, XDG), if there is one.
+    /// The local cache's root (`--cache-dir`, `$OCVAULT_CACHE_DIR`, XDG), if there is one;
+    /// none with `--no-cache`, which keeps nothing on local disk (metadata, the log's heads,
+    /// a write-only key's own trees).
     pub fn cache_root(&self) -> Option<&std::path::Path> {
-        self.cache_root.as_deref()
+        match self.no_cache {
+            true => None,
+            false => self.cache_root.as_deref(),
+        }
     }
 
     /// Downloads of index files, snapshots and tree packs so far, and cache hits (remote
