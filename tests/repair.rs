@@ -407,3 +407,60 @@ fn repair_packs_keeps_the_intact_blobs_of_a_damaged_pack() {
         assert_restores_except(&repo, id, src, &files[old], &dropped);
     }
 }
+
+#[test]
+fn repair_snapshots_keeps_a_folder_whose_tree_is_lost_as_an_empty_folder() {
+    let (repo, snaps) = fixture();
+    // A third snapshot that changes a file outside `src/sub` only: its root and `src` trees
+    // are new (in a new tree pack), its `sub` tree is the first snapshot's (an older pack).
+    let src = &snaps[0].1;
+    fs::write(src.join("f1"), b"changed outside sub\n").unwrap();
+    let third = snapshot_id(&repo, &[], src);
+    let lib = open_lib(&repo);
+    let indexed = lib.load_index().unwrap();
+    let files = files_of(&indexed);
+    let snap = indexed.find_snapshot(&third).unwrap().1;
+    let root = indexed.load_tree(&snap.tree).unwrap();
+    let src_tree = indexed.load_tree(&root.nodes[0].subtree.unwrap()).unwrap();
+    let sub = src_tree
+        .nodes
+        .iter()
+        .find(|n| n.name == b"sub")
+        .unwrap()
+        .subtree
+        .unwrap();
+    let index = indexed.index();
+    let pack = index.pack(index.get(&sub.0).unwrap().pack).id;
+    let in_pack = |t: &TreeId| {
+        index
+            .get(&t.0)
+            .is_some_and(|l| index.pack(l.pack).id == pack)
+    };
+    assert!(
+        !in_pack(&snap.tree) && !in_pack(&root.nodes[0].subtree.unwrap()),
+        "the third snapshot's root and src trees are in a newer pack than its sub tree"
+    );
+    drop(indexed);
+    fs::remove_file(pack_path(&repo, &pack)).unwrap();
+    run(&repo, &["repair", "index"], 0);
+
+    let out = run(
+        &repo,
+        &["--json", "repair", "snapshots", &third, "--forget"],
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["emptied_dirs"], serde_json::json!(["/src/sub"]), "{v}");
+    assert_eq!(v[0]["dropped_files"], serde_json::json!([]), "{v}");
+    let new = v[0]["new"].as_str().unwrap();
+    let target = repo.path("restore-emptied");
+    restore_into(&repo, new, &target);
+    assert_eq!(fs::read_dir(target.join("src/sub")).unwrap().count(), 0);
+    let outside_sub: BTreeMap<String, Vec<Id>> = files[&third]
+        .iter()
+        .filter(|(p, _)| !p.starts_with("/src/sub/"))
+        .map(|(p, b)| (p.clone(), b.clone()))
+        .collect();
+    assert_restores_except(&repo, new, src, &outside_sub, &BTreeSet::new());
+}
