@@ -348,6 +348,14 @@ fn repair_packs_keeps_the_intact_blobs_of_a_damaged_pack() {
     fs::write(&path, bytes).unwrap();
     run(&repo, &["check", "--read-data"], DAMAGE);
 
+    for (bad, why) in [
+        ("zz12", "hex digits"),
+        ("ab", "hex digits"),
+        ("0000000000", "no pack"),
+    ] {
+        let out = repo.cmd().args(["repair", "packs", bad]).output().unwrap();
+        assert_one_line_error(&out, 2, why);
+    }
     let short = &pack.id.to_hex()[..12];
     let dry = assert_dry_run_changes_nothing(
         &repo,

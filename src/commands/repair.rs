@@ -94,8 +94,13 @@ pub fn resolve_packs(repo: &Repository, specs: &[String]) -> Result<Vec<PackId>>
             .filter(|(id, _)| id.to_hex().starts_with(&hex))
             .map(|(id, _)| PackId(*id))
             .collect();
+        if hex.len() < 4 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::usage(format!(
+                "pack {spec}: give at least 4 hex digits of its id"
+            )));
+        }
         match matches.as_slice() {
-            [one] if hex.len() >= 4 => {
+            [one] => {
                 if !out.contains(one) {
                     out.push(*one)
                 }

@@ -22,9 +22,9 @@ pub struct PackRepair {
     pub listed_by: &'static str,
     /// Blobs listed.
     pub blobs: u64,
-    /// Blobs that open and match their id: stored again (or already stored elsewhere).
+    /// Blobs that open and match their id (stored again), or have a copy in another pack.
     pub kept: u64,
-    /// Blobs that do not open or do not match their id.
+    /// Blobs that do not open or do not match their id, with no copy in another pack.
     pub lost: Vec<BlobId>,
 }
 
@@ -154,7 +154,12 @@ fn salvage_one(
             )
             .is_ok();
         if !intact {
-            r.lost.push(b.id);
+            // A copy in another pack keeps it (the index then points there).
+            if elsewhere.contains(&b.id.0) {
+                r.kept += 1;
+            } else {
+                r.lost.push(b.id);
+            }
             continue;
         }
         r.kept += 1;
