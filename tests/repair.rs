@@ -472,3 +472,39 @@ fn repair_snapshots_keeps_a_folder_whose_tree_is_lost_as_an_empty_folder() {
         .collect();
     assert_restores_except(&repo, new, src, &outside_sub, &BTreeSet::new());
 }
+
+#[test]
+fn repair_index_reports_a_pack_whose_header_does_not_open() {
+    let (repo, _) = fixture();
+    for f in fs::read_dir(repo.repo.join("index")).unwrap() {
+        fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    // Flip a byte in the sealed header at the end of one pack.
+    let lib = open_lib(&repo);
+    let (pack, _) = lib
+        .backend()
+        .list_ids(ocvault::backend::FileKind::Pack)
+        .unwrap()[0];
+    let path = pack_path(&repo, &PackId(pack));
+    let mut bytes = fs::read(&path).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 1;
+    fs::write(&path, bytes).unwrap();
+
+    let out = run(&repo, &["--json", "repair", "index"], DAMAGE);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let unreadable = v["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 1, "{v}");
+    assert_eq!(unreadable[0]["pack"], pack.to_hex());
+    let packs = v["packs"].as_u64().unwrap();
+    assert_eq!(
+        v["packs_indexed"].as_array().unwrap().len() as u64,
+        packs - 1
+    );
+    assert!(path.exists(), "repair deletes no pack");
+    // The others are indexed: a second run reads only the unreadable header again.
+    let again = run(&repo, &["--json", "repair", "index"], DAMAGE);
+    let again: serde_json::Value = serde_json::from_str(again.trim()).unwrap();
+    assert_eq!(again["headers_read"].as_u64(), Some(1), "{again}");
+    assert_eq!(again["new_index"], false, "{again}");
+}
