@@ -508,3 +508,46 @@ fn repair_index_reports_a_pack_whose_header_does_not_open() {
     assert_eq!(again["headers_read"].as_u64(), Some(1), "{again}");
     assert_eq!(again["new_index"], false, "{again}");
 }
+
+#[test]
+fn repair_packs_salvages_an_indexed_pack_whose_header_does_not_open() {
+    let (repo, snaps) = fixture();
+    let lib = open_lib(&repo);
+    let pack = lib
+        .load_index_files()
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, f)| f.packs)
+        .find(|p| p.blob_type == BlobType::Data)
+        .unwrap();
+    let path = pack_path(&repo, &pack.id);
+    let mut bytes = fs::read(&path).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 1;
+    fs::write(&path, bytes).unwrap();
+
+    // The index keeps the pack's entry; --read-all-packs finds its header damaged.
+    let out = run(
+        &repo,
+        &["--json", "repair", "index", "--read-all-packs"],
+        DAMAGE,
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["unreadable"][0]["pack"], pack.id.to_hex(), "{v}");
+    assert_eq!(v["new_index"], false, "{v}");
+
+    let out = run(&repo, &["--json", "repair", "packs", &pack.id.to_hex()], 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["packs"][0]["listed_by"], "index");
+    assert_eq!(
+        v["packs"][0]["kept"].as_u64(),
+        Some(pack.blobs.len() as u64)
+    );
+    assert_eq!(v["packs"][0]["lost"], serde_json::json!([]));
+    run(&repo, &["prune"], 0);
+    assert!(!path.exists(), "prune deleted the damaged pack");
+    assert_check_passes(&repo, &["--read-data"]);
+    for (id, src) in &snaps {
+        restore_and_compare(&repo, id, src, "src");
+    }
+}

@@ -22,8 +22,8 @@ pub struct IndexRepair {
     pub packs_indexed: Vec<PackId>,
     /// Packs the index listed that are not in `data/`: their entries are dropped.
     pub packs_missing: Vec<PackId>,
-    /// Packs whose header cannot be read and that no index lists (an indexed one keeps its
-    /// entry): left for `repair packs` and prune.
+    /// Packs whose header cannot be read: one the index listed keeps its entry (for
+    /// `repair packs`), one it did not stays out of it (a later prune deletes it).
     pub unreadable: Vec<(PackId, String)>,
     /// Unindexed packs a prune has marked: left for that prune to delete.
     pub marked_skipped: u64,
@@ -96,10 +96,10 @@ pub fn repair_index(
             }
             Err(e @ Error::Corrupt { .. }) => {
                 // An indexed pack keeps its entry: its blobs may still open (`repair packs`).
-                match old {
-                    Some(p) => packs.push(p.clone()),
-                    None => report.unreadable.push((id, e.to_string())),
+                if let Some(p) = old {
+                    packs.push(p.clone());
                 }
+                report.unreadable.push((id, e.to_string()));
             }
             Err(e) => return Err(e),
         }
