@@ -112,12 +112,15 @@ fn plan(
     save_tree: &dyn Fn(&Tree) -> Result<Id>,
 ) -> Result<Vec<(SnapshotRepair, Option<Snapshot>)>> {
     let mut out = Vec::new();
+    // Trees found intact, shared by all snapshots: most of a repository's trees are in many.
+    let mut intact = HashSet::new();
     for (id, snap) in snaps {
         crate::interrupt::check()?;
         let mut cut = Cut {
             repo,
             available,
             save_tree,
+            intact: &mut intact,
             dropped_files: Vec::new(),
             emptied_dirs: Vec::new(),
         };
@@ -148,6 +151,8 @@ struct Cut<'a> {
     repo: &'a IndexedRepository<'a>,
     available: &'a Available<'a>,
     save_tree: &'a dyn Fn(&Tree) -> Result<Id>,
+    /// Trees with nothing lost below them: not walked again.
+    intact: &'a mut HashSet<TreeId>,
     dropped_files: Vec<String>,
     emptied_dirs: Vec<String>,
 }
@@ -155,6 +160,9 @@ struct Cut<'a> {
 impl Cut<'_> {
     /// The tree at `path` without lost files; its new id when anything was cut below it.
     fn tree(&mut self, id: TreeId, path: &str) -> Result<Option<TreeId>> {
+        if self.intact.contains(&id) {
+            return Ok(None);
+        }
         let tree = if self.available.has(&id.0) {
             match self.repo.load_tree(&id) {
                 Ok(t) => Some(t),
@@ -187,6 +195,7 @@ impl Cut<'_> {
             kept.push(node);
         }
         if !changed {
+            self.intact.insert(id);
             return Ok(None);
         }
         Ok(Some(TreeId((self.save_tree)(&Tree { nodes: kept })?)))
