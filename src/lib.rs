@@ -38,6 +38,7 @@ pub mod pack;
 pub mod packer;
 pub mod periodic;
 pub mod prune;
+pub mod repair;
 pub mod repofile;
 pub mod repository;
 pub mod restorer;

@@ -632,7 +632,7 @@ fn is_resolved_copy(live: &Index, pack: u32, blob: &crate::format::PackedBlob) -
 
 const BLOBS_PER_INDEX_FILE: usize = 100_000;
 
-fn write_consolidated(
+pub(crate) fn write_consolidated(
     session: &WriteSession,
     packs: Vec<IndexPack>,
     supersedes: &[IndexFileId],

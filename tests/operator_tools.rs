@@ -106,6 +106,7 @@ fn man_writes_a_page_per_command_that_renders() {
         "check",
         "forget",
         "prune",
+        "repair",
         "rewrite",
         "unlock",
         "key",
@@ -125,6 +126,9 @@ fn man_writes_a_page_per_command_that_renders() {
     expected.push("ocvault.1".into());
     for sub in ["add", "list", "passwd", "remove", "split"] {
         expected.push(format!("ocvault-key-{sub}.1"));
+    }
+    for sub in ["index", "packs", "snapshots"] {
+        expected.push(format!("ocvault-repair-{sub}.1"));
     }
     expected.sort();
     let mut written: Vec<String> = fs::read_dir(&pages)

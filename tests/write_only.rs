@@ -283,6 +283,8 @@ fn write_only_key_cannot_read_or_delete_and_changes_nothing() {
         vec!["stats"],
         vec!["tag", "--all", "--add", "x"],
         vec!["rewrite", "--exclude", "*.bin", "--all"],
+        vec!["repair", "snapshots"],
+        vec!["repair", "packs", "00000000"],
         vec!["key", "add", "--new-password-file", new_pw_s],
         vec!["key", "passwd", "--new-password-file", new_pw_s],
         vec!["key", "remove", "FULL-KEY-ID"],
@@ -401,6 +403,40 @@ fn write_only_check_passes_and_finds_a_flipped_pack_byte() {
         report.contains(&name[..8]),
         "the damaged pack is named: {report}"
     );
+}
+
+#[test]
+fn write_only_key_repairs_a_lost_index() {
+    // Pack headers are sealed with a key the write-only key holds: it can rebuild the index,
+    // and the full key then restores both hosts' snapshots byte for byte.
+    let scene = Scene::new();
+    for f in std::fs::read_dir(scene.repo.repo.join("index")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let out = scene.full().arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(DAMAGE), "{out:?}");
+    let out = scene
+        .write_only()
+        .args(["--json", "repair", "index"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = last_json(&out);
+    assert_eq!(v["new_index"], true, "{v}");
+    assert_eq!(
+        v["packs_indexed"].as_array().unwrap().len() as u64,
+        v["packs"].as_u64().unwrap()
+    );
+    let out = scene
+        .full()
+        .args(["check", "--read-data"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let a_name = scene.a_root.file_name().unwrap().to_str().unwrap();
+    restore_and_compare(&scene.repo, &scene.a_snapshot, &scene.a_root, a_name);
+    let b_name = scene.b_root.file_name().unwrap().to_str().unwrap();
+    restore_and_compare(&scene.repo, &scene.b_snapshots[1], &scene.b_root, b_name);
 }
 
 /// Every file under `dir`, recursively.

@@ -21,6 +21,7 @@ mod outcome;
 mod password_command;
 mod pitr;
 mod prune;
+mod repair;
 mod restore;
 mod rewrite;
 mod snapshot;
@@ -144,6 +145,8 @@ pub enum Command {
     Forget(Box<forget::Args>),
     /// Delete data no snapshot uses
     Prune(prune::Args),
+    /// After damage `check` found: rebuild the index, cut lost files from snapshots, salvage packs
+    Repair(repair::Args),
     /// Write snapshots anew without paths matching globs, forgetting the originals
     Rewrite(rewrite::Args),
     /// Remove stale backup markers left by crashed clients
@@ -236,6 +239,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Copy(a) => copy::run(&g, a),
         Command::Forget(a) => forget::run(&g, *a),
         Command::Prune(a) => prune::run(&g, a),
+        Command::Repair(a) => repair::run(&g, a),
         Command::Rewrite(a) => rewrite::run(&g, a),
         Command::Unlock(a) => unlock::run(&g, a),
         Command::Key(a) => key::run(&g, a),

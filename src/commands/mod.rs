@@ -17,6 +17,7 @@ pub mod key;
 pub mod ls;
 pub mod pitr;
 pub mod prune;
+pub mod repair;
 pub mod rewrite;
 pub mod select;
 pub mod snapshot;
