@@ -109,7 +109,11 @@ fn open_destination(g: &GlobalOptions, url: &str, a: &Args) -> Result<Repository
         },
         false,
     )?;
-    Repository::probe(&backend)?;
+    // Its storage errors name it: the source's look the same ("permission denied").
+    Repository::probe(&backend).map_err(|e| match e {
+        Error::Backend(msg) => Error::Backend(format!("destination {url}: {msg}")),
+        e => e,
+    })?;
     let pw = if let Ok(p) = std::env::var("OCVAULT_TO_PASSWORD") {
         zeroize::Zeroizing::new(p.into_bytes())
     } else if let Some(f) = &a.to_password_file {
