@@ -339,3 +339,42 @@ fn secrets_in_clear_and_unknown_keys_are_refused() {
     }
     assert!(!Path::new(&s.path("repo")).exists());
 }
+
+#[test]
+fn copy_takes_its_destination_from_the_profile() {
+    let s = Setup::new();
+    let dest_pw = s.path("dest-password");
+    fs::write(&dest_pw, "the copy's own password\n").unwrap();
+    let text = format!(
+        "{}\n[copy]\nto = \"{}\"\nto-password-file = \"{}\"\n",
+        s.prod_profile(),
+        s.path("dest").display(),
+        dest_pw.display()
+    );
+    s.write_profile("prod", &text);
+    let id = one_snapshot(&s, &["--profile", "prod"]);
+    let mut init_dest = ocvault();
+    init_dest
+        .arg("--repo")
+        .arg(s.path("dest"))
+        .env("OCVAULT_PASSWORD", "the copy's own password")
+        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
+        .assert()
+        .success();
+    let out = s.json(&["--profile", "prod", "copy", "--all"]);
+    let copied = out["copied"].as_array().unwrap();
+    assert_eq!(copied.len(), 1, "{out}");
+    assert_eq!(copied[0][0], id.as_str(), "{out}");
+    // The copy restores from the destination with the destination's password.
+    let target = s.path("restored");
+    let mut restore = ocvault();
+    restore
+        .arg("--repo")
+        .arg(s.path("dest"))
+        .env("OCVAULT_PASSWORD", "the copy's own password")
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .assert()
+        .success();
+    assert_trees_equal(&s.path("src/git"), &target.join("git"));
+}

@@ -225,6 +225,13 @@ fn parse_s3(url: &str, rest: &str, opts: &mut Options, env: &StorageEnv) -> Resu
     if take(opts, "s3.virtual_host").as_deref() == Some("true") {
         config.push(("enable_virtual_host_style".into(), "true".into()));
     }
+    // OpenDAL reads a named profile through the process environment, where the source's
+    // AWS_ACCESS_KEY_ID would win over it: a set of its own names its keys instead.
+    if let (StorageEnv::Own(_), Some(_)) = (env, env.get("AWS_PROFILE")) {
+        return Err(Error::usage(format!(
+            "{url}: AWS_PROFILE cannot select a destination's credentials: set {OWN_PREFIX}AWS_ACCESS_KEY_ID and {OWN_PREFIX}AWS_SECRET_ACCESS_KEY"
+        )));
+    }
     // Credentials: the standard AWS variables, read here so a missing one is a clear error
     // rather than a signature failure deep in a request.
     match (env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")) {
@@ -482,6 +489,44 @@ mod tests {
         assert_eq!(get(&l, "root"), Some("/tmp/x"));
         assert_eq!(o.get("retry.max").map(String::as_str), Some("3"));
         assert!(parse("opendal:gcs", &mut Options::new()).is_err());
+    }
+
+    #[test]
+    fn an_own_set_of_variables_replaces_the_process_environment() {
+        let own = |vars: &[(&str, &str)]| {
+            StorageEnv::Own(
+                vars.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let l = parse_with_env(
+            "s3://b/p",
+            &mut Options::new(),
+            &own(&[
+                ("AWS_ACCESS_KEY_ID", "dr"),
+                ("AWS_SECRET_ACCESS_KEY", "drsecret"),
+                ("AWS_REGION", "eu-west-1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(get(&l, "access_key_id"), Some("dr"));
+        assert_eq!(get(&l, "region"), Some("eu-west-1"));
+        assert_eq!(get(&l, "disable_config_load"), Some("true"));
+        for vars in [
+            &[("AWS_REGION", "eu-west-1")][..],
+            &[("AWS_PROFILE", "dr-account")][..],
+            &[("AWS_ACCESS_KEY_ID", "dr")][..],
+        ] {
+            let e = parse_with_env("s3://b/p", &mut Options::new(), &own(vars)).unwrap_err();
+            assert!(
+                e.to_string().contains("OCVAULT_TO_AWS_SECRET_ACCESS_KEY"),
+                "{e}"
+            );
+        }
+        // Debug output names the variables, never their values.
+        let shown = format!("{:?}", own(&[("AWS_SECRET_ACCESS_KEY", "drsecret")]));
+        assert!(!shown.contains("drsecret"), "{shown}");
     }
 
     #[test]

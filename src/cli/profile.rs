@@ -78,8 +78,9 @@ pub struct CopySection {
     pub to_options: Vec<String>,
     pub to_password_file: Option<PathBuf>,
     pub to_password_command: Option<String>,
-    /// The destination's own storage variables (non-secret ones such as `AWS_REGION`);
-    /// `OCVAULT_TO_AWS_*` in the environment win over them.
+    /// The destination's own storage variables (non-secret ones such as `AWS_REGION` or
+    /// `AWS_ENDPOINT_URL`; its keys come from `OCVAULT_TO_AWS_*` in the environment, which
+    /// win over these). Giving any makes the destination ignore the source's `AWS_*`.
     #[serde(default)]
     pub to_env: BTreeMap<String, String>,
 }
