@@ -87,6 +87,13 @@ prune = true
         c
     }
 
+    /// [`Setup::cmd`] with OCVAULT_PROFILE naming a profile that does not exist.
+    fn cmd_with_stray_profile(&self) -> assert_cmd::Command {
+        let mut c = self.cmd();
+        c.env("OCVAULT_PROFILE", "stray");
+        c
+    }
+
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.cmd().arg("--json").args(args).output().unwrap();
         assert_eq!(
@@ -232,6 +239,17 @@ fn config_file_and_password_command_work() {
         .args(["snapshots", "--json"])
         .assert()
         .success();
+    // --config wins over OCVAULT_PROFILE, here naming a profile that does not exist.
+    s.cmd_with_stray_profile()
+        .args(["--config", &config, "snapshots"])
+        .assert()
+        .success();
+    let out = s
+        .cmd_with_stray_profile()
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, USAGE, "stray.toml");
     // Not found: one line, exit 2, naming where it looked.
     let out = s
         .cmd()

@@ -59,8 +59,9 @@ pub struct GlobalOptions {
     /// environment win over it
     #[arg(long, env = "OCVAULT_PROFILE", global = true, value_name = "NAME")]
     pub profile: Option<String>,
-    /// Read settings from this profile file (as --profile)
-    #[arg(long, global = true, value_name = "FILE", conflicts_with = "profile")]
+    /// Read settings from this profile file (as --profile, which it wins over: OCVAULT_PROFILE
+    /// may be set for the host's usual job)
+    #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Repository: PATH, fs:PATH, s3://BUCKET/PREFIX, sftp://USER@HOST[:PORT]/PATH,
     /// webdav://HOST[:PORT]/PATH, webdavs://..., opendal:SCHEME (with -o), memory:

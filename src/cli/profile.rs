@@ -97,9 +97,9 @@ const SECRET_WORDS: [&str; 6] = [
 
 /// Fills the command line from `--profile`/`--config`, if one is given.
 pub fn apply(mut cli: Cli) -> Result<Cli> {
-    let path = match (&cli.global.profile, &cli.global.config) {
-        (Some(name), _) => find(name)?,
-        (None, Some(file)) => file.clone(),
+    let path = match (&cli.global.config, &cli.global.profile) {
+        (Some(file), _) => file.clone(),
+        (None, Some(name)) => find(name)?,
         (None, None) => return Ok(cli),
     };
     let profile = load(&path)?;
