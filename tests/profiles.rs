@@ -396,3 +396,51 @@ fn copy_takes_its_destination_from_the_profile() {
         .success();
     assert_trees_equal(&s.path("src/git"), &target.join("git"));
 }
+
+#[test]
+fn home_config_is_found_and_readable_env_values_warn() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    // Without XDG_CONFIG_HOME the profile is ~/.config/ocvault/NAME.toml.
+    let home = s.path("home");
+    fs::create_dir_all(home.join(".config/ocvault")).unwrap();
+    let file = home.join(".config/ocvault/prod.toml");
+    let text = format!("{}\n[env]\nAWS_REGION = \"eu-west-1\"\n", s.prod_profile());
+    fs::write(&file, text).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let cmd = || {
+        let mut c = ocvault();
+        c.env_remove("XDG_CONFIG_HOME").env("HOME", &home);
+        c
+    };
+    let out = cmd()
+        .args(["--profile", "prod", "init", "--kdf-memory-kib", "1024"])
+        .args(["--kdf-iterations", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: profile") && err.contains("readable by other users"),
+        "{err}"
+    );
+    assert!(s.path("repo/config").exists());
+    // Private, it is quiet.
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = cmd()
+        .args(["--profile", "prod", "snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Commands that touch no repository ignore a missing OCVAULT_PROFILE.
+    cmd()
+        .env("OCVAULT_PROFILE", "stray")
+        .args(["completion", "bash"])
+        .assert()
+        .success();
+}

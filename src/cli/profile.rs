@@ -97,6 +97,10 @@ const SECRET_WORDS: [&str; 6] = [
 
 /// Fills the command line from `--profile`/`--config`, if one is given.
 pub fn apply(mut cli: Cli) -> Result<Cli> {
+    // These touch no repository: a missing OCVAULT_PROFILE must not stop them.
+    if matches!(cli.command, Command::Completion(_) | Command::Man(_)) {
+        return Ok(cli);
+    }
     let path = match (&cli.global.config, &cli.global.profile) {
         (Some(file), _) => file.clone(),
         (None, Some(name)) => find(name)?,
