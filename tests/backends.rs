@@ -420,6 +420,35 @@ fn copy_between_two_s3_accounts_keeps_their_credentials_apart() {
     );
     assert_eq!(dest_snapshots(), 1);
     restore_equals(&dst_s3, DEST_PW, "latest", &src, work.path());
+
+    // Or a named profile in a credentials file of the destination's own.
+    let credentials = work.path().join("aws-credentials");
+    std::fs::write(
+        &credentials,
+        "[dr-account]\naws_access_key_id = ocvaultdrkey\n\
+         aws_secret_access_key = ocvault-dr-secret-9876543210\n",
+    )
+    .unwrap();
+    mutate_tree(&src, 0.1, 44);
+    snapshot(&src_s3, &src);
+    let by_profile = [
+        ("OCVAULT_TO_AWS_PROFILE", "dr-account".to_string()),
+        (
+            "OCVAULT_TO_AWS_SHARED_CREDENTIALS_FILE",
+            credentials.display().to_string(),
+        ),
+        ("OCVAULT_TO_AWS_REGION", "us-east-1".to_string()),
+    ]
+    .map(|(k, v)| (k.to_string(), v));
+    let out = copy(&by_profile);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dest_snapshots(), 2);
+    restore_equals(&dst_s3, DEST_PW, "latest", &src, work.path());
     dst_s3
         .cmd(DEST_PW)
         .args(["check", "--read-data"])

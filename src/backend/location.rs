@@ -225,20 +225,25 @@ fn parse_s3(url: &str, rest: &str, opts: &mut Options, env: &StorageEnv) -> Resu
     if take(opts, "s3.virtual_host").as_deref() == Some("true") {
         config.push(("enable_virtual_host_style".into(), "true".into()));
     }
-    // OpenDAL reads a named profile through the process environment, where the source's
-    // AWS_ACCESS_KEY_ID would win over it: a set of its own names its keys instead.
-    if let (StorageEnv::Own(_), Some(_)) = (env, env.get("AWS_PROFILE")) {
-        return Err(Error::usage(format!(
-            "{url}: AWS_PROFILE cannot select a destination's credentials: set {OWN_PREFIX}AWS_ACCESS_KEY_ID and {OWN_PREFIX}AWS_SECRET_ACCESS_KEY"
-        )));
-    }
     // Credentials: the standard AWS variables, read here so a missing one is a clear error
     // rather than a signature failure deep in a request.
-    match (env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")) {
+    let keys = match (env, env.get("AWS_PROFILE")) {
+        // OpenDAL would read a named profile through the process environment, where the
+        // source's AWS_ACCESS_KEY_ID wins over it: its keys are read here instead.
+        (StorageEnv::Own(_), Some(profile)) if env.get("AWS_ACCESS_KEY_ID").is_none() => {
+            profile_keys(env, &profile)?
+        }
+        _ => (
+            env.get("AWS_ACCESS_KEY_ID"),
+            env.get("AWS_SECRET_ACCESS_KEY"),
+            env.get("AWS_SESSION_TOKEN"),
+        ),
+    };
+    match (keys.0, keys.1) {
         (Some(id), Some(secret)) => {
             config.push(("access_key_id".into(), id));
             config.push(("secret_access_key".into(), secret));
-            if let Some(t) = env.get("AWS_SESSION_TOKEN") {
+            if let Some(t) = keys.2 {
                 config.push(("session_token".into(), t));
             }
             // Only what we pass: no surprise from ~/.aws or instance metadata.
@@ -271,6 +276,45 @@ fn parse_s3(url: &str, rest: &str, opts: &mut Options, env: &StorageEnv) -> Resu
         rename_writes: false,
         s3,
     })
+}
+
+/// Access key, secret and session token of `profile` in the shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`, else ~/.aws/credentials): static keys only.
+fn profile_keys(
+    env: &StorageEnv,
+    profile: &str,
+) -> Result<(Option<String>, Option<String>, Option<String>)> {
+    let file = env
+        .get("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".aws/credentials")))
+        .ok_or_else(|| Error::usage("AWS_PROFILE given, but no HOME to find ~/.aws/credentials"))?;
+    let shown = file.display();
+    let ini = ini::Ini::load_from_file_noescape(&file).map_err(|e| match e {
+        ini::Error::Io(e) => {
+            Error::usage(format!("AWS_PROFILE {profile}: cannot read {shown}: {e}"))
+        }
+        // Line only: the message never quotes the file (it holds secrets).
+        ini::Error::Parse(e) => Error::usage(format!(
+            "AWS_PROFILE {profile}: {shown} line {}: not an INI file",
+            e.line
+        )),
+    })?;
+    let section = ini
+        .section(Some(profile))
+        .ok_or_else(|| Error::usage(format!("AWS_PROFILE {profile}: no [{profile}] in {shown}")))?;
+    let get = |k: &str| section.get(k).map(str::to_string).filter(|v| !v.is_empty());
+    let keys = (
+        get("aws_access_key_id"),
+        get("aws_secret_access_key"),
+        get("aws_session_token"),
+    );
+    if keys.0.is_none() || keys.1.is_none() {
+        return Err(Error::usage(format!(
+            "AWS_PROFILE {profile}: [{profile}] in {shown} needs aws_access_key_id and aws_secret_access_key (a destination's profile is read for static keys only)"
+        )));
+    }
+    Ok(keys)
 }
 
 fn parse_sftp(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
@@ -515,7 +559,6 @@ mod tests {
         assert_eq!(get(&l, "disable_config_load"), Some("true"));
         for vars in [
             &[("AWS_REGION", "eu-west-1")][..],
-            &[("AWS_PROFILE", "dr-account")][..],
             &[("AWS_ACCESS_KEY_ID", "dr")][..],
         ] {
             let e = parse_with_env("s3://b/p", &mut Options::new(), &own(vars)).unwrap_err();
@@ -523,6 +566,32 @@ mod tests {
                 e.to_string().contains("OCVAULT_TO_AWS_SECRET_ACCESS_KEY"),
                 "{e}"
             );
+        }
+        // AWS_PROFILE: the static keys of that section of the credentials file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        std::fs::write(
+            &file,
+            "[default]\naws_access_key_id = src\naws_secret_access_key = srcsecret\n\n\
+             [dr-account]\naws_access_key_id = dr\naws_secret_access_key = dr\\secret\n\
+             aws_session_token = drtoken\n\n[sso]\nsso_start_url = https://x\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let with_profile = |name: &str| {
+            parse_with_env(
+                "s3://b/p",
+                &mut Options::new(),
+                &own(&[("AWS_PROFILE", name), ("AWS_SHARED_CREDENTIALS_FILE", file)]),
+            )
+        };
+        let l = with_profile("dr-account").unwrap();
+        assert_eq!(get(&l, "access_key_id"), Some("dr"));
+        assert_eq!(get(&l, "secret_access_key"), Some("dr\\secret"));
+        assert_eq!(get(&l, "session_token"), Some("drtoken"));
+        for (name, says) in [("sso", "needs aws_access_key_id"), ("none", "no [none]")] {
+            let e = with_profile(name).unwrap_err().to_string();
+            assert!(e.contains(says) && !e.contains("srcsecret"), "{e}");
         }
         // Debug output names the variables, never their values.
         let shown = format!("{:?}", own(&[("AWS_SECRET_ACCESS_KEY", "drsecret")]));
