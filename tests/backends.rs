@@ -340,6 +340,122 @@ fn copy_local_to_s3_then_restore_from_the_copy() {
     restore_equals(&s3, DEST_PW, "latest", &src, work.path());
 }
 
+/// `copy` from one account's S3 to another's: the source's credentials in AWS_*, the
+/// destination's only in OCVAULT_TO_AWS_*; each server accepts only its own key.
+#[test]
+fn copy_between_two_s3_accounts_keeps_their_credentials_apart() {
+    let src_s3 = servers::s3();
+    let dst_s3 = servers::s3_with_credentials("ocvaultdrkey", "ocvault-dr-secret-9876543210");
+    assert_ne!(src_s3.env, dst_s3.env);
+    let work = scratch_dir("ocvault-backends-");
+    let src = work.path().join("src");
+    small_tree(&src, 43);
+    init(&src_s3, PW);
+    init(&dst_s3, DEST_PW);
+    let id = snapshot(&src_s3, &src);
+    let dest_pw = work.path().join("dest-password");
+    std::fs::write(&dest_pw, format!("{DEST_PW}\n")).unwrap();
+    // `src_s3.cmd` puts the source's credentials in AWS_*; `to_env` adds the destination's.
+    let copy = |to_env: &[(String, String)]| {
+        let mut c = src_s3.cmd(PW);
+        c.args(["copy", "--all", "--to", &dst_s3.url, "--to-password-file"])
+            .arg(&dest_pw);
+        for o in &dst_s3.options {
+            c.arg("--to-option").arg(o);
+        }
+        for (k, v) in to_env {
+            c.env(k, v);
+        }
+        c.timeout(std::time::Duration::from_secs(300))
+            .output()
+            .unwrap()
+    };
+    let dest_snapshots = || {
+        let out = dst_s3
+            .cmd(DEST_PW)
+            .args(["--json", "snapshots"])
+            .assert()
+            .success();
+        last_json(&out).as_array().unwrap().len()
+    };
+
+    // Without the destination's own credentials the source's are sent there: refused.
+    let out = copy(&[]);
+    assert_one_line_error(
+        &out,
+        1,
+        "backend: destination s3://bucket/repo: config: permission denied",
+    );
+    assert_eq!(dest_snapshots(), 0);
+    // Half a credential set of its own is a usage error naming the missing variable.
+    let half = [(
+        "OCVAULT_TO_AWS_ACCESS_KEY_ID".to_string(),
+        "ocvaultdrkey".to_string(),
+    )];
+    assert_one_line_error(&copy(&half), 2, "OCVAULT_TO_AWS_SECRET_ACCESS_KEY");
+    // The source is as it was: its one snapshot, whole.
+    let listed = src_s3
+        .cmd(PW)
+        .args(["--json", "snapshots"])
+        .assert()
+        .success();
+    assert_eq!(last_json(&listed)[0]["id"], id.as_str());
+    src_s3
+        .cmd(PW)
+        .args(["check", "--read-data"])
+        .assert()
+        .code(0);
+
+    let own: Vec<(String, String)> = dst_s3
+        .env
+        .iter()
+        .map(|(k, v)| (format!("OCVAULT_TO_{k}"), v.clone()))
+        .collect();
+    let out = copy(&own);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dest_snapshots(), 1);
+    restore_equals(&dst_s3, DEST_PW, "latest", &src, work.path());
+
+    // Or a named profile in a credentials file of the destination's own.
+    let credentials = work.path().join("aws-credentials");
+    std::fs::write(
+        &credentials,
+        "[dr-account]\naws_access_key_id = ocvaultdrkey\n\
+         aws_secret_access_key = ocvault-dr-secret-9876543210\n",
+    )
+    .unwrap();
+    mutate_tree(&src, 0.1, 44);
+    snapshot(&src_s3, &src);
+    let by_profile = [
+        ("OCVAULT_TO_AWS_PROFILE", "dr-account".to_string()),
+        (
+            "OCVAULT_TO_AWS_SHARED_CREDENTIALS_FILE",
+            credentials.display().to_string(),
+        ),
+        ("OCVAULT_TO_AWS_REGION", "us-east-1".to_string()),
+    ]
+    .map(|(k, v)| (k.to_string(), v));
+    let out = copy(&by_profile);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dest_snapshots(), 2);
+    restore_equals(&dst_s3, DEST_PW, "latest", &src, work.path());
+    dst_s3
+        .cmd(DEST_PW)
+        .args(["check", "--read-data"])
+        .assert()
+        .code(0);
+}
+
 #[test]
 fn sftp_strict_known_hosts_refuses_an_unknown_host() {
     let s = servers::sftp();

@@ -67,12 +67,57 @@ fn take(opts: &mut Options, key: &str) -> Option<String> {
     opts.remove(key)
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+/// Where a location's storage variables (`AWS_*`, `OCVAULT_WEBDAV_*`, `OCVAULT_OPENDAL_*`)
+/// come from: the process environment, or a set of its own (a `copy` destination in another
+/// account, whose credentials must not mix with the source's).
+#[derive(Clone, Default)]
+pub enum StorageEnv {
+    #[default]
+    Process,
+    /// Only these variables, by their usual names (`AWS_ACCESS_KEY_ID`, ...); credentials are
+    /// never taken from the process environment, ~/.aws or instance metadata then.
+    Own(BTreeMap<String, String>),
 }
 
-/// Parses a repository URL. Consumes the service's `-o` options from `opts`.
+impl std::fmt::Debug for StorageEnv {
+    /// Names only: the values may be secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageEnv::Process => f.write_str("Process"),
+            StorageEnv::Own(vars) => f.debug_tuple("Own").field(&vars.keys()).finish(),
+        }
+    }
+}
+
+impl StorageEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        match self {
+            StorageEnv::Process => std::env::var(name).ok(),
+            StorageEnv::Own(vars) => vars.get(name).cloned(),
+        }
+        .filter(|v| !v.is_empty())
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        match self {
+            StorageEnv::Process => std::env::vars().collect(),
+            StorageEnv::Own(vars) => vars.clone().into_iter().collect(),
+        }
+    }
+}
+
+/// The prefix under which the process environment holds a `copy` destination's own storage
+/// variables (`OCVAULT_TO_AWS_ACCESS_KEY_ID`, ...); messages name them by it.
+pub const OWN_PREFIX: &str = "OCVAULT_TO_";
+
+/// Parses a repository URL with the process environment. Consumes the service's `-o`
+/// options from `opts`.
 pub fn parse(url: &str, opts: &mut Options) -> Result<Location> {
+    parse_with_env(url, opts, &StorageEnv::Process)
+}
+
+/// Parses a repository URL, reading storage variables from `env`.
+pub fn parse_with_env(url: &str, opts: &mut Options, env: &StorageEnv) -> Result<Location> {
     if url == "memory:" || url.starts_with("memory:") {
         return Ok(Location {
             scheme: "memory".into(),
@@ -84,19 +129,19 @@ pub fn parse(url: &str, opts: &mut Options) -> Result<Location> {
         });
     }
     if let Some(rest) = url.strip_prefix("s3://") {
-        return parse_s3(url, rest, opts);
+        return parse_s3(url, rest, opts, env);
     }
     if let Some(rest) = url.strip_prefix("sftp://") {
         return parse_sftp(url, rest, opts);
     }
     if let Some(rest) = url.strip_prefix("webdav://") {
-        return parse_webdav(url, rest, "http", opts);
+        return parse_webdav(url, rest, "http", env);
     }
     if let Some(rest) = url.strip_prefix("webdavs://") {
-        return parse_webdav(url, rest, "https", opts);
+        return parse_webdav(url, rest, "https", env);
     }
     if let Some(scheme) = url.strip_prefix("opendal:") {
-        return parse_opendal(url, scheme, opts);
+        return parse_opendal(url, scheme, opts, env);
     }
     let path = url.strip_prefix("fs:").unwrap_or(url);
     if path.contains("://") {
@@ -137,7 +182,7 @@ fn split_authority(url: &str, rest: &str) -> Result<(String, String)> {
     Ok((auth.to_string(), path.to_string()))
 }
 
-fn parse_s3(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
+fn parse_s3(url: &str, rest: &str, opts: &mut Options, env: &StorageEnv) -> Result<Location> {
     let (bucket, prefix) = match rest.split_once('/') {
         Some((b, p)) => (b, p.trim_matches('/')),
         None => (rest, ""),
@@ -148,11 +193,11 @@ fn parse_s3(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
         )));
     }
     let endpoint = take(opts, "s3.endpoint")
-        .or_else(|| env("AWS_ENDPOINT_URL_S3"))
-        .or_else(|| env("AWS_ENDPOINT_URL"));
+        .or_else(|| env.get("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| env.get("AWS_ENDPOINT_URL"));
     let region = take(opts, "s3.region")
-        .or_else(|| env("AWS_REGION"))
-        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .or_else(|| env.get("AWS_REGION"))
+        .or_else(|| env.get("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|| "us-east-1".into());
     let mut config = vec![
         ("bucket".to_string(), bucket.to_string()),
@@ -182,22 +227,44 @@ fn parse_s3(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
     }
     // Credentials: the standard AWS variables, read here so a missing one is a clear error
     // rather than a signature failure deep in a request.
-    match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+    let keys = match (env, env.get("AWS_PROFILE")) {
+        // OpenDAL would read a named profile through the process environment, where the
+        // source's AWS_ACCESS_KEY_ID wins over it: its keys are read here instead.
+        (StorageEnv::Own(_), Some(profile)) if env.get("AWS_ACCESS_KEY_ID").is_none() => {
+            profile_keys(env, &profile)?
+        }
+        _ => (
+            env.get("AWS_ACCESS_KEY_ID"),
+            env.get("AWS_SECRET_ACCESS_KEY"),
+            env.get("AWS_SESSION_TOKEN"),
+        ),
+    };
+    match (keys.0, keys.1) {
         (Some(id), Some(secret)) => {
             config.push(("access_key_id".into(), id));
             config.push(("secret_access_key".into(), secret));
-            if let Some(t) = env("AWS_SESSION_TOKEN") {
+            if let Some(t) = keys.2 {
                 config.push(("session_token".into(), t));
             }
             // Only what we pass: no surprise from ~/.aws or instance metadata.
             config.push(("disable_config_load".into(), "true".into()));
             config.push(("disable_ec2_metadata".into(), "true".into()));
         }
+        // A set of its own must name its credentials: the fallbacks would find the source's.
+        (None, None) if matches!(env, StorageEnv::Own(_)) => {
+            return Err(Error::usage(format!(
+                "{url}: no credentials of its own: set {OWN_PREFIX}AWS_ACCESS_KEY_ID and {OWN_PREFIX}AWS_SECRET_ACCESS_KEY"
+            )))
+        }
         (None, None) => {} // OpenDAL falls back to ~/.aws and instance credentials.
         _ => {
-            return Err(Error::usage(
-                "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither",
-            ))
+            let p = match env {
+                StorageEnv::Own(_) => OWN_PREFIX,
+                StorageEnv::Process => "",
+            };
+            return Err(Error::usage(format!(
+                "set both {p}AWS_ACCESS_KEY_ID and {p}AWS_SECRET_ACCESS_KEY, or neither"
+            )));
         }
     }
     Ok(Location {
@@ -209,6 +276,45 @@ fn parse_s3(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
         rename_writes: false,
         s3,
     })
+}
+
+/// Access key, secret and session token of `profile` in the shared credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`, else ~/.aws/credentials): static keys only.
+fn profile_keys(
+    env: &StorageEnv,
+    profile: &str,
+) -> Result<(Option<String>, Option<String>, Option<String>)> {
+    let file = env
+        .get("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".aws/credentials")))
+        .ok_or_else(|| Error::usage("AWS_PROFILE given, but no HOME to find ~/.aws/credentials"))?;
+    let shown = file.display();
+    let ini = ini::Ini::load_from_file_noescape(&file).map_err(|e| match e {
+        ini::Error::Io(e) => {
+            Error::usage(format!("AWS_PROFILE {profile}: cannot read {shown}: {e}"))
+        }
+        // Line only: the message never quotes the file (it holds secrets).
+        ini::Error::Parse(e) => Error::usage(format!(
+            "AWS_PROFILE {profile}: {shown} line {}: not an INI file",
+            e.line
+        )),
+    })?;
+    let section = ini
+        .section(Some(profile))
+        .ok_or_else(|| Error::usage(format!("AWS_PROFILE {profile}: no [{profile}] in {shown}")))?;
+    let get = |k: &str| section.get(k).map(str::to_string).filter(|v| !v.is_empty());
+    let keys = (
+        get("aws_access_key_id"),
+        get("aws_secret_access_key"),
+        get("aws_session_token"),
+    );
+    if keys.0.is_none() || keys.1.is_none() {
+        return Err(Error::usage(format!(
+            "AWS_PROFILE {profile}: [{profile}] in {shown} needs aws_access_key_id and aws_secret_access_key (a destination's profile is read for static keys only)"
+        )));
+    }
+    Ok(keys)
 }
 
 fn parse_sftp(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
@@ -265,7 +371,7 @@ fn parse_sftp(url: &str, rest: &str, opts: &mut Options) -> Result<Location> {
     })
 }
 
-fn parse_webdav(url: &str, rest: &str, http: &str, _opts: &mut Options) -> Result<Location> {
+fn parse_webdav(url: &str, rest: &str, http: &str, env: &StorageEnv) -> Result<Location> {
     let (auth, path) = split_authority(url, rest)?;
     if auth.contains('@') {
         return Err(Error::usage(
@@ -276,10 +382,10 @@ fn parse_webdav(url: &str, rest: &str, http: &str, _opts: &mut Options) -> Resul
         ("endpoint".to_string(), format!("{http}://{auth}")),
         ("root".to_string(), path),
     ];
-    if let Some(u) = env("OCVAULT_WEBDAV_USER") {
+    if let Some(u) = env.get("OCVAULT_WEBDAV_USER") {
         config.push(("username".into(), u));
     }
-    if let Some(p) = env("OCVAULT_WEBDAV_PASSWORD") {
+    if let Some(p) = env.get("OCVAULT_WEBDAV_PASSWORD") {
         config.push(("password".into(), p));
     }
     Ok(Location {
@@ -294,7 +400,12 @@ fn parse_webdav(url: &str, rest: &str, http: &str, _opts: &mut Options) -> Resul
 
 /// Any service this build enables, configured by `-o key=value` (what OpenDAL documents for
 /// that service) plus `OCVAULT_OPENDAL_<KEY>` variables for secrets.
-fn parse_opendal(url: &str, scheme: &str, opts: &mut Options) -> Result<Location> {
+fn parse_opendal(
+    url: &str,
+    scheme: &str,
+    opts: &mut Options,
+    env: &StorageEnv,
+) -> Result<Location> {
     const ENABLED: [&str; 5] = ["fs", "memory", "s3", "sftp", "webdav"];
     if !ENABLED.contains(&scheme) {
         return Err(Error::usage(format!(
@@ -312,7 +423,7 @@ fn parse_opendal(url: &str, scheme: &str, opts: &mut Options) -> Result<Location
         let v = opts.remove(&k).unwrap_or_default();
         config.push((k, v));
     }
-    for (k, v) in std::env::vars() {
+    for (k, v) in env.vars() {
         if let Some(name) = k.strip_prefix("OCVAULT_OPENDAL_") {
             config.push((name.to_ascii_lowercase(), v));
         }
@@ -422,6 +533,69 @@ mod tests {
         assert_eq!(get(&l, "root"), Some("/tmp/x"));
         assert_eq!(o.get("retry.max").map(String::as_str), Some("3"));
         assert!(parse("opendal:gcs", &mut Options::new()).is_err());
+    }
+
+    #[test]
+    fn an_own_set_of_variables_replaces_the_process_environment() {
+        let own = |vars: &[(&str, &str)]| {
+            StorageEnv::Own(
+                vars.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let l = parse_with_env(
+            "s3://b/p",
+            &mut Options::new(),
+            &own(&[
+                ("AWS_ACCESS_KEY_ID", "dr"),
+                ("AWS_SECRET_ACCESS_KEY", "drsecret"),
+                ("AWS_REGION", "eu-west-1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(get(&l, "access_key_id"), Some("dr"));
+        assert_eq!(get(&l, "region"), Some("eu-west-1"));
+        assert_eq!(get(&l, "disable_config_load"), Some("true"));
+        for vars in [
+            &[("AWS_REGION", "eu-west-1")][..],
+            &[("AWS_ACCESS_KEY_ID", "dr")][..],
+        ] {
+            let e = parse_with_env("s3://b/p", &mut Options::new(), &own(vars)).unwrap_err();
+            assert!(
+                e.to_string().contains("OCVAULT_TO_AWS_SECRET_ACCESS_KEY"),
+                "{e}"
+            );
+        }
+        // AWS_PROFILE: the static keys of that section of the credentials file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("credentials");
+        std::fs::write(
+            &file,
+            "[default]\naws_access_key_id = src\naws_secret_access_key = srcsecret\n\n\
+             [dr-account]\naws_access_key_id = dr\naws_secret_access_key = dr\\secret\n\
+             aws_session_token = drtoken\n\n[sso]\nsso_start_url = https://x\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let with_profile = |name: &str| {
+            parse_with_env(
+                "s3://b/p",
+                &mut Options::new(),
+                &own(&[("AWS_PROFILE", name), ("AWS_SHARED_CREDENTIALS_FILE", file)]),
+            )
+        };
+        let l = with_profile("dr-account").unwrap();
+        assert_eq!(get(&l, "access_key_id"), Some("dr"));
+        assert_eq!(get(&l, "secret_access_key"), Some("dr\\secret"));
+        assert_eq!(get(&l, "session_token"), Some("drtoken"));
+        for (name, says) in [("sso", "needs aws_access_key_id"), ("none", "no [none]")] {
+            let e = with_profile(name).unwrap_err().to_string();
+            assert!(e.contains(says) && !e.contains("srcsecret"), "{e}");
+        }
+        // Debug output names the variables, never their values.
+        let shown = format!("{:?}", own(&[("AWS_SECRET_ACCESS_KEY", "drsecret")]));
+        assert!(!shown.contains("drsecret"), "{shown}");
     }
 
     #[test]

@@ -101,6 +101,9 @@ pub struct BackendSettings {
     /// `--no-cache`: remote repositories keep no index files, snapshots or tree packs on
     /// local disk.
     pub no_cache: bool,
+    /// Where the storage's variables (credentials, region, endpoint) come from: the process
+    /// environment, or a set of this backend's own (a `copy` destination in another account).
+    pub env: location::StorageEnv,
 }
 
 pub const DEFAULT_CONNECTIONS: usize = 8;
@@ -179,7 +182,7 @@ impl Backend {
         // Services plus the HTTP transport (reqwest) that s3 and webdav use.
         opendal::install_default();
         let mut opts = location::parse_options(&settings.options)?;
-        let loc = location::parse(url, &mut opts)?;
+        let loc = location::parse_with_env(url, &mut opts, &settings.env)?;
         let retry = retry::RetryPolicy {
             max_retries: take_num(&mut opts, "retry.max", 6)? as u32,
             first_delay: Duration::from_millis(take_num(&mut opts, "retry.delay_ms", 200)?),

@@ -43,6 +43,11 @@ pub struct SelectionArgs {
 }
 
 impl SelectionArgs {
+    /// Whether snapshot ids were given.
+    pub fn has_ids(&self) -> bool {
+        !self.ids.is_empty()
+    }
+
     pub fn selection(self) -> Selection {
         Selection {
             ids: self.ids,

@@ -12,40 +12,40 @@ pub struct Args {
     /// Snapshots to forget (ids or unique prefixes); without them, the keep policy decides
     /// among the snapshots --host, --tag and --path let through
     #[command(flatten)]
-    selection: SelectionArgs,
+    pub(super) selection: SelectionArgs,
     #[arg(long, value_name = "N")]
-    keep_last: Option<u32>,
+    pub(super) keep_last: Option<u32>,
     #[arg(long, value_name = "N")]
-    keep_hourly: Option<u32>,
+    pub(super) keep_hourly: Option<u32>,
     #[arg(long, value_name = "N")]
-    keep_daily: Option<u32>,
+    pub(super) keep_daily: Option<u32>,
     /// Keep the newest snapshot of each of the last N ISO weeks that have snapshots
     #[arg(long, value_name = "N")]
-    keep_weekly: Option<u32>,
+    pub(super) keep_weekly: Option<u32>,
     #[arg(long, value_name = "N")]
-    keep_monthly: Option<u32>,
+    pub(super) keep_monthly: Option<u32>,
     #[arg(long, value_name = "N")]
-    keep_yearly: Option<u32>,
+    pub(super) keep_yearly: Option<u32>,
     /// Keep every snapshot this close to the group's newest (e.g. 2d12h)
     #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within: Option<Duration>,
+    pub(super) keep_within: Option<Duration>,
     #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within_hourly: Option<Duration>,
+    pub(super) keep_within_hourly: Option<Duration>,
     #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within_daily: Option<Duration>,
+    pub(super) keep_within_daily: Option<Duration>,
     #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within_weekly: Option<Duration>,
+    pub(super) keep_within_weekly: Option<Duration>,
     #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within_monthly: Option<Duration>,
+    pub(super) keep_within_monthly: Option<Duration>,
     #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within_yearly: Option<Duration>,
+    pub(super) keep_within_yearly: Option<Duration>,
     /// Then delete the archived PostgreSQL WAL that neither the kept base backups nor
     /// point-in-time recovery over this window (e.g. 7d) need
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     keep_wal_within: Option<Duration>,
     /// Keep snapshots with this tag (repeatable)
     #[arg(long = "keep-tag", value_name = "TAG")]
-    keep_tags: Vec<String>,
+    pub(super) keep_tags: Vec<String>,
     /// Group snapshots by these fields (host, paths, tags)
     #[arg(long, default_value = "host,paths", value_parser = group_by)]
     group_by: GroupBy,
@@ -57,7 +57,7 @@ pub struct Args {
     dry_run: bool,
     /// Run prune afterwards
     #[arg(long)]
-    prune: bool,
+    pub(super) prune: bool,
     #[command(flatten)]
     prune_args: super::prune::PruneArgs,
 }

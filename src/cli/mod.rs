@@ -20,6 +20,7 @@ mod metrics;
 mod outcome;
 mod password_command;
 mod pitr;
+mod profile;
 mod prune;
 mod repair;
 mod restore;
@@ -54,6 +55,15 @@ pub struct Cli {
 
 #[derive(clap::Args, Clone)]
 pub struct GlobalOptions {
+    /// Read settings from the profile NAME: $XDG_CONFIG_HOME/ocvault/NAME.toml (else
+    /// ~/.config/ocvault/NAME.toml), else /etc/ocvault/NAME.toml; the command line and the
+    /// environment win over it
+    #[arg(long, env = "OCVAULT_PROFILE", global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Read settings from this profile file (as --profile, which it wins over: OCVAULT_PROFILE
+    /// may be set for the host's usual job)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Repository: PATH, fs:PATH, s3://BUCKET/PREFIX, sftp://USER@HOST[:PORT]/PATH,
     /// webdav://HOST[:PORT]/PATH, webdavs://..., opendal:SCHEME (with -o), memory:
     #[arg(
@@ -72,6 +82,9 @@ pub struct GlobalOptions {
         value_name = "FILE"
     )]
     pub password_file: Option<PathBuf>,
+    /// A profile's password-command (the environment's OCVAULT_PASSWORD_COMMAND wins).
+    #[arg(skip)]
+    pub password_command: Option<String>,
     /// Open the repository with this key share instead of a password, repeatable (M of the
     /// shares `key split` wrote)
     #[arg(long = "share", global = true, value_name = "FILE")]
@@ -227,6 +240,7 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: Cli) -> Result<Outcome> {
+    let cli = profile::apply(cli)?;
     let g = cli.global;
     match cli.command {
         Command::Init(a) => init::run(&g, a),
@@ -316,7 +330,7 @@ impl GlobalOptions {
     }
 
     /// The password, from (in order) OCVAULT_PASSWORD, the password file, OCVAULT_PASSWORD_COMMAND,
-    /// or a prompt when standard input is a terminal.
+    /// the profile's password-command, or a prompt when standard input is a terminal.
     pub fn password(&self) -> Result<Zeroizing<Vec<u8>>> {
         if let Ok(p) = std::env::var("OCVAULT_PASSWORD") {
             return Ok(Zeroizing::new(p.into_bytes()));
@@ -324,7 +338,10 @@ impl GlobalOptions {
         if let Some(f) = &self.password_file {
             return read_password_file(f);
         }
-        if let Ok(cmd) = std::env::var("OCVAULT_PASSWORD_COMMAND") {
+        let command = std::env::var("OCVAULT_PASSWORD_COMMAND")
+            .ok()
+            .or_else(|| self.password_command.clone());
+        if let Some(cmd) = command {
             let out = password_command::run(&cmd)?;
             return Ok(first_line(out.to_vec()));
         }
@@ -345,6 +362,7 @@ impl GlobalOptions {
                 connections: self.backend_connections,
                 cache_root: self.cache_dir.clone(),
                 no_cache: self.no_cache,
+                env: Default::default(),
             },
             create,
         )
@@ -454,7 +472,7 @@ pub fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
     Ok(first_line(bytes))
 }
 
-fn first_line(bytes: Vec<u8>) -> Zeroizing<Vec<u8>> {
+pub fn first_line(bytes: Vec<u8>) -> Zeroizing<Vec<u8>> {
     let bytes = Zeroizing::new(bytes);
     let end = bytes
         .iter()

@@ -11,19 +11,19 @@ use std::sync::Arc;
 #[derive(clap::Args)]
 pub struct Args {
     /// Files and folders to back up
-    paths: Vec<PathBuf>,
+    pub(super) paths: Vec<PathBuf>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag", value_name = "TAG")]
-    tags: Vec<String>,
+    pub(super) tags: Vec<String>,
     /// Host name to record (default: this machine's)
     #[arg(long)]
-    host: Option<String>,
+    pub(super) host: Option<String>,
     /// Time to record instead of now (RFC 3339)
     #[arg(long, value_name = "RFC3339")]
     time: Option<String>,
     /// Leave out paths matching this glob (repeatable); without '/', matches names anywhere
     #[arg(long = "exclude", value_name = "GLOB")]
-    excludes: Vec<String>,
+    pub(super) excludes: Vec<String>,
     /// Read exclude globs from this file, one a line (# comments)
     #[arg(long, value_name = "FILE")]
     exclude_file: Vec<PathBuf>,
@@ -39,14 +39,14 @@ pub struct Args {
     reuse_cold_packs: bool,
     /// Back up standard input as one file
     #[arg(long)]
-    stdin: bool,
+    pub(super) stdin: bool,
     /// Name of the file standard input (or the command's output) is stored as
     #[arg(long, value_name = "NAME", default_value = "stdin")]
     stdin_filename: String,
     /// Run this command (without a shell) and back up its standard output, e.g. 'pg_dump mydb';
     /// the snapshot is saved only if it exits 0
     #[arg(long, value_name = "CMD", conflicts_with = "stdin")]
-    command: Option<String>,
+    pub(super) command: Option<String>,
     /// Run --command through `sh -c`
     #[arg(long, requires = "command")]
     command_shell: bool,

@@ -160,6 +160,11 @@ fn tempdir(prefix: &str) -> tempfile::TempDir {
 
 /// s3s-fs: an S3 server over a folder; the bucket is a folder under its root.
 pub fn s3() -> Server {
+    s3_with_credentials("ocvaulttestkey", "ocvault-test-secret-0123456789")
+}
+
+/// [`s3`] accepting only this access key and secret (another account's server).
+pub fn s3_with_credentials(key: &str, secret: &str) -> Server {
     let bin = require(
         "s3s-fs",
         &[],
@@ -169,7 +174,6 @@ pub fn s3() -> Server {
     let root = dir.path().join("root");
     std::fs::create_dir_all(root.join("bucket")).unwrap();
     let port = free_port();
-    let (key, secret) = ("ocvaulttestkey", "ocvault-test-secret-0123456789");
     let mut child = Command::new(bin)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--access-key", key, "--secret-key", secret])
