@@ -32,6 +32,7 @@ pub mod id;
 pub mod index;
 pub mod interrupt;
 pub mod locks;
+pub mod mount;
 pub mod oplog;
 pub mod own_trees;
 pub mod pack;

@@ -58,6 +58,10 @@ impl Indexes {
     pub fn read(&self) -> &Index {
         self.marked.as_ref().unwrap_or(&self.live)
     }
+
+    fn into_read(self) -> Index {
+        self.marked.unwrap_or(self.live)
+    }
 }
 
 /// The ids and sizes of the files in `prune/`, sorted.
@@ -681,6 +685,12 @@ impl<'r> IndexedRepository<'r> {
     /// The index for reading: the live index plus marked packs still present.
     pub fn index(&self) -> &Index {
         self.indexes.read()
+    }
+
+    /// The index for reading, owned: for `mount`, whose file system outlives any borrow and
+    /// reads through [`Repository::read_blob_in`].
+    pub fn into_read_index(self) -> Index {
+        self.indexes.into_read()
     }
 
     /// The live index: what new data may be deduplicated against.

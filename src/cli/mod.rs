@@ -9,6 +9,7 @@ mod completion;
 mod copy;
 mod diff;
 mod dump;
+mod mount;
 mod find;
 mod forget;
 mod init;
@@ -150,6 +151,8 @@ pub enum Command {
     Ls(ls::Args),
     /// Write one file of a snapshot to standard output
     Dump(dump::Args),
+    /// Browse the snapshots as a read-only file system (FUSE), until Ctrl-C
+    Mount(mount::Args),
     /// Copy snapshots to another repository, sending only what it lacks
     Copy(copy::Args),
     /// Verify the repository: structure always, data with --read-data
@@ -249,6 +252,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Restore(a) => restore::run(&g, a),
         Command::Ls(a) => ls::run(&g, a),
         Command::Dump(a) => dump::run(&g, a),
+        Command::Mount(a) => mount::run(&g, a),
         Command::Check(a) => check::run(&g, a),
         Command::Copy(a) => copy::run(&g, a),
         Command::Forget(a) => forget::run(&g, *a),
@@ -290,11 +294,20 @@ pub fn logged_read(
     needs: &str,
     body: impl FnOnce(&Repository, &mut Vec<ocvault::SnapshotId>) -> Result<Outcome>,
 ) -> Result<Outcome> {
-    let repo = g.open()?;
+    logged_read_on(&g.open()?, operation, needs, body)
+}
+
+/// [`logged_read`] on a repository already open (`mount` shares it with its threads).
+pub fn logged_read_on(
+    repo: &Repository,
+    operation: &str,
+    needs: &str,
+    body: impl FnOnce(&Repository, &mut Vec<ocvault::SnapshotId>) -> Result<Outcome>,
+) -> Result<Outcome> {
     let mut snapshots = Vec::new();
     let outcome = repo
         .require_full_key(needs)
-        .and_then(|()| body(&repo, &mut snapshots));
+        .and_then(|()| body(repo, &mut snapshots));
     let result = match &outcome {
         Ok(Outcome::Success) => Ok("ok"),
         Ok(Outcome::Incomplete) => Ok("incomplete"),
@@ -306,7 +319,7 @@ pub fn logged_read(
     snapshots.sort();
     snapshots.dedup();
     let failed = result.is_err();
-    let warning = ocvault::oplog::record_read(&repo, &command_line(), operation, result, snapshots);
+    let warning = ocvault::oplog::record_read(repo, &command_line(), operation, result, snapshots);
     // After a failure its error stays the one line shown (a failure to log it most likely
     // has the same cause), as for the commands that change the repository.
     if !failed {
