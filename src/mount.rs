@@ -128,8 +128,7 @@ impl SnapshotFs {
         let mut listed = Vec::new();
         let mut hosts: std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, u64)>> =
             Default::default();
-        let mut tags: std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, u64)>> =
-            Default::default();
+        let mut tags: std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, u64)>> = Default::default();
         for ((_, snap), name) in snapshots.iter().zip(&names) {
             let ino = inodes.add(Entry::SnapshotRoot {
                 tree: snap.tree,
@@ -183,15 +182,13 @@ impl SnapshotFs {
     }
 
     fn tree(&self, id: &TreeId) -> Result<Arc<Tree>> {
-        self.trees.get_or_insert_with(id, || {
-            self.repo.load_tree_in(&self.index, id).map(Arc::new)
-        })
+        self.trees
+            .get_or_insert_with(id, || self.repo.load_tree_in(&self.index, id).map(Arc::new))
     }
 
     fn blob(&self, id: &DataId) -> Result<Arc<Vec<u8>>> {
-        self.blobs.get_or_insert_with(id, || {
-            self.repo.read_blob_in(&self.index, id).map(Arc::new)
-        })
+        self.blobs
+            .get_or_insert_with(id, || self.repo.read_blob_in(&self.index, id).map(Arc::new))
     }
 
     /// The entries of directory `ino` with their inode numbers (numbers handed out now for
@@ -283,10 +280,9 @@ impl SnapshotFs {
         let mut ends = Vec::with_capacity(node.content.len());
         let mut end = 0u64;
         for id in &node.content {
-            let loc = self
-                .index
-                .get(id)
-                .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in the index"))?;
+            let loc = self.index.get(id).ok_or_else(|| {
+                Error::corrupt(format!("blob {}", id.short()), "not in the index")
+            })?;
             end += loc.raw_length as u64;
             ends.push(end);
         }
@@ -350,7 +346,10 @@ impl fuser::Filesystem for SnapshotFs {
             Ok(children) => children,
             Err(e) => return reply.error(io_error("list a directory", &e)),
         };
-        match children.iter().find(|(n, _)| n.as_slice() == name.as_bytes()) {
+        match children
+            .iter()
+            .find(|(n, _)| n.as_slice() == name.as_bytes())
+        {
             Some(&(_, ino)) => match self.entry(INodeNo(ino)) {
                 Some(entry) => reply.entry(&TTL, &self.attr(ino, &entry), Generation(0)),
                 None => reply.error(Errno::ENOENT),
@@ -484,14 +483,34 @@ pub fn serve(fs: SnapshotFs, dir: &std::path::Path, allow_other: bool) -> Result
     );
     loop {
         if let Some(sig) = crate::interrupt::received() {
-            if let Err(e) = session.umount_and_join() {
-                eprintln!("ocvault: warning: mount: unmounting {}: {e}", dir.display());
-            }
+            unmount(dir);
+            // The session's own unmount then finds nothing mounted; its threads end as the
+            // kernel closes the connection.
+            drop(session);
             return Err(Error::Interrupted(sig));
         }
         if session.guard.is_finished() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Unmounts `dir`. Closing a file only queues its release, so the mount can be busy for a
+/// moment after the last reader: retried for a while, then detached (a shell still inside it
+/// keeps it until it leaves, but it is gone from the mount table).
+fn unmount(dir: &std::path::Path) {
+    use nix::mount::{umount2, MntFlags};
+    for _ in 0..20 {
+        match umount2(dir, MntFlags::empty()) {
+            Err(nix::errno::Errno::EBUSY) => std::thread::sleep(Duration::from_millis(100)),
+            _ => return,
+        }
+    }
+    if let Err(e) = umount2(dir, MntFlags::MNT_DETACH) {
+        eprintln!(
+            "ocvault: warning: mount: cannot unmount {}: {e}",
+            dir.display()
+        );
     }
 }
