@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(120);
 const WRITE_ONLY: i32 = 14;
 const INTERRUPTED_SIGTERM: i32 = 143;
-/// The large file streamed through the mount (1 GiB: about 10 s each way here).
+/// The large file streamed through the mount (1 GiB: a few seconds each way here).
 const LARGE_BYTES: u64 = 1 << 30;
 /// Peak resident memory allowed to `ocvault mount` while it serves the large file.
 const PEAK_RSS_LIMIT_KIB: u64 = 200 << 10;

@@ -102,6 +102,7 @@ fn man_writes_a_page_per_command_that_renders() {
         "restore",
         "ls",
         "dump",
+        "mount",
         "copy",
         "check",
         "forget",
