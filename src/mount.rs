@@ -55,6 +55,23 @@ impl Inodes {
         self.entries.push(Arc::new(entry));
         self.entries.len() as u64
     }
+
+    /// The inode of `node` in directory `parent`, numbered now if it is seen the first time.
+    fn node_ino(&mut self, parent: u64, node: &Node) -> u64 {
+        let key = (parent, node.name.clone());
+        if let Some(&ino) = self.by_name.get(&key) {
+            return ino;
+        }
+        let ino = self.add(Entry::Node(Arc::new(node.clone())));
+        self.by_name.insert(key, ino);
+        ino
+    }
+}
+
+/// What a directory holds.
+enum Listing {
+    Fixed(Vec<(Vec<u8>, u64)>),
+    Tree(Arc<Tree>),
 }
 
 /// A file opened for reading: where each of its blobs ends in the file.
@@ -191,34 +208,54 @@ impl SnapshotFs {
             .get_or_insert_with(id, || self.repo.read_blob_in(&self.index, id).map(Arc::new))
     }
 
-    /// The entries of directory `ino` with their inode numbers (numbers handed out now for
-    /// entries of a tree not seen before).
-    fn children(&self, ino: INodeNo) -> Result<Vec<(Vec<u8>, u64)>> {
+    /// What directory `ino` holds: fixed entries, or a snapshot's tree.
+    fn listing(&self, ino: INodeNo) -> Result<Listing> {
         let tree_id = match self.entry(ino).as_deref() {
-            Some(Entry::Virtual(children)) => return Ok(children.clone()),
+            Some(Entry::Virtual(children)) => return Ok(Listing::Fixed(children.clone())),
             Some(Entry::SnapshotRoot { tree, .. }) => *tree,
             Some(Entry::Node(node)) if node.kind == NodeKind::Dir => match node.subtree {
                 Some(tree) => tree,
-                None => return Ok(Vec::new()),
+                None => return Ok(Listing::Fixed(Vec::new())),
             },
             _ => return Err(Error::other("not a directory")),
         };
-        let tree = self.tree(&tree_id)?;
+        Ok(Listing::Tree(self.tree(&tree_id)?))
+    }
+
+    /// The entries of directory `ino` with their inode numbers (numbers handed out now for
+    /// entries of a tree not seen before).
+    fn children(&self, ino: INodeNo) -> Result<Vec<(Vec<u8>, u64)>> {
+        let tree = match self.listing(ino)? {
+            Listing::Fixed(children) => return Ok(children),
+            Listing::Tree(tree) => tree,
+        };
         let mut inodes = self.inodes.lock().unwrap();
-        let mut children = Vec::with_capacity(tree.nodes.len());
-        for node in &tree.nodes {
-            let key = (ino.0, node.name.clone());
-            let child = match inodes.by_name.get(&key) {
-                Some(&child) => child,
-                None => {
-                    let child = inodes.add(Entry::Node(Arc::new(node.clone())));
-                    inodes.by_name.insert(key, child);
-                    child
-                }
-            };
-            children.push((node.name.clone(), child));
-        }
-        Ok(children)
+        Ok(tree
+            .nodes
+            .iter()
+            .map(|node| (node.name.clone(), inodes.node_ino(ino.0, node)))
+            .collect())
+    }
+
+    /// The inode of entry `name` of directory `parent` (a tree's nodes are sorted by name:
+    /// found without listing them all, so `ls -l` of a large folder stays linear).
+    fn child(&self, parent: INodeNo, name: &[u8]) -> Result<Option<u64>> {
+        Ok(match self.listing(parent)? {
+            Listing::Fixed(children) => children
+                .iter()
+                .find(|(n, _)| n.as_slice() == name)
+                .map(|&(_, ino)| ino),
+            Listing::Tree(tree) => tree
+                .nodes
+                .binary_search_by(|n| n.name.as_slice().cmp(name))
+                .ok()
+                .map(|k| {
+                    self.inodes
+                        .lock()
+                        .unwrap()
+                        .node_ino(parent.0, &tree.nodes[k])
+                }),
+        })
     }
 
     fn attr(&self, ino: u64, entry: &Entry) -> FileAttr {
@@ -342,18 +379,13 @@ fn io_error(what: &str, e: &Error) -> Errno {
 
 impl fuser::Filesystem for SnapshotFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let children = match self.children(parent) {
-            Ok(children) => children,
+        let ino = match self.child(parent, name.as_bytes()) {
+            Ok(Some(ino)) => ino,
+            Ok(None) => return reply.error(Errno::ENOENT),
             Err(e) => return reply.error(io_error("list a directory", &e)),
         };
-        match children
-            .iter()
-            .find(|(n, _)| n.as_slice() == name.as_bytes())
-        {
-            Some(&(_, ino)) => match self.entry(INodeNo(ino)) {
-                Some(entry) => reply.entry(&TTL, &self.attr(ino, &entry), Generation(0)),
-                None => reply.error(Errno::ENOENT),
-            },
+        match self.entry(INodeNo(ino)) {
+            Some(entry) => reply.entry(&TTL, &self.attr(ino, &entry), Generation(0)),
             None => reply.error(Errno::ENOENT),
         }
     }

@@ -8,7 +8,9 @@
 mod common;
 
 use common::*;
+use nix::sys::signal::Signal::{SIGINT, SIGTERM};
 use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(120);
 const WRITE_ONLY: i32 = 14;
 const INTERRUPTED_SIGTERM: i32 = 143;
+const INTERRUPTED_SIGINT: i32 = 130;
 /// The large file streamed through the mount (1 GiB: a few seconds each way here).
 const LARGE_BYTES: u64 = 1 << 30;
 /// Peak resident memory allowed to `ocvault mount` while it serves the large file.
@@ -99,28 +102,24 @@ impl Mounted {
         }
     }
 
-    /// SIGTERM: the process must unmount and exit 143.
-    fn terminate(self) {
+    /// SIGTERM or SIGINT: the process must unmount and exit 143 or 130.
+    fn stop_with(self, signal: nix::sys::signal::Signal, code: i32) {
         let Mounted {
             dir,
             _unmount,
             process,
         } = self;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(process.pid() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(process.pid() as i32), signal).unwrap();
         let out = process.wait_within(LIMIT);
         assert_eq!(
             out.status.code(),
-            Some(INTERRUPTED_SIGTERM),
+            Some(code),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
             !is_mounted(&dir),
-            "still mounted after SIGTERM: {}",
+            "still mounted after {signal}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -158,6 +157,8 @@ fn mount_serves_both_snapshots_and_unmounts_on_sigterm() {
     std::fs::create_dir_all(src.join("sub")).unwrap();
     write_random(&src.join("big.bin"), 64 << 20, 1);
     std::fs::write(src.join("a.txt"), "small file\n").unwrap();
+    let mode = std::fs::Permissions::from_mode(0o640);
+    std::fs::set_permissions(src.join("a.txt"), mode).unwrap();
     write_random(&src.join("sub/b.bin"), 100_000, 2);
     std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
     write_random(&src.join("changing.bin"), 3 << 20, 3);
@@ -178,8 +179,23 @@ fn mount_serves_both_snapshots_and_unmounts_on_sigterm() {
         std::fs::read_link(newest.join("link")).unwrap(),
         Path::new("a.txt")
     );
-    let meta = std::fs::metadata(newest.join("sub/b.bin")).unwrap();
-    assert_eq!(meta.len(), 100_000);
+    for file in ["a.txt", "sub/b.bin", "sub"] {
+        let (stored, shown) = (
+            std::fs::symlink_metadata(src.join(file)).unwrap(),
+            std::fs::symlink_metadata(newest.join(file)).unwrap(),
+        );
+        assert_eq!(shown.mode(), stored.mode(), "{file}: mode");
+        assert_eq!(shown.uid(), stored.uid(), "{file}: owner");
+        assert_eq!(shown.gid(), stored.gid(), "{file}: group");
+        assert_eq!(
+            (shown.mtime(), shown.mtime_nsec()),
+            (stored.mtime(), stored.mtime_nsec()),
+            "{file}: mtime"
+        );
+        if stored.is_file() {
+            assert_eq!(shown.len(), stored.len(), "{file}: size");
+        }
+    }
 
     // Both versions at once, each from its own snapshot.
     let readers: Vec<_> = names
@@ -217,7 +233,7 @@ fn mount_serves_both_snapshots_and_unmounts_on_sigterm() {
     let tagged: Vec<_> = std::fs::read_dir(dir.join("tags/daily")).unwrap().collect();
     assert_eq!(tagged.len(), 1);
 
-    mounted.terminate();
+    mounted.stop_with(SIGTERM, INTERRUPTED_SIGTERM);
 }
 
 /// Snapshots `LARGE_BYTES` of seeded random bytes from standard input as `large.bin`;
@@ -305,7 +321,7 @@ fn mount_streams_a_large_file_in_bounded_memory() {
         peak < PEAK_RSS_LIMIT_KIB,
         "peak RSS {peak} KiB over {PEAK_RSS_LIMIT_KIB} KiB"
     );
-    mounted.terminate();
+    mounted.stop_with(SIGTERM, INTERRUPTED_SIGTERM);
 }
 
 #[test]
@@ -330,4 +346,19 @@ fn mount_refuses_a_write_only_key() {
     let out = process::output_within(&mut cmd, LIMIT);
     assert_one_line_error(&out, WRITE_ONLY, "write-only");
     assert!(!is_mounted(&dir));
+}
+
+#[test]
+fn mount_unmounts_on_ctrl_c() {
+    require_fuse();
+    let repo = TestRepo::new();
+    init_small(&repo, &[]);
+    let src = repo.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), "small file\n").unwrap();
+    snapshot_id(&repo, &[], &src);
+    let mounted = mount(&repo, &repo.path("mnt"));
+    mounted.wait_for_snapshots(1);
+    assert_same(&src.join("a.txt"), &mounted.dir.join("latest/src/a.txt"));
+    mounted.stop_with(SIGINT, INTERRUPTED_SIGINT);
 }
