@@ -348,17 +348,32 @@ fn mount_refuses_a_write_only_key() {
     assert!(!is_mounted(&dir));
 }
 
+/// Two snapshots of one time are told apart by their short ids; SIGINT unmounts, exit 130.
 #[test]
-fn mount_unmounts_on_ctrl_c() {
+fn mount_names_snapshots_of_one_time_apart_and_unmounts_on_ctrl_c() {
     require_fuse();
     let repo = TestRepo::new();
     init_small(&repo, &[]);
     let src = repo.path("src");
     std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("a.txt"), "small file\n").unwrap();
-    snapshot_id(&repo, &[], &src);
+    let time = ["--time", "2026-01-31T23:00:00Z"];
+    std::fs::write(src.join("a.txt"), "first\n").unwrap();
+    let first = snapshot_id(&repo, &time, &src);
+    std::fs::write(src.join("a.txt"), "second, longer\n").unwrap();
+    let second = snapshot_id(&repo, &time, &src);
     let mounted = mount(&repo, &repo.path("mnt"));
-    mounted.wait_for_snapshots(1);
-    assert_same(&src.join("a.txt"), &mounted.dir.join("latest/src/a.txt"));
+    let names = mounted.wait_for_snapshots(2);
+    let mut expected: Vec<String> = [(&first, "first\n"), (&second, "second, longer\n")]
+        .iter()
+        .map(|(id, _)| format!("2026-01-31T23:00:00Z-{}", &id[..8]))
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    for (id, text) in [(&first, "first\n"), (&second, "second, longer\n")] {
+        let name = format!("2026-01-31T23:00:00Z-{}", &id[..8]);
+        let path = mounted.dir.join("snapshots").join(name).join("src/a.txt");
+        let bytes = read_in_thread(path).recv_timeout(LIMIT).unwrap();
+        assert_eq!(bytes, text.as_bytes());
+    }
     mounted.stop_with(SIGINT, INTERRUPTED_SIGINT);
 }
