@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 /// Every command here is small; one that takes longer has hung.
 const LIMIT: Duration = Duration::from_secs(120);
 const WRITE_ONLY: i32 = 14;
+const USAGE: i32 = 2;
 const INTERRUPTED_SIGTERM: i32 = 143;
 const INTERRUPTED_SIGINT: i32 = 130;
 /// The large file streamed through the mount (1 GiB: a few seconds each way here).
@@ -325,7 +326,7 @@ fn mount_streams_a_large_file_in_bounded_memory() {
 }
 
 #[test]
-fn mount_refuses_a_write_only_key() {
+fn mount_refuses_a_write_only_key_and_a_missing_folder() {
     require_fuse();
     let repo = TestRepo::new();
     init_small(&repo, &[]);
@@ -346,6 +347,12 @@ fn mount_refuses_a_write_only_key() {
     let out = process::output_within(&mut cmd, LIMIT);
     assert_one_line_error(&out, WRITE_ONLY, "write-only");
     assert!(!is_mounted(&dir));
+
+    // Not a folder: a usage error before anything is opened.
+    let mut cmd = repo.cmd_std();
+    cmd.arg("mount").arg(repo.path("no-such-folder"));
+    let out = process::output_within(&mut cmd, LIMIT);
+    assert_one_line_error(&out, USAGE, "is not a folder to mount on");
 }
 
 /// Two snapshots of one time are told apart by their short ids; SIGINT unmounts, exit 130.

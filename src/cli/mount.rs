@@ -1,5 +1,5 @@
 use super::{GlobalOptions, Outcome};
-use ocvault::error::Result;
+use ocvault::error::{Error, Result};
 use std::sync::Arc;
 
 #[derive(clap::Args)]
@@ -12,6 +12,10 @@ pub struct Args {
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    if !a.dir.is_dir() {
+        let dir = a.dir.display();
+        return Err(Error::usage(format!("{dir} is not a folder to mount on")));
+    }
     // Shared with the file system's threads, which outlive any borrow of it.
     let repo = Arc::new(g.open()?);
     super::logged_read_on(&repo, "mount", "read file contents", |r, logged| {
