@@ -30,10 +30,13 @@ const TTL: Duration = Duration::from_secs(60);
 /// Threads that answer the kernel: reads of different files go on at once.
 const FUSE_THREADS: usize = 4;
 
+/// A directory's entries: name and inode number.
+type DirEntries = Vec<(Vec<u8>, u64)>;
+
 /// What an inode is.
 enum Entry {
     /// A directory of the top levels, with its fixed entries.
-    Virtual(Vec<(Vec<u8>, u64)>),
+    Virtual(DirEntries),
     /// A symbolic link of the top levels (`latest`, `hosts/<host>/<time>`, ...).
     Link(Vec<u8>),
     /// The root directory of a snapshot.
@@ -70,7 +73,7 @@ impl Inodes {
 
 /// What a directory holds.
 enum Listing {
-    Fixed(Vec<(Vec<u8>, u64)>),
+    Fixed(DirEntries),
     Tree(Arc<Tree>),
 }
 
@@ -97,6 +100,9 @@ pub struct SnapshotFs {
     trees: quick_cache::sync::Cache<TreeId, Arc<Tree>>,
     blobs: quick_cache::sync::Cache<DataId, Arc<Vec<u8>>, ByLength>,
     open_files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    /// Each open directory's entries, listed once at `opendir`: `readdir` comes back for
+    /// every buffer-full, and listing a large folder each time would be quadratic.
+    open_dirs: Mutex<HashMap<u64, Arc<DirEntries>>>,
     next_handle: AtomicU64,
     /// Owner and time shown for the top-level directories and links.
     uid: u32,
@@ -143,9 +149,8 @@ impl SnapshotFs {
         let root = inodes.add(Entry::Virtual(Vec::new()));
         let names = snapshot_names(snapshots);
         let mut listed = Vec::new();
-        let mut hosts: std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, u64)>> =
-            Default::default();
-        let mut tags: std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, u64)>> = Default::default();
+        let mut hosts: std::collections::BTreeMap<Vec<u8>, DirEntries> = Default::default();
+        let mut tags: std::collections::BTreeMap<Vec<u8>, DirEntries> = Default::default();
         for ((_, snap), name) in snapshots.iter().zip(&names) {
             let ino = inodes.add(Entry::SnapshotRoot {
                 tree: snap.tree,
@@ -185,6 +190,7 @@ impl SnapshotFs {
             trees: quick_cache::sync::Cache::new(TREE_CACHE_ENTRIES),
             blobs: quick_cache::sync::Cache::with_weighter(64, BLOB_CACHE_BYTES, ByLength),
             open_files: Mutex::new(HashMap::new()),
+            open_dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
@@ -224,7 +230,7 @@ impl SnapshotFs {
 
     /// The entries of directory `ino` with their inode numbers (numbers handed out now for
     /// entries of a tree not seen before).
-    fn children(&self, ino: INodeNo) -> Result<Vec<(Vec<u8>, u64)>> {
+    fn children(&self, ino: INodeNo) -> Result<DirEntries> {
         let tree = match self.listing(ino)? {
             Listing::Fixed(children) => return Ok(children),
             Listing::Tree(tree) => tree,
@@ -462,29 +468,57 @@ impl fuser::Filesystem for SnapshotFs {
         reply.ok();
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let children = match self.children(ino) {
             Ok(children) => children,
             Err(e) => return reply.error(io_error("list a directory", &e)),
         };
-        let dots = [(b".".to_vec(), ino.0), (b"..".to_vec(), ino.0)];
-        let all = dots.into_iter().chain(children);
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let mut open_dirs = self.open_dirs.lock().unwrap();
+        open_dirs.insert(fh, Arc::new(children));
+        reply.opened(FileHandle(fh), FopenFlags::empty())
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let listed = self.open_dirs.lock().unwrap().get(&fh.0).cloned();
+        let Some(children) = listed else {
+            return reply.error(Errno::EBADF);
+        };
+        // Offsets 1 and 2 are "." and ".."; child k (from 0) has offset k + 3.
+        let dots = [(b".".as_slice(), ino.0), (b"..".as_slice(), ino.0)];
+        let all = dots.into_iter().chain(
+            children
+                .iter()
+                .map(|(name, child)| (name.as_slice(), *child)),
+        );
         for (k, (name, child)) in all.enumerate().skip(offset as usize) {
             let kind = match self.entry(INodeNo(child)) {
                 Some(entry) => self.attr(child, &entry).kind,
                 None => continue,
             };
-            if reply.add(INodeNo(child), k as u64 + 1, kind, OsStr::from_bytes(&name)) {
+            if reply.add(INodeNo(child), k as u64 + 1, kind, OsStr::from_bytes(name)) {
                 break;
             }
         }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: fuser::ReplyEmpty,
+    ) {
+        self.open_dirs.lock().unwrap().remove(&fh.0);
         reply.ok();
     }
 }
@@ -494,7 +528,14 @@ impl fuser::Filesystem for SnapshotFs {
 /// system was unmounted from outside (`fusermount3 -u`).
 pub fn serve(fs: SnapshotFs, dir: &std::path::Path, allow_other: bool) -> Result<()> {
     use fuser::MountOption;
-    crate::interrupt::install()?;
+    // Not `interrupt::install`: its second signal ends the process at once, which would
+    // leave a dead mount behind ("Transport endpoint is not connected"); here every signal
+    // only asks for the unmount, which takes at most a few seconds.
+    let signal = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        signal_hook::flag::register_usize(sig, signal.clone(), sig as usize)
+            .map_err(|e| Error::other(format!("cannot handle signals: {e}")))?;
+    }
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::RO,
@@ -514,7 +555,12 @@ pub fn serve(fs: SnapshotFs, dir: &std::path::Path, allow_other: bool) -> Result
         dir.display()
     );
     loop {
-        if let Some(sig) = crate::interrupt::received() {
+        let received = match signal.load(Ordering::Relaxed) as i32 {
+            0 => None,
+            libc::SIGINT => Some("SIGINT"),
+            _ => Some("SIGTERM"),
+        };
+        if let Some(sig) = received {
             unmount(dir);
             // The session's own unmount then finds nothing mounted; its threads end as the
             // kernel closes the connection.

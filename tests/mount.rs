@@ -103,14 +103,18 @@ impl Mounted {
         }
     }
 
-    /// SIGTERM or SIGINT: the process must unmount and exit 143 or 130.
+    /// SIGTERM or SIGINT (sent twice): the process must unmount and exit 143 or 130.
     fn stop_with(self, signal: nix::sys::signal::Signal, code: i32) {
         let Mounted {
             dir,
             _unmount,
             process,
         } = self;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(process.pid() as i32), signal).unwrap();
+        // Twice, as an impatient user would: the second must not end it before it unmounts.
+        for _ in 0..2 {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(process.pid() as i32), signal)
+                .unwrap();
+        }
         let out = process.wait_within(LIMIT);
         assert_eq!(
             out.status.code(),
