@@ -118,42 +118,14 @@ fn assert_newest_names_the_heads(log: &serde_json::Value) {
 #[test]
 fn drill_is_logged_with_users_hosts_and_approving_shares() {
     let (repo, src, snapshot) = repository_with_snapshot();
-    let passwords: Vec<PathBuf> = (1..=3)
-        .map(|i| {
-            let f = repo.path(&format!("custodian-{i}.pw"));
-            std::fs::write(&f, format!("custodian {i} secret\n")).unwrap();
-            f
-        })
-        .collect();
-    let out_dir = repo.path("shares");
-    let mut split = repo.cmd();
-    split
-        .args([
-            "key",
-            "split",
-            "--shares",
-            "3",
-            "--threshold",
-            "2",
-            "--out-dir",
-        ])
-        .arg(&out_dir);
-    for f in &passwords {
-        split.arg("--share-password-file").arg(f);
-    }
-    assert_ok(&run(split), "key split");
+    let shares = SplitShares::two_of_three(repo.cmd(), &repo.path(""));
     // `ocvault` with shares `which` and no repository password at all.
     let with_shares = |which: [usize; 2]| {
         let mut cmd = ocvault();
         cmd.arg("--repo")
             .arg(&repo.repo)
             .env("OCVAULT_CACHE_DIR", repo.cache_dir());
-        for i in which {
-            cmd.arg("--share")
-                .arg(out_dir.join(format!("share-{i}-of-3.ocvshare")))
-                .arg("--share-password-file")
-                .arg(&passwords[i - 1]);
-        }
+        cmd.args(shares.args(&which));
         cmd
     };
     let target = repo.path("restored");

@@ -35,37 +35,10 @@ fn split_repository() -> Split {
         },
     );
     let snapshot = snapshot_id(&repo, &[], &src);
-    let share_passwords: Vec<PathBuf> = (1..=3)
-        .map(|i| {
-            let f = repo.path(&format!("custodian-{i}.pw"));
-            std::fs::write(&f, format!("custodian {i} secret\n")).unwrap();
-            f
-        })
-        .collect();
-    let out_dir = repo.path("shares");
-    let mut cmd = repo.cmd();
-    cmd.args([
-        "key",
-        "split",
-        "--shares",
-        "3",
-        "--threshold",
-        "2",
-        "--out-dir",
-    ])
-    .arg(&out_dir);
-    for f in &share_passwords {
-        cmd.arg("--share-password-file").arg(f);
-    }
-    let out = cmd.timeout(LIMIT).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shares: Vec<PathBuf> = (1..=3)
-        .map(|i| out_dir.join(format!("share-{i}-of-3.ocvshare")))
-        .collect();
+    let SplitShares {
+        files: shares,
+        passwords: share_passwords,
+    } = SplitShares::two_of_three(repo.cmd(), &repo.path(""));
     for s in &shares {
         let bytes = std::fs::read(s).unwrap();
         assert_eq!(&bytes[..8], b"OCVSHARE", "{}", s.display());

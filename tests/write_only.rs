@@ -174,41 +174,11 @@ fn full_key_and_two_shares_restore_what_the_write_only_key_stored() {
     }
 
     // Two of three key shares restore it too.
-    let out_dir = scene.repo.path("shares");
-    let share_passwords: Vec<PathBuf> = (1..=3)
-        .map(|i| {
-            let f = scene.repo.path(&format!("custodian-{i}.pw"));
-            std::fs::write(&f, format!("custodian {i}\n")).unwrap();
-            f
-        })
-        .collect();
-    let mut split = scene.full();
-    split
-        .args([
-            "key",
-            "split",
-            "--shares",
-            "3",
-            "--threshold",
-            "2",
-            "--out-dir",
-        ])
-        .arg(&out_dir);
-    for f in &share_passwords {
-        split.arg("--share-password-file").arg(f);
-    }
-    let out = split.output().unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let shares = SplitShares::two_of_three(scene.full(), &scene.repo.path(""));
     let target = scene.repo.path("restore-shares");
     let mut restore = ocvault();
     restore.arg("--repo").arg(&scene.repo.repo).timeout(LIMIT);
-    for i in [0, 2] {
-        restore
-            .arg("--share")
-            .arg(out_dir.join(format!("share-{}-of-3.ocvshare", i + 1)))
-            .arg("--share-password-file")
-            .arg(&share_passwords[i]);
-    }
+    restore.args(shares.args(&[1, 3]));
     let out = restore
         .args(["restore", &scene.b_snapshots[1], "--target"])
         .arg(&target)

@@ -246,3 +246,67 @@ impl TestRepo {
         c
     }
 }
+
+/// Key shares made for a test: `key split --shares 3 --threshold 2` into `work/shares`.
+pub struct SplitShares {
+    /// `share-<i>-of-3.ocvshare`, i = 1..=3.
+    pub files: Vec<std::path::PathBuf>,
+    /// Each custodian's password file, in share order.
+    pub passwords: Vec<std::path::PathBuf>,
+}
+
+impl SplitShares {
+    /// Writes three custodian password files under `work` and runs `split` (an `ocvault`
+    /// command for the repository, opened with its password) as `key split --shares 3
+    /// --threshold 2`; asserts it succeeded.
+    pub fn two_of_three(mut split: assert_cmd::Command, work: &Path) -> SplitShares {
+        let passwords: Vec<std::path::PathBuf> = (1..=3)
+            .map(|i| {
+                let f = work.join(format!("custodian-{i}.pw"));
+                std::fs::write(&f, format!("custodian {i} secret\n")).unwrap();
+                f
+            })
+            .collect();
+        let out_dir = work.join("shares");
+        split
+            .args([
+                "key",
+                "split",
+                "--shares",
+                "3",
+                "--threshold",
+                "2",
+                "--out-dir",
+            ])
+            .arg(&out_dir);
+        for f in &passwords {
+            split.arg("--share-password-file").arg(f);
+        }
+        let out = split
+            .timeout(std::time::Duration::from_secs(120))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "key split: {out:?}");
+        SplitShares {
+            files: (1..=3)
+                .map(|i| out_dir.join(format!("share-{i}-of-3.ocvshare")))
+                .collect(),
+            passwords,
+        }
+    }
+
+    /// `--share FILE --share-password-file F` for the shares numbered `which` (1-based).
+    pub fn args(&self, which: &[usize]) -> Vec<std::ffi::OsString> {
+        which
+            .iter()
+            .flat_map(|&i| {
+                [
+                    "--share".into(),
+                    self.files[i - 1].clone().into_os_string(),
+                    "--share-password-file".into(),
+                    self.passwords[i - 1].clone().into_os_string(),
+                ]
+            })
+            .collect()
+    }
+}
