@@ -737,10 +737,7 @@ fn readable_index(
     listed: &HashMap<String, u64>,
     tiers: Option<&crate::cold::Tiers>,
 ) -> Index {
-    let superseded: HashSet<IndexFileId> = index_files
-        .iter()
-        .flat_map(|(_, f)| f.supersedes.iter().copied())
-        .collect();
+    let superseded = crate::index::superseded_ids(index_files);
     let indexed: HashSet<PackId> = index_files
         .iter()
         .filter(|(id, _)| !superseded.contains(id))

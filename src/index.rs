@@ -85,6 +85,17 @@ pub struct Index {
     pub files: Vec<IndexFileId>,
 }
 
+/// The index files that another of `files` supersedes (prune's and repair's replacements
+/// name the files they replace): readers treat their packs as not live.
+pub fn superseded_ids(
+    files: &[(IndexFileId, IndexFile)],
+) -> std::collections::HashSet<IndexFileId> {
+    files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect()
+}
+
 impl Index {
     /// Builds the index from index files; blobs stored twice resolve to one place (the pack
     /// listed first wins, and a pack listed twice counts once).
@@ -106,10 +117,7 @@ impl Index {
         extra: &[IndexPack],
         archived: &dyn Fn(&PackId) -> bool,
     ) -> Index {
-        let superseded: std::collections::HashSet<IndexFileId> = files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
+        let superseded = superseded_ids(files);
         let mut idx = Index::default();
         let mut seen_packs = std::collections::HashSet::new();
         // The packs to index; a pack's number is its position here.

@@ -308,11 +308,7 @@ impl View {
     /// superseded file holds beyond them was dropped by the prune that superseded it and may
     /// already be deleted.
     fn index_packs(&self) -> HashMap<PackId, &IndexPack> {
-        let superseded: HashSet<IndexFileId> = self
-            .files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
+        let superseded = crate::index::superseded_ids(&self.files);
         self.files
             .iter()
             .filter(|(id, _)| !superseded.contains(id))

@@ -457,10 +457,7 @@ impl Repository {
     /// hold them: a prune deletes superseded files only after writing its mark, so a reader
     /// that saw them may not see that mark yet; for reading only, like marked packs.
     pub fn superseded_packs(files: &[(IndexFileId, IndexFile)]) -> Vec<crate::format::IndexPack> {
-        let superseded: std::collections::HashSet<IndexFileId> = files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
+        let superseded = crate::index::superseded_ids(files);
         files
             .iter()
             .filter(|(id, _)| superseded.contains(id))

@@ -37,10 +37,7 @@ impl IndexState {
             repo.load_consistent(|r| r.load_all::<IndexFile>(), |r| r.load_prune_marks())?;
         let damaged = loaded.damaged.iter().map(|(id, _)| *id).collect();
         let files = loaded.intact;
-        let superseded: HashSet<IndexFileId> = files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
+        let superseded = crate::index::superseded_ids(&files);
         let live = files
             .iter()
             .filter(|(id, _)| !superseded.contains(id))
@@ -61,11 +58,7 @@ impl IndexState {
 
     /// Index files no loaded file supersedes.
     pub(crate) fn live_file_count(&self) -> usize {
-        let superseded: HashSet<IndexFileId> = self
-            .files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
+        let superseded = crate::index::superseded_ids(&self.files);
         self.files
             .iter()
             .filter(|(id, _)| !superseded.contains(id))
