@@ -95,6 +95,11 @@ impl Tiers {
         self.archived.get(id)
     }
 
+    /// The archived packs' ids (for the on-disk index, which is kept per set of them).
+    pub fn archived_ids(&self) -> impl Iterator<Item = &PackId> {
+        self.archived.keys()
+    }
+
     pub fn is_archived(&self, id: &PackId) -> bool {
         self.archived.contains_key(id)
     }

@@ -27,31 +27,48 @@ pub(crate) struct Indexes {
 }
 
 impl Indexes {
-    /// Builds both from the same index files and marks; with `tiers`, packs in an archive
-    /// class are known as such and lose to any other copy of a blob (`Index::build_tiered`).
-    pub fn build(
-        files: Vec<(IndexFileId, IndexFile)>,
-        marks: &[(Id, crate::format::PruneMark)],
+    /// Loads the live index through the local cache's on-disk index (`index::load`), then the
+    /// read index beside it from the marks, read after the index files (`load_consistent`);
+    /// with `tiers`, packs in an archive class are known as such and lose to any other copy
+    /// of a blob.
+    fn load(
+        repo: &Repository,
+        strict: bool,
         tiers: Option<&crate::cold::Tiers>,
-    ) -> Indexes {
+    ) -> Result<(Indexes, MarkListing)> {
         let archived = |id: &PackId| tiers.is_some_and(|t| t.is_archived(id));
-        let live = Index::build_tiered(&files, &[], &archived);
+        let spec = crate::index::load::CacheSpec {
+            dir: repo
+                .backend
+                .cache_root()
+                .map(|root| root.join(repo.config.repository_id.to_hex()).join("index")),
+            repository_id: repo.config.repository_id,
+            archived: &archived,
+            tiers: crate::index::load::tiers_digest(
+                tiers.into_iter().flat_map(|t| t.archived_ids()),
+            ),
+        };
+        let files = IndexFilesOf { repo, strict };
+        let (loaded, marks, listing) = repo.load_consistent_listing(
+            |_| crate::index::load::load(&files, &spec),
+            |r| r.load_prune_marks(),
+        )?;
         let live_packs: std::collections::HashSet<PackId> =
-            live.packs().iter().map(|p| p.id).collect();
-        let extra: Vec<crate::format::IndexPack> = Repository::marked_packs(marks)
+            loaded.live.packs().iter().map(|p| p.id).collect();
+        let extra: Vec<crate::format::IndexPack> = Repository::marked_packs(&marks)
             .into_iter()
-            .chain(Repository::superseded_packs(&files))
+            .chain(loaded.superseded_packs.iter().cloned())
             .filter(|p| !live_packs.contains(&p.id))
             .collect();
-        if extra.is_empty() {
-            return Indexes { live, marked: None };
-        }
         // Listed last, so a blob in both a live and a marked pack resolves to the live one.
-        let marked = Index::build_tiered(&files, &extra, &archived);
-        Indexes {
-            live,
-            marked: Some(marked),
-        }
+        let marked = (!extra.is_empty()).then(|| loaded.with_extra(&extra, &archived));
+        Ok((
+            Indexes {
+                live: loaded.live,
+                marked,
+            },
+            listing,
+        ))
     }
 
     /// The index for reading snapshots.
@@ -61,6 +78,44 @@ impl Indexes {
 
     fn into_read(self) -> Index {
         self.marked.unwrap_or(self.live)
+    }
+}
+
+/// The repository's index files for `index::load`: damaged ones left out with a warning,
+/// or refused when `strict`.
+struct IndexFilesOf<'r> {
+    repo: &'r Repository,
+    strict: bool,
+}
+
+impl crate::index::load::IndexFiles for IndexFilesOf<'_> {
+    fn list(&self) -> Result<Vec<IndexFileId>> {
+        Ok(self
+            .repo
+            .backend
+            .list_ids(IndexFile::KIND)?
+            .into_iter()
+            .map(|(id, _)| IndexFileId(id))
+            .collect())
+    }
+
+    fn load(&self, ids: &[IndexFileId]) -> Result<Option<Vec<(IndexFileId, IndexFile)>>> {
+        let mut loaded = Loaded {
+            intact: Vec::new(),
+            damaged: Vec::new(),
+        };
+        for (id, res) in ids.iter().zip(self.repo.load_files::<IndexFile>(ids)) {
+            match res {
+                Ok(f) => loaded.intact.push((*id, f)),
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e @ Error::Corrupt { .. }) => loaded.damaged.push((*id, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        match self.strict {
+            true => loaded.strict().map(Some),
+            false => Ok(Some(loaded.skip_damaged())),
+        }
     }
 }
 
@@ -641,11 +696,10 @@ impl Repository {
         &self,
         tiers: Option<std::sync::Arc<crate::cold::Tiers>>,
     ) -> Result<IndexedRepository<'_>> {
-        let (files, marks, listing) =
-            self.load_consistent_listing(|r| r.load_index_files(), |r| r.load_prune_marks())?;
+        let (indexes, listing) = Indexes::load(self, false, tiers.as_deref())?;
         Ok(IndexedRepository {
             repo: self,
-            indexes: Indexes::build(files, &marks, tiers.as_deref()),
+            indexes,
             marks_listed: listing,
             tiers,
         })

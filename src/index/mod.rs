@@ -1,59 +1,19 @@
-//! The in-memory index: where every blob lives. 46 bytes a blob: the id's last 30 bytes, the
-//! pack's number, offset, stored length and plaintext length, in one array sorted by id with a
-//! 16-bit directory in front. The directory implies the id's first two bytes, so they are not
-//! stored; lookups touch one small range (about 150 entries at 10 million blobs) and there is no
-//! per-entry allocation. This layout is in memory only; index files are unchanged.
+//! The index: where every blob lives. Two tables of 46-byte entries sorted by id (`table`):
+//! a *base* mapped from the local cache (`cache_file`), built from the index files it names
+//! and reused by every command until they change (`load`), and a small *delta* in memory
+//! for index files written since and packs read beside the live ones. Their ids are
+//! disjoint, so a blob has one position: base positions first, then the delta's. Indexes
+//! built straight from index files (`build`) have only the delta. The layout of the base is
+//! local; the repository's index files are unchanged.
 
-use crate::format::{BlobType, IndexFile, IndexPack, PackedBlob};
+mod build;
+mod cache_file;
+pub mod load;
+mod table;
+
+use crate::format::{BlobType, IndexFile, IndexPack};
 use crate::id::{Id, IndexFileId, PackId};
-
-const DIR_BITS: usize = 16;
-const PREFIX_LEN: usize = DIR_BITS / 8;
-const SUFFIX_LEN: usize = 32 - PREFIX_LEN;
-
-/// One blob. Byte arrays only, so the struct has alignment 1 and no padding: 46 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(C)]
-struct Entry {
-    id: [u8; SUFFIX_LEN],
-    pack: [u8; 4],
-    offset: [u8; 4],
-    length: [u8; 4],
-    raw_length: [u8; 4],
-}
-
-impl Entry {
-    const ZERO: Entry = Entry {
-        id: [0; SUFFIX_LEN],
-        pack: [0; 4],
-        offset: [0; 4],
-        length: [0; 4],
-        raw_length: [0; 4],
-    };
-
-    fn new(b: &PackedBlob, pack: u32) -> Entry {
-        Entry {
-            id: b.id.0 .0[PREFIX_LEN..].try_into().unwrap(),
-            pack: pack.to_ne_bytes(),
-            offset: b.offset.to_ne_bytes(),
-            length: b.length.to_ne_bytes(),
-            raw_length: b.raw_length.to_ne_bytes(),
-        }
-    }
-
-    fn pack(&self) -> u32 {
-        u32::from_ne_bytes(self.pack)
-    }
-
-    fn location(&self) -> BlobLocation {
-        BlobLocation {
-            pack: u32::from_ne_bytes(self.pack),
-            offset: u32::from_ne_bytes(self.offset),
-            length: u32::from_ne_bytes(self.length),
-            raw_length: u32::from_ne_bytes(self.raw_length),
-        }
-    }
-}
+use table::{Entry, Table};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackInfo {
@@ -76,11 +36,12 @@ pub struct BlobLocation {
 
 #[derive(Default)]
 pub struct Index {
+    /// Every pack, by number: the base's first.
     packs: Vec<PackInfo>,
-    entries: Vec<Entry>,
-    /// `dir[k]..dir[k+1]` are the entries whose id starts with the 16-bit prefix k; empty
-    /// when the index is.
-    dir: Vec<u32>,
+    /// How many of `packs` the base numbers.
+    base_packs: usize,
+    base: Table,
+    delta: Table,
     /// Index files this was built from (excluding superseded ones).
     pub files: Vec<IndexFileId>,
 }
@@ -109,113 +70,77 @@ impl Index {
         Index::build_tiered(files, extra, &|_| false)
     }
 
-    /// [`Index::build`] knowing which packs are in an archive class: those are numbered after
-    /// every other pack, so a blob stored both in an archived pack and elsewhere (a snapshot
-    /// stored it again, see `crate::cold`) resolves to the readable copy.
+    /// [`Index::build`] knowing which packs are in an archive class: a blob stored both in
+    /// an archived pack and elsewhere (a snapshot stored it again, see `crate::cold`)
+    /// resolves to the readable copy.
     pub fn build_tiered(
         files: &[(IndexFileId, IndexFile)],
         extra: &[IndexPack],
         archived: &dyn Fn(&PackId) -> bool,
     ) -> Index {
         let superseded = superseded_ids(files);
-        let mut idx = Index::default();
-        let mut seen_packs = std::collections::HashSet::new();
-        // The packs to index; a pack's number is its position here.
-        let mut chosen: Vec<&IndexPack> = Vec::new();
         let live = files.iter().filter(|(fid, _)| !superseded.contains(fid));
-        for (fid, _) in live.clone() {
-            idx.files.push(*fid);
-        }
-        for p in live.flat_map(|(_, f)| f.packs.iter()).chain(extra) {
-            if seen_packs.insert(p.id) {
-                chosen.push(p);
-            }
-        }
-        drop(seen_packs);
-        // Stable: otherwise the first-listed pack still wins among equals.
-        let mut chosen: Vec<(&IndexPack, bool)> =
-            chosen.into_iter().map(|p| (p, archived(&p.id))).collect();
-        chosen.sort_by_key(|(_, a)| *a);
-        idx.packs = chosen
-            .iter()
-            .map(|(p, archived)| PackInfo {
-                id: p.id,
-                blob_type: p.blob_type,
-                size: p.size,
-                archived: *archived,
-            })
-            .collect();
-        let chosen: Vec<&IndexPack> = chosen.into_iter().map(|(p, _)| p).collect();
-        idx.packs.shrink_to_fit();
-        idx.build_entries(&chosen);
+        let packs = live.clone().flat_map(|(_, f)| f.packs.iter()).chain(extra);
+        let mut idx = Index::with_base(Vec::new(), Table::default());
+        idx.files = live.map(|(fid, _)| *fid).collect();
+        idx.add_delta(packs, archived, |_| true);
         idx
     }
 
-    /// Bucket sort by the 16-bit prefix straight into the final array (no temporary copy of
-    /// the entries), then sort and deduplicate each bucket.
-    fn build_entries(&mut self, packs: &[&IndexPack]) {
-        let total: usize = packs.iter().map(|p| p.blobs.len()).sum();
-        if total == 0 {
-            return;
+    /// An index of `base` (numbering `packs`) with an empty delta.
+    fn with_base(packs: Vec<PackInfo>, base: Table) -> Index {
+        Index {
+            base_packs: packs.len(),
+            packs,
+            base,
+            delta: Table::default(),
+            files: Vec::new(),
         }
-        let mut dir = vec![0u32; (1 << DIR_BITS) + 1];
-        for p in packs {
-            for b in &p.blobs {
-                dir[prefix(&b.id.0 .0) + 1] += 1;
-            }
-        }
-        for k in 0..(1 << DIR_BITS) {
-            dir[k + 1] += dir[k];
-        }
-        let mut entries = vec![Entry::ZERO; total];
-        let mut cursor = dir.clone();
-        for (n, p) in packs.iter().enumerate() {
-            for b in &p.blobs {
-                let c = &mut cursor[prefix(&b.id.0 .0)];
-                entries[*c as usize] = Entry::new(b, n as u32);
-                *c += 1;
-            }
-        }
-        drop(cursor);
-        // Sort each bucket by id, then by pack number so the first-listed pack wins, and
-        // compact the buckets leftwards dropping duplicates.
-        let mut w = 0usize;
-        for k in 0..(1 << DIR_BITS) {
-            let (s, e) = (dir[k] as usize, dir[k + 1] as usize);
-            entries[s..e].sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack().cmp(&b.pack())));
-            dir[k] = w as u32;
-            for i in s..e {
-                if w > dir[k] as usize && entries[w - 1].id == entries[i].id {
-                    continue;
-                }
-                entries[w] = entries[i];
-                w += 1;
-            }
-        }
-        dir[1 << DIR_BITS] = w as u32;
-        entries.truncate(w);
-        entries.shrink_to_fit();
-        self.entries = entries;
-        self.dir = dir;
     }
 
-    fn find(&self, id: &Id) -> Option<&Entry> {
-        if self.entries.is_empty() {
-            return None;
+    /// Numbers `packs` (skipping ids already numbered) after the existing ones and puts
+    /// their blobs that `keep` accepts into the delta, the first-numbered copy of an id
+    /// winning unless it is archived and another is not.
+    fn add_delta<'p>(
+        &mut self,
+        packs: impl Iterator<Item = &'p IndexPack>,
+        archived: &dyn Fn(&PackId) -> bool,
+        keep: impl Fn(&Id) -> bool,
+    ) {
+        let mut seen: std::collections::HashSet<PackId> = self.packs.iter().map(|p| p.id).collect();
+        let mut chosen: Vec<(&IndexPack, u32)> = Vec::new();
+        for p in packs {
+            if seen.insert(p.id) {
+                chosen.push((p, self.packs.len() as u32));
+                self.packs.push(PackInfo {
+                    id: p.id,
+                    blob_type: p.blob_type,
+                    size: p.size,
+                    archived: archived(&p.id),
+                });
+            }
         }
-        let k = prefix(&id.0);
-        let range = &self.entries[self.dir[k] as usize..self.dir[k + 1] as usize];
-        let suffix = &id.0[PREFIX_LEN..];
-        // The first 8 bytes as one integer decide almost every step; ids are uniform.
-        let key = head(suffix);
-        range
-            .binary_search_by(|e| {
-                head(&e.id)
-                    .cmp(&key)
-                    .then_with(|| e.id[8..].cmp(&suffix[8..]))
-            })
-            .ok()
-            .map(|i| &range[i])
+        drop(seen);
+        self.packs.shrink_to_fit();
+        let blobs = chosen.iter().flat_map(|(p, n)| {
+            p.blobs
+                .iter()
+                .filter(|b| keep(&b.id.0))
+                .map(move |b| (b.id.0, Entry::new(b, *n)))
+        });
+        let total = blobs.clone().count();
+        let packs = &self.packs;
+        self.delta = Table::build_heap(total, blobs, |e| {
+            (packs[e.pack() as usize].archived, e.pack())
+        });
+    }
+
+    fn find(&self, id: &Id) -> Option<(usize, Entry)> {
+        self.base.find(id).or_else(|| {
+            self.delta
+                .find(id)
+                .map(|(pos, e)| (self.base.len() + pos, e))
+        })
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -226,11 +151,11 @@ impl Index {
     /// snapshot may deduplicate against (a blob only in archived packs is stored again).
     pub fn contains_hot(&self, id: &Id) -> bool {
         self.find(id)
-            .is_some_and(|e| !self.packs[e.pack() as usize].archived)
+            .is_some_and(|(_, e)| !self.packs[e.pack() as usize].archived)
     }
 
     pub fn get(&self, id: &Id) -> Option<BlobLocation> {
-        self.find(id).map(Entry::location)
+        self.find(id).map(|(_, e)| e.location())
     }
 
     pub fn pack(&self, n: u32) -> &PackInfo {
@@ -242,60 +167,45 @@ impl Index {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.base.len() + self.delta.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// A blob's position in id order (the order of [`Index::iter`], a dense number for
+    /// A blob's position (a dense number in `0..len()`, the order of [`Index::iter`], for
     /// per-blob tables such as bitsets) and its location.
     pub fn locate(&self, id: &Id) -> Option<(usize, BlobLocation)> {
-        let e = self.find(id)?;
-        let pos = (e as *const Entry as usize - self.entries.as_ptr() as usize)
-            / std::mem::size_of::<Entry>();
-        Some((pos, e.location()))
+        self.find(id).map(|(pos, e)| (pos, e.location()))
     }
 
-    /// The blob at a position in id order.
+    /// The blob at a position.
     pub fn at(&self, pos: usize) -> (Id, BlobLocation) {
-        // The bucket is the last one starting at or before `pos`; it cannot be empty.
-        let k = self.dir.partition_point(|&d| d as usize <= pos) - 1;
-        let mut id = [0u8; 32];
-        id[0] = (k >> 8) as u8;
-        id[1] = k as u8;
-        id[PREFIX_LEN..].copy_from_slice(&self.entries[pos].id);
-        (Id(id), self.entries[pos].location())
-    }
-
-    /// Every blob, as (id, location), in id order.
-    pub fn iter(&self) -> impl Iterator<Item = (Id, BlobLocation)> + '_ {
-        let buckets = if self.entries.is_empty() {
-            0
-        } else {
-            1 << DIR_BITS
+        let (id, e) = match pos.checked_sub(self.base.len()) {
+            None => self.base.at(pos),
+            Some(p) => self.delta.at(p),
         };
-        (0..buckets).flat_map(move |k| {
-            let range = &self.entries[self.dir[k] as usize..self.dir[k + 1] as usize];
-            range.iter().map(move |e| {
-                let mut id = [0u8; 32];
-                id[0] = (k >> 8) as u8;
-                id[1] = k as u8;
-                id[PREFIX_LEN..].copy_from_slice(&e.id);
-                (Id(id), e.location())
-            })
-        })
+        (id, e.location())
     }
 
-    /// Heap bytes the index holds per blob (entries, directory, packs, file list), as
-    /// allocated; the budget test also measures it with a counting allocator.
+    /// Every blob, as (id, location), in position order.
+    pub fn iter(&self) -> impl Iterator<Item = (Id, BlobLocation)> + '_ {
+        self.base
+            .iter()
+            .chain(self.delta.iter())
+            .map(|(id, e)| (id, e.location()))
+    }
+
+    /// Heap bytes the index holds per blob (tables, packs, file list), as allocated; the
+    /// budget test also measures it with a counting allocator. A mapped base counts only
+    /// what it keeps in memory.
     pub fn bytes_per_blob(&self) -> f64 {
-        let bytes = self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.dir.capacity() * 4
+        let bytes = self.base.heap_bytes()
+            + self.delta.heap_bytes()
             + self.packs.capacity() * std::mem::size_of::<PackInfo>()
             + self.files.capacity() * std::mem::size_of::<IndexFileId>();
-        bytes as f64 / self.entries.len().max(1) as f64
+        bytes as f64 / self.len().max(1) as f64
     }
 
     /// Builds an index straight from packs (tests and benches).
@@ -310,18 +220,12 @@ impl Index {
     }
 }
 
-fn head(suffix: &[u8]) -> u64 {
-    u64::from_be_bytes(suffix[..8].try_into().unwrap())
-}
-
-fn prefix(id: &[u8; 32]) -> usize {
-    ((id[0] as usize) << 8) | id[1] as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::id::BlobId;
+
+    use crate::format::PackedBlob;
 
     #[test]
     fn entry_is_46_bytes() {
