@@ -1,22 +1,24 @@
-//! `dump`: one file of a snapshot written to a stream, in order, with reads of neighbouring
-//! blobs joined and the next window decoded while the last one is written.
+//! `dump`: one file of a snapshot written to a stream, in order. Reads of neighbouring blobs
+//! are joined into runs; worker threads each take the next run, read and open it, and hand it
+//! to the writing thread, which puts runs out in order. Workers stay at most `AHEAD_PER_WORKER`
+//! runs a worker ahead of the writer, so memory is bounded and no worker waits on another.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
 use crate::format::{Node, NodeKind};
 use crate::id::Id;
-use crate::index::Index;
+use crate::index::{BlobLocation, Index};
 use crate::repository::{IndexedRepository, Repository};
 use crate::restorer::RESTORE_PIECE;
-use rayon::prelude::*;
 
-/// Raw bytes of a file `dump` decodes at once; the previous window is written out meanwhile.
-const DUMP_WINDOW: u64 = 8 << 20;
 /// A gap between two blobs of one pack that a single read still spans (read and dropped).
 const DUMP_GAP: u64 = 256 << 10;
+/// Runs (at most `RESTORE_PIECE` stored bytes each) a worker may be ahead of the writer.
+const AHEAD_PER_WORKER: usize = 3;
 
-/// Writes one file's content to `out`. Consecutive blobs that lie together in a pack are read
-/// with one request; a window of such runs is opened on all cores while the one before it is
-/// written, so the output never waits for one blob at a time.
+/// Writes one file's content to `out`.
 pub fn dump(indexed: &IndexedRepository, node: &Node, out: &mut dyn std::io::Write) -> Result<u64> {
     let (repo, index): (&Repository, &Index) = (indexed, indexed.index());
     if node.kind != NodeKind::File {
@@ -34,82 +36,113 @@ pub fn dump(indexed: &IndexedRepository, node: &Node, out: &mut dyn std::io::Wri
     }
     indexed.refuse_cold(locs.iter().map(|(_, l)| l.pack))?;
     let runs = read_runs(&locs);
-    // windows: ranges of runs of about DUMP_WINDOW raw bytes each
-    let mut windows = Vec::new();
-    let (mut first, mut raw) = (0, 0u64);
-    for (k, run) in runs.iter().enumerate() {
-        raw += locs[run.clone()]
-            .iter()
-            .map(|(_, l)| l.raw_length as u64)
-            .sum::<u64>();
-        if raw >= DUMP_WINDOW || k + 1 == runs.len() {
-            windows.push(&runs[first..=k]);
-            (first, raw) = (k + 1, 0);
+    // Remote reads mostly wait on the network: as many workers as connections.
+    let workers = repo
+        .backend()
+        .read_pool()
+        .map_or(rayon::current_num_threads(), |p| p.current_num_threads())
+        .clamp(1, runs.len().max(1));
+    let ahead = workers * AHEAD_PER_WORKER;
+    let (tickets, take) = crossbeam_channel::unbounded::<usize>();
+    let (done, results) = crossbeam_channel::unbounded::<(usize, Result<Vec<u8>>)>();
+    // Written buffers go back to the workers: fresh multi-MiB buffers cost page faults.
+    let (recycle, reuse) = crossbeam_channel::unbounded::<Vec<u8>>();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let (take, done, stop, locs, runs) = (take.clone(), done.clone(), &stop, &locs, &runs);
+            let reuse = reuse.clone();
+            s.spawn(move || {
+                for k in take {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut plain = reuse.try_recv().unwrap_or_default();
+                    plain.clear();
+                    let opened = open_run(repo, index, &locs[runs[k].clone()], plain);
+                    if done.send((k, opened)).is_err() {
+                        break;
+                    }
+                }
+            });
         }
-    }
-    // built once: every window reads on it
-    let pool = repo.backend().read_pool();
-    let decode = |window: &[std::ops::Range<usize>]| -> Result<Vec<Vec<u8>>> {
-        let open_window = || -> Result<Vec<Vec<u8>>> {
-            // one request per run, then every blob of the window opened on its own
-            let sealed: Vec<Vec<u8>> = window
-                .par_iter()
-                .map(|run| read_run(repo, index, &locs[run.clone()]))
-                .collect::<Result<_>>()?;
-            let blobs: Vec<(&[u8], &(Id, crate::index::BlobLocation))> = window
-                .iter()
-                .zip(&sealed)
-                .flat_map(|(run, bytes)| {
-                    let start = locs[run.start].1.offset as usize;
-                    locs[run.clone()].iter().map(move |b| {
-                        let s = b.1.offset as usize - start;
-                        (&bytes[s..s + b.1.length as usize], b)
-                    })
-                })
-                .collect();
-            blobs
-                .par_iter()
-                .map(|(bytes, (id, loc))| {
-                    let blob_type = index.pack(loc.pack).blob_type;
-                    crate::pack::open_blob(repo.keys(), blob_type, id, bytes, loc.raw_length)
-                })
-                .collect()
-        };
-        match &pool {
-            Some(pool) => pool.install(open_window),
-            None => open_window(),
+        drop((take, done));
+        for k in 0..ahead.min(runs.len()) {
+            let _ = tickets.send(k);
         }
-    };
-    let write = |out: &mut dyn std::io::Write, blobs: Vec<Vec<u8>>| -> Result<u64> {
-        let mut n = 0;
-        for b in blobs {
-            out.write_all(&b)
-                .map_err(|e| Error::io("standard output", e))?;
-            n += b.len() as u64;
-        }
-        Ok(n)
-    };
-    let mut written = 0u64;
-    let mut pending: Vec<Vec<u8>> = Vec::new();
-    for window in windows {
-        // `out` (a locked stdout) stays on this thread; the next window decodes beside it
-        let (w, next) = std::thread::scope(|s| {
-            let next = s.spawn(|| decode(window));
-            let w = write(&mut *out, std::mem::take(&mut pending));
-            (w, next.join().expect("dump decode thread panicked"))
+        let written = write_in_order(out, runs.len(), &results, |k, buf| {
+            let _ = recycle.send(buf);
+            if k + ahead < runs.len() {
+                let _ = tickets.send(k + ahead);
+            }
         });
-        written += w?;
-        pending = next?;
+        // On an error the workers finish the run in hand and stop.
+        stop.store(true, Ordering::Relaxed);
+        drop(tickets);
+        written
+    })
+}
+
+/// Writes runs `0..count` from `results` in order, holding those that arrive early; calls
+/// `written(k, buffer)` after run k is out.
+fn write_in_order(
+    out: &mut dyn std::io::Write,
+    count: usize,
+    results: &crossbeam_channel::Receiver<(usize, Result<Vec<u8>>)>,
+    mut written: impl FnMut(usize, Vec<u8>),
+) -> Result<u64> {
+    let mut early: HashMap<usize, Vec<u8>> = HashMap::new();
+    let mut total = 0u64;
+    for k in 0..count {
+        let bytes = loop {
+            if let Some(b) = early.remove(&k) {
+                break b;
+            }
+            let (j, r) = results
+                .recv()
+                .map_err(|_| Error::other("dump: a worker stopped early"))?;
+            early.insert(j, r?);
+        };
+        out.write_all(&bytes)
+            .map_err(|e| Error::io("standard output", e))?;
+        total += bytes.len() as u64;
+        written(k, bytes);
     }
-    written += write(out, pending)?;
     out.flush().map_err(|e| Error::io("standard output", e))?;
-    Ok(written)
+    Ok(total)
+}
+
+/// Reads one run with a single request and opens its blobs, in order, into `plain`.
+fn open_run(
+    repo: &Repository,
+    index: &Index,
+    run: &[(Id, BlobLocation)],
+    mut plain: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let sealed = read_run(repo, index, run)?;
+    let start = run[0].1.offset as usize;
+    let raw: usize = run.iter().map(|(_, l)| l.raw_length as usize).sum();
+    plain.reserve(raw);
+    for (id, loc) in run {
+        let s = loc.offset as usize - start;
+        let blob_type = index.pack(loc.pack).blob_type;
+        let bytes = &sealed[s..s + loc.length as usize];
+        crate::pack::open_blob_into(
+            repo.keys(),
+            blob_type,
+            id,
+            bytes,
+            loc.raw_length,
+            &mut plain,
+        )?;
+    }
+    Ok(plain)
 }
 
 /// Splits a file's blobs (in content order) into runs that one read covers: the same pack,
 /// each blob after the previous one, gaps of at most DUMP_GAP, at most RESTORE_PIECE in all
 /// (a single larger blob is a run of its own).
-fn read_runs(locs: &[(Id, crate::index::BlobLocation)]) -> Vec<std::ops::Range<usize>> {
+fn read_runs(locs: &[(Id, BlobLocation)]) -> Vec<std::ops::Range<usize>> {
     let mut runs = Vec::new();
     let mut start = 0;
     for k in 1..=locs.len() {
@@ -131,11 +164,7 @@ fn read_runs(locs: &[(Id, crate::index::BlobLocation)]) -> Vec<std::ops::Range<u
 }
 
 /// Reads the stored bytes of one run of blobs with a single request.
-fn read_run(
-    repo: &Repository,
-    index: &Index,
-    run: &[(Id, crate::index::BlobLocation)],
-) -> Result<Vec<u8>> {
+fn read_run(repo: &Repository, index: &Index, run: &[(Id, BlobLocation)]) -> Result<Vec<u8>> {
     let (first, last) = (&run[0].1, &run[run.len() - 1].1);
     let path = crate::backend::FileKind::Pack.path(&index.pack(first.pack).id);
     let start = first.offset as u64;

@@ -629,11 +629,21 @@ fn looks_compressible(raw: &[u8]) -> bool {
 
 /// Reverses [`frame`]; `max_len` bounds the output (the known raw length where there is one).
 pub fn unframe(framed: &[u8], max_len: usize, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    unframe_into(framed, max_len, what, &mut out)?;
+    Ok(out)
+}
+
+/// [`unframe`] appending to `out` (no copy of the plaintext when the caller gathers many).
+pub fn unframe_into(framed: &[u8], max_len: usize, what: &str, out: &mut Vec<u8>) -> Result<()> {
     let (&codec, body) = framed
         .split_first()
         .ok_or_else(|| Error::corrupt(what, "empty"))?;
     match codec {
-        CODEC_NONE => Ok(body.to_vec()),
+        CODEC_NONE => {
+            out.extend_from_slice(body);
+            Ok(())
+        }
         CODEC_ZSTD => {
             thread_local! {
                 static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
@@ -651,8 +661,23 @@ pub fn unframe(framed: &[u8], max_len: usize, what: &str) -> Result<Vec<u8>> {
                     .map(|n| n as usize)
                     .unwrap_or(max_len)
                     .min(max_len);
-                d.decompress(body, cap)
-                    .map_err(|e| Error::corrupt(what, format!("cannot decompress: {e}")))
+                let start = out.len();
+                out.reserve(cap);
+                // Appends into the spare capacity (no zeroing first); more than `cap` is refused.
+                let mut tail = std::io::Cursor::new(&mut *out);
+                tail.set_position(start as u64);
+                let res = d.decompress_to_buffer(body, &mut tail);
+                if res.is_err() || out.len() - start > cap {
+                    out.truncate(start);
+                    return Err(Error::corrupt(
+                        what,
+                        match res {
+                            Err(e) => format!("cannot decompress: {e}"),
+                            Ok(_) => "longer than stated".into(),
+                        },
+                    ));
+                }
+                Ok(())
             })
         }
         other => Err(Error::corrupt(what, format!("unknown codec {other}"))),

@@ -293,6 +293,20 @@ pub fn open_blob(
     sealed: &[u8],
     raw_length: u32,
 ) -> Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    open_blob_into(keys, blob_type, id, sealed, raw_length, &mut raw)?;
+    Ok(raw)
+}
+
+/// [`open_blob`] appending the plaintext to `out` (left as it was on an error).
+pub fn open_blob_into(
+    keys: &Keys,
+    blob_type: BlobType,
+    id: &Id,
+    sealed: &[u8],
+    raw_length: u32,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let kind = match blob_type {
         BlobType::Data => SealKind::DataBlob,
         BlobType::Tree => SealKind::TreeBlob,
@@ -301,18 +315,22 @@ pub fn open_blob(
         e @ Error::WriteOnly(_) => e,
         _ => Error::corrupt(format!("blob {}", id.short()), "authentication failed"),
     })?;
-    let raw = format::unframe(
+    let start = out.len();
+    format::unframe_into(
         &framed,
         raw_length as usize,
         &format!("blob {}", id.short()),
+        out,
     )?;
-    if raw.len() != raw_length as usize || keys.blob_id(&raw) != *id {
+    let raw = &out[start..];
+    if raw.len() != raw_length as usize || keys.blob_id(raw) != *id {
+        out.truncate(start);
         return Err(Error::corrupt(
             format!("blob {}", id.short()),
             "content does not match its id",
         ));
     }
-    Ok(raw)
+    Ok(())
 }
 
 /// How storage keeps a pack of this type: data packs may go to a colder storage class, tree

@@ -92,7 +92,8 @@ impl LoadedIndex {
 /// Loads the live index of the files `files` lists, through the cache file of `spec`.
 pub fn load(files: &dyn IndexFiles, spec: &CacheSpec) -> Result<LoadedIndex> {
     if let Some(dir) = &spec.dir {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // Only a cache: a folder that cannot be made means building in the temporary folder.
+        let _ = std::fs::create_dir_all(dir);
     }
     loop {
         let listed = files.list()?;
@@ -227,13 +228,17 @@ fn packs_not_in<'f>(
         .collect()
 }
 
-/// A new, unnamed-then-renamed file in the cache folder, or an unnamed temporary file.
+/// A new file in the cache folder, renamed into place once written; or, without a cache
+/// folder or when it cannot be written, an unnamed temporary file.
 fn new_file(spec: &CacheSpec) -> std::io::Result<(std::fs::File, Option<tempfile::TempPath>)> {
-    Ok(match &spec.dir {
-        Some(dir) => {
-            let named = tempfile::Builder::new()
-                .prefix("index-building-")
-                .tempfile_in(dir)?;
+    let named = spec.dir.as_ref().and_then(|dir| {
+        tempfile::Builder::new()
+            .prefix("index-building-")
+            .tempfile_in(dir)
+            .ok()
+    });
+    Ok(match named {
+        Some(named) => {
             let (file, path) = named.into_parts();
             (file, Some(path))
         }
@@ -241,8 +246,13 @@ fn new_file(spec: &CacheSpec) -> std::io::Result<(std::fs::File, Option<tempfile
     })
 }
 
+/// Where sorted runs are spilled: the cache folder (the same disk as the file), else the
+/// temporary folder.
 fn tmp_dir(spec: &CacheSpec) -> PathBuf {
-    spec.dir.clone().unwrap_or_else(std::env::temp_dir)
+    spec.dir
+        .clone()
+        .filter(|d| tempfile::tempfile_in(d).is_ok())
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 /// Writes the builder's file and opens it, renamed into place when there is a cache folder.
