@@ -8,7 +8,7 @@
 #   forget     --prune of the 2 oldest snapshots
 #   check      again
 # and prints a Markdown table (also written to OUT). Exits non-zero if any step fails or the
-# restored file differs.
+# restored file differs (the remaining steps still run, so the table is whole).
 #
 # Usage: benches/scale.sh SIZE...        e.g. benches/scale.sh 500000 5000000 50000000
 #   DATA=/work/scale-data   where repositories go (repository SIZE: $DATA/synth-SIZE)
@@ -17,6 +17,8 @@
 #                  already pruned once) instead of building it anew
 #   CLEAN=0        1 deletes each repository after its measurement
 #   NEW_FILES=200 NEW_BYTES=20000000   the small new tree
+#   STEP_AS_LIMIT=    e.g. 12G: each step under `prlimit --as` (on a shared machine, a step
+#                  that would take most of its memory fails instead: a FAILED row)
 #   OCVAULT=target/release/ocvault  SYNTH=target/release/examples/synth-repo
 # The password comes from OCVAULT_PASSWORD (a fixed throw-away one if unset), never argv.
 set -euo pipefail
@@ -26,6 +28,7 @@ DATA=${DATA:-/work/scale-data}
 OUT=${OUT:-$DATA/scale-results.md}
 REUSE=${REUSE:-0}
 CLEAN=${CLEAN:-0}
+STEP_AS_LIMIT=${STEP_AS_LIMIT:-}
 NEW_FILES=${NEW_FILES:-200}
 NEW_BYTES=${NEW_BYTES:-20000000}
 OCVAULT=${OCVAULT:-target/release/ocvault}
@@ -52,21 +55,28 @@ if [ "$(find "$NEW" -type f 2>/dev/null | wc -l)" != "$NEW_FILES" ]; then
 fi
 
 ROWS=()
+STATUS=0
 row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 |"); echo "| $1 | $2 | $3 | $4 | $5 |" >&2; }
 
-# measure SIZE STEP NOTE CMD...: runs CMD under /usr/bin/time (stdout to $LOG.out); fails the
-# script if it fails; adds a row.
+# measure SIZE STEP NOTE CMD...: runs CMD under /usr/bin/time (stdout to $WORK/out), adds a
+# row; a failed step is a FAILED row, the next steps still run, and the script exits 1.
 measure() {
     local size=$1 step=$2 note=$3
     shift 3
     local t="$WORK/time"
-    if ! /usr/bin/time -f '%M %e' -o "$t" "$@" >"$WORK/out" 2>"$WORK/err"; then
+    local limit=()
+    if [ -n "$STEP_AS_LIMIT" ] && [ "$step" != generate ]; then
+        # prlimit takes bytes (it misreads suffixes such as G).
+        limit=(prlimit "--as=$(numfmt --from=iec "$STEP_AS_LIMIT")" --)
+    fi
+    if ! /usr/bin/time -f '%M %e' -o "$t" "${limit[@]}" "$@" >"$WORK/out" 2>"$WORK/err"; then
         echo "scale.sh: $step at $size failed:" >&2
         cat "$WORK/err" >&2
-        exit 1
+        STATUS=1
+        note="FAILED: $(cat "$WORK/err" "$t" | { grep -v '^[0-9. ]*$' || true; } | tail -1 | tr '|' '/')"
     fi
-    read -r kib secs <"$t"
-    if [ "$note" = json-startup ]; then
+    read -r kib secs < <({ grep -v '^Command' "$t" || true; } | tail -1; echo)
+    if [ "$note" = json-startup ] && [ -s "$WORK/out" ]; then
         note="start-up $(python3 -c 'import json,sys
 s=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["startup_seconds"]
 print("-" if s is None else "%.2f s" % s)' "$WORK/out")"
@@ -86,6 +96,7 @@ for size in "$@"; do
         rm -rf "$R"
         measure "$size" generate "" "$SYNTH" --repo "$R" --blobs "$size" \
             --real-file-out "$DATA/synth-$size.real"
+        [ "$STATUS" = 0 ] || exit 1
         cp "$WORK/out" "$DATA/synth-$size.json"
         row "$size" "disk use" "" "" "$(du -sh "$R" | cut -f1)"
     fi
@@ -103,7 +114,8 @@ print(s[-1]["id"], " ".join(x["id"] for x in s[:2]))' "$WORK/snaps.json")
         --include synth/part-0/real.bin
     if ! cmp "$WORK/restored/synth/part-0/real.bin" "$DATA/synth-$size.real"; then
         echo "scale.sh: the restored file differs at $size" >&2
-        exit 1
+        row "$size" "restore compared" "" "" "DIFFERS"
+        STATUS=1
     fi
     rm -rf "$WORK/restored"
     measure "$size" check "" "$OCVAULT" --repo "$R" check
@@ -122,3 +134,4 @@ done
     echo "|------:|------|-------------:|--------:|------|"
     printf '%s\n' "${ROWS[@]}"
 } | tee "$OUT"
+exit "$STATUS"
