@@ -73,6 +73,9 @@ pub struct Progress {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
     pub bytes_added: AtomicU64,
+    /// When the first source file was opened: start-up cost (repository open, index load,
+    /// parent snapshot) is the time up to it (`snapshot --json`: `startup_seconds`).
+    pub first_file_opened: std::sync::OnceLock<std::time::Instant>,
 }
 
 pub struct SnapshotOutcome {
@@ -243,6 +246,9 @@ impl Shared<'_> {
     fn store_file(&self, path: &Path, node: &mut Node) -> Result<bool> {
         crate::interrupt::check()?;
         let size = node.size;
+        self.progress
+            .first_file_opened
+            .get_or_init(std::time::Instant::now);
         let res = open_noatime(path).and_then(|f| {
             if size <= BATCH_BYTES as u64 {
                 // A file that grows while read is still read to its end.

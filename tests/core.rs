@@ -237,6 +237,30 @@ fn snapshot_ids_prefixes_parents_and_listing() {
     assert_eq!(out.stdout, b"beta");
 }
 
+/// `startup_seconds` (the time up to the first file opened, benches/scale.sh's start-up
+/// figure) is reported when a file is read, within the command's wall time, and null when
+/// nothing was read (an unchanged tree).
+#[test]
+fn snapshot_reports_startup_seconds_until_the_first_file_read() {
+    let repo = TestRepo::new();
+    repo.init();
+    let src = repo.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"alpha").unwrap();
+    let started = std::time::Instant::now();
+    let first = snapshot_json(&repo, &[src.to_str().unwrap()]);
+    let wall = started.elapsed().as_secs_f64();
+    let startup = first["startup_seconds"].as_f64().expect("a number");
+    assert!(
+        startup > 0.0 && startup < wall,
+        "{startup} of {wall}: {first}"
+    );
+    let unchanged = snapshot_json(&repo, &[src.to_str().unwrap()]);
+    assert!(unchanged["startup_seconds"].is_null(), "{unchanged}");
+    let forced = snapshot_json(&repo, &["--force", src.to_str().unwrap()]);
+    assert!(forced["startup_seconds"].as_f64().is_some(), "{forced}");
+}
+
 /// Measures candidate chunk sizes on the day-1/day-2 dump (run by hand, figures in format-spec):
 /// `cargo test --release --test core chunk_size_candidates -- --ignored --nocapture`
 #[test]

@@ -90,6 +90,7 @@ impl Args {
 }
 
 pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
+    let started = std::time::Instant::now();
     let (command, shell, stdin, name) = (
         a.command.clone(),
         a.command_shell,
@@ -114,7 +115,12 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let out = result?;
     super::metrics::snapshot_done(&repo, &out);
     super::warn_all(&out.warnings);
-    print_summary(g.json, &out, repo.backend().cache_stats());
+    // Seconds from the command's start to the first file opened (none opened: null).
+    let startup = progress
+        .first_file_opened
+        .get()
+        .map(|t| t.duration_since(started).as_secs_f64());
+    print_summary(g.json, &out, startup, repo.backend().cache_stats());
     if out.snapshot.incomplete {
         eprintln!(
             "ocvault: snapshot {} is incomplete: {} source(s) could not be read",
@@ -173,6 +179,7 @@ impl ProgressDisplay {
 fn print_summary(
     json: bool,
     out: &SnapshotOutcome,
+    startup_seconds: Option<f64>,
     cache: ocvault::backend::disk_cache::CacheStats,
 ) {
     let s = &out.snapshot.summary;
@@ -193,6 +200,7 @@ fn print_summary(
             "restored_from_cold_blobs": out.restored_blobs,
             "restored_from_cold_bytes": out.restored_bytes,
             "duration_seconds": s.duration_ms as f64 / 1000.0,
+            "startup_seconds": startup_seconds,
             // Remote repositories: what had to be downloaded (the local cache serves the rest).
             "storage_downloads": cache,
         }));
