@@ -42,8 +42,11 @@ pub(super) const HEADER_LEN: usize = 4096;
 const FIXED_LEN: usize = 96;
 pub(super) const BLOCK: usize = 64 << 10;
 const PACK_LEN: usize = 42;
-/// Pages touched between two `madvise(DONTNEED)` of the whole map.
+/// Pages mapped between two `madvise(DONTNEED)` of the whole map (32 MiB).
 const SHED_PAGES: usize = 8192;
+/// Pages one fault maps: the kernel maps the cached pages around a faulting one (64 KiB,
+/// `fault_around_bytes`), whatever `MADV_RANDOM` says.
+pub(super) const FAULT_PAGES: usize = 16;
 
 /// What a cache file says about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +165,8 @@ impl Mapped {
         // SAFETY: the file is only ever replaced by rename, never written in place, so the
         // mapped bytes do not change under us; every bit pattern is a valid `Entry`.
         let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
+        // Lookups are random: no read-ahead around them.
+        let _ = map.advise(memmap2::Advice::Random);
         let tail = &map[tail_off as usize..];
         let mut hasher = blake3::Hasher::new();
         hasher.update(&head[..FIXED_LEN]);
@@ -267,7 +272,8 @@ impl Mapped {
             return None;
         }
         word.fetch_or(bit, Ordering::Relaxed);
-        self.touched(BLOCK / 4096);
+        // A block spans two fault-around windows (it starts 4 KiB past one).
+        self.touched(2 * FAULT_PAGES);
         Some(())
     }
 

@@ -477,6 +477,9 @@ mod tests {
         }
         assert_eq!(seen, plain.len());
         assert!(!loaded.contains(&id(u64::MAX, 1)));
+        let mut ids: Vec<Id> = plain.iter().map(|(bid, _)| bid).collect();
+        ids.push(id(u64::MAX, 1));
+        loaded.locate_sorted(&mut ids, |bid, hit| assert_eq!(hit, loaded.locate(bid)));
     }
 
     #[test]

@@ -136,6 +136,31 @@ impl Table {
 
     /// The position of `id`, and its entry.
     pub fn find(&self, id: &Id) -> Option<(usize, Entry)> {
+        let found = self.find_unaccounted(id);
+        if let Table::Mapped(m) = self {
+            // A directory page and one or two of entries, each faulted with its neighbours.
+            m.touched(3 * super::cache_file::FAULT_PAGES);
+        }
+        found
+    }
+
+    /// [`Table::find`] for ids in increasing order: pages are counted only when the lookup
+    /// moves to another fault-around window (`window` carries the last one between calls),
+    /// so a sorted sweep keeps what it maps until it has moved on by the budget.
+    pub fn find_in_order(&self, id: &Id, window: &mut usize) -> Option<(usize, Entry)> {
+        let found = self.find_unaccounted(id);
+        if let Table::Mapped(m) = self {
+            let k = bucket(&id.0, self.bits());
+            let w = self.dir(k) * ENTRY_LEN / (4096 * super::cache_file::FAULT_PAGES);
+            if w != *window {
+                *window = w;
+                m.touched(3 * super::cache_file::FAULT_PAGES);
+            }
+        }
+        found
+    }
+
+    fn find_unaccounted(&self, id: &Id) -> Option<(usize, Entry)> {
         if self.len() == 0 {
             return None;
         }
@@ -153,9 +178,6 @@ impl Table {
             })
             .ok()
             .map(|i| (s + i, range[i]));
-        if let Table::Mapped(m) = self {
-            m.touched(3);
-        }
         found
     }
 
