@@ -15,7 +15,6 @@ use crate::pack;
 use crate::packer::{self, Indexing, Packer, PackerParts, PACKS_PER_INDEX};
 use crate::repository::{IndexedRepository, Repository};
 use crate::session::IndexedWriteSession;
-use crate::walker::Walker;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -118,8 +117,9 @@ pub fn copy(
     let (roots, packed) = packer::run(parts, |packer| -> Result<Vec<Id>> {
         report.blobs_read = copy_data(&ends, &need, &mut map, packer)?;
         // Pass 3: trees, bottom up, with destination ids.
+        let map = std::sync::RwLock::new(std::mem::take(&mut map));
         todo.iter()
-            .map(|(_, s)| copy_tree(&s.tree.0, &trees, dst_live, &mut map, packer))
+            .map(|(_, s)| copy_tree(&s.tree.0, &trees, dst_live, &map, packer))
             .collect()
     });
     let roots = roots?;
@@ -280,7 +280,8 @@ fn seed_map(
     Ok(())
 }
 
-/// Loads the source trees a copy needs and notes the data blobs it must read.
+/// Loads the source trees a copy needs and notes the data blobs it must read: level by
+/// level, each level's trees loaded (read, opened, decoded) on every core.
 fn collect(
     ends: &Ends,
     map: &HashMap<Id, Id>,
@@ -292,28 +293,33 @@ fn collect(
     let done = |trees: &HashMap<Id, Tree>, id: &Id| {
         trees.contains_key(id) || mapped(map, ends.dst_live, id).is_some()
     };
-    if done(trees, root) {
-        return Ok(());
-    }
-    let loaded = std::cell::RefCell::new(std::mem::take(trees));
-    let load = |id: &Id| {
-        let tree = ends.src.load_tree_in(ends.src_index, &TreeId(*id))?;
-        loaded.borrow_mut().insert(*id, tree.clone());
-        Ok(tree)
-    };
-    let mut walk = Walker::new(&load, *root);
-    while let Some(entry) = walk.next() {
-        let node = entry?.node;
-        for c in &node.content {
-            if mapped(map, ends.dst_live, c).is_none() {
-                need.insert(c.0);
+    let mut level: Vec<Id> = vec![*root];
+    level.retain(|id| !done(trees, id));
+    while !level.is_empty() {
+        crate::interrupt::check()?;
+        let loaded: Vec<(Id, Tree)> = level
+            .par_iter()
+            .map(|id| Ok((*id, ends.src.load_tree_in(ends.src_index, &TreeId(*id))?)))
+            .collect::<Result<_>>()?;
+        let mut next: Vec<Id> = Vec::new();
+        for (id, tree) in loaded {
+            for node in &tree.nodes {
+                for c in &node.content {
+                    if mapped(map, ends.dst_live, c).is_none() {
+                        need.insert(c.0);
+                    }
+                }
+                if let Some(sub) = node.subtree {
+                    next.push(sub.0);
+                }
             }
+            trees.insert(id, tree);
         }
-        if node.subtree.is_some_and(|s| done(&loaded.borrow(), &s.0)) {
-            walk.skip_subtree();
-        }
+        next.sort_unstable();
+        next.dedup();
+        next.retain(|id| !done(trees, id));
+        level = next;
     }
-    *trees = loaded.into_inner();
     Ok(())
 }
 
@@ -351,41 +357,51 @@ fn read_pack_blobs(
     Ok(out)
 }
 
-/// Writes a source tree with destination ids, children first; returns its destination id.
+/// Writes a source tree with destination ids, children first (on every core); returns its
+/// destination id. `map` holds the data blobs' ids (complete by now) and the trees copied.
 fn copy_tree(
     id: &Id,
     trees: &HashMap<Id, Tree>,
     dst_live: &Index,
-    map: &mut HashMap<Id, Id>,
+    map: &std::sync::RwLock<HashMap<Id, Id>>,
     packer: &Packer,
 ) -> Result<Id> {
-    if let Some(d) = map.get(id) {
-        if dst_live.contains(d) || packer.has(d) {
-            return Ok(*d);
+    if let Some(d) = map.read().expect("copy map").get(id).copied() {
+        if dst_live.contains(&d) || packer.has(&d) {
+            return Ok(d);
         }
     }
     let tree = trees
         .get(id)
         .ok_or_else(|| Error::other(format!("tree {} was not loaded", id.short())))?;
+    let subtrees: Vec<Option<Id>> = tree
+        .nodes
+        .par_iter()
+        .map(|n| {
+            n.subtree
+                .map(|s| copy_tree(&s.0, trees, dst_live, map, packer))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
     let mut out = Tree {
         nodes: Vec::with_capacity(tree.nodes.len()),
     };
-    for n in &tree.nodes {
+    let ids = map.read().expect("copy map");
+    for (n, sub) in tree.nodes.iter().zip(subtrees) {
         let mut n = n.clone();
         for c in n.content.iter_mut() {
-            *c = map
+            *c = ids
                 .get(&c.0)
                 .copied()
                 .map(DataId)
                 .ok_or_else(|| Error::other(format!("blob {} was not copied", c.short())))?;
         }
-        if let Some(s) = n.subtree {
-            n.subtree = Some(TreeId(copy_tree(&s.0, trees, dst_live, map, packer)?));
-        }
+        n.subtree = sub.map(TreeId);
         out.nodes.push(n);
     }
+    drop(ids);
     let did = packer.store_tree(&out)?;
-    map.insert(*id, did);
+    map.write().expect("copy map").insert(*id, did);
     Ok(did)
 }
 
