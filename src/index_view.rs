@@ -45,7 +45,8 @@ pub(crate) struct ViewOptions<'a> {
     pub live: bool,
     /// Packs in an archive storage class: numbered last, so other copies win.
     pub archived: &'a dyn Fn(&PackId) -> bool,
-    /// Which marked or superseded packs (not live) the readable index includes.
+    /// Which marked or superseded packs (not live) the readable index includes. It and
+    /// `archived` are first called after every index file and mark is read.
     pub readable_extra: &'a dyn Fn(&IndexPack) -> bool,
 }
 
@@ -85,8 +86,13 @@ pub(crate) fn load(repo: &Repository, opts: &ViewOptions) -> Result<IndexView> {
         return Err(damaged_marks.swap_remove(0).1);
     }
     let superseded = crate::index::superseded_ids(&files);
-    let live = Index::build_tiered(&files, &[], opts.archived);
-    let live_packs: HashSet<PackId> = live.packs().iter().map(|p| p.id).collect();
+    let live = opts
+        .live
+        .then(|| Index::build_tiered(&files, &[], opts.archived));
+    let live_packs: HashSet<PackId> = (files.iter())
+        .filter(|(id, _)| !superseded.contains(id))
+        .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
+        .collect();
     let extra: Vec<IndexPack> = Repository::marked_packs(&marks)
         .into_iter()
         .chain(Repository::superseded_packs(&files))
@@ -95,7 +101,7 @@ pub(crate) fn load(repo: &Repository, opts: &ViewOptions) -> Result<IndexView> {
     drop(live_packs);
     let readable = Index::build_tiered(&files, &extra, opts.archived);
     Ok(IndexView {
-        live: opts.live.then_some(live),
+        live,
         readable,
         files: files.iter().map(|(id, _)| *id).collect(),
         superseded,

@@ -382,7 +382,7 @@ struct Plan {
     /// Live packs no snapshot uses.
     remove: Vec<IndexPack>,
     /// Live packs to repack (number in the live index, entry), most unused first.
-    repack: Vec<(u32, IndexPack)>,
+    repack: Repack,
     /// Packs a snapshot needs that only a mark holds: back into the index.
     recovered: Vec<IndexPack>,
     /// Packs in no index and no mark: a crashed backup's leftovers or a running backup's work.
@@ -425,6 +425,9 @@ impl Plan {
     }
 }
 
+/// Live packs to repack: number in the live index, and entry.
+type Repack = Vec<(u32, IndexPack)>;
+
 /// The live packs to remove (nothing used) and to repack (more unused than allowed), within
 /// the repack budget; counts them in `report`.
 fn choose_packs(
@@ -434,7 +437,7 @@ fn choose_packs(
     opts: &PruneOptions,
     cold: &ColdRule,
     report: &mut PruneReport,
-) -> Result<(Vec<IndexPack>, Vec<(u32, IndexPack)>)> {
+) -> Result<(Vec<IndexPack>, Repack)> {
     let live = &view.live;
     let PackUsage {
         counts,
