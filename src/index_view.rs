@@ -52,8 +52,9 @@ pub(crate) struct ViewOptions<'a> {
 
 /// The index files and prune marks, and the indexes made of them.
 pub(crate) struct IndexView {
-    /// The live index files' packs: what stays findable (with [`ViewOptions::live`]).
-    pub live: Option<Index>,
+    /// The live index files' packs, what stays findable, when it differs from `readable`
+    /// (see [`IndexView::live`]).
+    live: Option<Index>,
     /// The live packs, then the marked packs and those of superseded index files still
     /// present, as [`ViewOptions::readable_extra`] chose them.
     pub readable: Index,
@@ -86,9 +87,6 @@ pub(crate) fn load(repo: &Repository, opts: &ViewOptions) -> Result<IndexView> {
         return Err(damaged_marks.swap_remove(0).1);
     }
     let superseded = crate::index::superseded_ids(&files);
-    let live = opts
-        .live
-        .then(|| Index::build_tiered(&files, &[], opts.archived));
     let live_packs: HashSet<PackId> = (files.iter())
         .filter(|(id, _)| !superseded.contains(id))
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
@@ -99,6 +97,9 @@ pub(crate) fn load(repo: &Repository, opts: &ViewOptions) -> Result<IndexView> {
         .filter(|p| !live_packs.contains(&p.id) && (opts.readable_extra)(p))
         .collect();
     drop(live_packs);
+    // Without marked or superseded packs the two would be equal: built once.
+    let live =
+        (opts.live && !extra.is_empty()).then(|| Index::build_tiered(&files, &[], opts.archived));
     let readable = Index::build_tiered(&files, &extra, opts.archived);
     Ok(IndexView {
         live,
@@ -112,6 +113,11 @@ pub(crate) fn load(repo: &Repository, opts: &ViewOptions) -> Result<IndexView> {
 }
 
 impl IndexView {
+    /// The live index, with [`ViewOptions::live`] (else the readable one).
+    pub fn live(&self) -> &Index {
+        self.live.as_ref().unwrap_or(&self.readable)
+    }
+
     /// Reads the live index files (or, with `superseded`, the superseded ones) one at a time
     /// and hands each of their packs to `f`. A file deleted since [`load`] (a prune beside
     /// this one superseded it, after writing the files that hold its packs) is passed over:

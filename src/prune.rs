@@ -288,8 +288,6 @@ struct View {
     /// The readable index (live, marked and superseded packs: for finding what snapshots
     /// use), the ids of the index files read, and the marks.
     index: IndexView,
-    /// The index of the live files: what stays findable.
-    live: Index,
     /// Live pack numbers by id.
     live_numbers: HashMap<PackId, u32>,
     /// Packs in an archive storage class, on storage with classes (S3).
@@ -297,6 +295,11 @@ struct View {
 }
 
 impl View {
+    /// The index of the live files: what stays findable.
+    fn live(&self) -> &Index {
+        self.index.live()
+    }
+
     fn read(repo: &Repository) -> Result<View> {
         // Snapshots before index files: a snapshot is saved only after its index, so every
         // snapshot listed here has its blobs in the index files read next. Snapshots saved
@@ -312,7 +315,7 @@ impl View {
         // and its archived copy counts as unused.
         let tiers = crate::cold::Tiers::list(repo.backend())?;
         let archived = |id: &PackId| tiers.as_ref().is_some_and(|t| t.is_archived(id));
-        let mut index = index_view::load(
+        let index = index_view::load(
             repo,
             &ViewOptions {
                 strict: true,
@@ -322,15 +325,13 @@ impl View {
             },
         )
         .map_err(refuse)?;
-        let live = index.live.take().expect("asked for");
-        let live_numbers = (live.packs().iter().enumerate())
+        let live_numbers = (index.live().packs().iter().enumerate())
             .map(|(n, p)| (p.id, n as u32))
             .collect();
         Ok(View {
             roots,
             wal_blobs,
             index,
-            live,
             live_numbers,
             tiers,
         })
@@ -355,9 +356,15 @@ impl Usage {
             )));
         }
         let readable = &view.index.readable;
-        let mut live_used = Bits::new(view.live.len());
+        if std::ptr::eq(readable, view.live()) {
+            return Ok(Usage {
+                live: used.bits,
+                recover: HashSet::new(),
+            });
+        }
+        let mut live_used = Bits::new(view.live().len());
         let mut recover = HashSet::new();
-        let mut live = view.live.iter().enumerate().peekable();
+        let mut live = view.live().iter().enumerate().peekable();
         for (pos, (id, loc)) in readable.iter().enumerate() {
             if !used.bits.get(pos) {
                 continue;
@@ -438,7 +445,7 @@ fn choose_packs(
     cold: &ColdRule,
     report: &mut PruneReport,
 ) -> Result<(Vec<IndexPack>, Repack)> {
-    let live = &view.live;
+    let live = view.live();
     let PackUsage {
         counts,
         mut candidates,
@@ -529,7 +536,7 @@ fn replace_index(
     plan: Plan,
     report: &mut PruneReport,
 ) -> Result<()> {
-    let (new_packs, retired) = repack_packs(session, &view.live, used, &plan.repack)?;
+    let (new_packs, retired) = repack_packs(session, view.live(), used, &plan.repack)?;
     report.bytes_repacked_written = new_packs.iter().map(|p| p.size).sum();
 
     let loaded_ids = &view.index.files;
@@ -545,7 +552,7 @@ fn replace_index(
         // they come; only the last part names the files it supersedes, so a crash never
         // unindexes a pack.
         let mut out = Consolidated::new(session);
-        let mut seen = Bits::new(view.live.packs().len());
+        let mut seen = Bits::new(view.live().packs().len());
         view.index.for_each_pack(session.repo(), false, |p| {
             let n = view.live_numbers[&p.id] as usize;
             if seen.insert(n) && !dropped.contains(&p.id) {
@@ -604,7 +611,7 @@ fn usage_per_pack(
     used: &Bits,
     opts: &PruneOptions,
 ) -> Result<PackUsage> {
-    let live = &view.live;
+    let live = view.live();
     let mut counts = vec![None; live.packs().len()];
     let mut candidates = HashMap::new();
     view.index.for_each_pack(repo, false, |p| {
