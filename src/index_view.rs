@@ -11,6 +11,9 @@ use crate::index::Index;
 use crate::repository::{Loaded, Repository};
 use std::collections::HashSet;
 
+/// Index files [`IndexView::for_each_pack`] holds decoded at once.
+const FILES_AT_ONCE: usize = 16;
+
 /// One bit per position `0..len` (of an [`Index`], see [`Index::locate`]).
 #[derive(Clone, Debug, Default)]
 pub struct Bits(Vec<u64>);
@@ -128,18 +131,23 @@ impl IndexView {
         superseded: bool,
         mut f: impl FnMut(&IndexPack) -> Result<()>,
     ) -> Result<()> {
-        for id in &self.files {
-            if self.superseded.contains(id) != superseded {
-                continue;
-            }
+        let ids: Vec<IndexFileId> = (self.files.iter())
+            .filter(|id| self.superseded.contains(id) == superseded)
+            .copied()
+            .collect();
+        // A few files at once, read and decoded in parallel: as fast as reading them all,
+        // holding only these.
+        for chunk in ids.chunks(FILES_AT_ONCE) {
             crate::interrupt::check()?;
-            let file: IndexFile = match repo.load_file(id) {
-                Ok(f) => f,
-                Err(e) if crate::backend::is_not_found(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            for p in &file.packs {
-                f(p)?;
+            for file in repo.load_files::<IndexFile>(chunk) {
+                let file = match file {
+                    Ok(f) => f,
+                    Err(e) if crate::backend::is_not_found(&e) => continue,
+                    Err(e) => return Err(e),
+                };
+                for p in &file.packs {
+                    f(p)?;
+                }
             }
         }
         Ok(())
