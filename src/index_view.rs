@@ -1,6 +1,6 @@
 //! The indexes `prune` and `check` work from, loaded in one place ([`load`]), and what they
 //! keep per blob: one bit ([`Bits`], over positions of an [`Index`]). Index files are never
-//! all held decoded after loading: what needs their packs' blob lists again reads them one
+//! all held decoded after loading: what needs their packs' blob lists again reads them a few
 //! at a time ([`IndexView::for_each_pack`]); remote repositories serve them from the disk
 //! cache.
 
@@ -12,7 +12,7 @@ use crate::repository::{Loaded, Repository};
 use std::collections::HashSet;
 
 /// Index files [`IndexView::for_each_pack`] holds decoded at once.
-const FILES_AT_ONCE: usize = 16;
+const FILES_AT_ONCE: usize = 4;
 
 /// One bit per position `0..len` (of an [`Index`], see [`Index::locate`]).
 #[derive(Clone, Debug, Default)]
@@ -121,8 +121,8 @@ impl IndexView {
         self.live.as_ref().unwrap_or(&self.readable)
     }
 
-    /// Reads the live index files (or, with `superseded`, the superseded ones) one at a time
-    /// and hands each of their packs to `f`. A file deleted since [`load`] (a prune beside
+    /// Reads the live index files (or, with `superseded`, the superseded ones) a few at a
+    /// time and hands each of their packs to `f`. A file deleted since [`load`] (a prune beside
     /// this one superseded it, after writing the files that hold its packs) is passed over:
     /// callers leave the packs they did not see alone.
     pub fn for_each_pack(
@@ -135,8 +135,8 @@ impl IndexView {
             .filter(|id| self.superseded.contains(id) == superseded)
             .copied()
             .collect();
-        // A few files at once, read and decoded in parallel: as fast as reading them all,
-        // holding only these.
+        // A few files at once, read and decoded in parallel (both cores busy), holding only
+        // these: consolidated files list 100,000 blobs, about 5 MiB decoded.
         for chunk in ids.chunks(FILES_AT_ONCE) {
             crate::interrupt::check()?;
             for file in repo.load_files::<IndexFile>(chunk) {

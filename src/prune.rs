@@ -548,7 +548,7 @@ fn replace_index(
         .collect();
     let changed = !dropped.is_empty() || report.recovered_packs > 0 || loaded_ids.len() > 1;
     if changed {
-        // The live files read again one at a time, their kept packs written in parts as
+        // The live files read again a few at a time, their kept packs written in parts as
         // they come; only the last part names the files it supersedes, so a crash never
         // unindexes a pack.
         let mut out = Consolidated::new(session);
@@ -602,7 +602,7 @@ struct PackUsage {
     candidates: HashMap<u32, IndexPack>,
 }
 
-/// Reads the live index files one at a time and counts each live pack's blobs. A blob stored
+/// Reads the live index files a few at a time and counts each live pack's blobs. A blob stored
 /// twice (two backups stored it at once) is used only where the index resolves it; every
 /// other copy counts as unused, so a pack holding a second copy is repacked without it.
 fn usage_per_pack(
