@@ -9,12 +9,13 @@
 
 use crate::backend::{Backend, FileKind, CONFIG_PATH};
 use crate::error::{Error, Result};
-use crate::format::{BlobType, IndexFile, NodeKind, PackHeader, Snapshot, Tree};
-use crate::id::{Id, IndexFileId, PackId, SnapshotId};
+use crate::format::{BlobType, NodeKind, PackHeader, Snapshot, Tree};
+use crate::id::{Id, PackId, SnapshotId};
 use crate::index::Index;
+use crate::index_view::{self, Bits, ViewOptions};
 use crate::repofile::RepoFile;
 use crate::repository::{self, Repository};
-use crate::walker::{TreeLoader, WalkNode, Walker};
+use crate::walker::Walker;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -215,7 +216,8 @@ impl Findings {
 #[derive(Default)]
 struct Carry {
     verified: Mutex<HashSet<PackId>>,
-    trees: Mutex<HashMap<Id, TreeRefs>>,
+    /// The trees verified packs held that decode (the walk reads them again).
+    trees: Mutex<HashSet<Id>>,
     data_packs_read: u64,
     data_bytes_read: u64,
     packs_read: Vec<String>,
@@ -476,14 +478,17 @@ fn check_pass(
         .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
         .count() as u64;
     let trees = carry.trees.lock().unwrap();
+    let load = |id: &Id| repo.load_tree_in(index, &crate::id::TreeId(*id));
     let mut walker = TreeWalker {
         index,
         bad_packs: &bad_packs,
         bad_blobs: &bad_blobs,
         trees: &trees,
+        load: &load,
         memo: HashMap::new(),
-        used: vec![0; index.len().div_ceil(64)],
+        used: Bits::new(index.len()),
         missing: HashMap::new(),
+        load_failed: Vec::new(),
     };
     report.affected = match repo.is_write_only() {
         false => check_snapshots(&mut walker, &loaded.snapshots, findings),
@@ -549,37 +554,52 @@ fn load_index(
     report.snapshots = snapshots.len() as u64;
     // WAL records too: a push saves them after its index files.
     let wal = load_wal_records(repo, findings)?;
-    let index_files: Vec<(IndexFileId, IndexFile)> =
-        load_checked(repo, findings, "the packs it lists are no longer indexed")?;
-    report.index_files = index_files.len() as u64;
+    // data/ is listed once the index files and marks are read (a backup stores its packs
+    // before its index files, so every pack indexed is then listed): at the first marked
+    // or superseded pack the loader asks about, or right after it.
+    let listing: std::cell::OnceCell<Result<DataListing>> = std::cell::OnceCell::new();
+    let list = || listing.get_or_init(|| list_data(repo));
+    // Marked and superseded packs still present, with their blobs, are readable.
+    let present = |p: &crate::format::IndexPack| {
+        !p.blobs.is_empty()
+            && list()
+                .as_ref()
+                .is_ok_and(|(listed, _)| listed.contains_key(&FileKind::Pack.path(&p.id)))
+    };
+    // Archived packs last: a blob also stored elsewhere resolves to the readable copy. The
+    // classes are known once data/ is listed, which is before the index is built.
+    let archived = |id: &PackId| {
+        list()
+            .as_ref()
+            .is_ok_and(|(_, t)| t.as_ref().is_some_and(|t| t.is_archived(id)))
+    };
+    let view = index_view::load(
+        repo,
+        &ViewOptions {
+            strict: false,
+            live: false,
+            archived: &archived,
+            readable_extra: &present,
+        },
+    )?;
+    list();
+    let (listed, tiers) = listing.into_inner().expect("listed")?;
+    for (id, e) in view.damaged_files {
+        let loss = "the packs it lists are no longer indexed";
+        findings.add(FileKind::Index.path(&id.into()), format!("{e}; {loss}"), 0);
+    }
+    report.index_files = (view.files.len()) as u64;
     check_log(repo, &snapshots, findings, report)?;
     load_checked::<crate::format::BackupMarker>(
         repo,
         findings,
         "prune cannot tell which backup this marker announces",
     )?;
-    let marks: Vec<(Id, crate::format::PruneMark)> = load_checked(
-        repo,
-        findings,
-        "the packs it lists are neither indexed nor deleted",
-    )?;
-    // One listing of data/; on storage with classes, the listing that shows them.
-    let (listed, tiers): (HashMap<String, u64>, _) = match repo.backend().lifecycle() {
-        Some(lc) => {
-            let objects = repo
-                .backend()
-                .runtime()
-                .block_on(lc.list_classes(FileKind::Pack.prefix()))?;
-            let tiers = crate::cold::Tiers::from_listing(&objects);
-            let listed = objects.into_iter().map(|o| (o.path, o.size)).collect();
-            (listed, Some(tiers))
-        }
-        None => (
-            repo.backend().list(FileKind::Pack)?.into_iter().collect(),
-            None,
-        ),
-    };
-    let index = readable_index(&index_files, &marks, &listed, tiers.as_ref());
+    for (id, e) in view.damaged_marks {
+        let loss = "the packs it lists are neither indexed nor deleted";
+        findings.add(FileKind::PruneMark.path(&id), format!("{e}; {loss}"), 0);
+    }
+    let index = view.readable;
     report.blobs = index.len() as u64;
     report.packs = index.packs().len() as u64;
     Ok(LoadedIndex {
@@ -727,35 +747,25 @@ fn check_wal(
     }
 }
 
-/// The index of every pack still readable: the live index files' packs, then packs a prune
-/// has marked but not yet deleted (a backup that ran during the prune may use them until a
-/// later prune puts them back into the index), and likewise packs of index files that a
-/// concurrent (or killed) prune has superseded but not yet deleted.
-fn readable_index(
-    index_files: &[(IndexFileId, IndexFile)],
-    marks: &[(Id, crate::format::PruneMark)],
-    listed: &HashMap<String, u64>,
-    tiers: Option<&crate::cold::Tiers>,
-) -> Index {
-    let superseded = crate::index::superseded_ids(index_files);
-    let indexed: HashSet<PackId> = index_files
-        .iter()
-        .filter(|(id, _)| !superseded.contains(id))
-        .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
-        .collect();
-    let marked: Vec<crate::format::IndexPack> = Repository::marked_packs(marks)
-        .into_iter()
-        .chain(Repository::superseded_packs(index_files))
-        .filter(|p| {
-            !indexed.contains(&p.id)
-                && listed.contains_key(&FileKind::Pack.path(&p.id))
-                && !p.blobs.is_empty()
-        })
-        .collect();
-    drop(indexed);
-    // Archived packs last: a blob also stored elsewhere resolves to the readable copy.
-    Index::build_tiered(index_files, &marked, &|id| {
-        tiers.is_some_and(|t| t.is_archived(id))
+/// Every file in `data/` with its size, and on storage with classes (S3) the packs in an
+/// archive class, from the same listing.
+type DataListing = (HashMap<String, u64>, Option<crate::cold::Tiers>);
+
+fn list_data(repo: &Repository) -> Result<DataListing> {
+    Ok(match repo.backend().lifecycle() {
+        Some(lc) => {
+            let objects = repo
+                .backend()
+                .runtime()
+                .block_on(lc.list_classes(FileKind::Pack.prefix()))?;
+            let tiers = crate::cold::Tiers::from_listing(&objects);
+            let listed = objects.into_iter().map(|o| (o.path, o.size)).collect();
+            (listed, Some(tiers))
+        }
+        None => (
+            repo.backend().list(FileKind::Pack)?.into_iter().collect(),
+            None,
+        ),
     })
 }
 
@@ -810,13 +820,16 @@ fn check_snapshots(
     for (blob, why) in &walker.missing {
         findings.add(format!("blob {}", blob.to_hex()), why.clone(), 1);
     }
+    for (tree, e) in &walker.load_failed {
+        findings.read_failed(format!("tree {}", tree.to_hex()), e, 1);
+    }
     affected
 }
 
 /// Blobs indexed that no snapshot uses (`used` has one bit per index position).
-fn unused_blobs(index: &Index, used: &[u64], out: &mut Reclaimable) {
+fn unused_blobs(index: &Index, used: &Bits, out: &mut Reclaimable) {
     for (pos, (_, loc)) in index.iter().enumerate() {
-        if used[pos / 64] & (1 << (pos % 64)) == 0 {
+        if !used.get(pos) {
             out.unused_blobs += 1;
             out.unused_blob_bytes += loc.length as u64;
         }
@@ -835,18 +848,19 @@ fn check_pack_files(
     let (index, listed) = (&loaded.index, &loaded.listed);
     let mut bad_packs: HashSet<u32> = HashSet::new();
     let mut indexed_paths = HashSet::new();
-    let mut blobs_per_pack: HashMap<u32, usize> = HashMap::new();
-    let mut max_end: HashMap<u32, u64> = HashMap::new();
+    // Per pack number: its blobs, and where the last of them ends.
+    let mut blobs_per_pack: Vec<u32> = vec![0; index.packs().len()];
+    let mut max_end: Vec<u64> = vec![0; index.packs().len()];
     for (_, loc) in index.iter() {
-        *blobs_per_pack.entry(loc.pack).or_default() += 1;
-        let e = max_end.entry(loc.pack).or_default();
+        blobs_per_pack[loc.pack as usize] += 1;
+        let e = &mut max_end[loc.pack as usize];
         *e = (*e).max(loc.offset as u64 + loc.length as u64);
     }
     for (n, p) in index.packs().iter().enumerate() {
-        let n = n as u32;
         let path = FileKind::Pack.path(&p.id);
         indexed_paths.insert(path.clone());
-        let nblobs = blobs_per_pack.get(&n).copied().unwrap_or(0);
+        let nblobs = blobs_per_pack[n] as usize;
+        let n = n as u32;
         let problem = match listed.get(&path) {
             None => {
                 // Gone since the index was read (a prune beside this check), or lost.
@@ -861,7 +875,7 @@ fn check_pack_files(
             Some(&size) if size != p.size => {
                 format!("size {size} bytes, the index says {}", p.size)
             }
-            Some(_) if max_end.get(&n).copied().unwrap_or(0) + 4 > p.size => {
+            Some(_) if max_end[n as usize] + 4 > p.size => {
                 "an index entry points past the pack's end".into()
             }
             Some(_) => continue,
@@ -918,11 +932,6 @@ fn read_packs(
     findings: &Findings,
     carry: &mut Carry,
 ) -> Result<HashSet<Id>> {
-    // Each pack's blobs, as positions in the index (4 bytes a blob).
-    let mut by_pack: Vec<Vec<u32>> = vec![Vec::new(); index.packs().len()];
-    for (pos, (_, loc)) in index.iter().enumerate() {
-        by_pack[loc.pack as usize].push(pos as u32);
-    }
     let bad_blobs: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
     let fresh = |n: &u32, blob_type: BlobType| {
         index.pack(*n).blob_type == blob_type
@@ -949,40 +958,57 @@ fn read_packs(
         let cold: HashSet<&str> = carry.cold.iter().map(|c| c.path.as_str()).collect();
         selected.retain(|n| !cold.contains(FileKind::Pack.path(&index.pack(*n).id).as_str()));
     }
-    let ctx = PackCheck {
-        repo,
-        index,
-        by_pack: &by_pack,
-        findings,
-        bad_blobs: &bad_blobs,
-        progress,
-        max_header: crate::pack::max_header_len(repo.config().pack_target_size),
-    };
     let (verified, trees) = (&carry.verified, &carry.trees);
-    let verify = |n: &u32, on_tree: &dyn Fn(Id, Vec<u8>)| {
-        if verify_pack(&ctx, *n, on_tree) {
-            verified.lock().unwrap().insert(index.pack(*n).id);
-        }
+    let verify_all = |packs: &[u32], on_tree: &(dyn Fn(Id, Vec<u8>) + Sync)| {
+        let by_pack = positions_of(index, packs);
+        let ctx = PackCheck {
+            repo,
+            index,
+            by_pack: &by_pack,
+            findings,
+            bad_blobs: &bad_blobs,
+            progress,
+            max_header: crate::pack::max_header_len(repo.config().pack_target_size),
+        };
+        repo.backend().with_read_pool(|| {
+            packs.par_iter().for_each(|n| {
+                if verify_pack(&ctx, *n, on_tree) {
+                    verified.lock().unwrap().insert(index.pack(*n).id);
+                }
+            })
+        });
     };
-    repo.backend().with_read_pool(|| {
-        tree_packs.par_iter().for_each(|n| {
-            let on_tree =
-                |id: Id, raw: Vec<u8>| match crate::format::from_postcard::<Tree>(&raw, "tree") {
-                    Ok(t) => {
-                        let refs = TreeRefs::new(&t);
-                        trees.lock().unwrap().insert(id, refs);
-                    }
-                    Err(e) => {
-                        findings.add(format!("tree {}", id.short()), e.to_string(), 1);
-                        bad_blobs.lock().unwrap().insert(id);
-                    }
-                };
-            verify(n, &on_tree);
-        })
-    });
-    repo.backend().with_read_pool(|| {
-        selected.par_iter().for_each(|n| verify(n, &|_, _| {}));
-    });
+    // Each tree is decoded here to prove it parses; the walk reads it again (from the
+    // tree-pack cache on remote storage) rather than holding every tree's blob ids.
+    verify_all(
+        &tree_packs,
+        &|id: Id, raw: Vec<u8>| match crate::format::from_postcard::<Tree>(&raw, "tree") {
+            Ok(_) => {
+                trees.lock().unwrap().insert(id);
+            }
+            Err(e) => {
+                findings.add(format!("tree {}", id.short()), e.to_string(), 1);
+                bad_blobs.lock().unwrap().insert(id);
+            }
+        },
+    );
+    // Data packs in batches of about `BATCH_BLOBS` blobs: the batch's blob positions are
+    // what is held per blob.
+    let counts = match selected.is_empty() {
+        true => Vec::new(),
+        false => blobs_per_pack(index),
+    };
+    let mut batch: Vec<u32> = Vec::new();
+    let mut in_batch = 0usize;
+    for (k, n) in selected.iter().enumerate() {
+        batch.push(*n);
+        in_batch += counts[*n as usize] as usize;
+        if in_batch >= BATCH_BLOBS || k + 1 == selected.len() {
+            verify_all(&batch, &|_, _| {});
+            batch.clear();
+            in_batch = 0;
+        }
+    }
     carry.data_packs_read += selected.len() as u64;
     carry.data_bytes_read += selected.iter().map(|n| index.pack(*n).size).sum::<u64>();
     carry
@@ -991,11 +1017,39 @@ fn read_packs(
     Ok(bad_blobs.into_inner().unwrap())
 }
 
+/// Data packs `--read-data` verifies at once hold about this many blobs: their positions
+/// (4 bytes each) are all `check` holds per blob.
+const BATCH_BLOBS: usize = 1 << 20;
+
+/// The index positions of the blobs in each of `packs`, by pack number (one pass over the
+/// index).
+fn positions_of(index: &Index, packs: &[u32]) -> HashMap<u32, Vec<u32>> {
+    let mut out: HashMap<u32, Vec<u32>> = packs.iter().map(|n| (*n, Vec::new())).collect();
+    if out.is_empty() {
+        return out;
+    }
+    for (pos, (_, loc)) in index.iter().enumerate() {
+        if let Some(v) = out.get_mut(&loc.pack) {
+            v.push(pos as u32);
+        }
+    }
+    out
+}
+
+/// The number of blobs in each pack, by pack number.
+fn blobs_per_pack(index: &Index) -> Vec<u32> {
+    let mut counts = vec![0u32; index.packs().len()];
+    for (_, loc) in index.iter() {
+        counts[loc.pack as usize] += 1;
+    }
+    counts
+}
+
 /// What verifying a pack needs besides the pack.
 struct PackCheck<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    by_pack: &'a [Vec<u32>],
+    by_pack: &'a HashMap<u32, Vec<u32>>,
     findings: &'a Findings,
     bad_blobs: &'a Mutex<HashSet<Id>>,
     progress: &'a CheckProgress,
@@ -1018,7 +1072,7 @@ fn verify_pack(c: &PackCheck, n: u32, on_tree: &dyn Fn(Id, Vec<u8>)) -> bool {
         intact.set(false);
         c.findings.add(object, problem, blobs);
     };
-    let indexed: Vec<(Id, crate::index::BlobLocation)> = c.by_pack[n as usize]
+    let indexed: Vec<(Id, crate::index::BlobLocation)> = c.by_pack[&n]
         .iter()
         .map(|&pos| c.index.at(pos as usize))
         .collect();
@@ -1197,125 +1251,28 @@ fn select_packs(index: &Index, packs: &[u32], rd: &ReadData) -> Vec<u32> {
     }
 }
 
-/// What the snapshot walk needs of one tree: each directory's and file's name and the blobs it
-/// references, in three flat arrays. Check holds every tree of the repository at once, and
-/// decoded [`Tree`]s (all metadata, an allocation per name and per content list) cost about
-/// six times as much.
-struct TreeRefs {
-    /// Per node: whether it is a directory, and where its name and its ids end.
-    nodes: Box<[(bool, u32, u32)]>,
-    names: Box<[u8]>,
-    /// A file's content blobs; a directory's subtree (none when the node has none).
-    ids: Box<[Id]>,
-}
-
-impl TreeRefs {
-    fn new(tree: &Tree) -> TreeRefs {
-        let (mut nodes, mut names, mut ids) = (Vec::new(), Vec::new(), Vec::new());
-        for n in &tree.nodes {
-            let is_dir = match n.kind {
-                NodeKind::Dir => {
-                    ids.extend(n.subtree.map(Id::from));
-                    true
-                }
-                NodeKind::File => {
-                    ids.extend(n.content.iter().map(|c| c.0));
-                    false
-                }
-                _ => continue,
-            };
-            names.extend_from_slice(&n.name);
-            nodes.push((is_dir, names.len() as u32, ids.len() as u32));
-        }
-        TreeRefs {
-            nodes: nodes.into(),
-            names: names.into(),
-            ids: ids.into(),
-        }
-    }
-
-    /// Each directory and file, in stored order.
-    fn nodes(&self) -> RefNodes<'_> {
-        RefNodes {
-            tree: self,
-            next: 0,
-            start: (0, 0),
-        }
-    }
-}
-
-/// One directory or file of a [`TreeRefs`].
-struct RefNode<'a> {
-    is_dir: bool,
-    name: &'a [u8],
-    /// A file's content blobs; a directory's subtree (none when it has none).
-    ids: &'a [Id],
-}
-
-impl WalkNode for RefNode<'_> {
-    fn name(&self) -> &[u8] {
-        self.name
-    }
-
-    fn subtree(&self) -> Option<Id> {
-        self.is_dir.then(|| self.ids.first().copied()).flatten()
-    }
-}
-
-struct RefNodes<'a> {
-    tree: &'a TreeRefs,
-    next: usize,
-    /// Where the next node's name and ids start.
-    start: (usize, usize),
-}
-
-impl<'a> Iterator for RefNodes<'a> {
-    type Item = RefNode<'a>;
-
-    fn next(&mut self) -> Option<RefNode<'a>> {
-        let &(is_dir, name_end, ids_end) = self.tree.nodes.get(self.next)?;
-        let (n, i) = (name_end as usize, ids_end as usize);
-        let node = RefNode {
-            is_dir,
-            name: &self.tree.names[self.start.0..n],
-            ids: &self.tree.ids[self.start.1..i],
-        };
-        self.next += 1;
-        self.start = (n, i);
-        Some(node)
-    }
-}
-
-/// The trees the tree packs held, for the walker.
-#[derive(Clone, Copy)]
-struct HeldTrees<'a>(&'a HashMap<Id, TreeRefs>);
-
-impl<'a> TreeLoader for HeldTrees<'a> {
-    type Node = RefNode<'a>;
-    type Nodes = RefNodes<'a>;
-
-    fn load_tree(&self, id: &Id) -> Result<RefNodes<'a>> {
-        self.0
-            .get(id)
-            .map(TreeRefs::nodes)
-            .ok_or_else(|| Error::other(format!("tree {} was not read", id.short())))
-    }
-}
-
 /// A directory the walk is in: its tree, its name, and the paths below it (relative to it)
 /// that cannot be restored fully.
-type OpenDir<'a> = (Id, &'a [u8], Vec<String>);
+type OpenDir = (Id, Vec<u8>, Vec<String>);
+
+/// Reads a tree for the walk.
+type LoadTree<'a> = dyn Fn(&Id) -> Result<Tree> + 'a;
 
 struct TreeWalker<'a> {
     index: &'a Index,
     bad_packs: &'a HashSet<u32>,
     bad_blobs: &'a HashSet<Id>,
-    trees: &'a HashMap<Id, TreeRefs>,
+    /// The trees the tree packs held that decode: the walk enters only those, reading each
+    /// again through `load` (trees are not held: their blob ids would cost 32 bytes a blob).
+    trees: &'a HashSet<Id>,
+    load: &'a LoadTree<'a>,
     /// Per tree: relative paths below it that cannot be restored fully.
     memo: HashMap<Id, Arc<Vec<String>>>,
     /// One bit per index position: referenced by some snapshot.
-    used: Vec<u64>,
+    used: Bits,
     missing: HashMap<Id, String>,
+    /// Trees read fine from their pack before, that the walk then failed to read.
+    load_failed: Vec<(Id, Error)>,
 }
 
 impl<'a> TreeWalker<'a> {
@@ -1323,7 +1280,7 @@ impl<'a> TreeWalker<'a> {
     fn blob_problem(&mut self, id: &Id) -> Option<String> {
         let found = self.index.locate(id);
         if let Some((pos, _)) = found {
-            self.used[pos / 64] |= 1 << (pos % 64);
+            self.used.set(pos);
         }
         match found.map(|(_, loc)| loc) {
             None => {
@@ -1341,7 +1298,7 @@ impl<'a> TreeWalker<'a> {
     /// Whether a tree can be walked. When it cannot, the whole directory is lost: its paths
     /// are the directory itself.
     fn readable(&mut self, tree_id: &Id) -> bool {
-        if self.blob_problem(tree_id).is_none() && self.trees.contains_key(tree_id) {
+        if self.blob_problem(tree_id).is_none() && self.trees.contains(tree_id) {
             return true;
         }
         if self
@@ -1369,45 +1326,53 @@ impl<'a> TreeWalker<'a> {
     }
 
     fn walk_readable(&mut self, root: &Id) {
-        let trees: &'a HashMap<Id, TreeRefs> = self.trees;
-        let mut open: Vec<OpenDir<'a>> = vec![(*root, b"", Vec::new())];
-        let mut walk = Walker::new(HeldTrees(trees), *root);
+        let load = self.load;
+        let mut open: Vec<OpenDir> = vec![(*root, Vec::new(), Vec::new())];
+        let mut walk = Walker::new(load, *root);
         while let Some(entry) = walk.next() {
-            // Every tree entered was found readable (and so held) first.
-            let Ok(entry) = entry else { continue };
+            let entry = match entry {
+                Ok(entry) => entry,
+                // Read fine from its pack, yet not now (its pack deleted meanwhile, or a
+                // read error): the directory just entered is lost.
+                Err(e) => {
+                    self.load_failed.push((e.tree, e.error));
+                    open.last_mut().expect("open").2.push(String::new());
+                    continue;
+                }
+            };
             while open.len() > entry.depth + 1 {
                 self.close(&mut open);
             }
             let node = entry.node;
-            let name = || String::from_utf8_lossy(node.name);
-            if !node.is_dir {
-                let mut broken = false;
-                for id in node.ids {
-                    if self.blob_problem(id).is_some() {
-                        broken = true;
+            let name = || String::from_utf8_lossy(&node.name);
+            match node.kind {
+                NodeKind::File => {
+                    let mut broken = false;
+                    for id in &node.content {
+                        if self.blob_problem(id).is_some() {
+                            broken = true;
+                        }
                     }
+                    if broken {
+                        let paths = &mut open.last_mut().expect("open").2;
+                        paths.push(format!("/{}", name()));
+                    }
+                    continue;
                 }
-                if broken {
-                    open.last_mut()
-                        .expect("open")
-                        .2
-                        .push(format!("/{}", name()));
-                }
-                continue;
+                NodeKind::Dir => {}
+                _ => continue,
             }
-            let Some(sub) = node.ids.first() else {
-                open.last_mut()
-                    .expect("open")
-                    .2
-                    .push(format!("/{}", name()));
+            let Some(sub) = node.subtree.map(Id::from) else {
+                let paths = &mut open.last_mut().expect("open").2;
+                paths.push(format!("/{}", name()));
                 continue;
             };
-            if !self.memo.contains_key(sub) && self.readable(sub) {
-                open.push((*sub, node.name, Vec::new()));
+            if !self.memo.contains_key(&sub) && self.readable(&sub) {
+                open.push((sub, node.name.clone(), Vec::new()));
                 continue;
             }
             walk.skip_subtree();
-            let known = self.memo[sub].clone();
+            let known = self.memo[&sub].clone();
             let paths = &mut open.last_mut().expect("open").2;
             paths.extend(known.iter().map(|p| format!("/{}{p}", name())));
         }
@@ -1419,9 +1384,9 @@ impl<'a> TreeWalker<'a> {
     }
 
     /// Leaves the innermost open directory: its paths go to its parent, and to the memo.
-    fn close(&mut self, open: &mut Vec<OpenDir<'a>>) {
+    fn close(&mut self, open: &mut Vec<OpenDir>) {
         let (tree, name, paths) = open.pop().expect("open");
-        let name = String::from_utf8_lossy(name);
+        let name = String::from_utf8_lossy(&name);
         let parent = &mut open.last_mut().expect("a parent").2;
         parent.extend(paths.iter().map(|p| format!("/{name}{p}")));
         self.memo.insert(tree, Arc::new(paths));
@@ -1472,7 +1437,8 @@ fn too_old(newest: &[NewestSnapshot], max: std::time::Duration) -> Vec<TooOld> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{IndexPack, Node, PackedBlob};
+    use crate::format::{IndexFile, IndexPack, Node, PackedBlob};
+    use crate::id::IndexFileId;
     use crate::id::{DataId, TreeId};
 
     fn id(n: u8) -> Id {
@@ -1517,7 +1483,7 @@ mod tests {
         // 2 [g (blob 21, damaged), d/ -> 4], 4 [h (blob 22, in no index)].
         let (root, shared, lost, deep) = (id(1), id(2), id(3), id(4));
         let (ok_blob, bad_blob, unindexed) = (id(20), id(21), id(22));
-        let tree = |nodes| TreeRefs::new(&Tree { nodes });
+        let tree = |nodes| Tree { nodes };
         let trees = HashMap::from([
             (
                 root,
@@ -1564,14 +1530,23 @@ mod tests {
         };
         let index = Index::build(&[(IndexFileId(id(200)), file_of)], &[]);
         let (bad_packs, bad_blobs) = (HashSet::new(), HashSet::from([bad_blob]));
+        let held: HashSet<Id> = trees.keys().copied().collect();
+        let load = |id: &Id| {
+            trees
+                .get(id)
+                .cloned()
+                .ok_or_else(|| Error::other("not a tree"))
+        };
         let mut walker = TreeWalker {
             index: &index,
             bad_packs: &bad_packs,
             bad_blobs: &bad_blobs,
-            trees: &trees,
+            trees: &held,
+            load: &load,
             memo: HashMap::new(),
-            used: vec![0; index.len().div_ceil(64)],
+            used: Bits::new(index.len()),
             missing: HashMap::new(),
+            load_failed: Vec::new(),
         };
         let paths = walker.walk(&root);
         assert_eq!(

@@ -30,6 +30,7 @@ pub mod format;
 pub mod host;
 pub mod id;
 pub mod index;
+pub mod index_view;
 pub mod interrupt;
 pub mod locks;
 pub mod mount;

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::{BackupMarker, BlobType, IndexFile, IndexPack, PruneMark};
 use crate::id::{BlobId, Id, IndexFileId, PackId, TreeId};
 use crate::index::Index;
+use crate::index_view::{self, Bits, IndexView, ViewOptions};
 use crate::packer::{self, Indexing, Packer, PackerParts};
 use crate::repository::Repository;
 use crate::session::WriteSession;
@@ -132,12 +133,43 @@ fn load_marks(repo: &Repository) -> Result<Vec<(Id, PruneMark)>> {
     Ok(out)
 }
 
-/// Every blob id reachable from the snapshots (trees and file contents).
-pub fn used_blobs(repo: &Repository, index: &Index, roots: &[TreeId]) -> Result<HashSet<BlobId>> {
-    let mut used = HashSet::new();
+/// The blobs snapshots (and WAL records) use: one bit per position of the index they were
+/// looked up in, and the few used ids that index lacks (damage).
+pub struct UsedBlobs {
+    pub bits: Bits,
+    pub missing: HashSet<Id>,
+}
+
+impl UsedBlobs {
+    pub fn new(index: &Index) -> UsedBlobs {
+        UsedBlobs {
+            bits: Bits::new(index.len()),
+            missing: HashSet::new(),
+        }
+    }
+
+    /// Records a used blob; whether it was not recorded yet.
+    pub fn insert(&mut self, index: &Index, id: &Id) -> bool {
+        match index.locate(id) {
+            Some((pos, _)) => self.bits.insert(pos),
+            None => self.missing.insert(*id),
+        }
+    }
+
+    pub fn contains(&self, index: &Index, id: &Id) -> bool {
+        match index.locate(id) {
+            Some((pos, _)) => self.bits.get(pos),
+            None => self.missing.contains(id),
+        }
+    }
+}
+
+/// Every blob reachable from the snapshots (trees and file contents), over `index`.
+pub fn used_blobs(repo: &Repository, index: &Index, roots: &[TreeId]) -> Result<UsedBlobs> {
+    let mut used = UsedBlobs::new(index);
     let load = |id: &Id| repo.load_tree_in(index, &TreeId(*id));
     for root in roots {
-        if !used.insert((*root).into()) {
+        if !used.insert(index, &root.0) {
             continue;
         }
         let mut walk = Walker::new(&load, **root);
@@ -151,9 +183,11 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[TreeId]) -> Result<
                     ))
                 })?
                 .node;
-            used.extend(node.content.into_iter().map(BlobId::from));
+            for c in &node.content {
+                used.insert(index, &c.0);
+            }
             // A tree already seen: everything below it is counted.
-            if node.subtree.is_some_and(|s| !used.insert(s.into())) {
+            if node.subtree.is_some_and(|s| !used.insert(index, &s.0)) {
                 walk.skip_subtree();
             }
         }
@@ -196,15 +230,17 @@ fn prune_in(
         ..Default::default()
     };
     let view = View::read(repo)?;
-    let mut used = used_blobs(repo, &view.readable, &view.roots)?;
-    used.extend(view.wal_blobs.iter().copied());
-    let index_packs = view.index_packs();
-    let plan = Plan::make(repo, &view, &index_packs, &used, opts, &mut report)?;
+    let mut used = used_blobs(repo, &view.index.readable, &view.roots)?;
+    for b in &view.wal_blobs {
+        used.insert(&view.index.readable, &b.0);
+    }
+    let usage = Usage::of(&view, used)?;
+    let plan = Plan::make(repo, &view, &usage, opts, &mut report)?;
     let Some(session) = session.filter(|_| !opts.dry_run) else {
-        report.marks_pending = view.marks.len() as u64;
+        report.marks_pending = view.index.marks.len() as u64;
         return Ok(report);
     };
-    replace_index(session, &view, &index_packs, &used, plan, &mut report)?;
+    replace_index(session, &view, &usage.live, plan, &mut report)?;
 
     // Phase 2.
     crate::interrupt::check()?;
@@ -243,28 +279,27 @@ fn reclaim_versions(
     Ok(Some(reclaimed))
 }
 
-/// What phase 1 reads: the snapshots' root trees, the index files and prune marks, and the
-/// indexes made of them.
+/// What phase 1 reads: the snapshots' root trees, the `wal/` records' blobs, and the index
+/// files and prune marks with the indexes made of them.
 struct View {
     roots: Vec<TreeId>,
     /// The blocks the `wal/` records name: live like the snapshots' blobs.
     wal_blobs: Vec<BlobId>,
-    /// Index files as loaded, with ids, so the consolidated index can supersede exactly them.
-    files: Vec<(IndexFileId, IndexFile)>,
-    marks: Vec<(Id, PruneMark)>,
-    /// The index of the live files: what stays findable.
-    live: Index,
-    live_pack_ids: HashSet<PackId>,
-    /// Packs readable beside the live ones: marked packs, and packs of index files a
-    /// concurrent prune has superseded but not yet deleted.
-    marked: HashMap<PackId, IndexPack>,
-    /// Everything readable, for finding what snapshots use.
-    readable: Index,
+    /// The readable index (live, marked and superseded packs: for finding what snapshots
+    /// use), the ids of the index files read, and the marks.
+    index: IndexView,
+    /// Live pack numbers by id.
+    live_numbers: HashMap<PackId, u32>,
     /// Packs in an archive storage class, on storage with classes (S3).
     tiers: Option<std::sync::Arc<crate::cold::Tiers>>,
 }
 
 impl View {
+    /// The index of the live files: what stays findable.
+    fn live(&self) -> &Index {
+        self.index.live()
+    }
+
     fn read(repo: &Repository) -> Result<View> {
         // Snapshots before index files: a snapshot is saved only after its index, so every
         // snapshot listed here has its blobs in the index files read next. Snapshots saved
@@ -273,52 +308,79 @@ impl View {
         // index file it cannot read lists, so it stops rather than delete them.
         let snaps = repo.list_snapshots_strict().map_err(refuse)?;
         let roots: Vec<TreeId> = snaps.iter().map(|(_, s)| s.tree).collect();
+        drop(snaps);
         // WAL records likewise: a push saves its records after its index files.
         let wal_blobs = wal_blobs(repo)?;
-        let (files, marks) =
-            repo.load_consistent(|r| r.load_index_files_strict().map_err(refuse), load_marks)?;
         // Archived packs resolve last: a blob a snapshot stored again (hot) is used there,
         // and its archived copy counts as unused.
         let tiers = crate::cold::Tiers::list(repo.backend())?;
         let archived = |id: &PackId| tiers.as_ref().is_some_and(|t| t.is_archived(id));
-        let live = Index::build_tiered(&files, &[], &archived);
-        let live_pack_ids: HashSet<PackId> = live.packs().iter().map(|p| p.id).collect();
-        let marked: HashMap<PackId, IndexPack> = Repository::marked_packs(&marks)
-            .into_iter()
-            .chain(Repository::superseded_packs(&files))
-            .filter(|p| !live_pack_ids.contains(&p.id))
-            .map(|p| (p.id, p))
+        let index = index_view::load(
+            repo,
+            &ViewOptions {
+                strict: true,
+                live: true,
+                archived: &archived,
+                readable_extra: &|_| true,
+            },
+        )
+        .map_err(refuse)?;
+        let live_numbers = (index.live().packs().iter().enumerate())
+            .map(|(n, p)| (p.id, n as u32))
             .collect();
-        let marked_list: Vec<IndexPack> = marked.values().cloned().collect();
-        let readable = Index::build_tiered(&files, &marked_list, &archived);
         Ok(View {
             roots,
             wal_blobs,
-            files,
-            marks,
-            live,
-            live_pack_ids,
-            marked,
-            readable,
+            index,
+            live_numbers,
             tiers,
         })
     }
+}
 
-    /// The packs of the live index files by id. Only the live files' packs: what a
-    /// superseded file holds beyond them was dropped by the prune that superseded it and may
-    /// already be deleted.
-    fn index_packs(&self) -> HashMap<PackId, &IndexPack> {
-        let superseded = crate::index::superseded_ids(&self.files);
-        self.files
-            .iter()
-            .filter(|(id, _)| !superseded.contains(id))
-            .flat_map(|(_, f)| f.packs.iter())
-            .map(|p| (p.id, p))
-            .collect()
-    }
+/// What the snapshots use, over the live index (one bit per position), and the packs
+/// outside it that hold used blobs it lacks (to be put back into the index).
+struct Usage {
+    live: Bits,
+    recover: HashSet<PackId>,
+}
 
-    fn loaded_ids(&self) -> Vec<IndexFileId> {
-        self.files.iter().map(|(id, _)| *id).collect()
+impl Usage {
+    /// Moves `used` (over the readable index) onto the live index: both list blobs in id
+    /// order, and every live blob is readable, so one merge of the two does it.
+    fn of(view: &View, used: UsedBlobs) -> Result<Usage> {
+        if let Some(id) = used.missing.iter().next() {
+            return Err(Error::other(format!(
+                "blob {} is used by a snapshot or WAL record but stored nowhere; run `ocvault check`",
+                id.short()
+            )));
+        }
+        let readable = &view.index.readable;
+        if std::ptr::eq(readable, view.live()) {
+            return Ok(Usage {
+                live: used.bits,
+                recover: HashSet::new(),
+            });
+        }
+        let mut live_used = Bits::new(view.live().len());
+        let mut recover = HashSet::new();
+        let mut live = view.live().iter().enumerate().peekable();
+        for (pos, (id, loc)) in readable.iter().enumerate() {
+            if !used.bits.get(pos) {
+                continue;
+            }
+            while live.next_if(|(_, (l, _))| *l < id).is_some() {}
+            match live.peek() {
+                Some((lpos, (l, _))) if *l == id => live_used.set(*lpos),
+                _ => {
+                    recover.insert(readable.pack(loc.pack).id);
+                }
+            }
+        }
+        Ok(Usage {
+            live: live_used,
+            recover,
+        })
     }
 }
 
@@ -326,8 +388,8 @@ impl View {
 struct Plan {
     /// Live packs no snapshot uses.
     remove: Vec<IndexPack>,
-    /// Live packs to repack (number in the live index, unused share), most unused first.
-    repack: Vec<(u32, f64)>,
+    /// Live packs to repack (number in the live index, entry), most unused first.
+    repack: Repack,
     /// Packs a snapshot needs that only a mark holds: back into the index.
     recovered: Vec<IndexPack>,
     /// Packs in no index and no mark: a crashed backup's leftovers or a running backup's work.
@@ -338,22 +400,20 @@ impl Plan {
     fn make(
         repo: &Repository,
         view: &View,
-        index_packs: &HashMap<PackId, &IndexPack>,
-        used: &HashSet<BlobId>,
+        usage: &Usage,
         opts: &PruneOptions,
         report: &mut PruneReport,
     ) -> Result<Plan> {
-        let recovered = recovered_packs(view, used)?;
+        let recovered = view.index.readable_entries(repo, &usage.recover)?;
         report.recovered_packs = recovered.len() as u64;
         let cold = ColdRule::new(view.tiers.as_deref());
-        let (remove, repack) = choose_packs(&view.live, index_packs, used, opts, &cold, report);
+        let (remove, repack) = choose_packs(repo, view, &usage.live, opts, &cold, report)?;
+        // Live, marked, and packs of superseded index files: all readable.
+        let known: HashSet<PackId> = view.index.readable.packs().iter().map(|p| p.id).collect();
         let mut unindexed = Vec::new();
         for (id, size) in repo.backend().list_ids(FileKind::Pack)? {
             let id = PackId(id);
-            if !view.live_pack_ids.contains(&id)
-                && !view.marked.contains_key(&id)
-                && cold.may_delete(&id, report)
-            {
+            if !known.contains(&id) && cold.may_delete(&id, report) {
                 unindexed.push(IndexPack {
                     id,
                     blob_type: BlobType::Data,
@@ -372,48 +432,36 @@ impl Plan {
     }
 }
 
-/// Packs a snapshot needs that only a mark holds.
-fn recovered_packs(view: &View, used: &HashSet<BlobId>) -> Result<Vec<IndexPack>> {
-    let mut recovered: Vec<IndexPack> = Vec::new();
-    let mut recovered_ids = HashSet::new();
-    for id in used {
-        if view.live.contains(id) {
-            continue;
-        }
-        let loc = view.readable.get(id).ok_or_else(|| {
-            Error::other(format!(
-                "blob {} is used by a snapshot or WAL record but stored nowhere; run `ocvault check`",
-                id.short()
-            ))
-        })?;
-        let pid = view.readable.pack(loc.pack).id;
-        if recovered_ids.insert(pid) {
-            recovered.push(view.marked[&pid].clone());
-        }
-    }
-    Ok(recovered)
-}
+/// Live packs to repack: number in the live index, and entry.
+type Repack = Vec<(u32, IndexPack)>;
 
 /// The live packs to remove (nothing used) and to repack (more unused than allowed), within
 /// the repack budget; counts them in `report`.
 fn choose_packs(
-    live: &Index,
-    index_packs: &HashMap<PackId, &IndexPack>,
-    used: &HashSet<BlobId>,
+    repo: &Repository,
+    view: &View,
+    used: &Bits,
     opts: &PruneOptions,
     cold: &ColdRule,
     report: &mut PruneReport,
-) -> (Vec<IndexPack>, Vec<(u32, f64)>) {
-    let per_pack = usage_per_pack(live, index_packs, used);
+) -> Result<(Vec<IndexPack>, Repack)> {
+    let live = view.live();
+    let PackUsage {
+        counts,
+        mut candidates,
+    } = usage_per_pack(repo, view, used, opts)?;
     let mut remove: Vec<IndexPack> = Vec::new();
     let mut repack: Vec<(u32, f64)> = Vec::new();
     for (n, p) in live.packs().iter().enumerate() {
-        let (un, ub, nn, nb) = per_pack.get(&(n as u32)).copied().unwrap_or_default();
+        // A pack whose index file a prune beside this one replaced meanwhile: left alone.
+        let Some((un, ub, nn, nb)) = counts[n] else {
+            continue;
+        };
         report.used_blobs += un;
         report.unused_blobs += nn;
         if un == 0 {
             if cold.may_delete(&p.id, report) {
-                remove.push((*index_packs[&p.id]).clone());
+                remove.push(candidates.remove(&(n as u32)).expect("a candidate"));
                 report.bytes_to_remove += p.size;
             }
         } else if nn > 0 && p.archived {
@@ -436,7 +484,11 @@ fn choose_packs(
     report.packs_to_remove = remove.len() as u64;
     report.packs_to_repack = repack.len() as u64;
     report.bytes_to_repack = repack.iter().map(|(n, _)| live.pack(*n).size).sum();
-    (remove, repack)
+    let repack = repack
+        .into_iter()
+        .map(|(n, _)| (n, candidates.remove(&n).expect("a candidate")))
+        .collect();
+    Ok((remove, repack))
 }
 
 /// When prune may delete a pack in an archive class: once its class's minimum storage
@@ -480,33 +532,38 @@ impl<'a> ColdRule<'a> {
 fn replace_index(
     session: &WriteSession,
     view: &View,
-    index_packs: &HashMap<PackId, &IndexPack>,
-    used: &HashSet<BlobId>,
+    used: &Bits,
     plan: Plan,
     report: &mut PruneReport,
 ) -> Result<()> {
-    let (new_packs, retired) = repack_packs(session, &view.live, index_packs, used, &plan.repack)?;
+    let (new_packs, retired) = repack_packs(session, view.live(), used, &plan.repack)?;
     report.bytes_repacked_written = new_packs.iter().map(|p| p.size).sum();
 
-    // Written in parts; only the last names the files it supersedes, so a crash never
-    // unindexes a pack.
-    let loaded_ids = view.loaded_ids();
+    let loaded_ids = &view.index.files;
     let dropped: HashSet<PackId> = plan
         .remove
         .iter()
         .chain(retired.iter())
         .map(|p| p.id)
         .collect();
-    let mut keep: Vec<IndexPack> = index_packs
-        .values()
-        .filter(|p| !dropped.contains(&p.id))
-        .map(|p| (*p).clone())
-        .collect();
-    keep.extend(new_packs);
-    keep.extend(plan.recovered);
     let changed = !dropped.is_empty() || report.recovered_packs > 0 || loaded_ids.len() > 1;
     if changed {
-        write_consolidated(session, keep, &loaded_ids)?;
+        // The live files read again a few at a time, their kept packs written in parts as
+        // they come; only the last part names the files it supersedes, so a crash never
+        // unindexes a pack.
+        let mut out = Consolidated::new(session);
+        let mut seen = Bits::new(view.live().packs().len());
+        view.index.for_each_pack(session.repo(), false, |p| {
+            let n = view.live_numbers[&p.id] as usize;
+            if seen.insert(n) && !dropped.contains(&p.id) {
+                out.push(p.clone())?;
+            }
+            Ok(())
+        })?;
+        for p in new_packs.into_iter().chain(plan.recovered) {
+            out.push(p)?;
+        }
+        out.finish(loaded_ids)?;
         report.index_files_replaced = loaded_ids.len() as u64;
     }
 
@@ -522,7 +579,7 @@ fn replace_index(
         session.save_file(&mark)?;
     }
     if changed {
-        for id in &loaded_ids {
+        for id in loaded_ids {
             session.delete_file::<IndexFile>(id)?;
         }
     }
@@ -537,29 +594,51 @@ fn refuse(e: Error) -> Error {
     }
 }
 
-/// Per live pack number: used blobs, their bytes, unused blobs, their bytes. A blob stored
+/// Per live pack number: used blobs, their bytes, unused blobs, their bytes (`None` for a
+/// pack whose index file was gone when read again); and the entries of the packs that may
+/// leave the index (nothing used, or more unused than allowed), by number.
+struct PackUsage {
+    counts: Vec<Option<(u64, u64, u64, u64)>>,
+    candidates: HashMap<u32, IndexPack>,
+}
+
+/// Reads the live index files a few at a time and counts each live pack's blobs. A blob stored
 /// twice (two backups stored it at once) is used only where the index resolves it; every
 /// other copy counts as unused, so a pack holding a second copy is repacked without it.
 fn usage_per_pack(
-    live: &Index,
-    index_packs: &HashMap<PackId, &IndexPack>,
-    used: &HashSet<BlobId>,
-) -> HashMap<u32, (u64, u64, u64, u64)> {
-    let mut per_pack: HashMap<u32, (u64, u64, u64, u64)> = HashMap::new();
-    for (n, p) in live.packs().iter().enumerate() {
-        let n = n as u32;
-        let e = per_pack.entry(n).or_default();
-        for b in &index_packs[&p.id].blobs {
-            if used.contains(&b.id) && is_resolved_copy(live, n, b) {
-                e.0 += 1;
-                e.1 += b.length as u64;
+    repo: &Repository,
+    view: &View,
+    used: &Bits,
+    opts: &PruneOptions,
+) -> Result<PackUsage> {
+    let live = view.live();
+    let mut counts = vec![None; live.packs().len()];
+    let mut candidates = HashMap::new();
+    view.index.for_each_pack(repo, false, |p| {
+        let n = view.live_numbers[&p.id];
+        let slot = &mut counts[n as usize];
+        if slot.is_some() {
+            // A pack listed twice counts once.
+            return Ok(());
+        }
+        let (mut un, mut ub, mut nn, mut nb) = (0u64, 0u64, 0u64, 0u64);
+        for b in &p.blobs {
+            if is_used_copy(live, used, n, b) {
+                un += 1;
+                ub += b.length as u64;
             } else {
-                e.2 += 1;
-                e.3 += b.length as u64;
+                nn += 1;
+                nb += b.length as u64;
             }
         }
-    }
-    per_pack
+        *slot = Some((un, ub, nn, nb));
+        let over = nn > 0 && nb as f64 * 100.0 / (ub + nb) as f64 > opts.max_unused_percent;
+        if un == 0 || over {
+            candidates.insert(n, p.clone());
+        }
+        Ok(())
+    })?;
+    Ok(PackUsage { counts, candidates })
 }
 
 /// Repack: copies the used sealed blobs of the packs to repack, as they are, into new packs.
@@ -567,18 +646,15 @@ fn usage_per_pack(
 fn repack_packs(
     session: &WriteSession,
     live: &Index,
-    index_packs: &HashMap<PackId, &IndexPack>,
-    used: &HashSet<BlobId>,
-    repack: &[(u32, f64)],
+    used: &Bits,
+    repack: &[(u32, IndexPack)],
 ) -> Result<(Vec<IndexPack>, Vec<IndexPack>)> {
     // The new packs go into the consolidated index, not into index files of their own.
     let parts = PackerParts::for_repack(session, live, Indexing::Returned);
     let (retired, packed) = packer::run(parts, |packer| -> Result<Vec<IndexPack>> {
         let mut retired = Vec::new();
-        for (n, _) in repack {
+        for (n, entry) in repack {
             crate::interrupt::check()?;
-            let info = live.pack(*n);
-            let entry = index_packs[&info.id];
             repack_one(session.repo(), live, *n, entry, used, packer)?;
             retired.push(entry.clone());
         }
@@ -594,7 +670,7 @@ fn repack_one(
     live: &Index,
     n: u32,
     entry: &IndexPack,
-    used: &HashSet<BlobId>,
+    used: &Bits,
     packer: &Packer,
 ) -> Result<()> {
     let path = FileKind::Pack.path(&entry.id);
@@ -608,7 +684,7 @@ fn repack_one(
     for b in &entry.blobs {
         // Each used blob once: the copy the index resolves it to. Another copy (in this
         // pack or in another) would give the new pack two header entries for one id.
-        if !used.contains(&b.id) || !is_resolved_copy(live, n, b) {
+        if !is_used_copy(live, used, n, b) {
             continue;
         }
         let sealed = bytes
@@ -620,41 +696,65 @@ fn repack_one(
 }
 
 /// Whether `blob`, listed in pack number `pack` of `live`, is the copy `live` resolves its id
-/// to (a blob stored twice resolves to one copy only).
-fn is_resolved_copy(live: &Index, pack: u32, blob: &crate::format::PackedBlob) -> bool {
-    live.get(&blob.id)
-        .is_some_and(|l| l.pack == pack && l.offset == blob.offset)
+/// to (a blob stored twice resolves to one copy only), and used (`used`: bits over `live`).
+fn is_used_copy(live: &Index, used: &Bits, pack: u32, blob: &crate::format::PackedBlob) -> bool {
+    live.locate(&blob.id)
+        .is_some_and(|(pos, l)| l.pack == pack && l.offset == blob.offset && used.get(pos))
 }
 
 const BLOBS_PER_INDEX_FILE: usize = 100_000;
 
+/// A consolidated index written as packs come: a part is saved whenever the next pack would
+/// take it past `BLOBS_PER_INDEX_FILE` blobs; the last part, saved by [`Consolidated::finish`],
+/// names the files it supersedes.
+pub(crate) struct Consolidated<'a> {
+    session: &'a WriteSession<'a>,
+    part: Vec<IndexPack>,
+    blobs: usize,
+}
+
+impl<'a> Consolidated<'a> {
+    pub fn new(session: &'a WriteSession<'a>) -> Self {
+        Consolidated {
+            session,
+            part: Vec::new(),
+            blobs: 0,
+        }
+    }
+
+    pub fn push(&mut self, pack: IndexPack) -> Result<()> {
+        if self.blobs + pack.blobs.len() > BLOBS_PER_INDEX_FILE && !self.part.is_empty() {
+            self.session.save_file(&IndexFile {
+                supersedes: vec![],
+                packs: std::mem::take(&mut self.part),
+            })?;
+            self.blobs = 0;
+        }
+        self.blobs += pack.blobs.len();
+        self.part.push(pack);
+        Ok(())
+    }
+
+    pub fn finish(self, supersedes: &[IndexFileId]) -> Result<()> {
+        self.session.save_file(&IndexFile {
+            supersedes: supersedes.to_vec(),
+            packs: self.part,
+        })?;
+        Ok(())
+    }
+}
+
+/// Writes `packs` as one consolidated index superseding `supersedes` (see [`Consolidated`]).
 pub(crate) fn write_consolidated(
     session: &WriteSession,
     packs: Vec<IndexPack>,
     supersedes: &[IndexFileId],
 ) -> Result<()> {
-    let mut parts: Vec<Vec<IndexPack>> = vec![Vec::new()];
-    let mut count = 0;
+    let mut out = Consolidated::new(session);
     for p in packs {
-        if count + p.blobs.len() > BLOBS_PER_INDEX_FILE && !parts.last().unwrap().is_empty() {
-            parts.push(Vec::new());
-            count = 0;
-        }
-        count += p.blobs.len();
-        parts.last_mut().unwrap().push(p);
+        out.push(p)?;
     }
-    let last = parts.pop().unwrap();
-    for part in parts {
-        session.save_file(&IndexFile {
-            supersedes: vec![],
-            packs: part,
-        })?;
-    }
-    session.save_file(&IndexFile {
-        supersedes: supersedes.to_vec(),
-        packs: last,
-    })?;
-    Ok(())
+    out.finish(supersedes)
 }
 
 /// Phase 2: deletes the packs of marks that are old enough and that no running writer may
@@ -704,7 +804,9 @@ fn delete_marked(
     let live = indexed.live_index();
     let live_packs: HashSet<PackId> = live.packs().iter().map(|p| p.id).collect();
     let mut used = used_blobs(repo, indexed.index(), &roots)?;
-    used.extend(wal);
+    for b in &wal {
+        used.insert(indexed.index(), &b.0);
+    }
 
     // A marked pack a snapshot uses (a backup finished during the prune) goes back into the
     // index; the others are deleted.
@@ -736,7 +838,7 @@ fn delete_marked(
             // blobs live on in the new pack).
             if p.blobs
                 .iter()
-                .any(|b| used.contains(&b.id) && !live.contains(&b.id))
+                .any(|b| used.contains(indexed.index(), &b.id) && !live.contains(&b.id))
             {
                 recover.push(p.clone());
             } else {
