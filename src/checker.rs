@@ -554,9 +554,9 @@ fn load_index(
     report.snapshots = snapshots.len() as u64;
     // WAL records too: a push saves them after its index files.
     let wal = load_wal_records(repo, findings)?;
-    // data/ is listed once the index files and marks are read (a backup stores its packs
-    // before its index files, so every pack indexed is then listed): at the first marked
-    // or superseded pack the loader asks about, or right after it.
+    // data/ is listed once index/ is (a backup stores its packs before its index files, so
+    // every pack a listed index file names is then listed): when the index loader asks
+    // which packs are archived (the on-disk index is kept per set of them).
     let listing: std::cell::OnceCell<Result<DataListing>> = std::cell::OnceCell::new();
     let list = || listing.get_or_init(|| list_data(repo));
     // Marked and superseded packs still present, with their blobs, are readable.
@@ -573,9 +573,20 @@ fn load_index(
             .as_ref()
             .is_ok_and(|(_, t)| t.as_ref().is_some_and(|t| t.is_archived(id)))
     };
+    let digest = || {
+        crate::index::load::tiers_digest(
+            list()
+                .as_ref()
+                .ok()
+                .and_then(|(_, t)| t.as_ref())
+                .into_iter()
+                .flat_map(|t| t.archived_ids()),
+        )
+    };
     let view = index_view::load(
         repo,
         &ViewOptions {
+            tiers: Some(&digest),
             strict: false,
             live: false,
             archived: &archived,

@@ -7,8 +7,9 @@
 use crate::error::{Error, Result};
 use crate::format::{IndexFile, IndexPack, PruneMark};
 use crate::id::{Id, IndexFileId, PackId};
+use crate::index::load::LoadedIndex;
 use crate::index::Index;
-use crate::repository::{Loaded, Repository};
+use crate::repository::{IndexFilesOf, Loaded, Repository};
 use std::collections::HashSet;
 
 /// Index files [`IndexView::for_each_pack`] holds decoded at once.
@@ -46,11 +47,15 @@ pub(crate) struct ViewOptions<'a> {
     pub strict: bool,
     /// Build the live index too (prune), or only the readable one (check).
     pub live: bool,
-    /// Packs in an archive storage class: numbered last, so other copies win.
+    /// Packs in an archive storage class: other copies of their blobs win.
     pub archived: &'a dyn Fn(&PackId) -> bool,
-    /// Which marked or superseded packs (not live) the readable index includes. It and
-    /// `archived` are first called after every index file and mark is read.
+    /// Which marked or superseded packs (not live) the readable index includes; called
+    /// after every index file and mark is read.
     pub readable_extra: &'a dyn Fn(&IndexPack) -> bool,
+    /// The digest of the archived packs' ids (`index::load::tiers_digest`), which names the
+    /// on-disk index built for them; asked, like `archived`, once `index/` is listed. `None`:
+    /// no pack is archived.
+    pub tiers: Option<&'a dyn Fn() -> [u8; 32]>,
 }
 
 /// The index files and prune marks, and the indexes made of them.
@@ -70,18 +75,24 @@ pub(crate) struct IndexView {
     pub damaged_marks: Vec<(Id, Error)>,
 }
 
-/// Loads the index files and prune marks as one consistent view
-/// ([`Repository::load_consistent`]) and builds the readable index (and the live one when
-/// asked). The one place prune and check build their indexes: an on-disk index builder
-/// replaces this body, keeping the result.
+/// Loads the index (through the on-disk index of the local cache, `index::load`) and the
+/// prune marks as one consistent view ([`Repository::load_consistent`]) and builds the
+/// readable index (and the live one when asked); both share the mapped base.
 pub(crate) fn load(repo: &Repository, opts: &ViewOptions) -> Result<IndexView> {
-    let (files, marks): (Loaded<IndexFile>, Loaded<PruneMark>) =
-        repo.load_consistent(|r| r.load_all::<IndexFile>(), |r| r.load_all::<PruneMark>())?;
-    let (files, damaged_files) = if opts.strict {
-        (files.strict()?, Vec::new())
-    } else {
-        (files.intact, files.damaged)
+    let damaged = std::sync::Mutex::new(Vec::new());
+    let files = IndexFilesOf {
+        repo,
+        strict: opts.strict,
+        damaged: Some(&damaged),
     };
+    // The classes (and with them which packs are archived) are asked for once `index/` is
+    // listed: `check` lists `data/` only then.
+    let tiers = || crate::index::load::tiers_digest(std::iter::empty());
+    let spec = repo.index_cache_spec(opts.archived, opts.tiers.unwrap_or(&tiers));
+    let (loaded, marks): (LoadedIndex, Loaded<PruneMark>) = repo.load_consistent(
+        |_| crate::index::load::load(&files, &spec),
+        |r| r.load_all::<PruneMark>(),
+    )?;
     let Loaded {
         intact: marks,
         damaged: mut damaged_marks,
@@ -89,28 +100,26 @@ pub(crate) fn load(repo: &Repository, opts: &ViewOptions) -> Result<IndexView> {
     if opts.strict && !damaged_marks.is_empty() {
         return Err(damaged_marks.swap_remove(0).1);
     }
-    let superseded = crate::index::superseded_ids(&files);
-    let live_packs: HashSet<PackId> = (files.iter())
-        .filter(|(id, _)| !superseded.contains(id))
-        .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
-        .collect();
+    let live_packs: HashSet<PackId> = loaded.live.packs().iter().map(|p| p.id).collect();
     let extra: Vec<IndexPack> = Repository::marked_packs(&marks)
         .into_iter()
-        .chain(Repository::superseded_packs(&files))
+        .chain(loaded.superseded_packs.iter().cloned())
         .filter(|p| !live_packs.contains(&p.id) && (opts.readable_extra)(p))
         .collect();
     drop(live_packs);
-    // Without marked or superseded packs the two would be equal: built once.
-    let live =
-        (opts.live && !extra.is_empty()).then(|| Index::build_tiered(&files, &[], opts.archived));
-    let readable = Index::build_tiered(&files, &extra, opts.archived);
+    // Without marked or superseded packs the two would be equal: one index.
+    let readable = (!extra.is_empty()).then(|| loaded.with_extra(&extra, opts.archived));
+    let (live, readable) = match readable {
+        Some(r) => (opts.live.then_some(loaded.live), r),
+        None => (None, loaded.live),
+    };
     Ok(IndexView {
         live,
         readable,
-        files: files.iter().map(|(id, _)| *id).collect(),
-        superseded,
+        files: loaded.files,
+        superseded: loaded.superseded,
         marks,
-        damaged_files,
+        damaged_files: damaged.into_inner().expect("damaged index files"),
         damaged_marks,
     })
 }

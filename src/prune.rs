@@ -315,9 +315,12 @@ impl View {
         // and its archived copy counts as unused.
         let tiers = crate::cold::Tiers::list(repo.backend())?;
         let archived = |id: &PackId| tiers.as_ref().is_some_and(|t| t.is_archived(id));
+        let digest =
+            || crate::index::load::tiers_digest(tiers.iter().flat_map(|t| t.archived_ids()));
         let index = index_view::load(
             repo,
             &ViewOptions {
+                tiers: Some(&digest),
                 strict: true,
                 live: true,
                 archived: &archived,

@@ -37,18 +37,14 @@ impl Indexes {
         tiers: Option<&crate::cold::Tiers>,
     ) -> Result<(Indexes, MarkListing)> {
         let archived = |id: &PackId| tiers.is_some_and(|t| t.is_archived(id));
-        let spec = crate::index::load::CacheSpec {
-            dir: repo
-                .backend
-                .cache_root()
-                .map(|root| root.join(repo.config.repository_id.to_hex()).join("index")),
-            repository_id: repo.config.repository_id,
-            archived: &archived,
-            tiers: crate::index::load::tiers_digest(
-                tiers.into_iter().flat_map(|t| t.archived_ids()),
-            ),
+        let digest =
+            || crate::index::load::tiers_digest(tiers.into_iter().flat_map(|t| t.archived_ids()));
+        let spec = repo.index_cache_spec(&archived, &digest);
+        let files = IndexFilesOf {
+            repo,
+            strict,
+            damaged: None,
         };
-        let files = IndexFilesOf { repo, strict };
         let (loaded, marks, listing) = repo.load_consistent_listing(
             |_| crate::index::load::load(&files, &spec),
             |r| r.load_prune_marks(),
@@ -81,11 +77,12 @@ impl Indexes {
     }
 }
 
-/// The repository's index files for `index::load`: damaged ones left out with a warning,
-/// or refused when `strict`.
-struct IndexFilesOf<'r> {
-    repo: &'r Repository,
-    strict: bool,
+/// The repository's index files for `index::load`: damaged ones left out with a warning (or
+/// gathered in `damaged`), or refused when `strict`.
+pub(crate) struct IndexFilesOf<'r> {
+    pub repo: &'r Repository,
+    pub strict: bool,
+    pub damaged: Option<&'r std::sync::Mutex<Vec<(IndexFileId, Error)>>>,
 }
 
 impl crate::index::load::IndexFiles for IndexFilesOf<'_> {
@@ -112,9 +109,18 @@ impl crate::index::load::IndexFiles for IndexFilesOf<'_> {
                 Err(e) => return Err(e),
             }
         }
-        match self.strict {
-            true => loaded.strict().map(Some),
-            false => Ok(Some(loaded.skip_damaged())),
+        match (self.strict, self.damaged) {
+            (true, _) => loaded.strict().map(Some),
+            (false, Some(d)) => {
+                let mut d = d.lock().expect("damaged index files");
+                for (id, e) in loaded.damaged {
+                    if !d.iter().any(|(i, _)| *i == id) {
+                        d.push((id, e));
+                    }
+                }
+                Ok(Some(loaded.intact))
+            }
+            (false, None) => Ok(Some(loaded.skip_damaged())),
         }
     }
 }
@@ -690,6 +696,23 @@ impl Repository {
     /// copies where there are any, and new blobs are not deduplicated against archived ones.
     pub fn load_index_tiered(&self) -> Result<IndexedRepository<'_>> {
         self.load_index_with(crate::cold::Tiers::list(&self.backend)?)
+    }
+
+    /// Where and for what this repository's on-disk index is kept (`index::load`).
+    pub(crate) fn index_cache_spec<'a>(
+        &self,
+        archived: &'a dyn Fn(&PackId) -> bool,
+        tiers: &'a dyn Fn() -> [u8; 32],
+    ) -> crate::index::load::CacheSpec<'a> {
+        crate::index::load::CacheSpec {
+            dir: self
+                .backend
+                .cache_root()
+                .map(|root| root.join(self.config.repository_id.to_hex()).join("index")),
+            repository_id: self.config.repository_id,
+            archived,
+            tiers,
+        }
     }
 
     pub(crate) fn load_index_with(

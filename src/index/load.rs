@@ -40,9 +40,10 @@ pub struct CacheSpec<'a> {
     /// in an unnamed temporary file for this command only.
     pub dir: Option<PathBuf>,
     pub repository_id: Id,
-    pub archived: &'a (dyn Fn(&PackId) -> bool + Sync),
-    /// `tiers_digest` of the archived packs (a file built for other tiers is not reused).
-    pub tiers: [u8; 32],
+    pub archived: &'a dyn Fn(&PackId) -> bool,
+    /// `tiers_digest` of the archived packs (a file built for other tiers is not reused);
+    /// asked once `index/` is listed (`check` lists `data/` only then).
+    pub tiers: &'a dyn Fn() -> [u8; 32],
 }
 
 /// The digest of a set of archived packs, naming the tier view a cache file was built for.
@@ -64,6 +65,11 @@ pub struct LoadedIndex {
     /// Packs of superseded index files still listed: readable until a prune's mark names
     /// them (for the read index only).
     pub superseded_packs: Vec<IndexPack>,
+    /// Every index file taken into account (intact and listed): the live ones, then the
+    /// superseded ones.
+    pub files: Vec<IndexFileId>,
+    /// Those of `files` that another supersedes.
+    pub superseded: HashSet<IndexFileId>,
     /// Superseded files the cache file already knows as such.
     covered_superseded: Vec<IndexFileId>,
 }
@@ -71,11 +77,7 @@ pub struct LoadedIndex {
 impl LoadedIndex {
     /// An index sharing the live one's base, with `extra` packs numbered after every live
     /// one (so a blob in both resolves to the live copy).
-    pub fn with_extra(
-        &self,
-        extra: &[IndexPack],
-        archived: &(dyn Fn(&PackId) -> bool + Sync),
-    ) -> Index {
+    pub fn with_extra(&self, extra: &[IndexPack], archived: &dyn Fn(&PackId) -> bool) -> Index {
         let base = &self.live.base;
         let mut idx = Index::with_base(
             self.live.packs[..self.live.base_packs].to_vec(),
@@ -95,9 +97,11 @@ pub fn load(files: &dyn IndexFiles, spec: &CacheSpec) -> Result<LoadedIndex> {
         // Only a cache: a folder that cannot be made means building in the temporary folder.
         let _ = std::fs::create_dir_all(dir);
     }
+    let mut tiers = None;
     loop {
         let listed = files.list()?;
-        if let Some(loaded) = try_load(files, spec, &listed)? {
+        let tiers = *tiers.get_or_insert_with(|| (spec.tiers)());
+        if let Some(loaded) = try_load(files, spec, &tiers, &listed)? {
             return Ok(loaded);
         }
     }
@@ -111,13 +115,14 @@ fn cache_path(dir: &Path, tiers: &[u8; 32]) -> PathBuf {
 fn try_load(
     files: &dyn IndexFiles,
     spec: &CacheSpec,
+    tiers: &[u8; 32],
     listed: &[IndexFileId],
 ) -> Result<Option<LoadedIndex>> {
     let listed_set: HashSet<IndexFileId> = listed.iter().copied().collect();
     let Some(base) =
-        open_base(spec).filter(|b| b.live_files.iter().all(|f| listed_set.contains(f)))
+        open_base(spec, tiers).filter(|b| b.live_files.iter().all(|f| listed_set.contains(f)))
     else {
-        return full_build(files, spec, listed);
+        return full_build(files, spec, tiers, listed);
     };
     let covered: HashSet<IndexFileId> = base
         .live_files
@@ -141,7 +146,7 @@ fn try_load(
     };
     let superseded = superseded_ids(&new);
     if base.live_files.iter().any(|f| superseded.contains(f)) {
-        return full_build(files, spec, listed);
+        return full_build(files, spec, tiers, listed);
     }
     let Some(old) = files.load(&still_superseded)? else {
         return Ok(None);
@@ -155,22 +160,33 @@ fn try_load(
         .map(|p| p.blobs.len())
         .sum();
     let mut loaded = from_base(base, &live_new, spec);
+    loaded.files = loaded.live.files.clone();
+    loaded.files.extend(still_superseded.iter().copied());
+    loaded.files.extend(gone.iter().map(|(id, _)| *id));
+    loaded.superseded = loaded.files[loaded.live.files.len()..]
+        .iter()
+        .copied()
+        .collect();
     let merge = delta_blobs > MERGE_BLOBS.min((loaded.live.base.len() / 8).max(4096))
         || live_new.len() > MERGE_FILES
         || shadows_archived(&loaded, spec);
     if merge {
-        if let Some(merged) = merge_into_new(&loaded, &gone, spec)? {
-            loaded = merged;
+        if let Some(merged) = merge_into_new(&loaded, &gone, spec, tiers)? {
+            loaded = LoadedIndex {
+                files: std::mem::take(&mut loaded.files),
+                superseded: std::mem::take(&mut loaded.superseded),
+                ..merged
+            };
         }
     }
     loaded.superseded_packs = packs_not_in(&loaded.live, gone.iter().chain(&old));
     Ok(Some(loaded))
 }
 
-fn open_base(spec: &CacheSpec) -> Option<Opened> {
-    let path = cache_path(spec.dir.as_deref()?, &spec.tiers);
+fn open_base(spec: &CacheSpec, tiers: &[u8; 32]) -> Option<Opened> {
+    let path = cache_path(spec.dir.as_deref()?, tiers);
     let file = std::fs::File::open(&path).ok()?;
-    Mapped::open(&file, Some(&path), &spec.repository_id, &spec.tiers)
+    Mapped::open(&file, Some(&path), &spec.repository_id, tiers)
 }
 
 /// The index of an opened cache file plus the live files written since.
@@ -196,6 +212,8 @@ fn from_base(base: Opened, live_new: &[(IndexFileId, IndexFile)], spec: &CacheSp
         live,
         delta_packs,
         superseded_packs: Vec::new(),
+        files: Vec::new(),
+        superseded: HashSet::new(),
         covered_superseded,
     }
 }
@@ -260,6 +278,7 @@ fn write_and_open(
     builder: Builder,
     base: Option<&Table>,
     spec: &CacheSpec,
+    tiers: &[u8; 32],
     live_files: &[IndexFileId],
     superseded_files: &[IndexFileId],
 ) -> Result<Option<Opened>> {
@@ -270,14 +289,14 @@ fn write_and_open(
             base,
             file,
             &spec.repository_id,
-            &spec.tiers,
+            tiers,
             live_files,
             superseded_files,
         )
         .map_err(io)?;
     let path = match (temp_path, &spec.dir) {
         (Some(t), Some(dir)) => {
-            let path = cache_path(dir, &spec.tiers);
+            let path = cache_path(dir, tiers);
             t.persist(&path).map_err(|e| io(e.error))?;
             Some(path)
         }
@@ -287,7 +306,7 @@ fn write_and_open(
         &file,
         path.as_deref(),
         &spec.repository_id,
-        &spec.tiers,
+        tiers,
     ))
 }
 
@@ -295,6 +314,7 @@ fn write_and_open(
 fn full_build(
     files: &dyn IndexFiles,
     spec: &CacheSpec,
+    tiers: &[u8; 32],
     listed: &[IndexFileId],
 ) -> Result<Option<LoadedIndex>> {
     let tmp = tmp_dir(spec);
@@ -328,7 +348,7 @@ fn full_build(
             leave_out = gone.into_iter().collect();
             continue;
         }
-        let Some(opened) = write_and_open(builder, None, spec, &live, &gone)? else {
+        let Some(opened) = write_and_open(builder, None, spec, tiers, &live, &gone)? else {
             return Err(Error::other(
                 "the index cache file just written does not read back",
             ));
@@ -338,6 +358,9 @@ fn full_build(
         };
         let mut loaded = from_base(opened, &[], spec);
         loaded.superseded_packs = packs_not_in(&loaded.live, old.iter());
+        loaded.files = live;
+        loaded.superseded = gone.iter().copied().collect();
+        loaded.files.extend(gone);
         return Ok(Some(loaded));
     }
 }
@@ -348,6 +371,7 @@ fn merge_into_new(
     loaded: &LoadedIndex,
     gone: &[(IndexFileId, IndexFile)],
     spec: &CacheSpec,
+    tiers: &[u8; 32],
 ) -> Result<Option<LoadedIndex>> {
     let live = &loaded.live;
     let tmp = tmp_dir(spec);
@@ -363,7 +387,14 @@ fn merge_into_new(
         .copied()
         .chain(gone.iter().map(|(id, _)| *id))
         .collect();
-    let Some(opened) = write_and_open(builder, Some(&live.base), spec, &live.files, &superseded)?
+    let Some(opened) = write_and_open(
+        builder,
+        Some(&live.base),
+        spec,
+        tiers,
+        &live.files,
+        &superseded,
+    )?
     else {
         return Ok(None);
     };
@@ -451,12 +482,16 @@ mod tests {
         )
     }
 
-    fn spec<'a>(dir: &Path, archived: &'a (dyn Fn(&PackId) -> bool + Sync)) -> CacheSpec<'a> {
+    fn no_tiers() -> [u8; 32] {
+        tiers_digest(std::iter::empty())
+    }
+
+    fn spec<'a>(dir: &Path, archived: &'a dyn Fn(&PackId) -> bool) -> CacheSpec<'a> {
         CacheSpec {
             dir: Some(dir.to_path_buf()),
             repository_id: Id([9; 32]),
             archived,
-            tiers: tiers_digest(std::iter::empty()),
+            tiers: &no_tiers,
         }
     }
 
@@ -534,6 +569,8 @@ mod tests {
         assert_same(&rebuilt.live, &live);
         // The superseded files' packs beyond the live ones are for reading only.
         assert_eq!(rebuilt.superseded_packs.len(), 40);
+        assert_eq!(rebuilt.files.len(), 5);
+        assert_eq!(rebuilt.superseded, HashSet::from([all[0].0, all[1].0]));
         // Once they are deleted the file stays valid.
         fake.files.lock().unwrap().retain(|(i, _)| i.0 .0[0] > 2);
         *fake.loads.lock().unwrap() = 0;
@@ -564,7 +601,7 @@ mod tests {
         let fake = FakeFiles::default();
         *fake.files.lock().unwrap() = vec![file(1, 0, 100, 250)];
         load(&fake, &spec).unwrap();
-        let path = cache_path(dir.path(), &spec.tiers);
+        let path = cache_path(dir.path(), &no_tiers());
         let original = std::fs::read(&path).unwrap();
         // A flipped byte in the tail: the file is not used, and is rebuilt.
         let mut bytes = original.clone();
@@ -605,7 +642,7 @@ mod tests {
             dir: None,
             repository_id: Id([9; 32]),
             archived: &none,
-            tiers: tiers_digest(std::iter::empty()),
+            tiers: &no_tiers,
         };
         let fake = FakeFiles::default();
         *fake.files.lock().unwrap() = vec![file(1, 0, 10, 100), file(2, 5000, 3, 7)];
@@ -638,7 +675,8 @@ mod tests {
         *fake.files.lock().unwrap() = vec![cold];
         let archived = move |p: &PackId| *p == cold_pack;
         let mut spec = spec(dir.path(), &archived);
-        spec.tiers = tiers_digest([cold_pack].iter());
+        let cold_tiers = move || tiers_digest([cold_pack].iter());
+        spec.tiers = &cold_tiers;
         let first = load(&fake, &spec).unwrap();
         let b0 = fake.files.lock().unwrap()[0].1.packs[0].blobs[0].id;
         assert!(first.live.contains(&b0) && !first.live.contains_hot(&b0));
