@@ -479,6 +479,13 @@ fn check_pass(
         .count() as u64;
     let trees = carry.trees.lock().unwrap();
     let load = |id: &Id| repo.load_tree_in(index, &crate::id::TreeId(*id));
+    // Every used blob looked up first, in id order and in batches (a large on-disk index is
+    // then read page by page, not one page per blob); the path walk below only asks the
+    // index again where damage makes it need a blob's pack.
+    let premarked = match repo.is_write_only() {
+        true => None,
+        false => Some(premark_used(repo, index, &loaded)?),
+    };
     let mut walker = TreeWalker {
         index,
         bad_packs: &bad_packs,
@@ -487,9 +494,13 @@ fn check_pass(
         load: &load,
         memo: HashMap::new(),
         used: Bits::new(index.len()),
+        premarked,
         missing: HashMap::new(),
         load_failed: Vec::new(),
     };
+    if let Some(p) = walker.premarked.as_mut() {
+        walker.used = std::mem::take(&mut p.bits);
+    }
     report.affected = match repo.is_write_only() {
         false => check_snapshots(&mut walker, &loaded.snapshots, findings),
         true => {
@@ -587,6 +598,7 @@ fn load_index(
         repo,
         &ViewOptions {
             tiers: Some(&digest),
+            use_cache: false,
             strict: false,
             live: false,
             archived: &archived,
@@ -1262,6 +1274,25 @@ fn select_packs(index: &Index, packs: &[u32], rd: &ReadData) -> Vec<u32> {
     }
 }
 
+/// The blobs the snapshots and WAL records use, as bits over `index` (`prune::used_blobs`);
+/// a tree that cannot be read is passed over here and reported by the path walk.
+fn premark_used(
+    repo: &Repository,
+    index: &Index,
+    loaded: &LoadedIndex,
+) -> Result<crate::prune::UsedBlobs> {
+    let roots: Vec<crate::id::TreeId> = loaded.snapshots.iter().map(|(_, s)| s.tree).collect();
+    let mut used = crate::prune::used_blobs_with(repo, index, &roots, &mut |_| Ok(()))?;
+    if let Some(records) = &loaded.wal {
+        let mut blocks: Vec<Id> = records
+            .iter()
+            .flat_map(|(_, r)| r.content.iter().map(|b| b.0))
+            .collect();
+        used.insert_many(index, &mut blocks);
+    }
+    Ok(used)
+}
+
 /// A directory the walk is in: its tree, its name, and the paths below it (relative to it)
 /// that cannot be restored fully.
 type OpenDir = (Id, Vec<u8>, Vec<String>);
@@ -1281,6 +1312,9 @@ struct TreeWalker<'a> {
     memo: HashMap<Id, Arc<Vec<String>>>,
     /// One bit per index position: referenced by some snapshot.
     used: Bits,
+    /// What `premark_used` found (its bits moved to `used`): a blob not in its `missing` is
+    /// in the index, so the walk looks it up only to learn its pack when packs are damaged.
+    premarked: Option<crate::prune::UsedBlobs>,
     missing: HashMap<Id, String>,
     /// Trees read fine from their pack before, that the walk then failed to read.
     load_failed: Vec<(Id, Error)>,
@@ -1289,6 +1323,11 @@ struct TreeWalker<'a> {
 impl<'a> TreeWalker<'a> {
     /// Why a blob cannot be read, or None when it can.
     fn blob_problem(&mut self, id: &Id) -> Option<String> {
+        if let Some(pre) = &self.premarked {
+            if self.bad_packs.is_empty() && !pre.missing.contains(id) {
+                return self.bad_blobs.contains(id).then(|| "damaged".into());
+            }
+        }
         let found = self.index.locate(id);
         if let Some((pos, _)) = found {
             self.used.set(pos);
@@ -1556,6 +1595,7 @@ mod tests {
             load: &load,
             memo: HashMap::new(),
             used: Bits::new(index.len()),
+            premarked: None,
             missing: HashMap::new(),
             load_failed: Vec::new(),
         };

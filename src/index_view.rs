@@ -56,6 +56,10 @@ pub(crate) struct ViewOptions<'a> {
     /// on-disk index built for them; asked, like `archived`, once `index/` is listed. `None`:
     /// no pack is archived.
     pub tiers: Option<&'a dyn Fn() -> [u8; 32]>,
+    /// Reuse the on-disk index of the local cache (prune), or read every index file and
+    /// build the index in a temporary file (check, which must find a damaged index file that
+    /// the cache would stand in for).
+    pub use_cache: bool,
 }
 
 /// The index files and prune marks, and the indexes made of them.
@@ -88,7 +92,10 @@ pub(crate) fn load(repo: &Repository, opts: &ViewOptions) -> Result<IndexView> {
     // The classes (and with them which packs are archived) are asked for once `index/` is
     // listed: `check` lists `data/` only then.
     let tiers = || crate::index::load::tiers_digest(std::iter::empty());
-    let spec = repo.index_cache_spec(opts.archived, opts.tiers.unwrap_or(&tiers));
+    let mut spec = repo.index_cache_spec(opts.archived, opts.tiers.unwrap_or(&tiers));
+    if !opts.use_cache {
+        spec.dir = None;
+    }
     let (loaded, marks): (LoadedIndex, Loaded<PruneMark>) = repo.load_consistent(
         |_| crate::index::load::load(&files, &spec),
         |r| r.load_all::<PruneMark>(),

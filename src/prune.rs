@@ -156,6 +156,19 @@ impl UsedBlobs {
         }
     }
 
+    /// Records many used blobs at once, looked up in id order (`Index::locate_sorted`: on a
+    /// large on-disk index each page is mapped once per batch, not once per blob).
+    pub fn insert_many(&mut self, index: &Index, ids: &mut Vec<Id>) {
+        let (bits, missing) = (&mut self.bits, &mut self.missing);
+        index.locate_sorted(ids, |id, hit| match hit {
+            Some((pos, _)) => bits.set(pos),
+            None => {
+                missing.insert(*id);
+            }
+        });
+        ids.clear();
+    }
+
     pub fn contains(&self, index: &Index, id: &Id) -> bool {
         match index.locate(id) {
             Some((pos, _)) => self.bits.get(pos),
@@ -164,27 +177,49 @@ impl UsedBlobs {
     }
 }
 
+/// File content ids gathered before they are looked up at once.
+const USED_BATCH: usize = 1 << 20;
+
 /// Every blob reachable from the snapshots (trees and file contents), over `index`.
 pub fn used_blobs(repo: &Repository, index: &Index, roots: &[TreeId]) -> Result<UsedBlobs> {
+    used_blobs_with(repo, index, roots, &mut |e| {
+        Err(Error::other(format!(
+            "cannot read tree {}: {}; run `ocvault check` — prune stops rather than guess",
+            e.tree.short(),
+            e.error
+        )))
+    })
+}
+
+/// [`used_blobs`] with the caller deciding about a tree that cannot be read: stop (an
+/// error), or go on without what is below it (`check`, which reports it on its own walk).
+pub fn used_blobs_with(
+    repo: &Repository,
+    index: &Index,
+    roots: &[TreeId],
+    on_unreadable: &mut dyn FnMut(crate::walker::WalkError) -> Result<()>,
+) -> Result<UsedBlobs> {
     let mut used = UsedBlobs::new(index);
     let load = |id: &Id| repo.load_tree_in(index, &TreeId(*id));
+    // File contents are looked up in batches (32 MiB of ids), trees at once (the walk skips
+    // what it has seen).
+    let mut contents: Vec<Id> = Vec::new();
     for root in roots {
         if !used.insert(index, &root.0) {
             continue;
         }
         let mut walk = Walker::new(&load, **root);
         while let Some(entry) = walk.next() {
-            let node = entry
-                .map_err(|e| {
-                    Error::other(format!(
-                        "cannot read tree {}: {}; run `ocvault check` — prune stops rather than guess",
-                        e.tree.short(),
-                        e.error
-                    ))
-                })?
-                .node;
-            for c in &node.content {
-                used.insert(index, &c.0);
+            let node = match entry {
+                Ok(e) => e.node,
+                Err(e) => {
+                    on_unreadable(e)?;
+                    continue;
+                }
+            };
+            contents.extend(node.content.iter().map(|c| c.0));
+            if contents.len() >= USED_BATCH {
+                used.insert_many(index, &mut contents);
             }
             // A tree already seen: everything below it is counted.
             if node.subtree.is_some_and(|s| !used.insert(index, &s.0)) {
@@ -192,6 +227,7 @@ pub fn used_blobs(repo: &Repository, index: &Index, roots: &[TreeId]) -> Result<
             }
         }
     }
+    used.insert_many(index, &mut contents);
     Ok(used)
 }
 
@@ -321,6 +357,7 @@ impl View {
             repo,
             &ViewOptions {
                 tiers: Some(&digest),
+                use_cache: true,
                 strict: true,
                 live: true,
                 archived: &archived,
