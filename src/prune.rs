@@ -404,8 +404,13 @@ impl Usage {
         }
         let mut live_used = Bits::new(view.live().len());
         let mut recover = HashSet::new();
-        let mut live = view.live().iter().enumerate().peekable();
-        for (pos, (id, loc)) in readable.iter().enumerate() {
+        // In id order on both sides (`iter_by_id`; position order is not id order).
+        let mut live = view
+            .live()
+            .iter_by_id()
+            .map(|(lpos, l, loc)| (lpos, (l, loc)))
+            .peekable();
+        for (pos, id, loc) in readable.iter_by_id() {
             if !used.bits.get(pos) {
                 continue;
             }

@@ -1,7 +1,7 @@
 //! Builds a cache file (`cache_file`) from index files in bounded memory: blobs are gathered
 //! into sorted runs of at most `RUN` entries, runs beyond the first are spilled to unnamed
 //! temporary files, and the runs (with the entries of an old base, when merging) are merged
-//! into the file in id order. Memory: one run (48 MiB), a 64 KiB buffer per spilled run, the
+//! into the file in id order. Memory: one run (24 MiB), a 64 KiB buffer per spilled run, the
 //! packs and the directory.
 
 use std::collections::{BinaryHeap, HashMap};
@@ -18,8 +18,9 @@ use crate::format::IndexPack;
 use crate::id::{Id, IndexFileId, PackId};
 use std::io::Result;
 
-/// Entries in one sorted run.
-const RUN: usize = 1 << 20;
+/// Entries in one sorted run (24 MiB, allocated once: growing it by doubling would hold the
+/// old and the new buffer at once).
+const RUN: usize = 1 << 19;
 
 /// One blob with its full id, as sorted and spilled.
 #[derive(Clone, Copy)]
@@ -95,6 +96,9 @@ impl<'d> Builder<'d> {
             size: p.size,
             archived,
         });
+        if self.run.capacity() == 0 {
+            self.run.reserve_exact(RUN);
+        }
         for b in &p.blobs {
             self.run.push(Rec {
                 id: b.id.0 .0,

@@ -23,8 +23,8 @@
 //! The entries are checked block by block when first read (a whole-file hash at every start
 //! would read gigabytes); a block that fails is treated as holding no blob, with one warning,
 //! and the file is deleted so the next command rebuilds it. Resident pages are given back to
-//! the kernel every 32 MiB touched (`madvise(DONTNEED)`): they stay in the page cache, and
-//! touching them again costs a minor fault, not a read.
+//! the kernel every 32 MiB touched and every 100 ms (`madvise(DONTNEED)`): they stay in the
+//! page cache, and touching them again costs a minor fault, not a read.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -44,6 +44,8 @@ pub(super) const BLOCK: usize = 64 << 10;
 const PACK_LEN: usize = 42;
 /// Pages mapped between two `madvise(DONTNEED)` of the whole map (32 MiB).
 const SHED_PAGES: usize = 8192;
+/// And at least this often, whatever was counted (a scan maps up to ~25 MiB in that time).
+const SHED_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Pages one fault maps: the kernel maps the cached pages around a faulting one (64 KiB,
 /// `fault_around_bytes`), whatever `MADV_RANDOM` says.
 pub(super) const FAULT_PAGES: usize = 16;
@@ -295,6 +297,25 @@ impl Mapped {
             self.touched.store(0, Ordering::Relaxed);
             self.shed();
         }
+    }
+
+    /// Gives the map's resident pages back every `SHED_EVERY` from a thread of its own, as
+    /// long as the map lives: whatever reads it (lookups, scans, the kernel's fault-around),
+    /// the pages it keeps mapped are what it touched in that time. Small maps need none.
+    pub fn shed_periodically(self: &std::sync::Arc<Self>) {
+        if self.map.len() < SHED_PAGES * 4096 {
+            return;
+        }
+        let weak = std::sync::Arc::downgrade(self);
+        let _ = std::thread::Builder::new()
+            .name("ocvault-index-shed".into())
+            .spawn(move || loop {
+                std::thread::sleep(SHED_EVERY);
+                match weak.upgrade() {
+                    Some(m) => m.shed(),
+                    None => break,
+                }
+            });
     }
 
     fn shed(&self) {

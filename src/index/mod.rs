@@ -217,6 +217,33 @@ impl Index {
             .map(|(id, e)| (id, e.location()))
     }
 
+    /// Every blob as (position, id, location) in id order: the base and the delta are each
+    /// sorted, and disjoint, so this merges the two ([`Index::iter`] gives position order,
+    /// which is not id order once there is a delta).
+    pub fn iter_by_id(&self) -> impl Iterator<Item = (usize, Id, BlobLocation)> + '_ {
+        let b = self.base.len();
+        let mut base = self.base.iter().enumerate().peekable();
+        let mut delta = self
+            .delta
+            .iter()
+            .enumerate()
+            .map(move |(p, x)| (b + p, x))
+            .peekable();
+        std::iter::from_fn(move || {
+            let take_base = match (base.peek(), delta.peek()) {
+                (Some((_, (x, _))), Some((_, (y, _)))) => x < y,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => return None,
+            };
+            let (pos, (id, e)) = match take_base {
+                true => base.next()?,
+                false => delta.next()?,
+            };
+            Some((pos, id, e.location()))
+        })
+    }
+
     /// Heap bytes the index holds per blob (tables, packs, file list), as allocated; the
     /// budget test also measures it with a counting allocator. A mapped base counts only
     /// what it keeps in memory.

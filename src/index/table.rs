@@ -170,15 +170,14 @@ impl Table {
         let suffix = &id.0[PREFIX_LEN..];
         // The first 8 bytes as one integer decide almost every step; ids are uniform.
         let key = head(suffix);
-        let found = range
+        range
             .binary_search_by(|e| {
                 head(&e.id)
                     .cmp(&key)
                     .then_with(|| e.id[8..].cmp(&suffix[8..]))
             })
             .ok()
-            .map(|i| (s + i, range[i]));
-        found
+            .map(|i| (s + i, range[i]))
     }
 
     /// The id and entry at a position.
