@@ -11,7 +11,7 @@
 # restored file differs (the remaining steps still run, so the table is whole).
 #
 # Usage: benches/scale.sh SIZE...        e.g. benches/scale.sh 500000 5000000 50000000
-#   DATA=/work/scale-data   where repositories go (repository SIZE: $DATA/synth-SIZE)
+#   DATA=${TMPDIR:-/tmp}/ocvault-scale   where repositories go (repository SIZE: $DATA/synth-SIZE)
 #   OUT=$DATA/scale-results.md   the table
 #   REUSE=0        1 reuses $DATA/synth-SIZE if it is there (as a previous run left it:
 #                  already pruned once) instead of building it anew
@@ -24,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATA=${DATA:-/work/scale-data}
+DATA=${DATA:-${TMPDIR:-/tmp}/ocvault-scale}
 OUT=${OUT:-$DATA/scale-results.md}
 REUSE=${REUSE:-0}
 CLEAN=${CLEAN:-0}
