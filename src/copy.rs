@@ -20,7 +20,14 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A blob read for copying: source id, destination id, plaintext.
-type ReadBlob = (Id, Id, Vec<u8>);
+/// A blob read for copying: source id, destination id, and its payload, framed (compressed)
+/// as the source stored it when the two repositories compress alike, else plaintext.
+type ReadBlob = (Id, Id, Payload);
+
+enum Payload {
+    Framed { raw_length: u32, framed: Vec<u8> },
+    Plain(Vec<u8>),
+}
 
 /// Packs read at once; bounds memory to a few packs' worth of blobs (two groups are held:
 /// one being stored while the next is read).
@@ -208,11 +215,14 @@ fn copy_data(
     }
     let packs: Vec<_> = by_pack.into_iter().collect();
     let mut blobs_read = 0;
+    // Same compression: the source's frames are sealed again as they are (compressing
+    // is most of a copy's work); the plaintext is still opened, to check it and to name it.
+    let reuse_frames = ends.src.config().compression_level == packer.compression_level();
     let read_group = |group: &[(u32, Vec<(Id, crate::index::BlobLocation)>)]| {
         group
             .par_iter()
             .map(|(pack_no, blobs)| {
-                read_pack_blobs(ends.src, ends.src_index, *pack_no, blobs, ends.dst)
+                read_pack_blobs(ends, *pack_no, blobs, reuse_frames)
             })
             .collect::<Result<Vec<Vec<ReadBlob>>>>()
     };
@@ -233,9 +243,14 @@ fn copy_data(
         let (read, stored) = rayon::join(
             || next.map(read_group).transpose(),
             || {
-                blobs.par_iter().try_for_each(|(_, did, raw)| {
-                    packer.store_as(BlobType::Data, *did, raw).map(drop)
-                })
+                blobs
+                    .par_iter()
+                    .try_for_each(|(_, did, payload)| match payload {
+                        Payload::Framed { raw_length, framed } => packer
+                            .store_framed_as(BlobType::Data, *did, *raw_length, framed)
+                            .map(drop),
+                        Payload::Plain(raw) => packer.store_as(BlobType::Data, *did, raw).map(drop),
+                    })
             },
         );
         stored?;
@@ -329,15 +344,15 @@ fn mapped(map: &HashMap<Id, Id>, dst_live: &Index, id: &Id) -> Option<Id> {
 }
 
 /// Reads the wanted blobs of one source pack in one ranged read; returns
-/// (source id, destination id, plaintext) for each.
+/// (source id, destination id, payload) for each.
 fn read_pack_blobs(
-    src: &Repository,
-    src_index: &Index,
+    ends: &Ends,
     pack_no: u32,
     blobs: &[(Id, crate::index::BlobLocation)],
-    dst: &Repository,
+    reuse_frames: bool,
 ) -> Result<Vec<ReadBlob>> {
-    let pack = src_index.pack(pack_no);
+    let (src, dst) = (ends.src, ends.dst);
+    let pack = ends.src_index.pack(pack_no);
     let start = blobs.iter().map(|(_, l)| l.offset).min().unwrap_or(0) as u64;
     let end = blobs
         .iter()
@@ -350,9 +365,16 @@ fn read_pack_blobs(
     for (id, l) in blobs {
         let at = (l.offset as u64 - start) as usize;
         let sealed = &bytes[at..at + l.length as usize];
-        let raw = pack::open_blob(src.keys(), BlobType::Data, id, sealed, l.raw_length)?;
-        let did = dst.keys().blob_id(&raw);
-        out.push((*id, did, raw));
+        let (did, payload) = if reuse_frames {
+            let (framed, raw) =
+                pack::open_blob_framed(src.keys(), BlobType::Data, id, sealed, l.raw_length)?;
+            let raw_length = raw.len() as u32;
+            (dst.keys().blob_id(&raw), Payload::Framed { raw_length, framed })
+        } else {
+            let raw = pack::open_blob(src.keys(), BlobType::Data, id, sealed, l.raw_length)?;
+            (dst.keys().blob_id(&raw), Payload::Plain(raw))
+        };
+        out.push((*id, did, payload));
     }
     Ok(out)
 }

@@ -38,6 +38,11 @@ impl Bits {
         self.set(pos);
         !was
     }
+
+    /// How many bits are set.
+    pub fn count(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
 }
 
 /// What [`load`] builds, and how.

@@ -307,17 +307,52 @@ pub fn open_blob_into(
     raw_length: u32,
     out: &mut Vec<u8>,
 ) -> Result<()> {
-    let kind = match blob_type {
+    let framed = open_frame(keys, blob_type, id, sealed)?;
+    unframe_checked(keys, id, &framed, raw_length, out)
+}
+
+/// [`open_blob`] that also returns the framed (compressed) plaintext, checked like the
+/// plaintext: `copy` seals it again under other keys ([`seal_framed`]) rather than compress
+/// the plaintext a second time.
+pub fn open_blob_framed(
+    keys: &Keys,
+    blob_type: BlobType,
+    id: &Id,
+    sealed: &[u8],
+    raw_length: u32,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let framed = open_frame(keys, blob_type, id, sealed)?;
+    let mut raw = Vec::new();
+    unframe_checked(keys, id, &framed, raw_length, &mut raw)?;
+    Ok((framed, raw))
+}
+
+fn seal_kind(blob_type: BlobType) -> SealKind {
+    match blob_type {
         BlobType::Data => SealKind::DataBlob,
         BlobType::Tree => SealKind::TreeBlob,
-    };
-    let framed = keys.open(kind, &id.0, sealed).map_err(|e| match e {
-        e @ Error::WriteOnly(_) => e,
-        _ => Error::corrupt(format!("blob {}", id.short()), "authentication failed"),
-    })?;
+    }
+}
+
+fn open_frame(keys: &Keys, blob_type: BlobType, id: &Id, sealed: &[u8]) -> Result<Vec<u8>> {
+    keys.open(seal_kind(blob_type), &id.0, sealed)
+        .map_err(|e| match e {
+            e @ Error::WriteOnly(_) => e,
+            _ => Error::corrupt(format!("blob {}", id.short()), "authentication failed"),
+        })
+}
+
+/// Unframes `framed` onto `out` and checks length and id (`out` left as it was on an error).
+fn unframe_checked(
+    keys: &Keys,
+    id: &Id,
+    framed: &[u8],
+    raw_length: u32,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let start = out.len();
     format::unframe_into(
-        &framed,
+        framed,
         raw_length as usize,
         &format!("blob {}", id.short()),
         out,
@@ -344,16 +379,21 @@ pub fn pack_class(blob_type: BlobType) -> ObjectClass {
 
 /// Frames (compressing when it helps) and seals one blob.
 pub fn seal_blob(keys: &Keys, blob_type: BlobType, id: &Id, raw: &[u8], level: i32) -> Vec<u8> {
-    let kind = match blob_type {
-        BlobType::Data => SealKind::DataBlob,
-        BlobType::Tree => SealKind::TreeBlob,
-    };
     // [scheme][nonce] prefix first (a write-only key's is longer), framed plaintext after
     // it, sealed in place.
     let mut buf = Vec::with_capacity(raw.len() / 2 + 96);
     buf.resize(keys.blob_prefix_len(), 0);
     format::frame_into(raw, level, &mut buf);
-    keys.seal_blob_in_place(kind, &id.0, &mut buf);
+    keys.seal_blob_in_place(seal_kind(blob_type), &id.0, &mut buf);
+    buf
+}
+
+/// Seals a blob framed already (by [`open_blob_framed`], under other keys).
+pub fn seal_framed(keys: &Keys, blob_type: BlobType, id: &Id, framed: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(framed.len() + 96);
+    buf.resize(keys.blob_prefix_len(), 0);
+    buf.extend_from_slice(framed);
+    keys.seal_blob_in_place(seal_kind(blob_type), &id.0, &mut buf);
     buf
 }
 

@@ -218,6 +218,32 @@ impl Packer<'_> {
             return Ok(false);
         }
         let sealed = pack::seal_blob(self.keys, blob_type, &id, raw, self.level);
+        self.send_new(blob_type, id, raw.len() as u32, sealed)
+    }
+
+    /// The zstd level blobs are framed at (0: not compressed).
+    pub fn compression_level(&self) -> i32 {
+        self.level
+    }
+
+    /// Like [`Packer::store_as`] for a blob framed already ([`pack::open_blob_framed`]
+    /// under other keys, at this packer's compression level): sealed, not compressed again.
+    pub fn store_framed_as(
+        &self,
+        blob_type: BlobType,
+        id: Id,
+        raw_length: u32,
+        framed: &[u8],
+    ) -> Result<bool> {
+        if !self.claim(&id) {
+            return Ok(false);
+        }
+        let sealed = pack::seal_framed(self.keys, blob_type, &id, framed);
+        self.send_new(blob_type, id, raw_length, sealed)
+    }
+
+    /// Counts and sends a blob [`Packer::claim`]ed and sealed.
+    fn send_new(&self, blob_type: BlobType, id: Id, raw_length: u32, sealed: Vec<u8>) -> Result<bool> {
         self.blobs_added.fetch_add(1, Relaxed);
         if self.index.contains(&id) {
             self.restored_blobs.fetch_add(1, Relaxed);
@@ -226,7 +252,7 @@ impl Packer<'_> {
         self.send(PackItem {
             blob_type,
             id,
-            raw_length: raw.len() as u32,
+            raw_length,
             sealed,
         })?;
         Ok(true)

@@ -73,9 +73,9 @@ pub struct PruneReport {
 }
 
 /// The storage time of each mark (`None` where the service reports none).
-fn mark_times(repo: &Repository, marks: &[(Id, PruneMark)]) -> Result<HashMap<Id, Option<i64>>> {
+fn mark_times(repo: &Repository, marks: &[Id]) -> Result<HashMap<Id, Option<i64>>> {
     let mut out = HashMap::new();
-    for (id, _) in marks {
+    for id in marks {
         let t = match repo.backend().modified_ns(&FileKind::PruneMark.path(id)) {
             Ok(t) => t,
             // Finished meanwhile by a concurrent prune: left out, so not judged twice.
@@ -120,17 +120,13 @@ fn running_writers(
     Ok(out)
 }
 
-fn load_marks(repo: &Repository) -> Result<Vec<(Id, PruneMark)>> {
-    let mut out = Vec::new();
-    for (id, _) in repo.backend().list_ids(FileKind::PruneMark)? {
-        match repo.load_file::<PruneMark>(&id) {
-            Ok(m) => out.push((id, m)),
-            // Finished by a concurrent prune between listing and reading.
-            Err(e) if crate::backend::is_not_found(&e) => {}
-            Err(e) => return Err(e),
-        }
+/// One prune mark; `None` when a concurrent prune finished it between listing and reading.
+fn load_mark(repo: &Repository, id: &Id) -> Result<Option<PruneMark>> {
+    match repo.load_file::<PruneMark>(id) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if crate::backend::is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(out)
 }
 
 /// The blobs snapshots (and WAL records) use: one bit per position of the index they were
@@ -429,12 +425,13 @@ impl Usage {
     }
 }
 
-/// What phase 1 decided about packs.
+/// What phase 1 decided about packs. Live packs by number only: their entries (blob lists)
+/// are read again from the index files when needed, so none is held for long.
 struct Plan {
     /// Live packs no snapshot uses.
-    remove: Vec<IndexPack>,
-    /// Live packs to repack (number in the live index, entry), most unused first.
-    repack: Repack,
+    remove: Bits,
+    /// Live packs to repack.
+    repack: Bits,
     /// Packs a snapshot needs that only a mark holds: back into the index.
     recovered: Vec<IndexPack>,
     /// Packs in no index and no mark: a crashed backup's leftovers or a running backup's work.
@@ -477,9 +474,6 @@ impl Plan {
     }
 }
 
-/// Live packs to repack: number in the live index, and entry.
-type Repack = Vec<(u32, IndexPack)>;
-
 /// The live packs to remove (nothing used) and to repack (more unused than allowed), within
 /// the repack budget; counts them in `report`.
 fn choose_packs(
@@ -489,24 +483,28 @@ fn choose_packs(
     opts: &PruneOptions,
     cold: &ColdRule,
     report: &mut PruneReport,
-) -> Result<(Vec<IndexPack>, Repack)> {
+) -> Result<(Bits, Bits)> {
     let live = view.live();
-    let PackUsage {
-        counts,
-        mut candidates,
-    } = usage_per_pack(repo, view, used, opts)?;
-    let mut remove: Vec<IndexPack> = Vec::new();
+    let counts = usage_per_pack(repo, view, used)?;
+    let mut remove = Bits::new(live.packs().len());
     let mut repack: Vec<(u32, f64)> = Vec::new();
     for (n, p) in live.packs().iter().enumerate() {
         // A pack whose index file a prune beside this one replaced meanwhile: left alone.
-        let Some((un, ub, nn, nb)) = counts[n] else {
+        let Some(PackCounts {
+            used: un,
+            used_bytes: ub,
+            unused: nn,
+            unused_bytes: nb,
+        }) = counts[n]
+        else {
             continue;
         };
         report.used_blobs += un;
         report.unused_blobs += nn;
         if un == 0 {
             if cold.may_delete(&p.id, report) {
-                remove.push(candidates.remove(&(n as u32)).expect("a candidate"));
+                remove.set(n);
+                report.packs_to_remove += 1;
                 report.bytes_to_remove += p.size;
             }
         } else if nn > 0 && p.archived {
@@ -526,14 +524,13 @@ fn choose_packs(
             total <= limit
         });
     }
-    report.packs_to_remove = remove.len() as u64;
     report.packs_to_repack = repack.len() as u64;
     report.bytes_to_repack = repack.iter().map(|(n, _)| live.pack(*n).size).sum();
-    let repack = repack
-        .into_iter()
-        .map(|(n, _)| (n, candidates.remove(&n).expect("a candidate")))
-        .collect();
-    Ok((remove, repack))
+    let mut chosen = Bits::new(live.packs().len());
+    for (n, _) in repack {
+        chosen.set(n as usize);
+    }
+    Ok((remove, chosen))
 }
 
 /// When prune may delete a pack in an archive class: once its class's minimum storage
@@ -573,7 +570,9 @@ impl<'a> ColdRule<'a> {
 }
 
 /// Repacks, writes one consolidated index of what stays (superseding every index file read),
-/// marks what left the index, then deletes the superseded index files.
+/// marks what left the index, then deletes the superseded index files. The live index files
+/// are read twice more, a few at a time (repack and consolidated index, then the marks), so
+/// no pass holds more than a few files' entries.
 fn replace_index(
     session: &WriteSession,
     view: &View,
@@ -581,54 +580,117 @@ fn replace_index(
     plan: Plan,
     report: &mut PruneReport,
 ) -> Result<()> {
-    let (new_packs, retired) = repack_packs(session, view.live(), used, &plan.repack)?;
-    report.bytes_repacked_written = new_packs.iter().map(|p| p.size).sum();
-
+    let repo = session.repo();
+    let live = view.live();
     let loaded_ids = &view.index.files;
-    let dropped: HashSet<PackId> = plan
-        .remove
-        .iter()
-        .chain(retired.iter())
-        .map(|p| p.id)
-        .collect();
-    let changed = !dropped.is_empty() || report.recovered_packs > 0 || loaded_ids.len() > 1;
+    let dropping = plan.remove.count() > 0 || plan.repack.count() > 0;
+    let changed = dropping || report.recovered_packs > 0 || loaded_ids.len() > 1;
+    let mut retired = Bits::new(live.packs().len());
     if changed {
-        // The live files read again a few at a time, their kept packs written in parts as
+        // Repacked packs are indexed as they are uploaded, in index files of their own (not
+        // superseded here), as a backup's are. The kept live packs are written in parts as
         // they come; only the last part names the files it supersedes, so a crash never
         // unindexes a pack.
+        let save_index = |f: &IndexFile| session.save_file(f).map(Id::from);
+        let parts = PackerParts::for_repack(
+            session,
+            live,
+            Indexing::Every(packer::PACKS_PER_INDEX, &save_index),
+        );
         let mut out = Consolidated::new(session);
-        let mut seen = Bits::new(view.live().packs().len());
-        view.index.for_each_pack(session.repo(), false, |p| {
-            let n = view.live_numbers[&p.id] as usize;
-            if seen.insert(n) && !dropped.contains(&p.id) {
-                out.push(p.clone())?;
-            }
-            Ok(())
-        })?;
-        for p in new_packs.into_iter().chain(plan.recovered) {
+        let mut seen = Bits::new(live.packs().len());
+        let (walked, packed) = packer::run(parts, |packer| {
+            view.index.for_each_pack(repo, false, |p| {
+                let n = view.live_numbers[&p.id] as usize;
+                if !seen.insert(n) || plan.remove.get(n) {
+                    return Ok(());
+                }
+                if plan.repack.get(n) {
+                    crate::interrupt::check()?;
+                    repack_one(repo, live, n as u32, p, used, packer)?;
+                    retired.set(n);
+                    return Ok(());
+                }
+                out.push(p.clone())
+            })
+        });
+        walked?;
+        report.bytes_repacked_written = packed?.bytes_added;
+        for p in plan.recovered {
             out.push(p)?;
         }
         out.finish(loaded_ids)?;
         report.index_files_replaced = loaded_ids.len() as u64;
     }
 
-    // Mark what left the index, then delete the superseded index files.
-    let mut to_mark: Vec<IndexPack> = plan.remove;
-    to_mark.extend(retired);
-    to_mark.extend(plan.unindexed);
-    if !to_mark.is_empty() {
-        let mark = PruneMark {
-            marked_unix_ns: crate::host::now_ns(),
-            packs: to_mark,
-        };
-        session.save_file(&mark)?;
+    // Mark what left the index (read again: the superseded files are still there), then
+    // delete the superseded index files.
+    let mut marks = Marks::new(session);
+    if dropping {
+        let mut seen = Bits::new(live.packs().len());
+        view.index.for_each_pack(repo, false, |p| {
+            let n = view.live_numbers[&p.id] as usize;
+            if (plan.remove.get(n) || retired.get(n)) && seen.insert(n) {
+                marks.push(p.clone())?;
+            }
+            Ok(())
+        })?;
     }
+    for p in plan.unindexed {
+        marks.push(p)?;
+    }
+    marks.finish()?;
     if changed {
         for id in loaded_ids {
             session.delete_file::<IndexFile>(id)?;
         }
     }
     Ok(())
+}
+
+/// Prune marks written in parts of at most `BLOBS_PER_INDEX_FILE` blobs (all with one time),
+/// so that no reader of a mark holds more than one part's blob lists.
+struct Marks<'a> {
+    session: &'a WriteSession<'a>,
+    marked_unix_ns: i64,
+    part: Vec<IndexPack>,
+    blobs: usize,
+}
+
+impl<'a> Marks<'a> {
+    fn new(session: &'a WriteSession<'a>) -> Self {
+        Marks {
+            session,
+            marked_unix_ns: crate::host::now_ns(),
+            part: Vec::new(),
+            blobs: 0,
+        }
+    }
+
+    fn push(&mut self, pack: IndexPack) -> Result<()> {
+        if self.blobs + pack.blobs.len() > BLOBS_PER_INDEX_FILE && !self.part.is_empty() {
+            self.save()?;
+        }
+        self.blobs += pack.blobs.len();
+        self.part.push(pack);
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.session.save_file(&PruneMark {
+            marked_unix_ns: self.marked_unix_ns,
+            packs: std::mem::take(&mut self.part),
+        })?;
+        self.blobs = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        if !self.part.is_empty() {
+            self.save()?;
+        }
+        Ok(())
+    }
 }
 
 /// Why prune stops on a damaged file, in one line.
@@ -639,77 +701,59 @@ fn refuse(e: Error) -> Error {
     }
 }
 
-/// Per live pack number: used blobs, their bytes, unused blobs, their bytes (`None` for a
-/// pack whose index file was gone when read again); and the entries of the packs that may
-/// leave the index (nothing used, or more unused than allowed), by number.
-struct PackUsage {
-    counts: Vec<Option<(u64, u64, u64, u64)>>,
-    candidates: HashMap<u32, IndexPack>,
+/// Used and unused blobs and their bytes, of one pack.
+#[derive(Clone, Copy, Default)]
+struct PackCounts {
+    used: u64,
+    used_bytes: u64,
+    unused: u64,
+    unused_bytes: u64,
 }
 
-/// Reads the live index files a few at a time and counts each live pack's blobs. A blob stored
-/// twice (two backups stored it at once) is used only where the index resolves it; every
-/// other copy counts as unused, so a pack holding a second copy is repacked without it.
+/// Per live pack number, its [`PackCounts`] (`None` for a pack whose index file was gone when
+/// read again). A blob stored twice (two backups stored it at once) is used only where the
+/// index resolves it; every other copy counts as unused, so a pack holding a second copy is
+/// repacked without it. The used copies come from one pass over the index in position order
+/// (sequential reads of the mapped file, not a lookup per blob); the totals from the index
+/// files, read again a few at a time.
 fn usage_per_pack(
     repo: &Repository,
     view: &View,
     used: &Bits,
-    opts: &PruneOptions,
-) -> Result<PackUsage> {
+) -> Result<Vec<Option<PackCounts>>> {
     let live = view.live();
+    let mut used_per_pack = vec![(0u64, 0u64); live.packs().len()];
+    for (pos, (_, loc)) in live.iter().enumerate() {
+        if used.get(pos) {
+            let u = &mut used_per_pack[loc.pack as usize];
+            u.0 += 1;
+            u.1 += loc.length as u64;
+        }
+    }
     let mut counts = vec![None; live.packs().len()];
-    let mut candidates = HashMap::new();
     view.index.for_each_pack(repo, false, |p| {
-        let n = view.live_numbers[&p.id];
-        let slot = &mut counts[n as usize];
-        if slot.is_some() {
+        let n = view.live_numbers[&p.id] as usize;
+        if counts[n].is_some() {
             // A pack listed twice counts once.
             return Ok(());
         }
-        let (mut un, mut ub, mut nn, mut nb) = (0u64, 0u64, 0u64, 0u64);
-        for b in &p.blobs {
-            if is_used_copy(live, used, n, b) {
-                un += 1;
-                ub += b.length as u64;
-            } else {
-                nn += 1;
-                nb += b.length as u64;
-            }
-        }
-        *slot = Some((un, ub, nn, nb));
-        let over = nn > 0 && nb as f64 * 100.0 / (ub + nb) as f64 > opts.max_unused_percent;
-        if un == 0 || over {
-            candidates.insert(n, p.clone());
-        }
+        let bytes: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
+        let (used, used_bytes) = used_per_pack[n];
+        counts[n] = Some(PackCounts {
+            used,
+            used_bytes,
+            // Saturating: a pack two index files list differently may resolve more blobs
+            // than one listing holds; used counts come from the index, so it stays used.
+            unused: (p.blobs.len() as u64).saturating_sub(used),
+            unused_bytes: bytes.saturating_sub(used_bytes),
+        });
         Ok(())
     })?;
-    Ok(PackUsage { counts, candidates })
+    Ok(counts)
 }
 
-/// Repack: copies the used sealed blobs of the packs to repack, as they are, into new packs.
-/// Returns the new packs and the index entries of the packs they replace.
-fn repack_packs(
-    session: &WriteSession,
-    live: &Index,
-    used: &Bits,
-    repack: &[(u32, IndexPack)],
-) -> Result<(Vec<IndexPack>, Vec<IndexPack>)> {
-    // The new packs go into the consolidated index, not into index files of their own.
-    let parts = PackerParts::for_repack(session, live, Indexing::Returned);
-    let (retired, packed) = packer::run(parts, |packer| -> Result<Vec<IndexPack>> {
-        let mut retired = Vec::new();
-        for (n, entry) in repack {
-            crate::interrupt::check()?;
-            repack_one(session.repo(), live, *n, entry, used, packer)?;
-            retired.push(entry.clone());
-        }
-        Ok(retired)
-    });
-    let retired = retired?;
-    Ok((packed?.packs, retired))
-}
-
-/// Copies the used blobs of pack number `n` (listed by `entry`) into the packer.
+/// Copies the used blobs of pack number `n` (listed by `entry`) into the packer, as they are
+/// (sealed).
 fn repack_one(
     repo: &Repository,
     live: &Index,
@@ -811,31 +855,41 @@ fn delete_marked(
     grace: Duration,
 ) -> Result<(u64, u64, u64)> {
     let repo = session.repo();
-    let marks = load_marks(repo)?;
-    let mark_times = mark_times(repo, &marks)?;
-    let marks: Vec<_> = marks
-        .into_iter()
-        .filter(|(id, _)| mark_times.contains_key(id))
+    // Marks are read one at a time (a big prune writes several), keeping only what is
+    // decided per pack, never every mark's blob lists at once.
+    let ids: Vec<Id> = (repo.backend().list_ids(FileKind::PruneMark)?.into_iter())
+        .map(|(id, _)| id)
         .collect();
+    let mark_times = mark_times(repo, &ids)?;
     // Order matters: first make sure every writer that may predate a mark has ended (its
     // marker goes only after its snapshot is saved), then list the snapshots, so each snapshot
     // that may use a marked pack is seen below.
     let writers = running_writers(session, now)?;
-    if marks.is_empty() {
+    if mark_times.is_empty() {
         return Ok((0, 0, 0));
     }
-    let (ready, waiting): (Vec<_>, Vec<_>) = marks.into_iter().partition(|(id, _)| {
-        let time = mark_times[id];
-        let old_enough = match (now, time) {
-            (Some(now), Some(t)) => now - t >= grace.as_nanos() as i64,
-            // No storage times: only a zero grace can be judged.
-            _ => grace.is_zero(),
-        };
-        old_enough && !writers.iter().any(|w| w.may_predate(time))
-    });
+    let (ready, waiting): (Vec<Id>, Vec<Id>) = (ids.into_iter())
+        .filter(|id| mark_times.contains_key(id))
+        .partition(|id| {
+            let time = mark_times[id];
+            let old_enough = match (now, time) {
+                (Some(now), Some(t)) => now - t >= grace.as_nanos() as i64,
+                // No storage times: only a zero grace can be judged.
+                _ => grace.is_zero(),
+            };
+            old_enough && !writers.iter().any(|w| w.may_predate(time))
+        });
     let pending = waiting.len() as u64;
     if ready.is_empty() {
         return Ok((0, 0, pending));
+    }
+    // A pack can be in several marks (taken out, put back, taken out again): a mark still
+    // waiting for a running backup protects it even when an older mark is ready.
+    let mut protected: HashSet<PackId> = HashSet::new();
+    for id in &waiting {
+        if let Some(m) = load_mark(repo, id)? {
+            protected.extend(m.packs.iter().map(|p| p.id));
+        }
     }
     // Snapshots first, then the index they were indexed in (see phase 1).
     let roots: Vec<TreeId> = repo
@@ -854,43 +908,40 @@ fn delete_marked(
     }
 
     // A marked pack a snapshot uses (a backup finished during the prune) goes back into the
-    // index; the others are deleted.
+    // index; the others are deleted. The same pack in several ready marks is judged by the
+    // entry that lists its blobs (a mark of a pack that was in no index at the time lists
+    // none); one listed only without blobs is deleted.
     let mut recover = Vec::new();
-    let mut doomed = Vec::new();
-    // A pack can be in several marks (taken out, put back, taken out again): a mark still
-    // waiting for a running backup protects it even when an older mark is ready.
-    let protected: HashSet<PackId> = waiting
-        .iter()
-        .flat_map(|(_, m)| m.packs.iter().map(|p| p.id))
-        .collect();
-    // The same pack in several ready marks: judge it by the entry that lists its blobs (a
-    // mark of a pack that was in no index at the time lists none).
-    let mut candidates: HashMap<PackId, &IndexPack> = HashMap::new();
-    for (_, mark) in &ready {
-        for p in &mark.packs {
-            let e = candidates.entry(p.id).or_insert(p);
-            if e.blobs.is_empty() && !p.blobs.is_empty() {
-                *e = p;
-            }
-        }
-    }
-    for p in candidates.into_values() {
-        {
-            if live_packs.contains(&p.id) || protected.contains(&p.id) {
+    let mut doomed: Vec<(PackId, u64)> = Vec::new();
+    let mut judged: HashSet<PackId> = HashSet::new();
+    let mut blobless: HashMap<PackId, u64> = HashMap::new();
+    for id in &ready {
+        let Some(mark) = load_mark(repo, id)? else {
+            continue;
+        };
+        for p in mark.packs {
+            if live_packs.contains(&p.id) || protected.contains(&p.id) || judged.contains(&p.id)
+            {
                 continue;
             }
-            // Only blobs the live index lacks make a pack worth keeping (a repacked pack's used
-            // blobs live on in the new pack).
+            if p.blobs.is_empty() {
+                blobless.entry(p.id).or_insert(p.size);
+                continue;
+            }
+            judged.insert(p.id);
+            // Only blobs the live index lacks make a pack worth keeping (a repacked pack's
+            // used blobs live on in the new pack).
             if p.blobs
                 .iter()
                 .any(|b| used.contains(indexed.index(), &b.id) && !live.contains(&b.id))
             {
-                recover.push(p.clone());
+                recover.push(p);
             } else {
-                doomed.push(p.clone());
+                doomed.push((p.id, p.size));
             }
         }
     }
+    doomed.extend(blobless.into_iter().filter(|(id, _)| !judged.contains(id)));
     if !recover.is_empty() {
         session.save_file(&IndexFile {
             supersedes: vec![],
@@ -898,17 +949,17 @@ fn delete_marked(
         })?;
     }
     let (mut deleted, mut bytes) = (0, 0);
-    for p in &doomed {
-        match session.delete_pack(&p.id) {
+    for (id, size) in &doomed {
+        match session.delete_pack(id) {
             Ok(()) => {
                 deleted += 1;
-                bytes += p.size;
+                bytes += size;
             }
             Err(e) if crate::backend::is_not_found(&e) => {}
             Err(e) => return Err(e),
         }
     }
-    for (mark_id, _) in &ready {
+    for mark_id in &ready {
         session.delete_transient::<PruneMark>(mark_id)?;
     }
     Ok((deleted, bytes, pending))
