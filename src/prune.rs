@@ -15,7 +15,7 @@ use crate::id::{BlobId, Id, IndexFileId, PackId, TreeId};
 use crate::index::Index;
 use crate::index_view::{self, Bits, IndexView, ViewOptions};
 use crate::packer::{self, Indexing, Packer, PackerParts};
-use crate::repository::Repository;
+use crate::repository::{IndexedRepository, Repository};
 use crate::session::WriteSession;
 use crate::walker::Walker;
 use serde::Serialize;
@@ -846,6 +846,67 @@ pub(crate) fn write_consolidated(
     out.finish(supersedes)
 }
 
+/// Which marked packs a snapshot still needs (a backup that ran during the prune may have
+/// used their blobs): only blobs the live index lacks make a pack worth keeping (a repacked
+/// pack's used blobs live on in the new pack).
+enum MarkedInUse<'r> {
+    /// Every tree was found in the live index: the used blobs it lacks are `missing` (none,
+    /// unless a backup ran beside the prune); no mark's blobs need indexing.
+    Live { live: Index, missing: HashSet<Id> },
+    /// A tree is only in a marked pack (or unreadable): the read index, with every marked
+    /// pack's blobs, and the used blobs over it.
+    Read {
+        indexed: IndexedRepository<'r>,
+        used: UsedBlobs,
+    },
+}
+
+impl<'r> MarkedInUse<'r> {
+    fn find(repo: &'r Repository, roots: &[TreeId], wal: &[BlobId]) -> Result<Self> {
+        let live = repo.load_live_index()?;
+        let mut tree_outside = false;
+        let mut used = used_blobs_with(repo, &live, roots, &mut |_| {
+            tree_outside = true;
+            Ok(())
+        })?;
+        if !tree_outside {
+            for b in wal {
+                used.insert(&live, &b.0);
+            }
+            return Ok(MarkedInUse::Live {
+                live,
+                missing: used.missing,
+            });
+        }
+        drop(used);
+        let indexed = repo.load_index()?;
+        let mut used = used_blobs(repo, indexed.index(), roots)?;
+        for b in wal {
+            used.insert(indexed.index(), &b.0);
+        }
+        Ok(MarkedInUse::Read { indexed, used })
+    }
+
+    fn live(&self) -> &Index {
+        match self {
+            MarkedInUse::Live { live, .. } => live,
+            MarkedInUse::Read { indexed, .. } => indexed.live_index(),
+        }
+    }
+
+    /// Whether the marked pack `p` holds a used blob the live index lacks.
+    fn needs(&self, p: &IndexPack) -> bool {
+        match self {
+            MarkedInUse::Live { missing, .. } => {
+                !missing.is_empty() && p.blobs.iter().any(|b| missing.contains(&b.id))
+            }
+            MarkedInUse::Read { indexed, used } => p.blobs.iter().any(|b| {
+                used.contains(indexed.index(), &b.id) && !indexed.live_index().contains(&b.id)
+            }),
+        }
+    }
+}
+
 /// Phase 2: deletes the packs of marks that are old enough and that no running writer may
 /// predate, all judged by the storage's clock (§11a). Returns (packs deleted, bytes deleted,
 /// marks still pending).
@@ -899,13 +960,8 @@ fn delete_marked(
         .collect();
     // And the WAL archived meanwhile (a wal-push holds a marker like a backup).
     let wal = wal_blobs(repo)?;
-    let indexed = repo.load_index()?;
-    let live = indexed.live_index();
-    let live_packs: HashSet<PackId> = live.packs().iter().map(|p| p.id).collect();
-    let mut used = used_blobs(repo, indexed.index(), &roots)?;
-    for b in &wal {
-        used.insert(indexed.index(), &b.0);
-    }
+    let keep = MarkedInUse::find(repo, &roots, &wal)?;
+    let live_packs: HashSet<PackId> = keep.live().packs().iter().map(|p| p.id).collect();
 
     // A marked pack a snapshot uses (a backup finished during the prune) goes back into the
     // index; the others are deleted. The same pack in several ready marks is judged by the
@@ -929,12 +985,7 @@ fn delete_marked(
                 continue;
             }
             judged.insert(p.id);
-            // Only blobs the live index lacks make a pack worth keeping (a repacked pack's
-            // used blobs live on in the new pack).
-            if p.blobs
-                .iter()
-                .any(|b| used.contains(indexed.index(), &b.id) && !live.contains(&b.id))
-            {
+            if keep.needs(&p) {
                 recover.push(p);
             } else {
                 doomed.push((p.id, p.size));

@@ -715,6 +715,19 @@ impl Repository {
         }
     }
 
+    /// The live index alone, no prune mark read (prune's phase 2 reads marks one at a time).
+    pub(crate) fn load_live_index(&self) -> Result<Index> {
+        let archived = |_: &PackId| false;
+        let digest = || crate::index::load::tiers_digest(std::iter::empty());
+        let spec = self.index_cache_spec(&archived, &digest);
+        let files = IndexFilesOf {
+            repo: self,
+            strict: false,
+            damaged: None,
+        };
+        Ok(crate::index::load::load(&files, &spec)?.live)
+    }
+
     pub(crate) fn load_index_with(
         &self,
         tiers: Option<std::sync::Arc<crate::cold::Tiers>>,
