@@ -221,9 +221,7 @@ fn copy_data(
     let read_group = |group: &[(u32, Vec<(Id, crate::index::BlobLocation)>)]| {
         group
             .par_iter()
-            .map(|(pack_no, blobs)| {
-                read_pack_blobs(ends, *pack_no, blobs, reuse_frames)
-            })
+            .map(|(pack_no, blobs)| read_pack_blobs(ends, *pack_no, blobs, reuse_frames))
             .collect::<Result<Vec<Vec<ReadBlob>>>>()
     };
     // Each group's blobs are compressed and sealed on every core while the next group is
@@ -369,7 +367,10 @@ fn read_pack_blobs(
             let (framed, raw) =
                 pack::open_blob_framed(src.keys(), BlobType::Data, id, sealed, l.raw_length)?;
             let raw_length = raw.len() as u32;
-            (dst.keys().blob_id(&raw), Payload::Framed { raw_length, framed })
+            (
+                dst.keys().blob_id(&raw),
+                Payload::Framed { raw_length, framed },
+            )
         } else {
             let raw = pack::open_blob(src.keys(), BlobType::Data, id, sealed, l.raw_length)?;
             (dst.keys().blob_id(&raw), Payload::Plain(raw))

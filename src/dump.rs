@@ -119,15 +119,15 @@ fn open_run(
     run: &[(Id, BlobLocation)],
     mut plain: Vec<u8>,
 ) -> Result<Vec<u8>> {
-    let sealed = read_run(repo, index, run)?;
+    let mut sealed = read_run(repo, index, run)?;
     let start = run[0].1.offset as usize;
     let raw: usize = run.iter().map(|(_, l)| l.raw_length as usize).sum();
     plain.reserve(raw);
     for (id, loc) in run {
         let s = loc.offset as usize - start;
         let blob_type = index.pack(loc.pack).blob_type;
-        let bytes = &sealed[s..s + loc.length as usize];
-        crate::pack::open_blob_into(
+        let bytes = &mut sealed[s..s + loc.length as usize];
+        crate::pack::open_blob_in_place_into(
             repo.keys(),
             blob_type,
             id,

@@ -311,6 +311,23 @@ pub fn open_blob_into(
     unframe_checked(keys, id, &framed, raw_length, out)
 }
 
+/// [`open_blob_into`] decrypting `sealed` where it lies (its bytes are left decrypted, or
+/// scrambled on an error): no copy of the framed plaintext.
+pub fn open_blob_in_place_into(
+    keys: &Keys,
+    blob_type: BlobType,
+    id: &Id,
+    sealed: &mut [u8],
+    raw_length: u32,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let mut spill = Vec::new();
+    let framed = keys
+        .open_in_place(seal_kind(blob_type), &id.0, sealed, &mut spill)
+        .map_err(|e| open_error(e, id))?;
+    unframe_checked(keys, id, framed, raw_length, out)
+}
+
 /// [`open_blob`] that also returns the framed (compressed) plaintext, checked like the
 /// plaintext: `copy` seals it again under other keys ([`seal_framed`]) rather than compress
 /// the plaintext a second time.
@@ -336,10 +353,14 @@ fn seal_kind(blob_type: BlobType) -> SealKind {
 
 fn open_frame(keys: &Keys, blob_type: BlobType, id: &Id, sealed: &[u8]) -> Result<Vec<u8>> {
     keys.open(seal_kind(blob_type), &id.0, sealed)
-        .map_err(|e| match e {
-            e @ Error::WriteOnly(_) => e,
-            _ => Error::corrupt(format!("blob {}", id.short()), "authentication failed"),
-        })
+        .map_err(|e| open_error(e, id))
+}
+
+fn open_error(e: Error, id: &Id) -> Error {
+    match e {
+        e @ Error::WriteOnly(_) => e,
+        _ => Error::corrupt(format!("blob {}", id.short()), "authentication failed"),
+    }
 }
 
 /// Unframes `framed` onto `out` and checks length and id (`out` left as it was on an error).
@@ -416,6 +437,46 @@ mod tests {
                 (Id(*blake3::hash(&data).as_bytes()), data)
             })
             .collect()
+    }
+
+    #[test]
+    fn in_place_and_framed_opening_agree_with_open_blob_and_catch_tampering() {
+        let keys = MasterKey::generate().derive();
+        let other = MasterKey::generate().derive();
+        for (id, raw) in blobs(3, 5000).into_iter().chain(blobs(1, 10)) {
+            let id = keys.blob_id(&raw);
+            let sealed = seal_blob(&keys, BlobType::Data, &id, &raw, 3);
+            let n = raw.len() as u32;
+            let mut copy = sealed.clone();
+            let mut out = vec![7u8];
+            open_blob_in_place_into(&keys, BlobType::Data, &id, &mut copy, n, &mut out).unwrap();
+            assert_eq!(out[0], 7);
+            assert_eq!(&out[1..], &raw[..]);
+            // The frame resealed under other keys opens there to the same bytes.
+            let (framed, plain) = open_blob_framed(&keys, BlobType::Data, &id, &sealed, n).unwrap();
+            assert_eq!(plain, raw);
+            let oid = other.blob_id(&raw);
+            let resealed = seal_framed(&other, BlobType::Data, &oid, &framed);
+            assert_eq!(
+                open_blob(&other, BlobType::Data, &oid, &resealed, n).unwrap(),
+                raw
+            );
+            // One flipped byte: refused, and `out` unchanged.
+            let mut bad = sealed.clone();
+            let k = bad.len() / 2;
+            bad[k] ^= 1;
+            let mut out = Vec::new();
+            assert!(
+                open_blob_in_place_into(&keys, BlobType::Data, &id, &mut bad, n, &mut out).is_err()
+            );
+            assert!(out.is_empty());
+            // The wrong id (another blob's): refused.
+            let mut copy = sealed.clone();
+            assert!(
+                open_blob_in_place_into(&keys, BlobType::Data, &oid, &mut copy, n, &mut out)
+                    .is_err()
+            );
+        }
     }
 
     #[test]

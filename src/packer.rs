@@ -243,7 +243,13 @@ impl Packer<'_> {
     }
 
     /// Counts and sends a blob [`Packer::claim`]ed and sealed.
-    fn send_new(&self, blob_type: BlobType, id: Id, raw_length: u32, sealed: Vec<u8>) -> Result<bool> {
+    fn send_new(
+        &self,
+        blob_type: BlobType,
+        id: Id,
+        raw_length: u32,
+        sealed: Vec<u8>,
+    ) -> Result<bool> {
         self.blobs_added.fetch_add(1, Relaxed);
         if self.index.contains(&id) {
             self.restored_blobs.fetch_add(1, Relaxed);

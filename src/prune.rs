@@ -716,11 +716,7 @@ struct PackCounts {
 /// repacked without it. The used copies come from one pass over the index in position order
 /// (sequential reads of the mapped file, not a lookup per blob); the totals from the index
 /// files, read again a few at a time.
-fn usage_per_pack(
-    repo: &Repository,
-    view: &View,
-    used: &Bits,
-) -> Result<Vec<Option<PackCounts>>> {
+fn usage_per_pack(repo: &Repository, view: &View, used: &Bits) -> Result<Vec<Option<PackCounts>>> {
     let live = view.live();
     let mut used_per_pack = vec![(0u64, 0u64); live.packs().len()];
     for (pos, (_, loc)) in live.iter().enumerate() {
@@ -976,8 +972,7 @@ fn delete_marked(
             continue;
         };
         for p in mark.packs {
-            if live_packs.contains(&p.id) || protected.contains(&p.id) || judged.contains(&p.id)
-            {
+            if live_packs.contains(&p.id) || protected.contains(&p.id) || judged.contains(&p.id) {
                 continue;
             }
             if p.blobs.is_empty() {

@@ -384,15 +384,18 @@ fn write_contents(
                     }
                     let (group, tail) = rest.split_at(k);
                     rest = tail;
-                    let bytes = repo.backend().read_range(&path, start, end - start)?;
+                    let mut bytes = repo.backend().read_range(&path, start, end - start)?;
+                    let mut raw = Vec::new();
                     for &(pos, loc) in group {
                         let s = (loc.offset as u64 - start) as usize;
-                        let raw = crate::pack::open_blob(
+                        raw.clear();
+                        crate::pack::open_blob_in_place_into(
                             repo.keys(),
                             info.blob_type,
                             &index.at(pos).0,
-                            &bytes[s..s + loc.length as usize],
+                            &mut bytes[s..s + loc.length as usize],
                             loc.raw_length,
+                            &mut raw,
                         )?;
                         let n = places.partition_point(|p| p.blob as usize == pos);
                         let (mine, later) = places.split_at(n);
