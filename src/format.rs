@@ -620,11 +620,27 @@ fn looks_compressible(raw: &[u8]) -> bool {
     if raw.len() < 4 * SAMPLE {
         return true;
     }
-    let mid = raw.len() / 2 - SAMPLE / 2;
-    match zstd::bulk::compress(&raw[mid..mid + SAMPLE], 1) {
-        Ok(z) => z.len() < SAMPLE * 31 / 32,
-        Err(_) => true,
+    // One compressor and output buffer per thread: a context made per blob (zstd's one-shot
+    // `compress`) cost more than the sample's compression.
+    thread_local! {
+        static SAMPLER: std::cell::RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> = const { std::cell::RefCell::new(None) };
     }
+    let mid = raw.len() / 2 - SAMPLE / 2;
+    SAMPLER.with(|s| {
+        let mut s = s.borrow_mut();
+        let (c, buf) = s.get_or_insert_with(|| {
+            let c = zstd::bulk::Compressor::new(1).expect("zstd level 1");
+            (
+                c,
+                Vec::with_capacity(zstd::zstd_safe::compress_bound(SAMPLE)),
+            )
+        });
+        buf.clear();
+        match c.compress_to_buffer(&raw[mid..mid + SAMPLE], buf) {
+            Ok(n) => n < SAMPLE * 31 / 32,
+            Err(_) => true,
+        }
+    })
 }
 
 /// Reverses [`frame`]; `max_len` bounds the output (the known raw length where there is one).

@@ -214,7 +214,9 @@ fn copy_killed_at_random_moments() {
     // Small packs: many pack writes and intermediate index files to be cut.
     init_small_packs(&repo, 262_144);
     let dst = TestRepo::new();
-    init_small(&dst, &[]);
+    // Another compression level: blobs are compressed again, not resealed as framed (the
+    // other copy tests cover that path).
+    init_small(&dst, &["--compression", "1"]);
     let tree = ChangingTree::new(&repo, bytes);
     let src = tree.src.as_path();
     // (snapshot time, state of the tree)
