@@ -443,7 +443,7 @@ mod tests {
     fn in_place_and_framed_opening_agree_with_open_blob_and_catch_tampering() {
         let keys = MasterKey::generate().derive();
         let other = MasterKey::generate().derive();
-        for (id, raw) in blobs(3, 5000).into_iter().chain(blobs(1, 10)) {
+        for (_, raw) in blobs(3, 5000).into_iter().chain(blobs(1, 10)) {
             let id = keys.blob_id(&raw);
             let sealed = seal_blob(&keys, BlobType::Data, &id, &raw, 3);
             let n = raw.len() as u32;

@@ -852,7 +852,7 @@ enum MarkedInUse<'r> {
     /// A tree is only in a marked pack (or unreadable): the read index, with every marked
     /// pack's blobs, and the used blobs over it.
     Read {
-        indexed: IndexedRepository<'r>,
+        indexed: Box<IndexedRepository<'r>>,
         used: UsedBlobs,
     },
 }
@@ -880,7 +880,10 @@ impl<'r> MarkedInUse<'r> {
         for b in wal {
             used.insert(indexed.index(), &b.0);
         }
-        Ok(MarkedInUse::Read { indexed, used })
+        Ok(MarkedInUse::Read {
+            indexed: Box::new(indexed),
+            used,
+        })
     }
 
     fn live(&self) -> &Index {
