@@ -1850,3 +1850,92 @@ fn first_byte(
     let bytes = std::fs::read(path).unwrap();
     bytes[loc.offset as usize]
 }
+
+/// Prunes on the full vector, whose mark lists packs the `late` snapshot (saved during the
+/// prune that wrote the mark) needs: those go back into the index, the mark's other packs are
+/// deleted once it is ready (grace 0; phase 2 reads marks one at a time), the mark is gone,
+/// and `late` still restores byte for byte.
+#[test]
+fn prune_keeps_the_marked_packs_a_late_snapshot_needs_and_deletes_the_rest() {
+    let tmp = scratch_dir("ocvault-vectors-");
+    let repo = tmp.path().join("repo");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(vectors_dir().join("repo-v1-full"))
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cmd = || {
+        let mut c = ocvault();
+        c.arg("--repo")
+            .arg(&repo)
+            .env("OCVAULT_PASSWORD", password())
+            .timeout(std::time::Duration::from_secs(120));
+        c
+    };
+    let out = cmd().args(["--json", "snapshots"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let late = last_json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            (s["paths"].as_array().unwrap().iter()).any(|p| p.as_str() == Some("stdin:late.sql"))
+        })
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = tmp.path().join("before");
+    cmd()
+        .args(["restore", &late, "--target"])
+        .arg(&before)
+        .assert()
+        .success();
+    let marks = |dir: &Path| walk(&dir.join("prune")).len();
+    assert_eq!(marks(&repo), 1);
+    // The vector's stale marker (a killed backup) still counts for the prune that removes
+    // it; the next one finds the mark ready. The first puts the needed packs back into the
+    // index (phase 1); the second deletes the mark's other packs, passing over those.
+    let mut reports = Vec::new();
+    for _ in 0..2 {
+        let out = cmd()
+            .args(["--json", "prune", "--grace", "0s"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        reports.push(last_json(&out));
+    }
+    assert!(
+        reports[0]["recovered_packs"].as_u64().unwrap() >= 1,
+        "{reports:?}"
+    );
+    assert_eq!(reports[0]["marks_pending"], 1, "{reports:?}");
+    assert!(
+        reports[1]["packs_deleted"].as_u64().unwrap() >= 1,
+        "{reports:?}"
+    );
+    assert_eq!(reports[1]["marks_pending"], 0, "{reports:?}");
+    assert_eq!(marks(&repo), 0, "the ready mark was finished");
+    let out = cmd().args(["check", "--read-data"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let after = tmp.path().join("after");
+    cmd()
+        .args(["restore", &late, "--target"])
+        .arg(&after)
+        .assert()
+        .success();
+    let files = walk(&before);
+    assert!(!files.is_empty());
+    for f in files {
+        let (a, b) = (before.join(&f), after.join(&f));
+        if a.is_file() {
+            assert_eq!(
+                std::fs::read(&a).unwrap(),
+                std::fs::read(&b).unwrap(),
+                "{f:?}"
+            );
+        }
+    }
+}
