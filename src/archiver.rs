@@ -34,6 +34,8 @@ const FILES_IN_FLIGHT: usize = 256;
 const BYTES_IN_FLIGHT: u64 = 8 << 20;
 /// Bytes of a large file or stream read and cut per batch.
 const BATCH_BYTES: usize = 2 << 20;
+/// Batches of a `--stdin`/`--command` stream read ahead of the ones being stored.
+const STREAM_BATCHES_AHEAD: u64 = 3;
 
 /// Which snapshot to compare against.
 #[derive(Clone, Debug, Default)]
@@ -122,6 +124,9 @@ impl Shared<'_> {
 
     /// Chunks and stores a whole stream; returns content ids and bytes read.
     fn store_stream<R: Read + Send>(&self, reader: R) -> std::io::Result<Result<(Vec<Id>, u64)>> {
+        if rayon::current_thread_index().is_none() {
+            return self.store_stream_ahead(reader);
+        }
         let mut stream = ChunkStream::new(reader, self.chunker.clone(), BATCH_BYTES);
         let mut ids = Vec::new();
         let mut next = stream.next_batch()?;
@@ -149,6 +154,69 @@ impl Shared<'_> {
                 .fetch_add(batch.buf.len() as u64, Relaxed);
             next = read?;
         }
+        Ok(Ok((ids, stream.bytes_read)))
+    }
+
+    /// [`Shared::store_stream`] on a thread outside the pool (a `--stdin`/`--command` stream):
+    /// this thread reads and cuts up to `STREAM_BATCHES_AHEAD` batches ahead while the pool
+    /// stores chunk by chunk, with no wait at the end of each batch (waiting for a batch's
+    /// last chunk left a core idle a third of the time on a pg_dump).
+    fn store_stream_ahead<R: Read>(&self, reader: R) -> std::io::Result<Result<(Vec<Id>, u64)>> {
+        let mut stream = ChunkStream::new(reader, self.chunker.clone(), BATCH_BYTES);
+        let ahead = Budget::new(STREAM_BATCHES_AHEAD, u64::MAX);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        let (done, results) = crossbeam_channel::unbounded::<(usize, Id)>();
+        let mut count = 0;
+        let read: std::io::Result<Result<()>> = rayon::in_place_scope(|scope| loop {
+            if let Err(e) = crate::interrupt::check() {
+                return Ok(Err(e));
+            }
+            ahead.acquire(0);
+            if failed.load(Relaxed) {
+                return Ok(Ok(()));
+            }
+            let Some(batch) = stream.next_batch()? else {
+                return Ok(Ok(()));
+            };
+            let batch = std::sync::Arc::new(batch);
+            let left = std::sync::Arc::new(AtomicU64::new(batch.chunks.len() as u64));
+            for (k, range) in batch.chunks.iter().cloned().enumerate() {
+                let (batch, left, done) = (batch.clone(), left.clone(), done.clone());
+                let (ahead, failed, first_error) = (&ahead, &failed, &first_error);
+                scope.spawn(move |_| {
+                    if !failed.load(Relaxed) {
+                        match self.store_blob(BlobType::Data, &batch.buf[range]) {
+                            Ok(id) => {
+                                let _ = done.send((count + k, id));
+                            }
+                            Err(e) => {
+                                failed.store(true, Relaxed);
+                                first_error.lock().unwrap().get_or_insert(e);
+                            }
+                        }
+                    }
+                    if left.fetch_sub(1, Relaxed) == 1 {
+                        self.progress
+                            .bytes
+                            .fetch_add(batch.buf.len() as u64, Relaxed);
+                        ahead.release(0);
+                    }
+                });
+            }
+            count += batch.chunks.len();
+        });
+        drop(done);
+        if let Err(e) = read? {
+            return Ok(Err(e));
+        }
+        if let Some(e) = first_error.into_inner().unwrap() {
+            return Ok(Err(e));
+        }
+        let mut ids: Vec<(usize, Id)> = results.into_iter().collect();
+        debug_assert_eq!(ids.len(), count);
+        ids.sort_unstable_by_key(|(k, _)| *k);
+        let ids = ids.into_iter().map(|(_, id)| id).collect();
         Ok(Ok((ids, stream.bytes_read)))
     }
 
