@@ -218,11 +218,56 @@ struct Carry {
     verified: Mutex<HashSet<PackId>>,
     /// The trees verified packs held that decode (the walk reads them again).
     trees: Mutex<HashSet<Id>>,
+    /// Some of those trees, decoded, for the walks.
+    tree_cache: TreeCache,
     data_packs_read: u64,
     data_bytes_read: u64,
     packs_read: Vec<String>,
     /// The last pass's selected data packs that were cold.
     cold: Vec<crate::cold::ColdPack>,
+}
+
+/// Decoded trees the walks share, up to `TREE_CACHE_BYTES`: the pack pass decodes every
+/// tree, and the used-blob walk and the path walk each read every tree again; on a small
+/// repository each is then read once (a local read of one tree costs an open and a read, ~0.1
+/// ms), on a large one memory stays bounded.
+struct TreeCache(quick_cache::sync::Cache<Id, Arc<Tree>, TreeWeight>);
+
+const TREE_CACHE_BYTES: u64 = 32 << 20;
+
+#[derive(Clone)]
+struct TreeWeight;
+
+impl quick_cache::Weighter<Id, Arc<Tree>> for TreeWeight {
+    fn weight(&self, _: &Id, tree: &Arc<Tree>) -> u64 {
+        let node = std::mem::size_of::<crate::format::Node>();
+        (tree.nodes.iter())
+            .map(|n| node + n.name.len() + n.content.len() * 32 + n.link_target.len())
+            .sum::<usize>() as u64
+            + 64
+    }
+}
+
+impl Default for TreeCache {
+    fn default() -> Self {
+        TreeCache(quick_cache::sync::Cache::with_weighter(
+            16_384,
+            TREE_CACHE_BYTES,
+            TreeWeight,
+        ))
+    }
+}
+
+impl TreeCache {
+    /// The tree `id`, from the cache or read through `index`.
+    fn load(&self, repo: &Repository, index: &Index, id: &Id) -> Result<Tree> {
+        if let Some(t) = self.0.get(id) {
+            return Ok((*t).clone());
+        }
+        let tree = repo.load_tree_in(index, &crate::id::TreeId(*id))?;
+        self.0.insert(*id, Arc::new(tree.clone()));
+        Ok(tree)
+    }
 }
 
 /// Passes `check` makes at most: a pass that found damage or vanished files while the
@@ -478,13 +523,13 @@ fn check_pass(
         .filter(|n| index.pack(*n).blob_type == BlobType::Tree && !bad_packs.contains(n))
         .count() as u64;
     let trees = carry.trees.lock().unwrap();
-    let load = |id: &Id| repo.load_tree_in(index, &crate::id::TreeId(*id));
+    let load = |id: &Id| carry.tree_cache.load(repo, index, id);
     // Every used blob looked up first, in id order and in batches (a large on-disk index is
     // then read page by page, not one page per blob); the path walk below only asks the
     // index again where damage makes it need a blob's pack.
     let premarked = match repo.is_write_only() {
         true => None,
-        false => Some(premark_used(repo, index, &loaded)?),
+        false => Some(premark_used(index, &loaded, &load)?),
     };
     let mut walker = TreeWalker {
         index,
@@ -1001,13 +1046,16 @@ fn read_packs(
             })
         });
     };
-    // Each tree is decoded here to prove it parses; the walk reads it again (from the
-    // tree-pack cache on remote storage) rather than holding every tree's blob ids.
+    // Each tree is decoded here to prove it parses; the walks take it from the tree cache,
+    // or read it again (from the tree-pack cache on remote storage), rather than holding
+    // every tree's blob ids.
+    let tree_cache = &carry.tree_cache;
     verify_all(
         &tree_packs,
         &|id: Id, raw: Vec<u8>| match crate::format::from_postcard::<Tree>(&raw, "tree") {
-            Ok(_) => {
+            Ok(tree) => {
                 trees.lock().unwrap().insert(id);
+                tree_cache.0.insert(id, Arc::new(tree));
             }
             Err(e) => {
                 findings.add(format!("tree {}", id.short()), e.to_string(), 1);
@@ -1277,12 +1325,12 @@ fn select_packs(index: &Index, packs: &[u32], rd: &ReadData) -> Vec<u32> {
 /// The blobs the snapshots and WAL records use, as bits over `index` (`prune::used_blobs`);
 /// a tree that cannot be read is passed over here and reported by the path walk.
 fn premark_used(
-    repo: &Repository,
     index: &Index,
     loaded: &LoadedIndex,
+    load: &LoadTree,
 ) -> Result<crate::prune::UsedBlobs> {
     let roots: Vec<crate::id::TreeId> = loaded.snapshots.iter().map(|(_, s)| s.tree).collect();
-    let mut used = crate::prune::used_blobs_with(repo, index, &roots, &mut |_| Ok(()))?;
+    let mut used = crate::prune::used_blobs_loading(index, &roots, load, &mut |_| Ok(()))?;
     if let Some(records) = &loaded.wal {
         let mut blocks: Vec<Id> = records
             .iter()

@@ -195,8 +195,18 @@ pub fn used_blobs_with(
     roots: &[TreeId],
     on_unreadable: &mut dyn FnMut(crate::walker::WalkError) -> Result<()>,
 ) -> Result<UsedBlobs> {
-    let mut used = UsedBlobs::new(index);
     let load = |id: &Id| repo.load_tree_in(index, &TreeId(*id));
+    used_blobs_loading(index, roots, &load, on_unreadable)
+}
+
+/// [`used_blobs_with`] reading trees with `load` (check shares a cache of decoded trees).
+pub fn used_blobs_loading(
+    index: &Index,
+    roots: &[TreeId],
+    load: &dyn Fn(&Id) -> Result<crate::format::Tree>,
+    on_unreadable: &mut dyn FnMut(crate::walker::WalkError) -> Result<()>,
+) -> Result<UsedBlobs> {
+    let mut used = UsedBlobs::new(index);
     // File contents are looked up in batches (32 MiB of ids), trees at once (the walk skips
     // what it has seen).
     let mut contents: Vec<Id> = Vec::new();
@@ -204,7 +214,7 @@ pub fn used_blobs_with(
         if !used.insert(index, &root.0) {
             continue;
         }
-        let mut walk = Walker::new(&load, **root);
+        let mut walk = Walker::new(load, **root);
         while let Some(entry) = walk.next() {
             let node = match entry {
                 Ok(e) => e.node,
