@@ -128,16 +128,8 @@ fn make_vectors() {
 
 #[test]
 fn vector_repository_still_restores() {
-    let tmp = scratch_dir("ocvault-vectors-");
     // Work on a copy: the checked-in files must never change.
-    let repo = tmp.path().join("repo");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(vectors_dir().join("repo-v1"))
-        .arg(&repo)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (tmp, repo) = vector_copy("repo-v1");
     let cmd = || {
         let mut c = ocvault();
         c.arg("--repo")
@@ -512,18 +504,29 @@ fn assert_late_snapshot_needs_the_mark(repo_dir: &Path) {
     }
 }
 
-/// Opens a copy of a vector repository with the library (the checked-in files stay as they
-/// are).
-fn open_copy(repo_dir: &Path) -> (tempfile::TempDir, ocvault::repository::Repository) {
+/// A copy of the vector repository `name` (in a scratch folder that goes with the `TempDir`),
+/// for tests that change it.
+fn vector_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
+    copy_repo(&vectors_dir().join(name))
+}
+
+fn copy_repo(dir: &Path) -> (tempfile::TempDir, PathBuf) {
     let tmp = scratch_dir("ocvault-vectors-");
-    let copy = tmp.path().join("repo");
+    let repo = tmp.path().join("repo");
     let status = std::process::Command::new("cp")
         .arg("-a")
-        .arg(repo_dir)
-        .arg(&copy)
+        .arg(dir)
+        .arg(&repo)
         .status()
         .unwrap();
     assert!(status.success());
+    (tmp, repo)
+}
+
+/// Opens a copy of a vector repository with the library (the checked-in files stay as they
+/// are).
+fn open_copy(repo_dir: &Path) -> (tempfile::TempDir, ocvault::repository::Repository) {
+    let (tmp, copy) = copy_repo(repo_dir);
     let backend = ocvault::backend::Backend::open(copy.to_str().unwrap(), false).unwrap();
     let repo = ocvault::repository::Repository::open(backend, password().as_bytes()).unwrap();
     (tmp, repo)
@@ -792,15 +795,7 @@ fn vectors_restore_as_the_manifest_says() {
     let repos = manifest["repositories"].as_object().unwrap();
     assert_eq!(repos.len(), VECTOR_REPOS.len());
     for (name, want) in repos {
-        let tmp = scratch_dir("ocvault-vectors-");
-        let repo = tmp.path().join("repo");
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(vectors_dir().join(name))
-            .arg(&repo)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let (tmp, repo) = vector_copy(name);
         let cmd = |pw: String| {
             let mut c = ocvault();
             c.arg("--repo")
@@ -1857,15 +1852,7 @@ fn first_byte(
 /// and `late` still restores byte for byte.
 #[test]
 fn prune_keeps_the_marked_packs_a_late_snapshot_needs_and_deletes_the_rest() {
-    let tmp = scratch_dir("ocvault-vectors-");
-    let repo = tmp.path().join("repo");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(vectors_dir().join("repo-v1-full"))
-        .arg(&repo)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (tmp, repo) = vector_copy("repo-v1-full");
     let cmd = || {
         let mut c = ocvault();
         c.arg("--repo")
