@@ -663,8 +663,7 @@ fn replace_index(
 struct Marks<'a> {
     session: &'a WriteSession<'a>,
     marked_unix_ns: i64,
-    part: Vec<IndexPack>,
-    blobs: usize,
+    parts: Parts,
 }
 
 impl<'a> Marks<'a> {
@@ -672,34 +671,54 @@ impl<'a> Marks<'a> {
         Marks {
             session,
             marked_unix_ns: crate::host::now_ns(),
-            part: Vec::new(),
-            blobs: 0,
+            parts: Parts::default(),
         }
     }
 
     fn push(&mut self, pack: IndexPack) -> Result<()> {
-        if self.blobs + pack.blobs.len() > BLOBS_PER_INDEX_FILE && !self.part.is_empty() {
-            self.save()?;
+        match self.parts.push(pack) {
+            Some(full) => self.save(full),
+            None => Ok(()),
         }
-        self.blobs += pack.blobs.len();
-        self.part.push(pack);
-        Ok(())
     }
 
-    fn save(&mut self) -> Result<()> {
+    fn save(&self, packs: Vec<IndexPack>) -> Result<()> {
         self.session.save_file(&PruneMark {
             marked_unix_ns: self.marked_unix_ns,
-            packs: std::mem::take(&mut self.part),
+            packs,
         })?;
-        self.blobs = 0;
         Ok(())
     }
 
     fn finish(mut self) -> Result<()> {
-        if !self.part.is_empty() {
-            self.save()?;
+        let rest = std::mem::take(&mut self.parts.part);
+        match rest.is_empty() {
+            true => Ok(()),
+            false => self.save(rest),
         }
-        Ok(())
+    }
+}
+
+/// Pack entries gathered into parts of at most `BLOBS_PER_INDEX_FILE` blobs (a pack with more
+/// is a part of its own), for [`Consolidated`] and [`Marks`] to save as they fill.
+#[derive(Default)]
+struct Parts {
+    part: Vec<IndexPack>,
+    blobs: usize,
+}
+
+impl Parts {
+    /// Adds `pack`; returns the full part to save first when `pack` would take it past the
+    /// limit.
+    fn push(&mut self, pack: IndexPack) -> Option<Vec<IndexPack>> {
+        let full = (self.blobs + pack.blobs.len() > BLOBS_PER_INDEX_FILE && !self.part.is_empty())
+            .then(|| {
+                self.blobs = 0;
+                std::mem::take(&mut self.part)
+            });
+        self.blobs += pack.blobs.len();
+        self.part.push(pack);
+        full
     }
 }
 
@@ -804,36 +823,31 @@ const BLOBS_PER_INDEX_FILE: usize = 100_000;
 /// names the files it supersedes.
 pub(crate) struct Consolidated<'a> {
     session: &'a WriteSession<'a>,
-    part: Vec<IndexPack>,
-    blobs: usize,
+    parts: Parts,
 }
 
 impl<'a> Consolidated<'a> {
     pub fn new(session: &'a WriteSession<'a>) -> Self {
         Consolidated {
             session,
-            part: Vec::new(),
-            blobs: 0,
+            parts: Parts::default(),
         }
     }
 
     pub fn push(&mut self, pack: IndexPack) -> Result<()> {
-        if self.blobs + pack.blobs.len() > BLOBS_PER_INDEX_FILE && !self.part.is_empty() {
+        if let Some(packs) = self.parts.push(pack) {
             self.session.save_file(&IndexFile {
                 supersedes: vec![],
-                packs: std::mem::take(&mut self.part),
+                packs,
             })?;
-            self.blobs = 0;
         }
-        self.blobs += pack.blobs.len();
-        self.part.push(pack);
         Ok(())
     }
 
     pub fn finish(self, supersedes: &[IndexFileId]) -> Result<()> {
         self.session.save_file(&IndexFile {
             supersedes: supersedes.to_vec(),
-            packs: self.part,
+            packs: self.parts.part,
         })?;
         Ok(())
     }
