@@ -89,7 +89,10 @@ impl Storage for LocalStorage {
 }
 
 /// Runs file system calls that can wait on the disk on the runtime's blocking threads.
-fn read_file(path: &std::path::Path, range: Option<Range<u64>>) -> std::io::Result<Vec<u8>> {
+pub(super) fn read_file(
+    path: &std::path::Path,
+    range: Option<Range<u64>>,
+) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(path)?;
     let Some(range) = range else {
