@@ -40,26 +40,33 @@ pub fn run(g: &GlobalOptions, a: Args) -> Result<Outcome> {
     let to = a.to.clone().ok_or_else(|| {
         Error::usage("no destination: use --to, OCVAULT_TO_REPOSITORY or a profile's [copy] to")
     })?;
-    // Logged in the source too (a read of it); the destination logs what it gained.
-    super::logged_read(
-        g,
-        "copy",
-        "read snapshots to copy them",
-        |src, snapshots| {
-            ocvault::interrupt::install()?;
-            let dst = open_destination(g, &to, &a)?;
-            let (report, warning) = copy::copy(src, &dst, &opts, &super::command_line())?;
-            super::warn_all(warning);
-            snapshots.extend(
-                report
-                    .copied
-                    .iter()
-                    .filter_map(|(s, _)| ocvault::SnapshotId::from_hex(s)),
-            );
-            print(g, &report);
-            Ok(Outcome::Success)
-        },
-    )
+    // The destination is opened (its key derived, a fraction of a second of one core) while
+    // the source is; it asks for no password on a terminal, so the two never interleave.
+    std::thread::scope(|s| {
+        let dst = s.spawn(|| open_destination(g, &to, &a));
+        // Logged in the source too (a read of it); the destination logs what it gained.
+        super::logged_read(
+            g,
+            "copy",
+            "read snapshots to copy them",
+            |src, snapshots| {
+                ocvault::interrupt::install()?;
+                let dst = dst
+                    .join()
+                    .map_err(|_| Error::other("opening the destination failed"))??;
+                let (report, warning) = copy::copy(src, &dst, &opts, &super::command_line())?;
+                super::warn_all(warning);
+                snapshots.extend(
+                    report
+                        .copied
+                        .iter()
+                        .filter_map(|(s, _)| ocvault::SnapshotId::from_hex(s)),
+                );
+                print(g, &report);
+                Ok(Outcome::Success)
+            },
+        )
+    })
 }
 
 fn print(g: &GlobalOptions, report: &ocvault::copy::CopyReport) {
