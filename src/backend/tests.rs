@@ -229,6 +229,37 @@ fn a_missing_file_is_not_found_on_every_storage() {
     }
 }
 
+/// Ranged reads of a local repository, made on the calling thread, and the same reads through
+/// the runtime (a `fault.*` option puts the fault layer on the stack, which turns the direct
+/// path off) give the same bytes and the same errors: a range past the end is refused.
+#[test]
+fn direct_and_layered_local_reads_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let direct = Backend::open(root, true).unwrap();
+    let settings = BackendSettings {
+        options: vec!["fault.read=0".to_string()],
+        ..Default::default()
+    };
+    let layered = Backend::open_with(root, &settings, true).unwrap();
+    assert!(direct.direct_reads.is_some() && layered.direct_reads.is_none());
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    direct
+        .write("data/ab/pack", data.clone(), ObjectClass::DataPack)
+        .unwrap();
+    for b in [&direct, &layered] {
+        assert_eq!(b.read_range("data/ab/pack", 0, 10).unwrap(), data[..10]);
+        assert_eq!(
+            b.read_range("data/ab/pack", 99_000, 1_000).unwrap(),
+            data[99_000..]
+        );
+        assert!(b.read_range("data/ab/pack", 99_000, 1_001).is_err());
+        assert!(is_not_found(
+            &b.read_range("data/ab/none", 0, 1).unwrap_err()
+        ));
+    }
+}
+
 /// Every backend of the process shares one runtime while any is open.
 #[test]
 fn backends_share_one_runtime() {
