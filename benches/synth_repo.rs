@@ -60,6 +60,10 @@ struct Args {
     /// Where to write a copy of the real file, to compare a restore with
     #[arg(long)]
     real_file_out: PathBuf,
+    /// Operations-log entries to add, one chain of `wal-push` entries (a 15-minute archive
+    /// schedule for 7 years is about 245,000)
+    #[arg(long, default_value_t = 0)]
+    log_entries: u64,
 }
 
 /// Bytes of a blob's content: an 8-byte salt (new each run) and an 8-byte counter.
@@ -345,6 +349,31 @@ fn snapshots(ctx: &Ctx, a: &Args, layout: &Layout, dir_ids: &[Id], real: Node) {
     }
 }
 
+/// `n` log entries, each naming the one before it as its parent, as a WAL archive's pushes
+/// write them.
+fn log_entries(session: &WriteSession, n: u64) {
+    let mut parent: Option<Id> = None;
+    for i in 0..n {
+        let entry = ocvault::format::LogEntry {
+            time_unix_ns: 1_700_000_000_000_000_000 + i as i64 * 900_000_000_000,
+            hostname: "synth-host".into(),
+            username: "postgres".into(),
+            operation: "wal-push".into(),
+            arguments: vec![
+                "ocvault".into(),
+                "wal-push".into(),
+                format!("pg_wal/{:024X}", i + 1),
+            ],
+            result: "ok".into(),
+            snapshots: Vec::new(),
+            parents: parent.into_iter().collect(),
+            key_id: session.repo().key_id(),
+            approvals: Vec::new(),
+        };
+        parent = Some(session.save_file(&entry).expect("save log entry"));
+    }
+}
+
 fn main() {
     let a = Args::parse();
     let password = std::env::var("OCVAULT_PASSWORD").expect("set OCVAULT_PASSWORD");
@@ -371,6 +400,7 @@ fn main() {
     let dir_ids = dir_trees(&ctx, &a, layout.dirs.len() as u64, a.packs_per_index);
     let real = real_file(&ctx, &repo, &a);
     snapshots(&ctx, &a, &layout, &dir_ids, real);
+    log_entries(&session, a.log_entries);
     drop(session);
     // One sync for every pack written without fsync.
     unsafe { libc::sync() };

@@ -688,28 +688,92 @@ fn check_log(
     findings: &Findings,
     report: &mut CheckReport,
 ) -> Result<()> {
-    let log = repo.load_all::<crate::format::LogEntry>()?;
-    let present: Vec<Id> = log
-        .intact
-        .iter()
-        .map(|(id, _)| *id)
-        .chain(log.damaged.iter().map(|(id, _)| *id))
-        .collect();
-    report.log_entries = log.intact.len() as u64;
-    report.log_damaged = log.damaged.len() as u64;
-    for (id, e) in &log.damaged {
+    // The log gains an entry per command (a WAL push every few minutes) for years: entries
+    // are read one by one and only what is wrong with them is kept, never the entries.
+    let log = loop {
+        let mut listed: Vec<Id> = repo
+            .backend()
+            .list_ids(FileKind::Log)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        listed.sort_unstable();
+        let read = LogRead {
+            listed,
+            ..LogRead::default()
+        };
+        repo.visit_files::<crate::format::LogEntry>(&read.listed, |id, entry| read.add(id, entry));
+        let mut wrong = read.wrong.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = wrong.error.take() {
+            return Err(e);
+        }
+        // An outside hand deleted an entry while it was read: the log is read again.
+        if !wrong.vanished {
+            wrong.damaged.sort_by_key(|(id, _)| *id);
+            break (read.listed, read.intact.into_inner(), wrong);
+        }
+    };
+    let (present, intact, wrong) = log;
+    report.log_entries = intact;
+    report.log_damaged = wrong.damaged.len() as u64;
+    for (id, e) in &wrong.damaged {
         findings.add(
             FileKind::Log.path(id),
             format!("{e}; this log entry is lost"),
             0,
         );
     }
-    let missing = crate::oplog::missing(&present, &log.intact, snapshots);
+    let parents = wrong
+        .unlisted_parents
+        .iter()
+        .map(|(by, parent)| (by, std::slice::from_ref(parent)));
+    let missing = crate::oplog::missing(&present, parents, snapshots);
     report.log_missing = missing.len() as u64;
     for m in missing {
         findings.add(FileKind::Log.path(&m.id), m.describe(), 0);
     }
     Ok(())
+}
+
+/// One reading of the operations log by `check_log`: the listed entries (sorted) and what
+/// was found, entry by entry on every core.
+#[derive(Default)]
+struct LogRead {
+    listed: Vec<Id>,
+    intact: std::sync::atomic::AtomicU64,
+    wrong: std::sync::Mutex<LogWrong>,
+}
+
+#[derive(Default)]
+struct LogWrong {
+    damaged: Vec<(Id, crate::Error)>,
+    /// (entry, a parent it names that is not listed).
+    unlisted_parents: Vec<(Id, Id)>,
+    vanished: bool,
+    /// The first error that is not damage (a storage failure): it stops the check.
+    error: Option<crate::Error>,
+}
+
+impl LogRead {
+    fn add(&self, id: Id, entry: Result<crate::format::LogEntry>) {
+        let wrong = || self.wrong.lock().unwrap_or_else(|e| e.into_inner());
+        match entry {
+            Ok(e) => {
+                self.intact
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                for p in e.parents {
+                    if self.listed.binary_search(&p).is_err() {
+                        wrong().unlisted_parents.push((id, p));
+                    }
+                }
+            }
+            Err(e) if crate::backend::is_not_found(&e) => wrong().vanished = true,
+            Err(e @ crate::Error::Corrupt { .. }) => wrong().damaged.push((id, e)),
+            Err(e) => {
+                wrong().error.get_or_insert(e);
+            }
+        }
+    }
 }
 
 /// Opens every `wal/` record; a damaged one is damage (the WAL file it holds is lost).

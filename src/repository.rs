@@ -429,10 +429,21 @@ impl Repository {
     /// runtime, each file decoded (verified, opened, parsed) on rayon as it arrives. One
     /// result per id, in the order of `ids`.
     pub fn load_files<F: RepoFile>(&self, ids: &[F::Id]) -> Vec<Result<F>> {
-        let paths: Vec<String> = ids.iter().map(|id| F::KIND.path(&(*id).into())).collect();
+        // Paths are made as they are read: held all at once they would be ~100 bytes a file.
+        let paths = paths_of(F::KIND, ids.iter().map(|id| (*id).into()).collect());
         self.read_each(paths, |i, bytes| {
             bytes.and_then(|b| self.decode_file(&ids[i], &b))
         })
+    }
+
+    /// Reads and decodes files like [`Repository::load_files`], handing each result to `visit`
+    /// (on rayon, in no order) instead of collecting them: for a kind with more files than
+    /// could be held decoded at once (the operations log gains an entry per command for years).
+    pub fn visit_files<F: RepoFile>(&self, ids: &[F::Id], visit: impl Fn(F::Id, Result<F>) + Sync) {
+        let paths = paths_of(F::KIND, ids.iter().map(|id| (*id).into()).collect());
+        self.reads(paths).par_bridge().for_each(|(i, bytes)| {
+            visit(ids[i], bytes.and_then(|b| self.decode_file(&ids[i], &b)))
+        });
     }
 
     /// Reads files at `paths`, up to `READS_IN_FLIGHT` at once on the I/O runtime, and hands
@@ -440,14 +451,30 @@ impl Repository {
     /// result per path, in the order of `paths`.
     pub(crate) fn read_each<T: Send>(
         &self,
-        paths: Vec<String>,
+        paths: impl IntoIterator<Item = String, IntoIter: Send + 'static>,
         decode: impl Fn(usize, Result<Vec<u8>>) -> T + Sync,
     ) -> Vec<T> {
+        let mut out: Vec<(usize, T)> = self
+            .reads(paths)
+            .par_bridge()
+            .map(|(i, bytes)| (i, decode(i, bytes)))
+            .collect();
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The files at `paths` as they are read, up to `READS_IN_FLIGHT` at once on the I/O
+    /// runtime: each with its position in `paths`.
+    fn reads(
+        &self,
+        paths: impl IntoIterator<Item = String, IntoIter: Send + 'static>,
+    ) -> impl Iterator<Item = (usize, Result<Vec<u8>>)> + Send {
         use futures::StreamExt;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Result<Vec<u8>>)>(READS_IN_FLIGHT);
         let backend = self.backend.clone();
+        let paths = paths.into_iter();
         self.backend.runtime().spawn(async move {
-            let mut reads = futures::stream::iter(paths.into_iter().enumerate())
+            let mut reads = futures::stream::iter(paths.enumerate())
                 .map(move |(i, path)| {
                     let backend = backend.clone();
                     async move { (i, backend.read_async(&path).await) }
@@ -459,12 +486,7 @@ impl Repository {
                 }
             }
         });
-        let mut out: Vec<(usize, T)> = std::iter::from_fn(|| rx.blocking_recv())
-            .par_bridge()
-            .map(|(i, bytes)| (i, decode(i, bytes)))
-            .collect();
-        out.sort_by_key(|(i, _)| *i);
-        out.into_iter().map(|(_, r)| r).collect()
+        std::iter::from_fn(move || rx.blocking_recv())
     }
 
     /// Every file of one kind, read once: the intact ones, and the damaged ones with what is
@@ -484,21 +506,23 @@ impl Repository {
                 .list_ids(F::KIND)?
                 .into_iter()
                 .map(|(id, _)| F::Id::from(id))
-                .filter(|id| seen.insert(*id))
+                .filter(|id| !seen.contains(id))
                 .collect();
             let loaded = self.load_files::<F>(&ids);
             let mut vanished = false;
-            for (id, res) in ids.into_iter().zip(loaded) {
+            for (id, res) in ids.iter().zip(loaded) {
                 match res {
-                    Ok(f) => out.intact.push((id, f)),
+                    Ok(f) => out.intact.push((*id, f)),
                     Err(e) if is_not_found(&e) => vanished = true,
-                    Err(e @ Error::Corrupt { .. }) => out.damaged.push((id, e)),
+                    Err(e @ Error::Corrupt { .. }) => out.damaged.push((*id, e)),
                     Err(e) => return Err(e),
                 }
             }
             if !vanished {
                 return Ok(out);
             }
+            // Only a listing that lost a file pays for remembering what was read.
+            seen.extend(ids);
         }
     }
 
@@ -825,6 +849,12 @@ impl<'r> IndexedRepository<'r> {
         }
         Err(crate::cold::cold_error(cold))
     }
+}
+
+/// The paths of files of `kind`, made one at a time (outside the generic callers, so the
+/// iterator is `'static` whatever file type they read).
+fn paths_of(kind: FileKind, ids: Vec<Id>) -> impl Iterator<Item = String> + Send + 'static {
+    ids.into_iter().map(move |id| kind.path(&id))
 }
 
 /// Files of one kind as read: the intact ones and the damaged ones.

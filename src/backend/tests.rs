@@ -260,6 +260,45 @@ fn direct_and_layered_local_reads_agree() {
     }
 }
 
+/// The local backend's own listing gives what OpenDAL's fs service gave (a plain `fs:`
+/// operator on the same folder): regular files below the prefix, recursively, with sizes;
+/// no folders, no symbolic links; nothing for a missing folder.
+#[test]
+fn local_listing_agrees_with_opendal_fs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let local = Backend::open(root, true).unwrap();
+    for (path, len) in [("data/ab/p1", 3), ("data/cd/p2", 70_000), ("log/e1", 5)] {
+        local
+            .write(path, vec![7u8; len], ObjectClass::Metadata)
+            .unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("data/ef")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("log/e1"), dir.path().join("log/link")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("data"), dir.path().join("log/folder")).unwrap();
+    let op = Operator::via_iter("fs", [("root".to_string(), root.to_string())]).unwrap();
+    let opendal = crate::backend::opendal_storage::OpenDalStorage::new(op, false);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for prefix in ["data/", "log/", "snapshots/", "data/ab/"] {
+        let mut ours = local.list_prefix(prefix).unwrap();
+        let mut theirs = rt.block_on(opendal.list(prefix)).unwrap();
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours, theirs, "{prefix}");
+    }
+    let mut data = local.list_prefix("data/").unwrap();
+    data.sort();
+    assert_eq!(
+        data,
+        [
+            ("data/ab/p1".to_string(), 3),
+            ("data/cd/p2".to_string(), 70_000)
+        ]
+    );
+}
+
 /// Every backend of the process shares one runtime while any is open.
 #[test]
 fn backends_share_one_runtime() {

@@ -25,7 +25,11 @@ pub fn run(g: &GlobalOptions, _a: Args) -> Result<Outcome> {
         .chain(listing.damaged.iter().map(|(id, _)| *id))
         .collect();
     let snapshots = repo.list_snapshots()?;
-    let missing = ocvault::oplog::missing(&present, &listing.intact, &snapshots);
+    let missing = ocvault::oplog::missing(
+        &present,
+        ocvault::oplog::parents_of(&listing.intact),
+        &snapshots,
+    );
     if g.json {
         print_json(&listing.intact, &damaged, &missing);
     } else {

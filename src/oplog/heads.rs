@@ -25,6 +25,13 @@ struct ParentsCache {
     entries: Vec<(Id, Vec<Id>)>,
 }
 
+/// [`ParentsCache`] as it is written, borrowing the entries.
+#[derive(Serialize)]
+struct ParentsCacheRef<'a> {
+    repository_id: Id,
+    entries: Vec<(&'a Id, &'a Vec<Id>)>,
+}
+
 /// The log's heads, sorted: every listed entry that no listed entry names as a parent.
 /// Empty before format version 4, whose entries name no parents. An entry that cannot be
 /// read counts as naming none (`check` reports it).
@@ -32,21 +39,23 @@ pub fn heads(repo: &Repository) -> Result<Vec<Id>> {
     if repo.config().version < 4 {
         return Ok(Vec::new());
     }
-    let listed: Vec<Id> = repo
+    let mut listed: Vec<Id> = repo
         .backend()
         .list_ids(crate::backend::FileKind::Log)?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
+    // Sorted and searched rather than hashed: the log holds hundreds of thousands of entries
+    // after years of WAL pushes, and every logged command lists it.
+    listed.sort_unstable();
     let repository_id = repo.config().repository_id;
     let path = cache_file(repo.backend().cache_root(), &repository_id);
     let mut known = path
         .as_deref()
         .and_then(|p| read_cache(p, &repository_id))
         .unwrap_or_default();
-    let listed_set: HashSet<Id> = listed.iter().copied().collect();
     let before = known.len();
-    known.retain(|id, _| listed_set.contains(id));
+    known.retain(|id, _| listed.binary_search(id).is_ok());
     let mut changed = known.len() != before;
     let unseen: Vec<Id> = listed
         .iter()
@@ -113,17 +122,17 @@ fn write_cache(
 ) -> std::io::Result<()> {
     let dir = path.parent().expect("the cache file is in a folder");
     std::fs::create_dir_all(dir)?;
-    let mut entries: Vec<(Id, Vec<Id>)> = known.iter().map(|(k, v)| (*k, v.clone())).collect();
-    entries.sort();
-    let payload = crate::format::to_postcard(&ParentsCache {
+    // Borrowed, not cloned: the same bytes as `ParentsCache` (serde writes `&T` as `T`).
+    let mut entries: Vec<(&Id, &Vec<Id>)> = known.iter().collect();
+    entries.sort_unstable_by_key(|(id, _)| **id);
+    let payload = crate::format::to_postcard(&ParentsCacheRef {
         repository_id: *repository_id,
         entries,
     });
-    let mut bytes = CACHE_MAGIC.to_vec();
-    bytes.extend_from_slice(blake3::hash(&payload).as_bytes());
-    bytes.extend_from_slice(&payload);
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, &bytes)?;
+    std::io::Write::write_all(&mut tmp, CACHE_MAGIC)?;
+    std::io::Write::write_all(&mut tmp, blake3::hash(&payload).as_bytes())?;
+    std::io::Write::write_all(&mut tmp, &payload)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

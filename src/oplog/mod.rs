@@ -218,15 +218,16 @@ impl Missing {
 /// The entries named as a parent by an intact entry, or as a log head by a snapshot, that
 /// are not among `present` (every id listed in `log/`, damaged ones included: those are
 /// damaged, not missing).
-pub fn missing(
+/// `parents` is each intact entry's id and the parents it names.
+pub fn missing<'a>(
     present: &[Id],
-    entries: &[(Id, LogEntry)],
+    parents: impl IntoIterator<Item = (&'a Id, &'a [Id])>,
     snapshots: &[(SnapshotId, Snapshot)],
 ) -> Vec<Missing> {
     let present: std::collections::HashSet<&Id> = present.iter().collect();
     let mut named: std::collections::BTreeMap<Id, Vec<String>> = Default::default();
-    let entry_names = entries.iter().flat_map(|(id, e)| {
-        e.parents
+    let entry_names = parents.into_iter().flat_map(|(id, parents)| {
+        parents
             .iter()
             .map(move |p| (*p, format!("log entry {}", id.short())))
     });
@@ -250,6 +251,11 @@ pub fn missing(
         .collect()
 }
 
+/// Each entry's id and the parents it names, for [`missing`].
+pub fn parents_of(entries: &[(Id, LogEntry)]) -> impl Iterator<Item = (&Id, &[Id])> {
+    entries.iter().map(|(id, e)| (id, e.parents.as_slice()))
+}
+
 /// What is wrong with a damaged entry, without the file name the caller shows beside it.
 pub fn damage_reason(e: &crate::Error) -> String {
     match e {
@@ -260,7 +266,7 @@ pub fn damage_reason(e: &crate::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{missing, redact, CommandLine, Missing};
+    use super::{missing, parents_of, redact, CommandLine, Missing};
     use crate::format::{LogEntry, Snapshot};
     use crate::id::{Id, SnapshotId};
 
@@ -287,7 +293,7 @@ mod tests {
         };
         let snapshots = vec![(SnapshotId(id(9)), snap)];
         let present = [id(2), id(4), id(5)];
-        let got = missing(&present, &entries, &snapshots);
+        let got = missing(&present, parents_of(&entries), &snapshots);
         assert_eq!(
             got,
             vec![
@@ -308,7 +314,12 @@ mod tests {
             got[1].describe(),
             "log entry 03030303 is missing (named by log entry 04040404)"
         );
-        assert!(missing(&[id(1), id(2), id(3), id(4), id(5)], &entries, &snapshots).is_empty());
+        assert!(missing(
+            &[id(1), id(2), id(3), id(4), id(5)],
+            parents_of(&entries),
+            &snapshots
+        )
+        .is_empty());
     }
 
     fn test_snapshot() -> Snapshot {

@@ -67,7 +67,7 @@ pub fn list(repo: &Repository) -> Result<Catalog> {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let paths = ids.iter().map(|id| FileKind::Wal.path(id)).collect();
+    let paths: Vec<String> = ids.iter().map(|id| FileKind::Wal.path(id)).collect();
     let loaded = repo.read_each(paths, |i, bytes| {
         bytes.and_then(|b| decode(repo.keys(), &ids[i], &b))
     });
