@@ -701,6 +701,51 @@ fn s3_metadata_cache_spares_downloads() {
 
 /// Peak resident memory (VmHWM) of `cmd` fed `bytes` pseudo-random bytes on standard input,
 /// sampled from /proc while it runs (the last sample before it exits holds the peak).
+/// The storage of an s3:// repository (every request through ocvault's own S3 client):
+/// whole and ranged reads, a listing of a folder that leaves out a sibling whose name only
+/// starts the same, sizes from listings and from HEAD, a missing file as NotFound, and a
+/// delete that is idempotent.
+#[test]
+fn s3_storage_reads_lists_stats_and_deletes() {
+    use ocvault::backend::{location::StorageEnv, Backend, BackendSettings, ObjectClass};
+    let s3 = servers::s3();
+    let settings = BackendSettings {
+        options: s3.options.clone(),
+        env: StorageEnv::Own(s3.env.iter().cloned().collect()),
+        no_cache: true,
+        ..BackendSettings::default()
+    };
+    let b = Backend::open_with(&s3.url, &settings, true).unwrap();
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    b.write("locks/a", bytes.clone(), ObjectClass::Transient)
+        .unwrap();
+    b.write("locksmith/b", vec![1, 2, 3], ObjectClass::Transient)
+        .unwrap();
+    assert_eq!(b.read("locks/a").unwrap(), bytes);
+    assert_eq!(
+        b.read_range("locks/a", 99_990, 10).unwrap(),
+        &bytes[99_990..]
+    );
+    assert_eq!(
+        b.list_prefix("locks/").unwrap(),
+        vec![("locks/a".to_string(), 100_000)]
+    );
+    assert_eq!(
+        b.list_prefix("locks").unwrap(),
+        vec![("locks/a".to_string(), 100_000)]
+    );
+    assert_eq!(b.list_prefix("").unwrap().len(), 2);
+    assert_eq!(b.size("locksmith/b").unwrap(), 3);
+    assert!(b.modified_ns("locks/a").unwrap().is_some());
+    assert!(!b.exists("locks/none").unwrap());
+    let e = b.read("locks/none").unwrap_err();
+    assert!(e.to_string().contains("locks/none"), "{e}");
+    b.delete("locks/a").unwrap();
+    b.delete("locks/a").unwrap();
+    assert!(b.list_prefix("locks/").unwrap().is_empty());
+    assert!(!b.exists("locks/a").unwrap());
+}
+
 fn peak_rss_kib(mut cmd: std::process::Command, bytes: u64) -> u64 {
     use std::io::Write;
     let mut child = cmd

@@ -256,7 +256,7 @@ fn parse_s3(url: &str, rest: &str, opts: &mut Options, env: &StorageEnv) -> Resu
                 "{url}: no credentials of its own: set {OWN_PREFIX}AWS_ACCESS_KEY_ID and {OWN_PREFIX}AWS_SECRET_ACCESS_KEY"
             )))
         }
-        (None, None) => {} // OpenDAL falls back to ~/.aws and instance credentials.
+        (None, None) => {} // S3Api falls back to ~/.aws and instance credentials.
         _ => {
             let p = match env {
                 StorageEnv::Own(_) => OWN_PREFIX,

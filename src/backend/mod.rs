@@ -211,45 +211,39 @@ impl Backend {
             settings.connections
         };
         let remote = loc.local_root.is_none() && loc.scheme != "memory";
-        // The sftp service connects from inside the runtime.
-        // S3Api signs with the same config OpenDAL gets.
-        let s3_config = (loc.scheme == "s3").then(|| loc.config.clone());
-        let op = {
-            let _guard = rt.enter();
-            Operator::via_iter(loc.scheme.as_str(), loc.config)
-                .map_err(|e| Error::usage(format!("{}: {}", loc.display, one_line(&e))))?
-        };
-        let op = op
-            .layer(
-                opendal::layers::TimeoutLayer::new()
-                    .with_timeout(timeout)
-                    .with_io_timeout(timeout),
-            )
-            .layer(opendal::layers::ConcurrentLimitLayer::new(connections));
-        let files = opendal_storage::OpenDalStorage::new(op, loc.rename_writes);
         let policy = Arc::new(std::sync::RwLock::new(lifecycle::WritePolicy::default()));
         let mut lifecycle: Option<Arc<dyn lifecycle::Lifecycle>> = None;
-        let mut storage: DynStorage = match &loc.local_root {
-            Some(root) => Arc::new(local::LocalStorage::new(root.clone(), files)),
-            None => Arc::new(files),
-        };
-        if let Some(config) = s3_config {
-            let api = s3api::S3Api::new(&config, timeout, connections)
+        let mut storage: DynStorage = if loc.scheme == "s3" {
+            let api = s3api::S3Api::new(&loc.config, timeout, connections)
                 .map(Arc::new)
                 .map_err(|e| Error::usage(format!("{}: {}", loc.display, one_line(&e))))?;
-            storage = s3_storage::S3Storage::wrap(
-                storage,
-                api.clone(),
-                policy.clone(),
-                loc.s3.original_versions,
-            );
             // The original-versions view reads past what the current versions say; the
             // lifecycle's listings, thaws and retention calls act on current versions, so
             // the view goes without them (a cold pack then fails on its read).
             if !loc.s3.original_versions {
-                lifecycle = Some(Arc::new(s3_storage::S3Lifecycle::new(api, retry)));
+                lifecycle = Some(Arc::new(s3_storage::S3Lifecycle::new(api.clone(), retry)));
             }
-        }
+            s3_storage::S3Storage::open(api, policy.clone(), loc.s3.original_versions)
+        } else {
+            let op = {
+                // The sftp service connects from inside the runtime.
+                let _guard = rt.enter();
+                Operator::via_iter(loc.scheme.as_str(), loc.config)
+                    .map_err(|e| Error::usage(format!("{}: {}", loc.display, one_line(&e))))?
+            };
+            let op = op
+                .layer(
+                    opendal::layers::TimeoutLayer::new()
+                        .with_timeout(timeout)
+                        .with_io_timeout(timeout),
+                )
+                .layer(opendal::layers::ConcurrentLimitLayer::new(connections));
+            let files = opendal_storage::OpenDalStorage::new(op, loc.rename_writes);
+            match &loc.local_root {
+                Some(root) => Arc::new(local::LocalStorage::new(root.clone(), files)),
+                None => Arc::new(files),
+            }
+        };
         let direct_reads = match faults {
             None => loc.local_root.clone().map(Arc::new),
             Some(_) => None,

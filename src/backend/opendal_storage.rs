@@ -1,5 +1,5 @@
-//! Storage through an OpenDAL operator: every service (s3, sftp, webdav, memory, and the
-//! reads and listings of local folders).
+//! Storage through an OpenDAL operator: sftp, webdav, memory, `opendal:SCHEME` (its s3 among
+//! them), and deletes in local folders.
 
 use super::storage::{Meta, ObjectClass, SpillFile, Storage, StorageResult};
 use async_trait::async_trait;

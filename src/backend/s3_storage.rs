@@ -1,9 +1,13 @@
-//! The S3 layer of an s3:// repository: reads, listings and deletes through OpenDAL as for any
-//! service; writes that need Object Lock headers or a storage class of their own through
-//! `S3Api` (one PUT with the lock in it, never a second call); `Lifecycle` through `S3Api`;
-//! and the `-o s3.original_versions=true` view, which reads every file as ocvault first
-//! wrote it, past versions and delete markers added since (recovery after an attack on a
-//! locked bucket).
+//! The storage of an s3:// repository, every request through `S3Api`: writes with the Object
+//! Lock headers and storage class the policy gives (one PUT with the lock in it, never a
+//! second call); `Lifecycle` through the same client; and the `-o s3.original_versions=true`
+//! view, which reads every file as ocvault first wrote it, past versions and delete markers
+//! added since (recovery after an attack on a locked bucket).
+//!
+//! One S3 client, not OpenDAL's s3 service beside ours: one connection pool, one credential
+//! chain, one set of error kinds, and a snapshot touches one HTTP stack's code, not two
+//! (that code is most of what a snapshot to S3 holds beyond one to local disk).
+//! `opendal:s3` still reaches OpenDAL's service.
 
 use super::lifecycle::{
     initial_retain_until, is_archive_class, ClassedObject, Lifecycle, RetentionMode, StoredVersion,
@@ -26,8 +30,7 @@ use std::sync::{Arc, Mutex, RwLock};
 /// lifecycle rule can select them (`x-amz-tagging`).
 pub const DATA_PACK_TAG: &str = "ocvault-pack=data";
 
-/// How one write is to be sent: `None` is OpenDAL as for any service; else `S3Api::put_object`
-/// with these options.
+/// What one write must set beyond the `-o s3.storage_class` default (`None`: nothing).
 pub fn put_options(
     class: ObjectClass,
     policy: &WritePolicy,
@@ -92,8 +95,6 @@ fn original_versions(versions: Vec<super::s3api::ObjectVersion>) -> HashMap<Stri
 }
 
 pub struct S3Storage {
-    /// OpenDAL's s3 service.
-    files: DynStorage,
     api: Arc<S3Api>,
     /// Shared with `Backend::apply_policy`.
     policy: Arc<RwLock<WritePolicy>>,
@@ -102,14 +103,12 @@ pub struct S3Storage {
 }
 
 impl S3Storage {
-    pub fn wrap(
-        files: DynStorage,
+    pub fn open(
         api: Arc<S3Api>,
         policy: Arc<RwLock<WritePolicy>>,
         original_versions: bool,
     ) -> DynStorage {
         Arc::new(S3Storage {
-            files,
             api,
             policy,
             originals: original_versions.then(tokio::sync::OnceCell::new),
@@ -149,6 +148,37 @@ impl S3Storage {
         }
     }
 
+    /// The headers a write of `class` gets under the current policy.
+    fn put_options_now(&self, class: ObjectClass) -> PutOptions {
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let default_class = self.api.default_storage_class();
+        put_options(class, &policy, default_class, now_unix_s()).unwrap_or_else(|| PutOptions {
+            storage_class: default_class.map(str::to_string),
+            ..PutOptions::default()
+        })
+    }
+
+    /// The current versions under `prefix`, which names a folder (as `Storage::list` means it,
+    /// so "locks" does not also list "locksmith/").
+    async fn list_current(&self, prefix: &str) -> StorageResult<Vec<(String, u64)>> {
+        let folder = match prefix {
+            "" => String::new(),
+            p if p.ends_with('/') => p.to_string(),
+            p => format!("{p}/"),
+        };
+        let objects = self.api.list_objects(&folder).await?;
+        Ok(objects
+            .into_iter()
+            // Folder markers some tools create ("data/"), never ours.
+            .filter(|o| !o.path.ends_with('/'))
+            .map(|o| (o.path, o.size))
+            .collect())
+    }
+
     async fn note_written(&self, path: &str) -> StorageResult<()> {
         if let Some(map) = self.originals().await? {
             map.lock()
@@ -162,30 +192,18 @@ impl S3Storage {
 #[async_trait]
 impl Storage for S3Storage {
     async fn read(&self, path: &str, range: Option<Range<u64>>) -> StorageResult<Vec<u8>> {
-        match self.original(path).await? {
-            Some(Original::Version { id, .. }) => {
-                let bytes = self.api.get_object(path, Some(&id), range).await?;
-                Ok(bytes.to_vec())
-            }
-            Some(Original::Current) | None => self.files.read(path, range).await,
-        }
+        let version = match self.original(path).await? {
+            Some(Original::Version { id, .. }) => Some(id),
+            Some(Original::Current) | None => None,
+        };
+        let bytes = self.api.get_object(path, version.as_deref(), range).await?;
+        Ok(Vec::from(bytes))
     }
 
+    /// One PUT, which S3 makes visible whole or not at all.
     async fn write(&self, path: &str, bytes: Bytes, class: ObjectClass) -> StorageResult<()> {
-        let policy = self
-            .policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match put_options(
-            class,
-            &policy,
-            self.api.default_storage_class(),
-            now_unix_s(),
-        ) {
-            Some(opts) => self.api.put_object(path, bytes, &opts).await.map(|_| ())?,
-            None => self.files.write(path, bytes, class).await?,
-        }
+        let opts = self.put_options_now(class);
+        self.api.put_object(path, bytes, &opts).await?;
         self.note_written(path).await
     }
 
@@ -203,21 +221,7 @@ impl Storage for S3Storage {
         file: Arc<SpillFile>,
         class: ObjectClass,
     ) -> StorageResult<()> {
-        let policy = self
-            .policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let opts = put_options(
-            class,
-            &policy,
-            self.api.default_storage_class(),
-            now_unix_s(),
-        )
-        .unwrap_or_else(|| PutOptions {
-            storage_class: self.api.default_storage_class().map(str::to_string),
-            ..PutOptions::default()
-        });
+        let opts = self.put_options_now(class);
         self.api.put_object_file(path, file.path(), &opts).await?;
         self.note_written(path).await
     }
@@ -225,7 +229,7 @@ impl Storage for S3Storage {
     /// A plain DELETE: on a versioned bucket a delete marker, which never fails on a locked
     /// version.
     async fn delete(&self, path: &str) -> StorageResult<()> {
-        self.files.delete(path).await?;
+        self.api.delete_object(path).await?;
         if let Some(map) = self.originals().await? {
             map.lock().unwrap_or_else(|e| e.into_inner()).remove(path);
         }
@@ -236,7 +240,7 @@ impl Storage for S3Storage {
     /// view since: their current size).
     async fn list(&self, prefix: &str) -> StorageResult<Vec<(String, u64)>> {
         let Some(map) = self.originals().await? else {
-            return self.files.list(prefix).await;
+            return self.list_current(prefix).await;
         };
         let (mut out, written) = {
             let map = map.lock().unwrap_or_else(|e| e.into_inner());
@@ -251,7 +255,7 @@ impl Storage for S3Storage {
             (out, written)
         };
         for path in written {
-            let size = self.files.stat(&path).await?.size;
+            let size = self.stat_current(&path).await?.size;
             out.push((path, size));
         }
         out.sort();
@@ -268,8 +272,20 @@ impl Storage for S3Storage {
                 size,
                 modified_ns: Some(modified_unix_s.saturating_mul(1_000_000_000)),
             }),
-            Some(Original::Current) | None => self.files.stat(path).await,
+            Some(Original::Current) | None => self.stat_current(path).await,
         }
+    }
+}
+
+impl S3Storage {
+    async fn stat_current(&self, path: &str) -> StorageResult<Meta> {
+        let head = self.api.head_object(path, None).await?;
+        Ok(Meta {
+            size: head.size,
+            modified_ns: head
+                .last_modified_unix_s
+                .map(|s| s.saturating_mul(1_000_000_000)),
+        })
     }
 }
 
@@ -444,7 +460,7 @@ mod tests {
         // -o s3.storage_class still applies when only a lock is set.
         let data = put_options(ObjectClass::DataPack, &locked, Some("STANDARD_IA"), 0).unwrap();
         assert_eq!(data.storage_class.as_deref(), Some("STANDARD_IA"));
-        // Transient files are never locked: OpenDAL writes them.
+        // Transient files are never locked: a plain PUT.
         assert_eq!(put_options(ObjectClass::Transient, &locked, None, 0), None);
 
         let tiered = WritePolicy {

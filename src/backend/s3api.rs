@@ -1,9 +1,11 @@
-//! A small signed S3 client for the requests OpenDAL 0.59 cannot make: PUTs with Object Lock
-//! headers, storage class and tags; HEAD with restore and retention state; RestoreObject;
+//! The small signed S3 client every request of an s3:// repository goes through: GET (whole,
+//! ranged, of one version), PUTs with Object Lock headers, storage class and tags (from memory
+//! or streamed from a file); HEAD with restore and retention state; DELETE; RestoreObject;
 //! PutObjectRetention; the bucket's Object Lock configuration; listings with storage classes;
-//! object versions and their permanent deletion; reads of one version.
+//! object versions and their permanent deletion. OpenDAL 0.59's s3 service cannot send most
+//! of these.
 //!
-//! Built from the same `(key, value)` config pairs `location::parse_s3` gives OpenDAL, signed
+//! Built from the `(key, value)` config pairs `location::parse_s3` gives (OpenDAL's s3 keys), signed
 //! with the reqsign OpenDAL uses (same credential chain), sent with reqwest. Every method is one
 //! request, except listings, which loop over pages. Errors are `StorageError`s of the kind the
 //! status and S3 code say (`NotFound`, `PermissionDenied`, ...), temporary for 5xx, throttling,
@@ -290,7 +292,7 @@ impl S3Api {
         })
     }
 
-    /// The storage class OpenDAL writes in (`-o s3.storage_class`); `None`: the bucket's.
+    /// The storage class of plain writes (`-o s3.storage_class`); `None`: the bucket's.
     pub fn default_storage_class(&self) -> Option<&str> {
         self.default_storage_class.as_deref()
     }
@@ -691,6 +693,22 @@ impl S3Api {
                 Some(next) if page.truncated => marker = Some(next),
                 _ => return Ok(out),
             }
+        }
+    }
+
+    /// DeleteObject of the current version: on a versioned bucket a delete marker, which
+    /// never fails on a locked version. A key that is not there is no error (S3 answers 204
+    /// either way; some servers say 404 NoSuchKey).
+    pub async fn delete_object(&self, path: &str) -> StorageResult<()> {
+        let url = self.url(&self.key(path), &[]);
+        let reply = self
+            .send(Method::DELETE, &url, HeaderMap::new(), Bytes::new(), &[404])
+            .await?;
+        match reply.status {
+            404 if !matches!(xml::parse_error(&reply.body), Some((code, _)) if code == "NoSuchKey") => {
+                Err(reply_error(&reply))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The storage trait every layer implements: a flat store of immutable files named by paths.
-//! `OpenDalStorage` and `LocalStorage` hold the files; `Faults`, `Retry` and `TreePackCache`
-//! each wrap any `Storage` and are one themselves, so they stack in any order.
+//! `LocalStorage`, `S3Storage` and `OpenDalStorage` hold the files; `Faults`, `Retry` and
+//! `TreePackCache` each wrap any `Storage` and are one themselves, so they stack in any order.
 
 use async_trait::async_trait;
 use bytes::Bytes;
