@@ -823,3 +823,75 @@ fn s3_snapshot_memory_matches_local_disk() {
     );
     s3.cmd(PW).args(["check", "--read-data"]).assert().code(0);
 }
+
+/// With no keys in the environment, s3:// takes them from the AWS credential chain: here the
+/// container endpoint of ECS and Fargate (`AWS_CONTAINER_CREDENTIALS_FULL_URI`), served on
+/// 127.0.0.1. The chain's requests have a client of their own: the one for an http:// S3
+/// endpoint trusts no certificate.
+#[test]
+fn s3_credentials_from_the_container_endpoint() {
+    use std::io::{BufRead, BufReader, Write};
+    let s3 = servers::s3();
+    let var = |k: &str| s3.env.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    let (key, secret) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}/creds", listener.local_addr().unwrap());
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let body = format!(
+                r#"{{"AccessKeyId":"{key}","SecretAccessKey":"{secret}","Token":"session-token","Expiration":"2099-01-01T00:00:00Z"}}"#
+            );
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let home = scratch_dir("ocvault-container-creds-");
+    let cmd = || {
+        let mut c = ocvault();
+        c.arg("--repo").arg(&s3.url).env("OCVAULT_PASSWORD", PW);
+        for o in &s3.options {
+            c.arg("-o").arg(o);
+        }
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+        ] {
+            c.env_remove(k);
+        }
+        c.env("AWS_REGION", "us-east-1")
+            .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("HOME", home.path())
+            .timeout(std::time::Duration::from_secs(120));
+        c
+    };
+    cmd()
+        .args(["init", "--kdf-memory-kib", "1024", "--kdf-iterations", "1"])
+        .assert()
+        .success();
+    let src = home.path().join("src");
+    small_tree(&src, 5);
+    cmd().arg("snapshot").arg(&src).assert().success();
+    let out = home.path().join("out");
+    cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert_trees_equal(&src, &out.join("src"));
+    assert!(served.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+}

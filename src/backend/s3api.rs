@@ -24,6 +24,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqsign_aws_v4::{Credential, DefaultCredentialProvider, RequestSigner};
 use reqsign_core::{Context, OsEnv, ProvideCredentialChain, Signer};
 use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 mod xml;
@@ -247,14 +248,18 @@ impl S3Api {
         let region = get("region").unwrap_or("us-east-1").to_string();
         let endpoint = normalize_endpoint(get("endpoint"), &region);
         let root = normalize_root(get("root").unwrap_or(""));
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(30)))
-            .build()
-            .map_err(|e| {
-                StorageError::new(ErrorKind::Unexpected, "s3: cannot build HTTP client")
-                    .set_source(e)
-            })?;
+            .connect_timeout(timeout.min(Duration::from_secs(30)));
+        if endpoint.starts_with("http://") {
+            // No TLS on this endpoint: trust no certificate rather than load the system's
+            // (rustls' platform verifier reads and parses every file in /etc/ssl/certs when
+            // the client is built, ~290 here, for a client that never verifies one).
+            http = http.tls_certs_only([]);
+        }
+        let http = http.build().map_err(|e| {
+            StorageError::new(ErrorKind::Unexpected, "s3: cannot build HTTP client").set_source(e)
+        })?;
         let mut provider = {
             let mut builder = DefaultCredentialProvider::builder();
             if flag("disable_config_load") {
@@ -274,7 +279,7 @@ impl S3Api {
         }
         let ctx = Context::new()
             .with_file_read(reqsign_file_read_tokio::TokioFileRead)
-            .with_http_send(CredentialHttp(http.clone()))
+            .with_http_send(CredentialHttp::new(timeout))
             .with_env(OsEnv);
         let signer = Signer::new(ctx, provider, RequestSigner::new("s3", &region));
         Ok(S3Api {
@@ -430,26 +435,64 @@ impl S3Api {
 /// Bytes of a streamed upload read from disk at a time.
 const STREAM_PIECE: usize = 64 << 10;
 
-/// The MD5 (base64, as `Content-MD5` wants it) and length of a file, read in pieces.
-async fn file_md5(file: &std::path::Path) -> std::io::Result<(String, u64)> {
-    use md5::Digest;
-    use tokio::io::AsyncReadExt;
-    let mut f = tokio::fs::File::open(file).await?;
+/// The MD5 (base64, as `Content-MD5` wants it) and length of a file, read in pieces; the
+/// file comes back rewound, ready to be sent. Blocking: run it on a blocking thread.
+fn file_md5(file: &std::path::Path) -> std::io::Result<(String, u64, std::fs::File)> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(file)?;
     let mut hasher = md5::Md5::new();
     let mut buf = vec![0u8; STREAM_PIECE];
     let mut len = 0u64;
     loop {
-        let n = f.read(&mut buf).await?;
+        let n = match f.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
         len += n as u64;
     }
+    f.rewind()?;
     Ok((
         base64::engine::general_purpose::STANDARD.encode(hasher.finalize()),
         len,
+        f,
     ))
+}
+
+/// A file's bytes as a request body: one blocking thread reads it piece by piece into a
+/// channel of two pieces. tokio::fs would hand every 64 KiB read to whichever blocking-pool
+/// thread is free: a 4 GiB snapshot to S3 then ran 21-25 threads against 10-11 to local
+/// disk, each with its own stack and allocations. The reader stops when the body is dropped
+/// (a failed or timed-out request).
+fn file_body(mut file: std::fs::File) -> reqwest::Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        loop {
+            let mut buf = vec![0u8; STREAM_PIECE];
+            let piece = match file.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = piece.is_err();
+            if tx.blocking_send(piece).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    });
+    reqwest::Body::wrap_stream(stream)
 }
 
 /// The headers of a PUT besides its body's: storage class, lock, tags.
@@ -490,27 +533,20 @@ impl S3Api {
         let io = |e: std::io::Error| {
             StorageError::new(ErrorKind::Unexpected, "s3: cannot read a spilled pack").set_source(e)
         };
-        let (md5, len) = file_md5(file).await.map_err(io)?;
+        let owned = file.to_path_buf();
+        let (md5, len, reader) = tokio::task::spawn_blocking(move || file_md5(&owned))
+            .await
+            .map_err(|e| {
+                StorageError::new(ErrorKind::Unexpected, "s3: reading a spilled pack failed")
+                    .set_source(e)
+            })?
+            .map_err(io)?;
         let mut headers = put_headers(opts)?;
         insert(&mut headers, "content-md5", &md5)?;
         insert(&mut headers, "content-length", &len.to_string())?;
-        let reader = tokio::fs::File::open(file).await.map_err(io)?;
-        let stream = futures::stream::try_unfold(reader, |mut r| async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; STREAM_PIECE];
-            let n = r.read(&mut buf).await?;
-            buf.truncate(n);
-            Ok::<_, std::io::Error>((n > 0).then_some((Bytes::from(buf), r)))
-        });
         let url = self.url(&self.key(path), &[]);
         let reply = self
-            .send_body(
-                Method::PUT,
-                &url,
-                headers,
-                reqwest::Body::wrap_stream(stream),
-                &[],
-            )
+            .send_body(Method::PUT, &url, headers, file_body(reader), &[])
             .await?;
         Ok(header_str(&reply.headers, "x-amz-version-id").map(str::to_string))
     }
@@ -722,9 +758,34 @@ impl S3Api {
     }
 }
 
-/// Sends the credential chain's own requests (instance metadata, STS) with our client.
+/// Sends the credential chain's own requests (instance metadata, STS, SSO) with a client of
+/// its own, built with the system's trusted certificates on the first such request: the S3
+/// client may trust none (an http:// endpoint), and static keys never need this one.
 #[derive(Clone, Debug)]
-struct CredentialHttp(reqwest::Client);
+struct CredentialHttp {
+    timeout: Duration,
+    client: Arc<OnceLock<reqwest::Client>>,
+}
+
+impl CredentialHttp {
+    fn new(timeout: Duration) -> CredentialHttp {
+        CredentialHttp {
+            timeout,
+            client: Arc::default(),
+        }
+    }
+
+    fn client(&self) -> reqwest::Result<&reqwest::Client> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let built = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout.min(Duration::from_secs(30)))
+            .build()?;
+        Ok(self.client.get_or_init(|| built))
+    }
+}
 
 impl reqsign_core::HttpSend for CredentialHttp {
     async fn http_send(
@@ -737,7 +798,12 @@ impl reqsign_core::HttpSend for CredentialHttp {
                 .set_retryable(true)
         };
         let req = reqwest::Request::try_from(req).map_err(fail)?;
-        let resp = self.0.execute(req).await.map_err(fail)?;
+        let resp = self
+            .client()
+            .map_err(fail)?
+            .execute(req)
+            .await
+            .map_err(fail)?;
         let mut out = http::Response::builder().status(resp.status());
         if let Some(h) = out.headers_mut() {
             *h = resp.headers().clone();
