@@ -173,8 +173,11 @@ impl UsedBlobs {
     }
 }
 
-/// File content ids gathered before they are looked up at once.
-const USED_BATCH: usize = 1 << 20;
+/// File content ids gathered before they are looked up at once (16 MiB of ids). Held at
+/// exactly this capacity: a Vec left to grow past 1 Mi ids reached 1.6 Mi (50 MiB). `check` of a
+/// 2-million-blob repository, 3 runs each: 1.5-2.0 s at 101-113 MiB before, 1.6-2.1 s at
+/// 104-113 MiB with this; 256 Ki ids took 2.1-2.2 s (at 89-96 MiB).
+const USED_BATCH: usize = 1 << 19;
 
 /// Every blob reachable from the snapshots (trees and file contents), over `index`.
 pub fn used_blobs(repo: &Repository, index: &Index, roots: &[TreeId]) -> Result<UsedBlobs> {
@@ -207,9 +210,8 @@ pub fn used_blobs_loading(
     on_unreadable: &mut dyn FnMut(crate::walker::WalkError) -> Result<()>,
 ) -> Result<UsedBlobs> {
     let mut used = UsedBlobs::new(index);
-    // File contents are looked up in batches (32 MiB of ids), trees at once (the walk skips
-    // what it has seen).
-    let mut contents: Vec<Id> = Vec::new();
+    // File contents are looked up in batches, trees at once (the walk skips what it has seen).
+    let mut contents: Vec<Id> = Vec::with_capacity(USED_BATCH);
     for root in roots {
         if !used.insert(index, &root.0) {
             continue;
@@ -223,9 +225,11 @@ pub fn used_blobs_loading(
                     continue;
                 }
             };
-            contents.extend(node.content.iter().map(|c| c.0));
-            if contents.len() >= USED_BATCH {
-                used.insert_many(index, &mut contents);
+            for c in &node.content {
+                if contents.len() == USED_BATCH {
+                    used.insert_many(index, &mut contents);
+                }
+                contents.push(c.0);
             }
             // A tree already seen: everything below it is counted.
             if node.subtree.is_some_and(|s| !used.insert(index, &s.0)) {
