@@ -315,6 +315,34 @@ fn index_entry_past_pack_end_and_unknown_file_are_found() {
     assert!(damage_mentions(&v, &"ab".repeat(32)), "{v:#}");
 }
 
+/// A real pack of this repository in no index (a backup cut off before its index file) is
+/// space prune can reclaim, not damage; files in `data/` are matched to the index by pack id.
+#[test]
+fn pack_in_no_index_is_reclaimable() {
+    let f = fixture();
+    let lib = open_lib(&f.repo);
+    let raw = b"a blob no index file names".to_vec();
+    let id = lib.keys().blob_id(&raw);
+    let sealed = ocvault::pack::seal_blob(lib.keys(), BlobType::Data, &id, &raw, 3);
+    let mut b = ocvault::pack::PackBuilder::new(BlobType::Data, 1024);
+    b.add(id, raw.len() as u32, &sealed);
+    let (bytes, entry) = b.finish(lib.keys());
+    let path = f
+        .repo
+        .repo
+        .join(ocvault::backend::FileKind::Pack.path(&entry.id));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, v) = check(&f.repo, &[]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["reclaimable"]["unreferenced_packs"], 1, "{v:#}");
+    assert_eq!(
+        v["reclaimable"]["unreferenced_pack_bytes"],
+        bytes.len() as u64,
+        "{v:#}"
+    );
+}
+
 #[test]
 fn read_data_subsets_cover_every_pack_exactly_once() {
     let repo = TestRepo::new();
