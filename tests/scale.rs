@@ -129,15 +129,12 @@ fn steps_at(blobs: u64, work: &Path, new_tree: &Path) -> (Vec<(&'static str, u64
         .as_f64()
         .expect("startup_seconds in snapshot --json");
 
-    let list = measure(
-        "snapshots",
-        &mut ocvault_at(
-            &repo,
-            &cache,
-            &["--json", "snapshots", "--tag", "synthetic"],
-        ),
-    );
-    let mut snaps: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    let synthetic_snapshots = || -> Vec<serde_json::Value> {
+        let args = ["--json", "snapshots", "--tag", "synthetic"];
+        let list = measure("snapshots", &mut ocvault_at(&repo, &cache, &args));
+        serde_json::from_str(&list.stdout).unwrap()
+    };
+    let mut snaps = synthetic_snapshots();
     snaps.sort_by_key(|s| s["time"].as_str().unwrap().to_string());
     let id = |s: &serde_json::Value| s["id"].as_str().unwrap().to_string();
     let newest = id(snaps.last().unwrap());
@@ -174,16 +171,11 @@ fn steps_at(blobs: u64, work: &Path, new_tree: &Path) -> (Vec<(&'static str, u64
         "check (after prune)",
         min_of_two("check after prune", &repo, &cache, &["check"]),
     ));
-    let left = measure(
-        "snapshots",
-        &mut ocvault_at(
-            &repo,
-            &cache,
-            &["--json", "snapshots", "--tag", "synthetic"],
-        ),
+    assert_eq!(
+        synthetic_snapshots().len(),
+        snaps.len() - 2,
+        "forget removed two snapshots"
     );
-    let left: Vec<serde_json::Value> = serde_json::from_str(&left.stdout).unwrap();
-    assert_eq!(left.len(), snaps.len() - 2, "forget removed two snapshots");
     std::fs::remove_dir_all(&repo).unwrap();
     (peaks, startup)
 }
