@@ -12,7 +12,9 @@ fn main() {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     let code = cli::main();
-    end_leftover_ssh();
+    if ocvault::backend::sftp_opened() {
+        end_leftover_ssh();
+    }
     std::process::exit(code);
 }
 

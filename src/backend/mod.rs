@@ -226,6 +226,9 @@ impl Backend {
             s3_storage::S3Storage::open(api, policy.clone(), loc.s3.original_versions)
         } else {
             let op = {
+                if loc.scheme == "sftp" {
+                    SFTP_OPENED.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 // The sftp service connects from inside the runtime.
                 let _guard = rt.enter();
                 Operator::via_iter(loc.scheme.as_str(), loc.config)
@@ -742,6 +745,15 @@ fn map_err(e: opendal::Error, path: &str) -> Error {
         ErrorKind::PermissionDenied => Error::Backend(format!("{path}: permission denied")),
         _ => e.into(),
     }
+}
+
+/// Set once an sftp repository is opened: only then can this process have ssh children to
+/// end at exit (scanning /proc for them costs every other command a read per process).
+static SFTP_OPENED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process opened an sftp repository (and so may have started ssh).
+pub fn sftp_opened() -> bool {
+    SFTP_OPENED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A `SystemTime` as ns since the epoch (negative before it).
